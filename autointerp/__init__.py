@@ -1,0 +1,1 @@
+"""autointerp: label the features of a neural network and grade the labels."""

@@ -1,0 +1,31 @@
+"""Typed errors. Each carries a one-line message naming the problem; the CLI prints it and exits non-zero."""
+
+
+class AutointerpError(Exception):
+    """Base of every error autointerp raises on purpose (bad input, bad store, bad config)."""
+
+    exit_code = 1
+
+
+class StoreError(AutointerpError):
+    """The store file cannot be used: newer schema, missing dictionary, locked, corrupt."""
+
+    exit_code = 3
+
+
+class IngestError(AutointerpError):
+    """Input data is malformed; the ingest was rolled back and the store is unchanged."""
+
+    exit_code = 4
+
+
+class CaptureError(AutointerpError):
+    """Live capture cannot run: unknown hook, SAE/model mismatch, empty corpus, bad SAE folder."""
+
+    exit_code = 5
+
+
+class SampleError(AutointerpError):
+    """A sampling request cannot be served (unknown feature, bad config)."""
+
+    exit_code = 6

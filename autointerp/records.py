@@ -1,0 +1,145 @@
+"""Records passed between the pipeline stages. Frozen dataclasses; units are stated per field."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Literal
+
+WindowKind = Literal["top", "quantile", "random", "neighbor"]
+SampleStatus = Literal["ok", "dead", "too_rare"]
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Token contexts shared by every dictionary captured or ingested over them."""
+
+    corpus_id: int
+    name: str
+    tokenizer: str  # where token strings came from (a local folder, or "external")
+    ctx_len: int  # tokens per context
+    n_contexts: int
+    fingerprint: str  # sha256 over the token ids (or over capture inputs): equal corpora are stored once
+
+
+@dataclass(frozen=True)
+class Dictionary:
+    """One feature dictionary: an SAE's latents or a module's raw neurons, over one corpus."""
+
+    dictionary_id: int
+    name: str
+    corpus_id: int
+    model: str
+    hook: str
+    width: int  # number of features; ids are 0..width-1
+    kind: str  # "sae", "neurons", "delphi" or "external"
+    source: str  # where it came from (a folder or file path)
+    config: dict = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class FeatureStats:
+    """Per-feature statistics over all tokens of the dictionary's corpus (values in activation units)."""
+
+    feature: int
+    n_firing: int  # tokens with a stored (nonzero) activation
+    n_contexts: int  # contexts with at least one firing token
+    density: float  # n_firing / tokens in corpus, in [0, 1]
+    max_value: float | None
+    mean_value: float | None  # mean over firing tokens only
+    quantile_edges: tuple[float, ...]  # deciles 0.1..0.9 of the firing values
+    max_context: int | None
+    max_position: int | None
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """How windows are drawn for one feature. Recorded with every sample (see `hash`).
+
+    Windows are `window` tokens long. An activating window is placed so its peak token sits at
+    offset `peak_offset` (default 3/4 of the window: most context precedes the token, as a causal
+    model sees it); at the edges of a context the window is clamped inside it, so the peak moves.
+    """
+
+    window: int = 32
+    peak_offset: int | None = None  # None: window * 3 // 4
+    n_top: int = 20  # explain: highest-peak windows
+    n_quantile_explain: int = 20  # explain: drawn across quantile bins of the remaining windows
+    n_score_activating: int = 50  # score: held-out activating windows across the same bins
+    n_score_nonfiring: int = 50  # score: random windows where the feature is zero throughout
+    n_neighbor_negatives: int = 0  # score: top windows of neighbouring features, where this one is zero
+    n_quantiles: int = 10  # bins of activating windows, equal count, by peak value
+    min_windows: int = 10  # fewer distinct activating windows than this: "too_rare"
+
+    def __post_init__(self) -> None:
+        from .errors import SampleError
+
+        if self.window < 2:
+            raise SampleError(f"window must be at least 2 tokens, got {self.window}")
+        if self.peak_offset is not None and not 0 <= self.peak_offset < self.window:
+            raise SampleError(f"peak_offset must be in [0, {self.window}), got {self.peak_offset}")
+        for name in ("n_top", "n_quantile_explain", "n_score_activating", "n_score_nonfiring",
+                     "n_neighbor_negatives"):
+            if getattr(self, name) < 0:
+                raise SampleError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.n_quantiles < 1:
+            raise SampleError(f"n_quantiles must be >= 1, got {self.n_quantiles}")
+        if self.min_windows < 2:
+            raise SampleError(f"min_windows must be >= 2 (one to explain, one to score), got {self.min_windows}")
+
+    @property
+    def offset(self) -> int:
+        return self.window * 3 // 4 if self.peak_offset is None else self.peak_offset
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def hash(self) -> str:
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Window:
+    """A run of `len(tokens)` consecutive tokens of one context, with this feature's activation on each."""
+
+    kind: str  # top | quantile | random | neighbor
+    context_id: int  # the context's index in its source (delphi: the sequence index in `locations`)
+    start: int  # position of the first token in the context
+    tokens: tuple[str, ...]
+    token_ids: tuple[int, ...]
+    activations: tuple[float, ...]  # one per token, 0.0 where the feature does not fire
+
+    @property
+    def peak(self) -> float:
+        return max(self.activations) if self.activations else 0.0
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "context_id": self.context_id, "start": self.start,
+                "tokens": list(self.tokens), "activations": list(self.activations)}
+
+
+@dataclass(frozen=True)
+class FeatureSample:
+    """The explain set and the held-out score set of one feature; they never share a window."""
+
+    dictionary: str
+    feature: int
+    status: SampleStatus
+    reason: str  # empty when status == "ok"; otherwise why this feature has no usable sample
+    explain: tuple[Window, ...]
+    score: tuple[Window, ...]
+    config: SamplerConfig
+    seed: int
+    n_candidates: int = 0  # distinct, non-overlapping activating windows the feature has
+    created_at: datetime | None = None
+
+    def to_json(self) -> dict:
+        return {"feature": self.feature, "dictionary": self.dictionary, "status": self.status,
+                "reason": self.reason, "seed": self.seed, "sampler": self.config.to_dict(),
+                "sampler_hash": self.config.hash, "n_candidates": self.n_candidates,
+                "explain": [w.to_json() for w in self.explain],
+                "score": [w.to_json() for w in self.score]}

@@ -1,0 +1,7 @@
+"""The DuckDB store (all SQL lives here)."""
+
+from .schema import LATEST_VERSION
+from .store import Store, open_store
+from .writer import DictionaryBuilder, StoreWriter
+
+__all__ = ["LATEST_VERSION", "DictionaryBuilder", "Store", "StoreWriter", "open_store"]

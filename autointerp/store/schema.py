@@ -1,0 +1,118 @@
+"""Schema migrations: an ordered list of small functions, each recorded in `schema_migrations` when applied.
+
+Never edit a released migration; append a new one. A store whose recorded version is newer than the
+last migration here was written by a newer autointerp and is refused rather than misread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import duckdb
+
+
+def _m001_initial(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("""
+        CREATE TABLE corpora (
+            corpus_id INTEGER PRIMARY KEY,
+            name VARCHAR NOT NULL,
+            tokenizer VARCHAR NOT NULL,
+            ctx_len INTEGER NOT NULL,
+            n_contexts INTEGER NOT NULL,
+            n_tokens BIGINT NOT NULL,
+            fingerprint VARCHAR NOT NULL UNIQUE,
+            source VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL
+        )""")
+    # One row per context, in context_id order; token strings beside the ids so a store reads back
+    # without a tokenizer. Joining the strings of a context gives its text.
+    con.execute("""
+        CREATE TABLE contexts (
+            corpus_id INTEGER NOT NULL,
+            context_id UINTEGER NOT NULL,
+            token_ids INTEGER[] NOT NULL,
+            tokens VARCHAR[] NOT NULL
+        )""")
+    con.execute("""
+        CREATE TABLE dictionaries (
+            dictionary_id INTEGER PRIMARY KEY,
+            name VARCHAR NOT NULL UNIQUE,
+            corpus_id INTEGER NOT NULL,
+            model VARCHAR NOT NULL,
+            hook VARCHAR NOT NULL,
+            width UINTEGER NOT NULL,
+            kind VARCHAR NOT NULL,
+            source VARCHAR NOT NULL,
+            config JSON NOT NULL,
+            created_at TIMESTAMP NOT NULL
+        )""")
+    # Sparse activations, physically clustered by (dictionary_id, feature, context_id, position):
+    # every ingest path appends one dictionary's rows in that order, so DuckDB's per-row-group
+    # min/max (zonemaps) let a per-feature read skip all row groups but the feature's own, and a
+    # feature range is one contiguous scan. No ART index: it would cost more than the table.
+    con.execute("""
+        CREATE TABLE activations (
+            dictionary_id USMALLINT NOT NULL,
+            feature UINTEGER NOT NULL,
+            context_id UINTEGER NOT NULL,
+            position USMALLINT NOT NULL,
+            value FLOAT NOT NULL
+        )""")
+    # One row per feature 0..width-1, dead features included (n_firing = 0).
+    con.execute("""
+        CREATE TABLE feature_stats (
+            dictionary_id USMALLINT NOT NULL,
+            feature UINTEGER NOT NULL,
+            n_firing BIGINT NOT NULL,
+            n_contexts BIGINT NOT NULL,
+            density DOUBLE NOT NULL,
+            max_value FLOAT,
+            mean_value DOUBLE,
+            quantile_edges FLOAT[] NOT NULL,
+            max_context UINTEGER,
+            max_position USMALLINT
+        )""")
+    con.execute("""
+        CREATE TABLE feature_neighbors (
+            dictionary_id USMALLINT NOT NULL,
+            feature UINTEGER NOT NULL,
+            neighbor UINTEGER NOT NULL,
+            similarity FLOAT NOT NULL
+        )""")
+    con.execute("""
+        CREATE TABLE sampler_configs (
+            config_hash VARCHAR PRIMARY KEY,
+            config JSON NOT NULL
+        )""")
+    # Stored samples hold window references only; tokens and activations are read back on demand.
+    con.execute("""
+        CREATE TABLE samples (
+            dictionary_id USMALLINT NOT NULL,
+            feature UINTEGER NOT NULL,
+            sample_set VARCHAR NOT NULL,
+            kind VARCHAR NOT NULL,
+            rank USMALLINT NOT NULL,
+            context_id UINTEGER NOT NULL,
+            start USMALLINT NOT NULL,
+            length USMALLINT NOT NULL
+        )""")
+    con.execute("""
+        CREATE TABLE sample_status (
+            dictionary_id USMALLINT NOT NULL,
+            feature UINTEGER NOT NULL,
+            status VARCHAR NOT NULL,
+            reason VARCHAR NOT NULL,
+            n_candidates INTEGER NOT NULL,
+            config_hash VARCHAR NOT NULL,
+            seed BIGINT NOT NULL,
+            created_at TIMESTAMP NOT NULL
+        )""")
+
+
+Migration = tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]
+
+MIGRATIONS: list[Migration] = [
+    (1, "initial", _m001_initial),
+]
+
+LATEST_VERSION = MIGRATIONS[-1][0]

@@ -1,0 +1,323 @@
+"""Writes inside one store transaction: corpora, contexts, dictionaries, activations, statistics, samples."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from ..arrays import feature_stats, is_sorted_rows, sort_rows
+from ..errors import IngestError
+from ..records import SamplerConfig
+from .store import Store, _now
+
+MAX_POSITION = 2**16 - 1  # positions are stored as USMALLINT
+
+
+class StoreWriter:
+    """Handed out by `Store.writer()`; valid only inside that `with` block."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.con = store.con
+        self._builders: list[DictionaryBuilder] = []
+        self._ctx_lengths: dict[int, list[np.ndarray]] = {}
+
+    def _close(self) -> None:
+        for b in self._builders:
+            b._drop_staging()
+
+    # -- corpora ----------------------------------------------------------------------------------
+
+    def add_corpus(self, *, name: str, tokenizer: str, ctx_len: int, fingerprint: str,
+                   source: str) -> tuple[int, bool]:
+        """Return (corpus_id, created). An existing corpus with the same fingerprint is reused."""
+        existing = self.store.corpus_by_fingerprint(fingerprint)
+        if existing is not None:
+            return existing.corpus_id, False
+        if ctx_len > MAX_POSITION + 1:
+            raise IngestError(f"contexts of {ctx_len} tokens exceed the store's limit of {MAX_POSITION + 1}")
+        cid = self.con.execute("SELECT coalesce(max(corpus_id), 0) + 1 FROM corpora").fetchone()[0]
+        self.con.execute("INSERT INTO corpora VALUES (?, ?, ?, ?, 0, 0, ?, ?, ?)",
+                         [cid, name, tokenizer, ctx_len, fingerprint, source, _now()])
+        self._ctx_lengths[cid] = []
+        return cid, True
+
+    def add_contexts(self, corpus_id: int, token_ids: list[np.ndarray], tokens: list[list[str]]) -> int:
+        """Append contexts in order; returns the first context id assigned. Ids are 0, 1, 2, ... per corpus."""
+        if corpus_id not in self._ctx_lengths:
+            raise IngestError(f"corpus {corpus_id} was not created in this transaction")
+        if len(token_ids) != len(tokens):
+            raise IngestError(f"{len(token_ids)} token-id rows but {len(tokens)} token-string rows")
+        lengths = np.array([len(t) for t in token_ids], dtype=np.int64)
+        if len(lengths) and (lengths.min() < 1 or lengths.max() > MAX_POSITION + 1):
+            raise IngestError(f"context lengths must be 1..{MAX_POSITION + 1}, got {lengths.min()}..{lengths.max()}")
+        for i, (a, b) in enumerate(zip(token_ids, tokens)):
+            if len(a) != len(b):
+                raise IngestError(f"context {i}: {len(a)} token ids but {len(b)} token strings")
+        first = sum(len(x) for x in self._ctx_lengths[corpus_id])
+        ids = np.arange(first, first + len(token_ids), dtype=np.uint32)
+        tbl = pa.table({
+            "corpus_id": pa.array(np.full(len(ids), corpus_id, dtype=np.int32)),
+            "context_id": pa.array(ids),
+            "token_ids": pa.array([np.asarray(t, dtype=np.int32) for t in token_ids], type=pa.list_(pa.int32())),
+            "tokens": pa.array(tokens, type=pa.list_(pa.string())),
+        })
+        self.con.execute("INSERT INTO contexts SELECT * FROM tbl")
+        self._ctx_lengths[corpus_id].append(lengths)
+        self.con.execute("UPDATE corpora SET n_contexts = n_contexts + ?, n_tokens = n_tokens + ? "
+                         "WHERE corpus_id = ?", [len(ids), int(lengths.sum()), corpus_id])
+        return first
+
+    def context_lengths(self, corpus_id: int) -> np.ndarray:
+        if corpus_id in self._ctx_lengths:
+            parts = self._ctx_lengths[corpus_id]
+            return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        return self.store.context_lengths(corpus_id)
+
+    # -- dictionaries -----------------------------------------------------------------------------
+
+    def add_dictionary(self, *, name: str, corpus_id: int, model: str, hook: str, width: int, kind: str,
+                       source: str, config: dict | None = None, replace: bool = False,
+                       sorted_input: bool = True) -> DictionaryBuilder:
+        """Create a dictionary and return a builder to append its activations to.
+
+        `sorted_input`: the caller promises rows arrive partitioned by feature in ascending order
+        (a delphi cache, shard by shard). They go straight into the clustered table; otherwise rows
+        are staged and sorted once at `finish()`.
+        """
+        if width < 1:
+            raise IngestError(f"dictionary width must be >= 1, got {width}")
+        row = self.con.execute("SELECT dictionary_id FROM dictionaries WHERE name = ?", [name]).fetchone()
+        if row is not None:
+            if not replace:
+                raise IngestError(f"dictionary {name!r} already exists in {self.store.path}; "
+                                  "pass --replace to overwrite it")
+            self.delete_dictionary(row[0])
+        did = self.con.execute("SELECT coalesce(max(dictionary_id), 0) + 1 FROM dictionaries").fetchone()[0]
+        self.con.execute("INSERT INTO dictionaries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         [did, name, corpus_id, model, hook, width, kind, source,
+                          json.dumps(config or {}, sort_keys=True), _now()])
+        b = DictionaryBuilder(self, did, corpus_id, width, sorted_input)
+        self._builders.append(b)
+        return b
+
+    def delete_dictionary(self, dictionary_id: int) -> None:
+        for t in ("activations", "feature_stats", "feature_neighbors", "samples", "sample_status", "dictionaries"):
+            self.con.execute(f"DELETE FROM {t} WHERE dictionary_id = ?", [dictionary_id])
+
+    def add_neighbors(self, dictionary_id: int, feature: np.ndarray, neighbor: np.ndarray,
+                      similarity: np.ndarray) -> None:
+        tbl = pa.table({"dictionary_id": np.full(len(feature), dictionary_id, np.uint16),
+                        "feature": feature.astype(np.uint32), "neighbor": neighbor.astype(np.uint32),
+                        "similarity": similarity.astype(np.float32)})
+        self.con.execute("INSERT INTO feature_neighbors SELECT * FROM tbl")
+
+    # -- samples ----------------------------------------------------------------------------------
+
+    def clear_samples(self, dictionary_id: int, features: np.ndarray | None = None) -> None:
+        for t in ("samples", "sample_status"):
+            if features is None:
+                self.con.execute(f"DELETE FROM {t} WHERE dictionary_id = ?", [dictionary_id])
+            else:
+                self.con.execute(f"DELETE FROM {t} WHERE dictionary_id = ? AND feature IN "
+                                 "(SELECT unnest(?::UINTEGER[]))", [dictionary_id, features.tolist()])
+
+    def add_samples(self, dictionary_id: int, config: SamplerConfig, seed: int, status: dict[str, np.ndarray],
+                    refs: dict[str, np.ndarray]) -> None:
+        """Append sampled window references and one status row per feature."""
+        self.con.execute("INSERT INTO sampler_configs SELECT ?, ? WHERE NOT EXISTS "
+                         "(SELECT 1 FROM sampler_configs WHERE config_hash = ?)",
+                         [config.hash, json.dumps(config.to_dict(), sort_keys=True), config.hash])
+        n = len(status["feature"])
+        st = pa.table({"dictionary_id": np.full(n, dictionary_id, np.uint16),
+                       "feature": status["feature"].astype(np.uint32),
+                       "status": pa.array(status["status"], pa.string()),
+                       "reason": pa.array(status["reason"], pa.string()),
+                       "n_candidates": status["n_candidates"].astype(np.int32),
+                       "config_hash": pa.array([config.hash] * n, pa.string()),
+                       "seed": np.full(n, seed, np.int64),
+                       "created_at": pa.array([_now()] * n, pa.timestamp("us"))})
+        self.con.execute("INSERT INTO sample_status SELECT * FROM st")
+        m = len(refs["feature"])
+        if m:
+            rt = pa.table({"dictionary_id": np.full(m, dictionary_id, np.uint16),
+                           "feature": refs["feature"].astype(np.uint32),
+                           "sample_set": pa.array(refs["sample_set"], pa.string()),
+                           "kind": pa.array(refs["kind"], pa.string()),
+                           "rank": refs["rank"].astype(np.uint16),
+                           "context_id": refs["context_id"].astype(np.uint32),
+                           "start": refs["start"].astype(np.uint16),
+                           "length": refs["length"].astype(np.uint16)})
+            self.con.execute("INSERT INTO samples SELECT * FROM rt")
+
+
+@dataclass
+class DictionaryBuilder:
+    """Appends one dictionary's activations, validating every chunk; `finish()` writes its statistics."""
+
+    writer: StoreWriter
+    dictionary_id: int
+    corpus_id: int
+    width: int
+    sorted_input: bool
+    n_rows: int = 0
+    _lengths: np.ndarray | None = None
+    _carry: dict | None = None  # rows of the last feature seen, held until the feature is complete
+    _last_feature: int = -1
+    _staging: str | None = None
+    _stats_parts: list = field(default_factory=list)
+
+    def append(self, feature, context, position, value) -> None:
+        """Append rows (any integer/float arrays of equal length). Exact zeros are dropped."""
+        feature, context, position, value = (np.asarray(x) for x in (feature, context, position, value))
+        n = len(feature)
+        if not (len(context) == len(position) == len(value) == n):
+            raise IngestError(f"activation columns disagree in length: feature {n}, context {len(context)}, "
+                              f"position {len(position)}, value {len(value)}")
+        if n == 0:
+            return
+        value = value.astype(np.float32, copy=False)
+        bad = ~np.isfinite(value)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise IngestError(f"{int(bad.sum())} activation values are NaN or Inf (first: feature {int(feature[i])}, "
+                              f"context {int(context[i])}, position {int(position[i])})")
+        keep = value != 0
+        if not keep.all():
+            feature, context, position, value = feature[keep], context[keep], position[keep], value[keep]
+            if len(feature) == 0:
+                return
+        self._check_ranges(feature, context, position)
+        feature = feature.astype(np.uint32, copy=False)
+        context = context.astype(np.uint32, copy=False)
+        position = position.astype(np.uint16, copy=False)
+        if self.sorted_input:
+            self._append_sorted(feature, context, position, value)
+        else:
+            self._append_staged(feature, context, position, value)
+
+    def _check_ranges(self, feature, context, position) -> None:
+        if self._lengths is None or len(self._lengths) == 0 or context.max() >= len(self._lengths):
+            self._lengths = self.writer.context_lengths(self.corpus_id)
+        n_ctx = len(self._lengths)
+        if feature.min() < 0 or feature.max() >= self.width:
+            raise IngestError(f"feature id {int(feature.max() if feature.max() >= self.width else feature.min())} "
+                              f"out of range: the dictionary has {self.width} features (0..{self.width - 1})")
+        if context.min() < 0 or context.max() >= n_ctx:
+            bad = int(context.max() if context.max() >= n_ctx else context.min())
+            raise IngestError(f"context id {bad} out of range: the corpus has {n_ctx} contexts")
+        if position.min() < 0:
+            raise IngestError(f"negative token position {int(position.min())}")
+        over = position >= self._lengths[context]
+        if over.any():
+            i = int(np.flatnonzero(over)[0])
+            raise IngestError(f"token position {int(position[i])} out of range for context {int(context[i])} "
+                              f"of {int(self._lengths[context[i]])} tokens")
+
+    def _append_sorted(self, f, c, p, v) -> None:
+        if not is_sorted_rows(f, c, p):
+            f, c, p, v = sort_rows(f, c, p, v)
+            if not is_sorted_rows(f, c, p):
+                raise IngestError("duplicate (feature, context, position) cells in the activations")
+        if self._carry is not None:
+            cf, cc, cp, cv = (self._carry[k] for k in "fcpv")
+            if int(f[0]) == self._last_feature:
+                f, c, p, v = (np.concatenate(x) for x in ((cf, f), (cc, c), (cp, p), (cv, v)))
+                if not is_sorted_rows(f, c, p):
+                    f, c, p, v = sort_rows(f, c, p, v)
+                    if not is_sorted_rows(f, c, p):
+                        raise IngestError("duplicate (feature, context, position) cells in the activations")
+            else:
+                self._flush(cf, cc, cp, cv)
+        if int(f[0]) < self._last_feature:
+            raise IngestError(f"rows of feature {int(f[0])} arrive after feature {self._last_feature}: "
+                              "input is not partitioned by feature (overlapping shards?)")
+        # hold back the last feature: the next chunk may continue it
+        cut = int(np.searchsorted(f, f[-1], side="left"))
+        if cut:
+            self._flush(f[:cut], c[:cut], p[:cut], v[:cut])
+        self._carry = {"f": f[cut:], "c": c[cut:], "p": p[cut:], "v": v[cut:]}
+        self._last_feature = int(f[-1])
+
+    def _flush(self, f, c, p, v) -> None:
+        tbl = pa.table({"dictionary_id": np.full(len(f), self.dictionary_id, np.uint16),
+                        "feature": f, "context_id": c, "position": p, "value": v})
+        self.writer.con.execute("INSERT INTO activations SELECT * FROM tbl")
+        self.n_rows += len(f)
+        self._stats_parts.append(self._stats_table(f, c, p, v))
+
+    def _stats_table(self, f, c, p, v) -> pa.Table:
+        s = feature_stats(f, c, p, v)
+        return pa.table({"feature": s["feature"], "n_firing": s["n_firing"], "n_contexts": s["n_contexts"],
+                         "max_value": s["max_value"], "mean_value": s["mean_value"],
+                         "quantile_edges": pa.FixedSizeListArray.from_arrays(
+                             s["quantile_edges"].ravel(), s["quantile_edges"].shape[1]).cast(pa.list_(pa.float32())),
+                         "max_context": s["max_context"], "max_position": s["max_position"]})
+
+    def _append_staged(self, f, c, p, v) -> None:
+        con = self.writer.con
+        if self._staging is None:
+            self._staging = f"_staging_{self.dictionary_id}"
+            con.execute(f"CREATE TEMP TABLE {self._staging} (feature UINTEGER, context_id UINTEGER, "
+                        "position USMALLINT, value FLOAT)")
+        tbl = pa.table({"feature": f, "context_id": c, "position": p, "value": v})
+        con.execute(f"INSERT INTO {self._staging} SELECT * FROM tbl")
+
+    def _drop_staging(self) -> None:
+        if self._staging is not None:
+            try:
+                self.writer.con.execute(f"DROP TABLE IF EXISTS {self._staging}")
+            except Exception:
+                pass  # the transaction is being rolled back; the temp table goes with the connection
+            self._staging = None
+
+    def finish(self, max_rows_per_chunk: int = 4_000_000) -> int:
+        """Complete the dictionary: move staged rows into place and write per-feature statistics."""
+        con = self.writer.con
+        if self.sorted_input:
+            if self._carry is not None:
+                self._flush(*(self._carry[k] for k in "fcpv"))
+                self._carry = None
+        elif self._staging is not None:
+            dup = con.execute(f"SELECT feature, context_id, position FROM {self._staging} "
+                              "GROUP BY ALL HAVING count(*) > 1 LIMIT 1").fetchone()
+            if dup is not None:
+                raise IngestError(f"duplicate activation for feature {dup[0]}, context {dup[1]}, position {dup[2]}")
+            con.execute(f"INSERT INTO activations SELECT ?, * FROM {self._staging} "
+                        "ORDER BY feature, context_id, position", [self.dictionary_id])
+            self._drop_staging()
+            counts = con.execute("SELECT feature, count(*) AS n FROM activations WHERE dictionary_id = ? "
+                                 "GROUP BY feature ORDER BY feature", [self.dictionary_id]).fetchnumpy()
+            bounds = np.cumsum(counts["n"])
+            lo_i = 0
+            while lo_i < len(bounds):
+                base = bounds[lo_i - 1] if lo_i else 0
+                hi_i = max(lo_i, int(np.searchsorted(bounds, base + max_rows_per_chunk, side="right")) - 1)
+                r = self.writer.store.read_activations(self.dictionary_id, int(counts["feature"][lo_i]),
+                                                       int(counts["feature"][hi_i]))
+                self.n_rows += len(r["feature"])
+                self._stats_parts.append(self._stats_table(r["feature"], r["context_id"], r["position"], r["value"]))
+                lo_i = hi_i + 1
+        self._write_stats()
+        return self.n_rows
+
+    def _write_stats(self) -> None:
+        con = self.writer.con
+        n_tokens = int(self.writer.context_lengths(self.corpus_id).sum())
+        schema = pa.schema([("feature", pa.uint32()), ("n_firing", pa.int64()), ("n_contexts", pa.int64()),
+                            ("max_value", pa.float32()), ("mean_value", pa.float64()),
+                            ("quantile_edges", pa.list_(pa.float32())), ("max_context", pa.uint32()),
+                            ("max_position", pa.uint16())])
+        live = pa.concat_tables([t.cast(schema) for t in self._stats_parts]) if self._stats_parts \
+            else schema.empty_table()
+        self._stats_parts = []
+        con.execute("""
+            INSERT INTO feature_stats
+            SELECT ?, r.range::UINTEGER, coalesce(l.n_firing, 0), coalesce(l.n_contexts, 0),
+                   coalesce(l.n_firing, 0) / ?::DOUBLE, l.max_value, l.mean_value,
+                   coalesce(l.quantile_edges, []::FLOAT[]), l.max_context, l.max_position
+            FROM range(?) r LEFT JOIN live l ON l.feature = r.range
+            ORDER BY r.range""", [self.dictionary_id, max(n_tokens, 1), self.width])
