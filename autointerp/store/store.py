@@ -201,6 +201,23 @@ class Store:
             "SELECT feature, context_id, position, value FROM activations "
             "WHERE dictionary_id = ? AND feature BETWEEN ? AND ?", [dictionary_id, lo, hi]).fetchnumpy()
 
+    def neighbor_peaks(self, dictionary_id: int, features: np.ndarray, per_feature: int) -> dict[str, np.ndarray]:
+        """Peak locations of each feature's nearest stored neighbours, most similar first."""
+        self.con.register("_want_feats", pa.table({"feature": np.asarray(features, dtype=np.uint32)}))
+        try:
+            t = self.con.execute("""
+                SELECT n.feature, s.max_context AS context, s.max_position AS position FROM (
+                    SELECT feature, neighbor, similarity,
+                           row_number() OVER (PARTITION BY feature ORDER BY similarity DESC, neighbor) AS k
+                    FROM feature_neighbors
+                    WHERE dictionary_id = ? AND feature IN (SELECT feature FROM _want_feats)) n
+                JOIN feature_stats s ON s.dictionary_id = ? AND s.feature = n.neighbor
+                WHERE n.k <= ? AND s.n_firing > 0
+                ORDER BY n.feature, n.k""", [dictionary_id, dictionary_id, per_feature]).fetchnumpy()
+        finally:
+            self.con.unregister("_want_feats")
+        return {k: np.asarray(t[k]).astype(np.int64) for k in ("feature", "context", "position")}
+
     # -- contexts ---------------------------------------------------------------------------------
 
     def context_lengths(self, corpus_id: int) -> np.ndarray:
@@ -218,9 +235,9 @@ class Store:
         cols = "context_id, token_ids" + (", tokens" if with_strings else "")
         self.con.register("_want_ids", pa.table({"context_id": ids}))
         try:
-            t = self.con.execute(
+            t = self.con.sql(
                 f"SELECT {cols} FROM contexts WHERE corpus_id = ? AND context_id IN "
-                "(SELECT context_id FROM _want_ids) ORDER BY context_id", [corpus_id]).fetch_arrow_table()
+                "(SELECT context_id FROM _want_ids) ORDER BY context_id", params=[corpus_id]).to_arrow_table()
         finally:
             self.con.unregister("_want_ids")
         got = t.column("context_id").to_numpy()

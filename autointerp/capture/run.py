@@ -1,0 +1,255 @@
+"""Live capture: run a local Hugging Face model over a text corpus and store a dictionary's activations.
+
+The model, a forward hook on one module, and optionally an SAE produce per-token features; only
+the nonzero ones are kept. Everything happens in one store transaction and streams batch by
+batch, so memory is bounded by `batch_size` whatever the corpus size, and any failure leaves
+the store exactly as it was.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..errors import CaptureError
+from ..ingest.tokens import TokenStrings
+from ..store import Store
+from .corpus import check_corpus_path, file_sha256, pack_contexts, read_corpus
+from .sae import SAE, load_sae
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "tokenizer.model",
+                   "tokenizer_config.json", "special_tokens_map.json")
+NEIGHBOR_BLOCK = 4096
+
+
+class _Stop(Exception):
+    """Raised by the hook once it has its output, so the layers after it are not computed."""
+
+
+def load_model(path: str | Path, quiet: bool = True):
+    """(model, tokenizer) from a local folder, in eval mode on CPU; never reaches a hub.
+
+    `quiet` hides transformers' weight-loading bar (restored afterwards) so only our bar shows.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    p = Path(path)
+    if not p.is_dir():
+        raise CaptureError(f"model folder {p} does not exist (capture needs a local model folder)")
+    try:
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        tokenizer = AutoTokenizer.from_pretrained(str(p), local_files_only=True)
+        bar_was_on = hf_logging.is_progress_bar_enabled()
+        if quiet and bar_was_on:
+            hf_logging.disable_progress_bar()
+        try:
+            model = AutoModel.from_pretrained(str(p), local_files_only=True)
+        finally:
+            if quiet and bar_was_on:
+                hf_logging.enable_progress_bar()
+    except Exception as e:  # transformers raises many types for a bad folder
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CaptureError(f"cannot load a model from {p}: {msg}") from None
+    return model.to("cpu").eval(), tokenizer
+
+
+def resolve_hook(model: torch.nn.Module, hook: str) -> torch.nn.Module:
+    """The module named `hook`; an unknown name lists the closest module names."""
+    modules = dict(model.named_modules())
+    if hook in modules and hook != "":
+        return modules[hook]
+    close = difflib.get_close_matches(hook, [n for n in modules if n], n=5, cutoff=0.5)
+    hint = f" (close matches: {', '.join(close)})" if close else " (see model.named_modules())"
+    raise CaptureError(f"model has no module named {hook!r}{hint}")
+
+
+def _tensor_output(out, hook: str) -> torch.Tensor:
+    if isinstance(out, torch.Tensor):
+        return out
+    if hasattr(out, "to_tuple"):  # a transformers ModelOutput
+        out = out.to_tuple()
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    raise CaptureError(f"hook {hook} outputs {type(out).__name__}, not a tensor")
+
+
+def _run_hooked(model: torch.nn.Module, module: torch.nn.Module, hook: str, ids: torch.Tensor) -> torch.Tensor:
+    """The hooked module's output [batch, seq, width] for one batch of full contexts."""
+    got: list[torch.Tensor] = []
+
+    def fn(_mod, _inp, out):
+        got.append(_tensor_output(out, hook))
+        raise _Stop
+
+    handle = module.register_forward_hook(fn)
+    try:
+        model(input_ids=ids, attention_mask=torch.ones_like(ids))
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    if not got:
+        raise CaptureError(f"module {hook} did not run in the model's forward pass")
+    x = got[0]
+    if x.ndim != 3 or tuple(x.shape[:2]) != tuple(ids.shape):
+        raise CaptureError(f"hook {hook} output has shape {list(x.shape)}, expected [batch, {ids.shape[1]}, width]")
+    return x.to(torch.float32)
+
+
+def tokenizer_identity(tokenizer, model_path: Path) -> str:
+    """What decides token ids: the tokenizer class, vocabulary size and the tokenizer files' content."""
+    h = hashlib.sha256(f"{type(tokenizer).__name__}:{len(tokenizer)}:{tokenizer.vocab_size}".encode())
+    found = False
+    for name in TOKENIZER_FILES:
+        f = model_path / name
+        if f.is_file():
+            h.update(f"{name}:{file_sha256(f)};".encode())
+            found = True
+    if not found:
+        h.update(str(getattr(tokenizer, "name_or_path", model_path)).encode())
+    return h.hexdigest()
+
+
+def corpus_fingerprint(tokenizer, model_path: Path, corpus: Path, ctx_len: int, max_tokens: int | None) -> str:
+    """Equal fingerprints mean equal packed contexts, so a second capture reuses them."""
+    parts = ["capture-v1", tokenizer_identity(tokenizer, model_path), file_sha256(corpus), str(ctx_len),
+             str(max_tokens)]
+    return "capture:" + hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+def _batches(contexts, batch_size: int):
+    batch: list[list[int]] = []
+    for c in contexts:
+        batch.append(c)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _check_args(sae, neurons, ctx_len, max_tokens, threshold, batch_size, neighbors) -> None:
+    if (sae is None) == (not neurons):
+        raise CaptureError("pass exactly one of an SAE folder (--sae) or --neurons"
+                           + (", not both" if neurons else ""))
+    if ctx_len < 2:
+        raise CaptureError(f"ctx_len must be >= 2, got {ctx_len}")
+    if max_tokens is not None and max_tokens < 1:
+        raise CaptureError(f"max_tokens must be >= 1, got {max_tokens}")
+    if batch_size < 1:
+        raise CaptureError(f"batch_size must be >= 1, got {batch_size}")
+    if not np.isfinite(threshold):
+        raise CaptureError(f"threshold must be a finite number, got {threshold}")
+    if neighbors < 0:
+        raise CaptureError(f"neighbors must be >= 0, got {neighbors}")
+    if neighbors and neurons:
+        raise CaptureError("neighbors need an SAE's decoder directions; they are not available with --neurons")
+
+
+def capture(store: Store, *, model: str | Path, corpus: str | Path, hook: str, sae: str | Path | None = None,
+            neurons: bool = False, dictionary: str | None = None, ctx_len: int = 64, max_tokens: int | None = None,
+            threshold: float = 0.0, batch_size: int = 16, replace: bool = False, progress: bool = False,
+            neighbors: int = 0) -> dict:
+    """Capture one dictionary (SAE latents or raw neurons at `hook`) over a corpus into the store.
+
+    Values above `threshold` are stored (SAE latents are >= 0, so the default keeps every nonzero
+    latent). Positions holding special tokens ([CLS], [SEP], the document separator) are never
+    recorded: they carry no text to explain and often have outsized activations. Contexts are
+    reused when the same tokenizer, corpus file, ctx_len and max_tokens were captured before.
+    """
+    _check_args(sae, neurons, ctx_len, max_tokens, threshold, batch_size, neighbors)
+    corpus_path = check_corpus_path(corpus).resolve()
+    enc: SAE | None = load_sae(sae) if sae is not None else None
+    model_path = Path(model).resolve()
+    net, tokenizer = load_model(model_path, quiet=not progress)
+    module = resolve_hook(net, hook)
+    max_pos = getattr(net.config, "max_position_embeddings", None)
+    if isinstance(max_pos, int) and ctx_len > max_pos:
+        raise CaptureError(f"ctx_len {ctx_len} exceeds the model's {max_pos} positions")
+    kind = "sae" if enc is not None else "neurons"
+    name = dictionary or f"{model_path.name}/{hook}/{kind}"
+    strings = TokenStrings(tokenizer, str(model_path))
+    special = np.array(sorted(set(tokenizer.all_special_ids)), dtype=np.int64)
+    fp = corpus_fingerprint(tokenizer, model_path, corpus_path, ctx_len, max_tokens)
+    config: dict = {"threshold": threshold, "ctx_len": ctx_len, "max_tokens": max_tokens,
+                    "corpus": str(corpus_path)}
+    if enc is not None:
+        config["sae_cfg"] = enc.cfg
+
+    contexts = pack_contexts(tokenizer, read_corpus(corpus_path), ctx_len, max_tokens, source=str(corpus_path))
+    n_ctx = nonzeros = 0
+    bar = tqdm(total=max_tokens, unit="tok", unit_scale=True, disable=not progress, desc=f"capture {name}")
+    with store.writer() as w:
+        cid, created = w.add_corpus(name=corpus_path.stem, tokenizer=str(model_path), ctx_len=ctx_len,
+                                    fingerprint=fp, source=str(corpus_path))
+        expected = None if created else store.corpus(cid).n_contexts
+        b = None
+        with torch.no_grad():
+            for batch in _batches(contexts, batch_size):
+                ids = np.asarray(batch, dtype=np.int64)
+                x = _run_hooked(net, module, hook, torch.from_numpy(ids))
+                if b is None:  # first batch: the width is known now
+                    if enc is not None and x.shape[-1] != enc.d_in:
+                        raise CaptureError(f"SAE d_in {enc.d_in} does not match hook {hook} output width "
+                                           f"{x.shape[-1]}")
+                    width = enc.d_sae if enc is not None else int(x.shape[-1])
+                    b = w.add_dictionary(name=name, corpus_id=cid, model=str(model_path), hook=hook, width=width,
+                                         kind=kind, source=str(Path(sae).resolve() if sae is not None else model_path),
+                                         config=config, replace=replace, sorted_input=False)
+                acts = enc.encode(x) if enc is not None else x
+                keep = acts > threshold
+                keep &= torch.from_numpy(~np.isin(ids, special))[..., None]
+                where = torch.nonzero(keep).numpy()
+                values = acts[keep].numpy()
+                if created:
+                    w.add_contexts(cid, list(ids), strings(ids))
+                elif expected is not None and n_ctx + len(batch) > expected:
+                    raise CaptureError(f"corpus {cid} in the store holds {expected} contexts but "
+                                       f"{corpus_path} now packs into more")
+                b.append(where[:, 2], where[:, 0] + n_ctx, where[:, 1], values)
+                n_ctx += len(batch)
+                nonzeros += len(values)
+                bar.update(ids.size)
+                del x, acts, keep, where, values
+        bar.close()
+        if expected is not None and n_ctx != expected:
+            raise CaptureError(f"corpus {cid} in the store holds {expected} contexts but {corpus_path} "
+                               f"packs into {n_ctx}")
+        nonzeros = b.finish()
+        if neighbors and enc is not None:
+            _add_neighbors(w, b.dictionary_id, enc.W_dec, neighbors)
+    return {"dictionary": name, "corpus_id": cid, "corpus_created": created, "contexts": n_ctx,
+            "ctx_len": ctx_len, "tokens": n_ctx * ctx_len, "width": b.width, "nonzeros": nonzeros, "kind": kind,
+            "hook": hook, "model": str(model_path)}
+
+
+def decoder_neighbors(W_dec: torch.Tensor, k: int, block: int = NEIGHBOR_BLOCK):
+    """Yield (feature, neighbor, similarity) arrays: each latent's top-k others by decoder cosine.
+
+    Blocked so only a [block, d_sae] similarity matrix is held at a time.
+    """
+    W = torch.nn.functional.normalize(W_dec.to(torch.float32), dim=1)
+    n = W.shape[0]
+    k = min(k, n - 1)
+    if k < 1:
+        return
+    for lo in range(0, n, block):
+        hi = min(lo + block, n)
+        sim = W[lo:hi] @ W.T
+        sim[torch.arange(hi - lo), torch.arange(lo, hi)] = -float("inf")
+        top = torch.topk(sim, k, dim=1)
+        feature = np.repeat(np.arange(lo, hi), k)
+        yield feature, top.indices.reshape(-1).numpy(), top.values.reshape(-1).numpy()
+
+
+def _add_neighbors(w, dictionary_id: int, W_dec: torch.Tensor, k: int) -> None:
+    with torch.no_grad():
+        for feature, neighbor, sim in decoder_neighbors(W_dec, k):
+            w.add_neighbors(dictionary_id, feature, neighbor, sim)

@@ -1,0 +1,21 @@
+"""The `autointerp` command line: one small Typer app per command group."""
+
+from __future__ import annotations
+
+import typer
+
+from . import ingest
+from .capture import capture
+from .features import dictionaries, features, sample
+
+app = typer.Typer(help="Label the features of a neural network, and grade the labels.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+app.add_typer(ingest.app, name="ingest")
+app.command("capture")(capture)
+app.command("dictionaries")(dictionaries)
+app.command("features")(features)
+app.command("sample")(sample)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,43 @@
+"""`autointerp capture`: run a local model over a corpus and record a dictionary's activations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import CaptureError
+from ..store import open_store
+from .common import DictOpt, JsonOpt, StoreOpt, emit_json, handle_errors, show_progress
+
+
+@handle_errors
+def capture(model: Annotated[Path, typer.Option(help="Local Hugging Face model folder.")],
+            corpus: Annotated[Path, typer.Option(help=".txt (a document per line) or .jsonl with a 'text' field.")],
+            hook: Annotated[str, typer.Option(help="Module name to hook, as in model.named_modules().")],
+            store: StoreOpt,
+            sae: Annotated[Path | None, typer.Option(help="SAE folder in SAELens layout (cfg.json + sae_weights.safetensors).")] = None,
+            neurons: Annotated[bool, typer.Option("--neurons", help="Record the module's raw neurons.")] = False,
+            dictionary: DictOpt = None,
+            ctx_len: Annotated[int, typer.Option(help="Tokens per context.")] = 64,
+            max_tokens: Annotated[int | None, typer.Option(help="Stop after this many tokens.")] = None,
+            threshold: Annotated[float, typer.Option(help="--neurons: record values above this.")] = 0.0,
+            batch_size: Annotated[int, typer.Option(help="Contexts per forward pass.")] = 16,
+            neighbors: Annotated[int, typer.Option(help="--sae: store this many decoder-cosine neighbours per latent.")] = 0,
+            replace: Annotated[bool, typer.Option("--replace", help="Overwrite a dictionary of the same name.")] = False,
+            as_json: JsonOpt = False) -> None:
+    """Capture SAE latents or raw neurons of a local model over a corpus, streaming into the store."""
+    from ..capture import capture as run_capture
+
+    if (sae is None) == (not neurons):
+        raise CaptureError("pass exactly one of --sae DIR or --neurons")
+    with open_store(store) as s:
+        out = run_capture(s, model=model, corpus=corpus, hook=hook, sae=sae, neurons=neurons, dictionary=dictionary,
+                          ctx_len=ctx_len, max_tokens=max_tokens, threshold=threshold, batch_size=batch_size,
+                          replace=replace, progress=show_progress(as_json), neighbors=neighbors)
+    if as_json:
+        emit_json(out)
+    else:
+        typer.echo(f"captured {out['dictionary']}: {out['width']} features, {out['nonzeros']:,} nonzeros over "
+                   f"{out['contexts']:,} contexts of {out['ctx_len']} tokens")

@@ -1,0 +1,60 @@
+"""`autointerp ingest ...`: bring activations computed elsewhere into a store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..ingest import ingest_delphi, ingest_parquet
+from ..store import open_store
+from .common import DictOpt, JsonOpt, StoreOpt, emit_json, handle_errors, show_progress
+
+app = typer.Typer(help="Ingest activations: delphi latent caches, or the Parquet long format.", no_args_is_help=True)
+
+ReplaceOpt = Annotated[bool, typer.Option("--replace", help="Overwrite a dictionary of the same name.")]
+
+
+@app.command("delphi")
+@handle_errors
+def delphi(cache_dir: Annotated[Path, typer.Argument(help="delphi cache: a hookpoint folder, or a folder of them.")],
+           store: StoreOpt,
+           tokenizer: Annotated[Path | None, typer.Option(help="Local Hugging Face tokenizer folder for token "
+                                                          "strings (default: config.json model_name).")] = None,
+           dictionary: DictOpt = None, replace: ReplaceOpt = False, as_json: JsonOpt = False) -> None:
+    """Ingest a delphi latent cache (config.json + <start>_<end>.safetensors shards), atomically."""
+    with open_store(store) as s:
+        out = ingest_delphi(s, cache_dir, tokenizer=str(tokenizer) if tokenizer else None, dictionary=dictionary,
+                            replace=replace, progress=show_progress(as_json))
+    if as_json:
+        emit_json({"store": str(store), "ingested": out})
+    else:
+        for d in out:
+            typer.echo(f"ingested {d['dictionary']}: {d['width']} features, {d['nonzeros']:,} nonzeros over "
+                       f"{d['contexts']:,} contexts of {d['ctx_len']} tokens"
+                       + ("" if d["corpus_created"] else " (contexts already in the store)"))
+
+
+@app.command("parquet")
+@handle_errors
+def parquet(path: Annotated[Path, typer.Argument(help="Folder with activations.parquet + contexts.parquet, "
+                                                 "or the activations file.")],
+            store: StoreOpt,
+            dictionary: Annotated[str, typer.Option("--dictionary", help="Name for the new dictionary.")],
+            contexts: Annotated[Path | None, typer.Option(help="contexts.parquet, if not beside the activations.")] = None,
+            width: Annotated[int | None, typer.Option(help="Number of features (default: dictionary.json or max id + 1).")] = None,
+            model: Annotated[str | None, typer.Option(help="Model the activations came from.")] = None,
+            hook: Annotated[str | None, typer.Option(help="Hook point they were read at.")] = None,
+            tokenizer: Annotated[Path | None, typer.Option(help="Tokenizer folder, when contexts have no 'tokens' column.")] = None,
+            replace: ReplaceOpt = False, as_json: JsonOpt = False) -> None:
+    """Ingest activations in the Parquet long format (see README), atomically."""
+    with open_store(store) as s:
+        out = ingest_parquet(s, path, dictionary=dictionary, contexts=contexts, width=width, model=model, hook=hook,
+                             tokenizer=str(tokenizer) if tokenizer else None, replace=replace,
+                             progress=show_progress(as_json))
+    if as_json:
+        emit_json({"store": str(store), "ingested": [out]})
+    else:
+        typer.echo(f"ingested {out['dictionary']}: {out['width']} features, {out['nonzeros']:,} nonzeros over "
+                   f"{out['contexts']:,} contexts")

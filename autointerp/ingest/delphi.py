@@ -1,0 +1,200 @@
+"""Ingest an EleutherAI delphi latent cache: `config.json` plus `<start>_<end>.safetensors` shards.
+
+Each shard holds `locations` [N, 3] = (sequence, position, latent - start) as uint16/uint32,
+`activations` [N] float16/float32 and `tokens` [n_seq, ctx_len] (the same array in every shard).
+`end` is inclusive (delphi names a shard of latents 0..1023 `0_1023`). A cache folder may hold one
+hookpoint (config.json and shards side by side) or several (one sub-folder each).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..errors import IngestError
+from ..store import Store
+from .tokens import TokenStrings, fingerprint_tokens
+
+SHARD = re.compile(r"^(\d+)_(\d+)\.safetensors$")
+CONTEXT_BATCH = 4096
+
+
+@dataclass(frozen=True)
+class Shard:
+    start: int
+    end: int  # inclusive
+    path: Path
+    n: int  # rows
+
+
+@dataclass(frozen=True)
+class DelphiModule:
+    folder: Path
+    hookpoint: str
+    config: dict
+    shards: tuple[Shard, ...]
+    tokens_shape: tuple[int, int]
+
+    @property
+    def width(self) -> int:
+        return self.shards[-1].end + 1
+
+
+def _header(path: Path) -> dict:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="np") as f:
+            return {k: f.get_slice(k) for k in f.keys()} | {"__keys__": list(f.keys())}
+    except Exception as e:
+        raise IngestError(f"{path}: corrupt or truncated safetensors file ({str(e).splitlines()[0]})") from None
+
+
+def _load(path: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as e:
+        raise IngestError(f"{path}: corrupt or truncated safetensors file ({str(e).splitlines()[0]})") from None
+
+
+def scan_module(folder: Path) -> DelphiModule:
+    """Read and check the headers of every shard in one hookpoint folder (no tensor data loaded)."""
+    cfg_path = folder / "config.json"
+    config: dict = {}
+    if cfg_path.exists():
+        try:
+            config = json.loads(cfg_path.read_text())
+        except json.JSONDecodeError as e:
+            raise IngestError(f"{cfg_path}: not valid JSON ({e})") from None
+    shards = []
+    for p in sorted(folder.iterdir()):
+        m = SHARD.match(p.name)
+        if not m:
+            continue
+        start, end = int(m.group(1)), int(m.group(2))
+        if end < start:
+            raise IngestError(f"{p.name}: shard end {end} is before its start {start}")
+        h = _header(p)
+        for key in ("locations", "activations"):
+            if key not in h:
+                raise IngestError(f"{p}: no '{key}' tensor (found {', '.join(h['__keys__'])})")
+        loc, act = h["locations"], h["activations"]
+        if len(loc.get_shape()) != 2 or loc.get_shape()[1] != 3:
+            raise IngestError(f"{p}: locations has shape {loc.get_shape()}, expected [N, 3]")
+        if loc.get_dtype() not in ("U16", "U32", "I32", "I64", "U64", "I16"):
+            raise IngestError(f"{p}: locations has dtype {loc.get_dtype()}, expected an integer type")
+        if act.get_shape() != [loc.get_shape()[0]]:
+            raise IngestError(f"{p}: activations has shape {act.get_shape()} but locations has "
+                              f"{loc.get_shape()[0]} rows")
+        if act.get_dtype() not in ("F16", "F32", "BF16", "F64"):
+            raise IngestError(f"{p}: activations has dtype {act.get_dtype()}, expected float")
+        if "tokens" in h and len(h["tokens"].get_shape()) != 2:
+            raise IngestError(f"{p}: tokens has shape {h['tokens'].get_shape()}, expected [n_seq, ctx_len]")
+        shards.append((Shard(start, end, p, loc.get_shape()[0]),
+                       tuple(h["tokens"].get_shape()) if "tokens" in h else None))
+    if not shards:
+        raise IngestError(f"{folder}: no <start>_<end>.safetensors shards found")
+    shards.sort(key=lambda s: s[0].start)
+    for (a, _), (b, _) in zip(shards, shards[1:]):
+        if b.start <= a.end:
+            raise IngestError(f"shards {a.path.name} and {b.path.name} overlap")
+    shapes = {s for _, s in shards if s is not None}
+    if not shapes:
+        raise IngestError(f"{folder}: no shard holds 'tokens' (cache saved without tokens); cannot build contexts")
+    if len(shapes) > 1:
+        raise IngestError(f"{folder}: shards disagree on the tokens shape: {sorted(shapes)}")
+    shape = shapes.pop()
+    ctx_len = config.get("cache_ctx_len")
+    if ctx_len is not None and int(ctx_len) != shape[1]:
+        raise IngestError(f"{folder}: config.json says cache_ctx_len={ctx_len} but tokens are {shape[1]} wide")
+    return DelphiModule(folder, folder.name, config, tuple(s for s, _ in shards), shape)
+
+
+def scan_cache(cache_dir: str | Path) -> list[DelphiModule]:
+    root = Path(cache_dir)
+    if not root.is_dir():
+        raise IngestError(f"delphi cache {root} is not a folder")
+    if any(SHARD.match(p.name) for p in root.iterdir()):
+        return [scan_module(root)]
+    subs = [p for p in sorted(root.iterdir()) if p.is_dir() and any(SHARD.match(q.name) for q in p.iterdir())]
+    if not subs:
+        raise IngestError(f"{root}: no delphi shards here or in its sub-folders")
+    return [scan_module(p) for p in subs]
+
+
+def _token_strings(module: DelphiModule, tokenizer: str | None) -> TokenStrings:
+    if tokenizer is not None:
+        return TokenStrings.from_folder(str(tokenizer))
+    model = module.config.get("model_name")
+    if model and Path(model).is_dir():
+        return TokenStrings.from_folder(str(model))
+    raise IngestError(f"no tokenizer for {module.folder}: pass --tokenizer DIR "
+                      f"(config.json model_name {model!r} is not a local folder)")
+
+
+def ingest_delphi(store: Store, cache_dir: str | Path, *, tokenizer: str | None = None,
+                  dictionary: str | None = None, replace: bool = False, progress: bool = False) -> list[dict]:
+    """Ingest every hookpoint of a delphi cache in one transaction. Returns one summary per dictionary."""
+    modules = scan_cache(cache_dir)
+    if dictionary is not None and len(modules) > 1:
+        raise IngestError(f"{cache_dir} holds {len(modules)} hookpoints; --dictionary names one dictionary "
+                          "(leave it out to name each after its hookpoint)")
+    summaries = []
+    with store.writer() as w:
+        for module in modules:
+            strings = _token_strings(module, tokenizer)
+            tokens = _first_tokens(module)
+            fp = fingerprint_tokens(tokens)
+            cid, created = w.add_corpus(name=str(module.config.get("dataset_repo") or module.folder.name),
+                                        tokenizer=strings.name, ctx_len=int(tokens.shape[1]), fingerprint=fp,
+                                        source=str(module.folder.resolve()))
+            if created:
+                for i in range(0, len(tokens), CONTEXT_BATCH):
+                    block = tokens[i:i + CONTEXT_BATCH]
+                    w.add_contexts(cid, list(block), strings(block))
+            name = dictionary or module.hookpoint
+            b = w.add_dictionary(name=name, corpus_id=cid, model=str(module.config.get("model_name", "")),
+                                 hook=module.hookpoint, width=module.width, kind="delphi",
+                                 source=str(module.folder.resolve()), config=module.config, replace=replace,
+                                 sorted_input=True)
+            bar = tqdm(total=sum(s.n for s in module.shards), unit="nz", unit_scale=True, disable=not progress,
+                       desc=f"ingest {name}")
+            for shard in module.shards:
+                data = _load(shard.path)
+                if "tokens" in data and not np.array_equal(data["tokens"], tokens):
+                    raise IngestError(f"{shard.path.name}: its tokens differ from the other shards'")
+                loc, act = data["locations"], data["activations"]
+                off = loc[:, 2]
+                width = shard.end - shard.start + 1
+                if len(off) and int(off.max()) >= width:
+                    raise IngestError(f"{shard.path.name}: latent offset {int(off.max())} out of range for a shard "
+                                      f"of {width} latents ({shard.start}..{shard.end})")
+                # partition by latent; stable, so (sequence, position) order within a latent is kept
+                order = np.argsort(off, kind="stable")
+                b.append(off[order].astype(np.uint32) + np.uint32(shard.start), loc[order, 0], loc[order, 1],
+                         act[order].astype(np.float32))
+                bar.update(shard.n)
+                del data, loc, act, off, order
+            bar.close()
+            n = b.finish()
+            summaries.append({"dictionary": name, "corpus_id": cid, "corpus_created": created,
+                              "contexts": int(tokens.shape[0]), "ctx_len": int(tokens.shape[1]),
+                              "width": module.width, "nonzeros": n, "shards": len(module.shards)})
+    return summaries
+
+
+def _first_tokens(module: DelphiModule) -> np.ndarray:
+    from safetensors import safe_open
+
+    for s in module.shards:
+        with safe_open(str(s.path), framework="np") as f:
+            if "tokens" in f.keys():
+                return f.get_tensor("tokens")
+    raise IngestError(f"{module.folder}: no shard holds 'tokens'")

@@ -1,0 +1,65 @@
+"""Write a synthetic delphi latent cache in delphi's exact on-disk format, for tests and benchmarks.
+
+Feature popularity follows a power law (like real SAE latents: a few dense, a long sparse tail);
+each token gets about `l0` latents. Features `0..n_token_features-1` are token detectors: feature i
+fires (strongly) exactly where the token `trigger_ids[i]` occurs, so a sampler's output can be checked
+against a known meaning.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import save_file
+
+
+def write_delphi_cache(folder: str | Path, *, n_seq: int, ctx_len: int, width: int, l0: int, n_splits: int = 4,
+                       vocab: tuple[int, int] = (1000, 29000), model_name: str = "", seed: int = 0,
+                       n_token_features: int = 0, dead: tuple[int, ...] = (), act_dtype=np.float16) -> dict:
+    """Create `folder/config.json` and `<start>_<end>.safetensors` shards. Returns facts for checking."""
+    rng = np.random.default_rng(seed)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokens = rng.integers(vocab[0], vocab[1], size=(n_seq, ctx_len), dtype=np.int64)
+    n_tok = n_seq * ctx_len
+    trigger_ids = rng.choice(np.arange(vocab[0], vocab[1]), size=n_token_features, replace=False)
+    # background: l0 draws per token from a power-law over features (duplicates collapse)
+    pop = 1.0 / np.arange(1, width + 1) ** 0.7
+    pop[list(dead)] = 0
+    pop[:n_token_features] = 0
+    pop /= pop.sum()
+    flat_tok = np.repeat(np.arange(n_tok, dtype=np.int64), l0)
+    feat = rng.choice(width, size=n_tok * l0, p=pop)
+    vals = rng.exponential(1.0, size=len(feat)).astype(np.float32)
+    # token detectors
+    tf, tt = [], []
+    for i, tid in enumerate(trigger_ids):
+        where = np.flatnonzero(tokens.ravel() == tid)
+        tf.append(np.full(len(where), i))
+        tt.append(where)
+    if n_token_features:
+        feat = np.concatenate([feat] + tf)
+        flat_tok = np.concatenate([flat_tok] + tt)
+        vals = np.concatenate([vals, 5.0 + rng.random(sum(len(x) for x in tt)).astype(np.float32)])
+    # one activation per (token, feature): keep the first draw
+    key = flat_tok * width + feat
+    key, first = np.unique(key, return_index=True)
+    flat_tok, feat, vals = key // width, key % width, vals[first]
+    seq, pos = flat_tok // ctx_len, flat_tok % ctx_len
+    bounds = np.linspace(0, width, n_splits + 1).astype(np.int64)
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        m = (feat >= start) & (feat < stop)
+        order = np.lexsort((pos[m], seq[m]))  # delphi's order: by sequence, then position
+        loc = np.stack([seq[m][order], pos[m][order], feat[m][order] - start], axis=1)
+        small = loc[:, 2].max(initial=0) < 2**16 and loc[:, 0].max(initial=0) < 2**16
+        save_file({"locations": loc.astype(np.uint16 if small else np.uint32),
+                   "activations": vals[m][order].astype(act_dtype), "tokens": tokens},
+                  str(folder / f"{start}_{stop - 1}.safetensors"))
+    (folder / "config.json").write_text(json.dumps({
+        "dataset_repo": "synthetic", "dataset_split": "train", "dataset_name": "", "dataset_column": "text",
+        "batch_size": 8, "cache_ctx_len": ctx_len, "n_tokens": n_tok, "n_splits": n_splits,
+        "model_name": model_name}))
+    return {"tokens": tokens, "trigger_ids": trigger_ids, "nonzeros": int(len(feat)),
+            "feature": feat, "seq": seq, "pos": pos, "value": vals}

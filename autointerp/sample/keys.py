@@ -1,0 +1,60 @@
+"""Counter-based randomness and window keys for the vectorised sampler.
+
+Draws are a keyed hash (splitmix64) of (seed, feature, ...) rather than a stream from one RNG, so a
+feature's sample depends only on the seed and the feature's own data: sampling one feature alone or
+16k at once, in any chunking, gives the same windows, and the code stays vectorised over features.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_GOLD = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.uint64, copy=True)
+    with np.errstate(over="ignore"):
+        x += _GOLD
+        x ^= x >> np.uint64(30)
+        x *= _M1
+        x ^= x >> np.uint64(27)
+        x *= _M2
+        x ^= x >> np.uint64(31)
+    return x
+
+
+def keyed(seed: int, *parts) -> np.ndarray:
+    """A uniform uint64 per element, a deterministic function of the seed and the parts (broadcast)."""
+    h = _mix(np.asarray(np.uint64(seed % 2**64)))
+    for part in parts:
+        h = _mix(h ^ np.asarray(part).astype(np.uint64))
+    return h
+
+
+FEATURE_BITS, CONTEXT_BITS, POSITION_BITS = 20, 27, 17  # 17: a window end may equal 65536
+MAX_CHUNK_FEATURES = 2**FEATURE_BITS
+MAX_CONTEXTS = 2**CONTEXT_BITS
+
+
+def cell_key(feature_idx: np.ndarray, context: np.ndarray, position: np.ndarray) -> np.ndarray:
+    """One sortable uint64 per (chunk-local feature index, context, position)."""
+    return ((np.asarray(feature_idx).astype(np.uint64) << np.uint64(CONTEXT_BITS + POSITION_BITS))
+            | (np.asarray(context).astype(np.uint64) << np.uint64(POSITION_BITS))
+            | np.asarray(position).astype(np.uint64))
+
+
+_WINDOW_MULT = None
+
+
+def window_hash(tokens: np.ndarray) -> np.ndarray:
+    """64-bit hash per row of a [n, W] token-id matrix (padding -1 included), for content de-duplication."""
+    global _WINDOW_MULT
+    w = tokens.shape[1]
+    if _WINDOW_MULT is None or len(_WINDOW_MULT) < w:
+        _WINDOW_MULT = keyed(0x5EED, np.arange(max(w, 64), dtype=np.uint64)) | np.uint64(1)
+    with np.errstate(over="ignore"):
+        t = (tokens.astype(np.int64) + 2).astype(np.uint64)
+        return _mix((t * _WINDOW_MULT[:w]).sum(axis=1, dtype=np.uint64) ^ np.uint64(w))

@@ -1,0 +1,124 @@
+"""Per-feature samples: explain set and held-out score set, as records, from the store."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import numpy as np
+from tqdm import tqdm
+
+from ..errors import SampleError
+from ..records import Dictionary, FeatureSample, SamplerConfig, Window
+from ..store import Store
+from .keys import MAX_CHUNK_FEATURES
+from .select import EXPLAIN, select_chunk
+
+
+class Sampler:
+    """Draws samples for one dictionary with one config and seed. Deterministic: same inputs, same windows."""
+
+    def __init__(self, store: Store, dictionary: Dictionary, config: SamplerConfig | None = None, seed: int = 0,
+                 max_rows: int = 2_000_000) -> None:
+        self.store = store
+        self.dictionary = dictionary
+        self.config = config or SamplerConfig()
+        self.seed = int(seed)
+        self.max_rows = max_rows
+        self.corpus = store.corpus(dictionary.corpus_id)
+        self._lengths: np.ndarray | None = None
+
+    @property
+    def lengths(self) -> np.ndarray:
+        if self._lengths is None:
+            self._lengths = self.store.context_lengths(self.corpus.corpus_id)
+        return self._lengths
+
+    def _read_tokens(self, context_ids: np.ndarray) -> dict:
+        return self.store.read_contexts(self.corpus.corpus_id, context_ids)
+
+    def _check(self, feature: int) -> None:
+        if not 0 <= feature < self.dictionary.width:
+            raise SampleError(f"feature {feature} out of range: dictionary {self.dictionary.name!r} has "
+                              f"{self.dictionary.width} features (0..{self.dictionary.width - 1})")
+
+    def _select(self, features: np.ndarray, rows: dict):
+        peaks = None
+        if self.config.n_neighbor_negatives:
+            peaks = self.store.neighbor_peaks(self.dictionary.dictionary_id, features,
+                                              self.config.n_neighbor_negatives * 4)
+        return select_chunk(features, rows, self.lengths, self.config, self.seed, self._read_tokens, peaks)
+
+    # -- one feature ------------------------------------------------------------------------------
+
+    def sample(self, feature: int) -> FeatureSample:
+        """Sample one feature now (nothing is stored): the same windows `sample_all` would store for it."""
+        self._check(feature)
+        rows = self.store.read_activations(self.dictionary.dictionary_id, feature, feature)
+        status, refs = self._select(np.array([feature]), rows)
+        return self._materialize(feature, status["status"][0], status["reason"][0], int(status["n_candidates"][0]),
+                                 list(zip(refs["sample_set"], refs["kind"], refs["context_id"], refs["start"],
+                                          refs["length"])), rows, self.config, self.seed)
+
+    def load(self, feature: int) -> FeatureSample | None:
+        """The stored sample of a feature (from `sample_all`), with tokens and activations; None if absent."""
+        self._check(feature)
+        st, refs = self.store.sample_refs(self.dictionary.dictionary_id, feature)
+        if st is None:
+            return None
+        rows = self.store.read_activations(self.dictionary.dictionary_id, feature, feature)
+        return self._materialize(feature, st["status"], st["reason"], st["n_candidates"], refs, rows,
+                                 SamplerConfig(**st["config"]), st["seed"], st["created_at"])
+
+    def _materialize(self, feature, status, reason, n_candidates, refs, rows, config, seed,
+                     created_at: datetime | None = None) -> FeatureSample:
+        ctx_ids = np.array(sorted({int(r[2]) for r in refs}), dtype=np.int64)
+        toks = self.store.read_contexts(self.corpus.corpus_id, ctx_ids, with_strings=True) if len(ctx_ids) else None
+        c, p, v = rows["context_id"].astype(np.int64), rows["position"].astype(np.int64), rows["value"]
+        explain, score = [], []
+        for sample_set, kind, ctx, start, length in refs:
+            ctx, start, length = int(ctx), int(start), int(length)
+            i = int(np.searchsorted(toks["context_id"], ctx))
+            a = int(toks["offsets"][i]) + start
+            acts = np.zeros(length, dtype=np.float32)
+            m = (c == ctx) & (p >= start) & (p < start + length)
+            acts[p[m] - start] = v[m]
+            win = Window(kind=str(kind), context_id=ctx, start=start, tokens=tuple(toks["tokens"][a:a + length]),
+                         token_ids=tuple(int(t) for t in toks["token_ids"][a:a + length]),
+                         activations=tuple(float(x) for x in acts))
+            (explain if sample_set == EXPLAIN else score).append(win)
+        return FeatureSample(dictionary=self.dictionary.name, feature=feature, status=status, reason=reason,
+                             explain=tuple(explain), score=tuple(score), config=config, seed=seed,
+                             n_candidates=n_candidates, created_at=created_at)
+
+    # -- every feature ----------------------------------------------------------------------------
+
+    def sample_all(self, features: np.ndarray | None = None, progress: bool = False) -> dict:
+        """Sample the given features (default: all) and store them, replacing their earlier samples.
+
+        Reads the activations once, in feature-range chunks of about `max_rows` rows, and writes in one
+        transaction. Returns counts per status.
+        """
+        d = self.dictionary
+        feats = np.arange(d.width, dtype=np.int64) if features is None else np.unique(np.asarray(features, np.int64))
+        for f in feats[[0, -1]] if len(feats) else []:
+            self._check(int(f))
+        chunks = []
+        for ch in self.store.plan_chunks(d.dictionary_id, feats, self.max_rows):
+            chunks.extend(np.array_split(ch, -(-len(ch) // MAX_CHUNK_FEATURES)))
+        counts: dict[str, int] = {}
+        n_windows = 0
+        bar = tqdm(total=len(feats), unit="feat", disable=not progress, desc=f"sample {d.name}")
+        with self.store.writer() as w:
+            w.clear_samples(d.dictionary_id, None if features is None else feats)
+            for ch in chunks:
+                rows = self.store.read_activations(d.dictionary_id, int(ch[0]), int(ch[-1]))
+                status, refs = self._select(ch, rows)
+                w.add_samples(d.dictionary_id, self.config, self.seed, status, refs)
+                for s in status["status"]:
+                    counts[s] = counts.get(s, 0) + 1
+                n_windows += len(refs["feature"])
+                bar.update(len(ch))
+        bar.close()
+        return {"dictionary": d.name, "features": int(len(feats)), "windows": n_windows,
+                "sampler": self.config.to_dict(), "sampler_hash": self.config.hash, "seed": self.seed,
+                **{k: counts.get(k, 0) for k in ("ok", "too_rare", "dead")}}
