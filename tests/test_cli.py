@@ -1,0 +1,94 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from autointerp.cli import app
+from autointerp.store import Store
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def ingested(tmp_path, delphi_cache):
+    folder, _ = delphi_cache()
+    db = tmp_path / "cli.duckdb"
+    r = run("ingest", "delphi", folder.parent, "--store", db, "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["ingested"][0]["dictionary"] == "layers.3"
+    return db
+
+
+@pytest.mark.parametrize("cmd", [[], ["ingest"], ["ingest", "delphi"], ["ingest", "parquet"], ["capture"],
+                                 ["features"], ["sample"], ["dictionaries"]])
+def test_every_command_has_help(cmd):
+    r = run(*cmd, "--help")
+    assert r.exit_code == 0 and "Usage" in r.output
+
+
+def test_features_json_matches_store(ingested):
+    r = run("features", "--store", ingested, "--json", "--sort", "density", "--limit", "5")
+    assert r.exit_code == 0
+    doc = json.loads(r.stdout)
+    dens = [f["density"] for f in doc["features"]]
+    assert dens == sorted(dens, reverse=True) and len(dens) == 5
+    with Store(ingested, read_only=True) as s:
+        top = s.feature_stats(1, order_by="density", limit=1)[0]
+    assert doc["features"][0]["feature"] == top.feature and doc["summary"]["dead"] == 2
+
+
+def test_sample_json_shape(ingested):
+    r = run("sample", "--store", ingested, "--feature", 1, "--json", "--seed", 5)
+    assert r.exit_code == 0
+    doc = json.loads(r.stdout)
+    assert doc["feature"] == 1 and doc["explain"] and doc["score"]
+    for w in doc["explain"] + doc["score"]:
+        assert set(w) == {"kind", "context_id", "start", "tokens", "activations"}
+        assert len(w["tokens"]) == len(w["activations"])
+    assert {w["kind"] for w in doc["explain"]} == {"top", "quantile"}
+    assert {w["kind"] for w in doc["score"]} == {"quantile", "random"}
+    assert doc["sampler"]["window"] == 32 and doc["seed"] == 5
+
+
+def test_sample_text_highlights_firing_tokens(ingested):
+    r = run("sample", "--store", ingested, "--feature", 0)
+    assert r.exit_code == 0 and "<<" in r.stdout and "-- explain" in r.stdout
+
+
+def test_sample_all_stores_and_reads_back(ingested):
+    r = run("sample", "--store", ingested, "--all", "--json")
+    assert r.exit_code == 0
+    doc = json.loads(r.stdout)
+    assert doc["features"] == 256 and doc["dead"] == 2 and doc["ok"] + doc["too_rare"] == 254
+    fresh = json.loads(run("sample", "--store", ingested, "--feature", 9, "--json").stdout)
+    stored = json.loads(run("sample", "--store", ingested, "--feature", 9, "--stored", "--json").stdout)
+    assert fresh["explain"] == stored["explain"] and fresh["score"] == stored["score"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["sample", "--feature", 99999], "out of range"),
+    (["sample"], "either --feature ID or --all"),
+    (["features", "--dictionary", "nope"], "no dictionary named 'nope'"),
+    (["sample", "--all", "--features", "9-3"], "bad feature list"),
+])
+def test_errors_are_one_line_and_nonzero(ingested, args, message):
+    r = run(*args, "--store", ingested)
+    assert r.exit_code != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0]
+
+
+def test_ingest_error_exit_code_and_unchanged_store(tmp_path, ingested):
+    bad = tmp_path / "empty"
+    bad.mkdir()
+    with Store(ingested, read_only=True) as s:
+        before = s.content_digest()
+    r = run("ingest", "delphi", bad, "--store", ingested)
+    assert r.exit_code == 4 and "no delphi shards" in r.stderr
+    with Store(ingested, read_only=True) as s:
+        assert s.content_digest() == before

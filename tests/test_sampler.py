@@ -1,0 +1,120 @@
+import numpy as np
+import pytest
+
+from autointerp.errors import SampleError
+from autointerp.ingest import ingest_delphi
+from autointerp.records import SamplerConfig
+from autointerp.sample import Sampler
+
+
+@pytest.fixture
+def sampled(store, delphi_cache):
+    folder, facts = delphi_cache(n_seq=600)
+    ingest_delphi(store, folder)
+    return store, store.dictionary(), facts
+
+
+def _overlaps(a, b):
+    return a.context_id == b.context_id and a.start < b.start + len(b.tokens) and b.start < a.start + len(a.tokens)
+
+
+def test_explain_and_score_never_share_a_window(sampled):
+    store, d, _ = sampled
+    sampler = Sampler(store, d, seed=3)
+    checked = 0
+    for f in range(d.width):
+        fs = sampler.sample(f)
+        if fs.status != "ok":
+            continue
+        checked += 1
+        for e in fs.explain:
+            for s in fs.score:
+                assert not _overlaps(e, s), (f, e.context_id, e.start, s.start)
+                assert e.token_ids != s.token_ids
+        wins = fs.explain + fs.score
+        assert len({(w.context_id, w.start) for w in wins}) == len(wins)
+    assert checked > 200
+
+
+def test_windows_follow_the_documented_rules(sampled):
+    store, d, facts = sampled
+    cfg = SamplerConfig()
+    fs = Sampler(store, d, cfg, seed=0).sample(0)  # a token detector: fires where trigger 0 occurs
+    assert fs.status == "ok" and fs.n_candidates >= cfg.n_top + cfg.n_quantile_explain + cfg.n_score_activating
+    tops = [w for w in fs.explain if w.kind == "top"]
+    assert len(tops) == cfg.n_top
+    assert [w.peak for w in tops] == sorted((w.peak for w in tops), reverse=True)
+    for w in fs.explain + fs.score:
+        assert len(w.tokens) == len(w.activations) == cfg.window
+    for w in tops:
+        peak_at = int(np.argmax(w.activations))
+        if 0 < w.start < 64 - cfg.window:  # not clamped at a context edge
+            assert peak_at == cfg.offset
+        assert w.token_ids[peak_at] == facts["trigger_ids"][0]
+    quantile = [w for w in fs.explain if w.kind == "quantile"]
+    assert len(quantile) == cfg.n_quantile_explain
+    assert min(w.peak for w in tops) >= max(w.peak for w in quantile)
+    held = [w for w in fs.score if w.kind == "quantile"]
+    rand = [w for w in fs.score if w.kind == "random"]
+    assert all(w.peak > 0 for w in held) and len(rand) == cfg.n_score_nonfiring
+    assert all(max(w.activations) == 0 for w in rand)
+
+
+def test_deterministic_and_independent_of_batching(sampled):
+    store, d, _ = sampled
+    a = Sampler(store, d, seed=7).sample(17)
+    assert Sampler(store, d, seed=7).sample(17) == a
+    assert Sampler(store, d, seed=8).sample(17).score != a.score
+    s = Sampler(store, d, seed=7, max_rows=5000)  # many small chunks
+    out = s.sample_all()
+    assert out["features"] == d.width and out["dead"] == 2
+    assert s.load(17).explain == a.explain and s.load(17).score == a.score
+    assert store.sample_summary(d.dictionary_id)["dead"] == 2
+
+
+def test_dead_and_rare_features_are_reported(sampled):
+    store, d, _ = sampled
+    dead = Sampler(store, d).sample(200)
+    assert dead.status == "dead" and "never fires" in dead.reason and not dead.explain
+    rare = Sampler(store, d, SamplerConfig(min_windows=10_000)).sample(5)
+    assert rare.status == "too_rare" and "min_windows=10000" in rare.reason
+    with pytest.raises(SampleError, match="out of range"):
+        Sampler(store, d).sample(d.width)
+
+
+def test_rare_feature_keeps_a_held_out_set(sampled):
+    store, d, _ = sampled
+    cfg = SamplerConfig(n_top=100, n_quantile_explain=100, n_score_activating=200)  # more than feature 1 has
+    fs = Sampler(store, d, cfg).sample(1)
+    assert fs.status == "ok" and fs.n_candidates < 400
+    held = sum(w.kind == "quantile" for w in fs.score)
+    tops = sum(w.kind == "top" for w in fs.explain)
+    # budgets shrink in proportion: about half of the windows stay held out
+    assert held >= fs.n_candidates * 0.4 and tops == fs.n_candidates * 100 // 400
+    assert "held-out activating windows" in fs.reason
+
+
+def test_repeated_text_is_deduplicated(store, tmp_path, minilm):
+    from autointerp.ingest.synthetic import write_delphi_cache
+
+    folder = tmp_path / "dup"
+    facts = write_delphi_cache(folder, n_seq=60, ctx_len=64, width=8, l0=1, n_splits=1, model_name=str(minilm),
+                               n_token_features=1, vocab=(2000, 2030), seed=4)
+    # make every context a copy of context 0: all windows around a trigger repeat the same text
+    from safetensors.numpy import load_file, save_file
+
+    shard = next(folder.glob("*.safetensors"))
+    data = load_file(str(shard))
+    data["tokens"][:] = data["tokens"][0]
+    loc = data["locations"]
+    keep = loc[:, 2] == 0
+    trig = np.flatnonzero(data["tokens"][0] == facts["trigger_ids"][0])
+    seqs = np.repeat(np.arange(60), len(trig))
+    data["locations"] = np.stack([seqs, np.tile(trig, 60), np.zeros_like(seqs)], 1).astype(np.uint16)
+    data["activations"] = np.linspace(1, 2, len(seqs)).astype(np.float16)
+    save_file(data, str(shard))
+    ingest_delphi(store, folder)
+    fs = Sampler(store, store.dictionary(), SamplerConfig(min_windows=2)).sample(0)
+    act = [w.token_ids for w in fs.explain + fs.score if w.kind in ("top", "quantile")]
+    assert len(act) == len(set(act)) and len(act) <= len(trig) * 3
+    assert keep.any()

@@ -1,0 +1,88 @@
+import duckdb
+import numpy as np
+import pytest
+
+from autointerp.errors import IngestError, StoreError
+from autointerp.store import LATEST_VERSION, Store
+
+
+def _tiny(w, name="d", values=(1.0, 2.0, 0.5)):
+    cid, created = w.add_corpus(name="c", tokenizer="t", ctx_len=4, fingerprint="fp", source="s")
+    if created:
+        w.add_contexts(cid, [np.array([1, 2, 3, 4]), np.array([5, 6, 7, 8])], [list("abcd"), list("efgh")])
+    b = w.add_dictionary(name=name, corpus_id=cid, model="m", hook="h", width=3, kind="external", source="s",
+                         sorted_input=False)
+    b.append([2, 0, 0], [1, 0, 1], [3, 1, 0], list(values))
+    b.finish()
+
+
+def test_migrations_are_recorded(store):
+    assert store.schema_version() == LATEST_VERSION
+    rows = store.con.execute("SELECT version, name FROM schema_migrations ORDER BY version").fetchall()
+    assert [r[0] for r in rows] == list(range(1, LATEST_VERSION + 1))
+
+
+def test_newer_schema_is_refused_and_left_alone(tmp_path):
+    p = tmp_path / "s.duckdb"
+    Store(p).close()
+    con = duckdb.connect(str(p))
+    con.execute("INSERT INTO schema_migrations VALUES (?, 'from the future', now())", [LATEST_VERSION + 1])
+    con.close()
+    with pytest.raises(StoreError, match="newer than this autointerp supports"):
+        Store(p)
+    con = duckdb.connect(str(p))
+    assert con.execute("SELECT max(version) FROM schema_migrations").fetchone()[0] == LATEST_VERSION + 1
+
+
+def test_not_a_store_is_a_clear_error(tmp_path):
+    p = tmp_path / "junk.duckdb"
+    p.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="cannot open store"):
+        Store(p)
+    with pytest.raises(StoreError, match="no store at"):
+        Store(tmp_path / "missing.duckdb", read_only=True)
+
+
+def test_round_trip_and_stats(store):
+    with store.writer() as w:
+        _tiny(w)
+    d = store.dictionary()
+    r = store.read_activations(d.dictionary_id, 0, 2)
+    # clustered by (feature, context, position)
+    assert r["feature"].tolist() == [0, 0, 2]
+    assert r["context_id"].tolist() == [0, 1, 1]
+    st = {s.feature: s for s in store.feature_stats(d.dictionary_id)}
+    assert st[0].n_firing == 2 and st[0].max_value == 2.0 and st[0].mean_value == pytest.approx(1.25)
+    assert st[0].density == pytest.approx(2 / 8)
+    assert st[0].quantile_edges[4] == pytest.approx(np.quantile([2.0, 0.5], 0.5))
+    assert (st[0].max_context, st[0].max_position) == (0, 1)
+    assert st[1].n_firing == 0 and st[1].max_value is None  # dead features are listed too
+    ctx = store.read_contexts(1, np.array([1]), with_strings=True)
+    assert ctx["tokens"] == list("efgh") and ctx["token_ids"].tolist() == [5, 6, 7, 8]
+
+
+def test_failed_write_leaves_store_unchanged(store):
+    with store.writer() as w:
+        _tiny(w)
+    before = store.content_digest()
+    with pytest.raises(IngestError, match="NaN or Inf"):
+        with store.writer() as w:
+            _tiny(w, name="e", values=(1.0, float("nan"), 2.0))
+    assert store.content_digest() == before
+    with pytest.raises(IngestError, match="already exists"):
+        with store.writer() as w:
+            _tiny(w)
+    assert store.content_digest() == before
+
+
+def test_second_writer_process_gets_clear_error(tmp_path):
+    import subprocess
+    import sys
+
+    p = tmp_path / "s.duckdb"
+    s = Store(p)
+    code = f"from autointerp.store import Store\nStore({str(p)!r})"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    s.close()
+    assert out.returncode != 0
+    assert "in use by another process" in out.stderr
