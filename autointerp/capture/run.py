@@ -192,8 +192,8 @@ def capture(store: Store, *, model: str | Path, corpus: str | Path, hook: str, s
 
     contexts = pack_contexts(tokenizer, read_corpus(corpus_path), ctx_len, max_tokens, source=str(corpus_path))
     n_ctx = nonzeros = 0
-    bar = tqdm(total=max_tokens, unit="tok", unit_scale=True, disable=not progress, desc=f"capture {name}")
-    with store.writer() as w:
+    with tqdm(total=max_tokens, unit="tok", unit_scale=True, disable=not progress, desc=f"capture {name}") as bar, \
+            store.writer() as w:
         cid, created = w.add_corpus(name=corpus_path.stem, tokenizer=str(model_path), ctx_len=ctx_len,
                                     fingerprint=fp, source=str(corpus_path))
         expected = None if created else store.corpus(cid).n_contexts
@@ -225,7 +225,6 @@ def capture(store: Store, *, model: str | Path, corpus: str | Path, hook: str, s
                 nonzeros += len(values)
                 bar.update(ids.size)
                 del x, acts, keep, where, values
-        bar.close()
         if expected is not None and n_ctx != expected:
             raise CaptureError(f"corpus {cid} in the store holds {expected} contexts but {corpus_path} "
                                f"packs into {n_ctx}")

