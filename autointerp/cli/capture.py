@@ -23,7 +23,7 @@ def capture(corpus: Annotated[Path, typer.Option(help=".txt (a document per line
             dictionary: DictOpt = None,
             ctx_len: Annotated[int, typer.Option(help="Tokens per context.")] = 64,
             max_tokens: Annotated[int | None, typer.Option(help="Stop after this many tokens.")] = None,
-            threshold: Annotated[float, typer.Option(help="--neurons: record values above this.")] = 0.0,
+            threshold: Annotated[float, typer.Option(help="Record values above this (neurons and SAE latents).")] = 0.0,
             batch_size: Annotated[int, typer.Option(help="Contexts per forward pass.")] = 16,
             neighbors: Annotated[int, typer.Option(help="--sae: store this many decoder-cosine neighbours per latent.")] = 0,
             replace: Annotated[bool, typer.Option("--replace", help="Overwrite a dictionary of the same name.")] = False,
