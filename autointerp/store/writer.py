@@ -154,6 +154,15 @@ class StoreWriter:
             self.con.execute("INSERT INTO samples SELECT * FROM rt")
 
 
+def _sorted_cells(f, c, p, v):
+    """Rows in (feature, context, position) order; a cell given twice is an error."""
+    if not is_sorted_rows(f, c, p):
+        f, c, p, v = sort_rows(f, c, p, v)
+        if not is_sorted_rows(f, c, p):
+            raise IngestError("duplicate (feature, context, position) cells in the activations")
+    return f, c, p, v
+
+
 @dataclass
 class DictionaryBuilder:
     """Appends one dictionary's activations, validating every chunk; `finish()` writes its statistics."""
@@ -218,18 +227,12 @@ class DictionaryBuilder:
                               f"of {int(self._lengths[context[i]])} tokens")
 
     def _append_sorted(self, f, c, p, v) -> None:
-        if not is_sorted_rows(f, c, p):
-            f, c, p, v = sort_rows(f, c, p, v)
-            if not is_sorted_rows(f, c, p):
-                raise IngestError("duplicate (feature, context, position) cells in the activations")
+        f, c, p, v = _sorted_cells(f, c, p, v)
         if self._carry is not None:
             cf, cc, cp, cv = (self._carry[k] for k in "fcpv")
             if int(f[0]) == self._last_feature:
                 f, c, p, v = (np.concatenate(x) for x in ((cf, f), (cc, c), (cp, p), (cv, v)))
-                if not is_sorted_rows(f, c, p):
-                    f, c, p, v = sort_rows(f, c, p, v)
-                    if not is_sorted_rows(f, c, p):
-                        raise IngestError("duplicate (feature, context, position) cells in the activations")
+                f, c, p, v = _sorted_cells(f, c, p, v)
             else:
                 self._flush(cf, cc, cp, cv)
         if int(f[0]) < self._last_feature:
