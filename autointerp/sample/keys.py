@@ -46,15 +46,35 @@ def cell_key(feature_idx: np.ndarray, context: np.ndarray, position: np.ndarray)
             | np.asarray(position).astype(np.uint64))
 
 
-_WINDOW_MULT = None
+_BASE = 0x9E3779B97F4A7C15 | 1  # odd, so invertible modulo 2**64
+_POW: np.ndarray | None = None  # _BASE ** j
+_INV_POW: np.ndarray | None = None  # _BASE ** -j
 
 
-def window_hash(tokens: np.ndarray) -> np.ndarray:
-    """64-bit hash per row of a [n, W] token-id matrix (padding -1 included), for content de-duplication."""
-    global _WINDOW_MULT
-    w = tokens.shape[1]
-    if _WINDOW_MULT is None or len(_WINDOW_MULT) < w:
-        _WINDOW_MULT = keyed(0x5EED, np.arange(max(w, 64), dtype=np.uint64)) | np.uint64(1)
+def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
+    global _POW, _INV_POW
+    if _POW is None or len(_POW) < n:
+        n = max(n, 1024)
+        one = np.ones(1, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            _POW = np.concatenate([one, np.cumprod(np.full(n - 1, _BASE, dtype=np.uint64))])
+            _INV_POW = np.concatenate([one, np.cumprod(np.full(n - 1, pow(_BASE, -1, 2**64), dtype=np.uint64))])
+    return _POW, _INV_POW
+
+
+def window_hashes(toks: dict, context: np.ndarray, start: np.ndarray, width: np.ndarray) -> np.ndarray:
+    """64-bit hash of the token ids of each window (context, start, width), for content de-duplication.
+
+    toks: `Store.read_contexts` output covering every context named. A polynomial hash with prefix
+    sums over each context, so each window costs O(1) after one pass over the contexts' tokens.
+    """
+    ids, offsets = toks["token_ids"], toks["offsets"]
+    lens = np.diff(offsets)
+    pos = np.arange(len(ids), dtype=np.int64) - np.repeat(offsets[:-1], lens)
+    pw, inv = _powers(int(lens.max(initial=0)) + 1)
+    prefix = np.zeros(len(ids) + 1, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        t = (tokens.astype(np.int64) + 2).astype(np.uint64)
-        return _mix((t * _WINDOW_MULT[:w]).sum(axis=1, dtype=np.uint64) ^ np.uint64(w))
+        np.cumsum((ids.astype(np.int64) + 2).astype(np.uint64) * pw[pos], out=prefix[1:])
+        a = offsets[np.searchsorted(toks["context_id"], context)] + start
+        h = (prefix[a + width] - prefix[a]) * inv[start]
+    return _mix(h ^ np.asarray(width).astype(np.uint64))

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 import numpy as np
@@ -11,14 +15,14 @@ from ..errors import SampleError
 from ..records import Dictionary, FeatureSample, SamplerConfig, Window
 from ..store import Store
 from .keys import MAX_CHUNK_FEATURES
-from .select import EXPLAIN, select_chunk
+from .select import EXPLAIN, SAMPLE_SETS, WINDOW_KINDS, select_chunk
 
 
 class Sampler:
     """Draws samples for one dictionary with one config and seed. Deterministic: same inputs, same windows."""
 
     def __init__(self, store: Store, dictionary: Dictionary, config: SamplerConfig | None = None, seed: int = 0,
-                 max_rows: int = 2_000_000) -> None:
+                 max_rows: int = 1_000_000) -> None:
         self.store = store
         self.dictionary = dictionary
         self.config = config or SamplerConfig()
@@ -33,20 +37,19 @@ class Sampler:
             self._lengths = self.store.context_lengths(self.corpus.corpus_id)
         return self._lengths
 
-    def _read_tokens(self, context_ids: np.ndarray) -> dict:
-        return self.store.read_contexts(self.corpus.corpus_id, context_ids)
 
     def _check(self, feature: int) -> None:
         if not 0 <= feature < self.dictionary.width:
             raise SampleError(f"feature {feature} out of range: dictionary {self.dictionary.name!r} has "
                               f"{self.dictionary.width} features (0..{self.dictionary.width - 1})")
 
-    def _select(self, features: np.ndarray, rows: dict):
+    def _select(self, features: np.ndarray, rows: dict, store: Store | None = None):
+        store = store or self.store
         peaks = None
         if self.config.n_neighbor_negatives:
-            peaks = self.store.neighbor_peaks(self.dictionary.dictionary_id, features,
-                                              self.config.n_neighbor_negatives * 4)
-        return select_chunk(features, rows, self.lengths, self.config, self.seed, self._read_tokens, peaks)
+            peaks = store.neighbor_peaks(self.dictionary.dictionary_id, features, self.config.n_neighbor_negatives * 4)
+        return select_chunk(features, rows, self.lengths, self.config, self.seed,
+                            lambda ids: store.read_contexts(self.corpus.corpus_id, ids), peaks)
 
     # -- one feature ------------------------------------------------------------------------------
 
@@ -56,8 +59,9 @@ class Sampler:
         rows = self.store.read_activations(self.dictionary.dictionary_id, feature, feature)
         status, refs = self._select(np.array([feature]), rows)
         return self._materialize(feature, status["status"][0], status["reason"][0], int(status["n_candidates"][0]),
-                                 list(zip(refs["sample_set"], refs["kind"], refs["context_id"], refs["start"],
-                                          refs["length"])), rows, self.config, self.seed)
+                                 list(zip([SAMPLE_SETS[i] for i in refs["sample_set"]],
+                                          [WINDOW_KINDS[i] for i in refs["kind"]], refs["context_id"],
+                                          refs["start"], refs["length"])), rows, self.config, self.seed)
 
     def load(self, feature: int) -> FeatureSample | None:
         """The stored sample of a feature (from `sample_all`), with tokens and activations; None if absent."""
@@ -92,11 +96,13 @@ class Sampler:
 
     # -- every feature ----------------------------------------------------------------------------
 
-    def sample_all(self, features: np.ndarray | None = None, progress: bool = False) -> dict:
+    def sample_all(self, features: np.ndarray | None = None, progress: bool = False,
+                   workers: int | None = None) -> dict:
         """Sample the given features (default: all) and store them, replacing their earlier samples.
 
-        Reads the activations once, in feature-range chunks of about `max_rows` rows, and writes in one
-        transaction. Returns counts per status.
+        Reads the activations once, in feature-range chunks of about `max_rows` rows; `workers` threads
+        (default: one per core, at most 4) each read and select a chunk on their own connection, while
+        this thread writes the results in chunk order, all in one transaction. Returns counts per status.
         """
         d = self.dictionary
         feats = np.arange(d.width, dtype=np.int64) if features is None else np.unique(np.asarray(features, np.int64))
@@ -105,20 +111,43 @@ class Sampler:
         chunks = []
         for ch in self.store.plan_chunks(d.dictionary_id, feats, self.max_rows):
             chunks.extend(np.array_split(ch, -(-len(ch) // MAX_CHUNK_FEATURES)))
+        workers = max(1, min(workers or min(os.cpu_count() or 1, 4), len(chunks) or 1))
+        self.lengths  # load once, before the threads share it
+        local, cursors = threading.local(), []
+
+        def work(ch: np.ndarray):
+            if not hasattr(local, "store"):
+                local.store = self.store.cursor()
+                cursors.append(local.store)
+            rows = local.store.read_activations(d.dictionary_id, int(ch[0]), int(ch[-1]))
+            return self._select(ch, rows, local.store)
+
         counts: dict[str, int] = {}
         n_windows = 0
         bar = tqdm(total=len(feats), unit="feat", disable=not progress, desc=f"sample {d.name}")
-        with self.store.writer() as w:
-            w.clear_samples(d.dictionary_id, None if features is None else feats)
-            for ch in chunks:
-                rows = self.store.read_activations(d.dictionary_id, int(ch[0]), int(ch[-1]))
-                status, refs = self._select(ch, rows)
-                w.add_samples(d.dictionary_id, self.config, self.seed, status, refs)
-                for s in status["status"]:
-                    counts[s] = counts.get(s, 0) + 1
-                n_windows += len(refs["feature"])
-                bar.update(len(ch))
-        bar.close()
+        try:
+            with self.store.writer() as w, ThreadPoolExecutor(workers) as pool:
+                w.clear_samples(d.dictionary_id, None if features is None else feats)
+                pending: deque = deque()
+                todo = iter(chunks)
+                for ch in todo:  # keep `workers + 1` chunks in flight; write them in order
+                    pending.append((ch, pool.submit(work, ch)))
+                    if len(pending) > workers:
+                        n_windows += self._write(w, *pending.popleft(), counts, bar)
+                while pending:
+                    n_windows += self._write(w, *pending.popleft(), counts, bar)
+        finally:
+            for c in cursors:
+                c.close()
+            bar.close()
         return {"dictionary": d.name, "features": int(len(feats)), "windows": n_windows,
                 "sampler": self.config.to_dict(), "sampler_hash": self.config.hash, "seed": self.seed,
                 **{k: counts.get(k, 0) for k in ("ok", "too_rare", "dead")}}
+
+    def _write(self, w, ch: np.ndarray, future, counts: dict, bar) -> int:
+        status, refs = future.result()
+        w.add_samples(self.dictionary.dictionary_id, self.config, self.seed, status, refs, SAMPLE_SETS, WINDOW_KINDS)
+        for s in status["status"]:
+            counts[s] = counts.get(s, 0) + 1
+        bar.update(len(ch))
+        return len(refs["feature"])

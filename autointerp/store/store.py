@@ -53,6 +53,15 @@ class Store:
     def close(self) -> None:
         self.con.close()
 
+    def cursor(self) -> Store:
+        """This store on a connection of its own (same database), for reads from another thread.
+
+        A cursor sees committed data only, never the open transaction of `writer()`. Close it when done.
+        """
+        view = object.__new__(Store)
+        view.path, view.read_only, view.con = self.path, True, self.con.cursor()
+        return view
+
     def __enter__(self) -> Store:
         return self
 

@@ -126,8 +126,11 @@ class StoreWriter:
                                  "(SELECT unnest(?::UINTEGER[]))", [dictionary_id, features.tolist()])
 
     def add_samples(self, dictionary_id: int, config: SamplerConfig, seed: int, status: dict[str, np.ndarray],
-                    refs: dict[str, np.ndarray]) -> None:
-        """Append sampled window references and one status row per feature."""
+                    refs: dict[str, np.ndarray], sample_sets: tuple[str, ...], window_kinds: tuple[str, ...]) -> None:
+        """Append sampled window references and one status row per feature.
+
+        refs["sample_set"] and refs["kind"] are int8 indices into `sample_sets` and `window_kinds`.
+        """
         self.con.execute("INSERT INTO sampler_configs SELECT ?, ? WHERE NOT EXISTS "
                          "(SELECT 1 FROM sampler_configs WHERE config_hash = ?)",
                          [config.hash, json.dumps(config.to_dict(), sort_keys=True), config.hash])
@@ -145,8 +148,8 @@ class StoreWriter:
         if m:
             rt = pa.table({"dictionary_id": np.full(m, dictionary_id, np.uint16),
                            "feature": refs["feature"].astype(np.uint32),
-                           "sample_set": pa.array(refs["sample_set"], pa.string()),
-                           "kind": pa.array(refs["kind"], pa.string()),
+                           "sample_set": pa.DictionaryArray.from_arrays(refs["sample_set"], pa.array(sample_sets)),
+                           "kind": pa.DictionaryArray.from_arrays(refs["kind"], pa.array(window_kinds)),
                            "rank": refs["rank"].astype(np.uint16),
                            "context_id": refs["context_id"].astype(np.uint32),
                            "start": refs["start"].astype(np.uint16),
