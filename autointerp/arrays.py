@@ -15,13 +15,17 @@ _U64 = np.uint64
 def orderable_u32(values: np.ndarray) -> np.ndarray:
     """Map float32 values to uint32 keys with the same order (negatives and -0.0 included)."""
     bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
-    return np.where(bits >> 31, ~bits, bits | np.uint32(0x80000000))
+    flip = (bits.view(np.int32) >> 31).view(np.uint32)  # all ones for negatives, else zero
+    flip |= np.uint32(0x80000000)
+    return bits ^ flip
 
 
 def from_orderable_u32(keys: np.ndarray) -> np.ndarray:
     """Inverse of `orderable_u32`."""
     keys = keys.astype(np.uint32, copy=False)
-    return np.where(keys >> 31, keys & np.uint32(0x7FFFFFFF), ~keys).view(np.float32)
+    flip = (~keys).view(np.int32) >> 31  # all ones where the sign bit of the key is clear (negatives)
+    flip = flip.view(np.uint32) | np.uint32(0x80000000)
+    return (keys ^ flip).view(np.float32)
 
 
 def segment_starts(keys: np.ndarray) -> np.ndarray:
@@ -55,17 +59,20 @@ def argsort_keys(key: np.ndarray, *tiebreak: np.ndarray, index: np.ndarray | Non
 
 
 def _cell_key(feature, context, position):
-    """(feature, context, position) packed into uint64 when the ranges allow it (else None)."""
+    """(feature, context, position) packed into one unsigned key (uint32 when it fits, else uint64)
+    with the same order, relative to the first row's feature; None when the ranges do not fit 64 bits."""
     if len(feature) == 0:
         return np.zeros(0, _U64)
     f0 = int(feature[0])
     f_span = int(feature.max()) - f0
     c_bits = max(int(context.max()), 1).bit_length()
     p_bits = max(int(position.max()), 1).bit_length()
-    if int(feature.min()) < f0 or max(f_span, 1).bit_length() + c_bits + p_bits > 64:
+    bits = max(f_span, 1).bit_length() + c_bits + p_bits
+    if int(feature.min()) < f0 or bits > 64:
         return None
-    f = feature.astype(_U64) - _U64(f0)
-    return (f << _U64(c_bits + p_bits)) | (context.astype(_U64) << _U64(p_bits)) | position.astype(_U64)
+    t = np.uint32 if bits <= 32 else _U64
+    f = feature.astype(t) - t(f0)
+    return (f << t(c_bits + p_bits)) | (context.astype(t) << t(p_bits)) | position.astype(t)
 
 
 def is_sorted_rows(feature: np.ndarray, context: np.ndarray, position: np.ndarray) -> bool:
@@ -114,11 +121,12 @@ def feature_stats(feature: np.ndarray, context: np.ndarray, position: np.ndarray
     # one sort of (segment, value) packed keys gives the max, the deciles and the argmax
     seg = np.repeat(np.arange(len(starts), dtype=_U64), n)
     ov = orderable_u32(value)
-    sv = from_orderable_u32(np.sort((seg << _U64(32)) | ov) & _U64(0xFFFFFFFF)).astype(np.float64)
+    sk = (np.sort((seg << _U64(32)) | ov) & _U64(0xFFFFFFFF)).astype(np.uint32)
+    sv = from_orderable_u32(sk).astype(np.float64)
     last = starts + n - 1
     vmax = sv[last].astype(np.float32)
     # argmax: the first row of each segment holding the maximum
-    is_max = ov == orderable_u32(np.repeat(vmax, n))
+    is_max = ov == np.repeat(sk[last], n)
     hit = np.flatnonzero(is_max)
     first = hit[segment_starts(seg[hit])]
     qs = np.empty((len(starts), len(DECILES)), dtype=np.float32)

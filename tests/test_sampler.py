@@ -65,11 +65,16 @@ def test_deterministic_and_independent_of_batching(sampled):
     a = Sampler(store, d, seed=7).sample(17)
     assert Sampler(store, d, seed=7).sample(17) == a
     assert Sampler(store, d, seed=8).sample(17).score != a.score
-    s = Sampler(store, d, seed=7, max_rows=5000)  # many small chunks
-    out = s.sample_all()
+    s = Sampler(store, d, seed=7, max_rows=5000)  # many small chunks, on several threads
+    out = s.sample_all(workers=3)
     assert out["features"] == d.width and out["dead"] == 2
     assert s.load(17).explain == a.explain and s.load(17).score == a.score
     assert store.sample_summary(d.dictionary_id)["dead"] == 2
+    stored = store.con.execute("SELECT * EXCLUDE (created_at) FROM sample_status ORDER BY feature").fetchall()
+    windows = store.con.execute("SELECT * FROM samples ORDER BY ALL").fetchall()
+    Sampler(store, d, seed=7).sample_all(workers=1)  # one chunk, this thread only
+    assert store.con.execute("SELECT * EXCLUDE (created_at) FROM sample_status ORDER BY feature").fetchall() == stored
+    assert store.con.execute("SELECT * FROM samples ORDER BY ALL").fetchall() == windows
 
 
 def test_dead_and_rare_features_are_reported(sampled):

@@ -86,3 +86,19 @@ def test_second_writer_process_gets_clear_error(tmp_path):
     s.close()
     assert out.returncode != 0
     assert "in use by another process" in out.stderr
+
+
+def test_failed_background_insert_rolls_back(store):
+    """Activation rows are appended on a background thread; its failure surfaces and nothing is kept."""
+    import pyarrow as pa
+
+    with store.writer() as w:
+        _tiny(w)
+    before = store.content_digest()
+    bad = pa.table({"x": ["not", "a", "row"]})  # wrong shape for the activations table
+    with pytest.raises(StoreError, match="writing to .* failed"):
+        with store.writer() as w:
+            _tiny(w, name="e")
+            store._insert_background("activations", bad)
+            w.con.execute("SELECT 1")  # the next statement waits for the insert, and raises its error
+    assert store.content_digest() == before

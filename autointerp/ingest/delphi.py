@@ -176,18 +176,34 @@ def ingest_delphi(store: Store, cache_dir: str | Path, *, tokenizer: str | None 
                 if len(off) and int(off.max()) >= width:
                     raise IngestError(f"{shard.path.name}: latent offset {int(off.max())} out of range for a shard "
                                       f"of {width} latents ({shard.start}..{shard.end})")
-                # partition by latent; stable, so (sequence, position) order within a latent is kept
-                order = np.argsort(off, kind="stable")
-                b.append(off[order].astype(np.uint32) + np.uint32(shard.start), loc[order, 0], loc[order, 1],
-                         act[order].astype(np.float32))
+                for rows in _partition_by_latent(loc, act, shard.start, width):
+                    b.append(*rows)
                 bar.update(shard.n)
-                del data, loc, act, off, order
+                del data, loc, act, off
             bar.close()
             n = b.finish()
             summaries.append({"dictionary": name, "corpus_id": cid, "corpus_created": created,
                               "contexts": int(tokens.shape[0]), "ctx_len": int(tokens.shape[1]),
                               "width": module.width, "nonzeros": n, "shards": len(module.shards)})
     return summaries
+
+
+def _partition_by_latent(loc: np.ndarray, act: np.ndarray, start: int, width: int, slice_rows: int = 2_000_000):
+    """A shard's rows as (feature, sequence, position, value) slices, partitioned by latent.
+
+    The sort is stable, so rows keep delphi's (sequence, position) order within each latent: the
+    result is (feature, context, position)-sorted without a full sort (a 16-bit key sorts by radix).
+    Slices of `slice_rows` bound the memory a big shard needs beyond its own arrays.
+    """
+    off = loc[:, 2]
+    if width <= 2**16:
+        off = off.astype(np.uint16)
+    order = np.argsort(off, kind="stable")
+    for i in range(0, len(order), slice_rows):
+        o = order[i:i + slice_rows]
+        feature = off.take(o).astype(np.uint32)
+        feature += np.uint32(start)
+        yield feature, loc[:, 0].take(o), loc[:, 1].take(o), act.take(o)
 
 
 def _first_tokens(module: DelphiModule) -> np.ndarray:

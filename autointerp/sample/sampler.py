@@ -77,15 +77,17 @@ class Sampler:
                      created_at: datetime | None = None) -> FeatureSample:
         ctx_ids = np.array(sorted({int(r[2]) for r in refs}), dtype=np.int64)
         toks = self.store.read_contexts(self.corpus.corpus_id, ctx_ids, with_strings=True) if len(ctx_ids) else None
-        c, p, v = rows["context_id"].astype(np.int64), rows["position"].astype(np.int64), rows["value"]
+        # one feature's rows are in (context, position) order: each window's rows are one slice
+        p, v = rows["position"].astype(np.int64), rows["value"]
+        cells = (rows["context_id"].astype(np.int64) << 17) | p
         explain, score = [], []
         for sample_set, kind, ctx, start, length in refs:
             ctx, start, length = int(ctx), int(start), int(length)
             i = int(np.searchsorted(toks["context_id"], ctx))
             a = int(toks["offsets"][i]) + start
             acts = np.zeros(length, dtype=np.float32)
-            m = (c == ctx) & (p >= start) & (p < start + length)
-            acts[p[m] - start] = v[m]
+            lo, hi = np.searchsorted(cells, [(ctx << 17) | start, (ctx << 17) | (start + length)])
+            acts[p[lo:hi] - start] = v[lo:hi]
             win = Window(kind=str(kind), context_id=ctx, start=start, tokens=tuple(toks["tokens"][a:a + length]),
                          token_ids=tuple(int(t) for t in toks["token_ids"][a:a + length]),
                          activations=tuple(float(x) for x in acts))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,8 +36,10 @@ class Store:
         self.read_only = read_only
         if read_only and not self.path.exists():
             raise StoreError(f"no store at {self.path}")
+        self._pending: Future | None = None  # an INSERT running on the background thread
+        self._background: ThreadPoolExecutor | None = None
         try:
-            self.con = duckdb.connect(str(self.path), read_only=read_only)
+            self._con = duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.Error as e:
             msg = str(e).splitlines()[0]
             if "lock" in msg.lower():
@@ -50,8 +53,51 @@ class Store:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """The connection; waits first for a background INSERT to finish, so statements stay in order."""
+        if self._pending is not None:
+            self._wait()
+        return self._con
+
+    def _insert_background(self, table: str, rows: pa.Table) -> None:
+        """INSERT `rows` into `table` on a background thread, so the caller can prepare the next batch
+        meanwhile (DuckDB releases the GIL). At most one is in flight; any later use of `con` waits for
+        it and raises its error."""
+        if self._pending is not None:
+            self._wait()
+        if self._background is None:
+            self._background = ThreadPoolExecutor(1, thread_name_prefix="store-insert")
+        self._pending = self._background.submit(self._insert_now, table, rows)
+
+    def _insert_now(self, table: str, rows: pa.Table) -> None:
+        self._con.register("_insert_rows", rows)
+        try:
+            self._con.execute(f"INSERT INTO {table} SELECT * FROM _insert_rows")
+        finally:
+            self._con.unregister("_insert_rows")
+
+    def _wait(self, raise_errors: bool = True) -> None:
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        if not raise_errors:
+            self._con.interrupt()
+        try:
+            pending.result()
+        except duckdb.Error as e:
+            if raise_errors:
+                raise StoreError(f"writing to {self.path} failed: {str(e).splitlines()[0]}") from None
+        except BaseException:
+            if raise_errors:
+                raise
+
     def close(self) -> None:
-        self.con.close()
+        self._wait(raise_errors=False)
+        if self._background is not None:
+            self._background.shutdown()
+            self._background = None
+        self._con.close()
 
     def cursor(self) -> Store:
         """This store on a connection of its own (same database), for reads from another thread.
@@ -59,7 +105,8 @@ class Store:
         A cursor sees committed data only, never the open transaction of `writer()`. Close it when done.
         """
         view = object.__new__(Store)
-        view.path, view.read_only, view.con = self.path, True, self.con.cursor()
+        view.path, view.read_only, view._con = self.path, True, self.con.cursor()
+        view._pending, view._background = None, None
         return view
 
     def __enter__(self) -> Store:
@@ -114,6 +161,7 @@ class Store:
             w._close()
             self.con.execute("COMMIT")
         except BaseException:
+            self._wait(raise_errors=False)
             w._close()
             self.con.execute("ROLLBACK")
             raise

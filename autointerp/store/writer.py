@@ -21,9 +21,12 @@ class StoreWriter:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.con = store.con
         self._builders: list[DictionaryBuilder] = []
         self._ctx_lengths: dict[int, list[np.ndarray]] = {}
+
+    @property
+    def con(self):
+        return self.store.con  # waits for a background insert, so statements run in order
 
     def _close(self) -> None:
         for b in self._builders:
@@ -223,6 +226,8 @@ class DictionaryBuilder:
             raise IngestError(f"context id {bad} out of range: the corpus has {n_ctx} contexts")
         if position.min() < 0:
             raise IngestError(f"negative token position {int(position.min())}")
+        if int(position.max()) < int(self._lengths.min()):
+            return  # every position fits in even the shortest context
         over = position >= self._lengths[context]
         if over.any():
             i = int(np.flatnonzero(over)[0])
@@ -251,7 +256,7 @@ class DictionaryBuilder:
     def _flush(self, f, c, p, v) -> None:
         tbl = pa.table({"dictionary_id": np.full(len(f), self.dictionary_id, np.uint16),
                         "feature": f, "context_id": c, "position": p, "value": v})
-        self.writer.con.execute("INSERT INTO activations SELECT * FROM tbl")
+        self.writer.store._insert_background("activations", tbl)
         self.n_rows += len(f)
         self._stats_parts.append(self._stats_table(f, c, p, v))
 
