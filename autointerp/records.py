@@ -143,3 +143,73 @@ class FeatureSample:
                 "sampler_hash": self.config.hash, "n_candidates": self.n_candidates,
                 "explain": [w.to_json() for w in self.explain],
                 "score": [w.to_json() for w in self.score]}
+
+
+ScoreStatus = Literal["ok", "undefined", "failed"]
+LabelStatus = Literal["ok", "skipped", "failed"]
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """A label for one feature, with where it came from."""
+
+    dictionary: str
+    feature: int
+    text: str
+    explainer: str  # a method ("offline") or a model ("anthropic:claude-...")
+    prompt_hash: str  # hash of the prompt template, or the method's version for offline methods
+    sampler: SamplerConfig
+    seed: int
+    evidence: dict = field(default_factory=dict, compare=False)  # what the text was derived from
+    created_at: datetime | None = None
+    explanation_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """Predicted next to true activations on each scored window (one value per token)."""
+
+    kinds: tuple[str, ...]  # the window kinds (quantile, random, ...)
+    true: tuple[tuple[float, ...], ...]
+    predicted: tuple[tuple[float, ...], ...]
+
+    def to_json(self) -> dict:
+        return {"kinds": list(self.kinds), "true": [list(t) for t in self.true],
+                "predicted": [list(p) for p in self.predicted]}
+
+
+@dataclass(frozen=True)
+class Score:
+    """One scorer's grade of one explanation. `value` is None unless status is "ok"."""
+
+    scorer: str  # embedding | simulation | ...
+    scorer_version: str  # method version, or model + prompt hash
+    status: ScoreStatus
+    value: float | None
+    reason: str = ""  # why undefined or failed
+    details: dict = field(default_factory=dict, compare=False)
+    created_at: datetime | None = None
+
+    def to_json(self) -> dict:
+        return {"value": self.value, "status": self.status, "reason": self.reason, "version": self.scorer_version,
+                "details": self.details}
+
+
+@dataclass(frozen=True)
+class FeatureLabel:
+    """The outcome of labelling one feature under one (explainer, prompt, sampler, seed): its
+    explanations with their scores, or why there are none (status skipped or failed)."""
+
+    dictionary: str
+    feature: int
+    explainer: str
+    prompt_hash: str
+    sampler: SamplerConfig
+    seed: int
+    status: LabelStatus
+    reason: str = ""
+    explanations: tuple[tuple[Explanation, tuple[Score, ...]], ...] = ()
+
+    @property
+    def run_key(self) -> tuple[str, str, str, int]:
+        return (self.explainer, self.prompt_hash, self.sampler.hash, self.seed)

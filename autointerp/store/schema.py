@@ -109,10 +109,54 @@ def _m001_initial(con: duckdb.DuckDBPyConnection) -> None:
         )""")
 
 
+def _m002_labels(con: duckdb.DuckDBPyConnection) -> None:
+    # One row per explanation (a feature may have several: other explainers, prompts, candidates).
+    con.execute("""
+        CREATE TABLE explanations (
+            explanation_id BIGINT PRIMARY KEY,
+            dictionary_id USMALLINT NOT NULL,
+            feature UINTEGER NOT NULL,
+            text VARCHAR NOT NULL,
+            explainer VARCHAR NOT NULL,       -- a method ("offline") or a model ("anthropic:...")
+            prompt_hash VARCHAR NOT NULL,     -- hash of the prompt template, or the method's version
+            sampler_hash VARCHAR NOT NULL,
+            sampler VARCHAR NOT NULL,         -- the sampler config, JSON
+            seed BIGINT NOT NULL,
+            evidence VARCHAR NOT NULL,        -- JSON: what the text was derived from
+            created_at TIMESTAMP NOT NULL
+        )""")
+    con.execute("""
+        CREATE TABLE scores (
+            explanation_id BIGINT NOT NULL,
+            scorer VARCHAR NOT NULL,
+            scorer_version VARCHAR NOT NULL,  -- method version, or model + prompt hash
+            status VARCHAR NOT NULL,          -- ok | undefined | failed
+            value DOUBLE,                     -- NULL unless status = ok
+            reason VARCHAR NOT NULL,
+            details VARCHAR NOT NULL,         -- JSON
+            created_at TIMESTAMP NOT NULL
+        )""")
+    # The outcome of labelling one feature under one (explainer, prompt, sampler, seed): a rerun skips
+    # what is here with status ok or skipped, and retries what failed.
+    con.execute("""
+        CREATE TABLE label_status (
+            dictionary_id USMALLINT NOT NULL,
+            feature UINTEGER NOT NULL,
+            explainer VARCHAR NOT NULL,
+            prompt_hash VARCHAR NOT NULL,
+            sampler_hash VARCHAR NOT NULL,
+            seed BIGINT NOT NULL,
+            status VARCHAR NOT NULL,          -- ok | skipped | failed
+            reason VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL
+        )""")
+
+
 Migration = tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]
 
 MIGRATIONS: list[Migration] = [
     (1, "initial", _m001_initial),
+    (2, "labels", _m002_labels),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

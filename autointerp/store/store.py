@@ -23,6 +23,13 @@ from ..records import Corpus, Dictionary, FeatureStats
 from .schema import LATEST_VERSION, MIGRATIONS
 
 
+def _first(result: duckdb.DuckDBPyConnection) -> tuple | None:
+    """The first row of a statement's result, or None; reads the result to its end (DuckDB 2 refuses
+    other work on a connection, such as registering a table, while a result is left half-read)."""
+    rows = result.fetchall()
+    return rows[0] if rows else None
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
@@ -116,12 +123,12 @@ class Store:
         self.close()
 
     def _migrate(self) -> None:
-        has = self.con.execute(
+        has = _first(self.con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'"
-        ).fetchone()[0]
+        ))[0]
         version = 0
         if has:
-            version = self.con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0]
+            version = _first(self.con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations"))[0]
         if version > LATEST_VERSION:
             raise StoreError(f"store {self.path} has schema version {version}, newer than this autointerp "
                              f"supports ({LATEST_VERSION}); upgrade autointerp to read it")
@@ -145,7 +152,7 @@ class Store:
             raise
 
     def schema_version(self) -> int:
-        return self.con.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
+        return _first(self.con.execute("SELECT max(version) FROM schema_migrations"))[0]
 
     @contextmanager
     def writer(self) -> Iterator[StoreWriter]:
@@ -170,14 +177,14 @@ class Store:
     # -- corpora and dictionaries -----------------------------------------------------------------
 
     def corpus(self, corpus_id: int) -> Corpus:
-        row = self.con.execute("SELECT corpus_id, name, tokenizer, ctx_len, n_contexts, fingerprint "
-                               "FROM corpora WHERE corpus_id = ?", [corpus_id]).fetchone()
+        row = _first(self.con.execute("SELECT corpus_id, name, tokenizer, ctx_len, n_contexts, fingerprint "
+                               "FROM corpora WHERE corpus_id = ?", [corpus_id]))
         if row is None:
             raise StoreError(f"no corpus {corpus_id} in {self.path}")
         return Corpus(*row)
 
     def corpus_by_fingerprint(self, fingerprint: str) -> Corpus | None:
-        row = self.con.execute("SELECT corpus_id FROM corpora WHERE fingerprint = ?", [fingerprint]).fetchone()
+        row = _first(self.con.execute("SELECT corpus_id FROM corpora WHERE fingerprint = ?", [fingerprint]))
         return None if row is None else self.corpus(row[0])
 
     def dictionaries(self) -> list[Dictionary]:
@@ -227,10 +234,10 @@ class Store:
         return t["n_firing"].astype(np.int64)
 
     def dictionary_summary(self, dictionary_id: int) -> dict:
-        row = self.con.execute("""
+        row = _first(self.con.execute("""
             SELECT count(*), count(*) FILTER (WHERE n_firing = 0), sum(n_firing),
                    avg(density) FILTER (WHERE n_firing > 0)
-            FROM feature_stats WHERE dictionary_id = ?""", [dictionary_id]).fetchone()
+            FROM feature_stats WHERE dictionary_id = ?""", [dictionary_id]))
         return {"features": row[0], "dead": row[1], "nonzeros": int(row[2] or 0),
                 "mean_density_live": row[3]}
 
@@ -260,19 +267,16 @@ class Store:
 
     def neighbor_peaks(self, dictionary_id: int, features: np.ndarray, per_feature: int) -> dict[str, np.ndarray]:
         """Peak locations of each feature's nearest stored neighbours, most similar first."""
-        self.con.register("_want_feats", pa.table({"feature": np.asarray(features, dtype=np.uint32)}))
-        try:
-            t = self.con.execute("""
-                SELECT n.feature, s.max_context AS context, s.max_position AS position FROM (
-                    SELECT feature, neighbor, similarity,
-                           row_number() OVER (PARTITION BY feature ORDER BY similarity DESC, neighbor) AS k
-                    FROM feature_neighbors
-                    WHERE dictionary_id = ? AND feature IN (SELECT feature FROM _want_feats)) n
-                JOIN feature_stats s ON s.dictionary_id = ? AND s.feature = n.neighbor
-                WHERE n.k <= ? AND s.n_firing > 0
-                ORDER BY n.feature, n.k""", [dictionary_id, dictionary_id, per_feature]).fetchnumpy()
-        finally:
-            self.con.unregister("_want_feats")
+        t = self.con.execute("""
+            SELECT n.feature, s.max_context AS context, s.max_position AS position FROM (
+                SELECT feature, neighbor, similarity,
+                       row_number() OVER (PARTITION BY feature ORDER BY similarity DESC, neighbor) AS k
+                FROM feature_neighbors
+                WHERE dictionary_id = ? AND feature IN (SELECT unnest(?::UINTEGER[]))) n
+            JOIN feature_stats s ON s.dictionary_id = ? AND s.feature = n.neighbor
+            WHERE n.k <= ? AND s.n_firing > 0
+            ORDER BY n.feature, n.k""", [dictionary_id, np.asarray(features).astype(np.int64).tolist(), dictionary_id,
+                                        per_feature]).fetchnumpy()
         return {k: np.asarray(t[k]).astype(np.int64) for k in ("feature", "context", "position")}
 
     # -- contexts ---------------------------------------------------------------------------------
@@ -290,13 +294,9 @@ class Store:
         """
         ids = np.unique(np.asarray(context_ids, dtype=np.uint32))
         cols = "context_id, token_ids" + (", tokens" if with_strings else "")
-        self.con.register("_want_ids", pa.table({"context_id": ids}))
-        try:
-            t = self.con.sql(
-                f"SELECT {cols} FROM contexts WHERE corpus_id = ? AND context_id IN "
-                "(SELECT context_id FROM _want_ids) ORDER BY context_id", params=[corpus_id]).to_arrow_table()
-        finally:
-            self.con.unregister("_want_ids")
+        t = self.con.sql(
+            f"SELECT {cols} FROM contexts WHERE corpus_id = ? AND context_id IN (SELECT unnest(?::UINTEGER[])) "
+            "ORDER BY context_id", params=[corpus_id, ids.tolist()]).to_arrow_table()
         got = t.column("context_id").to_numpy()
         if len(got) != len(ids):
             missing = np.setdiff1d(ids, got)[:5]
@@ -313,10 +313,10 @@ class Store:
 
     def sample_refs(self, dictionary_id: int, feature: int) -> tuple[dict | None, list[tuple]]:
         """The stored sample of one feature: its status row and its window references in order."""
-        st = self.con.execute(
+        st = _first(self.con.execute(
             "SELECT s.status, s.reason, s.n_candidates, s.seed, s.created_at, c.config FROM sample_status s "
             "JOIN sampler_configs c USING (config_hash) WHERE s.dictionary_id = ? AND s.feature = ?",
-            [dictionary_id, feature]).fetchone()
+            [dictionary_id, feature]))
         if st is None:
             return None, []
         status = dict(zip(("status", "reason", "n_candidates", "seed", "created_at"), st[:5]))
@@ -333,6 +333,62 @@ class Store:
 
     # -- integrity --------------------------------------------------------------------------------
 
+    # -- labels -----------------------------------------------------------------------------------
+
+    def labelled_features(self, dictionary_id: int, run_key: tuple[str, str, str, int]) -> set[int]:
+        """Features with a finished outcome (ok or skipped) under (explainer, prompt_hash, sampler_hash, seed)."""
+        rows = self.con.execute(
+            "SELECT feature FROM label_status WHERE dictionary_id = ? AND explainer = ? AND prompt_hash = ? "
+            "AND sampler_hash = ? AND seed = ? AND status IN ('ok', 'skipped')", [dictionary_id, *run_key]).fetchall()
+        return {r[0] for r in rows}
+
+    def label_summary(self, dictionary_id: int, run_key: tuple[str, str, str, int] | None = None) -> dict[str, int]:
+        where, params = "dictionary_id = ?", [dictionary_id]
+        if run_key is not None:
+            where += " AND explainer = ? AND prompt_hash = ? AND sampler_hash = ? AND seed = ?"
+            params += list(run_key)
+        rows = self.con.execute(f"SELECT status, count(*) FROM label_status WHERE {where} GROUP BY status",
+                                params).fetchall()
+        return dict(rows)
+
+    def labels(self, dictionary_id: int | None = None, features: list[int] | None = None,
+               sort_by: str | None = None, descending: bool = True, limit: int | None = None) -> list[dict]:
+        """Explanations with provenance and their scores, one dict per explanation.
+
+        sort_by: a scorer name (explanations without an ok score of it come last), or None for
+        (dictionary, feature) order.
+        """
+        where, params = ["TRUE"], []
+        if dictionary_id is not None:
+            where.append("e.dictionary_id = ?")
+            params.append(dictionary_id)
+        if features is not None:
+            where.append("e.feature IN (SELECT unnest(?::UINTEGER[]))")
+            params.append(list(features))
+        order = "e.dictionary_id, e.feature, e.explanation_id"
+        if sort_by is not None:
+            order = (f"(SELECT value FROM scores s WHERE s.explanation_id = e.explanation_id AND s.scorer = ? "
+                     f"AND s.status = 'ok') {'DESC' if descending else 'ASC'} NULLS LAST, {order}")
+        rows = self.con.execute(
+            f"""SELECT e.explanation_id, d.name, e.feature, e.text, e.explainer, e.prompt_hash, e.sampler_hash,
+                       e.sampler, e.seed, e.evidence, e.created_at
+                FROM explanations e JOIN dictionaries d USING (dictionary_id)
+                WHERE {' AND '.join(where)} ORDER BY {order} {'' if limit is None else f'LIMIT {int(limit)}'}""",
+            params + ([sort_by] if sort_by is not None else [])).fetchall()
+        ids = [r[0] for r in rows]
+        scores: dict[int, dict] = {i: {} for i in ids}
+        if ids:
+            for eid, scorer, version, status, value, reason, details, created in self.con.execute(
+                    "SELECT explanation_id, scorer, scorer_version, status, value, reason, details, created_at "
+                    "FROM scores WHERE explanation_id IN (SELECT unnest(?::BIGINT[])) ORDER BY explanation_id, scorer",
+                    [ids]).fetchall():
+                scores[eid][scorer] = {"value": value, "status": status, "reason": reason, "version": version,
+                                       "details": json.loads(details), "created_at": created.isoformat()}
+        return [{"explanation_id": r[0], "dictionary": r[1], "feature_id": r[2], "explanation": r[3],
+                 "explainer": r[4], "prompt_hash": r[5], "sampler_hash": r[6], "sampler": json.loads(r[7]),
+                 "seed": r[8], "evidence": json.loads(r[9]), "created_at": r[10].isoformat(),
+                 "scores": scores[r[0]]} for r in rows]
+
     def content_digest(self) -> str:
         """A hash of every table's content, order-independent: equal digests mean equal stores."""
         import hashlib
@@ -342,7 +398,7 @@ class Store:
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
             "AND table_name <> 'schema_migrations' ORDER BY table_name").fetchall()]
         for t in tables:
-            n, x = self.con.execute(f"SELECT count(*), coalesce(sum(hash(t)), 0) FROM {t} t").fetchone()
+            n, x = _first(self.con.execute(f"SELECT count(*), coalesce(sum(hash(t)), 0) FROM {t} t"))
             h.update(f"{t}:{n}:{x};".encode())
         return h.hexdigest()
 
