@@ -7,6 +7,7 @@ import typer
 from . import ingest
 from .capture import capture
 from .features import dictionaries, features, sample
+from .label import export, label, labels
 
 app = typer.Typer(help="Label the features of a neural network, and grade the labels.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -15,6 +16,9 @@ app.command("capture")(capture)
 app.command("dictionaries")(dictionaries)
 app.command("features")(features)
 app.command("sample")(sample)
+app.command("label")(label)
+app.command("labels")(labels)
+app.command("export")(export)
 
 
 def main() -> None:

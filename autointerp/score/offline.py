@@ -1,0 +1,113 @@
+"""Offline scorers on all-MiniLM-L6-v2: embedding (AUROC) and simulation (pooled correlation).
+
+Both grade an explanation on the feature's held-out score set only: activating windows ("quantile")
+as positives, non-firing windows ("random", "neighbor") as negatives.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+
+import numpy as np
+
+from ..records import Explanation, FeatureSample, Score
+from . import metrics
+from .embed import MODEL_NAME, ContextEncoder, embed_texts
+
+NEGATIVE_KINDS = ("random", "neighbor")
+_STOP = set("a an the of in on at to for and or is are be as by with from that this it its token tokens such "
+            "fires fire firing after before often like text words word".split())
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _score(name: str, version: str, fn, details: dict) -> Score:
+    try:
+        value = fn()
+    except metrics.Undefined as e:
+        return Score(name, version, "undefined", None, str(e), details, _now())
+    return Score(name, version, "ok", round(float(value), 6), "", details, _now())
+
+
+def terms(explanation: str) -> set[str]:
+    """The words an explanation names: its quoted strings if it has any, else its content words."""
+    quoted = re.findall(r'"([^"]+)"', explanation)
+    words = quoted or [w for w in re.findall(r"\w+", explanation) if w.lower() not in _STOP]
+    return {w.strip().lower() for w in words if w.strip()}
+
+
+class EmbeddingScorer:
+    """AUROC of cosine similarity (explanation vs window) separating activating from non-firing windows."""
+
+    name = "embedding"
+    version = f"{MODEL_NAME}/context-mean-v1"
+
+    def __init__(self, encoder: ContextEncoder) -> None:
+        self.encoder = encoder
+
+    def score(self, sample: FeatureSample, explanation: Explanation) -> Score:
+        wins = list(sample.score)
+        labels = np.array([0 if w.kind in NEGATIVE_KINDS else 1 for w in wins])
+        sims = self.encoder.window_vectors(wins) @ embed_texts([explanation.text])[0] if wins else np.zeros(0)
+        details = {"n_activating": int(labels.sum()), "n_nonfiring": int(len(labels) - labels.sum()),
+                   "similarity": [round(float(s), 4) for s in sims]}
+        return _score(self.name, self.version, lambda: metrics.auroc(labels, sims), details)
+
+
+class SimulationScorer:
+    """Predicts each token's activation from the explanation alone, then correlates with the truth.
+
+    prediction = 1 where the token is a word the explanation names (`terms`), plus the cosine
+    similarity of the token's in-context MiniLM vector to the explanation's embedding, floored at 0.
+    Score: Pearson correlation pooled over every token of every held-out window (OpenAI's
+    ev_correlation_score); per-window correlations and the pooled r² are kept in the details.
+    """
+
+    name = "simulation"
+    version = f"{MODEL_NAME}/match+similarity-v1"
+
+    def __init__(self, encoder: ContextEncoder, keep_predictions: bool = True) -> None:
+        self.encoder = encoder
+        self.keep_predictions = keep_predictions
+
+    def predict(self, sample: FeatureSample, explanation: Explanation) -> list[np.ndarray]:
+        wins = list(sample.score)
+        named = terms(explanation.text)
+        e = embed_texts([explanation.text])[0]
+        out = []
+        for w, vecs in zip(wins, self.encoder.token_vectors(wins)):
+            norm = np.maximum(np.linalg.norm(vecs, axis=1), 1e-12)
+            sim = np.maximum((vecs @ e) / norm, 0.0)
+            match = np.array([1.0 if t.strip().lower() in named else 0.0 for t in w.tokens])
+            out.append(match + sim)
+        return out
+
+    def score(self, sample: FeatureSample, explanation: Explanation) -> Score:
+        wins = list(sample.score)
+        preds = self.predict(sample, explanation)
+        true = [np.asarray(w.activations, dtype=np.float64) for w in wins]
+        per_window = []
+        for t, p in zip(true, preds):
+            try:
+                per_window.append(round(metrics.correlation(t, p), 4))
+            except metrics.Undefined:
+                per_window.append(None)  # a non-firing window has no correlation of its own
+        details: dict = {"per_window_correlation": per_window, "kinds": [w.kind for w in wins]}
+        if wins:
+            t_all, p_all = np.concatenate(true), np.concatenate(preds)
+            try:
+                details["r_squared"] = round(metrics.r_squared(t_all, p_all / max(p_all.max(), 1e-12)
+                                                               * max(t_all.max(), 0)), 4)
+            except metrics.Undefined:
+                details["r_squared"] = None
+            if self.keep_predictions:
+                details["predicted"] = [[round(float(x), 3) for x in p] for p in preds]
+        else:
+            t_all = p_all = np.zeros(0)
+        return _score(self.name, self.version, lambda: metrics.correlation(t_all, p_all), details)
+
+
+SCORERS = {"embedding": EmbeddingScorer, "simulation": SimulationScorer}
