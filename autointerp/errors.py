@@ -29,3 +29,9 @@ class SampleError(AutointerpError):
     """A sampling request cannot be served (unknown feature, bad config)."""
 
     exit_code = 6
+
+
+class LabelError(AutointerpError):
+    """A labelling request cannot run (unknown explainer or scorer, features out of range, bad format)."""
+
+    exit_code = 7

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from tqdm import tqdm
 
+from .errors import LabelError
 from .explain.offline import Background, OfflineExplainer
 from .records import Dictionary, FeatureLabel, SamplerConfig
 from .sample import Sampler
@@ -23,14 +24,14 @@ def label(store: Store, dictionary: Dictionary, features: np.ndarray | None = No
           force: bool = False, batch: int = 32, progress: bool = False) -> dict:
     """Label features of one dictionary; returns counts per outcome and per score status."""
     if explainer != "offline":
-        raise ValueError(f"unknown explainer {explainer!r}; available: offline")
+        raise LabelError(f"unknown explainer {explainer!r}; available: offline")
     unknown = [s for s in scorers if s not in SCORERS]
     if unknown:
-        raise ValueError(f"unknown scorer {', '.join(unknown)}; available: {', '.join(SCORERS)}")
+        raise LabelError(f"unknown scorer {', '.join(unknown)}; available: {', '.join(SCORERS)}")
     config = config or SamplerConfig()
     feats = np.arange(dictionary.width) if features is None else np.unique(np.asarray(features, dtype=np.int64))
     if len(feats) and (feats[0] < 0 or feats[-1] >= dictionary.width):
-        raise ValueError(f"features must be in 0..{dictionary.width - 1}")
+        raise LabelError(f"features must be in 0..{dictionary.width - 1}")
     sampler = Sampler(store, dictionary, config, seed)
     expl = OfflineExplainer(Background.from_store(store, dictionary.corpus_id))
     run_key = (expl.name, expl.prompt_hash, config.hash, seed)

@@ -173,10 +173,6 @@ class Simulation:
     true: tuple[tuple[float, ...], ...]
     predicted: tuple[tuple[float, ...], ...]
 
-    def to_json(self) -> dict:
-        return {"kinds": list(self.kinds), "true": [list(t) for t in self.true],
-                "predicted": [list(p) for p in self.predicted]}
-
 
 @dataclass(frozen=True)
 class Score:
@@ -189,10 +185,6 @@ class Score:
     reason: str = ""  # why undefined or failed
     details: dict = field(default_factory=dict, compare=False)
     created_at: datetime | None = None
-
-    def to_json(self) -> dict:
-        return {"value": self.value, "status": self.status, "reason": self.reason, "version": self.scorer_version,
-                "details": self.details}
 
 
 @dataclass(frozen=True)

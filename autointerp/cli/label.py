@@ -9,14 +9,10 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from ..errors import AutointerpError
+from ..errors import LabelError
 from ..pipeline import label as run_label
 from ..store import open_store
 from .common import DictOpt, JsonOpt, StoreOpt, emit_json, handle_errors, parse_features, show_progress
-
-
-class LabelError(AutointerpError):
-    exit_code = 7
 
 
 @handle_errors
@@ -31,11 +27,8 @@ def label(store: StoreOpt, dictionary: DictOpt = None,
     with open_store(store) as s:
         d = s.dictionary(dictionary)
         feats = None if features is None else np.array(parse_features(features))
-        try:
-            out = run_label(s, d, feats, explainer=explainer, scorers=tuple(x.strip() for x in scorer.split(",") if x),
-                            seed=seed, force=force, progress=show_progress(as_json))
-        except ValueError as e:
-            raise LabelError(str(e)) from None
+        out = run_label(s, d, feats, explainer=explainer, scorers=tuple(x.strip() for x in scorer.split(",") if x),
+                        seed=seed, force=force, progress=show_progress(as_json))
     if as_json:
         emit_json(out)
         return

@@ -37,7 +37,6 @@ class Sampler:
             self._lengths = self.store.context_lengths(self.corpus.corpus_id)
         return self._lengths
 
-
     def _check(self, feature: int) -> None:
         if not 0 <= feature < self.dictionary.width:
             raise SampleError(f"feature {feature} out of range: dictionary {self.dictionary.name!r} has "
@@ -131,8 +130,7 @@ class Sampler:
             with self.store.writer() as w, ThreadPoolExecutor(workers) as pool:
                 w.clear_samples(d.dictionary_id, None if features is None else feats)
                 pending: deque = deque()
-                todo = iter(chunks)
-                for ch in todo:  # keep `workers + 1` chunks in flight; write them in order
+                for ch in chunks:  # keep `workers + 1` chunks in flight; write them in order
                     pending.append((ch, pool.submit(work, ch)))
                     if len(pending) > workers:
                         n_windows += self._write(w, *pending.popleft(), counts, bar)

@@ -218,7 +218,8 @@ def select_chunk(features: np.ndarray, rows: dict[str, np.ndarray], lengths: np.
     o = np.lexsort((np.arange(len(nfa)), out_kind, out_set, nfa))
     nfa, out_set, out_kind, out_c, out_s, out_w = (x[o] for x in (nfa, out_set, out_kind, out_c, out_s, out_w))
     rank = _cumcount(nfa * 2 + out_set)
-    refs = {"feature": features[nfa], "sample_set": out_set.astype(np.int8), "kind": out_kind.astype(np.int8), "rank": rank, "context_id": out_c, "start": out_s, "length": out_w}
+    refs = {"feature": features[nfa], "sample_set": out_set.astype(np.int8), "kind": out_kind.astype(np.int8),
+            "rank": rank, "context_id": out_c, "start": out_s, "length": out_w}
 
     n_score_act = np.bincount(nfa[(out_set == 1) & (out_kind == 1)], minlength=nf)
     n_random = np.bincount(nfa[out_kind == 2], minlength=nf)
@@ -284,7 +285,7 @@ def _dedupe_content(act, prio, cf, cc, s, w, read_tokens):
         return act, prio
     h = window_hashes(read_tokens(np.unique(cc[act])), cc[act], s[act], w[act])
     h = keyed(0, h, cf[act])  # one key per (feature, content)
-    order = argsort_keys(h, np.arange(len(h)))  # equal content: the first (highest priority) stays
+    order = np.argsort(h, kind="stable")  # equal content: the first (highest priority) stays
     hs = h[order]
     dup = np.zeros(len(order), dtype=bool)
     dup[1:] = hs[1:] == hs[:-1]

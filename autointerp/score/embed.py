@@ -55,6 +55,12 @@ def embed_texts(texts: list[str], batch_size: int = 64) -> np.ndarray:
     return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
 
 
+@lru_cache(maxsize=4096)
+def embed_text(text: str) -> np.ndarray:
+    """One sentence embedding, cached: every scorer of a label embeds the same text. Do not modify it."""
+    return embed_texts([text])[0]
+
+
 class ContextEncoder:
     """Per-token MiniLM vectors of a corpus's contexts, computed on demand and kept in an LRU cache."""
 

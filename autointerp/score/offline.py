@@ -11,9 +11,9 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from ..records import Explanation, FeatureSample, Score
+from ..records import Explanation, FeatureSample, Score, Simulation
 from . import metrics
-from .embed import MODEL_NAME, ContextEncoder, embed_texts
+from .embed import MODEL_NAME, ContextEncoder, embed_text
 
 NEGATIVE_KINDS = ("random", "neighbor")
 _STOP = set("a an the of in on at to for and or is are be as by with from that this it its token tokens such "
@@ -51,7 +51,7 @@ class EmbeddingScorer:
     def score(self, sample: FeatureSample, explanation: Explanation) -> Score:
         wins = list(sample.score)
         labels = np.array([0 if w.kind in NEGATIVE_KINDS else 1 for w in wins])
-        sims = self.encoder.window_vectors(wins) @ embed_texts([explanation.text])[0] if wins else np.zeros(0)
+        sims = self.encoder.window_vectors(wins) @ embed_text(explanation.text) if wins else np.zeros(0)
         details = {"n_activating": int(labels.sum()), "n_nonfiring": int(len(labels) - labels.sum()),
                    "similarity": [round(float(s), 4) for s in sims]}
         return _score(self.name, self.version, lambda: metrics.auroc(labels, sims), details)
@@ -73,30 +73,31 @@ class SimulationScorer:
         self.encoder = encoder
         self.keep_predictions = keep_predictions
 
-    def predict(self, sample: FeatureSample, explanation: Explanation) -> list[np.ndarray]:
+    def predict(self, sample: FeatureSample, explanation: Explanation) -> Simulation:
         wins = list(sample.score)
         named = terms(explanation.text)
-        e = embed_texts([explanation.text])[0]
-        out = []
+        e = embed_text(explanation.text)
+        predicted = []
         for w, vecs in zip(wins, self.encoder.token_vectors(wins)):
             norm = np.maximum(np.linalg.norm(vecs, axis=1), 1e-12)
             sim = np.maximum((vecs @ e) / norm, 0.0)
             match = np.array([1.0 if t.strip().lower() in named else 0.0 for t in w.tokens])
-            out.append(match + sim)
-        return out
+            predicted.append(tuple((match + sim).tolist()))
+        return Simulation(kinds=tuple(w.kind for w in wins), true=tuple(w.activations for w in wins),
+                          predicted=tuple(predicted))
 
     def score(self, sample: FeatureSample, explanation: Explanation) -> Score:
-        wins = list(sample.score)
-        preds = self.predict(sample, explanation)
-        true = [np.asarray(w.activations, dtype=np.float64) for w in wins]
+        sim = self.predict(sample, explanation)
+        true = [np.asarray(t, dtype=np.float64) for t in sim.true]
+        preds = [np.asarray(p) for p in sim.predicted]
         per_window = []
         for t, p in zip(true, preds):
             try:
                 per_window.append(round(metrics.correlation(t, p), 4))
             except metrics.Undefined:
                 per_window.append(None)  # a non-firing window has no correlation of its own
-        details: dict = {"per_window_correlation": per_window, "kinds": [w.kind for w in wins]}
-        if wins:
+        details: dict = {"per_window_correlation": per_window, "kinds": list(sim.kinds)}
+        if true:
             t_all, p_all = np.concatenate(true), np.concatenate(preds)
             try:
                 details["r_squared"] = round(metrics.r_squared(t_all, p_all / max(p_all.max(), 1e-12)
@@ -108,6 +109,5 @@ class SimulationScorer:
         else:
             t_all = p_all = np.zeros(0)
         return _score(self.name, self.version, lambda: metrics.correlation(t_all, p_all), details)
-
 
 SCORERS = {"embedding": EmbeddingScorer, "simulation": SimulationScorer}

@@ -23,13 +23,6 @@ from ..records import Corpus, Dictionary, FeatureStats
 from .schema import LATEST_VERSION, MIGRATIONS
 
 
-def _first(result: duckdb.DuckDBPyConnection) -> tuple | None:
-    """The first row of a statement's result, or None; reads the result to its end (DuckDB 2 refuses
-    other work on a connection, such as registering a table, while a result is left half-read)."""
-    rows = result.fetchall()
-    return rows[0] if rows else None
-
-
 def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
@@ -106,6 +99,12 @@ class Store:
             self._background = None
         self._con.close()
 
+    def _one(self, sql: str, params: list | None = None) -> tuple | None:
+        """The first row of a query, or None. Reads the result to its end: DuckDB 2 refuses other work
+        on a connection (such as registering a table) while a result is left half-read."""
+        rows = self.con.execute(sql, params or []).fetchall()
+        return rows[0] if rows else None
+
     def cursor(self) -> Store:
         """This store on a connection of its own (same database), for reads from another thread.
 
@@ -123,12 +122,10 @@ class Store:
         self.close()
 
     def _migrate(self) -> None:
-        has = _first(self.con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'"
-        ))[0]
+        has = self._one("SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'")[0]
         version = 0
         if has:
-            version = _first(self.con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations"))[0]
+            version = self._one("SELECT coalesce(max(version), 0) FROM schema_migrations")[0]
         if version > LATEST_VERSION:
             raise StoreError(f"store {self.path} has schema version {version}, newer than this autointerp "
                              f"supports ({LATEST_VERSION}); upgrade autointerp to read it")
@@ -152,7 +149,7 @@ class Store:
             raise
 
     def schema_version(self) -> int:
-        return _first(self.con.execute("SELECT max(version) FROM schema_migrations"))[0]
+        return self._one("SELECT max(version) FROM schema_migrations")[0]
 
     @contextmanager
     def writer(self) -> Iterator[StoreWriter]:
@@ -177,14 +174,14 @@ class Store:
     # -- corpora and dictionaries -----------------------------------------------------------------
 
     def corpus(self, corpus_id: int) -> Corpus:
-        row = _first(self.con.execute("SELECT corpus_id, name, tokenizer, ctx_len, n_contexts, fingerprint "
-                               "FROM corpora WHERE corpus_id = ?", [corpus_id]))
+        row = self._one("SELECT corpus_id, name, tokenizer, ctx_len, n_contexts, fingerprint "
+                        "FROM corpora WHERE corpus_id = ?", [corpus_id])
         if row is None:
             raise StoreError(f"no corpus {corpus_id} in {self.path}")
         return Corpus(*row)
 
     def corpus_by_fingerprint(self, fingerprint: str) -> Corpus | None:
-        row = _first(self.con.execute("SELECT corpus_id FROM corpora WHERE fingerprint = ?", [fingerprint]))
+        row = self._one("SELECT corpus_id FROM corpora WHERE fingerprint = ?", [fingerprint])
         return None if row is None else self.corpus(row[0])
 
     def dictionaries(self) -> list[Dictionary]:
@@ -234,10 +231,10 @@ class Store:
         return t["n_firing"].astype(np.int64)
 
     def dictionary_summary(self, dictionary_id: int) -> dict:
-        row = _first(self.con.execute("""
+        row = self._one("""
             SELECT count(*), count(*) FILTER (WHERE n_firing = 0), sum(n_firing),
                    avg(density) FILTER (WHERE n_firing > 0)
-            FROM feature_stats WHERE dictionary_id = ?""", [dictionary_id]))
+            FROM feature_stats WHERE dictionary_id = ?""", [dictionary_id])
         return {"features": row[0], "dead": row[1], "nonzeros": int(row[2] or 0),
                 "mean_density_live": row[3]}
 
@@ -313,10 +310,10 @@ class Store:
 
     def sample_refs(self, dictionary_id: int, feature: int) -> tuple[dict | None, list[tuple]]:
         """The stored sample of one feature: its status row and its window references in order."""
-        st = _first(self.con.execute(
+        st = self._one(
             "SELECT s.status, s.reason, s.n_candidates, s.seed, s.created_at, c.config FROM sample_status s "
             "JOIN sampler_configs c USING (config_hash) WHERE s.dictionary_id = ? AND s.feature = ?",
-            [dictionary_id, feature]))
+            [dictionary_id, feature])
         if st is None:
             return None, []
         status = dict(zip(("status", "reason", "n_candidates", "seed", "created_at"), st[:5]))
@@ -398,7 +395,7 @@ class Store:
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
             "AND table_name <> 'schema_migrations' ORDER BY table_name").fetchall()]
         for t in tables:
-            n, x = _first(self.con.execute(f"SELECT count(*), coalesce(sum(hash(t)), 0) FROM {t} t"))
+            n, x = self._one(f"SELECT count(*), coalesce(sum(hash(t)), 0) FROM {t} t")
             h.update(f"{t}:{n}:{x};".encode())
         return h.hexdigest()
 

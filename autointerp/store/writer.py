@@ -11,7 +11,7 @@ import pyarrow as pa
 from ..arrays import feature_stats, is_sorted_rows, sort_rows
 from ..errors import IngestError
 from ..records import FeatureLabel, SamplerConfig
-from .store import Store, _first, _now
+from .store import Store, _now
 
 MAX_POSITION = 2**16 - 1  # positions are stored as USMALLINT
 
@@ -42,7 +42,7 @@ class StoreWriter:
             return existing.corpus_id, False
         if ctx_len > MAX_POSITION + 1:
             raise IngestError(f"contexts of {ctx_len} tokens exceed the store's limit of {MAX_POSITION + 1}")
-        cid = _first(self.con.execute("SELECT coalesce(max(corpus_id), 0) + 1 FROM corpora"))[0]
+        cid = self.store._one("SELECT coalesce(max(corpus_id), 0) + 1 FROM corpora")[0]
         self.con.execute("INSERT INTO corpora VALUES (?, ?, ?, ?, 0, 0, ?, ?, ?)",
                          [cid, name, tokenizer, ctx_len, fingerprint, source, _now()])
         self._ctx_lengths[cid] = []
@@ -93,13 +93,13 @@ class StoreWriter:
         """
         if width < 1:
             raise IngestError(f"dictionary width must be >= 1, got {width}")
-        row = _first(self.con.execute("SELECT dictionary_id FROM dictionaries WHERE name = ?", [name]))
+        row = self.store._one("SELECT dictionary_id FROM dictionaries WHERE name = ?", [name])
         if row is not None:
             if not replace:
                 raise IngestError(f"dictionary {name!r} already exists in {self.store.path}; "
                                   "pass --replace to overwrite it")
             self.delete_dictionary(row[0])
-        did = _first(self.con.execute("SELECT coalesce(max(dictionary_id), 0) + 1 FROM dictionaries"))[0]
+        did = self.store._one("SELECT coalesce(max(dictionary_id), 0) + 1 FROM dictionaries")[0]
         self.con.execute("INSERT INTO dictionaries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          [did, name, corpus_id, model, hook, width, kind, source,
                           json.dumps(config or {}, sort_keys=True), _now()])
@@ -169,14 +169,16 @@ class StoreWriter:
         """Record each feature's outcome, explanations and scores (replacing an earlier outcome of the
         same feature under the same explainer, prompt, sampler and seed)."""
         con = self.con
-        next_id = _first(con.execute("SELECT coalesce(max(explanation_id), 0) + 1 FROM explanations"))[0]
+        next_id = self.store._one("SELECT coalesce(max(explanation_id), 0) + 1 FROM explanations")[0]
         now = _now()
+        same = ("dictionary_id = ? AND feature = ? AND explainer = ? AND prompt_hash = ? AND sampler_hash = ? "
+                "AND seed = ?")
         for lab in labels:
-            key = lab.run_key
-            old = ("SELECT explanation_id FROM explanations WHERE dictionary_id = ? AND feature = ? AND explainer = ? "
-                   "AND prompt_hash = ? AND sampler_hash = ? AND seed = ?")
-            con.execute(f"DELETE FROM scores WHERE explanation_id IN ({old})", [dictionary_id, lab.feature, *key])
-            con.execute(f"DELETE FROM explanations WHERE explanation_id IN ({old})", [dictionary_id, lab.feature, *key])
+            key = [dictionary_id, lab.feature, *lab.run_key]
+            con.execute(f"DELETE FROM scores WHERE explanation_id IN (SELECT explanation_id FROM explanations "
+                        f"WHERE {same})", key)
+            con.execute(f"DELETE FROM explanations WHERE {same}", key)
+            con.execute(f"DELETE FROM label_status WHERE {same}", key)
             for expl, scores in lab.explanations:
                 con.execute("INSERT INTO explanations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             [next_id, dictionary_id, lab.feature, expl.text, expl.explainer, expl.prompt_hash,
@@ -187,10 +189,8 @@ class StoreWriter:
                                 [next_id, sc.scorer, sc.scorer_version, sc.status, sc.value, sc.reason,
                                  json.dumps(sc.details, sort_keys=True), sc.created_at or now])
                 next_id += 1
-            con.execute("DELETE FROM label_status WHERE dictionary_id = ? AND feature = ? AND explainer = ? "
-                        "AND prompt_hash = ? AND sampler_hash = ? AND seed = ?", [dictionary_id, lab.feature, *key])
             con.execute("INSERT INTO label_status VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [dictionary_id, lab.feature, *key, lab.status, lab.reason, now])
+                        [*key, lab.status, lab.reason, now])
 
 
 def _sorted_cells(f, c, p, v):
@@ -326,8 +326,8 @@ class DictionaryBuilder:
                 self._flush(*(self._carry[k] for k in "fcpv"))
                 self._carry = None
         elif self._staging is not None:
-            dup = _first(con.execute(f"SELECT feature, context_id, position FROM {self._staging} "
-                              "GROUP BY ALL HAVING count(*) > 1 LIMIT 1"))
+            dup = self.writer.store._one(f"SELECT feature, context_id, position FROM {self._staging} "
+                                         "GROUP BY ALL HAVING count(*) > 1 LIMIT 1")
             if dup is not None:
                 raise IngestError(f"duplicate activation for feature {dup[0]}, context {dup[1]}, position {dup[2]}")
             con.execute(f"INSERT INTO activations SELECT ?, * FROM {self._staging} "
