@@ -35,3 +35,10 @@ class LabelError(AutointerpError):
     """A labelling request cannot run (unknown explainer or scorer, features out of range, bad format)."""
 
     exit_code = 7
+
+
+class ExplainFailure(Exception):
+    """An explainer could not label one feature (no firing token, an unparseable reply, a spent retry budget).
+
+    Not a run error: the pipeline records it as that feature's typed "failed" outcome and goes on.
+    """

@@ -1,71 +1,154 @@
-"""features -> samples -> explanations -> scores, written to the store as each batch of features completes.
+"""features -> samples -> explanations -> scores, each feature's outcome written to the store as it completes.
 
-An interrupted run keeps every batch it committed; a rerun skips features that already have an
-outcome (ok or skipped) under the same explainer, prompt hash, sampler config and seed, and retries
-the ones that failed. `force=True` redoes them (replacing, never duplicating, their rows).
+Three stages overlap: a thread samples the next features in batches (`Sampler.sample_many`, on its own
+DuckDB cursor); `concurrency` workers explain and score features (offline methods are plain functions
+and run one at a time; LLM methods are coroutines and run up to `concurrency` at once); finished
+features are committed every `flush_every` results or `flush_seconds`, whichever comes first, and at
+the end, also when the run is interrupted. A rerun skips features that already have an outcome (ok or
+skipped) under the same explainer, prompt hash, sampler config and seed, and retries the ones that
+failed; `force=True` redoes them, replacing (never duplicating) their rows.
+
+A feature that cannot be labelled never stops the run: too few examples is "skipped" with the sampler's
+reason; an explainer that raises is "failed" with the error; a scorer that raises gives a "failed" score.
+The summary counts each kind.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import time
+from datetime import datetime, timezone
+
 import numpy as np
 from tqdm import tqdm
 
-from .errors import LabelError
-from .explain.offline import Background, OfflineExplainer
-from .records import Dictionary, FeatureLabel, SamplerConfig
+from .errors import ExplainFailure, LabelError
+from .explain import make_explainer
+from .records import Dictionary, FeatureLabel, FeatureSample, SamplerConfig, Score
 from .sample import Sampler
-from .score.embed import ContextEncoder
-from .score.offline import SCORERS
+from .score import make_scorers
 from .store import Store
 
 
-def label(store: Store, dictionary: Dictionary, features: np.ndarray | None = None, *, explainer: str = "offline",
-          scorers: tuple[str, ...] = ("embedding", "simulation"), config: SamplerConfig | None = None, seed: int = 0,
-          force: bool = False, batch: int = 32, progress: bool = False) -> dict:
-    """Label features of one dictionary; returns counts per outcome and per score status."""
-    if explainer != "offline":
-        raise LabelError(f"unknown explainer {explainer!r}; available: offline")
-    unknown = [s for s in scorers if s not in SCORERS]
-    if unknown:
-        raise LabelError(f"unknown scorer {', '.join(unknown)}; available: {', '.join(SCORERS)}")
+async def _call(fn, *args):
+    out = fn(*args)
+    return await out if inspect.isawaitable(out) else out
+
+
+async def _grade(scorer, sample: FeatureSample, explanation) -> Score:
+    try:
+        return await _call(scorer.score, sample, explanation)
+    except Exception as err:  # a scorer bug or a provider failure grades this label "failed", not the run
+        return Score(scorer.name, scorer.version, "failed", None, f"{type(err).__name__}: {err}", {},
+                     datetime.now(timezone.utc).replace(tzinfo=None))
+
+
+def _kind(reason: str) -> str:
+    """The class of a skip or failure reason, for the summary: 'dead', 'too rare', 'explainer', ..."""
+    return reason.split(":", 1)[0].strip() or "unknown"
+
+
+def label(store: Store, dictionary: Dictionary, features: np.ndarray | None = None, *, explainer="offline",
+          scorers=("embedding", "simulation"), config: SamplerConfig | None = None, seed: int = 0,
+          force: bool = False, concurrency: int = 8, sample_batch: int = 256, flush_every: int = 64,
+          flush_seconds: float = 5.0, progress: bool = False) -> dict:
+    """Label features of one dictionary (default: all); returns counts per outcome and per score status.
+
+    `explainer` is a name ("offline") or an explainer object; `scorers` names or scorer objects.
+    """
+    if concurrency < 1 or sample_batch < 1 or flush_every < 1:
+        raise LabelError("concurrency, sample_batch and flush_every must be at least 1")
     config = config or SamplerConfig()
     feats = np.arange(dictionary.width) if features is None else np.unique(np.asarray(features, dtype=np.int64))
     if len(feats) and (feats[0] < 0 or feats[-1] >= dictionary.width):
         raise LabelError(f"features must be in 0..{dictionary.width - 1}")
-    sampler = Sampler(store, dictionary, config, seed)
-    expl = OfflineExplainer(Background.from_store(store, dictionary.corpus_id))
+    expl = make_explainer(explainer, store, dictionary) if isinstance(explainer, str) else explainer
+    names = [s for s in scorers if isinstance(s, str)]
+    grade = make_scorers(names, store, dictionary) + [s for s in scorers if not isinstance(s, str)]
     run_key = (expl.name, expl.prompt_hash, config.hash, seed)
     done = set() if force else store.labelled_features(dictionary.dictionary_id, run_key)
     todo = [int(f) for f in feats if int(f) not in done]
-    encoder = ContextEncoder(store, dictionary.corpus_id)
-    grade = [SCORERS[s](encoder) for s in scorers]
+    sampler = Sampler(store, dictionary, config, seed)
 
-    def one(f: int) -> FeatureLabel:
-        base = dict(dictionary=dictionary.name, feature=f, explainer=expl.name, prompt_hash=expl.prompt_hash,
-                    sampler=config, seed=seed)
-        sample = sampler.sample(f)
-        if sample.status != "ok":
-            return FeatureLabel(**base, status="skipped", reason=sample.reason)
-        try:
-            e = expl.explain(sample)
-        except ValueError as err:
-            return FeatureLabel(**base, status="failed", reason=f"explainer: {err}")
-        return FeatureLabel(**base, status="ok", explanations=((e, tuple(s.score(sample, e) for s in grade)),))
+    summary = {"dictionary": dictionary.name, "features": int(len(feats)), "ok": 0, "skipped": 0, "failed": 0,
+               "already_done": len(feats) - len(todo), "skipped_kinds": {}, "failed_kinds": {},
+               "scores": {s.name: {} for s in grade}, "explainer": expl.name, "prompt_hash": expl.prompt_hash,
+               "sampler_hash": config.hash, "seed": seed}
+    t0 = time.perf_counter()
+    asyncio.run(_run(store, dictionary, sampler, expl, grade, todo, summary, concurrency, sample_batch,
+                     flush_every, flush_seconds, progress))
+    summary["seconds"] = round(time.perf_counter() - t0, 2)
+    return summary
 
-    counts = {"ok": 0, "skipped": 0, "failed": 0, "already_done": len(feats) - len(todo)}
-    score_counts: dict[str, dict[str, int]] = {s: {} for s in scorers}
+
+async def _run(store, dictionary, sampler, expl, grade, todo, summary, concurrency, sample_batch, flush_every,
+               flush_seconds, progress) -> None:
+    queue: asyncio.Queue = asyncio.Queue(maxsize=max(sample_batch, 2 * concurrency))
+    finished: list[FeatureLabel] = []
+    last_flush = time.monotonic()
     bar = tqdm(total=len(todo), unit="feat", disable=not progress, desc=f"label {dictionary.name}")
-    for i in range(0, len(todo), batch):
-        # offline methods are CPU-bound and torch already uses every core: one feature at a time
-        results = [one(f) for f in todo[i:i + batch]]
-        with store.writer() as w:  # each batch is kept as soon as it is done
-            w.add_labels(dictionary.dictionary_id, results)
-        for r in results:
-            counts[r.status] += 1
-            for _, scores in r.explanations:
-                for s in scores:
-                    score_counts[s.scorer][s.status] = score_counts[s.scorer].get(s.status, 0) + 1
-        bar.update(len(results))
-    bar.close()
-    return {"dictionary": dictionary.name, "features": int(len(feats)), **counts, "scores": score_counts,
-            "explainer": expl.name, "prompt_hash": expl.prompt_hash, "sampler_hash": config.hash, "seed": seed}
+    cursor = store.cursor()  # the sampling thread reads through a connection of its own
+
+    def flush() -> None:
+        nonlocal last_flush
+        if finished:
+            with store.writer(checkpoint=False) as w:
+                w.add_labels(dictionary.dictionary_id, finished)
+            for r in finished:
+                _count(summary, r)
+            bar.update(len(finished))
+            finished.clear()
+        last_flush = time.monotonic()
+
+    async def produce() -> None:
+        for i in range(0, len(todo), sample_batch):
+            for s in await asyncio.to_thread(sampler.sample_many, todo[i:i + sample_batch], cursor):
+                await queue.put(s)
+        for _ in range(concurrency):
+            await queue.put(None)
+
+    async def work() -> None:
+        while (sample := await queue.get()) is not None:
+            finished.append(await _label_one(sample, expl, grade))
+            if len(finished) >= flush_every or time.monotonic() - last_flush >= flush_seconds:
+                flush()
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(produce())
+            for _ in range(concurrency):
+                tg.create_task(work())
+    finally:  # also on error or interrupt: what finished is kept
+        try:
+            flush()
+        finally:
+            cursor.close()
+            bar.close()
+            store.con.execute("CHECKPOINT")
+
+
+async def _label_one(sample: FeatureSample, expl, grade) -> FeatureLabel:
+    base = dict(dictionary=sample.dictionary, feature=sample.feature, explainer=expl.name,
+                prompt_hash=expl.prompt_hash, sampler=sample.config, seed=sample.seed)
+    if sample.status != "ok":
+        return FeatureLabel(**base, status="skipped", reason=sample.reason)
+    try:
+        e = await _call(expl.explain, sample)
+    except ExplainFailure as err:
+        return FeatureLabel(**base, status="failed", reason=f"explainer: {err}")
+    except Exception as err:  # an explainer bug fails this feature, visibly, not the run
+        return FeatureLabel(**base, status="failed", reason=f"explainer error: {type(err).__name__}: {err}")
+    scores = await asyncio.gather(*(_grade(s, sample, e) for s in grade))
+    return FeatureLabel(**base, status="ok", explanations=((e, tuple(scores)),))
+
+
+def _count(summary: dict, r: FeatureLabel) -> None:
+    summary[r.status] += 1
+    if r.status != "ok":
+        kinds = summary[f"{r.status}_kinds"]
+        kinds[_kind(r.reason)] = kinds.get(_kind(r.reason), 0) + 1
+    for _, scores in r.explanations:
+        for s in scores:
+            per = summary["scores"].setdefault(s.scorer, {})
+            per[s.status] = per.get(s.status, 0) + 1

@@ -43,8 +43,9 @@ def test_offline_label_names_the_trigger_token_and_beats_a_swapped_label(store, 
 def test_label_resumes_skips_rare_and_exports(store, delphi_cache, tmp_path):
     d, _ = _ingested(store, delphi_cache)
     feats = np.array([0, 1, 2, 200])  # 200 is dead
-    out = label(store, d, feats, scorers=("embedding", "simulation"), batch=2)
+    out = label(store, d, feats, scorers=("embedding", "simulation"), flush_every=2, sample_batch=3)
     assert (out["ok"], out["skipped"], out["failed"], out["already_done"]) == (3, 1, 0, 0)
+    assert out["skipped_kinds"] == {"dead": 1} and out["scores"]["simulation"] == {"ok": 3}
     assert store.label_summary(d.dictionary_id) == {"ok": 3, "skipped": 1}
     again = label(store, d, feats)
     assert again["already_done"] == 4 and again["ok"] == 0
@@ -67,3 +68,78 @@ def test_label_resumes_skips_rare_and_exports(store, delphi_cache, tmp_path):
         assert {"feature_id", "dictionary", "explanation", "scores", "explainer", "prompt_hash", "sampler", "seed",
                 "created_at"} <= set(line)
         assert set(line["scores"]) == {"embedding", "simulation"}
+
+
+class _FlakyExplainer:
+    """An explainer plugin (the pipeline takes any object with name, prompt_hash and explain): async,
+    records how many features are in flight, fails some features and interrupts the run at one."""
+
+    name, prompt_hash = "flaky", "v1"
+
+    def __init__(self, fail=(), interrupt_at=None, delay=0.01):
+        self.fail, self.interrupt_at, self.delay = set(fail), interrupt_at, delay
+        self.in_flight = self.max_in_flight = 0
+        self.calls = []
+
+    async def explain(self, sample):
+        import asyncio
+        import signal
+
+        from autointerp.errors import ExplainFailure
+        from autointerp.records import Explanation
+
+        self.calls.append(sample.feature)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if sample.feature == self.interrupt_at:
+                signal.raise_signal(signal.SIGINT)  # Ctrl-C: asyncio.run cancels the run, then raises
+            await asyncio.sleep(self.delay)
+            if sample.feature in self.fail:
+                raise ExplainFailure("reply could not be parsed")
+            return Explanation(sample.dictionary, sample.feature, f"feature {sample.feature}", self.name,
+                               self.prompt_hash, sample.config, sample.seed)
+        finally:
+            self.in_flight -= 1
+
+
+class _BrokenScorer:
+    name, version = "broken", "v0"
+
+    def score(self, sample, explanation):
+        raise RuntimeError("scorer bug")
+
+
+def test_bounded_concurrency_typed_failures_and_retry(store, delphi_cache):
+    d, _ = _ingested(store, delphi_cache)
+    ex = _FlakyExplainer(fail={3, 7})
+    out = label(store, d, np.arange(40), explainer=ex, scorers=(_BrokenScorer(),), concurrency=5)
+    assert ex.max_in_flight == 5  # async explainers overlap, never beyond the bound
+    assert (out["ok"], out["failed"]) == (38, 2) and out["failed_kinds"] == {"explainer": 2}
+    assert out["scores"] == {"broken": {"failed": 38}}  # a scorer that raises fails the score, not the run
+    row = store.labels(d.dictionary_id, [0])[0]
+    assert row["scores"]["broken"]["status"] == "failed" and "scorer bug" in row["scores"]["broken"]["reason"]
+    ex2 = _FlakyExplainer()
+    again = label(store, d, np.arange(40), explainer=ex2, scorers=())
+    assert sorted(ex2.calls) == [3, 7] and again["already_done"] == 38  # only the failed ones are retried
+
+
+def test_interrupted_run_keeps_finished_features_and_resumes(store, delphi_cache):
+    import pytest
+
+    d, _ = _ingested(store, delphi_cache)
+    ex = _FlakyExplainer(interrupt_at=25)
+    with pytest.raises(KeyboardInterrupt):
+        label(store, d, np.arange(60), explainer=ex, scorers=(), concurrency=1, flush_every=10)
+    kept = store.labelled_features(d.dictionary_id, ("flaky", "v1", ex_hash(), 0))
+    assert kept == set(range(25))  # all that finished before Ctrl-C: flushed ones and the tail alike
+    ex2 = _FlakyExplainer()
+    out = label(store, d, np.arange(60), explainer=ex2, scorers=())
+    assert sorted(ex2.calls) == list(range(25, 60)) and out["already_done"] == 25
+    assert len(store.labels(d.dictionary_id)) == 60
+
+
+def ex_hash():
+    from autointerp.records import SamplerConfig
+
+    return SamplerConfig().hash

@@ -77,6 +77,21 @@ def test_deterministic_and_independent_of_batching(sampled):
     assert store.con.execute("SELECT * FROM samples ORDER BY ALL").fetchall() == windows
 
 
+def test_batched_samples_equal_one_at_a_time(sampled):
+    store, d, _ = sampled
+    feats = [200, 3, 17, 40, 41, 42, 150, 0]  # unsorted, scattered, with a dead one
+    one = {f: Sampler(store, d, seed=5).sample(f) for f in feats}
+    s = Sampler(store, d, seed=5, max_rows=3000)  # several chunks
+    many = s.sample_many(feats)
+    assert [m.feature for m in many] == sorted(feats)
+    assert all(m == one[m.feature] for m in many)
+    assert many[-1].status == "dead" and not many[-1].explain
+    s.sample_all(np.array(feats))
+    for m in many:
+        stored = s.load(m.feature)
+        assert (stored.status, stored.explain, stored.score) == (m.status, m.explain, m.score)
+
+
 def test_dead_and_rare_features_are_reported(sampled):
     store, d, _ = sampled
     dead = Sampler(store, d).sample(200)

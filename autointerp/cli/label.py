@@ -11,6 +11,7 @@ import typer
 
 from ..errors import LabelError
 from ..pipeline import label as run_label
+from ..score import parse_scorers
 from ..store import open_store
 from .common import DictOpt, JsonOpt, StoreOpt, emit_json, handle_errors, parse_features, show_progress
 
@@ -27,7 +28,7 @@ def label(store: StoreOpt, dictionary: DictOpt = None,
     with open_store(store) as s:
         d = s.dictionary(dictionary)
         feats = None if features is None else np.array(parse_features(features))
-        out = run_label(s, d, feats, explainer=explainer, scorers=tuple(x.strip() for x in scorer.split(",") if x),
+        out = run_label(s, d, feats, explainer=explainer, scorers=parse_scorers(scorer),
                         seed=seed, force=force, progress=show_progress(as_json))
     if as_json:
         emit_json(out)

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from ..errors import ExplainFailure
 from ..records import Explanation, FeatureSample
 from ..store import Store
 
@@ -89,7 +90,7 @@ class OfflineExplainer:
         wins = list(sample.explain)
         peak = max((max(w.activations) for w in wins), default=0.0)
         if peak <= 0:
-            raise ValueError(f"feature {sample.feature}: the explain set has no firing token")
+            raise ExplainFailure(f"feature {sample.feature}: the explain set has no firing token")
         cur, prev = [], []
         for w in wins:
             ids = np.asarray(w.token_ids, dtype=np.int64)

@@ -11,6 +11,7 @@ from datetime import datetime
 import numpy as np
 from tqdm import tqdm
 
+from ..arrays import is_sorted_rows, sort_rows
 from ..errors import SampleError
 from ..records import Dictionary, FeatureSample, SamplerConfig, Window
 from ..store import Store
@@ -54,13 +55,41 @@ class Sampler:
 
     def sample(self, feature: int) -> FeatureSample:
         """Sample one feature now (nothing is stored): the same windows `sample_all` would store for it."""
-        self._check(feature)
-        rows = self.store.read_activations(self.dictionary.dictionary_id, feature, feature)
-        status, refs = self._select(np.array([feature]), rows)
-        return self._materialize(feature, status["status"][0], status["reason"][0], int(status["n_candidates"][0]),
-                                 list(zip([SAMPLE_SETS[i] for i in refs["sample_set"]],
-                                          [WINDOW_KINDS[i] for i in refs["kind"]], refs["context_id"],
-                                          refs["start"], refs["length"])), rows, self.config, self.seed)
+        return self.sample_many([feature])[0]
+
+    def sample_many(self, features, store: Store | None = None) -> list[FeatureSample]:
+        """Sample several features now (nothing is stored), in ascending feature order.
+
+        Reads their activations in feature-range chunks and each chunk's contexts once, so a batch
+        costs about one query per chunk rather than two per feature. `store` lets a worker thread
+        read through its own cursor.
+        """
+        store = store or self.store
+        feats = np.unique(np.asarray(features, dtype=np.int64))
+        for f in feats[[0, -1]] if len(feats) else []:
+            self._check(int(f))
+        out: list[FeatureSample] = []
+        for ch in store.plan_chunks(self.dictionary.dictionary_id, feats, self.max_rows):
+            for sub in np.array_split(ch, -(-len(ch) // MAX_CHUNK_FEATURES)):
+                rows = store.read_activations(self.dictionary.dictionary_id, int(sub[0]), int(sub[-1]))
+                if not is_sorted_rows(rows["feature"], rows["context_id"], rows["position"]):
+                    rows = dict(zip(("feature", "context_id", "position", "value"),
+                                    sort_rows(rows["feature"], rows["context_id"], rows["position"], rows["value"])))
+                status, refs = self._select(sub, rows, store)
+                ctx = np.unique(refs["context_id"])
+                toks = store.read_contexts(self.corpus.corpus_id, ctx, with_strings=True) if len(ctx) else None
+                # rows and refs are both in feature order: each feature's part is one slice
+                r_lo, r_hi = np.searchsorted(rows["feature"], sub), np.searchsorted(rows["feature"], sub, "right")
+                w_lo, w_hi = np.searchsorted(refs["feature"], sub), np.searchsorted(refs["feature"], sub, "right")
+                for i, f in enumerate(sub.tolist()):
+                    f_rows = {k: rows[k][r_lo[i]:r_hi[i]] for k in ("context_id", "position", "value")}
+                    f_refs = list(zip([SAMPLE_SETS[j] for j in refs["sample_set"][w_lo[i]:w_hi[i]]],
+                                      [WINDOW_KINDS[j] for j in refs["kind"][w_lo[i]:w_hi[i]]],
+                                      *(refs[k][w_lo[i]:w_hi[i]] for k in ("context_id", "start", "length"))))
+                    out.append(self._materialize(f, status["status"][i], status["reason"][i],
+                                                 int(status["n_candidates"][i]), f_refs, f_rows, toks,
+                                                 self.config, self.seed))
+        return out
 
     def load(self, feature: int) -> FeatureSample | None:
         """The stored sample of a feature (from `sample_all`), with tokens and activations; None if absent."""
@@ -69,13 +98,14 @@ class Sampler:
         if st is None:
             return None
         rows = self.store.read_activations(self.dictionary.dictionary_id, feature, feature)
-        return self._materialize(feature, st["status"], st["reason"], st["n_candidates"], refs, rows,
+        ctx = np.array(sorted({int(r[2]) for r in refs}), dtype=np.int64)
+        toks = self.store.read_contexts(self.corpus.corpus_id, ctx, with_strings=True) if len(ctx) else None
+        return self._materialize(feature, st["status"], st["reason"], st["n_candidates"], refs, rows, toks,
                                  SamplerConfig(**st["config"]), st["seed"], st["created_at"])
 
-    def _materialize(self, feature, status, reason, n_candidates, refs, rows, config, seed,
+    def _materialize(self, feature, status, reason, n_candidates, refs, rows, toks, config, seed,
                      created_at: datetime | None = None) -> FeatureSample:
-        ctx_ids = np.array(sorted({int(r[2]) for r in refs}), dtype=np.int64)
-        toks = self.store.read_contexts(self.corpus.corpus_id, ctx_ids, with_strings=True) if len(ctx_ids) else None
+        """Windows with tokens and activations from window refs, the feature's rows and the read contexts."""
         # one feature's rows are in (context, position) order: each window's rows are one slice
         p, v = rows["position"].astype(np.int64), rows["value"]
         cells = (rows["context_id"].astype(np.int64) << 17) | p

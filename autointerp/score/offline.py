@@ -110,4 +110,3 @@ class SimulationScorer:
             t_all = p_all = np.zeros(0)
         return _score(self.name, self.version, lambda: metrics.correlation(t_all, p_all), details)
 
-SCORERS = {"embedding": EmbeddingScorer, "simulation": SimulationScorer}

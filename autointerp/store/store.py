@@ -152,8 +152,12 @@ class Store:
         return self._one("SELECT max(version) FROM schema_migrations")[0]
 
     @contextmanager
-    def writer(self) -> Iterator[StoreWriter]:
-        """One transaction. Commits on success; on any exception rolls back and re-raises."""
+    def writer(self, checkpoint: bool = True) -> Iterator[StoreWriter]:
+        """One transaction. Commits on success; on any exception rolls back and re-raises.
+
+        `checkpoint=False` leaves the commit in the write-ahead log (durable all the same) for frequent
+        small commits; DuckDB folds the log into the file at its own threshold or at the next checkpoint.
+        """
         if self.read_only:
             raise StoreError(f"store {self.path} is open read-only")
         from .writer import StoreWriter
@@ -169,7 +173,8 @@ class Store:
             w._close()
             self.con.execute("ROLLBACK")
             raise
-        self.con.execute("CHECKPOINT")
+        if checkpoint:
+            self.con.execute("CHECKPOINT")
 
     # -- corpora and dictionaries -----------------------------------------------------------------
 

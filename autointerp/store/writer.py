@@ -167,30 +167,60 @@ class StoreWriter:
 
     def add_labels(self, dictionary_id: int, labels: list[FeatureLabel]) -> None:
         """Record each feature's outcome, explanations and scores (replacing an earlier outcome of the
-        same feature under the same explainer, prompt, sampler and seed)."""
-        con = self.con
+        same feature under the same explainer, prompt, sampler and seed). Set-based: a few statements
+        per call, however many labels."""
+        if not labels:
+            return
+        key_cols = ("dictionary_id", "feature", "explainer", "prompt_hash", "sampler_hash", "seed")
+        keys = pa.table({"dictionary_id": pa.array([dictionary_id] * len(labels), pa.uint16()),
+                         "feature": pa.array([lab.feature for lab in labels], pa.uint32()),
+                         **{c: pa.array([lab.run_key[i] for lab in labels], pa.int64() if c == "seed" else pa.string())
+                            for i, c in enumerate(key_cols[2:])}})
+        match = " AND ".join(f"t.{c} = k.{c}" for c in key_cols)
+        self.con.register("_label_keys", keys)
+        try:
+            self.con.execute(f"DELETE FROM scores WHERE explanation_id IN (SELECT t.explanation_id FROM "
+                             f"explanations t JOIN _label_keys k ON {match})")
+            self.con.execute(f"DELETE FROM explanations t USING _label_keys k WHERE {match}")
+            self.con.execute(f"DELETE FROM label_status t USING _label_keys k WHERE {match}")
+        finally:
+            self.con.unregister("_label_keys")
         next_id = self.store._one("SELECT coalesce(max(explanation_id), 0) + 1 FROM explanations")[0]
         now = _now()
-        same = ("dictionary_id = ? AND feature = ? AND explainer = ? AND prompt_hash = ? AND sampler_hash = ? "
-                "AND seed = ?")
+        ex: dict[str, list] = {k: [] for k in ("explanation_id", "feature", "text", "explainer", "prompt_hash",
+                                               "sampler_hash", "sampler", "seed", "evidence", "created_at")}
+        sc: dict[str, list] = {k: [] for k in ("explanation_id", "scorer", "scorer_version", "status", "value",
+                                               "reason", "details", "created_at")}
         for lab in labels:
-            key = [dictionary_id, lab.feature, *lab.run_key]
-            con.execute(f"DELETE FROM scores WHERE explanation_id IN (SELECT explanation_id FROM explanations "
-                        f"WHERE {same})", key)
-            con.execute(f"DELETE FROM explanations WHERE {same}", key)
-            con.execute(f"DELETE FROM label_status WHERE {same}", key)
             for expl, scores in lab.explanations:
-                con.execute("INSERT INTO explanations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            [next_id, dictionary_id, lab.feature, expl.text, expl.explainer, expl.prompt_hash,
-                             expl.sampler.hash, json.dumps(expl.sampler.to_dict(), sort_keys=True), expl.seed,
-                             json.dumps(expl.evidence, sort_keys=True), expl.created_at or now])
-                for sc in scores:
-                    con.execute("INSERT INTO scores VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                                [next_id, sc.scorer, sc.scorer_version, sc.status, sc.value, sc.reason,
-                                 json.dumps(sc.details, sort_keys=True), sc.created_at or now])
+                for k, v in zip(ex, (next_id, lab.feature, expl.text, expl.explainer, expl.prompt_hash,
+                                     expl.sampler.hash, json.dumps(expl.sampler.to_dict(), sort_keys=True), expl.seed,
+                                     json.dumps(expl.evidence, sort_keys=True), expl.created_at or now)):
+                    ex[k].append(v)
+                for s in scores:
+                    for k, v in zip(sc, (next_id, s.scorer, s.scorer_version, s.status, s.value, s.reason,
+                                         json.dumps(s.details, sort_keys=True), s.created_at or now)):
+                        sc[k].append(v)
                 next_id += 1
-            con.execute("INSERT INTO label_status VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [*key, lab.status, lab.reason, now])
+        ts = pa.timestamp("us")
+        if ex["explanation_id"]:
+            self.store._insert_now("explanations", pa.table({
+                "explanation_id": pa.array(ex["explanation_id"], pa.int64()),
+                "dictionary_id": pa.array([dictionary_id] * len(ex["feature"]), pa.uint16()),
+                "feature": pa.array(ex["feature"], pa.uint32()),
+                **{k: pa.array(ex[k], pa.string()) for k in ("text", "explainer", "prompt_hash", "sampler_hash",
+                                                              "sampler")},
+                "seed": pa.array(ex["seed"], pa.int64()), "evidence": pa.array(ex["evidence"], pa.string()),
+                "created_at": pa.array(ex["created_at"], ts)}))
+        if sc["explanation_id"]:
+            self.store._insert_now("scores", pa.table({
+                "explanation_id": pa.array(sc["explanation_id"], pa.int64()),
+                **{k: pa.array(sc[k], pa.string()) for k in ("scorer", "scorer_version", "status")},
+                "value": pa.array(sc["value"], pa.float64()), "reason": pa.array(sc["reason"], pa.string()),
+                "details": pa.array(sc["details"], pa.string()), "created_at": pa.array(sc["created_at"], ts)}))
+        self.store._insert_now("label_status", keys.append_column("status", pa.array([lab.status for lab in labels]))
+                               .append_column("reason", pa.array([lab.reason for lab in labels]))
+                               .append_column("created_at", pa.array([now] * len(labels), ts)))
 
 
 def _sorted_cells(f, c, p, v):
