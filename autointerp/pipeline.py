@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from .errors import ExplainFailure, LabelError
 from .explain import make_explainer
-from .records import Dictionary, FeatureLabel, FeatureSample, SamplerConfig, Score
+from .records import Dictionary, Explanation, FeatureLabel, FeatureSample, SamplerConfig, Score
 from .sample import Sampler
 from .score import make_scorers
 from .store import Store
@@ -152,3 +152,25 @@ def _count(summary: dict, r: FeatureLabel) -> None:
         for s in scores:
             per = summary["scores"].setdefault(s.scorer, {})
             per[s.status] = per.get(s.status, 0) + 1
+
+
+def score_text(store: Store, dictionary: Dictionary, feature: int, text: str, *, scorers=("embedding",),
+               config: SamplerConfig | None = None, seed: int = 0, author: str = "given") -> tuple[FeatureSample,
+                                                                                                  list[Score]]:
+    """Grade any text (a human's label, another model's) as the label of one feature, on the same
+    held-out windows `label` grades its own explanations on. Nothing is written to the store."""
+    if not text.strip():
+        raise LabelError("the explanation is empty")
+    config = config or SamplerConfig()
+    sample = Sampler(store, dictionary, config, seed).sample(feature)
+    if sample.status != "ok":
+        raise LabelError(f"feature {feature} cannot be scored: {sample.reason}")
+    e = Explanation(dictionary=dictionary.name, feature=feature, text=text, explainer=author, prompt_hash="",
+                    sampler=config, seed=seed, created_at=datetime.now(timezone.utc).replace(tzinfo=None))
+    grade = [s for s in scorers if not isinstance(s, str)] + make_scorers([s for s in scorers if isinstance(s, str)],
+                                                                          store, dictionary)
+
+    async def run():
+        return await asyncio.gather(*(_grade(s, sample, e) for s in grade))
+
+    return sample, list(asyncio.run(run()))

@@ -362,7 +362,7 @@ def _bad(case: str, tmp_path: Path, corpus: Path) -> tuple[dict, str]:
         make_sae(sae)
         return kw | {"model": tmp_path / "nope"}, "model folder .*nope does not exist"
     if case == "dictionary exists":
-        return kw | {"sae": None, "neurons": True}, "dictionary 'model/encoder.layer.3.output/neurons' already exists"
+        return kw | {"sae": None, "neurons": True}, "dictionary 'all-MiniLM-L6-v2/encoder.layer.3.output/neurons' already exists"
     raise AssertionError(case)
 
 

@@ -25,7 +25,8 @@ def ingested(tmp_path, delphi_cache):
 
 
 @pytest.mark.parametrize("cmd", [[], ["ingest"], ["ingest", "delphi"], ["ingest", "parquet"], ["capture"],
-                                 ["features"], ["sample"], ["dictionaries"]])
+                                 ["features"], ["sample"], ["dictionaries"], ["label"], ["score"], ["labels"],
+                                 ["export"], ["demo"]])
 def test_every_command_has_help(cmd):
     r = run(*cmd, "--help")
     assert r.exit_code == 0 and "Usage" in r.output

@@ -143,3 +143,46 @@ def ex_hash():
     from autointerp.records import SamplerConfig
 
     return SamplerConfig().hash
+
+
+def test_score_command_grades_any_text_on_the_held_out_set(store, delphi_cache):
+    d, facts = _ingested(store, delphi_cache)
+    bg = Background.from_store(store, d.corpus_id)
+    path = store.path
+    store.close()
+    runner = CliRunner()
+
+    def score(text, feature=0, *extra):
+        r = runner.invoke(app, ["score", "--store", str(path), "--feature", str(feature), "--explanation", text,
+                                "--scorer", "embedding,simulation", "--json", *extra])
+        return r.exit_code, (json.loads(r.stdout) if r.exit_code == 0 else r.output)
+
+    trigger = bg.strings[int(facts["trigger_ids"][0])].strip()
+    code, right = score(f'the token "{trigger}"')
+    assert code == 0 and right["held_out"]["activating"] > 40 and right["held_out"]["nonfiring"] == 50
+    assert set(right["scores"]) == {"embedding", "simulation"}
+    code, wrong = score('the token "zebra"')
+    assert right["scores"]["simulation"]["value"] > wrong["scores"]["simulation"]["value"] + 0.3
+    assert score("   ")[0] == 7  # an empty label is refused, with the labelling error's exit code
+    code, out = score("anything", 200)  # a dead feature has no held-out set
+    assert code == 7 and "cannot be scored" in out and "dead" in out
+
+
+def test_demo_labels_the_bundled_model_and_resumes(tmp_path):
+    import subprocess
+    import sys
+
+    db, out = tmp_path / "demo.duckdb", tmp_path / "labels.jsonl"
+    cmd = [sys.executable, "-m", "autointerp", "demo", "--store", str(db), "--out", str(out),
+           "--max-tokens", "1500", "--json"]
+    first = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    lab = first["label"]
+    assert lab["features"] == 1536 and lab["ok"] > 1000 and lab["ok"] + lab["skipped"] == 1536
+    assert first["captured"]["kind"] == "neurons" and first["corpus_licence"] == "PSF-2.0"
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(lines) == lab["ok"] == first["lines"]
+    best, worst = first["best"][0]["simulation"], first["worst"][0]["simulation"]
+    assert best > 0.3 and worst < best
+    assert all(line["explainer"] == "offline" and set(line["scores"]) == {"embedding", "simulation"} for line in lines)
+    again = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    assert again["captured"] is None and again["label"]["already_done"] == 1536 and again["lines"] == len(lines)

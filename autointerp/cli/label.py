@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +9,9 @@ import numpy as np
 import typer
 
 from ..errors import LabelError
+from ..export import write_jsonl
 from ..pipeline import label as run_label
+from ..pipeline import score_text
 from ..score import parse_scorers
 from ..store import open_store
 from .common import DictOpt, JsonOpt, StoreOpt, emit_json, handle_errors, parse_features, show_progress
@@ -23,19 +24,57 @@ def label(store: StoreOpt, dictionary: DictOpt = None,
           scorer: Annotated[str, typer.Option(help="Comma-separated: embedding, simulation.")] = "embedding,simulation",
           seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
           force: Annotated[bool, typer.Option(help="Redo features that already have a label.")] = False,
+          concurrency: Annotated[int, typer.Option(help="Features explained and scored at once (LLM methods; "
+                                                        "offline methods run one at a time).")] = 8,
           as_json: JsonOpt = False) -> None:
     """Label a dictionary's features and grade every label; resumes where an earlier run stopped."""
     with open_store(store) as s:
         d = s.dictionary(dictionary)
         feats = None if features is None else np.array(parse_features(features))
         out = run_label(s, d, feats, explainer=explainer, scorers=parse_scorers(scorer),
-                        seed=seed, force=force, progress=show_progress(as_json))
+                        seed=seed, force=force, concurrency=concurrency,
+                        progress=show_progress(as_json))
     if as_json:
         emit_json(out)
         return
+    typer.echo(summary_line(out))
+
+
+def summary_line(out: dict) -> str:
+    """One line from `pipeline.label`'s summary: outcomes with their kinds, then score statuses."""
+
+    def kinds(k: str) -> str:
+        return f" ({', '.join(f'{n} {x}' for x, n in out[k].items())})" if out[k] else ""
+
     sc = "; ".join(f"{k}: " + ", ".join(f"{n} {st}" for st, n in sorted(v.items())) for k, v in out["scores"].items())
-    typer.echo(f"labelled {out['features']} features of {out['dictionary']}: {out['ok']} ok, {out['skipped']} skipped, "
-               f"{out['failed']} failed, {out['already_done']} already done" + (f" | scores {sc}" if sc else ""))
+    return (f"labelled {out['features']} features of {out['dictionary']}: {out['ok']} ok, {out['skipped']} skipped"
+            f"{kinds('skipped_kinds')}, {out['failed']} failed{kinds('failed_kinds')}, {out['already_done']} already "
+            f"done" + (f" | scores {sc}" if sc else ""))
+
+
+@handle_errors
+def score(store: StoreOpt, feature: Annotated[int, typer.Option(help="Feature id.")],
+          explanation: Annotated[str, typer.Option(help="The label to grade, e.g. a human's or another model's.")],
+          dictionary: DictOpt = None,
+          scorer: Annotated[str, typer.Option(help="Comma-separated: embedding, simulation.")] = "embedding",
+          seed: Annotated[int, typer.Option(help="Sampler seed (the held-out set depends on it).")] = 0,
+          as_json: JsonOpt = False) -> None:
+    """Grade any text as the label of one feature, on that feature's held-out windows. Writes nothing."""
+    with open_store(store, read_only=True) as s:
+        d = s.dictionary(dictionary)
+        sample, scores = score_text(s, d, feature, explanation, scorers=parse_scorers(scorer), seed=seed)
+    held = {"activating": sum(w.kind not in ("random", "neighbor") for w in sample.score),
+            "nonfiring": sum(w.kind in ("random", "neighbor") for w in sample.score)}
+    if as_json:
+        emit_json({"dictionary": d.name, "feature": feature, "explanation": explanation, "held_out": held,
+                   "sampler_hash": sample.config.hash, "seed": seed,
+                   "scores": {x.scorer: {"value": x.value, "status": x.status, "reason": x.reason,
+                                         "version": x.scorer_version, "details": x.details} for x in scores}})
+        return
+    typer.echo(f"feature {feature} of {d.name}: {held['activating']} activating and {held['nonfiring']} "
+               f"non-firing held-out windows")
+    for x in scores:
+        typer.echo(f"{x.scorer}\t{_fmt(x.value)}\t{x.status}" + (f"\t{x.reason}" if x.reason else ""))
 
 
 def _fmt(v) -> str:
@@ -70,16 +109,8 @@ def export(store: StoreOpt, out: Annotated[Path, typer.Option("--out", help="Fil
     if format != "jsonl":
         raise LabelError(f"unknown export format {format!r}; available: jsonl")
     with open_store(store, read_only=True) as s:
-        dicts = [s.dictionary(dictionary)] if dictionary else s.dictionaries()
-        rows = [r for d in dicts for r in s.labels(d.dictionary_id)]
-    tmp = out.with_name(out.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for r in rows:
-            fh.write(json.dumps({k: r[k] for k in ("feature_id", "dictionary", "explanation", "scores", "explainer",
-                                                   "prompt_hash", "sampler", "sampler_hash", "seed", "created_at",
-                                                   "evidence")}, ensure_ascii=False) + "\n")
-    tmp.replace(out)  # a failed export never leaves half a file
+        n = write_jsonl(s, out, dictionary)
     if as_json:
-        emit_json({"out": str(out), "lines": len(rows)})
+        emit_json({"out": str(out), "lines": n})
     else:
-        typer.echo(f"wrote {len(rows)} labels to {out}")
+        typer.echo(f"wrote {n} labels to {out}")

@@ -30,13 +30,8 @@ class Sampler:
         self.seed = int(seed)
         self.max_rows = max_rows
         self.corpus = store.corpus(dictionary.corpus_id)
-        self._lengths: np.ndarray | None = None
-
-    @property
-    def lengths(self) -> np.ndarray:
-        if self._lengths is None:
-            self._lengths = self.store.context_lengths(self.corpus.corpus_id)
-        return self._lengths
+        # read now, on the caller's connection: worker threads share it and never touch that connection
+        self.lengths = store.context_lengths(self.corpus.corpus_id)
 
     def _check(self, feature: int) -> None:
         if not 0 <= feature < self.dictionary.width:
@@ -143,7 +138,6 @@ class Sampler:
         for ch in self.store.plan_chunks(d.dictionary_id, feats, self.max_rows):
             chunks.extend(np.array_split(ch, -(-len(ch) // MAX_CHUNK_FEATURES)))
         workers = max(1, min(workers or min(os.cpu_count() or 1, 4), len(chunks) or 1))
-        self.lengths  # load once, before the threads share it
         local, cursors = threading.local(), []
 
         def work(ch: np.ndarray):

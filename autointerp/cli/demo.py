@@ -1,0 +1,39 @@
+"""`autointerp demo`: the main job on the bundled model and corpus, offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import JsonOpt, emit_json, handle_errors, show_progress
+from .label import summary_line
+
+
+def _fmt(v) -> str:
+    return "    -" if v is None else f"{v:5.2f}"
+
+
+@handle_errors
+def demo(store: Annotated[Path, typer.Option("--store", help="Store file to create or resume.")] = Path("demo.duckdb"),
+         out: Annotated[Path, typer.Option("--out", help="JSONL export to write.")] = Path("demo-labels.jsonl"),
+         max_tokens: Annotated[int, typer.Option(help="Corpus tokens to capture.")] = 20_000,
+         show: Annotated[int, typer.Option(help="Best and worst labels to print.")] = 5,
+         as_json: JsonOpt = False) -> None:
+    """Capture all-MiniLM-L6-v2's layer-2 MLP neurons over Python's docs, label them offline, export."""
+    from ..demo import run_demo
+
+    res = run_demo(store, out, max_tokens=max_tokens, show=show, progress=show_progress(as_json))
+    if as_json:
+        emit_json(res)
+        return
+    typer.echo(summary_line(res["label"]))
+    for order in ("best", "worst"):
+        typer.echo(f"\n{order} labels by simulation score (pooled correlation; embedding = AUROC):")
+        typer.echo("feature  simulation  embedding  explanation")
+        for r in res[order]:
+            typer.echo(f"{r['feature']:7d}  {_fmt(r.get('simulation')):>10}  {_fmt(r.get('embedding')):>9}  "
+                       f"{r['explanation']}")
+    typer.echo(f"\nwrote {res['lines']} labels to {res['out']} in {res['seconds']['total']:.0f} s; "
+               f"browse them with: autointerp labels --store {res['store']} --sort simulation")
