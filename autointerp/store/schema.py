@@ -152,11 +152,44 @@ def _m002_labels(con: duckdb.DuckDBPyConnection) -> None:
         )""")
 
 
+def _m003_llm(con: duckdb.DuckDBPyConnection) -> None:
+    # Every LLM response, keyed by a hash of all that changes the output: a rerun pays nothing.
+    con.execute("""
+        CREATE TABLE llm_cache (
+            cache_key VARCHAR PRIMARY KEY,    -- sha256 of provider, model, messages, sampling parameters
+            provider VARCHAR NOT NULL,
+            model VARCHAR NOT NULL,
+            response VARCHAR NOT NULL,        -- JSON: texts, usage, stop reason (never the API key)
+            created_at TIMESTAMP NOT NULL
+        )""")
+    # The cost ledger: one row per call made or served from the cache.
+    con.execute("""
+        CREATE TABLE llm_calls (
+            run_id VARCHAR NOT NULL,
+            cache_key VARCHAR NOT NULL,
+            provider VARCHAR NOT NULL,
+            model VARCHAR NOT NULL,
+            purpose VARCHAR NOT NULL,         -- explain | simulate | ...
+            cached BOOLEAN NOT NULL,          -- served from llm_cache: nothing paid
+            status VARCHAR NOT NULL,          -- ok | error
+            error VARCHAR NOT NULL,
+            attempts INTEGER NOT NULL,
+            input_tokens BIGINT NOT NULL,
+            output_tokens BIGINT NOT NULL,
+            cache_read_tokens BIGINT NOT NULL,
+            cache_write_tokens BIGINT NOT NULL,
+            cost_usd DOUBLE NOT NULL,
+            latency_ms DOUBLE NOT NULL,
+            created_at TIMESTAMP NOT NULL
+        )""")
+
+
 Migration = tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]
 
 MIGRATIONS: list[Migration] = [
     (1, "initial", _m001_initial),
     (2, "labels", _m002_labels),
+    (3, "llm cache and ledger", _m003_llm),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

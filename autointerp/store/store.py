@@ -391,6 +391,36 @@ class Store:
                  "seed": r[8], "evidence": json.loads(r[9]), "created_at": r[10].isoformat(),
                  "scores": scores[r[0]]} for r in rows]
 
+    # -- LLM response cache and cost ledger -------------------------------------------------------
+    # Written in autocommit, one statement per call: a response is kept the moment it arrives, so a
+    # crashed run never pays for it twice. Never inside an open `writer()` transaction.
+
+    def cache_get(self, cache_key: str) -> dict | None:
+        row = self._one("SELECT response FROM llm_cache WHERE cache_key = ?", [cache_key])
+        return None if row is None else json.loads(row[0])
+
+    def cache_put(self, cache_key: str, provider: str, model: str, response: dict) -> None:
+        self.con.execute("INSERT INTO llm_cache VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                         [cache_key, provider, model, json.dumps(response, sort_keys=True), _now()])
+
+    def record_call(self, **row) -> None:
+        cols = ("run_id", "cache_key", "provider", "model", "purpose", "cached", "status", "error", "attempts",
+                "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd", "latency_ms")
+        self.con.execute(f"INSERT INTO llm_calls VALUES ({', '.join('?' * (len(cols) + 1))})",
+                         [row[c] for c in cols] + [_now()])
+
+    def cost_summary(self, run_id: str | None = None) -> list[dict]:
+        """Calls, tokens and dollars per (run, provider, model, purpose), cached calls apart."""
+        where, params = ("WHERE run_id = ?", [run_id]) if run_id else ("", [])
+        rows = self.con.execute(f"""
+            SELECT run_id, provider, model, purpose, count(*) FILTER (NOT cached), count(*) FILTER (cached),
+                   count(*) FILTER (status <> 'ok'), sum(input_tokens), sum(output_tokens), sum(cache_read_tokens),
+                   sum(cache_write_tokens), sum(cost_usd), min(created_at), max(created_at)
+            FROM llm_calls {where} GROUP BY ALL ORDER BY min(created_at)""", params).fetchall()
+        keys = ("run_id", "provider", "model", "purpose", "calls", "cached_calls", "errors", "input_tokens",
+                "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd", "first", "last")
+        return [dict(zip(keys, r[:12] + (r[12].isoformat(), r[13].isoformat()))) for r in rows]
+
     def content_digest(self) -> str:
         """A hash of every table's content, order-independent: equal digests mean equal stores."""
         import hashlib

@@ -1,0 +1,93 @@
+"""The one owner of LLM calls: response cache, rate limits, retries and the cost ledger.
+
+A call first looks in the store's response cache (keyed by a hash of provider, model, messages and
+sampling parameters): a hit costs nothing and is recorded as such. Otherwise it waits for the rate
+limiter, is sent, and is retried with tenacity on what a retry can fix (408/409/429/5xx/529,
+connection errors, timeouts, malformed bodies), with jittered exponential backoff or the server's
+Retry-After (capped). 400/401/403/404 are never retried. When the budget of attempts is spent the
+call raises ProviderError: the caller turns it into that feature's typed failure and the run goes on.
+A reply is written to the cache the moment it arrives, so a crash never pays for it twice.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from ..store import Store
+from .limits import LimitConfig, RateLimiter
+from .prices import price_of
+from .providers import ChatRequest, ChatResponse, ProviderError, Usage
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    attempts: int = 6  # in all, the first included
+    initial: float = 1.0  # seconds before the first retry; doubles, with jitter
+    max_wait: float = 60.0  # longest single wait, also the cap on a server's Retry-After
+
+
+def _retryable(err: BaseException) -> bool:
+    return isinstance(err, ProviderError) and err.retryable
+
+
+class LLMClient:
+    def __init__(self, provider, store: Store, *, run_id: str, limits: LimitConfig | None = None,
+                 retry: RetryConfig | None = None, use_cache: bool = True, prices: dict | None = None) -> None:
+        self.provider, self.store, self.run_id = provider, store, run_id
+        self.limiter = RateLimiter(limits or LimitConfig())
+        self.retry = retry or RetryConfig()
+        self.use_cache = use_cache
+        self.prices = prices
+        self._backoff = wait_exponential_jitter(multiplier=self.retry.initial, max=self.retry.max_wait)
+
+    def _wait(self, state) -> float:
+        err = state.outcome.exception() if state.outcome else None
+        after = getattr(err, "retry_after", None)
+        return min(after, self.retry.max_wait) if after is not None else self._backoff(state)
+
+    async def complete(self, req: ChatRequest, purpose: str = "explain") -> ChatResponse:
+        key = req.key(self.provider.name)
+        if self.use_cache and (hit := self.store.cache_get(key)) is not None:
+            self._record(key, purpose, cached=True, status="ok", usage=Usage(), attempts=0, latency=0.0)
+            return ChatResponse.from_json(hit)
+        est_input = (len(req.system) + sum(len(t) for _, t in req.messages)) // 4 + 8  # ~4 characters a token
+        attempts, t0 = 0, time.perf_counter()
+        try:
+            async for attempt in AsyncRetrying(stop=stop_after_attempt(self.retry.attempts), wait=self._wait,
+                                               retry=retry_if_exception(_retryable), reraise=True):
+                with attempt:
+                    attempts += 1
+                    resp = await self._send(req, est_input)
+        except ProviderError as err:
+            self._record(key, purpose, cached=False, status="error", usage=Usage(), attempts=attempts,
+                         latency=time.perf_counter() - t0, error=str(err)[:500])
+            raise
+        self.store.cache_put(key, self.provider.name, req.model, resp.to_json())
+        self._record(key, purpose, cached=False, status="ok", usage=resp.usage, attempts=attempts,
+                     latency=time.perf_counter() - t0)
+        return resp
+
+    async def _send(self, req: ChatRequest, est_input: int) -> ChatResponse:
+        reserved = req.max_tokens * req.n
+        await self.limiter.acquire(est_input * req.n, reserved)
+        async with self.limiter.slots:
+            try:
+                resp = await self.provider.complete(req)
+            except ProviderError as err:
+                if err.status == 429 or err.status == 529:
+                    self.limiter.throttled(err.retry_after)
+                raise
+        self.limiter.done(reserved, resp.usage.output_tokens, resp.limits)
+        return resp
+
+    def _record(self, key: str, purpose: str, *, cached: bool, status: str, usage: Usage, attempts: int,
+                latency: float, error: str = "") -> None:
+        cost = 0.0 if cached else price_of(self.provider.name, self.provider.model, usage, self.prices)
+        self.store.record_call(run_id=self.run_id, cache_key=key, provider=self.provider.name,
+                               model=self.provider.model, purpose=purpose, cached=cached, status=status, error=error,
+                               attempts=attempts, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+                               cache_read_tokens=usage.cache_read_tokens, cache_write_tokens=usage.cache_write_tokens,
+                               cost_usd=cost, latency_ms=round(latency * 1000, 2))

@@ -1,0 +1,190 @@
+"""One small protocol over the providers' SDKs: a chat request in, texts and token usage out.
+
+Adapters: Anthropic (`AsyncAnthropic`, Messages), OpenAI (`AsyncOpenAI`, chat completions) and any
+OpenAI-compatible server (vLLM, Ollama, llama.cpp server, OpenRouter: a base URL plus the name of the
+environment variable holding its key). Every SDK is built with `max_retries=0`: retries belong to
+`autointerp.llm.client` alone. SDK errors become one `ProviderError` that says whether a retry can help
+and how long the server asked us to wait. Keys are read from the environment and kept only inside the
+SDK client: never in a request record, a cache key, the store, a log or an export.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+
+from ..errors import LabelError
+
+RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+KEY_VARIABLES = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """Everything that changes a reply. `n` candidates: one call where the API allows it (OpenAI), else n calls."""
+
+    model: str
+    system: str
+    messages: tuple[tuple[str, str], ...]  # (role, text), role user | assistant
+    max_tokens: int = 400
+    temperature: float | None = None  # None: the provider's default (current Claude models take no temperature)
+    n: int = 1
+
+    def key(self, provider: str) -> str:
+        doc = {"provider": provider, **asdict(self)}
+        return hashlib.sha256(json.dumps(doc, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens of one call. input_tokens: uncached input only; cache reads and writes are apart."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    def __add__(self, o: Usage) -> Usage:
+        return Usage(*(a + b for a, b in zip(asdict(self).values(), asdict(o).values())))
+
+
+@dataclass(frozen=True)
+class ChatResponse:
+    texts: tuple[str, ...]
+    usage: Usage
+    stop_reasons: tuple[str, ...] = ()
+    limits: dict = field(default_factory=dict, compare=False)  # rate-limit headers, when the server sends them
+
+    def to_json(self) -> dict:
+        return {"texts": list(self.texts), "usage": asdict(self.usage), "stop_reasons": list(self.stop_reasons)}
+
+    @classmethod
+    def from_json(cls, d: dict) -> ChatResponse:
+        return cls(tuple(d["texts"]), Usage(**d["usage"]), tuple(d.get("stop_reasons", ())))
+
+
+class ProviderError(Exception):
+    """A call that did not return a usable reply. `retryable`: a later attempt may succeed."""
+
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status, self.retryable, self.retry_after = status, retryable, retry_after
+
+
+def _retry_after(headers) -> float | None:
+    """Seconds from `retry-after-ms` or `retry-after` (seconds; an HTTP date is not worth honouring)."""
+    for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
+        v = headers.get(name) if headers is not None else None
+        if v is not None:
+            try:
+                return max(0.0, float(v) * scale)
+            except ValueError:
+                continue
+    return None
+
+
+def _limits(headers) -> dict:
+    return {k.lower(): v for k, v in headers.items() if "ratelimit" in k.lower()} if headers is not None else {}
+
+
+def _classify(err: Exception, sdk) -> ProviderError:
+    """Any SDK exception -> ProviderError (the message never includes request headers, so no key)."""
+    if isinstance(err, sdk.APIStatusError):
+        status = err.status_code
+        return ProviderError(f"HTTP {status}: {str(err)[:300]}", status=status, retryable=status in RETRYABLE_STATUS,
+                             retry_after=_retry_after(err.response.headers))
+    if isinstance(err, sdk.APITimeoutError):
+        return ProviderError("timed out", retryable=True)
+    if isinstance(err, sdk.APIConnectionError):
+        return ProviderError(f"connection failed: {err}", retryable=True)
+    if isinstance(err, (sdk.APIError, ValueError)):  # ValueError: a body that is not JSON (JSONDecodeError)
+        # a 200 whose body is not the API's JSON (truncated, an HTML error page from a proxy): transient
+        return ProviderError(f"malformed response: {type(err).__name__}: {str(err)[:200]}", retryable=True)
+    raise err  # anything else is a bug here, not the server's fault
+
+
+class AnthropicProvider:
+    """Claude through the Messages API. No temperature is sent (current models reject it)."""
+
+    def __init__(self, model: str, *, api_key: str | None, base_url: str | None = None, timeout: float = 60.0):
+        import anthropic
+
+        self.sdk, self.name, self.model = anthropic, "anthropic", model
+        self.client = anthropic.AsyncAnthropic(api_key=api_key or "unset", base_url=base_url, max_retries=0,
+                                               timeout=timeout)
+
+    async def complete(self, req: ChatRequest) -> ChatResponse:
+        texts, stops, usage, limits = [], [], Usage(), {}
+        for _ in range(req.n):  # Messages has no n: one call per candidate
+            try:
+                raw = await self.client.messages.with_raw_response.create(
+                    model=req.model, max_tokens=req.max_tokens, system=req.system,
+                    messages=[{"role": r, "content": t} for r, t in req.messages])
+                msg = await raw.parse()
+            except Exception as err:  # noqa: BLE001 - SDK errors are classified, others re-raised
+                raise _classify(err, self.sdk) from None
+            if getattr(msg, "content", None) is None or getattr(msg, "usage", None) is None:
+                raise ProviderError("malformed response: not a Messages reply", retryable=True)
+            texts.append("".join(getattr(b, "text", "") for b in msg.content if b.type == "text"))
+            stops.append(str(msg.stop_reason))
+            u = msg.usage
+            usage = usage + Usage(u.input_tokens or 0, u.output_tokens or 0, getattr(u, "cache_read_input_tokens", 0)
+                                  or 0, getattr(u, "cache_creation_input_tokens", 0) or 0)
+            limits = _limits(raw.headers)
+        return ChatResponse(tuple(texts), usage, tuple(stops), limits)
+
+
+class OpenAIProvider:
+    """OpenAI chat completions, or any server that speaks them (`base_url`)."""
+
+    def __init__(self, model: str, *, api_key: str | None, base_url: str | None = None, timeout: float = 60.0,
+                 name: str = "openai"):
+        import openai
+
+        self.sdk, self.name, self.model = openai, name, model
+        self.client = openai.AsyncOpenAI(api_key=api_key or "unset", base_url=base_url, max_retries=0, timeout=timeout)
+
+    async def complete(self, req: ChatRequest) -> ChatResponse:
+        kw = {} if req.temperature is None else {"temperature": req.temperature}
+        if req.n > 1:
+            kw["n"] = req.n
+        try:
+            raw = await self.client.chat.completions.with_raw_response.create(
+                model=req.model, max_completion_tokens=req.max_tokens,
+                messages=[{"role": "system", "content": req.system}] + [{"role": r, "content": t} for r, t in req.messages],
+                **kw)
+            out = raw.parse()
+        except Exception as err:  # noqa: BLE001 - SDK errors are classified, others re-raised
+            raise _classify(err, self.sdk) from None
+        if not getattr(out, "choices", None):
+            raise ProviderError("malformed response: no choices", retryable=True)
+        u = out.usage
+        cached = getattr(getattr(u, "prompt_tokens_details", None), "cached_tokens", 0) or 0 if u else 0
+        # OpenAI counts cached tokens inside prompt_tokens; Usage counts them apart, as Anthropic does
+        usage = Usage((u.prompt_tokens or 0) - cached, u.completion_tokens or 0, cached, 0) if u else Usage()
+        return ChatResponse(tuple(c.message.content or "" for c in out.choices), usage,
+                            tuple(str(c.finish_reason) for c in out.choices), _limits(raw.headers))
+
+
+def make_provider(spec: str, *, base_url: str | None = None, api_key_env: str | None = None,
+                  timeout: float = 60.0):
+    """`anthropic:MODEL`, `openai:MODEL`, or `compat:MODEL` with `base_url` (an OpenAI-compatible server).
+
+    The key is read from `api_key_env` or the provider's usual variable; a local server may need none.
+    """
+    kind, _, model = spec.partition(":")
+    if not model or kind not in ("anthropic", "openai", "compat"):
+        raise LabelError(f"bad model {spec!r}: use anthropic:MODEL, openai:MODEL or compat:MODEL with --base-url")
+    if kind == "compat" and not base_url:
+        raise LabelError(f"{spec}: an OpenAI-compatible server needs --base-url")
+    var = api_key_env or KEY_VARIABLES.get(kind)
+    key = os.environ.get(var) if var else None
+    if kind in KEY_VARIABLES and not key and not base_url:
+        raise LabelError(f"{spec} needs an API key in ${var}")
+    if kind == "anthropic":
+        return AnthropicProvider(model, api_key=key, base_url=base_url, timeout=timeout)
+    name = "openai" if kind == "openai" and not base_url else f"compat@{base_url}"
+    return OpenAIProvider(model, api_key=key, base_url=base_url, timeout=timeout, name=name)

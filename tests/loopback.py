@@ -1,0 +1,117 @@
+"""A loopback HTTP server that speaks the Anthropic Messages and OpenAI Chat Completions wire formats.
+
+Tests point the real SDKs at it (`base_url`), so retries, headers and parsing run through the SDKs'
+own code. Replies come from `reply(provider, body) -> str`; faults are scripted per request, in order:
+
+    "ok" | "429" (retry-after: 0.05) | "400" | "401" | "500" | "529" | "timeout" (answers after 3 s)
+    | "reset" (closes the connection) | "truncated" (half a JSON body) | "wrong_shape" (valid JSON, wrong fields)
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections import deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Loopback:
+    def __init__(self, reply=None, rate_headers: dict | None = None) -> None:
+        self.reply = reply or (lambda provider, body: "a reply")
+        self.script: deque[str] = deque()
+        self.requests: list[dict] = []
+        self.rate_headers = rate_headers or {}
+        self.lock = threading.Lock()
+        handler = type("Handler", (_Handler,), {"server_state": self})
+        self.httpd = _QuietServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def fault(self, *faults: str) -> None:
+        self.script.extend(faults)
+
+    def __enter__(self) -> Loopback:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def count(self, path_part: str = "") -> int:
+        return sum(path_part in r["path"] for r in self.requests)
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:  # a scripted reset is not an error
+        pass
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_state: Loopback
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+    def _send(self, status: int, payload: bytes, headers: dict | None = None) -> None:
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(payload)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        st = self.server_state
+        body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
+        with st.lock:
+            fault = st.script.popleft() if st.script else "ok"
+            st.requests.append({"path": self.path, "body": body, "fault": fault,
+                                "headers": {k.lower(): v for k, v in self.headers.items()}})
+        provider = "anthropic" if self.path.endswith("/messages") else "openai"
+        if fault == "reset":
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+            return
+        if fault == "timeout":
+            time.sleep(3.0)
+        if fault in ("400", "401", "500", "529", "429"):
+            status = int(fault)
+            err = {"type": "error", "error": {"type": "scripted", "message": f"scripted {status}"}}
+            self._send(status, json.dumps(err).encode(), {"retry-after": "0.05"} if status == 429 else None)
+            return
+        text = st.reply(provider, body)
+        if provider == "anthropic":
+            doc = {"id": "msg_1", "type": "message", "role": "assistant", "model": body.get("model"),
+                   "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": None,
+                   "usage": {"input_tokens": _tokens(body), "output_tokens": len(text.split()) + 1,
+                             "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}}
+        else:
+            n = body.get("n", 1)
+            doc = {"id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()),
+                   "model": body.get("model"),
+                   "choices": [{"index": i, "message": {"role": "assistant", "content": text},
+                                "finish_reason": "stop", "logprobs": None} for i in range(n)],
+                   "usage": {"prompt_tokens": _tokens(body), "completion_tokens": n * (len(text.split()) + 1),
+                             "total_tokens": 0}}
+        if fault == "wrong_shape":
+            doc = {"unexpected": True}
+        payload = json.dumps(doc).encode()
+        if fault == "truncated":
+            payload = payload[: len(payload) // 2]
+            self._send(200, payload)
+            return
+        self._send(200, payload, st.rate_headers)
+
+
+def _tokens(body: dict) -> int:
+    text = json.dumps(body.get("messages", [])) + json.dumps(body.get("system", ""))
+    return len(text) // 4

@@ -1,0 +1,154 @@
+"""The provider layer through the real Anthropic and OpenAI SDKs, against a loopback server."""
+
+import asyncio
+import time
+
+import pytest
+from loopback import Loopback
+
+from autointerp.llm import ChatRequest, LimitConfig, LLMClient, ProviderError, RetryConfig, make_provider
+from autointerp.llm.limits import AdaptiveLimit, TokenBucket, _reset_seconds
+
+KEY = "sk-test-SECRET-1234567890"
+FAST = RetryConfig(attempts=6, initial=0.01, max_wait=0.2)
+REQ = ChatRequest(model="claude-haiku-x", system="You label features.", messages=(("user", "tokens: <<of>>"),))
+
+
+def _client(kind, server, store, monkeypatch, **kw):
+    monkeypatch.setenv("AUTOINTERP_TEST_KEY", KEY)
+    base = server.url if kind == "anthropic" else server.url + "/v1"
+    prov = make_provider(f"{kind}:claude-haiku-x", base_url=base, api_key_env="AUTOINTERP_TEST_KEY",
+                         timeout=kw.pop("timeout", 5.0))
+    return LLMClient(prov, store, run_id="run-1", retry=kw.pop("retry", FAST), prices={"claude-haiku-x": (1, 5, 0.1, 1.25)},
+                     limits=kw.pop("limits", LimitConfig(requests_per_minute=6000)), **kw)
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "openai"])
+def test_reply_is_cached_priced_and_the_key_never_stored(kind, store, monkeypatch):
+    with Loopback(reply=lambda p, b: f"{p} says hi") as server:
+        client = _client(kind, server, store, monkeypatch)
+        first = asyncio.run(client.complete(REQ))
+        again = asyncio.run(client.complete(REQ))
+        assert first.texts == again.texts == (f"{kind} says hi",)
+        assert server.count() == 1  # the second call was served from the store
+        sent = server.requests[0]
+        assert KEY in (sent["headers"].get("x-api-key", "") + sent["headers"].get("authorization", ""))
+        assert sent["body"]["model"] == "claude-haiku-x"
+        if kind == "anthropic":
+            assert "temperature" not in sent["body"] and sent["body"]["system"] == REQ.system
+        calls = store.con.execute("SELECT cached, status, attempts, input_tokens, cost_usd FROM llm_calls "
+                                  "ORDER BY created_at").fetchall()
+        assert [c[0] for c in calls] == [False, True] and calls[0][1] == "ok" and calls[0][2] == 1
+        assert calls[0][3] > 0 and calls[0][4] > 0 and calls[1][4] == 0  # priced once, the cache hit is free
+        assert store.cost_summary("run-1")[0]["calls"] == 1
+    for table in ("llm_cache", "llm_calls"):
+        dump = str(store.con.execute(f"SELECT * FROM {table}").fetchall())
+        assert KEY not in dump
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "openai"])
+def test_transient_faults_are_retried_until_a_reply(kind, store, monkeypatch):
+    with Loopback() as server:
+        server.fault("429", "500", "529", "reset", "truncated", "ok")
+        client = _client(kind, server, store, monkeypatch)
+        assert asyncio.run(client.complete(REQ)).texts == ("a reply",)
+        assert server.count() == 6
+        assert store.con.execute("SELECT attempts, status FROM llm_calls").fetchall() == [(6, "ok")]
+        assert client.limiter.throttles == 2  # 429 and 529 slow the client down
+        assert client.limiter.slots.limit < client.limiter.slots.maximum
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "openai"])
+@pytest.mark.parametrize("status", ["400", "401"])
+def test_client_errors_are_never_retried(kind, status, store, monkeypatch):
+    with Loopback() as server:
+        server.fault(status)
+        client = _client(kind, server, store, monkeypatch)
+        with pytest.raises(ProviderError) as err:
+            asyncio.run(client.complete(REQ))
+        assert err.value.status == int(status) and not err.value.retryable
+        assert server.count() == 1
+        row = store.con.execute("SELECT status, attempts, error FROM llm_calls").fetchone()
+        assert row[0] == "error" and row[1] == 1 and status in row[2] and KEY not in row[2]
+        assert store.cache_get(REQ.key(client.provider.name)) is None  # a failure is never cached
+
+
+def test_a_spent_budget_is_a_typed_failure_and_timeouts_count(store, monkeypatch):
+    with Loopback() as server:
+        server.fault("timeout", "wrong_shape", "429")
+        client = _client("anthropic", server, store, monkeypatch, timeout=0.5,
+                         retry=RetryConfig(attempts=3, initial=0.01, max_wait=0.1))
+        with pytest.raises(ProviderError) as err:
+            asyncio.run(client.complete(REQ))
+        assert err.value.retryable and err.value.status == 429 and server.count() == 3
+
+
+def test_retry_after_is_honoured(store, monkeypatch):
+    with Loopback() as server:
+        server.fault("429")  # the server asks for 0.05 s
+        client = _client("openai", server, store, monkeypatch, retry=RetryConfig(attempts=3, initial=5.0))
+        t = time.perf_counter()
+        asyncio.run(client.complete(REQ))
+        # the retry waited what the server asked, not the 5 s exponential backoff
+        assert server.count() == 2 and time.perf_counter() - t < 4.0
+
+
+def test_openai_candidates_in_one_call(store, monkeypatch):
+    with Loopback(reply=lambda p, b: "x") as server:
+        client = _client("openai", server, store, monkeypatch)
+        out = asyncio.run(client.complete(ChatRequest("m", "s", (("user", "u"),), n=3, temperature=1.0)))
+        assert out.texts == ("x", "x", "x") and server.count() == 1
+        assert server.requests[0]["body"]["n"] == 3 and server.requests[0]["body"]["temperature"] == 1.0
+
+
+def test_token_bucket_never_exceeds_its_rate():
+    async def run():
+        bucket = TokenBucket(per_minute=1200, burst_seconds=0.1)  # 20 a second, at most 2 at once
+        stamps = []
+        for _ in range(12):
+            await bucket.acquire(1)
+            stamps.append(time.monotonic())
+        return stamps
+
+    stamps = asyncio.run(run())
+    # n acquisitions need at least (n - capacity) / rate seconds
+    assert stamps[-1] - stamps[0] >= (12 - 2) / 20 * 0.95
+
+
+def test_adaptive_limit_bounds_calls_in_flight():
+    async def run():
+        lim = AdaptiveLimit(4)
+        lim.throttled()  # 4 -> 2
+        state = {"now": 0, "peak": 0}
+
+        async def call():
+            async with lim:
+                state["now"] += 1
+                state["peak"] = max(state["peak"], state["now"])
+                await asyncio.sleep(0.01)
+                state["now"] -= 1
+
+        await asyncio.gather(*(call() for _ in range(20)))
+        return state["peak"], lim
+
+    peak, lim = asyncio.run(run())
+    assert peak == 2
+    for _ in range(20):
+        lim.success()
+    assert lim.limit == 4  # grows back, never above the maximum
+
+
+def test_reset_headers_of_both_providers():
+    assert _reset_seconds("6m0s") == 360 and _reset_seconds("20ms") == 0.02 and _reset_seconds("1.5s") == 1.5
+    assert 9 < _reset_seconds(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 10))) <= 10
+    assert _reset_seconds("soon") is None
+
+
+def test_model_specs():
+    from autointerp.errors import LabelError
+
+    with pytest.raises(LabelError, match="compat"):
+        make_provider("gpt-4o")
+    with pytest.raises(LabelError, match="base-url"):
+        make_provider("compat:llama")
+    assert make_provider("compat:llama", base_url="http://127.0.0.1:1/v1").name == "compat@http://127.0.0.1:1/v1"
