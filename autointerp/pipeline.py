@@ -52,10 +52,11 @@ def _kind(reason: str) -> str:
 def label(store: Store, dictionary: Dictionary, features: np.ndarray | None = None, *, explainer="offline",
           scorers=("embedding", "simulation"), config: SamplerConfig | None = None, seed: int = 0,
           force: bool = False, concurrency: int = 8, sample_batch: int = 256, flush_every: int = 64,
-          flush_seconds: float = 5.0, progress: bool = False) -> dict:
+          flush_seconds: float = 5.0, progress: bool = False, llm=None) -> dict:
     """Label features of one dictionary (default: all); returns counts per outcome and per score status.
 
-    `explainer` is a name ("offline") or an explainer object; `scorers` names or scorer objects.
+    `explainer` is a name ("offline", "anthropic:MODEL", ...) or an explainer object; `llm` the
+    explain.LLMOptions for a named LLM explainer; `scorers` names or scorer objects.
     """
     if concurrency < 1 or sample_batch < 1 or flush_every < 1:
         raise LabelError("concurrency, sample_batch and flush_every must be at least 1")
@@ -63,7 +64,7 @@ def label(store: Store, dictionary: Dictionary, features: np.ndarray | None = No
     feats = np.arange(dictionary.width) if features is None else np.unique(np.asarray(features, dtype=np.int64))
     if len(feats) and (feats[0] < 0 or feats[-1] >= dictionary.width):
         raise LabelError(f"features must be in 0..{dictionary.width - 1}")
-    expl = make_explainer(explainer, store, dictionary) if isinstance(explainer, str) else explainer
+    expl = make_explainer(explainer, store, dictionary, llm) if isinstance(explainer, str) else explainer
     names = [s for s in scorers if isinstance(s, str)]
     grade = make_scorers(names, store, dictionary) + [s for s in scorers if not isinstance(s, str)]
     run_key = (expl.name, expl.prompt_hash, config.hash, seed)
@@ -79,6 +80,10 @@ def label(store: Store, dictionary: Dictionary, features: np.ndarray | None = No
     asyncio.run(_run(store, dictionary, sampler, expl, grade, todo, summary, concurrency, sample_batch,
                      flush_every, flush_seconds, progress))
     summary["seconds"] = round(time.perf_counter() - t0, 2)
+    client = getattr(expl, "client", None)
+    if client is not None:  # an LLM explainer: what this run cost
+        summary["run_id"] = client.run_id
+        summary["cost"] = store.cost_summary(client.run_id)
     return summary
 
 
@@ -134,13 +139,16 @@ async def _label_one(sample: FeatureSample, expl, grade) -> FeatureLabel:
     if sample.status != "ok":
         return FeatureLabel(**base, status="skipped", reason=sample.reason)
     try:
-        e = await _call(expl.explain, sample)
+        out = await _call(expl.explain, sample)
     except ExplainFailure as err:
         return FeatureLabel(**base, status="failed", reason=f"explainer: {err}")
     except Exception as err:  # an explainer bug fails this feature, visibly, not the run
         return FeatureLabel(**base, status="failed", reason=f"explainer error: {type(err).__name__}: {err}")
-    scores = await asyncio.gather(*(_grade(s, sample, e) for s in grade))
-    return FeatureLabel(**base, status="ok", explanations=((e, tuple(scores)),))
+    candidates = list(out) if isinstance(out, (list, tuple)) else [out]  # an explainer may give n candidates
+    graded = []
+    for e in candidates:
+        graded.append((e, tuple(await asyncio.gather(*(_grade(s, sample, e) for s in grade)))))
+    return FeatureLabel(**base, status="ok", explanations=tuple(graded))
 
 
 def _count(summary: dict, r: FeatureLabel) -> None:

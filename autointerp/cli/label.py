@@ -1,7 +1,8 @@
-"""`autointerp label`, `labels` and `export`: label a dictionary, read the labels, write them out."""
+"""`autointerp label`, `score`, `labels`, `export` and `cost`: label a dictionary, read the labels, write them out."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -9,6 +10,7 @@ import numpy as np
 import typer
 
 from ..errors import LabelError
+from ..explain import LLMOptions
 from ..export import write_jsonl
 from ..pipeline import label as run_label
 from ..pipeline import score_text
@@ -20,24 +22,49 @@ from .common import DictOpt, JsonOpt, StoreOpt, emit_json, handle_errors, parse_
 @handle_errors
 def label(store: StoreOpt, dictionary: DictOpt = None,
           features: Annotated[str | None, typer.Option(help="Feature ids, e.g. 0-99,123 (default: all).")] = None,
-          explainer: Annotated[str, typer.Option(help="offline (no model, no network).")] = "offline",
+          explainer: Annotated[str, typer.Option(help="offline (no model, no network), anthropic:MODEL, "
+                                                     "openai:MODEL, or compat:MODEL with --base-url.")] = "offline",
           scorer: Annotated[str, typer.Option(help="Comma-separated: embedding, simulation.")] = "embedding,simulation",
           seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
           force: Annotated[bool, typer.Option(help="Redo features that already have a label.")] = False,
           concurrency: Annotated[int, typer.Option(help="Features explained and scored at once (LLM methods; "
                                                         "offline methods run one at a time).")] = 8,
+          base_url: Annotated[str | None, typer.Option(help="LLM: server URL (OpenAI-compatible servers, proxies).")] = None,
+          api_key_env: Annotated[str | None, typer.Option(help="LLM: environment variable holding the key "
+                                                         "(default ANTHROPIC_API_KEY / OPENAI_API_KEY).")] = None,
+          prompt: Annotated[str, typer.Option(help="LLM: prompt template, a name in prompts/ or a path.")] = "explain_highlight",
+          candidates: Annotated[int, typer.Option(help="LLM: explanations per feature, all scored and kept.")] = 1,
+          rpm: Annotated[float, typer.Option(help="LLM: requests per minute.")] = 50,
+          itpm: Annotated[float | None, typer.Option(help="LLM: input tokens per minute.")] = None,
+          otpm: Annotated[float | None, typer.Option(help="LLM: output tokens per minute.")] = None,
+          max_in_flight: Annotated[int, typer.Option(help="LLM: most calls at once (halves on 429).")] = 16,
+          no_cache: Annotated[bool, typer.Option("--no-cache", help="LLM: ask again even when a reply is cached.")] = False,
+          prices: Annotated[Path | None, typer.Option(help="LLM: JSON {model prefix: [in, out, cache read, "
+                                                      "cache write] $ per Mtok}, over the defaults.")] = None,
           as_json: JsonOpt = False) -> None:
     """Label a dictionary's features and grade every label; resumes where an earlier run stopped."""
     with open_store(store) as s:
         d = s.dictionary(dictionary)
         feats = None if features is None else np.array(parse_features(features))
-        out = run_label(s, d, feats, explainer=explainer, scorers=parse_scorers(scorer),
-                        seed=seed, force=force, concurrency=concurrency,
-                        progress=show_progress(as_json))
+        llm = LLMOptions(base_url=base_url, api_key_env=api_key_env, prompt=prompt, candidates=candidates,
+                         requests_per_minute=rpm, input_tokens_per_minute=itpm, output_tokens_per_minute=otpm,
+                         max_in_flight=max_in_flight, use_cache=not no_cache, prices=_read_prices(prices))
+        out = run_label(s, d, feats, explainer=explainer, scorers=parse_scorers(scorer), seed=seed, force=force,
+                        concurrency=concurrency, progress=show_progress(as_json), llm=llm)
     if as_json:
         emit_json(out)
         return
     typer.echo(summary_line(out))
+
+
+def _read_prices(path: Path | None) -> dict:
+    if path is None:
+        return {}
+    try:
+        doc = json.loads(path.read_text())
+        return {str(k): tuple(float(x) for x in v) for k, v in doc.items() if len(v) == 4}
+    except (OSError, ValueError, TypeError, AttributeError) as e:
+        raise LabelError(f"cannot read prices from {path}: {e}") from None
 
 
 def summary_line(out: dict) -> str:
@@ -47,9 +74,15 @@ def summary_line(out: dict) -> str:
         return f" ({', '.join(f'{n} {x}' for x, n in out[k].items())})" if out[k] else ""
 
     sc = "; ".join(f"{k}: " + ", ".join(f"{n} {st}" for st, n in sorted(v.items())) for k, v in out["scores"].items())
+    cost = ""
+    if out.get("cost"):
+        c = out["cost"]
+        cost = (f" | run {out['run_id']}: {sum(r['calls'] for r in c)} calls, {sum(r['cached_calls'] for r in c)} "
+                f"cached, {sum(r['input_tokens'] for r in c):,} in / {sum(r['output_tokens'] for r in c):,} out "
+                f"tokens, ${sum(r['cost_usd'] for r in c):.4f}")
     return (f"labelled {out['features']} features of {out['dictionary']}: {out['ok']} ok, {out['skipped']} skipped"
             f"{kinds('skipped_kinds')}, {out['failed']} failed{kinds('failed_kinds')}, {out['already_done']} already "
-            f"done" + (f" | scores {sc}" if sc else ""))
+            f"done" + (f" | scores {sc}" if sc else "") + cost)
 
 
 @handle_errors
@@ -114,3 +147,20 @@ def export(store: StoreOpt, out: Annotated[Path, typer.Option("--out", help="Fil
         emit_json({"out": str(out), "lines": n})
     else:
         typer.echo(f"wrote {n} labels to {out}")
+
+
+@handle_errors
+def cost(store: StoreOpt, run: Annotated[str | None, typer.Option(help="One run id (default: every run).")] = None,
+         as_json: JsonOpt = False) -> None:
+    """LLM calls, tokens and dollars per run, provider, model and purpose (cache hits cost nothing)."""
+    with open_store(store, read_only=True) as s:
+        rows = s.cost_summary(run)
+    if as_json:
+        emit_json({"runs": rows, "total_usd": round(sum(r["cost_usd"] for r in rows), 6)})
+        return
+    typer.echo("run\tprovider\tmodel\tpurpose\tcalls\tcached\terrors\tinput\toutput\tcache_read\tusd")
+    for r in rows:
+        typer.echo(f"{r['run_id']}\t{r['provider']}\t{r['model']}\t{r['purpose']}\t{r['calls']}\t{r['cached_calls']}\t"
+                   f"{r['errors']}\t{r['input_tokens']}\t{r['output_tokens']}\t{r['cache_read_tokens']}\t"
+                   f"{r['cost_usd']:.4f}")
+    typer.echo(f"total ${sum(r['cost_usd'] for r in rows):.4f}")

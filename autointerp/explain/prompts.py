@@ -1,0 +1,166 @@
+"""Prompt templates (prompts/*.toml): load, validate, hash, and render a feature's examples into messages.
+
+Rendering treats contexts as data. Every token is escaped (`show_token`): backslash and control
+characters become visible escapes (\\n, \\t, \\xNN), and <, > and & become &lt; &gt; &amp;. So no text
+inside a context can close the <examples> block, forge a <<highlight>> or start a new line of the
+`token<TAB>activation` format. Spaces stay as they are: a token's leading space is part of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import LabelError
+from ..records import Window
+
+FORMATS = ("highlight", "activations")
+_KEYS = {"name", "format", "system", "user", "fewshot", "highlight_threshold"}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def show_token(tok: str) -> str:
+    t = tok.replace("\\", "\\\\")
+    t = _CONTROL.sub(lambda m: _NAMED.get(m.group(), f"\\x{ord(m.group()):02x}"), t)
+    return t.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+@dataclass(frozen=True)
+class FewShot:
+    windows: tuple[tuple[tuple[str, ...], tuple[float, ...]], ...]
+    answer: str
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    format: str
+    system: str
+    user: str
+    fewshot: tuple[FewShot, ...]
+    highlight_threshold: float = 0.3
+    source: str = ""
+
+    @property
+    def hash(self) -> str:
+        """Of the parsed content: comments and whitespace around the file do not change it."""
+        doc = {"name": self.name, "format": self.format, "system": self.system, "user": self.user,
+               "threshold": self.highlight_threshold,
+               "fewshot": [[[list(t), list(a)] for t, a in f.windows] + [f.answer] for f in self.fewshot]}
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+    # -- rendering -----------------------------------------------------------------------------------
+
+    def render_examples(self, windows: list[tuple[tuple[str, ...], tuple[float, ...]]]) -> str:
+        peak = max((max(a, default=0.0) for _, a in windows), default=0.0)
+        blocks = []
+        for i, (tokens, acts) in enumerate(windows, 1):
+            if self.format == "highlight":
+                body = _highlight(tokens, acts, self.highlight_threshold * peak if peak > 0 else math.inf)
+            else:
+                body = "\n".join(f"{show_token(t)}\t{_level(a, peak)}" for t, a in zip(tokens, acts))
+            blocks.append(f"Example {i}:\n{body}")
+        return "\n\n".join(blocks)
+
+    def messages(self, windows: list[Window]) -> tuple[tuple[str, str], ...]:
+        """Few-shot turns, then the feature's examples, as (role, text) pairs."""
+        out: list[tuple[str, str]] = []
+        for f in self.fewshot:
+            out.append(("user", self.user.replace("{examples}", self.render_examples(list(f.windows)))))
+            out.append(("assistant", f.answer))
+        ex = [(tuple(w.tokens), tuple(w.activations)) for w in windows]
+        out.append(("user", self.user.replace("{examples}", self.render_examples(ex))))
+        return tuple(out)
+
+
+def _level(a: float, peak: float) -> int:
+    """OpenAI's normalisation: floor(10 * relu(a) / max), an integer 0..10."""
+    return 0 if peak <= 0 else min(10, int(math.floor(10 * max(a, 0.0) / peak)))
+
+
+def _highlight(tokens, acts, cut: float) -> str:
+    out, inside = [], False
+    for t, a in zip(tokens, acts):
+        on = a >= cut
+        if on and not inside:
+            out.append("<<")
+        elif inside and not on:
+            out.append(">>")
+        out.append(show_token(t))
+        inside = on
+    if inside:
+        out.append(">>")
+    return "".join(out)
+
+
+# -- loading -----------------------------------------------------------------------------------------
+
+def _find(name_or_path: str) -> tuple[str, str]:
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or p.exists():
+        if not p.is_file():
+            raise LabelError(f"prompt file {p} does not exist")
+        return p.read_text(encoding="utf-8"), str(p)
+    folder = prompts_dir()
+    res = folder / f"{name_or_path}.toml"
+    if not res.is_file():
+        have = sorted(x.stem for x in folder.glob("*.toml"))
+        raise LabelError(f"no prompt template {name_or_path!r}; available: {', '.join(have)}")
+    return res.read_text(encoding="utf-8"), f"prompts/{name_or_path}.toml"
+
+
+def prompts_dir() -> Path:
+    """The repository's prompts/ in a source checkout; autointerp/prompts/ where a wheel installed it."""
+    pkg = Path(__file__).resolve().parent.parent
+    for d in (pkg.parent / "prompts", pkg / "prompts"):
+        if d.is_dir() and any(d.glob("*.toml")):
+            return d
+    raise LabelError("no prompts folder found (expected prompts/ beside the autointerp package)")
+
+
+def load_template(name_or_path: str) -> Template:
+    """A template by name (prompts/NAME.toml) or path, validated; a bad template is a LabelError."""
+    text, source = _find(name_or_path)
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise LabelError(f"prompt {source}: not valid TOML: {e}") from None
+
+    def bad(msg: str) -> LabelError:
+        return LabelError(f"prompt {source}: {msg}")
+
+    unknown = set(doc) - _KEYS
+    if unknown:
+        raise bad(f"unknown keys {', '.join(sorted(unknown))}")
+    for k in ("name", "format", "system", "user"):
+        if not isinstance(doc.get(k), str) or not doc[k].strip():
+            raise bad(f"{k!r} must be a non-empty string")
+    if doc["format"] not in FORMATS:
+        raise bad(f"format must be one of {', '.join(FORMATS)}")
+    holes = set(re.findall(r"\{(\w*)\}", doc["user"]))
+    if holes != {"examples"}:
+        raise bad(f"user must contain {{examples}} and no other placeholder (found {sorted(holes)})")
+    thr = doc.get("highlight_threshold", 0.3)
+    if not isinstance(thr, (int, float)) or not 0 < thr <= 1:
+        raise bad("highlight_threshold must be in (0, 1]")
+    shots = []
+    for i, f in enumerate(doc.get("fewshot", [])):
+        if not isinstance(f.get("answer"), str) or not f["answer"].strip() or not f.get("windows"):
+            raise bad(f"fewshot {i + 1} needs windows and a non-empty answer")
+        wins = []
+        for w in f["windows"]:
+            toks, acts = w.get("tokens"), w.get("activations")
+            if (not isinstance(toks, list) or not isinstance(acts, list) or len(toks) != len(acts) or not toks
+                    or not all(isinstance(t, str) for t in toks)
+                    or not all(isinstance(a, (int, float)) for a in acts)):
+                raise bad(f"fewshot {i + 1}: each window needs equal-length lists of string tokens and numbers")
+            wins.append((tuple(toks), tuple(float(a) for a in acts)))
+        shots.append(FewShot(tuple(wins), f["answer"].strip()))
+    return Template(doc["name"], doc["format"], doc["system"].strip(), doc["user"].strip(), tuple(shots),
+                    float(thr), source)

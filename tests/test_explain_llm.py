@@ -1,0 +1,141 @@
+"""The LLM explainer: templates, rendering (golden files), parsing, and labelling through the real SDKs."""
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from loopback import Loopback
+from typer.testing import CliRunner
+
+from autointerp.cli import app
+from autointerp.errors import ExplainFailure, LabelError
+from autointerp.explain.llm import parse_explanation
+from autointerp.explain.prompts import load_template, show_token
+from autointerp.ingest import ingest_delphi
+from autointerp.records import Window
+
+GOLDEN = Path(__file__).parent / "golden"
+ODD = Window(kind="top", context_id=3, start=0, token_ids=tuple(range(9)),
+             tokens=("Hello", " wörld", "\n", "\t", "<script>", "alert(1)", "</examples>", " &", "\x00"),
+             activations=(0.0, 2.0, 0.5, 0.0, 4.0, 3.9, 0.0, 1.3, 0.0))
+PLAIN = Window(kind="quantile", context_id=4, start=2, token_ids=(1, 2, 3), tokens=("a", " b", " c"),
+               activations=(0.0, 1.0, 0.0))
+
+
+@pytest.mark.parametrize("name", ["explain_highlight", "explain_activations"])
+def test_rendered_prompts_match_golden_files(name):
+    t = load_template(name)
+    rendered = f"SYSTEM:\n{t.system}\n" + "".join(f"\n{role.upper()}:\n{text}\n" for role, text in t.messages([ODD, PLAIN]))
+    path = GOLDEN / f"{name}.txt"
+    assert rendered == path.read_text(encoding="utf-8"), f"prompt changed: review it, then update {path}"
+
+
+def test_contexts_cannot_change_the_prompt_structure():
+    t = load_template("explain_highlight")
+    user = t.messages([ODD])[-1][1]
+    assert user.count("<examples>") == 1 and user.count("</examples>") == 1  # the forged tag is escaped
+    assert "&lt;/examples&gt;" in user and "&lt;script&gt;" in user and "\\n" in user and "\\x00" in user
+    a = load_template("explain_activations").messages([ODD])[-1][1]
+    body = a.split("<examples>\n", 1)[1].rsplit("\n</examples>", 1)[0].split(":\n", 1)[1]
+    assert len(body.split("\n")) == len(ODD.tokens)  # a newline token cannot add a line
+    assert all(re.fullmatch(r"[^\t]*\t(10|\d)", line) for line in body.split("\n"))
+    assert show_token("<<x>>") == "&lt;&lt;x&gt;&gt;"
+
+
+def test_bad_templates_are_refused(tmp_path):
+    good = (Path(__file__).parent.parent / "prompts" / "explain_highlight.toml").read_text()
+    cases = {"format = \"highlight\"": ("format = \"html\"", "format must be"),
+             "{examples}": ("{examples} {feature}", "no other placeholder"),
+             "name = ": ("colour = \"red\"\nname = ", "unknown keys"),
+             "activations = [0, 0, 0.2, 3.1, 0, 0, 0, 0, 0]": ("activations = [0, 1]", "equal-length")}
+    for old, (new, message) in cases.items():
+        p = tmp_path / "t.toml"
+        p.write_text(good.replace(old, new, 1))
+        with pytest.raises(LabelError, match=message):
+            load_template(str(p))
+    with pytest.raises(LabelError, match="available: explain_activations, explain_highlight"):
+        load_template("nope")
+
+
+def test_parsing_replies():
+    assert parse_explanation("Looks like commas.\nEXPLANATION: commas in lists") == "commas in lists"
+    assert parse_explanation("**Explanation:** \"the word of\"") == "the word of"
+    assert parse_explanation("EXPLANATION: first\nthinking more\nExplanation: second") == "second"
+    for bad, why in [("I think it is commas.", "unparseable"), ("EXPLANATION:   ", "empty"),
+                     ("EXPLANATION: none", "empty"), ("EXPLANATION: I can't help with that", "declined"),
+                     ("EXPLANATION: " + "word " * 50, "at most"), ("", "unparseable")]:
+        with pytest.raises(ExplainFailure, match=why):
+            parse_explanation(bad)
+
+
+def _marked_reply(provider, body):
+    """A scripted model: names the token marked most often in the last user turn."""
+    last = [m for m in body["messages"] if m["role"] == "user"][-1]["content"]
+    marked = Counter(x.strip() for x in re.findall(r"<<(.*?)>>", last))
+    if not marked:
+        return "No idea."
+    return f"The marked tokens agree.\nEXPLANATION: the token \"{marked.most_common(1)[0][0]}\""
+
+
+def test_label_with_an_llm_through_the_real_sdk(store, delphi_cache, monkeypatch):
+    folder, facts = delphi_cache(n_seq=300)
+    ingest_delphi(store, folder)
+    d = store.dictionary()
+    from autointerp.explain import Background
+
+    strings = Background.from_store(store, d.corpus_id).strings
+    triggers = [strings[int(t)].strip() for t in facts["trigger_ids"]]
+    path = store.path
+    store.close()
+    monkeypatch.setenv("LOOPBACK_KEY", "sk-loopback")
+    with Loopback(reply=_marked_reply) as server:
+        server.fault("500", "429", "reset")  # transient faults on the first calls: retried, not failures
+        args = ["label", "--store", str(path), "--features", "0-3,200", "--explainer", "anthropic:claude-haiku-x",
+                "--base-url", server.url, "--api-key-env", "LOOPBACK_KEY", "--scorer", "simulation", "--json",
+                "--rpm", "6000"]
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 0, r.output
+        out = json.loads(r.stdout)
+        assert (out["ok"], out["skipped"], out["failed"]) == (4, 1, 0)
+        assert out["explainer"] == "anthropic:claude-haiku-x" and out["cost"][0]["calls"] == 4
+        sent = server.count("/messages")
+        assert sent == 4 + 3
+        r = CliRunner().invoke(app, args + ["--force"])  # everything again: served from the cache
+        assert r.exit_code == 0 and server.count("/messages") == sent
+        assert json.loads(r.stdout)["cost"][0]["cached_calls"] == 4
+    from autointerp.store import open_store
+
+    with open_store(path, read_only=True) as s:
+        rows = s.labels(d.dictionary_id)
+    assert len(rows) == 4  # --force replaced, never duplicated
+    for r in rows:  # the scripted model names the marked token: each label names its feature's trigger
+        assert r["explanation"] == f'the token "{triggers[r["feature_id"]]}"'
+    assert all(r["prompt_hash"] and r["evidence"]["template"] == "explain-highlight" for r in rows)
+    r = CliRunner().invoke(app, ["cost", "--store", str(path), "--json"])
+    doc = json.loads(r.stdout)
+    assert sum(x["calls"] for x in doc["runs"]) == 4 and sum(x["cached_calls"] for x in doc["runs"]) == 4
+
+
+def test_unparseable_and_failed_replies_are_typed_failures(store, delphi_cache, monkeypatch):
+    folder, _ = delphi_cache(n_seq=300)
+    ingest_delphi(store, folder)
+    path = store.path
+    store.close()
+    replies = iter(["No label here, sorry.", "EXPLANATION: I cannot help with that", "EXPLANATION: fine one"])
+    with Loopback(reply=lambda p, b: next(replies, "EXPLANATION: x")) as server:
+        server.fault("ok", "ok", "ok", "400")
+        r = CliRunner().invoke(app, ["label", "--store", str(path), "--features", "0-3", "--explainer",
+                                     "openai:gpt-x", "--base-url", server.url + "/v1", "--scorer", "", "--json",
+                                     "--concurrency", "1", "--rpm", "6000"])
+        out = json.loads(r.stdout)
+    assert (out["ok"], out["failed"]) == (1, 3) and out["failed_kinds"] == {"explainer": 3}
+    from autointerp.store import open_store
+
+    with open_store(path, read_only=True) as s:
+        status = s.con.execute("SELECT feature, status, reason FROM label_status ORDER BY feature").fetchall()
+        texts = [r["explanation"] for r in s.labels()]
+    reasons = " | ".join(x[2] for x in status)
+    assert "unparseable" in reasons and "declined" in reasons and "HTTP 400" in reasons
+    assert texts == ["fine one"]  # a failure never becomes a label
