@@ -95,8 +95,12 @@ async def _run(store, dictionary, sampler, expl, grade, todo, summary, concurren
     bar = tqdm(total=len(todo), unit="feat", disable=not progress, desc=f"label {dictionary.name}")
     cursor = store.cursor()  # the sampling thread reads through a connection of its own
 
+    clients = [c.client for c in (expl, *grade) if getattr(c, "client", None) is not None]
+
     def flush() -> None:
         nonlocal last_flush
+        for c in clients:  # journalled LLM replies and ledger rows first: labels never outrun their cost
+            c.fold()
         if finished:
             with store.writer(checkpoint=False) as w:
                 w.add_labels(dictionary.dictionary_id, finished)
@@ -128,6 +132,8 @@ async def _run(store, dictionary, sampler, expl, grade, todo, summary, concurren
         try:
             flush()
         finally:
+            for c in clients:
+                await c.aclose()
             cursor.close()
             bar.close()
             store.con.execute("CHECKPOINT")

@@ -5,11 +5,18 @@ own code. Replies come from `reply(provider, body) -> str`; faults are scripted 
 
     "ok" | "429" (retry-after: 0.05) | "400" | "401" | "500" | "529" | "timeout" (answers after 3 s)
     | "reset" (closes the connection) | "truncated" (half a JSON body) | "wrong_shape" (valid JSON, wrong fields)
+
+For benchmarks it can also add latency (mean ± uniform jitter), enforce a requests-per-minute limit
+the way providers do (a token bucket holding one second of requests; over the limit: 429 with
+retry-after), and inject random faults at a given rate. `python tests/loopback.py --rpm N ...` serves
+in a process of its own and prints its URL.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import random
 import socket
 import threading
 import time
@@ -18,12 +25,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class Loopback:
-    def __init__(self, reply=None, rate_headers: dict | None = None) -> None:
+    def __init__(self, reply=None, rate_headers: dict | None = None, *, latency: float = 0.0, jitter: float = 0.0,
+                 rpm: float | None = None, fault_rate: float = 0.0, faults=("500", "429", "reset", "truncated"),
+                 seed: int = 0, keep_requests: bool = True) -> None:
         self.reply = reply or (lambda provider, body: "a reply")
         self.script: deque[str] = deque()
         self.requests: list[dict] = []
         self.rate_headers = rate_headers or {}
         self.lock = threading.Lock()
+        self.latency, self.jitter, self.rpm = latency, jitter, rpm
+        self.fault_rate, self.random_faults, self.keep_requests = fault_rate, tuple(faults), keep_requests
+        self.rng = random.Random(seed)
+        self.level, self.t = 1.0, time.monotonic()
+        self.stats = {"requests": 0, "over_limit": 0, "injected": 0}
         handler = type("Handler", (_Handler,), {"server_state": self})
         self.httpd = _QuietServer(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
@@ -47,8 +61,27 @@ class Loopback:
     def count(self, path_part: str = "") -> int:
         return sum(path_part in r["path"] for r in self.requests)
 
+    def _admit(self) -> str:
+        """Under the lock: the fault for this request (scripted, over the limit, random, or ok)."""
+        self.stats["requests"] += 1
+        if self.rpm:
+            now = time.monotonic()
+            self.level = min(self.rpm / 60.0, self.level + (now - self.t) * self.rpm / 60.0)
+            self.t = now
+            if self.level < 1.0:
+                self.stats["over_limit"] += 1
+                return "429"
+            self.level -= 1.0
+        if self.script:
+            return self.script.popleft()
+        if self.fault_rate and self.rng.random() < self.fault_rate:
+            self.stats["injected"] += 1
+            return self.rng.choice(self.random_faults)
+        return "ok"
+
 
 class _QuietServer(ThreadingHTTPServer):
+    request_queue_size = 1024  # many clients connect at once; the default backlog of 5 refuses them
     def handle_error(self, request, client_address) -> None:  # a scripted reset is not an error
         pass
 
@@ -73,9 +106,13 @@ class _Handler(BaseHTTPRequestHandler):
         st = self.server_state
         body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
         with st.lock:
-            fault = st.script.popleft() if st.script else "ok"
-            st.requests.append({"path": self.path, "body": body, "fault": fault,
-                                "headers": {k.lower(): v for k, v in self.headers.items()}})
+            fault = st._admit()
+            delay = st.latency + (st.rng.uniform(-st.jitter, st.jitter) if st.jitter else 0.0)
+            if st.keep_requests:
+                st.requests.append({"path": self.path, "body": body, "fault": fault,
+                                    "headers": {k.lower(): v for k, v in self.headers.items()}})
+        if delay > 0 and fault != "429":
+            time.sleep(delay)
         provider = "anthropic" if self.path.endswith("/messages") else "openai"
         if fault == "reset":
             self.connection.shutdown(socket.SHUT_RDWR)
@@ -115,3 +152,24 @@ class _Handler(BaseHTTPRequestHandler):
 def _tokens(body: dict) -> int:
     text = json.dumps(body.get("messages", [])) + json.dumps(body.get("system", ""))
     return len(text) // 4
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="Serve the loopback provider until stdin closes.")
+    ap.add_argument("--rpm", type=float)
+    ap.add_argument("--latency", type=float, default=0.3)
+    ap.add_argument("--jitter", type=float, default=0.05)
+    ap.add_argument("--fault-rate", type=float, default=0.0)
+    a = ap.parse_args()
+    reply = lambda p, b: "The marked tokens share one word.\nEXPLANATION: the word in the marked tokens"  # noqa: E731
+    with Loopback(reply, latency=a.latency, jitter=a.jitter, rpm=a.rpm, fault_rate=a.fault_rate,
+                  keep_requests=False) as server:
+        print(server.url, flush=True)
+        import sys
+
+        sys.stdin.read()
+        print(json.dumps(server.stats), flush=True)
+
+
+if __name__ == "__main__":
+    main()

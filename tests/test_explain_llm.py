@@ -139,3 +139,49 @@ def test_unparseable_and_failed_replies_are_typed_failures(store, delphi_cache, 
     reasons = " | ".join(x[2] for x in status)
     assert "unparseable" in reasons and "declined" in reasons and "HTTP 400" in reasons
     assert texts == ["fine one"]  # a failure never becomes a label
+
+
+def test_kill_9_mid_run_loses_no_paid_reply(store, delphi_cache, tmp_path):
+    """A labelling process killed with SIGKILL mid-run, then rerun: every feature labelled once, and no
+    request sent again whose reply had arrived (only calls in flight at the kill may repeat)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder, _ = delphi_cache(n_seq=300)
+    ingest_delphi(store, folder)
+    path = store.path
+    store.close()
+    with Loopback(reply=_marked_reply, latency=0.05) as server:
+        cmd = [sys.executable, "-m", "autointerp", "label", "--store", str(path), "--features", "0-59",
+               "--explainer", "anthropic:claude-haiku-x", "--base-url", server.url, "--api-key-env", "K",
+               "--scorer", "", "--concurrency", "4", "--rpm", "60000", "--json"]
+        env = {**os.environ, "K": "sk-x"}
+        child = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.time() + 120
+        while server.count() < 25 and time.time() < deadline and child.poll() is None:
+            time.sleep(0.01)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        assert child.returncode == -signal.SIGKILL
+        killed_at = server.count()
+        assert 25 <= killed_at < 60
+        again = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        assert again.returncode == 0, again.stderr
+        out = json.loads(again.stdout)
+        bodies = Counter(json.dumps(r["body"], sort_keys=True) for r in server.requests)
+    from autointerp.store import open_store
+
+    with open_store(path, read_only=True) as s:
+        rows = s.labels()
+        st = s.label_summary(s.dictionary().dictionary_id)
+        calls = s.con.execute("SELECT count(*), count(DISTINCT call_id), count(DISTINCT cache_key) FROM llm_calls "
+                              "WHERE NOT cached").fetchone()
+    assert st == {"ok": 60} and out["already_done"] + out["ok"] == 60
+    assert len(rows) == len({r["feature_id"] for r in rows}) == 60  # every feature once, no duplicates
+    assert len(bodies) == 60  # one prompt per feature
+    assert sum(n - 1 for n in bodies.values()) <= 4  # only calls in flight at the kill (concurrency 4) went twice
+    assert calls[0] == calls[1] == calls[2] == 60  # one paid reply per prompt in the ledger, none counted twice
+    assert not (Path(str(path) + ".llm-journal")).exists()  # folded and removed at the end of the run

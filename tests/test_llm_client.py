@@ -14,6 +14,18 @@ FAST = RetryConfig(attempts=6, initial=0.01, max_wait=0.2)
 REQ = ChatRequest(model="claude-haiku-x", system="You label features.", messages=(("user", "tokens: <<of>>"),))
 
 
+def _run(client, req=REQ):
+    """One call in its own event loop, then the client closed (which commits its journal to the store)."""
+
+    async def go():
+        try:
+            return await client.complete(req)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
 def _client(kind, server, store, monkeypatch, **kw):
     monkeypatch.setenv("AUTOINTERP_TEST_KEY", KEY)
     base = server.url if kind == "anthropic" else server.url + "/v1"
@@ -27,8 +39,8 @@ def _client(kind, server, store, monkeypatch, **kw):
 def test_reply_is_cached_priced_and_the_key_never_stored(kind, store, monkeypatch):
     with Loopback(reply=lambda p, b: f"{p} says hi") as server:
         client = _client(kind, server, store, monkeypatch)
-        first = asyncio.run(client.complete(REQ))
-        again = asyncio.run(client.complete(REQ))
+        first = _run(client)
+        again = _run(client)
         assert first.texts == again.texts == (f"{kind} says hi",)
         assert server.count() == 1  # the second call was served from the store
         sent = server.requests[0]
@@ -51,7 +63,7 @@ def test_transient_faults_are_retried_until_a_reply(kind, store, monkeypatch):
     with Loopback() as server:
         server.fault("429", "500", "529", "reset", "truncated", "ok")
         client = _client(kind, server, store, monkeypatch)
-        assert asyncio.run(client.complete(REQ)).texts == ("a reply",)
+        assert _run(client).texts == ("a reply",)
         assert server.count() == 6
         assert store.con.execute("SELECT attempts, status FROM llm_calls").fetchall() == [(6, "ok")]
         assert client.limiter.throttles == 2  # 429 and 529 slow the client down
@@ -65,7 +77,7 @@ def test_client_errors_are_never_retried(kind, status, store, monkeypatch):
         server.fault(status)
         client = _client(kind, server, store, monkeypatch)
         with pytest.raises(ProviderError) as err:
-            asyncio.run(client.complete(REQ))
+            _run(client)
         assert err.value.status == int(status) and not err.value.retryable
         assert server.count() == 1
         row = store.con.execute("SELECT status, attempts, error FROM llm_calls").fetchone()
@@ -79,7 +91,7 @@ def test_a_spent_budget_is_a_typed_failure_and_timeouts_count(store, monkeypatch
         client = _client("anthropic", server, store, monkeypatch, timeout=0.5,
                          retry=RetryConfig(attempts=3, initial=0.01, max_wait=0.1))
         with pytest.raises(ProviderError) as err:
-            asyncio.run(client.complete(REQ))
+            _run(client)
         assert err.value.retryable and err.value.status == 429 and server.count() == 3
 
 
@@ -88,7 +100,7 @@ def test_retry_after_is_honoured(store, monkeypatch):
         server.fault("429")  # the server asks for 0.05 s
         client = _client("openai", server, store, monkeypatch, retry=RetryConfig(attempts=3, initial=5.0))
         t = time.perf_counter()
-        asyncio.run(client.complete(REQ))
+        _run(client)
         # the retry waited what the server asked, not the 5 s exponential backoff
         assert server.count() == 2 and time.perf_counter() - t < 4.0
 
@@ -96,7 +108,7 @@ def test_retry_after_is_honoured(store, monkeypatch):
 def test_openai_candidates_in_one_call(store, monkeypatch):
     with Loopback(reply=lambda p, b: "x") as server:
         client = _client("openai", server, store, monkeypatch)
-        out = asyncio.run(client.complete(ChatRequest("m", "s", (("user", "u"),), n=3, temperature=1.0)))
+        out = _run(client, ChatRequest("m", "s", (("user", "u"),), n=3, temperature=1.0))
         assert out.texts == ("x", "x", "x") and server.count() == 1
         assert server.requests[0]["body"]["n"] == 3 and server.requests[0]["body"]["temperature"] == 1.0
 

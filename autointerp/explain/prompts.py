@@ -14,6 +14,7 @@ import math
 import re
 import tomllib
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from ..errors import LabelError
@@ -22,10 +23,14 @@ from ..records import Window
 FORMATS = ("highlight", "activations")
 _KEYS = {"name", "format", "system", "user", "fewshot", "highlight_threshold"}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SPECIAL = re.compile(r"[\x00-\x1f\x7f<>&\\]")
 _NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
 
+@lru_cache(maxsize=1 << 16)
 def show_token(tok: str) -> str:
+    if not _SPECIAL.search(tok):  # most tokens: nothing to escape
+        return tok
     t = tok.replace("\\", "\\\\")
     t = _CONTROL.sub(lambda m: _NAMED.get(m.group(), f"\\x{ord(m.group()):02x}"), t)
     return t.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

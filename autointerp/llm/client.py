@@ -6,7 +6,8 @@ limiter, is sent, and is retried with tenacity on what a retry can fix (408/409/
 connection errors, timeouts, malformed bodies), with jittered exponential backoff or the server's
 Retry-After (capped). 400/401/403/404 are never retried. When the budget of attempts is spent the
 call raises ProviderError: the caller turns it into that feature's typed failure and the run goes on.
-A reply is written to the cache the moment it arrives, so a crash never pays for it twice.
+A reply is journalled the moment it arrives (autointerp.llm.journal), so a crash never pays for it
+twice; the journal is folded into the store's cache and ledger as the pipeline commits.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from ..store import Store
+from .journal import CallLog
 from .limits import LimitConfig, RateLimiter
 from .prices import price_of
 from .providers import ChatRequest, ChatResponse, ProviderError, Usage
@@ -37,6 +39,7 @@ class LLMClient:
     def __init__(self, provider, store: Store, *, run_id: str, limits: LimitConfig | None = None,
                  retry: RetryConfig | None = None, use_cache: bool = True, prices: dict | None = None) -> None:
         self.provider, self.store, self.run_id = provider, store, run_id
+        self.log = CallLog(store)
         self.limiter = RateLimiter(limits or LimitConfig())
         self.retry = retry or RetryConfig()
         self.use_cache = use_cache
@@ -50,7 +53,7 @@ class LLMClient:
 
     async def complete(self, req: ChatRequest, purpose: str = "explain") -> ChatResponse:
         key = req.key(self.provider.name)
-        if self.use_cache and (hit := self.store.cache_get(key)) is not None:
+        if self.use_cache and (hit := self.log.get(key)) is not None:
             self._record(key, purpose, cached=True, status="ok", usage=Usage(), attempts=0, latency=0.0)
             return ChatResponse.from_json(hit)
         est_input = (len(req.system) + sum(len(t) for _, t in req.messages)) // 4 + 8  # ~4 characters a token
@@ -65,10 +68,17 @@ class LLMClient:
             self._record(key, purpose, cached=False, status="error", usage=Usage(), attempts=attempts,
                          latency=time.perf_counter() - t0, error=str(err)[:500])
             raise
-        self.store.cache_put(key, self.provider.name, req.model, resp.to_json())
         self._record(key, purpose, cached=False, status="ok", usage=resp.usage, attempts=attempts,
-                     latency=time.perf_counter() - t0)
+                     latency=time.perf_counter() - t0, response=resp.to_json())
         return resp
+
+    def fold(self) -> None:
+        """Commit journalled replies and ledger rows to the store (the pipeline calls this as it commits)."""
+        self.log.fold()
+
+    async def aclose(self) -> None:
+        self.log.close()
+        await self.provider.aclose()
 
     async def _send(self, req: ChatRequest, est_input: int) -> ChatResponse:
         reserved = req.max_tokens * req.n
@@ -84,10 +94,11 @@ class LLMClient:
         return resp
 
     def _record(self, key: str, purpose: str, *, cached: bool, status: str, usage: Usage, attempts: int,
-                latency: float, error: str = "") -> None:
+                latency: float, error: str = "", response: dict | None = None) -> None:
         cost = 0.0 if cached else price_of(self.provider.name, self.provider.model, usage, self.prices)
-        self.store.record_call(run_id=self.run_id, cache_key=key, provider=self.provider.name,
-                               model=self.provider.model, purpose=purpose, cached=cached, status=status, error=error,
-                               attempts=attempts, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-                               cache_read_tokens=usage.cache_read_tokens, cache_write_tokens=usage.cache_write_tokens,
-                               cost_usd=cost, latency_ms=round(latency * 1000, 2))
+        self.log.record({"run_id": self.run_id, "cache_key": key, "provider": self.provider.name,
+                         "model": self.provider.model, "purpose": purpose, "cached": cached, "status": status,
+                         "error": error, "attempts": attempts, "input_tokens": usage.input_tokens,
+                         "output_tokens": usage.output_tokens, "cache_read_tokens": usage.cache_read_tokens,
+                         "cache_write_tokens": usage.cache_write_tokens, "cost_usd": cost,
+                         "latency_ms": round(latency * 1000, 2)}, response)

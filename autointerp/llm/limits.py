@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 class TokenBucket:
     """`per_minute` units a minute, refilled continuously; holds at most `burst_seconds` of refill."""
 
-    def __init__(self, per_minute: float, burst_seconds: float = 2.0, clock=time.monotonic) -> None:
+    def __init__(self, per_minute: float, burst_seconds: float = 1.0, clock=time.monotonic) -> None:
         if per_minute <= 0:
             raise ValueError("a rate limit must be positive")
         self.rate = per_minute / 60.0

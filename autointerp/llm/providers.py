@@ -106,15 +106,35 @@ def _classify(err: Exception, sdk) -> ProviderError:
     raise err  # anything else is a bug here, not the server's fault
 
 
-class AnthropicProvider:
+class _SDKClient:
+    """The SDK client is made on first use, inside the running event loop (its connection pool belongs
+    to that loop), and closed by `aclose()` at the end of a run; a later run makes a new one."""
+
+    _make = None
+    _client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = self._make()
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+
+class AnthropicProvider(_SDKClient):
     """Claude through the Messages API. No temperature is sent (current models reject it)."""
 
     def __init__(self, model: str, *, api_key: str | None, base_url: str | None = None, timeout: float = 60.0):
         import anthropic
 
         self.sdk, self.name, self.model = anthropic, "anthropic", model
-        self.client = anthropic.AsyncAnthropic(api_key=api_key or "unset", base_url=base_url, max_retries=0,
-                                               timeout=timeout)
+        self._make = lambda: anthropic.AsyncAnthropic(api_key=api_key or "unset", base_url=base_url, max_retries=0,
+                                                      timeout=timeout)
+        self._client = None
 
     async def complete(self, req: ChatRequest) -> ChatResponse:
         texts, stops, usage, limits = [], [], Usage(), {}
@@ -137,7 +157,7 @@ class AnthropicProvider:
         return ChatResponse(tuple(texts), usage, tuple(stops), limits)
 
 
-class OpenAIProvider:
+class OpenAIProvider(_SDKClient):
     """OpenAI chat completions, or any server that speaks them (`base_url`)."""
 
     def __init__(self, model: str, *, api_key: str | None, base_url: str | None = None, timeout: float = 60.0,
@@ -145,7 +165,9 @@ class OpenAIProvider:
         import openai
 
         self.sdk, self.name, self.model = openai, name, model
-        self.client = openai.AsyncOpenAI(api_key=api_key or "unset", base_url=base_url, max_retries=0, timeout=timeout)
+        self._make = lambda: openai.AsyncOpenAI(api_key=api_key or "unset", base_url=base_url, max_retries=0,
+                                                timeout=timeout)
+        self._client = None
 
     async def complete(self, req: ChatRequest) -> ChatResponse:
         kw = {} if req.temperature is None else {"temperature": req.temperature}

@@ -153,10 +153,12 @@ def _m002_labels(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _m003_llm(con: duckdb.DuckDBPyConnection) -> None:
-    # Every LLM response, keyed by a hash of all that changes the output: a rerun pays nothing.
+    # Every LLM response, keyed by a hash of all that changes the output: a rerun pays nothing. Rows
+    # arrive through autointerp.llm.journal (a write-ahead file in front of these two tables), which
+    # adds a key only once; no index, so a fold costs one anti-join rather than index maintenance.
     con.execute("""
         CREATE TABLE llm_cache (
-            cache_key VARCHAR PRIMARY KEY,    -- sha256 of provider, model, messages, sampling parameters
+            cache_key VARCHAR NOT NULL,       -- sha256 of provider, model, messages, sampling parameters
             provider VARCHAR NOT NULL,
             model VARCHAR NOT NULL,
             response VARCHAR NOT NULL,        -- JSON: texts, usage, stop reason (never the API key)
@@ -165,6 +167,7 @@ def _m003_llm(con: duckdb.DuckDBPyConnection) -> None:
     # The cost ledger: one row per call made or served from the cache.
     con.execute("""
         CREATE TABLE llm_calls (
+            call_id VARCHAR NOT NULL,         -- unique: a journal replayed twice adds no row twice
             run_id VARCHAR NOT NULL,
             cache_key VARCHAR NOT NULL,
             provider VARCHAR NOT NULL,

@@ -391,23 +391,16 @@ class Store:
                  "seed": r[8], "evidence": json.loads(r[9]), "created_at": r[10].isoformat(),
                  "scores": scores[r[0]]} for r in rows]
 
-    # -- LLM response cache and cost ledger -------------------------------------------------------
-    # Written in autocommit, one statement per call: a response is kept the moment it arrives, so a
-    # crashed run never pays for it twice. Never inside an open `writer()` transaction.
+    # -- LLM response cache and cost ledger (written through autointerp.llm.journal) -------------
 
     def cache_get(self, cache_key: str) -> dict | None:
-        row = self._one("SELECT response FROM llm_cache WHERE cache_key = ?", [cache_key])
+        row = self._one("SELECT response FROM llm_cache WHERE cache_key = ? LIMIT 1", [cache_key])
         return None if row is None else json.loads(row[0])
 
-    def cache_put(self, cache_key: str, provider: str, model: str, response: dict) -> None:
-        self.con.execute("INSERT INTO llm_cache VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                         [cache_key, provider, model, json.dumps(response, sort_keys=True), _now()])
-
-    def record_call(self, **row) -> None:
-        cols = ("run_id", "cache_key", "provider", "model", "purpose", "cached", "status", "error", "attempts",
-                "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd", "latency_ms")
-        self.con.execute(f"INSERT INTO llm_calls VALUES ({', '.join('?' * (len(cols) + 1))})",
-                         [row[c] for c in cols] + [_now()])
+    def cache_key_prefixes(self) -> np.ndarray:
+        """The first 64 bits of every cached key, sorted: a cheap 'certainly not cached' test."""
+        t = self.con.execute("SELECT cache_key FROM llm_cache").fetchnumpy()["cache_key"]
+        return np.sort(np.array([int(k[:16], 16) for k in t], dtype=np.uint64))
 
     def cost_summary(self, run_id: str | None = None) -> list[dict]:
         """Calls, tokens and dollars per (run, provider, model, purpose), cached calls apart."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
@@ -221,6 +222,35 @@ class StoreWriter:
         self.store._insert_now("label_status", keys.append_column("status", pa.array([lab.status for lab in labels]))
                                .append_column("reason", pa.array([lab.reason for lab in labels]))
                                .append_column("created_at", pa.array([now] * len(labels), ts)))
+
+
+    # -- LLM cache and ledger ------------------------------------------------------------------------
+
+    def add_llm_records(self, cache_rows: list[tuple], calls: list[dict]) -> None:
+        """Responses and ledger rows from the journal; keys and call ids already stored are skipped."""
+        if cache_rows:
+            t = pa.table({"cache_key": [r[0] for r in cache_rows], "provider": [r[1] for r in cache_rows],
+                          "model": [r[2] for r in cache_rows], "response": [r[3] for r in cache_rows],
+                          "created_at": pa.array([_now()] * len(cache_rows), pa.timestamp("us"))})
+            self.con.register("_cache_rows", t)
+            try:
+                self.con.execute("INSERT INTO llm_cache SELECT DISTINCT ON (cache_key) * FROM _cache_rows r "
+                                 "WHERE NOT EXISTS (SELECT 1 FROM llm_cache c WHERE c.cache_key = r.cache_key)")
+            finally:
+                self.con.unregister("_cache_rows")
+        if calls:
+            cols = ("call_id", "run_id", "cache_key", "provider", "model", "purpose", "cached", "status", "error",
+                    "attempts", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+                    "cost_usd", "latency_ms", "created_at")
+            t = pa.table({c: [r[c] for r in calls] for c in cols[:-1]}
+                         | {"created_at": pa.array([datetime.fromisoformat(r["created_at"]) for r in calls],
+                                                   pa.timestamp("us"))})
+            self.con.register("_call_rows", t)
+            try:
+                self.con.execute(f"INSERT INTO llm_calls SELECT DISTINCT ON (call_id) {', '.join(cols)} FROM "
+                                 "_call_rows r WHERE NOT EXISTS (SELECT 1 FROM llm_calls c WHERE c.call_id = r.call_id)")
+            finally:
+                self.con.unregister("_call_rows")
 
 
 def _sorted_cells(f, c, p, v):
