@@ -14,7 +14,7 @@ import math
 import re
 import tomllib
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from ..errors import LabelError
@@ -73,15 +73,18 @@ class Template:
             blocks.append(f"Example {i}:\n{body}")
         return "\n\n".join(blocks)
 
-    def messages(self, windows: list[Window]) -> tuple[tuple[str, str], ...]:
-        """Few-shot turns, then the feature's examples, as (role, text) pairs."""
+    @cached_property
+    def fewshot_turns(self) -> tuple[tuple[str, str], ...]:
         out: list[tuple[str, str]] = []
         for f in self.fewshot:
             out.append(("user", self.user.replace("{examples}", self.render_examples(list(f.windows)))))
             out.append(("assistant", f.answer))
-        ex = [(tuple(w.tokens), tuple(w.activations)) for w in windows]
-        out.append(("user", self.user.replace("{examples}", self.render_examples(ex))))
         return tuple(out)
+
+    def messages(self, windows: list[Window]) -> tuple[tuple[str, str], ...]:
+        """Few-shot turns, then the feature's examples, as (role, text) pairs."""
+        ex = [(w.tokens, w.activations) for w in windows]
+        return self.fewshot_turns + (("user", self.user.replace("{examples}", self.render_examples(ex))),)
 
 
 def _level(a: float, peak: float) -> int:
@@ -90,15 +93,14 @@ def _level(a: float, peak: float) -> int:
 
 
 def _highlight(tokens, acts, cut: float) -> str:
+    """Tokens as text, each run of tokens at or above `cut` wrapped in << >>."""
     out, inside = [], False
     for t, a in zip(tokens, acts):
         on = a >= cut
-        if on and not inside:
-            out.append("<<")
-        elif inside and not on:
-            out.append(">>")
+        if on != inside:
+            out.append("<<" if on else ">>")
+            inside = on
         out.append(show_token(t))
-        inside = on
     if inside:
         out.append(">>")
     return "".join(out)

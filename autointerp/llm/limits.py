@@ -68,7 +68,9 @@ class AdaptiveLimit:
     async def __aexit__(self, *exc) -> None:
         async with self._cond:
             self.in_flight -= 1
-            self._cond.notify_all()
+            # wake as many waiters as there are free slots (more than one when the limit has grown),
+            # not all of them: with hundreds waiting, notify_all costs O(waiters) per call
+            self._cond.notify(max(1, int(self.limit) - self.in_flight))
 
     def success(self) -> None:
         self.limit = min(self.maximum, self.limit + 1.0 / self.limit)

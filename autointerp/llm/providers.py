@@ -33,8 +33,8 @@ class ChatRequest:
     n: int = 1
 
     def key(self, provider: str) -> str:
-        doc = {"provider": provider, **asdict(self)}
-        return hashlib.sha256(json.dumps(doc, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+        doc = [provider, self.model, self.system, self.messages, self.max_tokens, self.temperature, self.n]
+        return hashlib.sha256(json.dumps(doc, ensure_ascii=False).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
