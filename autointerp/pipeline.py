@@ -52,11 +52,17 @@ def _kind(reason: str) -> str:
 def label(store: Store, dictionary: Dictionary, features: np.ndarray | None = None, *, explainer="offline",
           scorers=("embedding", "simulation"), config: SamplerConfig | None = None, seed: int = 0,
           force: bool = False, concurrency: int = 8, sample_batch: int = 256, flush_every: int = 64,
-          flush_seconds: float = 5.0, progress: bool = False, llm=None) -> dict:
+          flush_seconds: float = 5.0, progress: bool = False, llm=None, batch: bool = False,
+          batch_poll: float = 30.0, batch_wait: float | None = None) -> dict:
     """Label features of one dictionary (default: all); returns counts per outcome and per score status.
 
     `explainer` is a name ("offline", "anthropic:MODEL", ...) or an explainer object; `llm` the
     explain.LLMOptions for a named LLM explainer; `scorers` names or scorer objects.
+
+    `batch`: first send every uncached explainer request through the provider's batch API (half
+    price), wait for the batches (polling every `batch_poll` s, at most `batch_wait` s), then label
+    from the cache. Batches are recorded in the store when submitted: a run stopped while they are
+    pending (or `batch_wait` reached) is resumed by running again, which collects and never resubmits.
     """
     if concurrency < 1 or sample_batch < 1 or flush_every < 1:
         raise LabelError("concurrency, sample_batch and flush_every must be at least 1")
@@ -77,14 +83,31 @@ def label(store: Store, dictionary: Dictionary, features: np.ndarray | None = No
                "scores": {s.name: {} for s in grade}, "explainer": expl.name, "prompt_hash": expl.prompt_hash,
                "sampler_hash": config.hash, "seed": seed}
     t0 = time.perf_counter()
-    asyncio.run(_run(store, dictionary, sampler, expl, grade, todo, summary, concurrency, sample_batch,
-                     flush_every, flush_seconds, progress))
+    if batch:
+        if getattr(expl, "client", None) is None or not hasattr(expl, "request"):
+            raise LabelError("--batch needs an LLM explainer (anthropic:MODEL, ...)")
+        summary["batch"] = asyncio.run(_submit_and_collect(sampler, expl, todo, sample_batch, batch_poll, batch_wait))
+    if not batch or not summary["batch"]["pending"]:  # batches still pending: the next run collects them
+        asyncio.run(_run(store, dictionary, sampler, expl, grade, todo, summary, concurrency, sample_batch,
+                         flush_every, flush_seconds, progress))
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     client = getattr(expl, "client", None)
     if client is not None:  # an LLM explainer: what this run cost
         summary["run_id"] = client.run_id
         summary["cost"] = store.cost_summary(client.run_id)
     return summary
+
+
+async def _submit_and_collect(sampler, expl, todo, sample_batch, poll, wait) -> dict:
+    client = expl.client
+    try:
+        sent = 0
+        for i in range(0, len(todo), sample_batch):
+            samples = sampler.sample_many(todo[i:i + sample_batch])  # nothing else runs meanwhile
+            sent += await client.submit([expl.request(s) for s in samples if s.status == "ok" and s.explain])
+        return {"submitted": sent, **await client.collect(poll, wait)}
+    finally:
+        await client.aclose()
 
 
 async def _run(store, dictionary, sampler, expl, grade, todo, summary, concurrency, sample_batch, flush_every,

@@ -38,6 +38,9 @@ class Loopback:
         self.rng = random.Random(seed)
         self.level, self.t = 1.0, time.monotonic()
         self.stats = {"requests": 0, "over_limit": 0, "injected": 0}
+        self.batches: dict[str, dict] = {}  # Message Batches: id -> {"requests", "polls"}
+        self.batch_polls = 2  # a batch ends at its second status poll
+        self.batch_errors: set[str] = set()  # custom ids whose batch result is "errored"
         handler = type("Handler", (_Handler,), {"server_state": self})
         self.httpd = _QuietServer(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
@@ -102,14 +105,67 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        st = self.server_state
+        parts = self.path.split("?")[0].rstrip("/").split("/")
+        with st.lock:
+            st.requests.append({"path": self.path, "method": "GET", "body": None, "fault": "ok", "headers": {}})
+            b = st.batches.get(parts[4]) if len(parts) > 4 and parts[2:4] == ["messages", "batches"] else None
+            if b is None:
+                self._send(404, json.dumps({"type": "error", "error": {"type": "not_found_error",
+                                                                       "message": "no such batch"}}).encode())
+                return
+            if len(parts) == 5:
+                b["polls"] += 1
+                self._send(200, json.dumps(self._batch_doc(parts[4], b)).encode())
+                return
+        lines = []
+        for r in b["requests"]:
+            cid, params = r["custom_id"], r["params"]
+            if cid in st.batch_errors:
+                res = {"type": "errored", "error": {"type": "error", "error": {"type": "invalid_request_error",
+                                                                              "message": "scripted batch error"}}}
+            else:
+                text = st.reply("anthropic", params)
+                res = {"type": "succeeded", "message": _anthropic_message(params, text)}
+            lines.append(json.dumps({"custom_id": cid, "result": res}))
+        payload = ("\n".join(lines) + "\n").encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/binary")
+        self.send_header("content-length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _batch_doc(self, batch_id: str, b: dict) -> dict:
+        st = self.server_state
+        ended = b["polls"] >= st.batch_polls
+        n = len(b["requests"])
+        errored = sum(r["custom_id"] in st.batch_errors for r in b["requests"]) if ended else 0
+        return {"id": batch_id, "type": "message_batch", "processing_status": "ended" if ended else "in_progress",
+                "request_counts": {"processing": 0 if ended else n, "succeeded": n - errored if ended else 0,
+                                   "errored": errored, "canceled": 0, "expired": 0},
+                "created_at": "2026-11-22T00:00:00Z", "expires_at": "2026-11-23T00:00:00Z",
+                "ended_at": "2026-11-22T00:01:00Z" if ended else None, "archived_at": None,
+                "cancel_initiated_at": None,
+                "results_url": f"{st.url}/v1/messages/batches/{batch_id}/results" if ended else None}
+
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         st = self.server_state
         body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
+        if self.path.rstrip("/").endswith("/messages/batches"):
+            with st.lock:
+                batch_id = f"msgbatch_{len(st.batches) + 1:04d}"
+                st.batches[batch_id] = {"requests": body["requests"], "polls": 0}
+                st.requests.append({"path": self.path, "method": "POST", "body": {"n": len(body["requests"])},
+                                    "fault": "ok", "headers": {}})
+                doc = self._batch_doc(batch_id, st.batches[batch_id])
+            self._send(200, json.dumps(doc).encode())
+            return
         with st.lock:
             fault = st._admit()
             delay = st.latency + (st.rng.uniform(-st.jitter, st.jitter) if st.jitter else 0.0)
             if st.keep_requests:
-                st.requests.append({"path": self.path, "body": body, "fault": fault,
+                st.requests.append({"path": self.path, "method": "POST", "body": body, "fault": fault,
                                     "headers": {k.lower(): v for k, v in self.headers.items()}})
         if delay > 0 and fault != "429":
             time.sleep(delay)
@@ -127,10 +183,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         text = st.reply(provider, body)
         if provider == "anthropic":
-            doc = {"id": "msg_1", "type": "message", "role": "assistant", "model": body.get("model"),
-                   "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": None,
-                   "usage": {"input_tokens": _tokens(body), "output_tokens": len(text.split()) + 1,
-                             "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}}
+            doc = _anthropic_message(body, text)
         else:
             n = body.get("n", 1)
             doc = {"id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()),
@@ -147,6 +200,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, payload)
             return
         self._send(200, payload, st.rate_headers)
+
+
+def _anthropic_message(body: dict, text: str) -> dict:
+    return {"id": "msg_1", "type": "message", "role": "assistant", "model": body.get("model"),
+            "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": None,
+            "usage": {"input_tokens": _tokens(body), "output_tokens": len(text.split()) + 1,
+                      "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}}
 
 
 def _tokens(body: dict) -> int:

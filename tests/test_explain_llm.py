@@ -185,3 +185,38 @@ def test_kill_9_mid_run_loses_no_paid_reply(store, delphi_cache, tmp_path):
     assert sum(n - 1 for n in bodies.values()) <= 4  # only calls in flight at the kill (concurrency 4) went twice
     assert calls[0] == calls[1] == calls[2] == 60  # one paid reply per prompt in the ledger, none counted twice
     assert not (Path(str(path) + ".llm-journal")).exists()  # folded and removed at the end of the run
+
+
+def test_batch_mode_submits_once_survives_a_restart_and_labels(store, delphi_cache, monkeypatch):
+    folder, _ = delphi_cache(n_seq=300)
+    ingest_delphi(store, folder)
+    path = store.path
+    store.close()
+    monkeypatch.setenv("K", "sk-x")
+    prices = Path(str(path) + ".prices.json")
+    prices.write_text(json.dumps({"claude-haiku-x": [1.0, 5.0, 0.1, 1.25]}))
+    with Loopback(reply=_marked_reply) as server:
+        server.batch_polls = 3
+        base = ["label", "--store", str(path), "--features", "0-9", "--explainer", "anthropic:claude-haiku-x",
+                "--base-url", server.url, "--api-key-env", "K", "--scorer", "", "--batch", "--batch-poll", "0.01",
+                "--prices", str(prices), "--json"]
+        first = CliRunner().invoke(app, base + ["--batch-wait", "0"])  # submit, poll once, stop: still pending
+        assert first.exit_code == 0, first.output
+        out = json.loads(first.stdout)
+        assert out["batch"] == {"submitted": 10, "batches": 0, "replies": 0, "errors": 0, "pending": 1}
+        assert out["ok"] == 0  # nothing labelled while the batch runs
+        second = CliRunner().invoke(app, base)  # a new run: collects the pending batch, submits nothing
+        out = json.loads(second.stdout)
+        assert out["batch"]["submitted"] == 0 and out["batch"]["replies"] == 10 and out["ok"] == 10
+        creates = [r for r in server.requests if r["method"] == "POST" and r["path"].endswith("/batches")]
+        direct = [r for r in server.requests if r["method"] == "POST" and r["path"].endswith("/v1/messages")]
+        assert len(creates) == 1 and creates[0]["body"]["n"] == 10 and not direct  # every reply came by batch
+    from autointerp.store import open_store
+
+    with open_store(path, read_only=True) as s:
+        paid = s.con.execute("SELECT count(*), sum(cost_usd), sum(input_tokens), sum(output_tokens) FROM llm_calls "
+                             "WHERE NOT cached").fetchone()
+        assert s.con.execute("SELECT status FROM llm_batches").fetchall() == [("collected",)]
+        assert len(s.labels()) == 10
+    # billed at half the list price: $1 / $5 per million input / output tokens
+    assert paid[0] == 10 and abs(paid[1] - 0.5 * (paid[2] * 1.0 + paid[3] * 5.0) / 1e6) < 1e-12

@@ -41,6 +41,11 @@ def label(store: StoreOpt, dictionary: DictOpt = None,
           no_cache: Annotated[bool, typer.Option("--no-cache", help="LLM: ask again even when a reply is cached.")] = False,
           prices: Annotated[Path | None, typer.Option(help="LLM: JSON {model prefix: [in, out, cache read, "
                                                       "cache write] $ per Mtok}, over the defaults.")] = None,
+          batch: Annotated[bool, typer.Option("--batch", help="LLM: send requests through the provider's batch API "
+                                                              "(half price, slower); rerun to collect.")] = False,
+          batch_poll: Annotated[float, typer.Option(help="LLM --batch: seconds between status polls.")] = 30.0,
+          batch_wait: Annotated[float | None, typer.Option(help="LLM --batch: stop polling after this many seconds "
+                                                           "(default: until every batch has ended).")] = None,
           as_json: JsonOpt = False) -> None:
     """Label a dictionary's features and grade every label; resumes where an earlier run stopped."""
     with open_store(store) as s:
@@ -50,7 +55,8 @@ def label(store: StoreOpt, dictionary: DictOpt = None,
                          requests_per_minute=rpm, input_tokens_per_minute=itpm, output_tokens_per_minute=otpm,
                          max_in_flight=max_in_flight, use_cache=not no_cache, prices=_read_prices(prices))
         out = run_label(s, d, feats, explainer=explainer, scorers=parse_scorers(scorer), seed=seed, force=force,
-                        concurrency=concurrency, progress=show_progress(as_json), llm=llm)
+                        concurrency=concurrency, progress=show_progress(as_json), llm=llm, batch=batch,
+                        batch_poll=batch_poll, batch_wait=batch_wait)
     if as_json:
         emit_json(out)
         return
@@ -80,6 +86,11 @@ def summary_line(out: dict) -> str:
         cost = (f" | run {out['run_id']}: {sum(r['calls'] for r in c)} calls, {sum(r['cached_calls'] for r in c)} "
                 f"cached, {sum(r['input_tokens'] for r in c):,} in / {sum(r['output_tokens'] for r in c):,} out "
                 f"tokens, ${sum(r['cost_usd'] for r in c):.4f}")
+    b = out.get("batch")
+    if b:
+        cost += (f" | batch: {b['submitted']} requests submitted, {b['batches']} batches collected "
+                 f"({b['replies']} replies, {b['errors']} errors), {b['pending']} still pending"
+                 + (": run again to collect them" if b["pending"] else ""))
     return (f"labelled {out['features']} features of {out['dictionary']}: {out['ok']} ok, {out['skipped']} skipped"
             f"{kinds('skipped_kinds')}, {out['failed']} failed{kinds('failed_kinds')}, {out['already_done']} already "
             f"done" + (f" | scores {sc}" if sc else "") + cost)

@@ -12,6 +12,7 @@ twice; the journal is folded into the store's cache and ledger as the pipeline c
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -22,6 +23,9 @@ from .journal import CallLog
 from .limits import LimitConfig, RateLimiter
 from .prices import price_of
 from .providers import ChatRequest, ChatResponse, ProviderError, Usage
+
+
+BATCH_DISCOUNT = 0.5  # both providers' batch APIs bill half the list price
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,72 @@ class LLMClient:
                      latency=time.perf_counter() - t0, response=resp.to_json())
         return resp
 
+    # -- batch APIs --------------------------------------------------------------------------------
+
+    async def _retrying(self, fn, *args):
+        """A batch API call (submit, status, results) under the same retry policy as a message."""
+        async for attempt in AsyncRetrying(stop=stop_after_attempt(self.retry.attempts), wait=self._wait,
+                                           retry=retry_if_exception(_retryable), reraise=True):
+            with attempt:
+                await self.limiter.acquire(0, 0)
+                return await fn(*args)
+
+    async def submit(self, requests: list[ChatRequest], purpose: str = "explain", max_per_batch: int = 10_000) -> int:
+        """Submit the requests not cached and not already in a pending batch; returns how many were sent.
+
+        Each batch is recorded in the store as soon as the provider accepts it, so a restarted run
+        collects it rather than submitting the same requests again.
+        """
+        if not hasattr(self.provider, "submit_batch"):
+            raise ProviderError(f"{self.provider.name} has no batch API here (use it without --batch)")
+        pending = self.store.pending_batch_keys(self.provider.name)
+        todo: dict[str, ChatRequest] = {}
+        for r in requests:
+            k = r.key(self.provider.name)
+            if k not in todo and k not in pending and (not self.use_cache or self.log.get(k) is None):
+                todo[k] = r
+        items = [((k if r.n == 1 else k[:60]), k, r) for k, r in todo.items()]
+        for i in range(0, len(items), max_per_batch):
+            chunk = items[i:i + max_per_batch]
+            batch_id = await self._retrying(self.provider.submit_batch, [(cid, r) for cid, _, r in chunk])
+            with self.store.writer(checkpoint=False) as w:
+                w.add_batch(batch_id, self.provider.name, self.provider.model, purpose, self.run_id,
+                            [(cid, k) for cid, k, _ in chunk])
+        return len(items)
+
+    async def collect(self, poll_seconds: float = 30.0, max_wait: float | None = None) -> dict:
+        """Poll this provider's pending batches (this run's and earlier runs'), journal every result as
+        it is collected, until none is pending or `max_wait` seconds have passed."""
+        t0 = time.monotonic()
+        got = {"batches": 0, "replies": 0, "errors": 0}
+        while pending := self.store.pending_batches(self.provider.name):
+            for batch_id, purpose, run_id in pending:
+                if not await self._retrying(self.provider.batch_done, batch_id):
+                    continue
+                results = await self._retrying(self.provider.batch_results, batch_id)
+                keys = self.store.batch_items(batch_id)
+                for cid, res in results.items():
+                    key = keys.get(cid)
+                    if key is None:
+                        continue
+                    ok = not isinstance(res, ProviderError)
+                    self._record(key, purpose, cached=False, status="ok" if ok else "error",
+                                 usage=res.usage if ok else Usage(), attempts=1, latency=0.0,
+                                 error="" if ok else str(res)[:500], response=res.to_json() if ok else None,
+                                 batch=True)
+                    got["replies" if ok else "errors"] += 1
+                self.log.fold()
+                with self.store.writer(checkpoint=False) as w:
+                    w.batch_collected(batch_id)
+                got["batches"] += 1
+            if not self.store.pending_batches(self.provider.name):
+                break
+            if max_wait is not None and time.monotonic() - t0 >= max_wait:
+                break
+            await asyncio.sleep(poll_seconds)
+        got["pending"] = len(self.store.pending_batches(self.provider.name))
+        return got
+
     def fold(self) -> None:
         """Commit journalled replies and ledger rows to the store (the pipeline calls this as it commits)."""
         self.log.fold()
@@ -94,8 +164,10 @@ class LLMClient:
         return resp
 
     def _record(self, key: str, purpose: str, *, cached: bool, status: str, usage: Usage, attempts: int,
-                latency: float, error: str = "", response: dict | None = None) -> None:
+                latency: float, error: str = "", response: dict | None = None, batch: bool = False) -> None:
         cost = 0.0 if cached else price_of(self.provider.name, self.provider.model, usage, self.prices)
+        if batch:
+            cost *= BATCH_DISCOUNT
         self.log.record({"run_id": self.run_id, "cache_key": key, "provider": self.provider.name,
                          "model": self.provider.model, "purpose": purpose, "cached": cached, "status": status,
                          "error": error, "attempts": attempts, "input_tokens": usage.input_tokens,

@@ -157,6 +157,58 @@ class AnthropicProvider(_SDKClient):
         return ChatResponse(tuple(texts), usage, tuple(stops), limits)
 
 
+    # -- Message Batches ---------------------------------------------------------------------------
+
+    async def submit_batch(self, items: list[tuple[str, ChatRequest]]) -> str:
+        """Submit (custom_id, request) pairs as one Message Batch; returns its id. n > 1 is expanded into
+        n requests with custom ids `<id>-<i>`."""
+        reqs = [{"custom_id": cid if r.n == 1 else f"{cid}-{i}",
+                 "params": {"model": r.model, "max_tokens": r.max_tokens, "system": r.system,
+                            "messages": [{"role": role, "content": t} for role, t in r.messages]}}
+                for cid, r in items for i in range(r.n)]
+        try:
+            return (await self.client.messages.batches.create(requests=reqs)).id
+        except Exception as err:  # noqa: BLE001 - SDK errors are classified, others re-raised
+            raise _classify(err, self.sdk) from None
+
+    async def batch_done(self, batch_id: str) -> bool:
+        try:
+            return (await self.client.messages.batches.retrieve(batch_id)).processing_status == "ended"
+        except Exception as err:  # noqa: BLE001
+            raise _classify(err, self.sdk) from None
+
+    async def batch_results(self, batch_id: str) -> dict[str, ChatResponse | ProviderError]:
+        """custom_id -> reply, or the error the batch recorded for it (n > 1 ids merged back)."""
+        parts: dict[str, list] = {}
+        try:
+            async for entry in await self.client.messages.batches.results(batch_id):
+                res = entry.result
+                if res.type == "succeeded":
+                    m = res.message
+                    u = m.usage
+                    one = ChatResponse(("".join(getattr(b, "text", "") for b in m.content if b.type == "text"),),
+                                       Usage(u.input_tokens or 0, u.output_tokens or 0,
+                                             getattr(u, "cache_read_input_tokens", 0) or 0,
+                                             getattr(u, "cache_creation_input_tokens", 0) or 0),
+                                       (str(m.stop_reason),))
+                else:
+                    msg = getattr(getattr(res, "error", None), "error", None)
+                    one = ProviderError(f"batch item {res.type}: {getattr(msg, 'message', '') or res.type}",
+                                        retryable=res.type in ("expired", "canceled"))
+                base, _, idx = entry.custom_id.rpartition("-")
+                key = base if idx.isdigit() and len(base) == 60 else entry.custom_id
+                parts.setdefault(key, []).append(one)
+        except Exception as err:  # noqa: BLE001
+            raise _classify(err, self.sdk) from None
+        out: dict[str, ChatResponse | ProviderError] = {}
+        for cid, got in parts.items():
+            errs = [g for g in got if isinstance(g, ProviderError)]
+            out[cid] = errs[0] if errs else ChatResponse(tuple(t for g in got for t in g.texts),
+                                                          sum((g.usage for g in got), Usage()),
+                                                          tuple(r for g in got for r in g.stop_reasons))
+        return out
+
+
 class OpenAIProvider(_SDKClient):
     """OpenAI chat completions, or any server that speaks them (`base_url`)."""
 

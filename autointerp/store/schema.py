@@ -185,6 +185,26 @@ def _m003_llm(con: duckdb.DuckDBPyConnection) -> None:
             latency_ms DOUBLE NOT NULL,
             created_at TIMESTAMP NOT NULL
         )""")
+    # Batch jobs submitted to a provider's batch API: persisted right after submission, so a restarted
+    # run polls and collects them instead of submitting (and paying for) the same requests again.
+    con.execute("""
+        CREATE TABLE llm_batches (
+            batch_id VARCHAR NOT NULL,
+            provider VARCHAR NOT NULL,
+            model VARCHAR NOT NULL,
+            purpose VARCHAR NOT NULL,
+            run_id VARCHAR NOT NULL,
+            status VARCHAR NOT NULL,          -- submitted | collected
+            n_requests INTEGER NOT NULL,
+            submitted_at TIMESTAMP NOT NULL,
+            collected_at TIMESTAMP
+        )""")
+    con.execute("""
+        CREATE TABLE llm_batch_items (
+            batch_id VARCHAR NOT NULL,
+            custom_id VARCHAR NOT NULL,
+            cache_key VARCHAR NOT NULL
+        )""")
 
 
 Migration = tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]

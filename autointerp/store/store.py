@@ -402,6 +402,20 @@ class Store:
         t = self.con.execute("SELECT cache_key FROM llm_cache").fetchnumpy()["cache_key"]
         return np.sort(np.array([int(k[:16], 16) for k in t], dtype=np.uint64))
 
+    def pending_batches(self, provider: str) -> list[tuple[str, str, str]]:
+        """(batch_id, purpose, run_id) of this provider's batches not yet collected, oldest first."""
+        return self.con.execute("SELECT batch_id, purpose, run_id FROM llm_batches WHERE provider = ? AND "
+                                "status = 'submitted' ORDER BY submitted_at", [provider]).fetchall()
+
+    def pending_batch_keys(self, provider: str) -> set[str]:
+        rows = self.con.execute("SELECT i.cache_key FROM llm_batch_items i JOIN llm_batches b USING (batch_id) "
+                                "WHERE b.provider = ? AND b.status = 'submitted'", [provider]).fetchall()
+        return {r[0] for r in rows}
+
+    def batch_items(self, batch_id: str) -> dict[str, str]:
+        return dict(self.con.execute("SELECT custom_id, cache_key FROM llm_batch_items WHERE batch_id = ?",
+                                     [batch_id]).fetchall())
+
     def cost_summary(self, run_id: str | None = None) -> list[dict]:
         """Calls, tokens and dollars per (run, provider, model, purpose), cached calls apart."""
         where, params = ("WHERE run_id = ?", [run_id]) if run_id else ("", [])

@@ -253,6 +253,20 @@ class StoreWriter:
                 self.con.unregister("_call_rows")
 
 
+    def add_batch(self, batch_id: str, provider: str, model: str, purpose: str, run_id: str,
+                  items: list[tuple[str, str]]) -> None:
+        """A submitted batch and its (custom_id, cache_key) items."""
+        self.con.execute("INSERT INTO llm_batches VALUES (?, ?, ?, ?, ?, 'submitted', ?, ?, NULL)",
+                         [batch_id, provider, model, purpose, run_id, len(items), _now()])
+        self.store._insert_now("llm_batch_items", pa.table({"batch_id": [batch_id] * len(items),
+                                                           "custom_id": [c for c, _ in items],
+                                                           "cache_key": [k for _, k in items]}))
+
+    def batch_collected(self, batch_id: str) -> None:
+        self.con.execute("UPDATE llm_batches SET status = 'collected', collected_at = ? WHERE batch_id = ?",
+                         [_now(), batch_id])
+
+
 def _sorted_cells(f, c, p, v):
     """Rows in (feature, context, position) order; a cell given twice is an error."""
     if not is_sorted_rows(f, c, p):
