@@ -164,3 +164,30 @@ def test_model_specs():
     with pytest.raises(LabelError, match="base-url"):
         make_provider("compat:llama")
     assert make_provider("compat:llama", base_url="http://127.0.0.1:1/v1").name == "compat@http://127.0.0.1:1/v1"
+
+
+def test_anthropic_prompt_caching_marks_the_shared_prefix(store, monkeypatch):
+    with Loopback() as server:
+        client = _client("anthropic", server, store, monkeypatch)
+        req = ChatRequest("claude-haiku-x", "sys", (("user", "shot"), ("assistant", "answer"), ("user", "real")),
+                          shared_prefix=2)
+        _run(client, req)
+        body = server.requests[0]["body"]
+    assert body["system"] == [{"type": "text", "text": "sys", "cache_control": {"type": "ephemeral"}}]
+    assert body["messages"][1]["content"][0]["cache_control"] == {"type": "ephemeral"}
+    assert body["messages"][2]["content"] == "real"  # the feature's own examples are not cached
+    assert req.key("anthropic") == ChatRequest("claude-haiku-x", "sys", req.messages).key("anthropic")
+
+
+def test_an_empty_rate_limit_bucket_pauses_every_call_until_its_reset(store, monkeypatch):
+    headers = {"anthropic-ratelimit-requests-remaining": "0", "anthropic-ratelimit-requests-reset":
+               time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 30))}
+    with Loopback(rate_headers=headers) as server:
+        client = _client("anthropic", server, store, monkeypatch)
+
+        async def go():
+            await client.complete(REQ)
+            await client.aclose()
+
+        asyncio.run(go())
+    assert client.limiter.paused_until - time.monotonic() > 20  # the next call would wait for the reset

@@ -58,7 +58,8 @@ class LLMExplainer:
         wins = list(sample.explain)[: self.max_examples]
         return ChatRequest(model=self.client.provider.model, system=self.template.system,
                            messages=self.template.messages(wins), max_tokens=self.max_tokens,
-                           temperature=self.temperature, n=self.candidates)
+                           temperature=self.temperature, n=self.candidates,
+                           shared_prefix=len(self.template.fewshot_turns))
 
     async def explain(self, sample: FeatureSample) -> list[Explanation]:
         if not sample.explain:

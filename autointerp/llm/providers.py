@@ -23,7 +23,8 @@ KEY_VARIABLES = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
 
 @dataclass(frozen=True)
 class ChatRequest:
-    """Everything that changes a reply. `n` candidates: one call where the API allows it (OpenAI), else n calls."""
+    """Everything that changes a reply (`shared_prefix` does not, and is left out of the key). `n`
+    candidates: one call where the API allows it (OpenAI), else n calls."""
 
     model: str
     system: str
@@ -31,6 +32,7 @@ class ChatRequest:
     max_tokens: int = 400
     temperature: float | None = None  # None: the provider's default (current Claude models take no temperature)
     n: int = 1
+    shared_prefix: int = 0  # leading messages shared by many requests (few-shot): cached where the API can
 
     def key(self, provider: str) -> str:
         doc = [provider, self.model, self.system, self.messages, self.max_tokens, self.temperature, self.n]
@@ -125,6 +127,19 @@ class _SDKClient:
             self._client = None
 
 
+def _anthropic_params(req: ChatRequest) -> dict:
+    """Messages parameters. With a shared prefix, the system prompt and the prefix's last message carry
+    cache_control, so the provider caches them (reads bill at 0.1x; it applies only above the model's
+    minimum cacheable length, and is a no-op below it)."""
+    msgs: list[dict] = [{"role": r, "content": t} for r, t in req.messages]
+    system: str | list = req.system
+    if req.shared_prefix:
+        system = [{"type": "text", "text": req.system, "cache_control": {"type": "ephemeral"}}]
+        last = msgs[req.shared_prefix - 1]
+        last["content"] = [{"type": "text", "text": last["content"], "cache_control": {"type": "ephemeral"}}]
+    return {"model": req.model, "max_tokens": req.max_tokens, "system": system, "messages": msgs}
+
+
 class AnthropicProvider(_SDKClient):
     """Claude through the Messages API. No temperature is sent (current models reject it)."""
 
@@ -140,9 +155,7 @@ class AnthropicProvider(_SDKClient):
         texts, stops, usage, limits = [], [], Usage(), {}
         for _ in range(req.n):  # Messages has no n: one call per candidate
             try:
-                raw = await self.client.messages.with_raw_response.create(
-                    model=req.model, max_tokens=req.max_tokens, system=req.system,
-                    messages=[{"role": r, "content": t} for r, t in req.messages])
+                raw = await self.client.messages.with_raw_response.create(**_anthropic_params(req))
                 msg = await raw.parse()
             except Exception as err:  # noqa: BLE001 - SDK errors are classified, others re-raised
                 raise _classify(err, self.sdk) from None
@@ -163,8 +176,7 @@ class AnthropicProvider(_SDKClient):
         """Submit (custom_id, request) pairs as one Message Batch; returns its id. n > 1 is expanded into
         n requests with custom ids `<id>-<i>`."""
         reqs = [{"custom_id": cid if r.n == 1 else f"{cid}-{i}",
-                 "params": {"model": r.model, "max_tokens": r.max_tokens, "system": r.system,
-                            "messages": [{"role": role, "content": t} for role, t in r.messages]}}
+                 "params": _anthropic_params(r)}
                 for cid, r in items for i in range(r.n)]
         try:
             return (await self.client.messages.batches.create(requests=reqs)).id
