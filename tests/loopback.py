@@ -21,6 +21,7 @@ import socket
 import threading
 import time
 from collections import deque
+from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -41,6 +42,7 @@ class Loopback:
         self.batches: dict[str, dict] = {}  # Message Batches: id -> {"requests", "polls"}
         self.batch_polls = 2  # a batch ends at its second status poll
         self.batch_errors: set[str] = set()  # custom ids whose batch result is "errored"
+        self.files: dict[str, bytes] = {}  # OpenAI Files
         handler = type("Handler", (_Handler,), {"server_state": self})
         self.httpd = _QuietServer(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
@@ -108,6 +110,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         st = self.server_state
         parts = self.path.split("?")[0].rstrip("/").split("/")
+        if parts[1:3] in (["v1", "batches"], ["v1", "files"]):
+            self._openai_get(parts)
+            return
         with st.lock:
             st.requests.append({"path": self.path, "method": "GET", "body": None, "fault": "ok", "headers": {}})
             b = st.batches.get(parts[4]) if len(parts) > 4 and parts[2:4] == ["messages", "batches"] else None
@@ -149,9 +154,77 @@ class _Handler(BaseHTTPRequestHandler):
                 "cancel_initiated_at": None,
                 "results_url": f"{st.url}/v1/messages/batches/{batch_id}/results" if ended else None}
 
+    # -- OpenAI Files and Batches ------------------------------------------------------------------
+
+    def _openai_batch_doc(self, batch_id: str, b: dict) -> dict:
+        st = self.server_state
+        done = b["polls"] >= st.batch_polls
+        doc = {"id": batch_id, "object": "batch", "endpoint": "/v1/chat/completions", "input_file_id": b["input"],
+               "completion_window": "24h", "status": "completed" if done else "in_progress",
+               "created_at": int(time.time()), "output_file_id": None, "error_file_id": None,
+               "request_counts": {"total": b["n"], "completed": b["n"] if done else 0, "failed": 0}}
+        if done:
+            out_id = f"file-out-{batch_id}"
+            if out_id not in st.files:
+                lines = []
+                for line in st.files[b["input"]].decode().splitlines():
+                    req = json.loads(line)
+                    text = st.reply("openai", req["body"])
+                    lines.append(json.dumps({"id": "r", "custom_id": req["custom_id"], "error": None,
+                                             "response": {"status_code": 200, "request_id": "q",
+                                                          "body": _openai_completion(req["body"], text)}}))
+                st.files[out_id] = ("\n".join(lines) + "\n").encode()
+            doc["output_file_id"] = out_id
+        return doc
+
+    def _openai_get(self, parts: list[str]) -> None:
+        st = self.server_state
+        with st.lock:
+            st.requests.append({"path": self.path, "method": "GET", "body": None, "fault": "ok", "headers": {}})
+            if parts[2] == "files" and len(parts) == 5 and parts[4] == "content" and parts[3] in st.files:
+                payload = st.files[parts[3]]
+                self.send_response(200)
+                self.send_header("content-type", "application/octet-stream")
+                self.send_header("content-length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+                return
+            if parts[2] == "batches" and len(parts) == 4 and parts[3] in st.batches:
+                b = st.batches[parts[3]]
+                b["polls"] += 1
+                self._send(200, json.dumps(self._openai_batch_doc(parts[3], b)).encode())
+                return
+        self._send(404, json.dumps({"error": {"message": "not found", "type": "invalid_request_error"}}).encode())
+
+    def _openai_post(self, raw: bytes) -> None:
+        st = self.server_state
+        with st.lock:
+            st.requests.append({"path": self.path, "method": "POST", "body": None, "fault": "ok", "headers": {}})
+            if self.path.rstrip("/").endswith("/files"):
+                msg = BytesParser().parsebytes(b"Content-Type: " + self.headers["content-type"].encode() + b"\r\n\r\n"
+                                               + raw)
+                data = next(part.get_payload(decode=True) for part in msg.get_payload()
+                            if part.get_param("name", header="content-disposition") == "file")
+                file_id = f"file-in-{len(st.files) + 1}"
+                st.files[file_id] = data
+                doc = {"id": file_id, "object": "file", "bytes": len(data), "created_at": int(time.time()),
+                       "filename": "requests.jsonl", "purpose": "batch", "status": "processed"}
+            else:
+                body = json.loads(raw)
+                batch_id = f"batch_{len(st.batches) + 1:04d}"
+                n = len(st.files[body["input_file_id"]].decode().splitlines())
+                st.batches[batch_id] = {"input": body["input_file_id"], "polls": 0, "n": n, "requests": []}
+                st.requests[-1]["body"] = {"n": n}
+                doc = self._openai_batch_doc(batch_id, st.batches[batch_id])
+        self._send(200, json.dumps(doc).encode())
+
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         st = self.server_state
-        body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
+        raw = self.rfile.read(int(self.headers.get("content-length", 0)))
+        if self.path.rstrip("/").endswith(("/v1/files", "/v1/batches")):
+            self._openai_post(raw)
+            return
+        body = json.loads(raw or b"{}")
         if self.path.rstrip("/").endswith("/messages/batches"):
             with st.lock:
                 batch_id = f"msgbatch_{len(st.batches) + 1:04d}"
@@ -185,13 +258,7 @@ class _Handler(BaseHTTPRequestHandler):
         if provider == "anthropic":
             doc = _anthropic_message(body, text)
         else:
-            n = body.get("n", 1)
-            doc = {"id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()),
-                   "model": body.get("model"),
-                   "choices": [{"index": i, "message": {"role": "assistant", "content": text},
-                                "finish_reason": "stop", "logprobs": None} for i in range(n)],
-                   "usage": {"prompt_tokens": _tokens(body), "completion_tokens": n * (len(text.split()) + 1),
-                             "total_tokens": 0}}
+            doc = _openai_completion(body, text)
         if fault == "wrong_shape":
             doc = {"unexpected": True}
         payload = json.dumps(doc).encode()
@@ -207,6 +274,15 @@ def _anthropic_message(body: dict, text: str) -> dict:
             "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": None,
             "usage": {"input_tokens": _tokens(body), "output_tokens": len(text.split()) + 1,
                       "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}}
+
+
+def _openai_completion(body: dict, text: str) -> dict:
+    n = body.get("n", 1)
+    return {"id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()), "model": body.get("model"),
+            "choices": [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop",
+                         "logprobs": None} for i in range(n)],
+            "usage": {"prompt_tokens": _tokens(body), "completion_tokens": n * (len(text.split()) + 1),
+                      "total_tokens": 0}}
 
 
 def _tokens(body: dict) -> int:

@@ -187,7 +187,8 @@ def test_kill_9_mid_run_loses_no_paid_reply(store, delphi_cache, tmp_path):
     assert not (Path(str(path) + ".llm-journal")).exists()  # folded and removed at the end of the run
 
 
-def test_batch_mode_submits_once_survives_a_restart_and_labels(store, delphi_cache, monkeypatch):
+@pytest.mark.parametrize("kind", ["anthropic", "openai"])
+def test_batch_mode_submits_once_survives_a_restart_and_labels(kind, store, delphi_cache, monkeypatch):
     folder, _ = delphi_cache(n_seq=300)
     ingest_delphi(store, folder)
     path = store.path
@@ -197,9 +198,9 @@ def test_batch_mode_submits_once_survives_a_restart_and_labels(store, delphi_cac
     prices.write_text(json.dumps({"claude-haiku-x": [1.0, 5.0, 0.1, 1.25]}))
     with Loopback(reply=_marked_reply) as server:
         server.batch_polls = 3
-        base = ["label", "--store", str(path), "--features", "0-9", "--explainer", "anthropic:claude-haiku-x",
-                "--base-url", server.url, "--api-key-env", "K", "--scorer", "", "--batch", "--batch-poll", "0.01",
-                "--prices", str(prices), "--json"]
+        base = ["label", "--store", str(path), "--features", "0-9", "--explainer", f"{kind}:claude-haiku-x",
+                "--base-url", server.url + ("/v1" if kind == "openai" else ""), "--api-key-env", "K", "--scorer", "",
+                "--batch", "--batch-poll", "0.01", "--prices", str(prices), "--json"]
         first = CliRunner().invoke(app, base + ["--batch-wait", "0"])  # submit, poll once, stop: still pending
         assert first.exit_code == 0, first.output
         out = json.loads(first.stdout)
@@ -209,7 +210,8 @@ def test_batch_mode_submits_once_survives_a_restart_and_labels(store, delphi_cac
         out = json.loads(second.stdout)
         assert out["batch"]["submitted"] == 0 and out["batch"]["replies"] == 10 and out["ok"] == 10
         creates = [r for r in server.requests if r["method"] == "POST" and r["path"].endswith("/batches")]
-        direct = [r for r in server.requests if r["method"] == "POST" and r["path"].endswith("/v1/messages")]
+        direct = [r for r in server.requests if r["method"] == "POST" and r["path"].endswith(("/v1/messages",
+                                                                                               "/chat/completions"))]
         assert len(creates) == 1 and creates[0]["body"]["n"] == 10 and not direct  # every reply came by batch
     from autointerp.store import open_store
 

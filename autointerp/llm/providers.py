@@ -234,25 +234,82 @@ class OpenAIProvider(_SDKClient):
         self._client = None
 
     async def complete(self, req: ChatRequest) -> ChatResponse:
-        kw = {} if req.temperature is None else {"temperature": req.temperature}
-        if req.n > 1:
-            kw["n"] = req.n
         try:
-            raw = await self.client.chat.completions.with_raw_response.create(
-                model=req.model, max_completion_tokens=req.max_tokens,
-                messages=[{"role": "system", "content": req.system}] + [{"role": r, "content": t} for r, t in req.messages],
-                **kw)
+            raw = await self.client.chat.completions.with_raw_response.create(**self._body(req))
             out = raw.parse()
         except Exception as err:  # noqa: BLE001 - SDK errors are classified, others re-raised
             raise _classify(err, self.sdk) from None
         if not getattr(out, "choices", None):
             raise ProviderError("malformed response: no choices", retryable=True)
-        u = out.usage
-        cached = getattr(getattr(u, "prompt_tokens_details", None), "cached_tokens", 0) or 0 if u else 0
-        # OpenAI counts cached tokens inside prompt_tokens; Usage counts them apart, as Anthropic does
-        usage = Usage((u.prompt_tokens or 0) - cached, u.completion_tokens or 0, cached, 0) if u else Usage()
-        return ChatResponse(tuple(c.message.content or "" for c in out.choices), usage,
-                            tuple(str(c.finish_reason) for c in out.choices), _limits(raw.headers))
+        return _chat_response(out.model_dump(), _limits(raw.headers))
+
+    def _body(self, req: ChatRequest) -> dict:
+        body = {"model": req.model, "max_completion_tokens": req.max_tokens,
+                "messages": [{"role": "system", "content": req.system}]
+                + [{"role": r, "content": t} for r, t in req.messages]}
+        if req.temperature is not None:
+            body["temperature"] = req.temperature
+        if req.n > 1:
+            body["n"] = req.n
+        return body
+
+    # -- Batch API (a JSONL file of requests, then a batch over it) --------------------------------
+
+    async def submit_batch(self, items: list[tuple[str, ChatRequest]]) -> str:
+        lines = [json.dumps({"custom_id": cid, "method": "POST", "url": "/v1/chat/completions",
+                             "body": self._body(r)}, ensure_ascii=False) for cid, r in items]
+        try:
+            f = await self.client.files.create(file=("requests.jsonl", ("\n".join(lines) + "\n").encode()),
+                                               purpose="batch")
+            return (await self.client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
+                                                     completion_window="24h")).id
+        except Exception as err:  # noqa: BLE001 - SDK errors are classified, others re-raised
+            raise _classify(err, self.sdk) from None
+
+    async def batch_done(self, batch_id: str) -> bool:
+        try:
+            status = (await self.client.batches.retrieve(batch_id)).status
+        except Exception as err:  # noqa: BLE001
+            raise _classify(err, self.sdk) from None
+        return status in ("completed", "failed", "expired", "cancelled")
+
+    async def batch_results(self, batch_id: str) -> dict[str, ChatResponse | ProviderError]:
+        """custom_id -> reply or error; requests a failed or expired batch never ran are simply absent."""
+        out: dict[str, ChatResponse | ProviderError] = {}
+        try:
+            b = await self.client.batches.retrieve(batch_id)
+            for file_id in (b.output_file_id, b.error_file_id):
+                if not file_id:
+                    continue
+                text = (await self.client.files.content(file_id)).text
+                for line in text.splitlines():
+                    if not line.strip():
+                        continue
+                    doc = json.loads(line)
+                    resp, err = doc.get("response") or {}, doc.get("error")
+                    if err or resp.get("status_code") != 200:
+                        msg = (err or {}).get("message") or f"HTTP {resp.get('status_code')}"
+                        out[doc["custom_id"]] = ProviderError(f"batch item failed: {msg}", status=resp.get("status_code"))
+                    else:
+                        out[doc["custom_id"]] = _chat_response(resp["body"], {})
+        except ProviderError:
+            raise
+        except Exception as err:  # noqa: BLE001
+            raise _classify(err, self.sdk) from None
+        return out
+
+
+def _chat_response(body: dict, limits: dict) -> ChatResponse:
+    """A chat completion (as JSON) -> ChatResponse; a body without choices is malformed."""
+    choices = body.get("choices") or []
+    if not choices:
+        raise ProviderError("malformed response: no choices", retryable=True)
+    u = body.get("usage") or {}
+    cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    # OpenAI counts cached tokens inside prompt_tokens; Usage counts them apart, as Anthropic does
+    usage = Usage((u.get("prompt_tokens") or 0) - cached, u.get("completion_tokens") or 0, cached, 0)
+    return ChatResponse(tuple((c.get("message") or {}).get("content") or "" for c in choices), usage,
+                        tuple(str(c.get("finish_reason")) for c in choices), limits)
 
 
 def make_provider(spec: str, *, base_url: str | None = None, api_key_env: str | None = None,
