@@ -222,3 +222,23 @@ def test_batch_mode_submits_once_survives_a_restart_and_labels(kind, store, delp
         assert len(s.labels()) == 10
     # billed at half the list price: $1 / $5 per million input / output tokens
     assert paid[0] == 10 and abs(paid[1] - 0.5 * (paid[2] * 1.0 + paid[3] * 5.0) / 1e6) < 1e-12
+
+
+def test_candidates_are_all_kept_and_scored(store, delphi_cache, monkeypatch):
+    folder, _ = delphi_cache(n_seq=300)
+    ingest_delphi(store, folder)
+    path = store.path
+    store.close()
+    monkeypatch.setenv("K", "sk-x")
+    with Loopback(reply=_marked_reply) as server:
+        r = CliRunner().invoke(app, ["label", "--store", str(path), "--features", "0-1", "--explainer", "openai:gpt-x",
+                                     "--base-url", server.url + "/v1", "--api-key-env", "K", "--candidates", "3",
+                                     "--scorer", "simulation", "--json", "--rpm", "6000"])
+        assert r.exit_code == 0, r.output
+        assert [x["body"]["n"] for x in server.requests] == [3, 3]  # one call per feature, n = 3
+    from autointerp.store import open_store
+
+    with open_store(path, read_only=True) as s:
+        rows = s.labels()
+    assert len(rows) == 6 and sorted(r["evidence"]["candidate"] for r in rows) == [0, 0, 1, 1, 2, 2]
+    assert all(r["scores"]["simulation"]["status"] == "ok" for r in rows)

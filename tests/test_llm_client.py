@@ -191,3 +191,11 @@ def test_an_empty_rate_limit_bucket_pauses_every_call_until_its_reset(store, mon
 
         asyncio.run(go())
     assert client.limiter.paused_until - time.monotonic() > 20  # the next call would wait for the reset
+
+
+def test_no_cache_asks_again_and_records_both_calls(store, monkeypatch):
+    with Loopback() as server:
+        _run(_client("openai", server, store, monkeypatch))
+        _run(_client("openai", server, store, monkeypatch, use_cache=False))
+        assert server.count() == 2
+    assert store.con.execute("SELECT count(*) FROM llm_calls WHERE NOT cached").fetchone()[0] == 2
