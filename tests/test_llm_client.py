@@ -199,3 +199,28 @@ def test_no_cache_asks_again_and_records_both_calls(store, monkeypatch):
         _run(_client("openai", server, store, monkeypatch, use_cache=False))
         assert server.count() == 2
     assert store.con.execute("SELECT count(*) FROM llm_calls WHERE NOT cached").fetchone()[0] == 2
+
+
+def test_journal_recovery_takes_crashed_journals_and_leaves_live_ones(store):
+    from autointerp.llm.journal import CallLog
+
+    def call(key):
+        return {"run_id": "r", "cache_key": key, "provider": "anthropic", "model": "m", "purpose": "explain",
+                "cached": False, "status": "ok", "error": "", "attempts": 1, "input_tokens": 5, "output_tokens": 2,
+                "cache_read_tokens": 0, "cache_write_tokens": 0, "cost_usd": 0.0, "latency_ms": 1.0}
+
+    live = CallLog(store)
+    live.record(call("a" * 64), {"texts": ["EXPLANATION: x"], "usage": {"input_tokens": 5}, "stop_reasons": []})
+    other = CallLog(store)  # the live journal is locked by its owner: not taken
+    assert other.get("a" * 64) is None and store.cache_get("a" * 64) is None
+    live._fh.close()  # the owner dies without folding (kill -9 leaves the same file behind, unlocked)
+    with live.path.open("a") as fh:
+        fh.write('{"call": {"torn')  # and a half-written last line
+    again = CallLog(store)
+    assert store.cache_get("a" * 64)["texts"] == ["EXPLANATION: x"] and again.get("a" * 64) is not None
+    assert store.con.execute("SELECT count(*) FROM llm_calls").fetchone()[0] == 1
+    assert not live.path.exists()
+    CallLog(store)  # recovering again adds nothing
+    assert store.con.execute("SELECT count(*) FROM llm_calls").fetchone()[0] == 1
+    other.close()
+    again.close()

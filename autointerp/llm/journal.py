@@ -1,16 +1,17 @@
 """The LLM response cache and cost ledger, with a write-ahead journal in front of the store.
 
-Every reply is appended to `<store>.llm-journal` (one JSON line, flushed to the OS) the moment it
-arrives: a process killed right after still has it, so a rerun never pays for it twice. The journal
-is folded into the store's `llm_cache` and `llm_calls` tables in one transaction whenever the
-pipeline commits its labels, and at the end of a run; a journal left by a crashed run is folded when
-the next client opens the store. Folding skips keys and call ids already stored, so a fold repeated
+Every reply is appended to the client's own journal, `<store>.llm-journal-<id>` (one JSON line,
+flushed to the OS), the moment it arrives: a process killed right after still has it, so a rerun
+never pays for it twice. The journal is folded into the store's `llm_cache` and `llm_calls` tables in
+one transaction whenever the pipeline commits its labels, and at the end of a run; journals left by a
+crashed run are folded when the next client opens the store. Folding skips keys and call ids already stored, so a fold repeated
 after a crash adds nothing twice. Cost per call: one small file write instead of three DuckDB
 statements (~3 ms of CPU), and lookups that miss are answered from a sorted array of key prefixes.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import uuid
@@ -25,7 +26,7 @@ from ..store import Store
 class CallLog:
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.path = Path(str(store.path) + ".llm-journal")
+        self.path = Path(f"{store.path}.llm-journal-{uuid.uuid4().hex[:12]}")
         self._cache: dict[str, tuple[str, str, str]] = {}  # key -> (provider, model, response JSON), not folded
         self._calls: list[dict] = []
         self._fh = None
@@ -49,6 +50,7 @@ class CallLog:
     def _append(self, doc: dict) -> None:
         if self._fh is None:
             self._fh = self.path.open("a", encoding="utf-8")
+            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours while we live: recovery leaves it alone
         self._fh.write(json.dumps(doc, ensure_ascii=False) + "\n")
         self._fh.flush()  # to the OS: survives the process being killed
 
@@ -81,21 +83,31 @@ class CallLog:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
-        os.truncate(self.path, 0) if self.path.exists() else None
+        if self.path.exists():
+            os.truncate(self.path, 0)
 
     def recover(self) -> int:
-        """Fold the journal a crashed run left behind; a torn last line (the crash itself) is dropped."""
-        if not self.path.exists():
-            return 0
+        """Fold the journals crashed runs left behind; a torn last line (the crash itself) is dropped.
+
+        A journal whose owner is alive holds an exclusive lock on its file and is left alone."""
         n = 0
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                doc = json.loads(line)
-            except ValueError:
+        for path in Path(self.store.path).parent.glob(f"{Path(self.store.path).name}.llm-journal-*"):
+            if path == self.path:
                 continue
-            self._take(doc)
-            n += 1
-        self.fold()
+            with path.open("r+", encoding="utf-8") as fh:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # another live client's journal
+                for line in fh.read().splitlines():
+                    try:
+                        doc = json.loads(line)
+                    except ValueError:
+                        continue
+                    self._take(doc)
+                    n += 1
+                self.fold()
+                path.unlink(missing_ok=True)
         return n
 
     def close(self) -> None:
