@@ -53,11 +53,12 @@ def label(store: Store, dictionary: Dictionary, features: np.ndarray | None = No
           scorers=("embedding", "simulation"), config: SamplerConfig | None = None, seed: int = 0,
           force: bool = False, concurrency: int = 8, sample_batch: int = 256, flush_every: int = 64,
           flush_seconds: float = 5.0, progress: bool = False, llm=None, batch: bool = False,
-          batch_poll: float = 30.0, batch_wait: float | None = None) -> dict:
+          batch_poll: float = 30.0, batch_wait: float | None = None, scorer_model: str | None = None) -> dict:
     """Label features of one dictionary (default: all); returns counts per outcome and per score status.
 
     `explainer` is a name ("offline", "anthropic:MODEL", ...) or an explainer object; `llm` the
-    explain.LLMOptions for a named LLM explainer; `scorers` names or scorer objects.
+    llm.LLMOptions for a named LLM explainer or scorer; `scorers` names or scorer objects; with
+    `scorer_model` (anthropic:MODEL, ...) the scorers that have an LLM form (simulation) use it.
 
     `batch`: first send every uncached explainer request through the provider's batch API (half
     price), wait for the batches (polling every `batch_poll` s, at most `batch_wait` s), then label
@@ -72,7 +73,7 @@ def label(store: Store, dictionary: Dictionary, features: np.ndarray | None = No
         raise LabelError(f"features must be in 0..{dictionary.width - 1}")
     expl = make_explainer(explainer, store, dictionary, llm) if isinstance(explainer, str) else explainer
     names = [s for s in scorers if isinstance(s, str)]
-    grade = make_scorers(names, store, dictionary) + [s for s in scorers if not isinstance(s, str)]
+    grade = make_scorers(names, store, dictionary, scorer_model, llm) + [s for s in scorers if not isinstance(s, str)]
     run_key = (expl.name, expl.prompt_hash, config.hash, seed)
     done = set() if force else store.labelled_features(dictionary.dictionary_id, run_key)
     todo = [int(f) for f in feats if int(f) not in done]
@@ -91,8 +92,8 @@ def label(store: Store, dictionary: Dictionary, features: np.ndarray | None = No
         asyncio.run(_run(store, dictionary, sampler, expl, grade, todo, summary, concurrency, sample_batch,
                          flush_every, flush_seconds, progress))
     summary["seconds"] = round(time.perf_counter() - t0, 2)
-    client = getattr(expl, "client", None)
-    if client is not None:  # an LLM explainer: what this run cost
+    client = next((c.client for c in (expl, *grade) if getattr(c, "client", None) is not None), None)
+    if client is not None:  # an LLM explainer or scorer: what this run cost
         summary["run_id"] = client.run_id
         summary["cost"] = store.cost_summary(client.run_id)
     return summary
@@ -118,7 +119,7 @@ async def _run(store, dictionary, sampler, expl, grade, todo, summary, concurren
     bar = tqdm(total=len(todo), unit="feat", disable=not progress, desc=f"label {dictionary.name}")
     cursor = store.cursor()  # the sampling thread reads through a connection of its own
 
-    clients = [c.client for c in (expl, *grade) if getattr(c, "client", None) is not None]
+    clients = list({id(c.client): c.client for c in (expl, *grade) if getattr(c, "client", None) is not None}.values())
 
     def flush() -> None:
         nonlocal last_flush
@@ -192,8 +193,8 @@ def _count(summary: dict, r: FeatureLabel) -> None:
 
 
 def score_text(store: Store, dictionary: Dictionary, feature: int, text: str, *, scorers=("embedding",),
-               config: SamplerConfig | None = None, seed: int = 0, author: str = "given") -> tuple[FeatureSample,
-                                                                                                  list[Score]]:
+               config: SamplerConfig | None = None, seed: int = 0, author: str = "given",
+               scorer_model: str | None = None, llm=None) -> tuple[FeatureSample, list[Score]]:
     """Grade any text (a human's label, another model's) as the label of one feature, on the same
     held-out windows `label` grades its own explanations on. Nothing is written to the store."""
     if not text.strip():
@@ -205,9 +206,13 @@ def score_text(store: Store, dictionary: Dictionary, feature: int, text: str, *,
     e = Explanation(dictionary=dictionary.name, feature=feature, text=text, explainer=author, prompt_hash="",
                     sampler=config, seed=seed, created_at=datetime.now(timezone.utc).replace(tzinfo=None))
     grade = [s for s in scorers if not isinstance(s, str)] + make_scorers([s for s in scorers if isinstance(s, str)],
-                                                                          store, dictionary)
+                                                                          store, dictionary, scorer_model, llm)
 
     async def run():
-        return await asyncio.gather(*(_grade(s, sample, e) for s in grade))
+        try:
+            return await asyncio.gather(*(_grade(s, sample, e) for s in grade))
+        finally:
+            for c in {id(g.client): g.client for g in grade if getattr(g, "client", None) is not None}.values():
+                await c.aclose()
 
     return sample, list(asyncio.run(run()))

@@ -127,7 +127,7 @@ def sdk_floor(url: str, calls: int = 300, concurrency: int = 64) -> float:
 
 
 def run_label(db: Path, url: str, rpm: float, concurrency: int, features=None) -> dict:
-    from autointerp.explain import LLMOptions
+    from autointerp.llm import LLMOptions
     from autointerp.pipeline import label
     from autointerp.store import open_store
 

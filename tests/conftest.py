@@ -36,3 +36,14 @@ def delphi_cache(tmp_path, minilm):
         return folder, write_delphi_cache(folder, **args)
 
     return make
+
+
+@pytest.fixture
+def ingested_path(store, delphi_cache):
+    """A store holding a synthetic delphi cache (300 sequences), closed so a CLI run can open it."""
+    from autointerp.ingest import ingest_delphi
+
+    folder, _ = delphi_cache(n_seq=300)
+    ingest_delphi(store, folder)
+    store.close()
+    return store.path

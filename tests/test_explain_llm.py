@@ -118,11 +118,8 @@ def test_label_with_an_llm_through_the_real_sdk(store, delphi_cache, monkeypatch
     assert sum(x["calls"] for x in doc["runs"]) == 4 and sum(x["cached_calls"] for x in doc["runs"]) == 4
 
 
-def test_unparseable_and_failed_replies_are_typed_failures(store, delphi_cache, monkeypatch):
-    folder, _ = delphi_cache(n_seq=300)
-    ingest_delphi(store, folder)
-    path = store.path
-    store.close()
+def test_unparseable_and_failed_replies_are_typed_failures(ingested_path, monkeypatch):
+    path = ingested_path
     replies = iter(["No label here, sorry.", "EXPLANATION: I cannot help with that", "EXPLANATION: fine one"])
     with Loopback(reply=lambda p, b: next(replies, "EXPLANATION: x")) as server:
         server.fault("ok", "ok", "ok", "400")
@@ -141,7 +138,7 @@ def test_unparseable_and_failed_replies_are_typed_failures(store, delphi_cache, 
     assert texts == ["fine one"]  # a failure never becomes a label
 
 
-def test_kill_9_mid_run_loses_no_paid_reply(store, delphi_cache, tmp_path):
+def test_kill_9_mid_run_loses_no_paid_reply(ingested_path, tmp_path):
     """A labelling process killed with SIGKILL mid-run, then rerun: every feature labelled once, and no
     request sent again whose reply had arrived (only calls in flight at the kill may repeat)."""
     import os
@@ -150,10 +147,7 @@ def test_kill_9_mid_run_loses_no_paid_reply(store, delphi_cache, tmp_path):
     import sys
     import time
 
-    folder, _ = delphi_cache(n_seq=300)
-    ingest_delphi(store, folder)
-    path = store.path
-    store.close()
+    path = ingested_path
     with Loopback(reply=_marked_reply, latency=0.05) as server:
         cmd = [sys.executable, "-m", "autointerp", "label", "--store", str(path), "--features", "0-59",
                "--explainer", "anthropic:claude-haiku-x", "--base-url", server.url, "--api-key-env", "K",
@@ -188,11 +182,8 @@ def test_kill_9_mid_run_loses_no_paid_reply(store, delphi_cache, tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["anthropic", "openai"])
-def test_batch_mode_submits_once_survives_a_restart_and_labels(kind, store, delphi_cache, monkeypatch):
-    folder, _ = delphi_cache(n_seq=300)
-    ingest_delphi(store, folder)
-    path = store.path
-    store.close()
+def test_batch_mode_submits_once_survives_a_restart_and_labels(kind, ingested_path, monkeypatch):
+    path = ingested_path
     monkeypatch.setenv("K", "sk-x")
     prices = Path(str(path) + ".prices.json")
     prices.write_text(json.dumps({"claude-haiku-x": [1.0, 5.0, 0.1, 1.25]}))
@@ -224,11 +215,8 @@ def test_batch_mode_submits_once_survives_a_restart_and_labels(kind, store, delp
     assert paid[0] == 10 and abs(paid[1] - 0.5 * (paid[2] * 1.0 + paid[3] * 5.0) / 1e6) < 1e-12
 
 
-def test_candidates_are_all_kept_and_scored(store, delphi_cache, monkeypatch):
-    folder, _ = delphi_cache(n_seq=300)
-    ingest_delphi(store, folder)
-    path = store.path
-    store.close()
+def test_candidates_are_all_kept_and_scored(ingested_path, monkeypatch):
+    path = ingested_path
     monkeypatch.setenv("K", "sk-x")
     with Loopback(reply=_marked_reply) as server:
         r = CliRunner().invoke(app, ["label", "--store", str(path), "--features", "0-1", "--explainer", "openai:gpt-x",

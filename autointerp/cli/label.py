@@ -10,7 +10,7 @@ import numpy as np
 import typer
 
 from ..errors import LabelError
-from ..explain import LLMOptions
+from ..llm import LLMOptions
 from ..export import write_jsonl
 from ..pipeline import label as run_label
 from ..pipeline import score_text
@@ -41,6 +41,8 @@ def label(store: StoreOpt, dictionary: DictOpt = None,
           no_cache: Annotated[bool, typer.Option("--no-cache", help="LLM: ask again even when a reply is cached.")] = False,
           prices: Annotated[Path | None, typer.Option(help="LLM: JSON {model prefix: [in, out, cache read, "
                                                       "cache write] $ per Mtok}, over the defaults.")] = None,
+          scorer_model: Annotated[str | None, typer.Option(help="LLM scorers: anthropic:MODEL, openai:MODEL or "
+                                                           "compat:MODEL; 'simulation' then runs on it.")] = None,
           batch: Annotated[bool, typer.Option("--batch", help="LLM: send requests through the provider's batch API "
                                                               "(half price, slower); rerun to collect.")] = False,
           batch_poll: Annotated[float, typer.Option(help="LLM --batch: seconds between status polls.")] = 30.0,
@@ -56,7 +58,7 @@ def label(store: StoreOpt, dictionary: DictOpt = None,
                          max_in_flight=max_in_flight, use_cache=not no_cache, prices=_read_prices(prices))
         out = run_label(s, d, feats, explainer=explainer, scorers=parse_scorers(scorer), seed=seed, force=force,
                         concurrency=concurrency, progress=show_progress(as_json), llm=llm, batch=batch,
-                        batch_poll=batch_poll, batch_wait=batch_wait)
+                        batch_poll=batch_poll, batch_wait=batch_wait, scorer_model=scorer_model)
     if as_json:
         emit_json(out)
         return
@@ -102,11 +104,18 @@ def score(store: StoreOpt, feature: Annotated[int, typer.Option(help="Feature id
           dictionary: DictOpt = None,
           scorer: Annotated[str, typer.Option(help="Comma-separated: embedding, simulation.")] = "embedding",
           seed: Annotated[int, typer.Option(help="Sampler seed (the held-out set depends on it).")] = 0,
+          scorer_model: Annotated[str | None, typer.Option(help="LLM scorers: anthropic:MODEL, openai:MODEL or "
+                                                           "compat:MODEL.")] = None,
+          base_url: Annotated[str | None, typer.Option(help="LLM: server URL.")] = None,
+          api_key_env: Annotated[str | None, typer.Option(help="LLM: environment variable holding the key.")] = None,
           as_json: JsonOpt = False) -> None:
-    """Grade any text as the label of one feature, on that feature's held-out windows. Writes nothing."""
-    with open_store(store, read_only=True) as s:
+    """Grade any text as the label of one feature, on that feature's held-out windows. Writes no label
+    (an LLM scorer still records its calls in the cost ledger and cache)."""
+    with open_store(store, read_only=scorer_model is None) as s:
         d = s.dictionary(dictionary)
-        sample, scores = score_text(s, d, feature, explanation, scorers=parse_scorers(scorer), seed=seed)
+        sample, scores = score_text(s, d, feature, explanation, scorers=parse_scorers(scorer), seed=seed,
+                                    scorer_model=scorer_model,
+                                    llm=LLMOptions(base_url=base_url, api_key_env=api_key_env))
     held = {"activating": sum(w.kind not in ("random", "neighbor") for w in sample.score),
             "nonfiring": sum(w.kind in ("random", "neighbor") for w in sample.score)}
     if as_json:

@@ -20,7 +20,8 @@ from pathlib import Path
 from ..errors import LabelError
 from ..records import Window
 
-FORMATS = ("highlight", "activations")
+FORMATS = ("highlight", "activations", "simulate")
+PLACEHOLDERS = {"highlight": {"examples"}, "activations": {"examples"}, "simulate": {"explanation", "windows"}}
 _KEYS = {"name", "format", "system", "user", "fewshot", "highlight_threshold"}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SPECIAL = re.compile(r"[\x00-\x1f\x7f<>&\\]")
@@ -87,6 +88,17 @@ class Template:
         return self.fewshot_turns + (("user", self.user.replace("{examples}", self.render_examples(ex))),)
 
 
+def render_simulation(template: Template, explanation: str, windows: list[Window]) -> str:
+    """The simulator's user turn: the explanation, then each window as index<TAB>token lines."""
+    blocks = []
+    for i, w in enumerate(windows, 1):
+        lines = "\n".join(f"{j}\t{show_token(t)}" for j, t in enumerate(w.tokens))
+        blocks.append(f'<window id="{i}">\n{lines}\n</window>')
+    # the explanation is data too: escaped, and on one line
+    text = show_token(" ".join(explanation.split()))
+    return template.user.replace("{explanation}", text).replace("{windows}", "\n".join(blocks))
+
+
 def _level(a: float, peak: float) -> int:
     """OpenAI's normalisation: floor(10 * relu(a) / max), an integer 0..10."""
     return 0 if peak <= 0 else min(10, int(math.floor(10 * max(a, 0.0) / peak)))
@@ -151,8 +163,10 @@ def load_template(name_or_path: str) -> Template:
     if doc["format"] not in FORMATS:
         raise bad(f"format must be one of {', '.join(FORMATS)}")
     holes = set(re.findall(r"\{(\w*)\}", doc["user"]))
-    if holes != {"examples"}:
-        raise bad(f"user must contain {{examples}} and no other placeholder (found {sorted(holes)})")
+    want = PLACEHOLDERS[doc["format"]]
+    if holes != want:
+        raise bad(f"user must contain {', '.join('{' + h + '}' for h in sorted(want))} and no other placeholder "
+                  f"(found {sorted(holes)})")
     thr = doc.get("highlight_threshold", 0.3)
     if not isinstance(thr, (int, float)) or not 0 < thr <= 1:
         raise bad("highlight_threshold must be in (0, 1]")

@@ -1,8 +1,42 @@
 """llm: the provider layer shared by LLM explainers and scorers (providers, limits, retries, cache, ledger)."""
 
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
 from .client import LLMClient, RetryConfig
 from .limits import LimitConfig, RateLimiter
 from .providers import ChatRequest, ChatResponse, ProviderError, Usage, make_provider
 
-__all__ = ["ChatRequest", "ChatResponse", "LLMClient", "LimitConfig", "ProviderError", "RateLimiter", "RetryConfig",
-           "Usage", "make_provider"]
+
+@dataclass(frozen=True)
+class LLMOptions:
+    """How an LLM explainer or scorer reaches its model and paces itself."""
+
+    base_url: str | None = None
+    api_key_env: str | None = None
+    prompt: str = "explain_highlight"
+    candidates: int = 1
+    requests_per_minute: float = 50
+    input_tokens_per_minute: float | None = None
+    output_tokens_per_minute: float | None = None
+    max_in_flight: int = 16
+    attempts: int = 6
+    timeout: float = 60.0
+    use_cache: bool = True
+    prices: dict = field(default_factory=dict)
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+
+def make_client(spec: str, store, o: LLMOptions) -> LLMClient:
+    """A client for `anthropic:MODEL`, `openai:MODEL` or `compat:MODEL`, paced and priced by `o`."""
+    provider = make_provider(spec, base_url=o.base_url, api_key_env=o.api_key_env, timeout=o.timeout)
+    return LLMClient(provider, store, run_id=o.run_id, use_cache=o.use_cache, prices=o.prices,
+                     limits=LimitConfig(o.requests_per_minute, o.input_tokens_per_minute, o.output_tokens_per_minute,
+                                        o.max_in_flight),
+                     retry=RetryConfig(attempts=o.attempts))
+
+
+__all__ = ["ChatRequest", "ChatResponse", "LLMClient", "LLMOptions", "LimitConfig", "ProviderError", "RateLimiter",
+           "RetryConfig", "Usage", "make_client", "make_provider"]

@@ -24,10 +24,26 @@ def parse_scorers(names: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
     return out
 
 
-def make_scorers(names, store: Store, dictionary: Dictionary) -> list:
+LLM_SCORERS = {"simulation": "simulate_json"}  # scorer name -> its prompt template, when a scorer model is given
+
+
+def make_scorers(names, store: Store, dictionary: Dictionary, model: str | None = None, llm=None) -> list:
+    """Scorers by name. With `model` (anthropic:MODEL, ...), the scorers that have an LLM form use it
+    (through a client of their own, paced by `llm`, an LLMOptions); the others stay offline."""
     names = parse_scorers(names)
-    encoder = ContextEncoder(store, dictionary.corpus_id) if names else None  # shared: one model pass per context
-    return [SCORERS[n](encoder) for n in names]
+    out, encoder, client = [], None, None
+    for n in names:
+        if model and n in LLM_SCORERS:
+            from ..explain.prompts import load_template
+            from ..llm import LLMOptions, make_client
+            from .llm import LLMSimulationScorer
+
+            client = client or make_client(model, store, llm or LLMOptions())
+            out.append(LLMSimulationScorer(client, load_template(LLM_SCORERS[n])))
+        else:
+            encoder = encoder or ContextEncoder(store, dictionary.corpus_id)  # shared: one pass per context
+            out.append(SCORERS[n](encoder))
+    return out
 
 
 __all__ = ["SCORERS", "ContextEncoder", "EmbeddingScorer", "SimulationScorer", "make_scorers", "parse_scorers"]

@@ -87,26 +87,31 @@ class SimulationScorer:
                           predicted=tuple(predicted))
 
     def score(self, sample: FeatureSample, explanation: Explanation) -> Score:
-        sim = self.predict(sample, explanation)
-        true = [np.asarray(t, dtype=np.float64) for t in sim.true]
-        preds = [np.asarray(p) for p in sim.predicted]
-        per_window = []
-        for t, p in zip(true, preds):
-            try:
-                per_window.append(round(metrics.correlation(t, p), 4))
-            except metrics.Undefined:
-                per_window.append(None)  # a non-firing window has no correlation of its own
-        details: dict = {"per_window_correlation": per_window, "kinds": list(sim.kinds)}
-        if true:
-            t_all, p_all = np.concatenate(true), np.concatenate(preds)
-            try:
-                details["r_squared"] = round(metrics.r_squared(t_all, p_all / max(p_all.max(), 1e-12)
-                                                               * max(t_all.max(), 0)), 4)
-            except metrics.Undefined:
-                details["r_squared"] = None
-            if self.keep_predictions:
-                details["predicted"] = [[round(float(x), 3) for x in p] for p in preds]
-        else:
-            t_all = p_all = np.zeros(0)
-        return _score(self.name, self.version, lambda: metrics.correlation(t_all, p_all), details)
+        return grade_simulation(self.name, self.version, self.predict(sample, explanation), self.keep_predictions)
 
+
+def grade_simulation(name: str, version: str, sim: Simulation, keep_predictions: bool = True) -> Score:
+    """OpenAI's scores of a simulation: Pearson correlation pooled over every token of every window
+    (ev_correlation_score) as the value; per-window correlations and the pooled r² in the details.
+    Predictions are rescaled to the true maximum for r² (they are on the simulator's own scale)."""
+    true = [np.asarray(t, dtype=np.float64) for t in sim.true]
+    preds = [np.asarray(p, dtype=np.float64) for p in sim.predicted]
+    per_window = []
+    for t, p in zip(true, preds):
+        try:
+            per_window.append(round(metrics.correlation(t, p), 4))
+        except metrics.Undefined:
+            per_window.append(None)  # a non-firing window has no correlation of its own
+    details: dict = {"per_window_correlation": per_window, "kinds": list(sim.kinds)}
+    if true:
+        t_all, p_all = np.concatenate(true), np.concatenate(preds)
+        try:
+            details["r_squared"] = round(metrics.r_squared(t_all, p_all / max(p_all.max(), 1e-12)
+                                                           * max(t_all.max(), 0)), 4)
+        except metrics.Undefined:
+            details["r_squared"] = None
+        if keep_predictions:
+            details["predicted"] = [[round(float(x), 3) for x in p] for p in preds]
+    else:
+        t_all = p_all = np.zeros(0)
+    return _score(name, version, lambda: metrics.correlation(t_all, p_all), details)

@@ -1,0 +1,99 @@
+"""The simulator on an LLM: from the explanation alone, predict every token's activation (0-10) on the
+feature's held-out windows, then grade the prediction like the offline simulator (pooled Pearson
+correlation, OpenAI's ev_correlation_score, with per-window correlations and r² in the details).
+
+Works on any chat model through structured JSON replies (Claude has no logprobs). Windows go in groups
+of `windows_per_call`, each group one call through the provider layer (cached, priced, rate-limited).
+A reply is checked before it is used: JSON of the right shape, every window once, exactly one number
+per token, each within 0-10. Anything else is a typed failure of the score ("failed: <why>"), never
+silently zeros (delphi's simulator turns length mismatches into all-zero predictions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+
+from ..llm import ChatRequest, LLMClient, ProviderError
+from ..records import Explanation, FeatureSample, Score, Simulation
+from ..explain.prompts import Template, render_simulation
+from .offline import _now, grade_simulation
+
+
+class SimulationFailure(Exception):
+    """A simulator reply that cannot be used (prose, wrong shape, wrong length, out of range)."""
+
+
+def parse_simulation(reply: str, lengths: list[int]) -> list[list[float]]:
+    """Predicted activations per window from a JSON reply, checked against the windows' lengths."""
+    m = re.search(r"\{.*\}", reply or "", re.DOTALL)
+    if not m:
+        raise SimulationFailure(f"no JSON in reply: {' '.join((reply or '').split())[:60]!r}")
+    try:
+        doc = json.loads(m.group(0))
+    except ValueError as e:
+        raise SimulationFailure(f"reply is not valid JSON: {e}") from None
+    wins = doc.get("windows") if isinstance(doc, dict) else None
+    if not isinstance(wins, list):
+        raise SimulationFailure("reply has no 'windows' list")
+    by_id: dict[int, list] = {}
+    for w in wins:
+        if not isinstance(w, dict) or not isinstance(w.get("id"), int) or not isinstance(w.get("activations"), list):
+            raise SimulationFailure("each window needs an integer 'id' and an 'activations' list")
+        if w["id"] in by_id:
+            raise SimulationFailure(f"window {w['id']} given twice")
+        by_id[w["id"]] = w["activations"]
+    out = []
+    for i, n in enumerate(lengths, 1):
+        acts = by_id.get(i)
+        if acts is None:
+            raise SimulationFailure(f"window {i} missing from reply")
+        if len(acts) != n:
+            raise SimulationFailure(f"window {i}: {len(acts)} values for {n} tokens")
+        if not all(isinstance(a, (int, float)) and not isinstance(a, bool) and 0 <= a <= 10 for a in acts):
+            raise SimulationFailure(f"window {i}: values must be numbers from 0 to 10")
+        out.append([float(a) for a in acts])
+    if set(by_id) - set(range(1, len(lengths) + 1)):
+        raise SimulationFailure(f"reply has windows {sorted(set(by_id) - set(range(1, len(lengths) + 1)))} "
+                                "that were not asked for")
+    return out
+
+
+class LLMSimulationScorer:
+    name = "simulation"
+
+    def __init__(self, client: LLMClient, template: Template, windows_per_call: int = 10,
+                 max_tokens: int = 4000) -> None:
+        self.client, self.template = client, template
+        self.windows_per_call, self.max_tokens = windows_per_call, max_tokens
+        settings = f"{template.hash}|per_call={windows_per_call}|max_tokens={max_tokens}"
+        self.version = (f"{client.provider.name.split('@')[0]}:{client.provider.model}/"
+                        f"{hashlib.sha256(settings.encode()).hexdigest()[:16]}")
+
+    def requests(self, sample: FeatureSample, explanation: Explanation) -> list[ChatRequest]:
+        wins = list(sample.score)
+        return [ChatRequest(model=self.client.provider.model, system=self.template.system,
+                            messages=(("user", render_simulation(self.template, explanation.text,
+                                                                 wins[i:i + self.windows_per_call])),),
+                            max_tokens=self.max_tokens)
+                for i in range(0, len(wins), self.windows_per_call)]
+
+    async def score(self, sample: FeatureSample, explanation: Explanation) -> Score:
+        wins = list(sample.score)
+        if not wins:
+            return Score(self.name, self.version, "undefined", None, "no held-out windows", {}, _now())
+        groups = [wins[i:i + self.windows_per_call] for i in range(0, len(wins), self.windows_per_call)]
+        try:
+            replies = await asyncio.gather(*(self.client.complete(r, purpose="simulate")
+                                             for r in self.requests(sample, explanation)))
+            predicted = []
+            for group, reply in zip(groups, replies):
+                predicted += parse_simulation(reply.texts[0], [len(w.tokens) for w in group])
+        except (ProviderError, SimulationFailure) as err:
+            kind = "provider" if isinstance(err, ProviderError) else "reply"
+            return Score(self.name, self.version, "failed", None, f"{kind}: {err}", {}, _now())
+        sim = Simulation(kinds=tuple(w.kind for w in wins), true=tuple(w.activations for w in wins),
+                         predicted=tuple(tuple(p) for p in predicted))
+        return grade_simulation(self.name, self.version, sim)

@@ -1,0 +1,99 @@
+"""The simulator on an LLM, through the real SDKs against the loopback server."""
+
+import json
+import re
+
+import pytest
+from loopback import Loopback
+from typer.testing import CliRunner
+
+from autointerp.cli import app
+from autointerp.score.llm import SimulationFailure, parse_simulation
+
+
+def test_parse_simulation_checks_every_window_and_token():
+    ok = '{"windows": [{"id": 1, "activations": [0, 10, 2.5]}, {"id": 2, "activations": [0]}]}'
+    assert parse_simulation("Here you go:\n" + ok, [3, 1]) == [[0, 10, 2.5], [0]]
+    bad = {"prose only": ("I think token 2 fires.", "no JSON"),
+           "wrong length": ('{"windows": [{"id": 1, "activations": [0, 1]}, {"id": 2, "activations": [0]}]}',
+                            "2 values for 3 tokens"),
+           "missing": ('{"windows": [{"id": 1, "activations": [0, 1, 2]}]}', "window 2 missing"),
+           "range": ('{"windows": [{"id": 1, "activations": [0, 11, 2]}, {"id": 2, "activations": [0]}]}', "0 to 10"),
+           "negative": ('{"windows": [{"id": 1, "activations": [0, -1, 2]}, {"id": 2, "activations": [0]}]}',
+                        "0 to 10"),
+           "text values": ('{"windows": [{"id": 1, "activations": ["0", 1, 2]}, {"id": 2, "activations": [0]}]}',
+                           "0 to 10"),
+           "twice": ('{"windows": [{"id": 1, "activations": [0, 1, 2]}, {"id": 1, "activations": [0, 1, 2]}]}',
+                     "twice"),
+           "extra": ('{"windows": [{"id": 1, "activations": [0, 1, 2]}, {"id": 2, "activations": [0]}, '
+                     '{"id": 3, "activations": [0]}]}', "not asked for"),
+           "shape": ('{"activations": [0, 1, 2]}', "no 'windows' list"),
+           "broken": ('{"windows": [{"id": 1, "activations": [0, 1', "no JSON")}
+    for why, (reply, message) in bad.items():
+        with pytest.raises(SimulationFailure, match=message):
+            parse_simulation(reply, [3, 1])
+
+
+def _simulator(provider, body):
+    """A scripted simulator: 10 on tokens the description quotes, 0 elsewhere, one number per token."""
+    user = [m for m in body["messages"] if m["role"] == "user"][-1]["content"]
+    user = user if isinstance(user, str) else user[0]["text"]
+    named = set(re.findall(r'"([^"]+)"', user.split("\n", 1)[0]))
+    wins = re.findall(r'<window id="(\d+)">\n(.*?)\n</window>', user, re.S)
+    return json.dumps({"windows": [{"id": int(i), "activations": [10 if ln.split("\t", 1)[1].strip() in named else 0
+                                                                   for ln in w.splitlines()]} for i, w in wins]})
+
+
+def _short_by_one(provider, body):
+    doc = json.loads(_simulator(provider, body))
+    doc["windows"][0]["activations"].pop()
+    return json.dumps(doc)
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "openai"])
+def test_llm_simulation_scores_labels_through_the_pipeline(kind, ingested_path, monkeypatch):
+    path = ingested_path
+    monkeypatch.setenv("K", "sk-x")
+    with Loopback(reply=_simulator) as server:
+        url = server.url + ("/v1" if kind == "openai" else "")
+        r = CliRunner().invoke(app, ["label", "--store", str(path), "--features", "0-3", "--scorer", "simulation",
+                                     "--scorer-model", f"{kind}:sim-model", "--base-url", url, "--api-key-env", "K",
+                                     "--rpm", "60000", "--json"])
+        assert r.exit_code == 0, r.output
+        out = json.loads(r.stdout)
+        assert out["scores"] == {"simulation": {"ok": 4}} and out["cost"][0]["purpose"] == "simulate"
+        c = out["cost"][0]
+        # a human's label and a wrong one, graded by the same simulator on feature 0's held-out windows
+        from autointerp.store import open_store
+
+        with open_store(path, read_only=True) as s:
+            rows = s.labels()
+        own = rows[0]
+        # the held-out windows go in calls of 10: one call per group, each sent once
+        groups = sum(-(-len(r["scores"]["simulation"]["details"]["per_window_correlation"]) // 10) for r in rows)
+        assert c["calls"] + c["cached_calls"] == groups and server.count() == c["calls"]
+        args = ["score", "--store", str(path), "--feature", "0", "--scorer", "simulation", "--scorer-model",
+                f"{kind}:sim-model", "--base-url", url, "--api-key-env", "K", "--json"]
+        right = json.loads(CliRunner().invoke(app, args + ["--explanation", own["explanation"]]).stdout)
+        wrong = json.loads(CliRunner().invoke(app, args + ["--explanation", 'the token "zebra"']).stdout)
+    sim = own["scores"]["simulation"]
+    assert sim["value"] > 0.5 and sim["version"].startswith(f"{'compat' if kind == 'openai' else kind}:sim-model/")
+    assert len(sim["details"]["per_window_correlation"]) > 90 and "r_squared" in sim["details"]
+    assert right["scores"]["simulation"]["value"] == sim["value"]  # same windows, same replies (from the cache)
+    assert wrong["scores"]["simulation"]["status"] == "undefined"  # predicts all zeros: no correlation defined
+
+
+def test_a_misaligned_reply_is_a_typed_failure_never_zeros(ingested_path, monkeypatch):
+    path = ingested_path
+    monkeypatch.setenv("K", "sk-x")
+    with Loopback(reply=_short_by_one) as server:
+        r = CliRunner().invoke(app, ["label", "--store", str(path), "--features", "0", "--scorer", "simulation",
+                                     "--scorer-model", "anthropic:sim-model", "--base-url", server.url,
+                                     "--api-key-env", "K", "--rpm", "60000", "--json"])
+        out = json.loads(r.stdout)
+    assert out["ok"] == 1 and out["scores"] == {"simulation": {"failed": 1}}
+    from autointerp.store import open_store
+
+    with open_store(path, read_only=True) as s:
+        sc = s.labels()[0]["scores"]["simulation"]
+    assert sc["value"] is None and "values for" in sc["reason"] and sc["reason"].startswith("reply:")
