@@ -55,7 +55,7 @@ def test_bad_templates_are_refused(tmp_path):
         p.write_text(good.replace(old, new, 1))
         with pytest.raises(LabelError, match=message):
             load_template(str(p))
-    with pytest.raises(LabelError, match="available: explain_activations, explain_highlight"):
+    with pytest.raises(LabelError, match="available: detect_json, explain_activations, explain_highlight, simulate_json"):
         load_template("nope")
 
 

@@ -97,3 +97,53 @@ def test_a_misaligned_reply_is_a_typed_failure_never_zeros(ingested_path, monkey
     with open_store(path, read_only=True) as s:
         sc = s.labels()[0]["scores"]["simulation"]
     assert sc["value"] is None and "values for" in sc["reason"] and sc["reason"].startswith("reply:")
+
+
+def test_parse_detection_checks_every_window():
+    from autointerp.score.llm import parse_detection
+
+    assert parse_detection('{"answers": [{"id": 2, "fires": 0}, {"id": 1, "fires": true}]}', 2) == [1, 0]
+    for reply, message in [('{"answers": [{"id": 1, "fires": 1}]}', "expected 1..2"),
+                           ('{"answers": [{"id": 1, "fires": 2}, {"id": 2, "fires": 0}]}', "0 or 1"),
+                           ('{"answers": [{"id": 1, "fires": 1}, {"id": 1, "fires": 0}]}', "twice"),
+                           ("Window 1 fires.", "no JSON")]:
+        with pytest.raises(SimulationFailure, match=message):
+            parse_detection(reply, 2)
+
+
+def _detector(provider, body):
+    """A scripted detector: says a window fires when it contains, as a whole word, a token the description quotes."""
+    user = [m for m in body["messages"] if m["role"] == "user"][-1]["content"]
+    user = user if isinstance(user, str) else user[0]["text"]
+    named = re.findall(r'"([^"]+)"', user.split("\n", 1)[0])
+    wins = re.findall(r'<window id="(\d+)">\n(.*?)\n</window>', user, re.S)
+    def has(t, w):
+        return re.search(r"(?<![^\W_])" + re.escape(t) + r"(?![^\W_])", w) is not None
+
+    return json.dumps({"answers": [{"id": int(i), "fires": int(any(has(t, w) for t in named))} for i, w in wins]})
+
+
+def test_detection_separates_own_labels_from_wrong_ones(ingested_path, monkeypatch):
+    monkeypatch.setenv("K", "sk-x")
+    with Loopback(reply=_detector) as server:
+        base = ["--store", str(ingested_path), "--scorer", "detection", "--scorer-model", "anthropic:det",
+                "--base-url", server.url, "--api-key-env", "K"]
+        r = CliRunner().invoke(app, ["label", "--features", "0-3", "--rpm", "60000", "--json", *base])
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout)["scores"] == {"detection": {"ok": 4}}
+        from autointerp.store import open_store
+
+        with open_store(ingested_path, read_only=True) as s:
+            rows = s.labels()
+        wrong = json.loads(CliRunner().invoke(app, ["score", "--feature", "0", "--explanation", 'the token "zebra"',
+                                                    "--json", *base]).stdout)
+    for r in rows:
+        d = r["scores"]["detection"]
+        assert d["details"]["n_nonfiring"] == 50 and d["details"]["precision"] == 1.0
+        # the scripted detector matches whole words: a word-piece trigger ("s" of "-s") is missed, as it should be
+        if len(re.findall(r'"([^"]+)"', r["explanation"])[0]) > 1:
+            assert d["value"] > 0.9 and d["details"]["recall"] > 0.8, (r["explanation"], d)
+    assert wrong["scores"]["detection"]["value"] == 0.5  # says "no" to everything: chance
+    r = CliRunner().invoke(app, ["score", "--store", str(ingested_path), "--feature", "0", "--explanation", "x",
+                                 "--scorer", "detection"])
+    assert r.exit_code == 7 and "needs an LLM" in r.output

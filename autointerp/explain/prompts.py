@@ -20,8 +20,9 @@ from pathlib import Path
 from ..errors import LabelError
 from ..records import Window
 
-FORMATS = ("highlight", "activations", "simulate")
-PLACEHOLDERS = {"highlight": {"examples"}, "activations": {"examples"}, "simulate": {"explanation", "windows"}}
+FORMATS = ("highlight", "activations", "simulate", "detect")
+PLACEHOLDERS = {"highlight": {"examples"}, "activations": {"examples"}, "simulate": {"explanation", "windows"},
+                "detect": {"explanation", "windows"}}
 _KEYS = {"name", "format", "system", "user", "fewshot", "highlight_threshold"}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SPECIAL = re.compile(r"[\x00-\x1f\x7f<>&\\]")
@@ -88,12 +89,16 @@ class Template:
         return self.fewshot_turns + (("user", self.user.replace("{examples}", self.render_examples(ex))),)
 
 
-def render_simulation(template: Template, explanation: str, windows: list[Window]) -> str:
-    """The simulator's user turn: the explanation, then each window as index<TAB>token lines."""
+def render_scoring(template: Template, explanation: str, windows: list[Window]) -> str:
+    """A scorer's user turn: the explanation, then each window, numbered from 1. For a `simulate`
+    template a window is index<TAB>token lines (one prediction per token); for `detect`, its text."""
     blocks = []
     for i, w in enumerate(windows, 1):
-        lines = "\n".join(f"{j}\t{show_token(t)}" for j, t in enumerate(w.tokens))
-        blocks.append(f'<window id="{i}">\n{lines}\n</window>')
+        if template.format == "simulate":
+            body = "\n".join(f"{j}\t{show_token(t)}" for j, t in enumerate(w.tokens))
+        else:
+            body = "".join(show_token(t) for t in w.tokens)
+        blocks.append(f'<window id="{i}">\n{body}\n</window>')
     # the explanation is data too: escaped, and on one line
     text = show_token(" ".join(explanation.split()))
     return template.user.replace("{explanation}", text).replace("{windows}", "\n".join(blocks))

@@ -13,18 +13,19 @@ from .offline import EmbeddingScorer, SimulationScorer
 SCORERS = {"embedding": EmbeddingScorer, "simulation": SimulationScorer}
 
 
+LLM_SCORERS = {"simulation": "simulate_json", "detection": "detect_json"}  # name -> prompt, with a scorer model
+
+
 def parse_scorers(names: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """'embedding,simulation' -> ('embedding', 'simulation'); unknown or repeated names are an error."""
     out = tuple(x.strip() for x in (names.split(",") if isinstance(names, str) else names) if x.strip())
-    unknown = [s for s in out if s not in SCORERS]
+    known = list(SCORERS) + [n for n in LLM_SCORERS if n not in SCORERS]
+    unknown = [s for s in out if s not in known]
     if unknown:
-        raise LabelError(f"unknown scorer {', '.join(unknown)}; available: {', '.join(SCORERS)}")
+        raise LabelError(f"unknown scorer {', '.join(unknown)}; available: {', '.join(known)}")
     if len(set(out)) != len(out):
         raise LabelError(f"scorer named twice in {', '.join(out)}")
     return out
-
-
-LLM_SCORERS = {"simulation": "simulate_json"}  # scorer name -> its prompt template, when a scorer model is given
 
 
 def make_scorers(names, store: Store, dictionary: Dictionary, model: str | None = None, llm=None) -> list:
@@ -36,10 +37,13 @@ def make_scorers(names, store: Store, dictionary: Dictionary, model: str | None 
         if model and n in LLM_SCORERS:
             from ..explain.prompts import load_template
             from ..llm import LLMOptions, make_client
-            from .llm import LLMSimulationScorer
+            from .llm import LLMDetectionScorer, LLMSimulationScorer
 
             client = client or make_client(model, store, llm or LLMOptions())
-            out.append(LLMSimulationScorer(client, load_template(LLM_SCORERS[n])))
+            cls = LLMSimulationScorer if n == "simulation" else LLMDetectionScorer
+            out.append(cls(client, load_template(LLM_SCORERS[n])))
+        elif n not in SCORERS:
+            raise LabelError(f"scorer {n!r} needs an LLM: pass --scorer-model anthropic:MODEL (or openai:, compat:)")
         else:
             encoder = encoder or ContextEncoder(store, dictionary.corpus_id)  # shared: one pass per context
             out.append(SCORERS[n](encoder))

@@ -1,4 +1,4 @@
-"""The simulator on an LLM: from the explanation alone, predict every token's activation (0-10) on the
+"""LLM scorers. The simulator: from the explanation alone, predict every token's activation (0-10) on the
 feature's held-out windows, then grade the prediction like the offline simulator (pooled Pearson
 correlation, OpenAI's ev_correlation_score, with per-window correlations and r² in the details).
 
@@ -16,18 +16,21 @@ import hashlib
 import json
 import re
 
+import numpy as np
+
+from ..explain.prompts import Template, render_scoring
 from ..llm import ChatRequest, LLMClient, ProviderError
 from ..records import Explanation, FeatureSample, Score, Simulation
-from ..explain.prompts import Template, render_simulation
-from .offline import _now, grade_simulation
+from . import metrics
+from .offline import NEGATIVE_KINDS, _now, _score, grade_simulation
 
 
 class SimulationFailure(Exception):
-    """A simulator reply that cannot be used (prose, wrong shape, wrong length, out of range)."""
+    """A scorer's reply that cannot be used (prose, wrong shape, wrong length, out of range)."""
 
 
-def parse_simulation(reply: str, lengths: list[int]) -> list[list[float]]:
-    """Predicted activations per window from a JSON reply, checked against the windows' lengths."""
+def _json_object(reply: str, field: str) -> list:
+    """The list under `field` of the JSON object in a reply (models sometimes wrap it in prose or fences)."""
     m = re.search(r"\{.*\}", reply or "", re.DOTALL)
     if not m:
         raise SimulationFailure(f"no JSON in reply: {' '.join((reply or '').split())[:60]!r}")
@@ -35,9 +38,15 @@ def parse_simulation(reply: str, lengths: list[int]) -> list[list[float]]:
         doc = json.loads(m.group(0))
     except ValueError as e:
         raise SimulationFailure(f"reply is not valid JSON: {e}") from None
-    wins = doc.get("windows") if isinstance(doc, dict) else None
-    if not isinstance(wins, list):
-        raise SimulationFailure("reply has no 'windows' list")
+    out = doc.get(field) if isinstance(doc, dict) else None
+    if not isinstance(out, list):
+        raise SimulationFailure(f"reply has no '{field}' list")
+    return out
+
+
+def parse_simulation(reply: str, lengths: list[int]) -> list[list[float]]:
+    """Predicted activations per window from a JSON reply, checked against the windows' lengths."""
+    wins = _json_object(reply, "windows")
     by_id: dict[int, list] = {}
     for w in wins:
         if not isinstance(w, dict) or not isinstance(w.get("id"), int) or not isinstance(w.get("activations"), list):
@@ -61,21 +70,29 @@ def parse_simulation(reply: str, lengths: list[int]) -> list[list[float]]:
     return out
 
 
-class LLMSimulationScorer:
-    name = "simulation"
+class _LLMScorer:
+    """What LLM scorers share: a client, a template, windows per call; the version names the model
+    and hashes the template with the settings."""
+
+    max_tokens = 1000
 
     def __init__(self, client: LLMClient, template: Template, windows_per_call: int = 10,
-                 max_tokens: int = 4000) -> None:
+                 max_tokens: int | None = None) -> None:
         self.client, self.template = client, template
-        self.windows_per_call, self.max_tokens = windows_per_call, max_tokens
-        settings = f"{template.hash}|per_call={windows_per_call}|max_tokens={max_tokens}"
+        self.windows_per_call, self.max_tokens = windows_per_call, max_tokens or self.max_tokens
+        settings = f"{template.hash}|per_call={windows_per_call}|max_tokens={self.max_tokens}"
         self.version = (f"{client.provider.name.split('@')[0]}:{client.provider.model}/"
                         f"{hashlib.sha256(settings.encode()).hexdigest()[:16]}")
+
+
+class LLMSimulationScorer(_LLMScorer):
+    name = "simulation"
+    max_tokens = 4000
 
     def requests(self, sample: FeatureSample, explanation: Explanation) -> list[ChatRequest]:
         wins = list(sample.score)
         return [ChatRequest(model=self.client.provider.model, system=self.template.system,
-                            messages=(("user", render_simulation(self.template, explanation.text,
+                            messages=(("user", render_scoring(self.template, explanation.text,
                                                                  wins[i:i + self.windows_per_call])),),
                             max_tokens=self.max_tokens)
                 for i in range(0, len(wins), self.windows_per_call)]
@@ -97,3 +114,52 @@ class LLMSimulationScorer:
         sim = Simulation(kinds=tuple(w.kind for w in wins), true=tuple(w.activations for w in wins),
                          predicted=tuple(tuple(p) for p in predicted))
         return grade_simulation(self.name, self.version, sim)
+
+
+def parse_detection(reply: str, n: int) -> list[int]:
+    """One 0/1 answer per window from a JSON reply, checked: every window once, nothing else."""
+    answers = _json_object(reply, "answers")
+    got: dict[int, int] = {}
+    for a in answers:
+        if not isinstance(a, dict) or not isinstance(a.get("id"), int) or a.get("fires") not in (0, 1, True, False):
+            raise SimulationFailure("each answer needs an integer 'id' and 'fires' of 0 or 1")
+        if a["id"] in got:
+            raise SimulationFailure(f"window {a['id']} answered twice")
+        got[a["id"]] = int(a["fires"])
+    if set(got) != set(range(1, n + 1)):
+        raise SimulationFailure(f"answers for windows {sorted(got)}, expected 1..{n}")
+    return [got[i] for i in range(1, n + 1)]
+
+
+class LLMDetectionScorer(_LLMScorer):
+    """Detection (delphi; Neuronpedia's eleuther_recall): the held-out windows, unmarked and shuffled, in
+    groups of `windows_per_call`; the LLM says which ones the feature fires in. Value: balanced accuracy
+    over activating vs non-firing windows; precision, recall and F1 in the details (no AUROC: the
+    replies are yes/no, not probabilities). The shuffle is seeded by the sample, so reruns hit the cache."""
+
+    name = "detection"
+
+    def _order(self, sample: FeatureSample) -> list[int]:
+        rng = np.random.default_rng([sample.seed, sample.feature, 0xDE7EC7])
+        return rng.permutation(len(sample.score)).tolist()
+
+    async def score(self, sample: FeatureSample, explanation: Explanation) -> Score:
+        wins = [sample.score[i] for i in self._order(sample)]
+        truth = np.array([0 if w.kind in NEGATIVE_KINDS else 1 for w in wins])
+        groups = [wins[i:i + self.windows_per_call] for i in range(0, len(wins), self.windows_per_call)]
+        reqs = [ChatRequest(model=self.client.provider.model, system=self.template.system,
+                            messages=(("user", render_scoring(self.template, explanation.text, g)),),
+                            max_tokens=self.max_tokens) for g in groups]
+        try:
+            replies = await asyncio.gather(*(self.client.complete(r, purpose="detect") for r in reqs))
+            said = np.array([a for g, r in zip(groups, replies) for a in parse_detection(r.texts[0], len(g))])
+        except (ProviderError, SimulationFailure) as err:
+            kind = "provider" if isinstance(err, ProviderError) else "reply"
+            return Score(self.name, self.version, "failed", None, f"{kind}: {err}", {}, _now())
+        details: dict = {"n_activating": int(truth.sum()), "n_nonfiring": int(len(truth) - truth.sum())}
+        for k, fn in (("precision", metrics.precision), ("recall", metrics.recall), ("f1", metrics.f1)):
+            try:
+                details[k] = round(fn(truth, said), 4)
+            except metrics.Undefined:
+                details[k] = None
+        return _score(self.name, self.version, lambda: metrics.balanced_accuracy(truth, said), details)
