@@ -80,7 +80,7 @@ def label(store: Store, dictionary: Dictionary, features: np.ndarray | None = No
     sampler = Sampler(store, dictionary, config, seed)
 
     summary = {"dictionary": dictionary.name, "features": int(len(feats)), "ok": 0, "skipped": 0, "failed": 0,
-               "already_done": len(feats) - len(todo), "skipped_kinds": {}, "failed_kinds": {},
+               "already_done": len(feats) - len(todo), "skipped_kinds": {}, "failed_kinds": {}, "score_failures": {},
                "scores": {s.name: {} for s in grade}, "explainer": expl.name, "prompt_hash": expl.prompt_hash,
                "sampler_hash": config.hash, "seed": seed}
     t0 = time.perf_counter()
@@ -190,6 +190,9 @@ def _count(summary: dict, r: FeatureLabel) -> None:
         for s in scores:
             per = summary["scores"].setdefault(s.scorer, {})
             per[s.status] = per.get(s.status, 0) + 1
+            if s.status == "failed":  # why, by kind: reply (unusable), provider (budget spent), or an error type
+                kinds = summary["score_failures"].setdefault(s.scorer, {})
+                kinds[_kind(s.reason)] = kinds.get(_kind(s.reason), 0) + 1
 
 
 def score_text(store: Store, dictionary: Dictionary, feature: int, text: str, *, scorers=("embedding",),

@@ -117,6 +117,7 @@ def test_bounded_concurrency_typed_failures_and_retry(store, delphi_cache):
     assert ex.max_in_flight == 5  # async explainers overlap, never beyond the bound
     assert (out["ok"], out["failed"]) == (38, 2) and out["failed_kinds"] == {"explainer": 2}
     assert out["scores"] == {"broken": {"failed": 38}}  # a scorer that raises fails the score, not the run
+    assert out["score_failures"] == {"broken": {"RuntimeError": 38}}
     row = store.labels(d.dictionary_id, [0])[0]
     assert row["scores"]["broken"]["status"] == "failed" and "scorer bug" in row["scores"]["broken"]["reason"]
     ex2 = _FlakyExplainer()

@@ -92,6 +92,7 @@ def test_a_misaligned_reply_is_a_typed_failure_never_zeros(ingested_path, monkey
                                      "--api-key-env", "K", "--rpm", "60000", "--json"])
         out = json.loads(r.stdout)
     assert out["ok"] == 1 and out["scores"] == {"simulation": {"failed": 1}}
+    assert out["score_failures"] == {"simulation": {"reply": 1}}
     from autointerp.store import open_store
 
     with open_store(path, read_only=True) as s:
