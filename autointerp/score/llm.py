@@ -29,6 +29,10 @@ class SimulationFailure(Exception):
     """A scorer's reply that cannot be used (prose, wrong shape, wrong length, out of range)."""
 
 
+def _text(reply) -> str:
+    return reply.texts[0] if reply.texts else ""  # an empty reply is an unusable one, not an IndexError
+
+
 def _json_object(reply: str, field: str) -> list:
     """The list under `field` of the JSON object in a reply (models sometimes wrap it in prose or fences)."""
     m = re.search(r"\{.*\}", reply or "", re.DOTALL)
@@ -107,7 +111,7 @@ class LLMSimulationScorer(_LLMScorer):
                                              for r in self.requests(sample, explanation)))
             predicted = []
             for group, reply in zip(groups, replies):
-                predicted += parse_simulation(reply.texts[0], [len(w.tokens) for w in group])
+                predicted += parse_simulation(_text(reply), [len(w.tokens) for w in group])
         except (ProviderError, SimulationFailure) as err:
             kind = "provider" if isinstance(err, ProviderError) else "reply"
             return Score(self.name, self.version, "failed", None, f"{kind}: {err}", {}, _now())
@@ -152,7 +156,7 @@ class LLMDetectionScorer(_LLMScorer):
                             max_tokens=self.max_tokens) for g in groups]
         try:
             replies = await asyncio.gather(*(self.client.complete(r, purpose="detect") for r in reqs))
-            said = np.array([a for g, r in zip(groups, replies) for a in parse_detection(r.texts[0], len(g))])
+            said = np.array([a for g, r in zip(groups, replies) for a in parse_detection(_text(r), len(g))])
         except (ProviderError, SimulationFailure) as err:
             kind = "provider" if isinstance(err, ProviderError) else "reply"
             return Score(self.name, self.version, "failed", None, f"{kind}: {err}", {}, _now())
