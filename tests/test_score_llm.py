@@ -34,12 +34,17 @@ def test_parse_simulation_checks_every_window_and_token():
             parse_simulation(reply, [3, 1])
 
 
-def _simulator(provider, body):
-    """A scripted simulator: 10 on tokens the description quotes, 0 elsewhere, one number per token."""
+def _turn(body):
+    """The tokens a scorer prompt's description quotes, and its (id, window body) pairs."""
     user = [m for m in body["messages"] if m["role"] == "user"][-1]["content"]
     user = user if isinstance(user, str) else user[0]["text"]
-    named = set(re.findall(r'"([^"]+)"', user.split("\n", 1)[0]))
-    wins = re.findall(r'<window id="(\d+)">\n(.*?)\n</window>', user, re.S)
+    named = {t.strip() for t in re.findall(r'"([^"]+)"', user.split("\n", 1)[0])}
+    return named, re.findall(r'<window id="(\d+)">\n(.*?)\n</window>', user, re.S)
+
+
+def _simulator(provider, body):
+    """A scripted simulator: 10 on tokens the description quotes, 0 elsewhere, one number per token."""
+    named, wins = _turn(body)
     return json.dumps({"windows": [{"id": int(i), "activations": [10 if ln.split("\t", 1)[1].strip() in named else 0
                                                                    for ln in w.splitlines()]} for i, w in wins]})
 
@@ -114,33 +119,37 @@ def test_parse_detection_checks_every_window():
 
 def _detector(provider, body):
     """A scripted detector: says a window fires when it contains, as a whole word, a token the description quotes."""
-    user = [m for m in body["messages"] if m["role"] == "user"][-1]["content"]
-    user = user if isinstance(user, str) else user[0]["text"]
-    named = re.findall(r'"([^"]+)"', user.split("\n", 1)[0])
-    wins = re.findall(r'<window id="(\d+)">\n(.*?)\n</window>', user, re.S)
+    named, wins = _turn(body)
+
     def has(t, w):
         return re.search(r"(?<![^\W_])" + re.escape(t) + r"(?![^\W_])", w) is not None
 
     return json.dumps({"answers": [{"id": int(i), "fires": int(any(has(t, w) for t in named))} for i, w in wins]})
 
 
+def _label_and_score_wrong(path, server, scorer):
+    """Label features 0-3 offline and grade them with `scorer` on the loopback model; then grade a wrong
+    label of feature 0. Returns (label summary, stored labels, the wrong label's score document)."""
+    from autointerp.store import open_store
+
+    base = ["--store", str(path), "--scorer", scorer, "--scorer-model", f"anthropic:{scorer}-model",
+            "--base-url", server.url, "--api-key-env", "K"]
+    r = CliRunner().invoke(app, ["label", "--features", "0-3", "--rpm", "60000", "--json", *base])
+    assert r.exit_code == 0, r.output
+    with open_store(path, read_only=True) as s:
+        rows = s.labels()
+    wrong = CliRunner().invoke(app, ["score", "--feature", "0", "--explanation", 'the token "zebra"', "--json", *base])
+    return json.loads(r.stdout), rows, json.loads(wrong.stdout)
+
+
 def test_detection_separates_own_labels_from_wrong_ones(ingested_path, monkeypatch):
     monkeypatch.setenv("K", "sk-x")
     with Loopback(reply=_detector) as server:
-        base = ["--store", str(ingested_path), "--scorer", "detection", "--scorer-model", "anthropic:det",
-                "--base-url", server.url, "--api-key-env", "K"]
-        r = CliRunner().invoke(app, ["label", "--features", "0-3", "--rpm", "60000", "--json", *base])
-        assert r.exit_code == 0, r.output
-        assert json.loads(r.stdout)["scores"] == {"detection": {"ok": 4}}
-        from autointerp.store import open_store
-
-        with open_store(ingested_path, read_only=True) as s:
-            rows = s.labels()
-        wrong = json.loads(CliRunner().invoke(app, ["score", "--feature", "0", "--explanation", 'the token "zebra"',
-                                                    "--json", *base]).stdout)
+        out, rows, wrong = _label_and_score_wrong(ingested_path, server, "detection")
+    assert out["scores"] == {"detection": {"ok": 4}}
     for r in rows:
         d = r["scores"]["detection"]
-        assert d["details"]["n_nonfiring"] == 50 and d["details"]["precision"] == 1.0
+        assert d["details"]["n_negative"] == 50 and d["details"]["precision"] == 1.0
         # the scripted detector matches whole words: a word-piece trigger ("s" of "-s") is missed, as it should be
         if len(re.findall(r'"([^"]+)"', r["explanation"])[0]) > 1:
             assert d["value"] > 0.9 and d["details"]["recall"] > 0.8, (r["explanation"], d)
@@ -148,3 +157,25 @@ def test_detection_separates_own_labels_from_wrong_ones(ingested_path, monkeypat
     r = CliRunner().invoke(app, ["score", "--store", str(ingested_path), "--feature", "0", "--explanation", "x",
                                  "--scorer", "detection"])
     assert r.exit_code == 7 and "needs an LLM" in r.output
+
+
+def _fuzz_judge(provider, body):
+    """A scripted judge: a window is marked correctly when a marked span is a token the description quotes."""
+    named, wins = _turn(body)
+    return json.dumps({"answers": [{"id": int(i), "correct": int(any(m.strip() in named
+                                                                      for m in re.findall(r"<<(.*?)>>", w)))}
+                                   for i, w in wins]})
+
+
+def test_fuzzing_tells_true_marks_from_fuzzed_ones(ingested_path, monkeypatch):
+    monkeypatch.setenv("K", "sk-x")
+    with Loopback(reply=_fuzz_judge) as server:
+        out, rows, wrong = _label_and_score_wrong(ingested_path, server, "fuzzing")
+        marked = [x["body"]["messages"][-1]["content"] for x in server.requests]
+    assert out["scores"] == {"fuzzing": {"ok": 4}}
+    assert all(m.count("<<") >= 1 for m in marked)  # every window shows marks, true or fuzzed
+    for r in rows:
+        d = r["scores"]["fuzzing"]
+        assert d["details"]["n_positive"] >= d["details"]["n_negative"] > 10
+        assert d["value"] > 0.9, (r["explanation"], d)  # true marks sit on the trigger, fuzzed ones never do
+    assert wrong["scores"]["fuzzing"]["value"] == 0.5

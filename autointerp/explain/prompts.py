@@ -20,9 +20,9 @@ from pathlib import Path
 from ..errors import LabelError
 from ..records import Window
 
-FORMATS = ("highlight", "activations", "simulate", "detect")
+FORMATS = ("highlight", "activations", "simulate", "detect", "fuzz")
 PLACEHOLDERS = {"highlight": {"examples"}, "activations": {"examples"}, "simulate": {"explanation", "windows"},
-                "detect": {"explanation", "windows"}}
+                "detect": {"explanation", "windows"}, "fuzz": {"explanation", "windows"}}
 _KEYS = {"name", "format", "system", "user", "fewshot", "highlight_threshold"}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SPECIAL = re.compile(r"[\x00-\x1f\x7f<>&\\]")
@@ -89,13 +89,17 @@ class Template:
         return self.fewshot_turns + (("user", self.user.replace("{examples}", self.render_examples(ex))),)
 
 
-def render_scoring(template: Template, explanation: str, windows: list[Window]) -> str:
+def render_scoring(template: Template, explanation: str, windows: list[Window],
+                   marks: list[list[bool]] | None = None) -> str:
     """A scorer's user turn: the explanation, then each window, numbered from 1. For a `simulate`
-    template a window is index<TAB>token lines (one prediction per token); for `detect`, its text."""
+    template a window is index<TAB>token lines (one prediction per token); for `detect`, its text;
+    for `fuzz`, its text with the tokens in `marks` wrapped in << >>."""
     blocks = []
     for i, w in enumerate(windows, 1):
         if template.format == "simulate":
             body = "\n".join(f"{j}\t{show_token(t)}" for j, t in enumerate(w.tokens))
+        elif template.format == "fuzz":
+            body = _highlight(w.tokens, [float(m) for m in marks[i - 1]], 0.5)
         else:
             body = "".join(show_token(t) for t in w.tokens)
         blocks.append(f'<window id="{i}">\n{body}\n</window>')

@@ -13,7 +13,8 @@ from .offline import EmbeddingScorer, SimulationScorer
 SCORERS = {"embedding": EmbeddingScorer, "simulation": SimulationScorer}
 
 
-LLM_SCORERS = {"simulation": "simulate_json", "detection": "detect_json"}  # name -> prompt, with a scorer model
+LLM_SCORERS = {"simulation": "simulate_json", "detection": "detect_json",
+               "fuzzing": "fuzz_json"}  # name -> prompt template, used with a scorer model
 
 
 def parse_scorers(names: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -37,10 +38,11 @@ def make_scorers(names, store: Store, dictionary: Dictionary, model: str | None 
         if model and n in LLM_SCORERS:
             from ..explain.prompts import load_template
             from ..llm import LLMOptions, make_client
-            from .llm import LLMDetectionScorer, LLMSimulationScorer
+            from .llm import LLMDetectionScorer, LLMFuzzingScorer, LLMSimulationScorer
 
             client = client or make_client(model, store, llm or LLMOptions())
-            cls = LLMSimulationScorer if n == "simulation" else LLMDetectionScorer
+            cls = {"simulation": LLMSimulationScorer, "detection": LLMDetectionScorer,
+                   "fuzzing": LLMFuzzingScorer}[n]
             out.append(cls(client, load_template(LLM_SCORERS[n])))
         elif n not in SCORERS:
             raise LabelError(f"scorer {n!r} needs an LLM: pass --scorer-model anthropic:MODEL (or openai:, compat:)")

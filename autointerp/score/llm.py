@@ -120,16 +120,16 @@ class LLMSimulationScorer(_LLMScorer):
         return grade_simulation(self.name, self.version, sim)
 
 
-def parse_detection(reply: str, n: int) -> list[int]:
-    """One 0/1 answer per window from a JSON reply, checked: every window once, nothing else."""
+def parse_detection(reply: str, n: int, field: str = "fires") -> list[int]:
+    """One 0/1 answer (under `field`) per window from a JSON reply, checked: every window once, nothing else."""
     answers = _json_object(reply, "answers")
     got: dict[int, int] = {}
     for a in answers:
-        if not isinstance(a, dict) or not isinstance(a.get("id"), int) or a.get("fires") not in (0, 1, True, False):
-            raise SimulationFailure("each answer needs an integer 'id' and 'fires' of 0 or 1")
+        if not isinstance(a, dict) or not isinstance(a.get("id"), int) or a.get(field) not in (0, 1, True, False):
+            raise SimulationFailure(f"each answer needs an integer 'id' and '{field}' of 0 or 1")
         if a["id"] in got:
             raise SimulationFailure(f"window {a['id']} answered twice")
-        got[a["id"]] = int(a["fires"])
+        got[a["id"]] = int(a[field])
     if set(got) != set(range(1, n + 1)):
         raise SimulationFailure(f"answers for windows {sorted(got)}, expected 1..{n}")
     return [got[i] for i in range(1, n + 1)]
@@ -143,27 +143,66 @@ class LLMDetectionScorer(_LLMScorer):
 
     name = "detection"
 
+    field = "fires"
+
     def _order(self, sample: FeatureSample) -> list[int]:
         rng = np.random.default_rng([sample.seed, sample.feature, 0xDE7EC7])
         return rng.permutation(len(sample.score)).tolist()
 
-    async def score(self, sample: FeatureSample, explanation: Explanation) -> Score:
+    def _windows(self, sample: FeatureSample):
+        """(windows, truth, marks) in the order shown: every held-out window, unmarked."""
         wins = [sample.score[i] for i in self._order(sample)]
-        truth = np.array([0 if w.kind in NEGATIVE_KINDS else 1 for w in wins])
-        groups = [wins[i:i + self.windows_per_call] for i in range(0, len(wins), self.windows_per_call)]
+        return wins, np.array([0 if w.kind in NEGATIVE_KINDS else 1 for w in wins]), None
+
+    async def score(self, sample: FeatureSample, explanation: Explanation) -> Score:
+        wins, truth, marks = self._windows(sample)
+        if not wins:
+            return Score(self.name, self.version, "undefined", None, "no windows to show", {}, _now())
+        step = self.windows_per_call
         reqs = [ChatRequest(model=self.client.provider.model, system=self.template.system,
-                            messages=(("user", render_scoring(self.template, explanation.text, g)),),
-                            max_tokens=self.max_tokens) for g in groups]
+                            messages=(("user", render_scoring(self.template, explanation.text, wins[i:i + step],
+                                                              None if marks is None else marks[i:i + step])),),
+                            max_tokens=self.max_tokens) for i in range(0, len(wins), step)]
         try:
-            replies = await asyncio.gather(*(self.client.complete(r, purpose="detect") for r in reqs))
-            said = np.array([a for g, r in zip(groups, replies) for a in parse_detection(_text(r), len(g))])
+            replies = await asyncio.gather(*(self.client.complete(r, purpose=self.name) for r in reqs))
+            said = np.array([a for i, r in zip(range(0, len(wins), step), replies)
+                             for a in parse_detection(_text(r), len(wins[i:i + step]), self.field)])
         except (ProviderError, SimulationFailure) as err:
             kind = "provider" if isinstance(err, ProviderError) else "reply"
             return Score(self.name, self.version, "failed", None, f"{kind}: {err}", {}, _now())
-        details: dict = {"n_activating": int(truth.sum()), "n_nonfiring": int(len(truth) - truth.sum())}
+        details: dict = {"n_positive": int(truth.sum()), "n_negative": int(len(truth) - truth.sum())}
         for k, fn in (("precision", metrics.precision), ("recall", metrics.recall), ("f1", metrics.f1)):
             try:
                 details[k] = round(fn(truth, said), 4)
             except metrics.Undefined:
                 details[k] = None
         return _score(self.name, self.version, lambda: metrics.balanced_accuracy(truth, said), details)
+
+
+class LLMFuzzingScorer(LLMDetectionScorer):
+    """Fuzzing (delphi; Neuronpedia's eleuther_fuzz): the held-out activating windows, half with their
+    firing tokens marked (activation >= `threshold` x the window's peak), half with as many other
+    tokens marked instead; the LLM says which windows are marked correctly. Value: balanced accuracy.
+    Which windows are fuzzed, and where, is seeded by the sample: reruns hit the cache."""
+
+    name = "fuzzing"
+    field = "correct"
+    threshold = 0.3
+
+    def _windows(self, sample: FeatureSample):
+        rng = np.random.default_rng([sample.seed, sample.feature, 0xF022])
+        wins = [w for w in sample.score if w.kind not in NEGATIVE_KINDS and max(w.activations) > 0]
+        wins = [wins[i] for i in rng.permutation(len(wins))]
+        truth, marks = np.zeros(len(wins), dtype=int), []
+        for i, w in enumerate(wins):
+            a = np.asarray(w.activations)
+            on = a >= self.threshold * a.max()
+            off = np.flatnonzero(~on)
+            if i % 2 == 0 or len(off) < on.sum():  # correctly marked (also when too few tokens to fuzz)
+                truth[i] = 1
+                marks.append(on.tolist())
+            else:
+                fake = np.zeros(len(a), dtype=bool)
+                fake[rng.choice(off, size=int(on.sum()), replace=False)] = True
+                marks.append(fake.tolist())
+        return wins, truth, marks
