@@ -44,6 +44,11 @@ async def _grade(scorer, sample: FeatureSample, explanation) -> Score:
                      datetime.now(timezone.utc).replace(tzinfo=None))
 
 
+def _clients(*components) -> list:
+    """The distinct LLM clients of an explainer and scorers (offline ones have none)."""
+    return list({id(c.client): c.client for c in components if getattr(c, "client", None) is not None}.values())
+
+
 def _kind(reason: str) -> str:
     """The class of a skip or failure reason, for the summary: 'dead', 'too rare', 'explainer', ..."""
     return reason.split(":", 1)[0].strip() or "unknown"
@@ -92,10 +97,10 @@ def label(store: Store, dictionary: Dictionary, features: np.ndarray | None = No
         asyncio.run(_run(store, dictionary, sampler, expl, grade, todo, summary, concurrency, sample_batch,
                          flush_every, flush_seconds, progress))
     summary["seconds"] = round(time.perf_counter() - t0, 2)
-    client = next((c.client for c in (expl, *grade) if getattr(c, "client", None) is not None), None)
-    if client is not None:  # an LLM explainer or scorer: what this run cost
-        summary["run_id"] = client.run_id
-        summary["cost"] = store.cost_summary(client.run_id)
+    clients = _clients(expl, *grade)
+    if clients:  # an LLM explainer or scorer: what this run cost (they share one run id)
+        summary["run_id"] = clients[0].run_id
+        summary["cost"] = store.cost_summary(clients[0].run_id)
     return summary
 
 
@@ -119,7 +124,7 @@ async def _run(store, dictionary, sampler, expl, grade, todo, summary, concurren
     bar = tqdm(total=len(todo), unit="feat", disable=not progress, desc=f"label {dictionary.name}")
     cursor = store.cursor()  # the sampling thread reads through a connection of its own
 
-    clients = list({id(c.client): c.client for c in (expl, *grade) if getattr(c, "client", None) is not None}.values())
+    clients = _clients(expl, *grade)
 
     def flush() -> None:
         nonlocal last_flush
@@ -215,7 +220,7 @@ def score_text(store: Store, dictionary: Dictionary, feature: int, text: str, *,
         try:
             return await asyncio.gather(*(_grade(s, sample, e) for s in grade))
         finally:
-            for c in {id(g.client): g.client for g in grade if getattr(g, "client", None) is not None}.values():
+            for c in _clients(*grade):
                 await c.aclose()
 
     return sample, list(asyncio.run(run()))

@@ -50,7 +50,7 @@ class LLMExplainer:
         self.candidates, self.max_examples, self.max_tokens = candidates, max_examples, max_tokens
         # several candidates need variety; Claude takes no temperature, so only the provider default applies
         self.temperature = temperature
-        self.name = f"{client.provider.name.split('@')[0]}:{client.provider.model}"
+        self.name = client.model_id
         settings = f"{template.hash}|examples={max_examples}|max_tokens={max_tokens}|t={temperature}"
         self.prompt_hash = hashlib.sha256(settings.encode()).hexdigest()[:16]
 

@@ -50,6 +50,11 @@ class LLMClient:
         self.prices = prices
         self._backoff = wait_exponential_jitter(multiplier=self.retry.initial, max=self.retry.max_wait)
 
+    @property
+    def model_id(self) -> str:
+        """The model as a label's provenance names it: anthropic:MODEL, openai:MODEL or compat:MODEL."""
+        return f"{self.provider.name.split('@')[0]}:{self.provider.model}"
+
     def _wait(self, state) -> float:
         err = state.outcome.exception() if state.outcome else None
         after = getattr(err, "retry_after", None)

@@ -20,18 +20,17 @@ from datetime import datetime, timezone
 class TokenBucket:
     """`per_minute` units a minute, refilled continuously; holds at most `burst_seconds` of refill."""
 
-    def __init__(self, per_minute: float, burst_seconds: float = 1.0, clock=time.monotonic) -> None:
+    def __init__(self, per_minute: float, burst_seconds: float = 1.0) -> None:
         if per_minute <= 0:
             raise ValueError("a rate limit must be positive")
         self.rate = per_minute / 60.0
         self.capacity = max(1.0, self.rate * burst_seconds)
         self.level = min(1.0, self.capacity)
-        self.clock = clock
-        self.t = clock()
+        self.t = time.monotonic()
         self._lock = asyncio.Lock()
 
     def _refill(self) -> None:
-        now = self.clock()
+        now = time.monotonic()
         self.level = min(self.capacity, self.level + (now - self.t) * self.rate)
         self.t = now
 

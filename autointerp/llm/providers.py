@@ -140,6 +140,23 @@ def _anthropic_params(req: ChatRequest) -> dict:
     return {"model": req.model, "max_tokens": req.max_tokens, "system": system, "messages": msgs}
 
 
+def _anthropic_reply(msg) -> ChatResponse:
+    """One Messages reply (a direct call's or a batch item's) -> ChatResponse."""
+    if getattr(msg, "content", None) is None or getattr(msg, "usage", None) is None:
+        raise ProviderError("malformed response: not a Messages reply", retryable=True)
+    u = msg.usage
+    return ChatResponse(("".join(getattr(b, "text", "") for b in msg.content if b.type == "text"),),
+                        Usage(u.input_tokens or 0, u.output_tokens or 0, getattr(u, "cache_read_input_tokens", 0) or 0,
+                              getattr(u, "cache_creation_input_tokens", 0) or 0),
+                        (str(msg.stop_reason),))
+
+
+def _merge(parts: list[ChatResponse], limits: dict | None = None) -> ChatResponse:
+    """n single-candidate replies -> one reply with n texts and the summed usage."""
+    return ChatResponse(tuple(t for p in parts for t in p.texts), sum((p.usage for p in parts), Usage()),
+                        tuple(r for p in parts for r in p.stop_reasons), limits or {})
+
+
 class AnthropicProvider(_SDKClient):
     """Claude through the Messages API. No temperature is sent (current models reject it)."""
 
@@ -152,23 +169,16 @@ class AnthropicProvider(_SDKClient):
         self._client = None
 
     async def complete(self, req: ChatRequest) -> ChatResponse:
-        texts, stops, usage, limits = [], [], Usage(), {}
+        parts, limits = [], {}
         for _ in range(req.n):  # Messages has no n: one call per candidate
             try:
                 raw = await self.client.messages.with_raw_response.create(**_anthropic_params(req))
                 msg = await raw.parse()
             except Exception as err:  # noqa: BLE001 - SDK errors are classified, others re-raised
                 raise _classify(err, self.sdk) from None
-            if getattr(msg, "content", None) is None or getattr(msg, "usage", None) is None:
-                raise ProviderError("malformed response: not a Messages reply", retryable=True)
-            texts.append("".join(getattr(b, "text", "") for b in msg.content if b.type == "text"))
-            stops.append(str(msg.stop_reason))
-            u = msg.usage
-            usage = usage + Usage(u.input_tokens or 0, u.output_tokens or 0, getattr(u, "cache_read_input_tokens", 0)
-                                  or 0, getattr(u, "cache_creation_input_tokens", 0) or 0)
+            parts.append(_anthropic_reply(msg))
             limits = _limits(raw.headers)
-        return ChatResponse(tuple(texts), usage, tuple(stops), limits)
-
+        return _merge(parts, limits)
 
     # -- Message Batches ---------------------------------------------------------------------------
 
@@ -196,13 +206,7 @@ class AnthropicProvider(_SDKClient):
             async for entry in await self.client.messages.batches.results(batch_id):
                 res = entry.result
                 if res.type == "succeeded":
-                    m = res.message
-                    u = m.usage
-                    one = ChatResponse(("".join(getattr(b, "text", "") for b in m.content if b.type == "text"),),
-                                       Usage(u.input_tokens or 0, u.output_tokens or 0,
-                                             getattr(u, "cache_read_input_tokens", 0) or 0,
-                                             getattr(u, "cache_creation_input_tokens", 0) or 0),
-                                       (str(m.stop_reason),))
+                    one = _anthropic_reply(res.message)
                 else:
                     msg = getattr(getattr(res, "error", None), "error", None)
                     one = ProviderError(f"batch item {res.type}: {getattr(msg, 'message', '') or res.type}",
@@ -215,9 +219,7 @@ class AnthropicProvider(_SDKClient):
         out: dict[str, ChatResponse | ProviderError] = {}
         for cid, got in parts.items():
             errs = [g for g in got if isinstance(g, ProviderError)]
-            out[cid] = errs[0] if errs else ChatResponse(tuple(t for g in got for t in g.texts),
-                                                          sum((g.usage for g in got), Usage()),
-                                                          tuple(r for g in got for r in g.stop_reasons))
+            out[cid] = errs[0] if errs else _merge(got)
         return out
 
 

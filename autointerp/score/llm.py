@@ -78,6 +78,8 @@ class _LLMScorer:
     """What LLM scorers share: a client, a template, windows per call; the version names the model
     and hashes the template with the settings."""
 
+    name = ""
+    purpose = ""  # the ledger's name for the calls (default: the scorer's name)
     max_tokens = 1000
 
     def __init__(self, client: LLMClient, template: Template, windows_per_call: int = 10,
@@ -85,36 +87,39 @@ class _LLMScorer:
         self.client, self.template = client, template
         self.windows_per_call, self.max_tokens = windows_per_call, max_tokens or self.max_tokens
         settings = f"{template.hash}|per_call={windows_per_call}|max_tokens={self.max_tokens}"
-        self.version = (f"{client.provider.name.split('@')[0]}:{client.provider.model}/"
-                        f"{hashlib.sha256(settings.encode()).hexdigest()[:16]}")
+        self.version = f"{client.model_id}/{hashlib.sha256(settings.encode()).hexdigest()[:16]}"
+
+    async def _ask(self, explanation: Explanation, wins: list, parse, marks: list | None = None) -> list:
+        """The windows in groups of `windows_per_call`, one call per group (all at once); each reply is
+        parsed by `parse(text, group)` and the results concatenated in window order."""
+        starts = range(0, len(wins), self.windows_per_call)
+        reqs = [ChatRequest(model=self.client.provider.model, system=self.template.system,
+                            messages=(("user", render_scoring(
+                                self.template, explanation.text, wins[i:i + self.windows_per_call],
+                                None if marks is None else marks[i:i + self.windows_per_call])),),
+                            max_tokens=self.max_tokens) for i in starts]
+        replies = await asyncio.gather(*(self.client.complete(r, purpose=self.purpose or self.name) for r in reqs))
+        return [x for i, r in zip(starts, replies) for x in parse(_text(r), wins[i:i + self.windows_per_call])]
+
+    def _failed(self, err: Exception) -> Score:
+        kind = "provider" if isinstance(err, ProviderError) else "reply"
+        return Score(self.name, self.version, "failed", None, f"{kind}: {err}", {}, _now())
 
 
 class LLMSimulationScorer(_LLMScorer):
     name = "simulation"
+    purpose = "simulate"
     max_tokens = 4000
-
-    def requests(self, sample: FeatureSample, explanation: Explanation) -> list[ChatRequest]:
-        wins = list(sample.score)
-        return [ChatRequest(model=self.client.provider.model, system=self.template.system,
-                            messages=(("user", render_scoring(self.template, explanation.text,
-                                                                 wins[i:i + self.windows_per_call])),),
-                            max_tokens=self.max_tokens)
-                for i in range(0, len(wins), self.windows_per_call)]
 
     async def score(self, sample: FeatureSample, explanation: Explanation) -> Score:
         wins = list(sample.score)
         if not wins:
             return Score(self.name, self.version, "undefined", None, "no held-out windows", {}, _now())
-        groups = [wins[i:i + self.windows_per_call] for i in range(0, len(wins), self.windows_per_call)]
         try:
-            replies = await asyncio.gather(*(self.client.complete(r, purpose="simulate")
-                                             for r in self.requests(sample, explanation)))
-            predicted = []
-            for group, reply in zip(groups, replies):
-                predicted += parse_simulation(_text(reply), [len(w.tokens) for w in group])
+            predicted = await self._ask(explanation, wins,
+                                        lambda text, group: parse_simulation(text, [len(w.tokens) for w in group]))
         except (ProviderError, SimulationFailure) as err:
-            kind = "provider" if isinstance(err, ProviderError) else "reply"
-            return Score(self.name, self.version, "failed", None, f"{kind}: {err}", {}, _now())
+            return self._failed(err)
         sim = Simulation(kinds=tuple(w.kind for w in wins), true=tuple(w.activations for w in wins),
                          predicted=tuple(tuple(p) for p in predicted))
         return grade_simulation(self.name, self.version, sim)
@@ -142,7 +147,6 @@ class LLMDetectionScorer(_LLMScorer):
     replies are yes/no, not probabilities). The shuffle is seeded by the sample, so reruns hit the cache."""
 
     name = "detection"
-
     field = "fires"
 
     def _order(self, sample: FeatureSample) -> list[int]:
@@ -158,18 +162,11 @@ class LLMDetectionScorer(_LLMScorer):
         wins, truth, marks = self._windows(sample)
         if not wins:
             return Score(self.name, self.version, "undefined", None, "no windows to show", {}, _now())
-        step = self.windows_per_call
-        reqs = [ChatRequest(model=self.client.provider.model, system=self.template.system,
-                            messages=(("user", render_scoring(self.template, explanation.text, wins[i:i + step],
-                                                              None if marks is None else marks[i:i + step])),),
-                            max_tokens=self.max_tokens) for i in range(0, len(wins), step)]
         try:
-            replies = await asyncio.gather(*(self.client.complete(r, purpose=self.name) for r in reqs))
-            said = np.array([a for i, r in zip(range(0, len(wins), step), replies)
-                             for a in parse_detection(_text(r), len(wins[i:i + step]), self.field)])
+            said = np.array(await self._ask(explanation, wins,
+                                            lambda text, group: parse_detection(text, len(group), self.field), marks))
         except (ProviderError, SimulationFailure) as err:
-            kind = "provider" if isinstance(err, ProviderError) else "reply"
-            return Score(self.name, self.version, "failed", None, f"{kind}: {err}", {}, _now())
+            return self._failed(err)
         details: dict = {"n_positive": int(truth.sum()), "n_negative": int(len(truth) - truth.sum())}
         for k, fn in (("precision", metrics.precision), ("recall", metrics.recall), ("f1", metrics.f1)):
             try:
