@@ -1,7 +1,9 @@
 """A loopback HTTP server that speaks the Anthropic Messages and OpenAI Chat Completions wire formats.
 
 Tests point the real SDKs at it (`base_url`), so retries, headers and parsing run through the SDKs'
-own code. Replies come from `reply(provider, body) -> str`; faults are scripted per request, in order:
+own code. Replies come from `reply(provider, body)`: a str, or (str, tokens) where tokens are
+[(token, [(alternative, logprob), ...]), ...] joining to the str, which a chat completion asked for
+`logprobs` reports (a plain str is then split into words, numbers and signs, each certain). Faults are scripted per request, in order:
 
     "ok" | "429" (retry-after: 0.05) | "400" | "401" | "500" | "529" | "timeout" (answers after 3 s)
     | "reset" (closes the connection) | "truncated" (half a JSON body) | "wrong_shape" (valid JSON, wrong fields)
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import socket
 import threading
 import time
@@ -269,18 +272,33 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, payload, st.rate_headers)
 
 
-def _anthropic_message(body: dict, text: str) -> dict:
+def _anthropic_message(body: dict, text) -> dict:
+    text = text[0] if isinstance(text, tuple) else text
     return {"id": "msg_1", "type": "message", "role": "assistant", "model": body.get("model"),
             "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": None,
             "usage": {"input_tokens": _tokens(body), "output_tokens": len(text.split()) + 1,
                       "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}}
 
 
-def _openai_completion(body: dict, text: str) -> dict:
+def _openai_completion(body: dict, text) -> dict:
     n = body.get("n", 1)
+    text, tokens = text if isinstance(text, tuple) else (text, None)
+    logprobs = None
+    if body.get("logprobs"):
+        if tokens is None:  # split like a BPE pretokenizer: numbers, words (with their space), signs
+            tokens = [(t, [(t, 0.0)]) for t in re.findall(r"\d{1,3}|\s?[A-Za-z_]+|\s+|[^\w\s]|\w", text)]
+        assert "".join(t for t, _ in tokens) == text, "scripted tokens must join to the text"
+        k = body.get("top_logprobs") or 0
+
+        def entry(tok, lp):
+            return {"token": tok, "logprob": lp, "bytes": list(tok.encode())}
+
+        logprobs = {"content": [{**entry(t, dict(alts).get(t, max(lp for _, lp in alts))),
+                                 "top_logprobs": [entry(a, lp) for a, lp in alts[:k]]} for t, alts in tokens],
+                    "refusal": None}
     return {"id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()), "model": body.get("model"),
             "choices": [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop",
-                         "logprobs": None} for i in range(n)],
+                         "logprobs": logprobs} for i in range(n)],
             "usage": {"prompt_tokens": _tokens(body), "completion_tokens": n * (len(text.split()) + 1),
                       "total_tokens": 0}}
 

@@ -179,3 +179,72 @@ def test_fuzzing_tells_true_marks_from_fuzzed_ones(ingested_path, monkeypatch):
         assert d["details"]["n_positive"] >= d["details"]["n_negative"] > 10
         assert d["value"] > 0.9, (r["explanation"], d)  # true marks sit on the trigger, fuzzed ones never do
     assert wrong["scores"]["fuzzing"]["value"] == 0.5
+
+
+def test_expected_values_read_the_digits_alternatives():
+    import math
+
+    from autointerp.score.llm import expected_values
+
+    reply = '{"windows": [{"id": 1, "activations": [0, 10, 2.5]}]}'
+    lg = math.log
+    tokens = [('{"', ()), ("windows", ()), ('":', ()), (" [{", ()), ('"id', ()), ('":', ()), (" ", ()), ("1", ()),
+              (",", ()), (' "', ()), ("activations", ()), ('":', ()), (" [", ()),
+              ("0", (("0", lg(0.5)), ("4", lg(0.25)), ("x", lg(0.25)))),  # digits hold 0.75: 0.25*4 / 0.75
+              (",", ()), (" 10", ((" 10", lg(0.8)), (" 9", lg(0.2)))),  # a number token with its space
+              (",", ()), (" ", ()), ("2", ()), (".", ()), ("5", ()),  # not one token: the written value
+              ("]}", ()), ("]}", ())]
+    tokens = [(t, alts or ((t, 0.0),)) for t, alts in tokens]
+    [(values, n)] = expected_values(reply, tokens, [[0, 10, 2.5]])
+    assert values == pytest.approx([4 / 3, 9.8, 2.5]) and n == 2
+    with pytest.raises(SimulationFailure, match="do not spell"):
+        expected_values(reply, tokens[:-1], [[0, 10, 2.5]])
+
+
+def _unsure_simulator(provider, body):
+    """Writes 0 for every token, but at tokens the description quotes it was torn: p(0) = 0.6, p(8) = 0.4.
+    The reply is returned token by token with those alternatives (as top_logprobs report them)."""
+    import math
+
+    named, wins = _turn(body)
+    toks = [('{"windows": [', ())]
+    for k, (i, w) in enumerate(wins):
+        toks += [(", " if k else "", ()), ('{"id": ', ()), (i, ()), (', "activations": [', ())]
+        for j, ln in enumerate(w.splitlines()):
+            unsure = ln.split("\t", 1)[1].strip() in named
+            toks += [(", " if j else "", ()), ("0", (("0", math.log(0.6)), ("8", math.log(0.4))) if unsure else ())]
+        toks.append(("]}", ()))
+    toks.append(("]}", ()))
+    toks = [(t, alts or ((t, 0.0),)) for t, alts in toks if t]
+    return "".join(t for t, _ in toks), toks
+
+
+def test_logprob_simulation_scores_the_expected_value(ingested_path, monkeypatch):
+    """On a chat API with top_logprobs, the prediction is the expected value over "0".."10": a simulator
+    that writes 0 everywhere but leans towards 8 on the right tokens is graded on that lean. Without
+    logprobs the same replies predict all zeros: undefined. The logprobs survive the response cache."""
+    from autointerp.store import open_store
+
+    monkeypatch.setenv("K", "sk-x")
+    with Loopback(reply=_unsure_simulator) as server:
+        base = ["--store", str(ingested_path), "--scorer", "simulation", "--scorer-model", "compat:sim",
+                "--base-url", server.url + "/v1", "--api-key-env", "K", "--json"]
+        r = CliRunner().invoke(app, ["label", "--features", "0-3", "--rpm", "60000", *base])
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout)["scores"] == {"simulation": {"ok": 4}}
+        sent = [x["body"] for x in server.requests]
+        assert sent and all(b["logprobs"] is True and b["top_logprobs"] == 10 for b in sent)
+        with open_store(ingested_path, read_only=True) as s:
+            rows = s.labels()
+        sim = rows[0]["scores"]["simulation"]
+        assert sim["details"]["from_logprobs"] == 1.0 and sim["value"] > 0.5
+        assert {x for p in sim["details"]["predicted"] for x in p} == {0.0, 3.2}  # 0.4 * 8
+        n = len(server.requests)
+        again = json.loads(CliRunner().invoke(app, ["score", "--feature", "0", "--explanation", rows[0]["explanation"],
+                                                    *base]).stdout)
+        assert len(server.requests) == n  # every reply, logprobs included, came from the cache
+        assert again["scores"]["simulation"]["value"] == sim["value"]
+        plain = json.loads(CliRunner().invoke(app, ["score", "--feature", "0", "--explanation", rows[0]["explanation"],
+                                                    "--no-logprobs", *base]).stdout)
+        assert all("logprobs" not in x["body"] for x in server.requests[n:]) and len(server.requests) > n
+    assert plain["scores"]["simulation"]["status"] == "undefined"  # the written zeros alone say nothing

@@ -19,6 +19,11 @@ from ..store import open_store
 from .common import DictOpt, JsonOpt, StoreOpt, emit_json, handle_errors, parse_features, show_progress
 
 
+LogprobsOpt = Annotated[bool, typer.Option("--logprobs/--no-logprobs", help=(
+    "LLM simulation on OpenAI or compatible servers: predict the expected value over top_logprobs (off for "
+    "models that refuse logprobs, e.g. reasoning models)."))]
+
+
 @handle_errors
 def label(store: StoreOpt, dictionary: DictOpt = None,
           features: Annotated[str | None, typer.Option(help="Feature ids, e.g. 0-99,123 (default: all).")] = None,
@@ -48,14 +53,15 @@ def label(store: StoreOpt, dictionary: DictOpt = None,
           batch_poll: Annotated[float, typer.Option(help="LLM --batch: seconds between status polls.")] = 30.0,
           batch_wait: Annotated[float | None, typer.Option(help="LLM --batch: stop polling after this many seconds "
                                                            "(default: until every batch has ended).")] = None,
-          as_json: JsonOpt = False) -> None:
+          logprobs: LogprobsOpt = True, as_json: JsonOpt = False) -> None:
     """Label a dictionary's features and grade every label; resumes where an earlier run stopped."""
     with open_store(store) as s:
         d = s.dictionary(dictionary)
         feats = None if features is None else np.array(parse_features(features))
         llm = LLMOptions(base_url=base_url, api_key_env=api_key_env, prompt=prompt, candidates=candidates,
                          requests_per_minute=rpm, input_tokens_per_minute=itpm, output_tokens_per_minute=otpm,
-                         max_in_flight=max_in_flight, use_cache=not no_cache, prices=_read_prices(prices))
+                         max_in_flight=max_in_flight, use_cache=not no_cache, prices=_read_prices(prices),
+                         logprobs=logprobs)
         out = run_label(s, d, feats, explainer=explainer, scorers=parse_scorers(scorer), seed=seed, force=force,
                         concurrency=concurrency, progress=show_progress(as_json), llm=llm, batch=batch,
                         batch_poll=batch_poll, batch_wait=batch_wait, scorer_model=scorer_model)
@@ -108,14 +114,14 @@ def score(store: StoreOpt, feature: Annotated[int, typer.Option(help="Feature id
                                                            "compat:MODEL.")] = None,
           base_url: Annotated[str | None, typer.Option(help="LLM: server URL.")] = None,
           api_key_env: Annotated[str | None, typer.Option(help="LLM: environment variable holding the key.")] = None,
-          as_json: JsonOpt = False) -> None:
+          logprobs: LogprobsOpt = True, as_json: JsonOpt = False) -> None:
     """Grade any text as the label of one feature, on that feature's held-out windows. Writes no label
     (an LLM scorer still records its calls in the cost ledger and cache)."""
     with open_store(store, read_only=scorer_model is None) as s:
         d = s.dictionary(dictionary)
         sample, scores = score_text(s, d, feature, explanation, scorers=parse_scorers(scorer), seed=seed,
                                     scorer_model=scorer_model,
-                                    llm=LLMOptions(base_url=base_url, api_key_env=api_key_env))
+                                    llm=LLMOptions(base_url=base_url, api_key_env=api_key_env, logprobs=logprobs))
     held = {"activating": sum(w.kind not in ("random", "neighbor") for w in sample.score),
             "nonfiring": sum(w.kind in ("random", "neighbor") for w in sample.score)}
     if as_json:

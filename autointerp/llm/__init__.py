@@ -25,6 +25,7 @@ class LLMOptions:
     attempts: int = 6
     timeout: float = 60.0
     use_cache: bool = True
+    logprobs: bool = True  # simulation: expected values from top_logprobs where the provider has them
     prices: dict = field(default_factory=dict)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 

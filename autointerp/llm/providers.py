@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 
@@ -33,9 +34,12 @@ class ChatRequest:
     temperature: float | None = None  # None: the provider's default (current Claude models take no temperature)
     n: int = 1
     shared_prefix: int = 0  # leading messages shared by many requests (few-shot): cached where the API can
+    top_logprobs: int = 0  # > 0: ask for each output token's most likely alternatives (OpenAI chat, vLLM)
 
     def key(self, provider: str) -> str:
         doc = [provider, self.model, self.system, self.messages, self.max_tokens, self.temperature, self.n]
+        if self.top_logprobs:  # appended only when asked, so the keys of earlier requests stay valid
+            doc.append(self.top_logprobs)
         return hashlib.sha256(json.dumps(doc, ensure_ascii=False).encode()).hexdigest()
 
 
@@ -52,19 +56,34 @@ class Usage:
         return Usage(*(a + b for a, b in zip(asdict(self).values(), asdict(o).values())))
 
 
+# One output token with its log probability's most likely alternatives: (token, ((alternative, logprob), ...)).
+TokenLogprobs = tuple[str, tuple[tuple[str, float], ...]]
+MIN_LOGPROB = math.log(1e-4)  # alternatives less likely than this are not kept
+CERTAIN = math.log(0.9999)  # a token this likely is stored as [token] alone (most of a JSON reply's tokens)
+
+
 @dataclass(frozen=True)
 class ChatResponse:
     texts: tuple[str, ...]
     usage: Usage
     stop_reasons: tuple[str, ...] = ()
     limits: dict = field(default_factory=dict, compare=False)  # rate-limit headers, when the server sends them
+    logprobs: tuple[tuple[TokenLogprobs, ...] | None, ...] = ()  # per text, when asked for and given
 
     def to_json(self) -> dict:
-        return {"texts": list(self.texts), "usage": asdict(self.usage), "stop_reasons": list(self.stop_reasons)}
+        d = {"texts": list(self.texts), "usage": asdict(self.usage), "stop_reasons": list(self.stop_reasons)}
+        if any(lp is not None for lp in self.logprobs):  # compact: a certain token is [token]
+            d["logprobs"] = [None if lp is None else
+                             [[t] if len(alts) == 1 and alts[0][0] == t and alts[0][1] >= CERTAIN
+                              else [t, [list(a) for a in alts]] for t, alts in lp] for lp in self.logprobs]
+        return d
 
     @classmethod
     def from_json(cls, d: dict) -> ChatResponse:
-        return cls(tuple(d["texts"]), Usage(**d["usage"]), tuple(d.get("stop_reasons", ())))
+        lps = tuple(None if lp is None else
+                    tuple((e[0], tuple((a, float(x)) for a, x in e[1]) if len(e) > 1 else ((e[0], 0.0),)) for e in lp)
+                    for lp in d.get("logprobs", ()))
+        return cls(tuple(d["texts"]), Usage(**d["usage"]), tuple(d.get("stop_reasons", ())), logprobs=lps)
 
 
 class ProviderError(Exception):
@@ -158,7 +177,10 @@ def _merge(parts: list[ChatResponse], limits: dict | None = None) -> ChatRespons
 
 
 class AnthropicProvider(_SDKClient):
-    """Claude through the Messages API. No temperature is sent (current models reject it)."""
+    """Claude through the Messages API. No temperature is sent (current models reject it); Messages
+    gives no logprobs."""
+
+    has_logprobs = False
 
     def __init__(self, model: str, *, api_key: str | None, base_url: str | None = None, timeout: float = 60.0):
         import anthropic
@@ -226,6 +248,8 @@ class AnthropicProvider(_SDKClient):
 class OpenAIProvider(_SDKClient):
     """OpenAI chat completions, or any server that speaks them (`base_url`)."""
 
+    has_logprobs = True  # `logprobs` / `top_logprobs` (not on reasoning models: those answer 400)
+
     def __init__(self, model: str, *, api_key: str | None, base_url: str | None = None, timeout: float = 60.0,
                  name: str = "openai"):
         import openai
@@ -253,6 +277,9 @@ class OpenAIProvider(_SDKClient):
             body["temperature"] = req.temperature
         if req.n > 1:
             body["n"] = req.n
+        if req.top_logprobs:
+            body["logprobs"] = True
+            body["top_logprobs"] = req.top_logprobs
         return body
 
     # -- Batch API (a JSONL file of requests, then a batch over it) --------------------------------
@@ -311,7 +338,24 @@ def _chat_response(body: dict, limits: dict) -> ChatResponse:
     # OpenAI counts cached tokens inside prompt_tokens; Usage counts them apart, as Anthropic does
     usage = Usage((u.get("prompt_tokens") or 0) - cached, u.get("completion_tokens") or 0, cached, 0)
     return ChatResponse(tuple((c.get("message") or {}).get("content") or "" for c in choices), usage,
-                        tuple(str(c.get("finish_reason")) for c in choices), limits)
+                        tuple(str(c.get("finish_reason")) for c in choices), limits,
+                        tuple(_token_logprobs(c.get("logprobs")) for c in choices))
+
+
+def _token_logprobs(lp: dict | None) -> tuple[TokenLogprobs, ...] | None:
+    """A choice's `logprobs.content` -> ((token, ((alternative, logprob), ...)), ...); None when absent.
+    Alternatives below 1e-4 are dropped (they move no expected value); a token given without
+    alternatives is its own only alternative."""
+    content = (lp or {}).get("content")
+    if not content:
+        return None
+    out = []
+    for t in content:
+        tok = t.get("token", "")
+        alts = tuple((a.get("token", ""), float(a.get("logprob", 0.0))) for a in t.get("top_logprobs") or ()
+                     if float(a.get("logprob", 0.0)) >= MIN_LOGPROB)
+        out.append((tok, alts or ((tok, float(t.get("logprob", 0.0))),)))
+    return tuple(out)
 
 
 def make_provider(spec: str, *, base_url: str | None = None, api_key_env: str | None = None,

@@ -15,6 +15,7 @@ SCORERS = {"embedding": EmbeddingScorer, "simulation": SimulationScorer}
 
 LLM_SCORERS = {"simulation": "simulate_json", "detection": "detect_json",
                "fuzzing": "fuzz_json"}  # name -> prompt template, used with a scorer model
+TOP_LOGPROBS = 10  # alternatives asked for per output token: "0".."10" rarely spread wider
 
 
 def parse_scorers(names: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -40,10 +41,14 @@ def make_scorers(names, store: Store, dictionary: Dictionary, model: str | None 
             from ..llm import LLMOptions, make_client
             from .llm import LLMDetectionScorer, LLMFuzzingScorer, LLMSimulationScorer
 
-            client = client or make_client(model, store, llm or LLMOptions())
-            cls = {"simulation": LLMSimulationScorer, "detection": LLMDetectionScorer,
-                   "fuzzing": LLMFuzzingScorer}[n]
-            out.append(cls(client, load_template(LLM_SCORERS[n])))
+            llm = llm or LLMOptions()
+            client = client or make_client(model, store, llm)
+            if n == "simulation":  # expected values over "0".."10" where the provider gives top_logprobs
+                lp = TOP_LOGPROBS if llm.logprobs and client.provider.has_logprobs else 0
+                out.append(LLMSimulationScorer(client, load_template(LLM_SCORERS[n]), top_logprobs=lp))
+            else:
+                cls = {"detection": LLMDetectionScorer, "fuzzing": LLMFuzzingScorer}[n]
+                out.append(cls(client, load_template(LLM_SCORERS[n])))
         elif n not in SCORERS:
             raise LabelError(f"scorer {n!r} needs an LLM: pass --scorer-model anthropic:MODEL (or openai:, compat:)")
         else:

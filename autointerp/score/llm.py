@@ -2,18 +2,23 @@
 feature's held-out windows, then grade the prediction like the offline simulator (pooled Pearson
 correlation, OpenAI's ev_correlation_score, with per-window correlations and r² in the details).
 
-Works on any chat model through structured JSON replies (Claude has no logprobs). Windows go in groups
-of `windows_per_call`, each group one call through the provider layer (cached, priced, rate-limited).
-A reply is checked before it is used: JSON of the right shape, every window once, exactly one number
-per token, each within 0-10. Anything else is a typed failure of the score ("failed: <why>"), never
-silently zeros (delphi's simulator turns length mismatches into all-zero predictions).
+Works on any chat model through structured JSON replies (Claude has no logprobs). Where the provider
+returns `top_logprobs` (OpenAI chat, vLLM), each number the model wrote is replaced by the expected
+value over the tokens "0".."10" at its position, as OpenAI's simulator does with prompt logprobs: a
+model unsure between 0 and 6 predicts 2.4, not 0. Windows go in groups of `windows_per_call`, each
+group one call through the provider layer (cached, priced, rate-limited). A reply is checked before it
+is used: JSON of the right shape, every window once, exactly one number per token, each within 0-10.
+Anything else is a typed failure of the score ("failed: <why>"), never silently zeros (delphi's
+simulator turns length mismatches into all-zero predictions).
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hashlib
 import json
+import math
 import re
 
 import numpy as np
@@ -74,6 +79,58 @@ def parse_simulation(reply: str, lengths: list[int]) -> list[list[float]]:
     return out
 
 
+DIGITS = {str(v): v for v in range(11)}  # the tokens an activation is written with
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+
+
+def _number_spans(reply: str) -> dict[int, list[tuple[int, int]]]:
+    """Where, in the reply, each window's activation numbers are: window id -> [(start, end), ...]."""
+    out: dict[int, list[tuple[int, int]]] = {}
+    for obj in re.finditer(r"\{[^{}]*\}", reply):  # the window objects (the outer one nests them)
+        wid = re.search(r'"id"\s*:\s*(\d+)', obj.group(0))
+        arr = re.search(r'"activations"\s*:\s*\[([^\]]*)\]', obj.group(0))
+        if wid and arr:
+            base = obj.start() + arr.start(1)
+            out[int(wid.group(1))] = [(base + m.start(), base + m.end()) for m in _NUMBER.finditer(arr.group(1))]
+    return out
+
+
+def expected_values(reply: str, tokens, predicted: list[list[float]]) -> list[tuple[list[float], int]]:
+    """`predicted` (parsed from `reply`, checked) with each number replaced by the expected value over
+    "0".."10" of the alternatives at its token, where the number is one token of its own and some of
+    its alternatives are digits; other numbers (e.g. "2.5", or "10" written as two tokens) keep their
+    written value. Per window: (values, how many came from logprobs). The logprobs' tokens must spell
+    the reply, and every number must be found: otherwise a typed failure."""
+    if "".join(t for t, _ in tokens) != reply:
+        raise SimulationFailure("the logprobs' tokens do not spell the reply")
+    starts = [0]
+    for t, _ in tokens:
+        starts.append(starts[-1] + len(t))
+    spans = _number_spans(reply)
+    out = []
+    for i, pred in enumerate(predicted, 1):
+        sp = spans.get(i, [])
+        if len(sp) != len(pred):
+            raise SimulationFailure(f"window {i}: {len(sp)} numbers found in the reply for {len(pred)} values")
+        row, n_expected = [], 0
+        for (a, b), written in zip(sp, pred):
+            j = bisect.bisect_right(starts, a) - 1
+            tok, alts = tokens[j]
+            mass: dict[int, float] = {}
+            if starts[j + 1] >= b and tok.strip() == reply[a:b]:
+                for alt, lp in alts:
+                    if alt.strip() in DIGITS:
+                        mass[DIGITS[alt.strip()]] = mass.get(DIGITS[alt.strip()], 0.0) + math.exp(lp)
+            total = sum(mass.values())
+            if total > 0:
+                row.append(sum(v * p for v, p in mass.items()) / total)
+                n_expected += 1
+            else:
+                row.append(written)
+        out.append((row, n_expected))
+    return out
+
+
 class _LLMScorer:
     """What LLM scorers share: a client, a template, windows per call; the version names the model
     and hashes the template with the settings."""
@@ -83,23 +140,26 @@ class _LLMScorer:
     max_tokens = 1000
 
     def __init__(self, client: LLMClient, template: Template, windows_per_call: int = 10,
-                 max_tokens: int | None = None) -> None:
+                 max_tokens: int | None = None, top_logprobs: int = 0) -> None:
         self.client, self.template = client, template
         self.windows_per_call, self.max_tokens = windows_per_call, max_tokens or self.max_tokens
+        self.top_logprobs = top_logprobs
         settings = f"{template.hash}|per_call={windows_per_call}|max_tokens={self.max_tokens}"
+        if top_logprobs:
+            settings += f"|top_logprobs={top_logprobs}"
         self.version = f"{client.model_id}/{hashlib.sha256(settings.encode()).hexdigest()[:16]}"
 
     async def _ask(self, explanation: Explanation, wins: list, parse, marks: list | None = None) -> list:
-        """The windows in groups of `windows_per_call`, one call per group (all at once); each reply is
-        parsed by `parse(text, group)` and the results concatenated in window order."""
+        """The windows in groups of `windows_per_call`, one call per group (all at once); each reply
+        (a ChatResponse) is parsed by `parse(reply, group)` and the results concatenated in window order."""
         starts = range(0, len(wins), self.windows_per_call)
         reqs = [ChatRequest(model=self.client.provider.model, system=self.template.system,
                             messages=(("user", render_scoring(
                                 self.template, explanation.text, wins[i:i + self.windows_per_call],
                                 None if marks is None else marks[i:i + self.windows_per_call])),),
-                            max_tokens=self.max_tokens) for i in starts]
+                            max_tokens=self.max_tokens, top_logprobs=self.top_logprobs) for i in starts]
         replies = await asyncio.gather(*(self.client.complete(r, purpose=self.purpose or self.name) for r in reqs))
-        return [x for i, r in zip(starts, replies) for x in parse(_text(r), wins[i:i + self.windows_per_call])]
+        return [x for i, r in zip(starts, replies) for x in parse(r, wins[i:i + self.windows_per_call])]
 
     def _failed(self, err: Exception) -> Score:
         kind = "provider" if isinstance(err, ProviderError) else "reply"
@@ -116,13 +176,24 @@ class LLMSimulationScorer(_LLMScorer):
         if not wins:
             return Score(self.name, self.version, "undefined", None, "no held-out windows", {}, _now())
         try:
-            predicted = await self._ask(explanation, wins,
-                                        lambda text, group: parse_simulation(text, [len(w.tokens) for w in group]))
+            got = await self._ask(explanation, wins, self._parse)
         except (ProviderError, SimulationFailure) as err:
             return self._failed(err)
         sim = Simulation(kinds=tuple(w.kind for w in wins), true=tuple(w.activations for w in wins),
-                         predicted=tuple(tuple(p) for p in predicted))
-        return grade_simulation(self.name, self.version, sim)
+                         predicted=tuple(tuple(p) for p, _ in got))
+        extra = {}
+        if self.top_logprobs:  # how many values are expected values (the rest: as written, see expected_values)
+            extra["from_logprobs"] = round(sum(n for _, n in got) / max(1, sum(len(p) for p, _ in got)), 4)
+        return grade_simulation(self.name, self.version, sim, extra=extra)
+
+    def _parse(self, reply, group) -> list[tuple[list[float], int]]:
+        """(values, how many of them are expected values) per window of one reply."""
+        text = _text(reply)
+        predicted = parse_simulation(text, [len(w.tokens) for w in group])
+        tokens = reply.logprobs[0] if self.top_logprobs and reply.logprobs else None
+        if not tokens:  # no logprobs asked for, or the server gave none: the written values
+            return [(p, 0) for p in predicted]
+        return expected_values(text, tokens, predicted)
 
 
 def parse_detection(reply: str, n: int, field: str = "fires") -> list[int]:
@@ -164,7 +235,8 @@ class LLMDetectionScorer(_LLMScorer):
             return Score(self.name, self.version, "undefined", None, "no windows to show", {}, _now())
         try:
             said = np.array(await self._ask(explanation, wins,
-                                            lambda text, group: parse_detection(text, len(group), self.field), marks))
+                                            lambda reply, group: parse_detection(_text(reply), len(group), self.field),
+                                            marks))
         except (ProviderError, SimulationFailure) as err:
             return self._failed(err)
         details: dict = {"n_positive": int(truth.sum()), "n_negative": int(len(truth) - truth.sum())}

@@ -90,7 +90,8 @@ class SimulationScorer:
         return grade_simulation(self.name, self.version, self.predict(sample, explanation), self.keep_predictions)
 
 
-def grade_simulation(name: str, version: str, sim: Simulation, keep_predictions: bool = True) -> Score:
+def grade_simulation(name: str, version: str, sim: Simulation, keep_predictions: bool = True,
+                     extra: dict | None = None) -> Score:
     """OpenAI's scores of a simulation: Pearson correlation pooled over every token of every window
     (ev_correlation_score) as the value; per-window correlations and the pooled r² in the details.
     Predictions are rescaled to the true maximum for r² (they are on the simulator's own scale)."""
@@ -102,7 +103,7 @@ def grade_simulation(name: str, version: str, sim: Simulation, keep_predictions:
             per_window.append(round(metrics.correlation(t, p), 4))
         except metrics.Undefined:
             per_window.append(None)  # a non-firing window has no correlation of its own
-    details: dict = {"per_window_correlation": per_window, "kinds": list(sim.kinds)}
+    details: dict = {"per_window_correlation": per_window, "kinds": list(sim.kinds), **(extra or {})}
     if true:
         t_all, p_all = np.concatenate(true), np.concatenate(preds)
         try:
