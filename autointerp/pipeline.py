@@ -8,6 +8,10 @@ the end, also when the run is interrupted. A rerun skips features that already h
 skipped) under the same explainer, prompt hash, sampler config and seed, and retries the ones that
 failed; `force=True` redoes them, replacing (never duplicating) their rows.
 
+Best-of-k: an explainer that gives several candidates has each graded by one (cheap) scorer, `select_by`
+(default: the first scorer); the best becomes the feature's label and is graded by every other scorer;
+all candidates are stored with their grades.
+
 A feature that cannot be labelled never stops the run: too few examples is "skipped" with the sampler's
 reason; an explainer that raises is "failed" with the error; a scorer that raises gives a "failed" score.
 The summary counts each kind.
@@ -58,12 +62,14 @@ def label(store: Store, dictionary: Dictionary, features: np.ndarray | None = No
           scorers=("embedding", "simulation"), config: SamplerConfig | None = None, seed: int = 0,
           force: bool = False, concurrency: int = 8, sample_batch: int = 256, flush_every: int = 64,
           flush_seconds: float = 5.0, progress: bool = False, llm=None, batch: bool = False,
-          batch_poll: float = 30.0, batch_wait: float | None = None, scorer_model: str | None = None) -> dict:
+          batch_poll: float = 30.0, batch_wait: float | None = None, scorer_model: str | None = None,
+          select_by=None) -> dict:
     """Label features of one dictionary (default: all); returns counts per outcome and per score status.
 
     `explainer` is a name ("offline", "anthropic:MODEL", ...) or an explainer object; `llm` the
     llm.LLMOptions for a named LLM explainer or scorer; `scorers` names or scorer objects; with
     `scorer_model` (anthropic:MODEL, ...) the scorers that have an LLM form (simulation) use it.
+    `select_by`: the scorer (a name or object) that picks the label among an explainer's candidates.
 
     `batch`: first send every uncached explainer request through the provider's batch API (half
     price), wait for the batches (polling every `batch_poll` s, at most `batch_wait` s), then label
@@ -79,6 +85,10 @@ def label(store: Store, dictionary: Dictionary, features: np.ndarray | None = No
     expl = make_explainer(explainer, store, dictionary, llm) if isinstance(explainer, str) else explainer
     names = [s for s in scorers if isinstance(s, str)]
     grade = make_scorers(names, store, dictionary, scorer_model, llm) + [s for s in scorers if not isinstance(s, str)]
+    if isinstance(select_by, str):  # one of the scorers, or a scorer of its own
+        select_by = next((s for s in grade if s.name == select_by), None) or \
+            make_scorers([select_by], store, dictionary, scorer_model, llm)[0]
+    select = select_by or (grade[0] if grade else None)
     run_key = (expl.name, expl.prompt_hash, config.hash, seed)
     done = set() if force else store.labelled_features(dictionary.dictionary_id, run_key)
     todo = [int(f) for f in feats if int(f) not in done]
@@ -87,17 +97,17 @@ def label(store: Store, dictionary: Dictionary, features: np.ndarray | None = No
     summary = {"dictionary": dictionary.name, "features": int(len(feats)), "ok": 0, "skipped": 0, "failed": 0,
                "already_done": len(feats) - len(todo), "skipped_kinds": {}, "failed_kinds": {}, "score_failures": {},
                "scores": {s.name: {} for s in grade}, "explainer": expl.name, "prompt_hash": expl.prompt_hash,
-               "sampler_hash": config.hash, "seed": seed}
+               "sampler_hash": config.hash, "seed": seed, "select_by": select.name if select else None}
     t0 = time.perf_counter()
     if batch:
         if getattr(expl, "client", None) is None or not hasattr(expl, "request"):
             raise LabelError("--batch needs an LLM explainer (anthropic:MODEL, ...)")
         summary["batch"] = asyncio.run(_submit_and_collect(sampler, expl, todo, sample_batch, batch_poll, batch_wait))
     if not batch or not summary["batch"]["pending"]:  # batches still pending: the next run collects them
-        asyncio.run(_run(store, dictionary, sampler, expl, grade, todo, summary, concurrency, sample_batch,
+        asyncio.run(_run(store, dictionary, sampler, expl, grade, select, todo, summary, concurrency, sample_batch,
                          flush_every, flush_seconds, progress))
     summary["seconds"] = round(time.perf_counter() - t0, 2)
-    clients = _clients(expl, *grade)
+    clients = _clients(expl, *grade, select)
     if clients:  # an LLM explainer or scorer: what this run cost (they share one run id)
         summary["run_id"] = clients[0].run_id
         summary["cost"] = store.cost_summary(clients[0].run_id)
@@ -116,15 +126,15 @@ async def _submit_and_collect(sampler, expl, todo, sample_batch, poll, wait) -> 
         await client.aclose()
 
 
-async def _run(store, dictionary, sampler, expl, grade, todo, summary, concurrency, sample_batch, flush_every,
-               flush_seconds, progress) -> None:
+async def _run(store, dictionary, sampler, expl, grade, select, todo, summary, concurrency, sample_batch,
+               flush_every, flush_seconds, progress) -> None:
     queue: asyncio.Queue = asyncio.Queue(maxsize=max(sample_batch, 2 * concurrency))
     finished: list[FeatureLabel] = []
     last_flush = time.monotonic()
     bar = tqdm(total=len(todo), unit="feat", disable=not progress, desc=f"label {dictionary.name}")
     cursor = store.cursor()  # the sampling thread reads through a connection of its own
 
-    clients = _clients(expl, *grade)
+    clients = _clients(expl, *grade, select)
 
     def flush() -> None:
         nonlocal last_flush
@@ -148,7 +158,7 @@ async def _run(store, dictionary, sampler, expl, grade, todo, summary, concurren
 
     async def work() -> None:
         while (sample := await queue.get()) is not None:
-            finished.append(await _label_one(sample, expl, grade))
+            finished.append(await _label_one(sample, expl, grade, select))
             if len(finished) >= flush_every or time.monotonic() - last_flush >= flush_seconds:
                 flush()
 
@@ -168,7 +178,7 @@ async def _run(store, dictionary, sampler, expl, grade, todo, summary, concurren
             store.con.execute("CHECKPOINT")
 
 
-async def _label_one(sample: FeatureSample, expl, grade) -> FeatureLabel:
+async def _label_one(sample: FeatureSample, expl, grade, select=None) -> FeatureLabel:
     base = dict(dictionary=sample.dictionary, feature=sample.feature, explainer=expl.name,
                 prompt_hash=expl.prompt_hash, sampler=sample.config, seed=sample.seed)
     if sample.status != "ok":
@@ -180,10 +190,21 @@ async def _label_one(sample: FeatureSample, expl, grade) -> FeatureLabel:
     except Exception as err:  # an explainer bug fails this feature, visibly, not the run
         return FeatureLabel(**base, status="failed", reason=f"explainer error: {type(err).__name__}: {err}")
     candidates = list(out) if isinstance(out, (list, tuple)) else [out]  # an explainer may give n candidates
-    graded = []
-    for e in candidates:
-        graded.append((e, tuple(await asyncio.gather(*(_grade(s, sample, e) for s in grade)))))
-    return FeatureLabel(**base, status="ok", explanations=tuple(graded))
+    if len(candidates) == 1 or select is None:
+        graded = [(e, tuple(await asyncio.gather(*(_grade(s, sample, e) for s in grade)))) for e in candidates]
+        return FeatureLabel(**base, status="ok", explanations=tuple(graded))
+    # best-of-k: every candidate graded by `select`; the best one alone by the other scorers
+    first = await asyncio.gather(*(_grade(select, sample, e) for e in candidates))
+    chosen = _best(first)
+    rest = await asyncio.gather(*(_grade(s, sample, candidates[chosen]) for s in grade if s is not select))
+    graded = [(e, (first[i], *(rest if i == chosen else ()))) for i, e in enumerate(candidates)]
+    return FeatureLabel(**base, status="ok", explanations=tuple(graded), chosen=chosen)
+
+
+def _best(scores: list[Score]) -> int:
+    """The candidate with the highest defined score (the first of equals); the first when none is defined."""
+    ok = [(s.value, -i) for i, s in enumerate(scores) if s.status == "ok" and s.value is not None]
+    return -max(ok)[1] if ok else 0
 
 
 def _count(summary: dict, r: FeatureLabel) -> None:

@@ -201,6 +201,7 @@ class FeatureLabel:
     status: LabelStatus
     reason: str = ""
     explanations: tuple[tuple[Explanation, tuple[Score, ...]], ...] = ()
+    chosen: int = 0  # which explanation is the feature's label (best-of-k); the others are kept as candidates
 
     @property
     def run_key(self) -> tuple[str, str, str, int]:

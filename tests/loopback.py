@@ -1,7 +1,8 @@
 """A loopback HTTP server that speaks the Anthropic Messages and OpenAI Chat Completions wire formats.
 
 Tests point the real SDKs at it (`base_url`), so retries, headers and parsing run through the SDKs'
-own code. Replies come from `reply(provider, body)`: a str, or (str, tokens) where tokens are
+own code. Replies come from `reply(provider, body)`: a str, a list of n str (a chat completion's n
+choices), or (str, tokens) where tokens are
 [(token, [(alternative, logprob), ...]), ...] joining to the str, which a chat completion asked for
 `logprobs` reports (a plain str is then split into words, numbers and signs, each certain). Faults are scripted per request, in order:
 
@@ -282,7 +283,8 @@ def _anthropic_message(body: dict, text) -> dict:
 
 def _openai_completion(body: dict, text) -> dict:
     n = body.get("n", 1)
-    text, tokens = text if isinstance(text, tuple) else (text, None)
+    texts = text if isinstance(text, list) else None  # a list: one text per choice (n)
+    text, tokens = text if isinstance(text, tuple) else (texts[0] if texts else text, None)
     logprobs = None
     if body.get("logprobs"):
         if tokens is None:  # split like a BPE pretokenizer: numbers, words (with their space), signs
@@ -297,8 +299,8 @@ def _openai_completion(body: dict, text) -> dict:
                                  "top_logprobs": [entry(a, lp) for a, lp in alts[:k]]} for t, alts in tokens],
                     "refusal": None}
     return {"id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()), "model": body.get("model"),
-            "choices": [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop",
-                         "logprobs": logprobs} for i in range(n)],
+            "choices": [{"index": i, "message": {"role": "assistant", "content": texts[i] if texts else text},
+                         "finish_reason": "stop", "logprobs": logprobs} for i in range(n)],
             "usage": {"prompt_tokens": _tokens(body), "completion_tokens": n * (len(text.split()) + 1),
                       "total_tokens": 0}}
 

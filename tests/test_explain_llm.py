@@ -216,18 +216,35 @@ def test_batch_mode_submits_once_survives_a_restart_and_labels(kind, ingested_pa
     assert paid[0] == 10 and abs(paid[1] - 0.5 * (paid[2] * 1.0 + paid[3] * 5.0) / 1e6) < 1e-12
 
 
-def test_candidates_are_all_kept_and_scored(ingested_path, monkeypatch):
+def _three_candidates(provider, body):
+    """n = 3 choices: a label naming a token that never occurs, the right one, and another wrong one."""
+    right = _marked_reply(provider, body)
+    return ['The marked tokens agree.\nEXPLANATION: the token "zebra"', right,
+            'The marked tokens agree.\nEXPLANATION: the token "quagga"']
+
+
+def test_best_of_k_labels_the_best_candidate_and_keeps_them_all(ingested_path, monkeypatch):
     path = ingested_path
     monkeypatch.setenv("K", "sk-x")
-    with Loopback(reply=_marked_reply) as server:
+    with Loopback(reply=_three_candidates) as server:
         r = CliRunner().invoke(app, ["label", "--store", str(path), "--features", "0-1", "--explainer", "openai:gpt-x",
                                      "--base-url", server.url + "/v1", "--api-key-env", "K", "--candidates", "3",
-                                     "--scorer", "simulation", "--json", "--rpm", "6000"])
+                                     "--select-by", "simulation", "--scorer", "embedding", "--json", "--rpm", "6000"])
         assert r.exit_code == 0, r.output
         assert [x["body"]["n"] for x in server.requests] == [3, 3]  # one call per feature, n = 3
+    out = json.loads(r.stdout)
+    assert out["select_by"] == "simulation" and out["ok"] == 2
     from autointerp.store import open_store
 
     with open_store(path, read_only=True) as s:
-        rows = s.labels()
-    assert len(rows) == 6 and sorted(r["evidence"]["candidate"] for r in rows) == [0, 0, 1, 1, 2, 2]
-    assert all(r["scores"]["simulation"]["status"] == "ok" for r in rows)
+        labels, every = s.labels(), s.labels(candidates=True)
+    assert len(every) == 6 and sorted(r["evidence"]["candidate"] for r in every) == [0, 0, 1, 1, 2, 2]
+    # the label is the candidate the selector graded best (the right one); the others carry only that grade
+    assert len(labels) == 2 and all(r["chosen"] and r["evidence"]["candidate"] == 1 for r in labels)
+    best = {r["feature_id"]: r["scores"]["simulation"]["value"] for r in labels}
+    for r in every:
+        assert set(r["scores"]) == ({"simulation", "embedding"} if r["chosen"] else {"simulation"})
+        if not r["chosen"]:  # a token that never occurs is graded below the right one (or undefined)
+            assert (r["scores"]["simulation"]["value"] or -1) < best[r["feature_id"]]
+    lines = CliRunner().invoke(app, ["labels", "--store", str(path), "--candidates", "--json"])
+    assert len(json.loads(lines.stdout)["labels"]) == 6

@@ -102,3 +102,24 @@ def test_failed_background_insert_rolls_back(store):
             store._insert_background("activations", bad)
             w.con.execute("SELECT 1")  # the next statement waits for the insert, and raises its error
     assert store.content_digest() == before
+
+
+def test_migration_4_makes_the_first_of_old_candidates_the_label(tmp_path):
+    """A store from before best-of-k kept every candidate as a label: after the upgrade the first one is
+    chosen and the others are kept as candidates."""
+    from autointerp.store.schema import MIGRATIONS
+
+    p = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(p))
+    con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, "
+                "applied_at TIMESTAMP NOT NULL)")
+    for number, name, fn in MIGRATIONS[:3]:
+        fn(con)
+        con.execute("INSERT INTO schema_migrations VALUES (?, ?, now())", [number, name])
+    for eid, feature, prompt in [(1, 0, "p"), (2, 0, "p"), (3, 0, "p"), (4, 0, "q"), (5, 1, "p")]:
+        con.execute("INSERT INTO explanations VALUES (?, 1, ?, 'x', 'openai:m', ?, 'h', '{}', 0, '{}', now())",
+                    [eid, feature, prompt])
+    con.close()
+    with Store(p) as s:
+        chosen = s.con.execute("SELECT explanation_id FROM explanations WHERE chosen ORDER BY 1").fetchall()
+        assert s.schema_version() == LATEST_VERSION and [r[0] for r in chosen] == [1, 4, 5]

@@ -19,6 +19,8 @@ from ..store import open_store
 from .common import DictOpt, JsonOpt, StoreOpt, emit_json, handle_errors, parse_features, show_progress
 
 
+CandidatesOpt = Annotated[bool, typer.Option("--candidates", help="Every best-of-k candidate, not only the chosen "
+                                                                  "labels.")]
 LogprobsOpt = Annotated[bool, typer.Option("--logprobs/--no-logprobs", help=(
     "LLM simulation on OpenAI or compatible servers: predict the expected value over top_logprobs (off for "
     "models that refuse logprobs, e.g. reasoning models)."))]
@@ -38,7 +40,10 @@ def label(store: StoreOpt, dictionary: DictOpt = None,
           api_key_env: Annotated[str | None, typer.Option(help="LLM: environment variable holding the key "
                                                          "(default ANTHROPIC_API_KEY / OPENAI_API_KEY).")] = None,
           prompt: Annotated[str, typer.Option(help="LLM: prompt template, a name in prompts/ or a path.")] = "explain_highlight",
-          candidates: Annotated[int, typer.Option(help="LLM: explanations per feature, all scored and kept.")] = 1,
+          candidates: Annotated[int, typer.Option(help="LLM: explanations per feature (best-of-k): each graded by "
+                                                       "--select-by, the best is the label, all are kept.")] = 1,
+          select_by: Annotated[str | None, typer.Option(help="Best-of-k: the (cheap) scorer that picks the label "
+                                                        "among candidates (default: the first --scorer).")] = None,
           rpm: Annotated[float, typer.Option(help="LLM: requests per minute.")] = 50,
           itpm: Annotated[float | None, typer.Option(help="LLM: input tokens per minute.")] = None,
           otpm: Annotated[float | None, typer.Option(help="LLM: output tokens per minute.")] = None,
@@ -64,7 +69,7 @@ def label(store: StoreOpt, dictionary: DictOpt = None,
                          logprobs=logprobs)
         out = run_label(s, d, feats, explainer=explainer, scorers=parse_scorers(scorer), seed=seed, force=force,
                         concurrency=concurrency, progress=show_progress(as_json), llm=llm, batch=batch,
-                        batch_poll=batch_poll, batch_wait=batch_wait, scorer_model=scorer_model)
+                        batch_poll=batch_poll, batch_wait=batch_wait, scorer_model=scorer_model, select_by=select_by)
     if as_json:
         emit_json(out)
         return
@@ -145,11 +150,11 @@ def labels(store: StoreOpt, dictionary: DictOpt = None,
            sort: Annotated[str | None, typer.Option(help="Sort by this scorer's value (e.g. simulation).")] = None,
            ascending: Annotated[bool, typer.Option(help="Lowest scores first.")] = False,
            limit: Annotated[int | None, typer.Option(help="Print at most this many.")] = None,
-           as_json: JsonOpt = False) -> None:
+           candidates: CandidatesOpt = False, as_json: JsonOpt = False) -> None:
     """Labels with their scores."""
     with open_store(store, read_only=True) as s:
         d = s.dictionary(dictionary)
-        rows = s.labels(d.dictionary_id, sort_by=sort, descending=not ascending, limit=limit)
+        rows = s.labels(d.dictionary_id, sort_by=sort, descending=not ascending, limit=limit, candidates=candidates)
     if as_json:
         emit_json({"dictionary": d.name, "labels": rows})
         return
@@ -163,12 +168,12 @@ def labels(store: StoreOpt, dictionary: DictOpt = None,
 @handle_errors
 def export(store: StoreOpt, out: Annotated[Path, typer.Option("--out", help="File to write.")],
            format: Annotated[str, typer.Option("--format", help="jsonl")] = "jsonl",
-           dictionary: DictOpt = None, as_json: JsonOpt = False) -> None:
+           dictionary: DictOpt = None, candidates: CandidatesOpt = False, as_json: JsonOpt = False) -> None:
     """Write labels, scores and provenance: one JSON line per (feature, explanation)."""
     if format != "jsonl":
         raise LabelError(f"unknown export format {format!r}; available: jsonl")
     with open_store(store, read_only=True) as s:
-        n = write_jsonl(s, out, dictionary)
+        n = write_jsonl(s, out, dictionary, candidates=candidates)
     if as_json:
         emit_json({"out": str(out), "lines": n})
     else:

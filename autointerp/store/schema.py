@@ -207,12 +207,25 @@ def _m003_llm(con: duckdb.DuckDBPyConnection) -> None:
         )""")
 
 
+def _m004_best_of(con: duckdb.DuckDBPyConnection) -> None:
+    # Best-of-k: a feature's candidates are all kept, and one of them is its label (chosen). Earlier
+    # stores kept every candidate as a label: their first candidate becomes the chosen one.
+    con.execute("ALTER TABLE explanations ADD COLUMN chosen BOOLEAN DEFAULT true")
+    con.execute("""
+        UPDATE explanations e SET chosen = false
+        WHERE explanation_id > (SELECT min(f.explanation_id) FROM explanations f
+                                WHERE f.dictionary_id = e.dictionary_id AND f.feature = e.feature
+                                  AND f.explainer = e.explainer AND f.prompt_hash = e.prompt_hash
+                                  AND f.sampler_hash = e.sampler_hash AND f.seed = e.seed)""")
+
+
 Migration = tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]
 
 MIGRATIONS: list[Migration] = [
     (1, "initial", _m001_initial),
     (2, "labels", _m002_labels),
     (3, "llm cache and ledger", _m003_llm),
+    (4, "best-of-k: the chosen candidate", _m004_best_of),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -73,7 +73,7 @@ class Store:
     def _insert_now(self, table: str, rows: pa.Table) -> None:
         self._con.register("_insert_rows", rows)
         try:
-            self._con.execute(f"INSERT INTO {table} SELECT * FROM _insert_rows")
+            self._con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _insert_rows")
         finally:
             self._con.unregister("_insert_rows")
 
@@ -354,13 +354,15 @@ class Store:
         return dict(rows)
 
     def labels(self, dictionary_id: int | None = None, features: list[int] | None = None,
-               sort_by: str | None = None, descending: bool = True, limit: int | None = None) -> list[dict]:
-        """Explanations with provenance and their scores, one dict per explanation.
+               sort_by: str | None = None, descending: bool = True, limit: int | None = None,
+               candidates: bool = False) -> list[dict]:
+        """Labels with provenance and their scores, one dict per explanation: each feature's chosen
+        explanation per (explainer, prompt, sampler, seed), or with `candidates` every candidate too.
 
         sort_by: a scorer name (explanations without an ok score of it come last), or None for
         (dictionary, feature) order.
         """
-        where, params = ["TRUE"], []
+        where, params = ["TRUE" if candidates else "e.chosen"], []
         if dictionary_id is not None:
             where.append("e.dictionary_id = ?")
             params.append(dictionary_id)
@@ -373,7 +375,7 @@ class Store:
                      f"AND s.status = 'ok') {'DESC' if descending else 'ASC'} NULLS LAST, {order}")
         rows = self.con.execute(
             f"""SELECT e.explanation_id, d.name, e.feature, e.text, e.explainer, e.prompt_hash, e.sampler_hash,
-                       e.sampler, e.seed, e.evidence, e.created_at
+                       e.sampler, e.seed, e.evidence, e.created_at, e.chosen
                 FROM explanations e JOIN dictionaries d USING (dictionary_id)
                 WHERE {' AND '.join(where)} ORDER BY {order} {'' if limit is None else f'LIMIT {int(limit)}'}""",
             params + ([sort_by] if sort_by is not None else [])).fetchall()
@@ -388,7 +390,7 @@ class Store:
                                        "details": json.loads(details), "created_at": created.isoformat()}
         return [{"explanation_id": r[0], "dictionary": r[1], "feature_id": r[2], "explanation": r[3],
                  "explainer": r[4], "prompt_hash": r[5], "sampler_hash": r[6], "sampler": json.loads(r[7]),
-                 "seed": r[8], "evidence": json.loads(r[9]), "created_at": r[10].isoformat(),
+                 "seed": r[8], "evidence": json.loads(r[9]), "created_at": r[10].isoformat(), "chosen": r[11],
                  "scores": scores[r[0]]} for r in rows]
 
     # -- LLM response cache and cost ledger (written through autointerp.llm.journal) -------------

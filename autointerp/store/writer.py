@@ -189,14 +189,16 @@ class StoreWriter:
         next_id = self.store._one("SELECT coalesce(max(explanation_id), 0) + 1 FROM explanations")[0]
         now = _now()
         ex: dict[str, list] = {k: [] for k in ("explanation_id", "feature", "text", "explainer", "prompt_hash",
-                                               "sampler_hash", "sampler", "seed", "evidence", "created_at")}
+                                               "sampler_hash", "sampler", "seed", "evidence", "created_at",
+                                               "chosen")}
         sc: dict[str, list] = {k: [] for k in ("explanation_id", "scorer", "scorer_version", "status", "value",
                                                "reason", "details", "created_at")}
         for lab in labels:
-            for expl, scores in lab.explanations:
+            for i, (expl, scores) in enumerate(lab.explanations):
                 for k, v in zip(ex, (next_id, lab.feature, expl.text, expl.explainer, expl.prompt_hash,
                                      expl.sampler.hash, json.dumps(expl.sampler.to_dict(), sort_keys=True), expl.seed,
-                                     json.dumps(expl.evidence, sort_keys=True), expl.created_at or now)):
+                                     json.dumps(expl.evidence, sort_keys=True), expl.created_at or now,
+                                     i == lab.chosen)):
                     ex[k].append(v)
                 for s in scores:
                     for k, v in zip(sc, (next_id, s.scorer, s.scorer_version, s.status, s.value, s.reason,
@@ -212,7 +214,7 @@ class StoreWriter:
                 **{k: pa.array(ex[k], pa.string()) for k in ("text", "explainer", "prompt_hash", "sampler_hash",
                                                               "sampler")},
                 "seed": pa.array(ex["seed"], pa.int64()), "evidence": pa.array(ex["evidence"], pa.string()),
-                "created_at": pa.array(ex["created_at"], ts)}))
+                "created_at": pa.array(ex["created_at"], ts), "chosen": pa.array(ex["chosen"], pa.bool_())}))
         if sc["explanation_id"]:
             self.store._insert_now("scores", pa.table({
                 "explanation_id": pa.array(sc["explanation_id"], pa.int64()),
