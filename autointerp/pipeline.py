@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from .errors import ExplainFailure, LabelError
 from .explain import make_explainer
+from .llm.client import DEFERRED
 from .records import Dictionary, Explanation, FeatureLabel, FeatureSample, SamplerConfig, Score
 from .sample import Sampler
 from .score import make_scorers
@@ -71,10 +72,11 @@ def label(store: Store, dictionary: Dictionary, features: np.ndarray | None = No
     `scorer_model` (anthropic:MODEL, ...) the scorers that have an LLM form (simulation) use it.
     `select_by`: the scorer (a name or object) that picks the label among an explainer's candidates.
 
-    `batch`: first send every uncached explainer request through the provider's batch API (half
-    price), wait for the batches (polling every `batch_poll` s, at most `batch_wait` s), then label
-    from the cache. Batches are recorded in the store when submitted: a run stopped while they are
-    pending (or `batch_wait` reached) is resumed by running again, which collects and never resubmits.
+    `batch`: first send every uncached LLM request (explainer and scorers, stage by stage: see `_batch`)
+    through the providers' batch APIs (half price), waiting for the batches (polling every `batch_poll`
+    s, at most `batch_wait` s), then label from the cache. Batches are recorded in the store when
+    submitted: a run stopped while they are pending (or `batch_wait` reached) is resumed by running
+    again, which collects and never resubmits.
     """
     if concurrency < 1 or sample_batch < 1 or flush_every < 1:
         raise LabelError("concurrency, sample_batch and flush_every must be at least 1")
@@ -99,31 +101,80 @@ def label(store: Store, dictionary: Dictionary, features: np.ndarray | None = No
                "scores": {s.name: {} for s in grade}, "explainer": expl.name, "prompt_hash": expl.prompt_hash,
                "sampler_hash": config.hash, "seed": seed, "select_by": select.name if select else None}
     t0 = time.perf_counter()
+    clients = _clients(expl, *grade, select)
     if batch:
-        if getattr(expl, "client", None) is None or not hasattr(expl, "request"):
-            raise LabelError("--batch needs an LLM explainer (anthropic:MODEL, ...)")
-        summary["batch"] = asyncio.run(_submit_and_collect(sampler, expl, todo, sample_batch, batch_poll, batch_wait))
+        if not clients:
+            raise LabelError("--batch needs an LLM explainer or scorer (anthropic:MODEL, ...)")
+        if not all(c.use_cache for c in clients):
+            raise LabelError("--batch collects replies into the response cache: it cannot run with --no-cache")
+        summary["batch"] = asyncio.run(_batch(sampler, expl, grade, select, todo, sample_batch, batch_poll,
+                                              batch_wait))
     if not batch or not summary["batch"]["pending"]:  # batches still pending: the next run collects them
         asyncio.run(_run(store, dictionary, sampler, expl, grade, select, todo, summary, concurrency, sample_batch,
                          flush_every, flush_seconds, progress))
     summary["seconds"] = round(time.perf_counter() - t0, 2)
-    clients = _clients(expl, *grade, select)
     if clients:  # an LLM explainer or scorer: what this run cost (they share one run id)
         summary["run_id"] = clients[0].run_id
         summary["cost"] = store.cost_summary(clients[0].run_id)
     return summary
 
 
-async def _submit_and_collect(sampler, expl, todo, sample_batch, poll, wait) -> dict:
-    client = expl.client
+async def _batch(sampler, expl, grade, select, todo, sample_batch, poll, wait) -> dict:
+    """Send every LLM request of the run through the providers' batch APIs, stage by stage.
+
+    A planning pass labels every feature with the clients in deferring mode (llm.client.DEFERRED): what
+    is cached is used, what is not is noted and not sent, and a feature stops at the first stage with a
+    missing reply (explain; the candidates' selector grades; the other scorers). The noted requests are
+    submitted as batches and collected into the cache; the next pass gets one stage further. It ends
+    when a pass needs nothing new, or a batch is still pending after `wait` seconds (a rerun collects
+    it). A request whose batch item failed is not resubmitted: the labelling pass calls it directly.
+    """
+    clients = _clients(expl, *grade, select)
+    llm_grade = [s for s in grade if getattr(s, "client", None) is not None]  # offline scorers are not planned
+    got = {"submitted": 0, "batches": 0, "replies": 0, "errors": 0, "pending": 0, "stages": 0}
+    tried: set[tuple[int, str]] = set()
+    t0 = time.monotonic()
     try:
-        sent = 0
-        for i in range(0, len(todo), sample_batch):
-            samples = sampler.sample_many(todo[i:i + sample_batch])  # nothing else runs meanwhile
-            sent += await client.submit([expl.request(s) for s in samples if s.status == "ok" and s.explain])
-        return {"submitted": sent, **await client.collect(poll, wait)}
+        while True:
+            wanted: dict[tuple[int, str], tuple] = {}
+
+            async def submit(final: bool = False) -> None:
+                if not (final or len(wanted) >= 10_000):  # bounded memory: submit as the plan grows
+                    return
+                by: dict[tuple[int, str], tuple] = {}
+                for c, req, purpose in wanted.values():  # one submission per client and purpose
+                    by.setdefault((id(c), purpose), (c, purpose, []))[2].append(req)
+                for c, purpose, reqs in by.values():
+                    got["submitted"] += await c.submit(reqs, purpose=purpose)
+                tried.update(wanted)
+                wanted.clear()
+
+            new = 0
+            for i in range(0, len(todo), sample_batch):
+                for sample in sampler.sample_many(todo[i:i + sample_batch]):
+                    noted: list = []
+                    token = DEFERRED.set(noted)
+                    try:
+                        await _label_one(sample, expl, llm_grade, select, planning=noted)
+                    finally:
+                        DEFERRED.reset(token)
+                    for c, req, purpose in noted:
+                        k = (id(c), req.key(c.provider.name))
+                        if k not in tried and k not in wanted:
+                            wanted[k] = (c, req, purpose)
+                            new += 1
+                    await submit()
+            await submit(final=True)
+            for c in clients:
+                left = None if wait is None else max(0.0, wait - (time.monotonic() - t0))
+                for k, v in (await c.collect(poll, left)).items():
+                    got[k] += v
+            got["stages"] += bool(new)  # the passes that found replies missing
+            if got["pending"] or not new:
+                return got
     finally:
-        await client.aclose()
+        for c in clients:
+            await c.aclose()
 
 
 async def _run(store, dictionary, sampler, expl, grade, select, todo, summary, concurrency, sample_batch,
@@ -178,7 +229,9 @@ async def _run(store, dictionary, sampler, expl, grade, select, todo, summary, c
             store.con.execute("CHECKPOINT")
 
 
-async def _label_one(sample: FeatureSample, expl, grade, select=None) -> FeatureLabel:
+async def _label_one(sample: FeatureSample, expl, grade, select=None, planning: list | None = None) -> FeatureLabel:
+    """Explain one feature and grade its explanations. `planning` (a batch plan, see _batch): the list
+    the deferred requests go to; a stage that deferred any ends the feature there."""
     base = dict(dictionary=sample.dictionary, feature=sample.feature, explainer=expl.name,
                 prompt_hash=expl.prompt_hash, sampler=sample.config, seed=sample.seed)
     if sample.status != "ok":
@@ -195,6 +248,8 @@ async def _label_one(sample: FeatureSample, expl, grade, select=None) -> Feature
         return FeatureLabel(**base, status="ok", explanations=tuple(graded))
     # best-of-k: every candidate graded by `select`; the best one alone by the other scorers
     first = await asyncio.gather(*(_grade(select, sample, e) for e in candidates))
+    if planning:  # the selector's replies are not all in yet: which candidate wins is not known
+        return FeatureLabel(**base, status="failed", reason="planning")
     chosen = _best(first)
     rest = await asyncio.gather(*(_grade(s, sample, candidates[chosen]) for s in grade if s is not select))
     graded = [(e, (first[i], *(rest if i == chosen else ()))) for i, e in enumerate(candidates)]

@@ -196,7 +196,8 @@ def test_batch_mode_submits_once_survives_a_restart_and_labels(kind, ingested_pa
         first = CliRunner().invoke(app, base + ["--batch-wait", "0"])  # submit, poll once, stop: still pending
         assert first.exit_code == 0, first.output
         out = json.loads(first.stdout)
-        assert out["batch"] == {"submitted": 10, "batches": 0, "replies": 0, "errors": 0, "pending": 1}
+        assert out["batch"] == {"submitted": 10, "batches": 0, "replies": 0, "errors": 0, "pending": 1,
+                                "stages": 1}
         assert out["ok"] == 0  # nothing labelled while the batch runs
         second = CliRunner().invoke(app, base)  # a new run: collects the pending batch, submits nothing
         out = json.loads(second.stdout)
@@ -248,3 +249,47 @@ def test_best_of_k_labels_the_best_candidate_and_keeps_them_all(ingested_path, m
             assert (r["scores"]["simulation"]["value"] or -1) < best[r["feature_id"]]
     lines = CliRunner().invoke(app, ["labels", "--store", str(path), "--candidates", "--json"])
     assert len(json.loads(lines.stdout)["labels"]) == 6
+
+
+def test_batch_mode_plans_explain_select_and_score_stages(ingested_path, monkeypatch):
+    """--batch with best-of-k chosen by an LLM scorer and another LLM scorer on the chosen label: three
+    dependent stages, each sent as a batch (explanations; the candidates' detection grades; simulation of
+    the chosen ones), and not one direct call."""
+    from test_score_llm import _detector, _simulator
+
+    def model(provider, body):
+        system = body["messages"][0]["content"]
+        if "simulating" in system:
+            return _simulator(provider, body)
+        if "fires anywhere" in system:
+            return _detector(provider, body)
+        return _three_candidates(provider, body)
+
+    monkeypatch.setenv("K", "sk-x")
+    with Loopback(reply=model) as server:
+        server.batch_polls = 1
+        args = ["label", "--store", str(ingested_path), "--features", "0-3", "--explainer", "openai:gpt-x",
+                "--scorer-model", "openai:gpt-y", "--base-url", server.url + "/v1", "--api-key-env", "K",
+                "--candidates", "3", "--select-by", "detection", "--scorer", "simulation", "--batch",
+                "--batch-poll", "0.01", "--rpm", "6000", "--json"]
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 0, r.output
+        out = json.loads(r.stdout)
+        creates = [x for x in server.requests if x["method"] == "POST" and x["path"].endswith("/batches")]
+        direct = [x for x in server.requests if x["path"].endswith("/chat/completions")]
+        assert out["batch"]["stages"] == 3 and len(creates) == 3 and not direct
+        assert out["ok"] == 4 and out["batch"]["pending"] == 0 and out["batch"]["errors"] == 0
+        n = len(server.requests)
+        again = json.loads(CliRunner().invoke(app, args + ["--force"]).stdout)  # everything from the cache
+        assert len(server.requests) == n and again["ok"] == 4
+    assert out["scores"] == again["scores"] == {"simulation": {"ok": 4}, "detection": {"ok": 12}}
+    from autointerp.store import open_store
+
+    with open_store(ingested_path, read_only=True) as s:
+        every = s.labels(candidates=True)
+        purposes = dict(s.con.execute("SELECT purpose, count(*) FROM llm_calls WHERE NOT cached GROUP BY 1").fetchall())
+    assert all(r["evidence"]["candidate"] == 1 for r in every if r["chosen"]) and len(every) == 12
+    assert all(set(r["scores"]) == ({"detection", "simulation"} if r["chosen"] else {"detection"}) for r in every)
+    # 4 explain calls (n = 3 each); detection and simulation in calls of 10 windows, only the chosen simulated
+    assert purposes["explain"] == 4 and purposes["detection"] == 3 * purposes["simulate"]
+    assert out["cost"][0]["cached_calls"] == 4  # the labelling pass's; the batch plans record no calls

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
@@ -26,6 +27,11 @@ from .providers import ChatRequest, ChatResponse, ProviderError, Usage
 
 
 BATCH_DISCOUNT = 0.5  # both providers' batch APIs bill half the list price
+
+# Planning a batch: while this holds a list (in the running task and the tasks it starts), a call that
+# misses the cache is appended to it as (client, request, purpose) and fails with ProviderError instead
+# of being sent. The pipeline plans a run's batches this way, stage by stage (see pipeline._batch).
+DEFERRED: ContextVar[list | None] = ContextVar("autointerp_deferred", default=None)
 
 
 @dataclass(frozen=True)
@@ -62,9 +68,14 @@ class LLMClient:
 
     async def complete(self, req: ChatRequest, purpose: str = "explain") -> ChatResponse:
         key = req.key(self.provider.name)
+        wanted = DEFERRED.get()
         if self.use_cache and (hit := self.log.get(key)) is not None:
-            self._record(key, purpose, cached=True, status="ok", usage=Usage(), attempts=0, latency=0.0)
+            if wanted is None:  # a batch plan's look at the cache is not a call
+                self._record(key, purpose, cached=True, status="ok", usage=Usage(), attempts=0, latency=0.0)
             return ChatResponse.from_json(hit)
+        if wanted is not None:
+            wanted.append((self, req, purpose))
+            raise ProviderError("deferred to a batch")
         est_input = (len(req.system) + sum(len(t) for _, t in req.messages)) // 4 + 8  # ~4 characters a token
         attempts, t0 = 0, time.perf_counter()
         try:
@@ -99,7 +110,7 @@ class LLMClient:
         """
         if not hasattr(self.provider, "submit_batch"):
             raise ProviderError(f"{self.provider.name} has no batch API here (use it without --batch)")
-        pending = self.store.pending_batch_keys(self.provider.name)
+        pending = self.store.pending_batch_keys(self.provider.name, self.provider.model)
         todo: dict[str, ChatRequest] = {}
         for r in requests:
             k = r.key(self.provider.name)
@@ -119,7 +130,7 @@ class LLMClient:
         it is collected, until none is pending or `max_wait` seconds have passed."""
         t0 = time.monotonic()
         got = {"batches": 0, "replies": 0, "errors": 0}
-        while pending := self.store.pending_batches(self.provider.name):
+        while pending := self.store.pending_batches(self.provider.name, self.provider.model):
             for batch_id, purpose, run_id in pending:
                 if not await self._retrying(self.provider.batch_done, batch_id):
                     continue
@@ -139,12 +150,12 @@ class LLMClient:
                 with self.store.writer(checkpoint=False) as w:
                     w.batch_collected(batch_id)
                 got["batches"] += 1
-            if not self.store.pending_batches(self.provider.name):
+            if not self.store.pending_batches(self.provider.name, self.provider.model):
                 break
             if max_wait is not None and time.monotonic() - t0 >= max_wait:
                 break
             await asyncio.sleep(poll_seconds)
-        got["pending"] = len(self.store.pending_batches(self.provider.name))
+        got["pending"] = len(self.store.pending_batches(self.provider.name, self.provider.model))
         return got
 
     def fold(self) -> None:

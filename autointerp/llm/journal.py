@@ -30,8 +30,14 @@ class CallLog:
         self._cache: dict[str, tuple[str, str, str]] = {}  # key -> (provider, model, response JSON), not folded
         self._calls: list[dict] = []
         self._fh = None
-        self._prefixes = store.cache_key_prefixes()
+        if store.llm_key_index is None:
+            store.llm_key_index = store.cache_key_prefixes()
         self.recover()
+
+    @property
+    def _prefixes(self) -> np.ndarray:
+        """The store's cache keys (prefixes), as every client of this process has folded them."""
+        return self.store.llm_key_index
 
     # -- reading ------------------------------------------------------------------------------------
 
@@ -77,7 +83,7 @@ class CallLog:
         with self.store.writer(checkpoint=False) as w:
             w.add_llm_records([(k, *v) for k, v in self._cache.items()], self._calls)
         new = np.array([int(k[:16], 16) for k in self._cache], dtype=np.uint64)
-        self._prefixes = np.union1d(self._prefixes, new)
+        self.store.llm_key_index = np.union1d(self._prefixes, new)
         self._cache.clear()
         self._calls.clear()
         if self._fh is not None:

@@ -38,6 +38,7 @@ class Store:
             raise StoreError(f"no store at {self.path}")
         self._pending: Future | None = None  # an INSERT running on the background thread
         self._background: ThreadPoolExecutor | None = None
+        self.llm_key_index: np.ndarray | None = None  # llm_cache key prefixes, shared by this process's clients
         try:
             self._con = duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.Error as e:
@@ -404,14 +405,15 @@ class Store:
         t = self.con.execute("SELECT cache_key FROM llm_cache").fetchnumpy()["cache_key"]
         return np.sort(np.array([int(k[:16], 16) for k in t], dtype=np.uint64))
 
-    def pending_batches(self, provider: str) -> list[tuple[str, str, str]]:
-        """(batch_id, purpose, run_id) of this provider's batches not yet collected, oldest first."""
-        return self.con.execute("SELECT batch_id, purpose, run_id FROM llm_batches WHERE provider = ? AND "
-                                "status = 'submitted' ORDER BY submitted_at", [provider]).fetchall()
+    def pending_batches(self, provider: str, model: str) -> list[tuple[str, str, str]]:
+        """(batch_id, purpose, run_id) of this provider's and model's batches not yet collected, oldest first."""
+        return self.con.execute("SELECT batch_id, purpose, run_id FROM llm_batches WHERE provider = ? AND model = ? "
+                                "AND status = 'submitted' ORDER BY submitted_at", [provider, model]).fetchall()
 
-    def pending_batch_keys(self, provider: str) -> set[str]:
+    def pending_batch_keys(self, provider: str, model: str) -> set[str]:
         rows = self.con.execute("SELECT i.cache_key FROM llm_batch_items i JOIN llm_batches b USING (batch_id) "
-                                "WHERE b.provider = ? AND b.status = 'submitted'", [provider]).fetchall()
+                                "WHERE b.provider = ? AND b.model = ? AND b.status = 'submitted'",
+                                [provider, model]).fetchall()
         return {r[0] for r in rows}
 
     def batch_items(self, batch_id: str) -> dict[str, str]:
