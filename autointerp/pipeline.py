@@ -41,7 +41,7 @@ async def _call(fn, *args):
     return await out if inspect.isawaitable(out) else out
 
 
-async def _grade(scorer, sample: FeatureSample, explanation) -> Score:
+async def grade_one(scorer, sample: FeatureSample, explanation) -> Score:
     try:
         return await _call(scorer.score, sample, explanation)
     except Exception as err:  # a scorer bug or a provider failure grades this label "failed", not the run
@@ -244,14 +244,14 @@ async def _label_one(sample: FeatureSample, expl, grade, select=None, planning: 
         return FeatureLabel(**base, status="failed", reason=f"explainer error: {type(err).__name__}: {err}")
     candidates = list(out) if isinstance(out, (list, tuple)) else [out]  # an explainer may give n candidates
     if len(candidates) == 1 or select is None:
-        graded = [(e, tuple(await asyncio.gather(*(_grade(s, sample, e) for s in grade)))) for e in candidates]
+        graded = [(e, tuple(await asyncio.gather(*(grade_one(s, sample, e) for s in grade)))) for e in candidates]
         return FeatureLabel(**base, status="ok", explanations=tuple(graded))
     # best-of-k: every candidate graded by `select`; the best one alone by the other scorers
-    first = await asyncio.gather(*(_grade(select, sample, e) for e in candidates))
+    first = await asyncio.gather(*(grade_one(select, sample, e) for e in candidates))
     if planning:  # the selector's replies are not all in yet: which candidate wins is not known
         return FeatureLabel(**base, status="failed", reason="planning")
     chosen = _best(first)
-    rest = await asyncio.gather(*(_grade(s, sample, candidates[chosen]) for s in grade if s is not select))
+    rest = await asyncio.gather(*(grade_one(s, sample, candidates[chosen]) for s in grade if s is not select))
     graded = [(e, (first[i], *(rest if i == chosen else ()))) for i, e in enumerate(candidates)]
     return FeatureLabel(**base, status="ok", explanations=tuple(graded), chosen=chosen)
 
@@ -294,7 +294,7 @@ def score_text(store: Store, dictionary: Dictionary, feature: int, text: str, *,
 
     async def run():
         try:
-            return await asyncio.gather(*(_grade(s, sample, e) for s in grade))
+            return await asyncio.gather(*(grade_one(s, sample, e) for s in grade))
         finally:
             for c in _clients(*grade):
                 await c.aclose()

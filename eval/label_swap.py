@@ -18,59 +18,28 @@ import time
 
 import numpy as np
 
+from quality import derangement, pick_samples, swap_stats
+
 from autointerp.explain import make_explainer
-from autointerp.records import SamplerConfig
-from autointerp.sample import Sampler
 from autointerp.score import make_scorers
 from autointerp.store import open_store
 
 
-def derangement(n: int, rng: np.random.Generator) -> np.ndarray:
-    """A random permutation with no fixed point (n >= 2)."""
-    while True:
-        p = rng.permutation(n)
-        if not (p == np.arange(n)).any():
-            return p
-
-
 def label_swap(store, dictionary, n: int, seed: int, scorers: list[str]) -> dict:
     rng = np.random.default_rng(seed)
-    sampler = Sampler(store, dictionary, SamplerConfig(), seed)
-    live = np.flatnonzero(store.firing_counts(dictionary.dictionary_id) > 0)
-    pool = rng.permutation(live)
-    samples = []
-    for i in range(0, len(pool), max(n, 64)):  # draw until n features the sampler can label
-        samples += [s for s in sampler.sample_many(pool[i:i + max(n, 64)]) if s.status == "ok"]
-        if len(samples) >= n:
-            break
-    rng.shuffle(samples)
-    samples = samples[:n]
+    samples = pick_samples(store, dictionary, n, seed, rng)
     if len(samples) < 2:
         raise SystemExit(f"only {len(samples)} labellable features: nothing to swap")
     explainer = make_explainer("offline", store, dictionary)
     expl = [explainer.explain(s) for s in samples]
     other = derangement(len(samples), rng)
-    graders = make_scorers(scorers, store, dictionary)
     out = {"dictionary": dictionary.name, "kind": dictionary.kind, "n": len(samples), "seed": seed,
            "identical_texts": int(sum(expl[i].text == expl[j].text for i, j in enumerate(other))), "scorers": {}}
-    for g in graders:
+    for g in make_scorers(scorers, store, dictionary):
         t = time.perf_counter()
-        own, swapped = [], []
-        for i, s in enumerate(samples):
-            a, b = g.score(s, expl[i]), g.score(s, expl[other[i]])
-            if a.status == "ok" and b.status == "ok":
-                own.append(a.value)
-                swapped.append(b.value)
-        own_a, sw_a = np.array(own), np.array(swapped)
-        diff = own_a - sw_a
-        boot = rng.choice(diff, (2000, len(diff))).mean(1) if len(diff) else np.zeros(1)
-        out["scorers"][g.name] = {
-            "pairs": len(own), "undefined": len(samples) - len(own),
-            "own_beats_swapped": round(float(((diff > 0) + 0.5 * (diff == 0)).mean()), 3) if len(diff) else None,
-            "mean_own": round(float(own_a.mean()), 3) if len(own) else None,
-            "mean_swapped": round(float(sw_a.mean()), 3) if len(own) else None,
-            "mean_difference_95ci": [round(float(x), 3) for x in np.percentile(boot, [2.5, 97.5])],
-            "seconds": round(time.perf_counter() - t, 1)}
+        own = [g.score(s, expl[i]).value for i, s in enumerate(samples)]
+        swapped = [g.score(s, expl[other[i]]).value for i, s in enumerate(samples)]
+        out["scorers"][g.name] = {**swap_stats(own, swapped, rng), "seconds": round(time.perf_counter() - t, 1)}
     return out
 
 

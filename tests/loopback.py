@@ -24,7 +24,7 @@ import re
 import socket
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -308,6 +308,64 @@ def _openai_completion(body: dict, text) -> dict:
 def _tokens(body: dict) -> int:
     text = json.dumps(body.get("messages", [])) + json.dumps(body.get("system", ""))
     return len(text) // 4
+
+
+# -- scripted models: what the tests (and eval/quality.py --loopback) talk to -------------------------
+
+
+def explainer(provider, body):
+    """A scripted model: names the token marked most often in the last user turn."""
+    last = [m for m in body["messages"] if m["role"] == "user"][-1]["content"]
+    marked = Counter(x.strip() for x in re.findall(r"<<(.*?)>>", last))
+    if not marked:
+        return "No idea."
+    return f"The marked tokens agree.\nEXPLANATION: the token \"{marked.most_common(1)[0][0]}\""
+
+
+def _turn(body):
+    """The tokens a scorer prompt's description quotes, and its (id, window body) pairs."""
+    user = [m for m in body["messages"] if m["role"] == "user"][-1]["content"]
+    user = user if isinstance(user, str) else user[0]["text"]
+    named = {t.strip() for t in re.findall(r'"([^"]+)"', user.split("\n", 1)[0])}
+    return named, re.findall(r'<window id="(\d+)">\n(.*?)\n</window>', user, re.S)
+
+
+def simulator(provider, body):
+    """A scripted simulator: 10 on tokens the description quotes, 0 elsewhere, one number per token."""
+    named, wins = _turn(body)
+    return json.dumps({"windows": [{"id": int(i), "activations": [10 if ln.split("\t", 1)[1].strip() in named else 0
+                                                                   for ln in w.splitlines()]} for i, w in wins]})
+
+
+def detector(provider, body):
+    """A scripted detector: says a window fires when it contains, as a whole word, a token the description quotes."""
+    named, wins = _turn(body)
+
+    def has(t, w):
+        return re.search(r"(?<![^\W_])" + re.escape(t) + r"(?![^\W_])", w) is not None
+
+    return json.dumps({"answers": [{"id": int(i), "fires": int(any(has(t, w) for t in named))} for i, w in wins]})
+
+
+def fuzz_judge(provider, body):
+    """A scripted judge: a window is marked correctly when a marked span is a token the description quotes."""
+    named, wins = _turn(body)
+    return json.dumps({"answers": [{"id": int(i), "correct": int(any(m.strip() in named
+                                                                      for m in re.findall(r"<<(.*?)>>", w)))}
+                                   for i, w in wins]})
+
+
+def scripted(provider, body):
+    """One scripted model for every prompt: routed by the system prompt of autointerp's templates."""
+    system = body.get("system") or body["messages"][0]["content"]
+    system = system if isinstance(system, str) else system[0]["text"]
+    if "simulating one feature" in system:
+        return simulator(provider, body)
+    if "fires anywhere" in system:
+        return detector(provider, body)
+    if "marks are where" in system:
+        return fuzz_judge(provider, body)
+    return explainer(provider, body)
 
 
 def main() -> None:

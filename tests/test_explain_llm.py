@@ -6,7 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from loopback import Loopback
+from loopback import Loopback, detector, explainer, simulator
 from typer.testing import CliRunner
 
 from autointerp.cli import app
@@ -71,15 +71,6 @@ def test_parsing_replies():
             parse_explanation(bad)
 
 
-def _marked_reply(provider, body):
-    """A scripted model: names the token marked most often in the last user turn."""
-    last = [m for m in body["messages"] if m["role"] == "user"][-1]["content"]
-    marked = Counter(x.strip() for x in re.findall(r"<<(.*?)>>", last))
-    if not marked:
-        return "No idea."
-    return f"The marked tokens agree.\nEXPLANATION: the token \"{marked.most_common(1)[0][0]}\""
-
-
 def test_label_with_an_llm_through_the_real_sdk(store, delphi_cache, monkeypatch):
     folder, facts = delphi_cache(n_seq=300)
     ingest_delphi(store, folder)
@@ -91,7 +82,7 @@ def test_label_with_an_llm_through_the_real_sdk(store, delphi_cache, monkeypatch
     path = store.path
     store.close()
     monkeypatch.setenv("LOOPBACK_KEY", "sk-loopback")
-    with Loopback(reply=_marked_reply) as server:
+    with Loopback(reply=explainer) as server:
         server.fault("500", "429", "reset")  # transient faults on the first calls: retried, not failures
         args = ["label", "--store", str(path), "--features", "0-3,200", "--explainer", "anthropic:claude-haiku-x",
                 "--base-url", server.url, "--api-key-env", "LOOPBACK_KEY", "--scorer", "simulation", "--json",
@@ -149,7 +140,7 @@ def test_kill_9_mid_run_loses_no_paid_reply(ingested_path, tmp_path):
     import time
 
     path = ingested_path
-    with Loopback(reply=_marked_reply, latency=0.05) as server:
+    with Loopback(reply=explainer, latency=0.05) as server:
         cmd = [sys.executable, "-m", "autointerp", "label", "--store", str(path), "--features", "0-59",
                "--explainer", "anthropic:claude-haiku-x", "--base-url", server.url, "--api-key-env", "K",
                "--scorer", "", "--concurrency", "4", "--rpm", "60000", "--json"]
@@ -188,7 +179,7 @@ def test_batch_mode_submits_once_survives_a_restart_and_labels(kind, ingested_pa
     monkeypatch.setenv("K", "sk-x")
     prices = Path(str(path) + ".prices.json")
     prices.write_text(json.dumps({"claude-haiku-x": [1.0, 5.0, 0.1, 1.25]}))
-    with Loopback(reply=_marked_reply) as server:
+    with Loopback(reply=explainer) as server:
         server.batch_polls = 3
         base = ["label", "--store", str(path), "--features", "0-9", "--explainer", f"{kind}:claude-haiku-x",
                 "--base-url", server.url + ("/v1" if kind == "openai" else ""), "--api-key-env", "K", "--scorer", "",
@@ -219,7 +210,7 @@ def test_batch_mode_submits_once_survives_a_restart_and_labels(kind, ingested_pa
 
 def _three_candidates(provider, body):
     """n = 3 choices: a label naming a token that never occurs, the right one, and another wrong one."""
-    right = _marked_reply(provider, body)
+    right = explainer(provider, body)
     return ['The marked tokens agree.\nEXPLANATION: the token "zebra"', right,
             'The marked tokens agree.\nEXPLANATION: the token "quagga"']
 
@@ -255,14 +246,12 @@ def test_batch_mode_plans_explain_select_and_score_stages(ingested_path, monkeyp
     """--batch with best-of-k chosen by an LLM scorer and another LLM scorer on the chosen label: three
     dependent stages, each sent as a batch (explanations; the candidates' detection grades; simulation of
     the chosen ones), and not one direct call."""
-    from test_score_llm import _detector, _simulator
-
     def model(provider, body):
         system = body["messages"][0]["content"]
         if "simulating" in system:
-            return _simulator(provider, body)
+            return simulator(provider, body)
         if "fires anywhere" in system:
-            return _detector(provider, body)
+            return detector(provider, body)
         return _three_candidates(provider, body)
 
     monkeypatch.setenv("K", "sk-x")

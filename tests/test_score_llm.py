@@ -4,7 +4,7 @@ import json
 import re
 
 import pytest
-from loopback import Loopback
+from loopback import Loopback, _turn, detector, fuzz_judge, simulator
 from typer.testing import CliRunner
 
 from autointerp.cli import app
@@ -34,23 +34,8 @@ def test_parse_simulation_checks_every_window_and_token():
             parse_simulation(reply, [3, 1])
 
 
-def _turn(body):
-    """The tokens a scorer prompt's description quotes, and its (id, window body) pairs."""
-    user = [m for m in body["messages"] if m["role"] == "user"][-1]["content"]
-    user = user if isinstance(user, str) else user[0]["text"]
-    named = {t.strip() for t in re.findall(r'"([^"]+)"', user.split("\n", 1)[0])}
-    return named, re.findall(r'<window id="(\d+)">\n(.*?)\n</window>', user, re.S)
-
-
-def _simulator(provider, body):
-    """A scripted simulator: 10 on tokens the description quotes, 0 elsewhere, one number per token."""
-    named, wins = _turn(body)
-    return json.dumps({"windows": [{"id": int(i), "activations": [10 if ln.split("\t", 1)[1].strip() in named else 0
-                                                                   for ln in w.splitlines()]} for i, w in wins]})
-
-
 def _short_by_one(provider, body):
-    doc = json.loads(_simulator(provider, body))
+    doc = json.loads(simulator(provider, body))
     doc["windows"][0]["activations"].pop()
     return json.dumps(doc)
 
@@ -59,7 +44,7 @@ def _short_by_one(provider, body):
 def test_llm_simulation_scores_labels_through_the_pipeline(kind, ingested_path, monkeypatch):
     path = ingested_path
     monkeypatch.setenv("K", "sk-x")
-    with Loopback(reply=_simulator) as server:
+    with Loopback(reply=simulator) as server:
         url = server.url + ("/v1" if kind == "openai" else "")
         r = CliRunner().invoke(app, ["label", "--store", str(path), "--features", "0-3", "--scorer", "simulation",
                                      "--scorer-model", f"{kind}:sim-model", "--base-url", url, "--api-key-env", "K",
@@ -117,16 +102,6 @@ def test_parse_detection_checks_every_window():
             parse_detection(reply, 2)
 
 
-def _detector(provider, body):
-    """A scripted detector: says a window fires when it contains, as a whole word, a token the description quotes."""
-    named, wins = _turn(body)
-
-    def has(t, w):
-        return re.search(r"(?<![^\W_])" + re.escape(t) + r"(?![^\W_])", w) is not None
-
-    return json.dumps({"answers": [{"id": int(i), "fires": int(any(has(t, w) for t in named))} for i, w in wins]})
-
-
 def _label_and_score_wrong(path, server, scorer):
     """Label features 0-3 offline and grade them with `scorer` on the loopback model; then grade a wrong
     label of feature 0. Returns (label summary, stored labels, the wrong label's score document)."""
@@ -144,7 +119,7 @@ def _label_and_score_wrong(path, server, scorer):
 
 def test_detection_separates_own_labels_from_wrong_ones(ingested_path, monkeypatch):
     monkeypatch.setenv("K", "sk-x")
-    with Loopback(reply=_detector) as server:
+    with Loopback(reply=detector) as server:
         out, rows, wrong = _label_and_score_wrong(ingested_path, server, "detection")
     assert out["scores"] == {"detection": {"ok": 4}}
     for r in rows:
@@ -159,17 +134,9 @@ def test_detection_separates_own_labels_from_wrong_ones(ingested_path, monkeypat
     assert r.exit_code == 7 and "needs an LLM" in r.output
 
 
-def _fuzz_judge(provider, body):
-    """A scripted judge: a window is marked correctly when a marked span is a token the description quotes."""
-    named, wins = _turn(body)
-    return json.dumps({"answers": [{"id": int(i), "correct": int(any(m.strip() in named
-                                                                      for m in re.findall(r"<<(.*?)>>", w)))}
-                                   for i, w in wins]})
-
-
 def test_fuzzing_tells_true_marks_from_fuzzed_ones(ingested_path, monkeypatch):
     monkeypatch.setenv("K", "sk-x")
-    with Loopback(reply=_fuzz_judge) as server:
+    with Loopback(reply=fuzz_judge) as server:
         out, rows, wrong = _label_and_score_wrong(ingested_path, server, "fuzzing")
         marked = [x["body"]["messages"][-1]["content"] for x in server.requests]
     assert out["scores"] == {"fuzzing": {"ok": 4}}

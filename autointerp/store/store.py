@@ -420,6 +420,19 @@ class Store:
         return dict(self.con.execute("SELECT custom_id, cache_key FROM llm_batch_items WHERE batch_id = ?",
                                      [batch_id]).fetchall())
 
+    def call_costs(self, run_id: str) -> dict[str, dict]:
+        """Per purpose, what a run's calls cost when first paid for: a cache hit counts the tokens and
+        dollars of the call that filled the cache (so a rerun still shows what a fresh run would pay)."""
+        rows = self.con.execute("""
+            WITH paid AS (SELECT cache_key, any_value(input_tokens + cache_read_tokens + cache_write_tokens) AS i,
+                                 any_value(output_tokens) AS o, any_value(cost_usd) AS usd
+                          FROM llm_calls WHERE NOT cached AND status = 'ok' GROUP BY cache_key)
+            SELECT c.purpose, count(*), sum(p.i), sum(p.o), sum(p.usd)
+            FROM llm_calls c JOIN paid p USING (cache_key)
+            WHERE c.run_id = ? AND c.status = 'ok' GROUP BY c.purpose ORDER BY c.purpose""", [run_id]).fetchall()
+        return {r[0]: {"calls": r[1], "input_tokens": int(r[2]), "output_tokens": int(r[3]), "cost_usd": float(r[4])}
+                for r in rows}
+
     def cost_summary(self, run_id: str | None = None) -> list[dict]:
         """Calls, tokens and dollars per (run, provider, model, purpose), cached calls apart."""
         where, params = ("WHERE run_id = ?", [run_id]) if run_id else ("", [])
