@@ -19,6 +19,7 @@ from ..store import open_store
 from .common import DictOpt, JsonOpt, StoreOpt, emit_json, handle_errors, parse_features, show_progress
 
 
+SCORER_HELP = "Comma-separated: embedding, simulation; with --scorer-model also detection, fuzzing."
 CandidatesOpt = Annotated[bool, typer.Option("--candidates", help="Every best-of-k candidate, not only the chosen "
                                                                   "labels.")]
 LogprobsOpt = Annotated[bool, typer.Option("--logprobs/--no-logprobs", help=(
@@ -31,7 +32,7 @@ def label(store: StoreOpt, dictionary: DictOpt = None,
           features: Annotated[str | None, typer.Option(help="Feature ids, e.g. 0-99,123 (default: all).")] = None,
           explainer: Annotated[str, typer.Option(help="offline (no model, no network), anthropic:MODEL, "
                                                      "openai:MODEL, or compat:MODEL with --base-url.")] = "offline",
-          scorer: Annotated[str, typer.Option(help="Comma-separated: embedding, simulation.")] = "embedding,simulation",
+          scorer: Annotated[str, typer.Option(help=SCORER_HELP)] = "embedding,simulation",
           seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
           force: Annotated[bool, typer.Option(help="Redo features that already have a label.")] = False,
           concurrency: Annotated[int, typer.Option(help="Features explained and scored at once (LLM methods; "
@@ -52,7 +53,7 @@ def label(store: StoreOpt, dictionary: DictOpt = None,
           prices: Annotated[Path | None, typer.Option(help="LLM: JSON {model prefix: [in, out, cache read, "
                                                       "cache write] $ per Mtok}, over the defaults.")] = None,
           scorer_model: Annotated[str | None, typer.Option(help="LLM scorers: anthropic:MODEL, openai:MODEL or "
-                                                           "compat:MODEL; 'simulation' then runs on it.")] = None,
+                                                           "compat:MODEL; simulation, detection and fuzzing run on it.")] = None,
           batch: Annotated[bool, typer.Option("--batch", help="LLM: send requests through the provider's batch API "
                                                               "(half price, slower); rerun to collect.")] = False,
           batch_poll: Annotated[float, typer.Option(help="LLM --batch: seconds between status polls.")] = 30.0,
@@ -113,7 +114,7 @@ def summary_line(out: dict) -> str:
 def score(store: StoreOpt, feature: Annotated[int, typer.Option(help="Feature id.")],
           explanation: Annotated[str, typer.Option(help="The label to grade, e.g. a human's or another model's.")],
           dictionary: DictOpt = None,
-          scorer: Annotated[str, typer.Option(help="Comma-separated: embedding, simulation.")] = "embedding",
+          scorer: Annotated[str, typer.Option(help=SCORER_HELP)] = "embedding",
           seed: Annotated[int, typer.Option(help="Sampler seed (the held-out set depends on it).")] = 0,
           scorer_model: Annotated[str | None, typer.Option(help="LLM scorers: anthropic:MODEL, openai:MODEL or "
                                                            "compat:MODEL.")] = None,
