@@ -11,7 +11,7 @@ import typer
 
 from ..errors import LabelError
 from ..llm import LLMOptions
-from ..export import write_jsonl
+from ..export import write_jsonl, write_parquet
 from ..pipeline import label as run_label
 from ..pipeline import score_text
 from ..score import parse_scorers
@@ -166,17 +166,21 @@ def labels(store: StoreOpt, dictionary: DictOpt = None,
                    + f"\t{r['explanation']}")
 
 
+EXPORT_FORMATS = ("jsonl", "parquet")
+
+
 @handle_errors
-def export(store: StoreOpt, out: Annotated[Path, typer.Option("--out", help="File to write.")],
-           format: Annotated[str, typer.Option("--format", help="jsonl")] = "jsonl",
+def export(store: StoreOpt, out: Annotated[Path, typer.Option("--out", help="File (or folder) to write.")],
+           format: Annotated[str, typer.Option("--format", help="jsonl | parquet: labels, scores and provenance, "
+                                                                "one per (feature, explanation).")] = "jsonl",
            dictionary: DictOpt = None, candidates: CandidatesOpt = False, as_json: JsonOpt = False) -> None:
-    """Write labels, scores and provenance: one JSON line per (feature, explanation)."""
-    if format != "jsonl":
-        raise LabelError(f"unknown export format {format!r}; available: jsonl")
+    """Write labels, scores and provenance out of the store."""
+    if format not in EXPORT_FORMATS:
+        raise LabelError(f"unknown export format {format!r}; available: {', '.join(EXPORT_FORMATS)}")
     with open_store(store, read_only=True) as s:
-        n = write_jsonl(s, out, dictionary, candidates=candidates)
+        n = (write_jsonl if format == "jsonl" else write_parquet)(s, out, dictionary, candidates=candidates)
     if as_json:
-        emit_json({"out": str(out), "lines": n})
+        emit_json({"out": str(out), "format": format, "lines": n})
     else:
         typer.echo(f"wrote {n} labels to {out}")
 

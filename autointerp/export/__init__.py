@@ -1,5 +1,6 @@
 """export: labels, scores and provenance out of the store, in the formats readers want."""
 
-from .jsonl import JSONL_FIELDS, write_jsonl
+from .labels import write_jsonl, write_parquet
+from .schema import arrow_schema, json_schema
 
-__all__ = ["JSONL_FIELDS", "write_jsonl"]
+__all__ = ["arrow_schema", "json_schema", "write_jsonl", "write_parquet"]
