@@ -71,3 +71,134 @@ def test_a_failed_export_leaves_the_old_file_alone(labelled, tmp_path):
     r = CliRunner().invoke(app, ["export", "--store", str(labelled), "--out", str(out), "--dictionary", "nope"])
     assert r.exit_code != 0 and out.read_text() == "the previous export\n"
     assert not list(tmp_path.glob("*.tmp"))  # no temporary file left behind
+
+
+# -- Neuronpedia -----------------------------------------------------------------------------------------
+
+def _lines(path):
+    import gzip
+
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        return [json.loads(x) for x in fh]
+
+
+class _Detection:
+    """A scorer plugin with an LLM scorer's name and version, so its Neuronpedia type is checked too."""
+
+    name, version = "detection", "anthropic:claude-x/0123abcd"
+
+    def score(self, sample, explanation):
+        from autointerp.records import Score
+
+        return Score(self.name, self.version, "ok", 0.75, "", {"n_positive": 3}, None)
+
+
+def _np_export(path, out):
+    r = CliRunner().invoke(app, ["export", "--store", str(path), "--format", "neuronpedia", "--out", str(out),
+                                 "--model-id", "test-model", "--source-id", "3-res-test", "--json"])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+def test_neuronpedia_export_has_its_layout_columns_and_score_types(ingested_path, tmp_path):
+    from autointerp.store import open_store
+
+    with open_store(ingested_path) as s:
+        d = s.dictionary()
+        label(s, d, range(0, 6), scorers=("embedding", "simulation", _Failing(), _Detection()))
+    out = tmp_path / "np"
+    res = _np_export(ingested_path, out)
+    src = out / "v1" / "test-model" / "3-res-test"
+    assert res["features"] == d.width and res["explanations"] == 6 and res["activations"] > 6 * 30
+    assert sorted(p.name for p in src.iterdir()) == ["activations", "explanation_scores", "explanations", "features"]
+    feats = [x for p in sorted((src / "features").iterdir()) for x in _lines(p)]
+    assert [x["index"] for x in feats] == [str(i) for i in range(d.width)]  # index is a string there
+    assert all(x["layer"] == "3-res-test" and x["modelId"] == "test-model" for x in feats)
+    expl = _lines(src / "explanations" / "batch-0.jsonl.gz")
+    assert len({tuple(sorted(x)) for x in expl}) == 1  # one key set: the importer reads columns off line 1
+    assert {x["typeName"] for x in expl} == {"autointerp_offline"} and expl[0]["explanationModelName"] == "autointerp-offline"
+    scores = _lines(src / "explanation_scores" / "batch-0.jsonl.gz")
+    by_type = {}
+    for x in scores:
+        by_type.setdefault(x["explanationScoreTypeName"], []).append(x)
+        assert x["explanationId"] in {e["id"] for e in expl} and isinstance(x["jsonDetails"], str)
+    # failed grades are not exported (value is required there); the others map to Neuronpedia's types
+    assert set(by_type) == {"eleuther_embedding", "autointerp_simulation", "eleuther_recall"}
+    assert {x["explanationScoreModelName"] for x in by_type["eleuther_embedding"]} == {"all-MiniLM-L6-v2"}
+    assert {x["explanationScoreModelName"] for x in by_type["eleuther_recall"]} == {"claude-x"}
+    acts = _lines(src / "activations" / "batch-0.jsonl.gz")
+    for a in acts:
+        assert len(a["tokens"]) == len(a["values"]) and a["maxValue"] == max(a["values"])
+        assert a["values"][a["maxValueTokenIndex"]] == a["maxValue"]
+        assert a["binMin"] == -1 or a["binMin"] <= a["maxValue"] <= a["binMax"] + 1e-6
+    config = {p.stem: [json.loads(x) for x in p.read_text().splitlines()] for p in (out / "v1" / "config").iterdir()}
+    assert {r["name"] for r in config["explanation_score_type"]} == set(by_type)
+    assert {r["name"] for r in config["explanation_type"]} == {"autointerp_offline"}
+    again = _np_export(ingested_path, out)  # the same labels keep their ids; nothing left beside the folder
+    assert again == res and _lines(src / "explanations" / "batch-0.jsonl.gz") == expl
+    assert sorted(p.name for p in src.parent.iterdir()) == ["3-res-test"]
+
+
+def test_neuronpedia_and_saedashboard_activations_import_and_label(ingested_path, tmp_path):
+    """A dictionary seen only through Neuronpedia (or SAEDashboard) JSON is ingested and labelled here:
+    its token detectors get their trigger tokens as labels."""
+    import re
+
+    from autointerp.store import open_store
+
+    def trigger(text):  # the first token a label quotes
+        return re.findall(r'"((?:[^"\\]|\\.)*)"', text)[0]
+
+    out = tmp_path / "np"
+    with open_store(ingested_path) as s:
+        label(s, s.dictionary(), range(4), scorers=())
+        triggers = [trigger(r["explanation"]) for r in s.labels()]
+    _np_export(ingested_path, out)
+    src = out / "v1" / "test-model" / "3-res-test"
+    rows = [x for p in sorted((src / "activations").iterdir()) for x in _lines(p)]
+    dash = {"model_id": "test-model", "layer": 3, "sae_set": "res-test", "features": []}
+    for f in sorted({int(r["index"]) for r in rows}):
+        dash["features"].append({"feature_index": f, "neg_str": [], "pos_str": [], "frac_nonzero": 0.0,
+                                 "activations": [{"tokens": r["tokens"], "values": r["values"], "bin_min": r["binMin"],
+                                                  "bin_max": r["binMax"], "bin_contains": r["binContains"]}
+                                                 for r in rows if int(r["index"]) == f]})
+    (tmp_path / "dash").mkdir()
+    (tmp_path / "dash" / "batch-0.json").write_text(json.dumps(dash))
+    got = {}
+    for name, path in (("np", src), ("dash", tmp_path / "dash")):
+        db = tmp_path / f"{name}.duckdb"
+        r = CliRunner().invoke(app, ["ingest", "neuronpedia", str(path), "--store", str(db), "--dictionary", name,
+                                     "--json"])
+        assert r.exit_code == 0, r.output
+        got[name] = json.loads(r.stdout)["ingested"][0]
+        with open_store(db) as s:
+            nd = s.dictionary(name)
+            assert label(s, nd, range(4), scorers=())["ok"] == 4
+            assert [trigger(r["explanation"]) for r in s.labels(nd.dictionary_id)] == triggers
+    assert got["np"]["model"] == "test-model" and got["np"]["hook"] == "3-res-test"
+    assert got["dash"]["hook"] == "3-res-test" and got["dash"]["nonzeros"] == got["np"]["nonzeros"]
+    assert got["np"]["contexts"] <= got["np"]["records"]  # a text shown for several features is one context
+
+
+def test_neuronpedia_import_rejects_bad_records_and_keeps_the_store(tmp_path):
+    import gzip
+
+    from autointerp.store import Store
+
+    store = Store(tmp_path / "s.duckdb")
+    before = store.content_digest()
+    store.close()
+    folder = tmp_path / "bad" / "activations"
+    folder.mkdir(parents=True)
+    good = {"index": "0", "tokens": ["a", "b"], "values": [0.0, 1.5], "modelId": "m", "layer": "0-x"}
+    for bad, message in [({**good, "values": [1.0]}, "1 values for 2 tokens"),
+                         ({**good, "index": "x"}, "not an integer"),
+                         ({**good, "values": [1.0, float("nan")]}, "finite numbers"),
+                         ({**good, "tokens": "ab"}, "list of strings")]:
+        with gzip.open(folder / "batch-0.jsonl.gz", "wt") as fh:
+            fh.write(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+        r = CliRunner().invoke(app, ["ingest", "neuronpedia", str(folder.parent), "--store", str(store.path),
+                                     "--dictionary", "d"])
+        assert r.exit_code == 4 and message in r.output and "line 2" in r.output, r.output
+    with Store(store.path) as s:
+        assert s.content_digest() == before

@@ -7,11 +7,12 @@ from typing import Annotated
 
 import typer
 
-from ..ingest import ingest_delphi, ingest_parquet
+from ..ingest import ingest_delphi, ingest_neuronpedia, ingest_parquet
 from ..store import open_store
 from .common import DictOpt, JsonOpt, StoreOpt, emit_json, handle_errors, show_progress
 
-app = typer.Typer(help="Ingest activations: delphi latent caches, or the Parquet long format.", no_args_is_help=True)
+app = typer.Typer(help="Ingest activations: delphi latent caches, the Parquet long format, Neuronpedia or "
+                       "SAEDashboard feature JSON.", no_args_is_help=True)
 
 ReplaceOpt = Annotated[bool, typer.Option("--replace", help="Overwrite a dictionary of the same name.")]
 
@@ -58,3 +59,25 @@ def parquet(path: Annotated[Path, typer.Argument(help="Folder with activations.p
     else:
         typer.echo(f"ingested {out['dictionary']}: {out['width']} features, {out['nonzeros']:,} nonzeros over "
                    f"{out['contexts']:,} contexts")
+
+
+@app.command("neuronpedia")
+@handle_errors
+def neuronpedia(path: Annotated[Path, typer.Argument(help="A Neuronpedia export source folder (v1/MODEL/SOURCE) or "
+                                                      "activations batch file, an SAEDashboard batch-N.json "
+                                                      "folder or file, or Neuronpedia feature JSON.")],
+                store: StoreOpt,
+                dictionary: Annotated[str, typer.Option("--dictionary", help="Name for the new dictionary.")],
+                width: Annotated[int | None, typer.Option(help="Number of features (default: max index + 1).")] = None,
+                model: Annotated[str | None, typer.Option(help="Model name (default: the files' modelId).")] = None,
+                hook: Annotated[str | None, typer.Option(help="Hook or source id (default: the files' layer).")] = None,
+                replace: ReplaceOpt = False, as_json: JsonOpt = False) -> None:
+    """Ingest feature activations as Neuronpedia or SAEDashboard publish them, atomically."""
+    with open_store(store) as s:
+        out = ingest_neuronpedia(s, path, dictionary=dictionary, width=width, model=model, hook=hook, replace=replace)
+    if as_json:
+        emit_json({"store": str(store), "ingested": [out]})
+    else:
+        typer.echo(f"ingested {out['dictionary']}: {out['width']} features, {out['nonzeros']:,} nonzeros from "
+                   f"{out['records']:,} activation records over {out['contexts']:,} distinct texts"
+                   + (f" ({out['negatives_dropped']:,} negative values dropped)" if out["negatives_dropped"] else ""))

@@ -11,7 +11,7 @@ import typer
 
 from ..errors import LabelError
 from ..llm import LLMOptions
-from ..export import write_jsonl, write_parquet
+from ..export import write_jsonl, write_neuronpedia, write_parquet
 from ..pipeline import label as run_label
 from ..pipeline import score_text
 from ..score import parse_scorers
@@ -166,17 +166,34 @@ def labels(store: StoreOpt, dictionary: DictOpt = None,
                    + f"\t{r['explanation']}")
 
 
-EXPORT_FORMATS = ("jsonl", "parquet")
+EXPORT_FORMATS = ("jsonl", "parquet", "neuronpedia")
 
 
 @handle_errors
 def export(store: StoreOpt, out: Annotated[Path, typer.Option("--out", help="File (or folder) to write.")],
            format: Annotated[str, typer.Option("--format", help="jsonl | parquet: labels, scores and provenance, "
-                                                                "one per (feature, explanation).")] = "jsonl",
-           dictionary: DictOpt = None, candidates: CandidatesOpt = False, as_json: JsonOpt = False) -> None:
+                                                                "one per (feature, explanation); neuronpedia: "
+                                                                "Neuronpedia's dataset layout in the folder --out.")
+                             ] = "jsonl",
+           dictionary: DictOpt = None, candidates: CandidatesOpt = False,
+           model_id: Annotated[str | None, typer.Option(help="neuronpedia: the model's id there, e.g. gpt2-small.")] = None,
+           source_id: Annotated[str | None, typer.Option(help="neuronpedia: the source (SAE) id, e.g. 6-res-jb.")] = None,
+           as_json: JsonOpt = False) -> None:
     """Write labels, scores and provenance out of the store."""
     if format not in EXPORT_FORMATS:
         raise LabelError(f"unknown export format {format!r}; available: {', '.join(EXPORT_FORMATS)}")
+    if format == "neuronpedia":
+        if not model_id or not source_id:
+            raise LabelError("--format neuronpedia needs --model-id and --source-id (Neuronpedia's names)")
+        with open_store(store, read_only=True) as s:
+            res = write_neuronpedia(s, out, model_id=model_id, source_id=source_id, dictionary=dictionary,
+                                    candidates=candidates)
+        if as_json:
+            emit_json(res)
+        else:
+            typer.echo(f"wrote {res['features']} features, {res['explanations']} explanations, {res['scores']} scores "
+                       f"and {res['activations']} activation windows to {res['out']}")
+        return
     with open_store(store, read_only=True) as s:
         n = (write_jsonl if format == "jsonl" else write_parquet)(s, out, dictionary, candidates=candidates)
     if as_json:
