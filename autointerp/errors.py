@@ -37,6 +37,12 @@ class LabelError(AutointerpError):
     exit_code = 7
 
 
+class ExportError(AutointerpError):
+    """An export cannot be written (bad names, a folder that is not ours to replace); nothing was changed."""
+
+    exit_code = 8
+
+
 class ExplainFailure(Exception):
     """An explainer could not label one feature (no firing token, an unparseable reply, a spent retry budget).
 

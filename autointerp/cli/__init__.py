@@ -8,7 +8,8 @@ from . import ingest
 from .capture import capture
 from .demo import demo
 from .features import dictionaries, features, sample
-from .label import cost, export, label, labels, score
+from .export import export, serve
+from .label import cost, label, labels, score
 
 app = typer.Typer(help="Label the features of a neural network, and grade the labels.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -21,6 +22,7 @@ app.command("label")(label)
 app.command("score")(score)
 app.command("labels")(labels)
 app.command("export")(export)
+app.command("serve")(serve)
 app.command("demo")(demo)
 app.command("cost")(cost)
 

@@ -15,6 +15,7 @@ from ..errors import AutointerpError
 StoreOpt = Annotated[Path, typer.Option("--store", help="Path of the DuckDB store file.")]
 DictOpt = Annotated[str | None, typer.Option("--dictionary", help="Dictionary name (default: the store's only one).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of text.")]
+CandidatesOpt = Annotated[bool, typer.Option("--candidates", help="Every best-of-k candidate, not only the chosen labels.")]
 
 
 def handle_errors(fn):

@@ -11,17 +11,14 @@ import typer
 
 from ..errors import LabelError
 from ..llm import LLMOptions
-from ..export import write_jsonl, write_neuronpedia, write_parquet
 from ..pipeline import label as run_label
 from ..pipeline import score_text
 from ..score import parse_scorers
 from ..store import open_store
-from .common import DictOpt, JsonOpt, StoreOpt, emit_json, handle_errors, parse_features, show_progress
+from .common import CandidatesOpt, DictOpt, JsonOpt, StoreOpt, emit_json, handle_errors, parse_features, show_progress
 
 
 SCORER_HELP = "Comma-separated: embedding, simulation; with --scorer-model also detection, fuzzing."
-CandidatesOpt = Annotated[bool, typer.Option("--candidates", help="Every best-of-k candidate, not only the chosen "
-                                                                  "labels.")]
 LogprobsOpt = Annotated[bool, typer.Option("--logprobs/--no-logprobs", help=(
     "LLM simulation on OpenAI or compatible servers: predict the expected value over top_logprobs (off for "
     "models that refuse logprobs, e.g. reasoning models)."))]
@@ -164,42 +161,6 @@ def labels(store: StoreOpt, dictionary: DictOpt = None,
     for r in rows:
         typer.echo(f"{r['feature_id']}\t" + "\t".join(_fmt(r["scores"].get(n, {}).get("value")) for n in names)
                    + f"\t{r['explanation']}")
-
-
-EXPORT_FORMATS = ("jsonl", "parquet", "neuronpedia")
-
-
-@handle_errors
-def export(store: StoreOpt, out: Annotated[Path, typer.Option("--out", help="File (or folder) to write.")],
-           format: Annotated[str, typer.Option("--format", help="jsonl | parquet: labels, scores and provenance, "
-                                                                "one per (feature, explanation); neuronpedia: "
-                                                                "Neuronpedia's dataset layout in the folder --out.")
-                             ] = "jsonl",
-           dictionary: DictOpt = None, candidates: CandidatesOpt = False,
-           model_id: Annotated[str | None, typer.Option(help="neuronpedia: the model's id there, e.g. gpt2-small.")] = None,
-           source_id: Annotated[str | None, typer.Option(help="neuronpedia: the source (SAE) id, e.g. 6-res-jb.")] = None,
-           as_json: JsonOpt = False) -> None:
-    """Write labels, scores and provenance out of the store."""
-    if format not in EXPORT_FORMATS:
-        raise LabelError(f"unknown export format {format!r}; available: {', '.join(EXPORT_FORMATS)}")
-    if format == "neuronpedia":
-        if not model_id or not source_id:
-            raise LabelError("--format neuronpedia needs --model-id and --source-id (Neuronpedia's names)")
-        with open_store(store, read_only=True) as s:
-            res = write_neuronpedia(s, out, model_id=model_id, source_id=source_id, dictionary=dictionary,
-                                    candidates=candidates)
-        if as_json:
-            emit_json(res)
-        else:
-            typer.echo(f"wrote {res['features']} features, {res['explanations']} explanations, {res['scores']} scores "
-                       f"and {res['activations']} activation windows to {res['out']}")
-        return
-    with open_store(store, read_only=True) as s:
-        n = (write_jsonl if format == "jsonl" else write_parquet)(s, out, dictionary, candidates=candidates)
-    if as_json:
-        emit_json({"out": str(out), "format": format, "lines": n})
-    else:
-        typer.echo(f"wrote {n} labels to {out}")
 
 
 @handle_errors

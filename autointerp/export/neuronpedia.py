@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import LabelError
+from ..errors import ExportError
 from ..records import SamplerConfig
 from ..sample import Sampler
 from ..store import Store
@@ -107,7 +107,7 @@ def write_neuronpedia(store: Store, out: str | Path, *, model_id: str, source_id
                       candidates: bool = False, activations: bool = True, seed: int = 0) -> dict:
     """Write one dictionary's features, labels, grades and activation windows in Neuronpedia's layout."""
     if not model_id.strip() or not source_id.strip() or "/" in model_id + source_id:
-        raise LabelError("--model-id and --source-id are Neuronpedia's names (e.g. gpt2-small, 6-res-jb), without '/'")
+        raise ExportError("--model-id and --source-id are Neuronpedia's names (e.g. gpt2-small, 6-res-jb), without '/'")
     d = store.dictionary(dictionary)
     root = Path(out) / "v1"
     final = root / model_id / source_id

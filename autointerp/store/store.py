@@ -345,6 +345,11 @@ class Store:
             "AND sampler_hash = ? AND seed = ? AND status IN ('ok', 'skipped')", [dictionary_id, *run_key]).fetchall()
         return {r[0] for r in rows}
 
+    def labelled_count(self, dictionary_id: int) -> int:
+        """Features with at least one label."""
+        return self._one("SELECT count(DISTINCT feature) FROM explanations WHERE dictionary_id = ? AND chosen",
+                         [dictionary_id])[0]
+
     def label_summary(self, dictionary_id: int, run_key: tuple[str, str, str, int] | None = None) -> dict[str, int]:
         where, params = "dictionary_id = ?", [dictionary_id]
         if run_key is not None:

@@ -1,0 +1,226 @@
+// The autointerp feature browser. Data arrives as scripts (data/meta.js, data/index-K.js, data/f/F.js)
+// calling AI.meta / AI.shard / AI.feature, so the pages work from disk (file://) and from `autointerp
+// serve` alike. Every string from the data goes into the page through textContent or setAttribute,
+// never through innerHTML: a label or token of "<script>" shows as those characters.
+"use strict";
+
+const AI = (() => {
+  const got = { meta: null, shards: {}, features: {} };
+  const PAGE = 100;
+
+  function load(src) {
+    return new Promise((resolve, reject) => {
+      const s = document.createElement("script");
+      s.src = src;
+      s.onload = () => { s.remove(); resolve(); };
+      s.onerror = () => { s.remove(); reject(new Error("cannot load " + src)); };
+      document.head.appendChild(s);
+    });
+  }
+
+  function el(tag, props, ...children) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(props || {})) {
+      if (k === "text") e.textContent = v;
+      else if (k === "class") e.className = v;
+      else e.setAttribute(k, v);
+    }
+    for (const c of children) if (c !== null && c !== undefined) e.append(c);
+    return e;
+  }
+
+  const fmt = (v, digits = 3) => (v === null || v === undefined ? "–" : Number(v).toFixed(digits));
+  const shown = (tok) => tok.replace(/\n/g, "\u21b5").replace(/\t/g, "\u2192").replace(/\r/g, "\u240d");
+
+  function setText(id, text) { document.getElementById(id).textContent = text; }
+
+  // -- the index ---------------------------------------------------------------------------------------
+
+  async function indexPage() {
+    await load("data/meta.js");
+    const m = got.meta;
+    document.title = m.dictionary + " — autointerp";
+    setText("title", m.dictionary);
+    setText("subtitle", `${m.model} · ${m.hook} · ${m.kind} · ${m.width.toLocaleString()} features, ` +
+                        `${m.labelled.toLocaleString()} labelled`);
+    // columns: [feature, label, density, max, n_firing, ...scorers]
+    const cols = [{ key: 0, name: "feature", num: true, digits: 0 }, { key: 1, name: "label" },
+                  ...m.scorers.map((s, i) => ({ key: 5 + i, name: s, num: true, digits: 3 })),
+                  { key: 2, name: "density", num: true, digits: 5 }, { key: 3, name: "max", num: true, digits: 2 }];
+    const state = { filter: "", sort: 0, desc: false, page: 0 };
+    if (m.scorers.length) {  // best first, by simulation when there is one
+      state.sort = 5 + Math.max(0, m.scorers.indexOf("simulation"));
+      state.desc = true;
+    }
+    const rows = [];
+    let view = [];
+
+    const sortSel = document.getElementById("sort");
+    for (const c of cols) sortSel.append(el("option", { value: String(c.key), text: c.name }));
+    sortSel.value = String(state.sort);
+    const head = document.getElementById("head");
+    for (const c of cols) {
+      const th = el("th", { class: c.num ? "num" : "", "data-key": String(c.key), text: c.name });
+      th.addEventListener("click", () => {
+        if (state.sort === c.key) state.desc = !state.desc; else { state.sort = c.key; state.desc = c.num && c.key !== 0; }
+        sortSel.value = String(state.sort);
+        state.page = 0;
+        refresh();
+      });
+      head.append(th);
+    }
+
+    function compute() {
+      const q = state.filter.trim().toLowerCase();
+      const id = /^\d+$/.test(q) ? Number(q) : null;
+      view = q ? rows.filter((r) => r[0] === id || r[1].toLowerCase().includes(q)) : rows.slice();
+      const k = state.sort, dir = state.desc ? -1 : 1;
+      view.sort((a, b) => {
+        const x = a[k], y = b[k];
+        if (x === y) return a[0] - b[0];
+        if (x === null || x === "") return 1;  // missing values last, either way
+        if (y === null || y === "") return -1;
+        return (x < y ? -1 : 1) * dir;
+      });
+    }
+
+    function render() {
+      const pages = Math.max(1, Math.ceil(view.length / PAGE));
+      state.page = Math.min(state.page, pages - 1);
+      const body = document.getElementById("rows");
+      body.replaceChildren();
+      for (const r of view.slice(state.page * PAGE, (state.page + 1) * PAGE)) {
+        const tr = el("tr", { "data-feature": String(r[0]) });
+        for (const c of cols) {
+          if (c.key === 0) tr.append(el("td", { class: "num" }, el("a", { href: "feature.html#" + r[0], text: String(r[0]) })));
+          else if (c.key === 1) tr.append(el("td", { class: "label", text: r[1] || "" }));
+          else tr.append(el("td", { class: "num", text: fmt(r[c.key], c.digits) }));
+        }
+        body.append(tr);
+      }
+      setText("page", `page ${state.page + 1} of ${pages} · ${view.length.toLocaleString()} shown`);
+      document.getElementById("order").textContent = state.desc ? "descending" : "ascending";
+    }
+
+    function refresh() { compute(); render(); }
+
+    document.getElementById("filter").addEventListener("input", (e) => { state.filter = e.target.value; state.page = 0; refresh(); });
+    sortSel.addEventListener("change", () => { state.sort = Number(sortSel.value); state.page = 0; refresh(); });
+    document.getElementById("order").addEventListener("click", () => { state.desc = !state.desc; refresh(); });
+    document.getElementById("prev").addEventListener("click", () => { state.page = Math.max(0, state.page - 1); render(); });
+    document.getElementById("next").addEventListener("click", () => { state.page += 1; render(); });
+
+    for (let k = 0; k < m.shards; k++) {  // the first shard shows at once; the rest stream in
+      await load(`data/index-${k}.js`);
+      rows.push(...got.shards[k]);
+      delete got.shards[k];
+      setText("status", k + 1 < m.shards ? `loading: ${rows.length.toLocaleString()} of ${m.width.toLocaleString()}` : "");
+      if (k === 0 || k + 1 === m.shards || k % 5 === 0) refresh();
+    }
+    document.body.setAttribute("data-ready", "1");
+  }
+
+  // -- a feature ---------------------------------------------------------------------------------------
+
+  function windowRow(tokens, values, scale, label) {
+    const div = el("div", { class: "window" });
+    if (label) div.append(el("span", { class: "meta", text: label }));
+    tokens.forEach((tok, i) => {
+      const v = values[i] || 0;
+      const a = scale > 0 ? Math.max(0, Math.min(1, v / scale)) : 0;
+      const span = el("span", { class: "tok", title: `${JSON.stringify(tok)}: ${fmt(v)}`, text: shown(tok) });
+      if (a > 0) span.style.backgroundColor = `rgba(255, 140, 0, ${(0.12 + 0.88 * a).toFixed(3)})`;
+      div.append(span);
+    });
+    return div;
+  }
+
+  function labels(main, doc) {
+    main.append(el("h2", { text: "Labels" }));
+    if (!doc.labels.length) { main.append(el("p", { class: "muted", text: "No label yet." })); return; }
+    const scorers = [...new Set(doc.labels.flatMap((l) => Object.keys(l.scores)))].sort();
+    const table = el("table", { id: "labels" });
+    table.append(el("tr", {}, el("th", { text: "label" }), ...scorers.map((s) => el("th", { class: "num", text: s })),
+                    el("th", { text: "provenance" })));
+    for (const l of doc.labels) {
+      const tr = el("tr", { class: l.chosen ? "chosen" : "candidate" });
+      tr.append(el("td", { class: l.chosen ? "label" : "candidate", text: l.explanation + (l.chosen ? "" : " (candidate)") }));
+      for (const s of scorers) {
+        const sc = l.scores[s];
+        const td = el("td", { class: "num", text: sc ? (sc.status === "ok" ? fmt(sc.value) : sc.status) : "" });
+        if (sc) td.setAttribute("title", [sc.version, sc.reason].filter(Boolean).join(" — "));
+        tr.append(td);
+      }
+      tr.append(el("td", { class: "prov", text: `${l.explainer} · prompt ${l.prompt_hash} · sampler ${l.sampler_hash} · ` +
+                                                 `seed ${l.seed} · ${l.created_at.replace("T", " ").slice(0, 19)}` }));
+      table.append(tr);
+    }
+    main.append(table);
+  }
+
+  function windows(main, title, id, wins, scale) {
+    if (!wins.length) return;
+    main.append(el("h2", { text: title }));
+    const box = el("section", { id });
+    for (const w of wins) box.append(windowRow(w.tokens, w.acts, scale, fmt(Math.max(...w.acts), 2)));
+    main.append(box);
+  }
+
+  function simulation(main, sim, scale) {
+    main.append(el("h2", { text: "Simulated vs true activations" }));
+    main.append(el("p", { class: "muted", text: `Simulating “${sim.explanation}” on the held-out windows it was ` +
+                                                  `graded on (pooled correlation ${fmt(sim.value)}).` }));
+    const box = el("section", { id: "simulation" });
+    for (const w of sim.windows) {
+      const pmax = Math.max(10, ...w.predicted);
+      const pair = el("div", { class: "pair" });
+      pair.append(el("div", { class: "muted", text: `${w.kind} window · r = ${fmt(w.r, 2)}` }));
+      const t = windowRow(w.tokens, w.acts, scale); t.prepend(el("span", { class: "row-label", text: "true" }));
+      const p = windowRow(w.tokens, w.predicted, pmax); p.prepend(el("span", { class: "row-label", text: "simulated" }));
+      pair.append(t, p);
+      box.append(pair);
+    }
+    main.append(box);
+  }
+
+  async function showFeature() {
+    const f = Number((location.hash || "#0").slice(1)) || 0;
+    const main = document.getElementById("main");
+    main.replaceChildren();
+    document.body.removeAttribute("data-ready");
+    setText("title", `Feature ${f}`);
+    const nav = document.getElementById("nav");
+    nav.replaceChildren(el("a", { href: "feature.html#" + Math.max(0, f - 1), text: "previous" }), " · ",
+                        el("a", { href: "feature.html#" + (f + 1), text: "next" }));
+    try {
+      if (!got.features[f]) await load(`data/f/${f}.js`);
+    } catch (err) {
+      main.append(el("p", { class: "muted", text: "No windows for this feature (dead, too rare, or out of range)." }));
+      document.body.setAttribute("data-ready", "1");
+      return;
+    }
+    const doc = got.features[f];
+    const s = doc.stats;
+    setText("subtitle", `${got.meta.dictionary} · fires on ${s.n_firing.toLocaleString()} tokens in ` +
+                        `${s.n_contexts.toLocaleString()} contexts · density ${fmt(s.density, 5)} · max ${fmt(s.max, 2)}`);
+    document.title = `${f}: ${doc.labels.length ? doc.labels[0].explanation : "feature"} — autointerp`;
+    labels(main, doc);
+    windows(main, "Top activations", "top", doc.top, s.max);
+    windows(main, "Across quantiles", "quantile", doc.quantile, s.max);
+    if (doc.simulation) simulation(main, doc.simulation, s.max);
+    document.body.setAttribute("data-ready", "1");
+  }
+
+  async function featurePage() {
+    await load("data/meta.js");
+    window.addEventListener("hashchange", showFeature);
+    await showFeature();
+  }
+
+  return {
+    meta: (m) => { got.meta = m; },
+    shard: (k, rows) => { got.shards[k] = rows; },
+    feature: (f, doc) => { got.features[f] = doc; },
+    indexPage, featurePage,
+  };
+})();

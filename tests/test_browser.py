@@ -1,0 +1,138 @@
+"""The feature browser in headless Chromium: the static export from disk, and `autointerp serve` live.
+
+The store's tokens and labels include markup (an <img onerror> and a <script> token, quoted by the
+labels): the pages must show them as text and never run them."""
+
+import json
+import threading
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from browser import page
+
+from autointerp.export import html
+from autointerp.ingest import ingest_parquet
+from autointerp.pipeline import label
+from autointerp.store import Store, open_store
+
+EVIL_IMG = '<img src=x onerror="window.__pwned=1">'
+EVIL_SCRIPT = "<script>window.__pwned=1</script>"
+WIDTH = 150
+
+
+@pytest.fixture
+def evil_store(tmp_path):
+    """150 features over 400 contexts: 0 fires on EVIL_IMG, 1 on EVIL_SCRIPT, 2..9 on ordinary words, the
+    rest at random; labelled offline."""
+    rng = np.random.default_rng(0)
+    vocab = [f"w{i}" for i in range(60)] + [EVIL_IMG, EVIL_SCRIPT, "\n"]
+    tok = rng.integers(0, len(vocab), size=(400, 24))
+    folder = tmp_path / "evil"
+    folder.mkdir()
+    pq.write_table(pa.table({"context_id": np.arange(400), "token_ids": [list(map(int, r)) for r in tok],
+                             "tokens": [[vocab[i] for i in r] for r in tok]}), folder / "contexts.parquet")
+    rows = []
+    for f, trigger in enumerate([vocab.index(EVIL_IMG), vocab.index(EVIL_SCRIPT), *range(8)]):
+        for c, p in zip(*np.nonzero(tok == trigger)):
+            rows.append((f, c, p, 3.0 + rng.random()))
+    for f in range(10, WIDTH):
+        for _ in range(60):
+            rows.append((f, int(rng.integers(400)), int(rng.integers(24)), float(rng.exponential())))
+    f, c, p, v = (np.array(x) for x in zip(*rows))
+    key = np.unique(np.stack([f, c, p], 1), axis=0, return_index=True)[1]
+    pq.write_table(pa.table({"feature": f[key], "context_id": c[key], "position": p[key], "value": v[key]}),
+                   folder / "activations.parquet")
+    with Store(tmp_path / "evil.duckdb") as s:
+        ingest_parquet(s, folder, dictionary="evil", width=WIDTH, model="toy", hook="layer.0")
+        label(s, s.dictionary("evil"), scorers=("embedding", "simulation"))
+    return tmp_path / "evil.duckdb"
+
+
+def _safe(pg) -> None:
+    assert pg.evaluate("window.__pwned") is None and not pg.dialogs and not pg.errors, (pg.dialogs, pg.errors)
+    assert pg.evaluate("document.querySelectorAll('img').length") == 0  # the token was never parsed as markup
+
+
+def _ready(pg) -> None:
+    pg.wait_for_selector("body[data-ready='1']", timeout=30_000)
+
+
+def _column(pg, name: str) -> list[str]:
+    heads = pg.locator("#head th").all_inner_texts()
+    i = heads.index(name) + 1
+    return pg.locator(f"#rows tr td:nth-child({i})").all_inner_texts()
+
+
+def test_static_browser_pages_filters_sorts_and_never_runs_a_label(evil_store, tmp_path, monkeypatch):
+    monkeypatch.setattr(html, "SHARD", 40)  # 4 index scripts, streamed in
+    out = tmp_path / "site"
+    with open_store(evil_store, read_only=True) as s:
+        res = html.write_html(s, out)
+    assert res["shards"] == 4 and res["pages"] == WIDTH
+    with page() as pg:
+        pg.goto((out / "index.html").as_uri())
+        _ready(pg)
+        assert pg.locator("#rows tr").count() == 100 and "page 1 of 2" in pg.inner_text("#page")
+        sims = [float(x) for x in _column(pg, "simulation") if x != "–"]
+        assert sims == sorted(sims, reverse=True)  # best first, by simulation
+        pg.click("#next")
+        assert pg.locator("#rows tr").count() == WIDTH - 100
+        shown = {int(x) for x in pg.locator("#rows tr").evaluate_all("rs => rs.map(r => r.dataset.feature)")}
+        pg.click("#prev")
+        shown |= {int(x) for x in pg.locator("#rows tr").evaluate_all("rs => rs.map(r => r.dataset.feature)")}
+        assert shown == set(range(WIDTH))  # every shard arrived
+        pg.fill("#filter", "onerror")
+        labels = _column(pg, "label")
+        assert labels and all("onerror" in x for x in labels) and any(json.dumps(EVIL_IMG) in x for x in labels)
+        pg.fill("#filter", "")
+        pg.click("#head th[data-key='0']")  # sort by feature id
+        assert _column(pg, "feature")[:3] == ["0", "1", "2"]
+        _safe(pg)
+        pg.click("a[href='feature.html#1']")
+        _ready(pg)
+        assert EVIL_SCRIPT in pg.inner_text("#labels")
+        toks = pg.locator("#top .tok").evaluate_all("ts => ts.map(t => [t.textContent, t.title])")
+        fired = [t for t in toks if t[0] == EVIL_SCRIPT]
+        assert fired and all(title.startswith(json.dumps(EVIL_SCRIPT)) and float(title.rsplit(": ", 1)[1]) >= 3
+                             for _, title in fired)  # hover: the token and its activation
+        assert pg.locator("#simulation .pair").count() > 0 and "simulated" in pg.inner_text("#simulation")
+        _safe(pg)
+        shot = tmp_path / "feature.png"
+        pg.screenshot(path=str(shot), full_page=True)
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+        pg.goto((out / "feature.html").as_uri() + "#9999")
+        _ready(pg)
+        assert "No windows" in pg.inner_text("#main")
+
+
+def test_serve_is_the_same_browser_live_and_read_only(evil_store):
+    from autointerp.export.serve import make_server
+
+    with open_store(evil_store, read_only=True) as s:
+        server = make_server(s, port=0)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            with page() as pg:
+                pg.goto(server.url + "feature.html#0")
+                _ready(pg)
+                assert json.dumps(EVIL_IMG) in pg.inner_text("#labels") and pg.locator("#quantile .tok").count() > 0
+                _safe(pg)
+                pg.goto(server.url)
+                _ready(pg)
+                assert pg.locator("#rows tr").count() == 100
+                _safe(pg)
+            with urllib.request.urlopen(server.url + "data/index-0.js") as r:
+                assert r.read().startswith(b"AI.shard(0, ")
+            for method, path, status in [("POST", "data/meta.js", 405), ("DELETE", "", 405),
+                                         ("GET", "data/f/99999.js", 404), ("GET", "../evil.duckdb", 404)]:
+                with pytest.raises(urllib.error.HTTPError) as e:
+                    urllib.request.urlopen(urllib.request.Request(server.url + path, method=method, data=b"" if
+                                                                  method == "POST" else None))
+                assert e.value.code == status
+        finally:
+            server.shutdown()
+            server.server_close()
