@@ -171,8 +171,9 @@ const AI = (() => {
     main.append(el("p", { class: "muted", text: `Simulating “${sim.explanation}” on the held-out windows it was ` +
                                                   `graded on (pooled correlation ${fmt(sim.value)}).` }));
     const box = el("section", { id: "simulation" });
+    // predictions are on the simulator's own scale (0..10 for an LLM): shade them by their own maximum
+    const pmax = Math.max(...sim.windows.flatMap((w) => w.predicted)) || 1;
     for (const w of sim.windows) {
-      const pmax = Math.max(10, ...w.predicted);
       const pair = el("div", { class: "pair" });
       pair.append(el("div", { class: "muted", text: `${w.kind} window · r = ${fmt(w.r, 2)}` }));
       const t = windowRow(w.tokens, w.acts, scale); t.prepend(el("span", { class: "row-label", text: "true" }));
