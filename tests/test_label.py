@@ -187,3 +187,41 @@ def test_demo_labels_the_bundled_model_and_resumes(tmp_path):
     assert all(line["explainer"] == "offline" and set(line["scores"]) == {"embedding", "simulation"} for line in lines)
     again = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     assert again["captured"] is None and again["label"]["already_done"] == 1536 and again["lines"] == len(lines)
+
+
+def test_a_reingest_relabels_only_the_features_whose_activations_changed(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from autointerp.ingest import ingest_parquet
+    from autointerp.store import Store
+
+    rng = np.random.default_rng(0)
+    tok = rng.integers(0, 40, size=(200, 16))
+    folder = tmp_path / "pq"
+    folder.mkdir()
+    pq.write_table(pa.table({"context_id": np.arange(200), "token_ids": [list(map(int, r)) for r in tok],
+                             "tokens": [[f"t{i}" for i in r] for r in tok]}), folder / "contexts.parquet")
+
+    def write(bump: float, width: int = 6) -> None:  # feature f fires on token f; feature 2's values move by bump
+        c, p = np.nonzero(tok < width)
+        f = tok[c, p]
+        v = 2.0 + (f == 2) * bump + 0.01 * p
+        pq.write_table(pa.table({"feature": f, "context_id": c, "position": p, "value": v}),
+                       folder / "activations.parquet")
+
+    write(0.0)
+    with Store(tmp_path / "s.duckdb") as s:
+        ingest_parquet(s, folder, dictionary="d", width=6)
+        first = label(s, s.dictionary("d"), scorers=())
+        assert first["ok"] == 6
+        ingest_parquet(s, folder, dictionary="d", width=6, replace=True)  # the same activations again
+        assert label(s, s.dictionary("d"), scorers=())["already_done"] == 6
+        write(1.5)
+        ingest_parquet(s, folder, dictionary="d", width=6, replace=True)
+        again = label(s, s.dictionary("d"), scorers=())
+        assert (again["ok"], again["already_done"]) == (1, 5)  # only feature 2 was labelled again
+        assert len(s.labels(s.dictionary("d").dictionary_id)) == 6  # replaced, not added
+        write(0.0, width=4)
+        ingest_parquet(s, folder, dictionary="d", width=4, replace=True)  # shrunk: labels past the width go
+        assert sorted(r["feature_id"] for r in s.labels(s.dictionary("d").dictionary_id)) == [0, 1, 2, 3]

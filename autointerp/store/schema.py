@@ -219,6 +219,43 @@ def _m004_best_of(con: duckdb.DuckDBPyConnection) -> None:
                                   AND f.sampler_hash = e.sampler_hash AND f.seed = e.seed)""")
 
 
+def _m005_jobs(con: duckdb.DuckDBPyConnection) -> None:
+    # Incremental labelling: a fingerprint of each feature's activations, and the one each label was
+    # made from (NULL for labels made before: taken as current).
+    from .writer import set_activation_hashes
+
+    con.execute("ALTER TABLE feature_stats ADD COLUMN act_hash UBIGINT")
+    con.execute("ALTER TABLE label_status ADD COLUMN act_hash UBIGINT")
+    for (did,) in con.execute("SELECT dictionary_id FROM dictionaries").fetchall():
+        set_activation_hashes(con, did)
+    # The job ledger: one row per `autointerp job run`, written at its start and at its end (a row
+    # still "running" whose job lock is free was a crash).
+    con.execute("""
+        CREATE TABLE job_runs (
+            run_id VARCHAR PRIMARY KEY,
+            dictionary VARCHAR NOT NULL,
+            config VARCHAR NOT NULL,          -- the job's TOML, as given
+            config_hash VARCHAR NOT NULL,
+            executor VARCHAR NOT NULL,        -- local | ray
+            host VARCHAR NOT NULL,
+            pid INTEGER NOT NULL,
+            status VARCHAR NOT NULL,          -- running | done | budget | failed | crashed | error
+            exit_code INTEGER,
+            stop_reason VARCHAR NOT NULL,
+            started_at TIMESTAMP NOT NULL,
+            ended_at TIMESTAMP,
+            features_done BIGINT NOT NULL DEFAULT 0,
+            features_skipped BIGINT NOT NULL DEFAULT 0,
+            features_failed BIGINT NOT NULL DEFAULT 0,
+            already_done BIGINT NOT NULL DEFAULT 0,
+            input_tokens BIGINT NOT NULL DEFAULT 0,
+            output_tokens BIGINT NOT NULL DEFAULT 0,
+            dollars DOUBLE NOT NULL DEFAULT 0,
+            duration_s DOUBLE,
+            summary VARCHAR NOT NULL DEFAULT '{}'  -- the run's summary, JSON
+        )""")
+
+
 Migration = tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]
 
 MIGRATIONS: list[Migration] = [
@@ -226,6 +263,7 @@ MIGRATIONS: list[Migration] = [
     (2, "labels", _m002_labels),
     (3, "llm cache and ledger", _m003_llm),
     (4, "best-of-k: the chosen candidate", _m004_best_of),
+    (5, "incremental jobs: activation fingerprints, job ledger", _m005_jobs),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

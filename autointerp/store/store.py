@@ -339,10 +339,13 @@ class Store:
     # -- labels -----------------------------------------------------------------------------------
 
     def labelled_features(self, dictionary_id: int, run_key: tuple[str, str, str, int]) -> set[int]:
-        """Features with a finished outcome (ok or skipped) under (explainer, prompt_hash, sampler_hash, seed)."""
+        """Features with a finished outcome (ok or skipped) under (explainer, prompt_hash, sampler_hash, seed),
+        made from the feature's current activations (a label from before fingerprints counts as current)."""
         rows = self.con.execute(
-            "SELECT feature FROM label_status WHERE dictionary_id = ? AND explainer = ? AND prompt_hash = ? "
-            "AND sampler_hash = ? AND seed = ? AND status IN ('ok', 'skipped')", [dictionary_id, *run_key]).fetchall()
+            "SELECT l.feature FROM label_status l JOIN feature_stats f USING (dictionary_id, feature) "
+            "WHERE l.dictionary_id = ? AND l.explainer = ? AND l.prompt_hash = ? AND l.sampler_hash = ? AND l.seed = ? "
+            "AND l.status IN ('ok', 'skipped') AND (l.act_hash IS NULL OR l.act_hash = f.act_hash)",
+            [dictionary_id, *run_key]).fetchall()
         return {r[0] for r in rows}
 
     def labelled_count(self, dictionary_id: int) -> int:

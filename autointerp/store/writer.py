@@ -17,6 +17,18 @@ from .store import Store, _now
 MAX_POSITION = 2**16 - 1  # positions are stored as USMALLINT
 
 
+def set_activation_hashes(con, dictionary_id: int) -> None:
+    """feature_stats.act_hash: a fingerprint of each feature's activations (order-free: an XOR of row
+    hashes; 0 for a dead feature), so a label can tell when the activations it was made from changed."""
+    con.execute("""
+        UPDATE feature_stats f SET act_hash = coalesce(h.x, 0)
+        FROM (SELECT r.range AS feature, a.x FROM range((SELECT max(feature) + 1 FROM feature_stats
+                                                          WHERE dictionary_id = $1)) r
+              LEFT JOIN (SELECT feature, bit_xor(hash(context_id, position, value)) AS x FROM activations
+                         WHERE dictionary_id = $1 GROUP BY feature) a ON a.feature = r.range) h
+        WHERE f.dictionary_id = $1 AND f.feature = h.feature""", [dictionary_id])
+
+
 class StoreWriter:
     """Handed out by `Store.writer()`; valid only inside that `with` block."""
 
@@ -94,26 +106,30 @@ class StoreWriter:
         """
         if width < 1:
             raise IngestError(f"dictionary width must be >= 1, got {width}")
-        row = self.store._one("SELECT dictionary_id FROM dictionaries WHERE name = ?", [name])
+        row = self.store._one("SELECT dictionary_id, corpus_id FROM dictionaries WHERE name = ?", [name])
         if row is not None:
             if not replace:
                 raise IngestError(f"dictionary {name!r} already exists in {self.store.path}; "
                                   "pass --replace to overwrite it")
-            self.delete_dictionary(row[0])
-        did = self.store._one("SELECT coalesce(max(dictionary_id), 0) + 1 FROM dictionaries")[0]
+            # new activations, same dictionary: labels stay (over the same corpus and width), and a
+            # labelling run redoes those whose feature's activations changed (feature_stats.act_hash)
+            did = row[0]
+            for t in ("activations", "feature_stats", "feature_neighbors", "samples", "sample_status"):
+                self.con.execute(f"DELETE FROM {t} WHERE dictionary_id = ?", [did])
+            cut = 0 if row[1] != corpus_id else width  # other contexts: no label carries over
+            self.con.execute("DELETE FROM scores WHERE explanation_id IN (SELECT explanation_id FROM explanations "
+                             "WHERE dictionary_id = ? AND feature >= ?)", [did, cut])
+            for t in ("explanations", "label_status"):
+                self.con.execute(f"DELETE FROM {t} WHERE dictionary_id = ? AND feature >= ?", [did, cut])
+            self.con.execute("DELETE FROM dictionaries WHERE dictionary_id = ?", [did])
+        else:
+            did = self.store._one("SELECT coalesce(max(dictionary_id), 0) + 1 FROM dictionaries")[0]
         self.con.execute("INSERT INTO dictionaries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          [did, name, corpus_id, model, hook, width, kind, source,
                           json.dumps(config or {}, sort_keys=True), _now()])
         b = DictionaryBuilder(self, did, corpus_id, width, sorted_input)
         self._builders.append(b)
         return b
-
-    def delete_dictionary(self, dictionary_id: int) -> None:
-        self.con.execute("DELETE FROM scores WHERE explanation_id IN "
-                         "(SELECT explanation_id FROM explanations WHERE dictionary_id = ?)", [dictionary_id])
-        for t in ("activations", "feature_stats", "feature_neighbors", "samples", "sample_status", "explanations",
-                  "label_status", "dictionaries"):
-            self.con.execute(f"DELETE FROM {t} WHERE dictionary_id = ?", [dictionary_id])
 
     def add_neighbors(self, dictionary_id: int, feature: np.ndarray, neighbor: np.ndarray,
                       similarity: np.ndarray) -> None:
@@ -221,9 +237,14 @@ class StoreWriter:
                 **{k: pa.array(sc[k], pa.string()) for k in ("scorer", "scorer_version", "status")},
                 "value": pa.array(sc["value"], pa.float64()), "reason": pa.array(sc["reason"], pa.string()),
                 "details": pa.array(sc["details"], pa.string()), "created_at": pa.array(sc["created_at"], ts)}))
+        hashes = dict(self.con.execute("SELECT feature, act_hash FROM feature_stats WHERE dictionary_id = ? AND "
+                                       "feature IN (SELECT unnest(?::UINTEGER[]))",
+                                       [dictionary_id, sorted({lab.feature for lab in labels})]).fetchall())
         self.store._insert_now("label_status", keys.append_column("status", pa.array([lab.status for lab in labels]))
                                .append_column("reason", pa.array([lab.reason for lab in labels]))
-                               .append_column("created_at", pa.array([now] * len(labels), ts)))
+                               .append_column("created_at", pa.array([now] * len(labels), ts))
+                               .append_column("act_hash", pa.array([hashes.get(lab.feature) for lab in labels],
+                                                                   pa.uint64())))
 
 
     # -- LLM cache and ledger ------------------------------------------------------------------------
@@ -435,9 +456,11 @@ class DictionaryBuilder:
             else schema.empty_table()
         self._stats_parts = []
         con.execute("""
-            INSERT INTO feature_stats
+            INSERT INTO feature_stats (dictionary_id, feature, n_firing, n_contexts, density, max_value, mean_value,
+                                       quantile_edges, max_context, max_position)
             SELECT ?, r.range::UINTEGER, coalesce(l.n_firing, 0), coalesce(l.n_contexts, 0),
                    coalesce(l.n_firing, 0) / ?::DOUBLE, l.max_value, l.mean_value,
                    coalesce(l.quantile_edges, []::FLOAT[]), l.max_context, l.max_position
             FROM range(?) r LEFT JOIN live l ON l.feature = r.range
             ORDER BY r.range""", [self.dictionary_id, max(n_tokens, 1), self.width])
+        set_activation_hashes(con, self.dictionary_id)
