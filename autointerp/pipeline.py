@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import numpy as np
@@ -34,6 +35,28 @@ from .records import Dictionary, Explanation, FeatureLabel, FeatureSample, Sampl
 from .sample import Sampler
 from .score import make_scorers
 from .store import Store
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Limits of one run; None is no limit. When one is reached no new feature starts, the features in
+    flight finish and are committed, and the summary says which limit stopped the run. Dollars and
+    tokens are what this run's LLM calls cost (cache hits are free), so the run may pass the limit by
+    what the features in flight spend (at most `concurrency` features)."""
+
+    dollars: float | None = None
+    tokens: int | None = None
+    features: int | None = None
+    seconds: float | None = None
+
+    def reached(self, clients, started: int, elapsed: float) -> str | None:
+        usd = sum(c.spent_usd for c in clients)
+        tokens = sum(c.spent_tokens for c in clients)
+        for name, used, limit in (("dollars", usd, self.dollars), ("tokens", tokens, self.tokens),
+                                  ("features", started, self.features), ("seconds", elapsed, self.seconds)):
+            if limit is not None and used >= limit:
+                return f"budget: {name} ({used:.4g} of {limit:.4g})"
+        return None
 
 
 async def _call(fn, *args):
@@ -64,13 +87,15 @@ def label(store: Store, dictionary: Dictionary, features: np.ndarray | None = No
           force: bool = False, concurrency: int = 8, sample_batch: int = 256, flush_every: int = 64,
           flush_seconds: float = 5.0, progress: bool = False, llm=None, batch: bool = False,
           batch_poll: float = 30.0, batch_wait: float | None = None, scorer_model: str | None = None,
-          select_by=None) -> dict:
+          select_by=None, budget: Budget | None = None, on_flush=None) -> dict:
     """Label features of one dictionary (default: all); returns counts per outcome and per score status.
 
     `explainer` is a name ("offline", "anthropic:MODEL", ...) or an explainer object; `llm` the
     llm.LLMOptions for a named LLM explainer or scorer; `scorers` names or scorer objects; with
     `scorer_model` (anthropic:MODEL, ...) the scorers that have an LLM form (simulation) use it.
     `select_by`: the scorer (a name or object) that picks the label among an explainer's candidates.
+    `budget`: limits (dollars, tokens, features, seconds) that stop the run gracefully; `summary["stopped"]`
+    then says which. `on_flush(summary)` is called after each commit (progress for logs).
 
     `batch`: first send every uncached LLM request (explainer and scorers, stage by stage: see `_batch`)
     through the providers' batch APIs (half price), waiting for the batches (polling every `batch_poll`
@@ -99,7 +124,8 @@ def label(store: Store, dictionary: Dictionary, features: np.ndarray | None = No
     summary = {"dictionary": dictionary.name, "features": int(len(feats)), "ok": 0, "skipped": 0, "failed": 0,
                "already_done": len(feats) - len(todo), "skipped_kinds": {}, "failed_kinds": {}, "score_failures": {},
                "scores": {s.name: {} for s in grade}, "explainer": expl.name, "prompt_hash": expl.prompt_hash,
-               "sampler_hash": config.hash, "seed": seed, "select_by": select.name if select else None}
+               "sampler_hash": config.hash, "seed": seed, "select_by": select.name if select else None,
+               "stopped": None}
     t0 = time.perf_counter()
     clients = _clients(expl, *grade, select)
     if batch:
@@ -111,7 +137,7 @@ def label(store: Store, dictionary: Dictionary, features: np.ndarray | None = No
                                               batch_wait))
     if not batch or not summary["batch"]["pending"]:  # batches still pending: the next run collects them
         asyncio.run(_run(store, dictionary, sampler, expl, grade, select, todo, summary, concurrency, sample_batch,
-                         flush_every, flush_seconds, progress))
+                         flush_every, flush_seconds, progress, budget or Budget(), on_flush))
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     if clients:  # an LLM explainer or scorer: what this run cost (they share one run id)
         summary["run_id"] = clients[0].run_id
@@ -178,10 +204,12 @@ async def _batch(sampler, expl, grade, select, todo, sample_batch, poll, wait) -
 
 
 async def _run(store, dictionary, sampler, expl, grade, select, todo, summary, concurrency, sample_batch,
-               flush_every, flush_seconds, progress) -> None:
+               flush_every, flush_seconds, progress, budget, on_flush) -> None:
     queue: asyncio.Queue = asyncio.Queue(maxsize=max(sample_batch, 2 * concurrency))
     finished: list[FeatureLabel] = []
-    last_flush = time.monotonic()
+    last_flush = t0 = time.monotonic()
+    started = 0
+    stop = asyncio.Event()  # a budget was reached: no new feature starts
     bar = tqdm(total=len(todo), unit="feat", disable=not progress, desc=f"label {dictionary.name}")
     cursor = store.cursor()  # the sampling thread reads through a connection of its own
 
@@ -199,16 +227,30 @@ async def _run(store, dictionary, sampler, expl, grade, select, todo, summary, c
             bar.update(len(finished))
             finished.clear()
         last_flush = time.monotonic()
+        if on_flush is not None:
+            on_flush(summary)
 
     async def produce() -> None:
         for i in range(0, len(todo), sample_batch):
+            if stop.is_set():
+                break
             for s in await asyncio.to_thread(sampler.sample_many, todo[i:i + sample_batch], cursor):
+                if stop.is_set():
+                    break
                 await queue.put(s)
-        for _ in range(concurrency):
+        for _ in range(concurrency):  # a worker that stopped drained the queue: there is room
             await queue.put(None)
 
     async def work() -> None:
+        nonlocal started
         while (sample := await queue.get()) is not None:
+            if stop.is_set():
+                continue  # drain to the end marker: the producer must never block on a full queue
+            if (why := budget.reached(clients, started, time.monotonic() - t0)) is not None:
+                summary["stopped"] = why
+                stop.set()
+                continue
+            started += 1
             finished.append(await _label_one(sample, expl, grade, select))
             if len(finished) >= flush_every or time.monotonic() - last_flush >= flush_seconds:
                 flush()

@@ -55,6 +55,7 @@ class LLMClient:
         self.use_cache = use_cache
         self.prices = prices
         self._backoff = wait_exponential_jitter(multiplier=self.retry.initial, max=self.retry.max_wait)
+        self.spent_usd, self.spent_tokens = 0.0, 0  # by this client, in this process: what budgets check
 
     @property
     def model_id(self) -> str:
@@ -184,6 +185,8 @@ class LLMClient:
         cost = 0.0 if cached else price_of(self.provider.name, self.provider.model, usage, self.prices)
         if batch:
             cost *= BATCH_DISCOUNT
+        self.spent_usd += cost
+        self.spent_tokens += usage.input_tokens + usage.output_tokens + usage.cache_read_tokens + usage.cache_write_tokens
         self.log.record({"run_id": self.run_id, "cache_key": key, "provider": self.provider.name,
                          "model": self.provider.model, "purpose": purpose, "cached": cached, "status": status,
                          "error": error, "attempts": attempts, "input_tokens": usage.input_tokens,

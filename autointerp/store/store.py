@@ -441,6 +441,33 @@ class Store:
         return {r[0]: {"calls": r[1], "input_tokens": int(r[2]), "output_tokens": int(r[3]), "cost_usd": float(r[4])}
                 for r in rows}
 
+    # -- the job ledger -----------------------------------------------------------------------------
+
+    JOB_COLUMNS = ("run_id", "dictionary", "status", "exit_code", "stop_reason", "started_at", "ended_at",
+                   "features_done", "features_skipped", "features_failed", "already_done", "input_tokens",
+                   "output_tokens", "dollars", "duration_s", "executor", "host", "pid", "config_hash")
+
+    def job_runs(self, limit: int | None = 50) -> list[dict]:
+        """The newest job runs first."""
+        rows = self.con.execute(f"SELECT {', '.join(self.JOB_COLUMNS)} FROM job_runs ORDER BY started_at DESC"
+                                + ("" if limit is None else f" LIMIT {int(limit)}")).fetchall()
+        return [self._job(r) for r in rows]
+
+    def job_run(self, run_id: str) -> dict | None:
+        """One job run with its config and summary; a unique prefix of the run id is enough."""
+        rows = self.con.execute(f"SELECT {', '.join(self.JOB_COLUMNS)}, config, summary FROM job_runs "
+                                "WHERE starts_with(run_id, ?) ORDER BY started_at DESC", [run_id]).fetchall()
+        if len(rows) != 1:
+            return None
+        r = rows[0]
+        return {**self._job(r[:-2]), "config": r[-2], "summary": json.loads(r[-1])}
+
+    def _job(self, r) -> dict:
+        d = dict(zip(self.JOB_COLUMNS, r))
+        for k in ("started_at", "ended_at"):
+            d[k] = d[k].isoformat() if d[k] is not None else None
+        return d
+
     def cost_summary(self, run_id: str | None = None) -> list[dict]:
         """Calls, tokens and dollars per (run, provider, model, purpose), cached calls apart."""
         where, params = ("WHERE run_id = ?", [run_id]) if run_id else ("", [])

@@ -289,6 +289,29 @@ class StoreWriter:
         self.con.execute("UPDATE llm_batches SET status = 'collected', collected_at = ? WHERE batch_id = ?",
                          [_now(), batch_id])
 
+    # -- the job ledger ------------------------------------------------------------------------------
+
+    def start_job(self, run_id: str, *, dictionary: str, config: str, config_hash: str, executor: str, host: str,
+                  pid: int) -> None:
+        self.con.execute("INSERT INTO job_runs (run_id, dictionary, config, config_hash, executor, host, pid, status, "
+                         "stop_reason, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', '', ?)",
+                         [run_id, dictionary, config, config_hash, executor, host, pid, _now()])
+
+    def end_job(self, run_id: str, *, status: str, exit_code: int, stop_reason: str, summary: dict,
+                input_tokens: int, output_tokens: int, dollars: float, duration_s: float) -> None:
+        self.con.execute("""
+            UPDATE job_runs SET status = ?, exit_code = ?, stop_reason = ?, ended_at = ?, features_done = ?,
+                   features_skipped = ?, features_failed = ?, already_done = ?, input_tokens = ?, output_tokens = ?,
+                   dollars = ?, duration_s = ?, summary = ? WHERE run_id = ?""",
+                         [status, exit_code, stop_reason, _now(), summary.get("ok", 0), summary.get("skipped", 0),
+                          summary.get("failed", 0), summary.get("already_done", 0), input_tokens, output_tokens,
+                          dollars, duration_s, json.dumps(summary, default=str), run_id])
+
+    def mark_crashed_jobs(self) -> int:
+        """Jobs still 'running' when the job lock is free (the caller holds it) died without ending."""
+        return self.con.execute("UPDATE job_runs SET status = 'crashed', stop_reason = 'process ended without "
+                                "finishing (killed or crashed)' WHERE status = 'running'").fetchone()[0]
+
 
 def _sorted_cells(f, c, p, v):
     """Rows in (feature, context, position) order; a cell given twice is an error."""

@@ -1,0 +1,146 @@
+"""`autointerp job`: incremental runs under a lock, budgets, the ledger, logs, exit codes, and kill -9."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from loopback import Loopback, explainer
+from typer.testing import CliRunner
+
+from autointerp.cli import app
+from autointerp.job import EXIT
+from autointerp.job.config import JobConfigError, parse_config
+from autointerp.job.run import job_lock
+from autointerp.store import open_store
+
+
+def _job(tmp_path, text: str, name: str = "job.toml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def _run(store, cfg, *extra):
+    r = CliRunner().invoke(app, ["job", "run", "--store", str(store), "--config", str(cfg), "--json", *extra])
+    return r.exit_code, (json.loads(r.stdout) if r.stdout.strip() else None), r.output
+
+
+def test_job_files_are_checked_before_anything_runs(tmp_path, ingested_path):
+    for text, message in [('[job]\nexplainr = "offline"', "no key 'explainr'"),
+                          ("[jobs]\n", "unknown section"),
+                          ("[job]\nconcurrency = \"8\"", "concurrency must be int"),
+                          ("[budget]\ndollars = -1", "dollars must be >= 0"),
+                          ("[sampler]\nwindow = 1", "window must be at least 2"),
+                          ("[job\n", "not valid TOML")]:
+        with pytest.raises(JobConfigError, match=message):
+            parse_config(text)
+        code, _, out = _run(ingested_path, _job(tmp_path, text))
+        assert code == EXIT["could_not_start"] and message.split()[0] in out
+    code, _, out = _run(ingested_path, _job(tmp_path, '[job]\ndictionary = "nope"'))
+    assert code == EXIT["could_not_start"] and "nope" in out
+    with open_store(ingested_path, read_only=True) as s:
+        assert s.job_runs() == []  # nothing started, nothing in the ledger
+
+
+def test_a_job_is_incremental_budgeted_logged_and_in_the_ledger(tmp_path, ingested_path):
+    cfg = _job(tmp_path, '[job]\nfeatures = "0-29"\nscorers = ["simulation"]\n[budget]\nfeatures = 12\n')
+    code, first, _ = _run(ingested_path, cfg)
+    assert code == EXIT["budget"] and first["status"] == "budget"
+    assert first["summary"]["ok"] + first["summary"]["skipped"] == 12  # offline runs one feature at a time
+    assert first["summary"]["stopped"].startswith("budget: features")
+    cfg2 = _job(tmp_path, '[job]\nfeatures = "0-29"\nscorers = ["simulation"]\n', "nightly.toml")
+    code, second, _ = _run(ingested_path, cfg2)
+    assert code == EXIT["done"] and second["summary"]["already_done"] == 12
+    assert second["summary"]["ok"] + second["summary"]["skipped"] == 18
+    code, third, _ = _run(ingested_path, cfg2)  # nothing new: nothing to do
+    assert code == 0 and third["summary"]["already_done"] == 30 and third["summary"]["ok"] == 0
+    r = CliRunner().invoke(app, ["job", "list", "--store", str(ingested_path), "--json"])
+    runs = json.loads(r.stdout)["runs"]
+    assert [x["status"] for x in runs] == ["done", "done", "budget"]  # newest first
+    assert runs[2]["features_done"] + runs[2]["features_skipped"] == 12 and runs[2]["exit_code"] == 21
+    shown = json.loads(CliRunner().invoke(app, ["job", "show", "--store", str(ingested_path), first["run_id"][:8],
+                                                "--json"]).stdout)
+    assert shown["config"] == cfg.read_text() and shown["summary"]["stopped"].startswith("budget")
+    log = [json.loads(x) for x in Path(f"{ingested_path}.jobs.log").read_text().splitlines()]
+    assert [e["event"] for e in log if e["run_id"] == first["run_id"]][0] == "start"
+    end = [e for e in log if e["run_id"] == first["run_id"] and e["event"] == "end"][0]
+    assert end["exit_code"] == 21 and end["status"] == "budget"
+
+
+def test_a_second_job_on_the_store_is_refused_or_waits(tmp_path, ingested_path):
+    cfg = _job(tmp_path, '[job]\nfeatures = "0-3"\nscorers = []\n')
+    with job_lock(Path(ingested_path), "other-run"):
+        code, _, out = _run(ingested_path, cfg)
+        assert code == EXIT["could_not_start"] and "job other-run" in out and "--wait" in out
+        code, _, out = _run(ingested_path, cfg, "--wait", "0.5")
+        assert code == EXIT["could_not_start"] and "waited 0.5 s" in out
+
+    def hold():
+        with job_lock(Path(ingested_path), "brief-run"):
+            time.sleep(1.0)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    time.sleep(0.2)
+    code, res, _ = _run(ingested_path, cfg, "--wait", "30")  # queued behind it, then runs
+    t.join()
+    assert code == 0 and res["summary"]["ok"] == 4
+
+
+def test_dollar_budget_stops_an_llm_job(tmp_path, ingested_path, monkeypatch):
+    monkeypatch.setenv("K", "sk-x")
+    with Loopback(reply=explainer) as server:
+        cfg = _job(tmp_path, f'[job]\nexplainer = "anthropic:claude-haiku-4-5"\nscorers = []\nconcurrency = 2\n'
+                             f'[limits]\nbase_url = "{server.url}"\napi_key_env = "K"\nrpm = 60000\n'
+                             f'[budget]\ndollars = 0.01\n')
+        code, res, out = _run(ingested_path, cfg)
+    assert code == EXIT["budget"], out
+    s = res["summary"]
+    per_call = s["cost"][0]["cost_usd"] / s["cost"][0]["calls"]
+    assert 0.01 <= s["cost"][0]["cost_usd"] <= 0.01 + 2 * per_call  # stops at the limit, in-flight calls finish
+    assert 0 < s["ok"] < 240
+    with open_store(ingested_path, read_only=True) as st:
+        assert st.job_runs()[0]["dollars"] == pytest.approx(s["cost"][0]["cost_usd"])
+
+
+def test_kill_9_a_job_three_times_then_finish(tmp_path, ingested_path):
+    """kill -9 the job mid-run three times, then let it finish: every feature labelled once, one paid
+    reply per prompt, and no prompt sent again but the few in flight at a kill."""
+    with Loopback(reply=explainer, latency=0.05) as server:
+        cfg = _job(tmp_path, f'[job]\nexplainer = "anthropic:claude-haiku-4-5"\nscorers = []\nconcurrency = 4\n'
+                             f'features = "0-79"\n[limits]\nbase_url = "{server.url}"\napi_key_env = "K"\n'
+                             f'rpm = 60000\n')
+        env = {**os.environ, "K": "sk-x"}
+        cmd = [sys.executable, "-m", "autointerp", "job", "run", "--store", str(ingested_path), "--config", str(cfg),
+               "--json"]
+        kills = 0
+        for target in (15, 35, 55):
+            child = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            deadline = time.monotonic() + 120
+            while server.count("/v1/messages") < target and time.monotonic() < deadline and child.poll() is None:
+                time.sleep(0.005)
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait()
+            kills += 1
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        bodies = Counter(json.dumps(r["body"], sort_keys=True) for r in server.requests
+                         if r["path"].endswith("/v1/messages"))
+    with open_store(ingested_path, read_only=True) as s:
+        rows = s.labels()
+        calls = s.con.execute("SELECT count(*), count(DISTINCT call_id), count(DISTINCT cache_key) FROM llm_calls "
+                              "WHERE NOT cached AND status = 'ok'").fetchone()
+        runs = s.job_runs()
+        labelled = s.label_summary(s.dictionary().dictionary_id)
+    assert sum(labelled.values()) == 80 and labelled.get("failed", 0) == 0
+    assert len(rows) == len({r["feature_id"] for r in rows})  # no feature twice
+    assert calls[0] == calls[1] == calls[2] == len(bodies)  # one paid reply per prompt in the ledger
+    assert sum(n - 1 for n in bodies.values()) <= kills * 4  # resent: at most the calls in flight at each kill
+    assert [r["status"] for r in runs] == ["done", "crashed", "crashed", "crashed"]
