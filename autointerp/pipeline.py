@@ -82,12 +82,21 @@ def _kind(reason: str) -> str:
     return reason.split(":", 1)[0].strip() or "unknown"
 
 
+def run_key(store: Store, dictionary: Dictionary, explainer: str, llm=None, config: SamplerConfig | None = None,
+            seed: int = 0) -> tuple[str, str, str, int]:
+    """The (explainer, prompt hash, sampler hash, seed) a run of `explainer` would label under."""
+    expl = make_explainer(explainer, store, dictionary, llm)
+    if getattr(expl, "client", None) is not None:
+        expl.client.log.close()  # made only to be named: nothing was called
+    return (expl.name, expl.prompt_hash, (config or SamplerConfig()).hash, seed)
+
+
 def label(store: Store, dictionary: Dictionary, features: np.ndarray | None = None, *, explainer="offline",
           scorers=("embedding", "simulation"), config: SamplerConfig | None = None, seed: int = 0,
           force: bool = False, concurrency: int = 8, sample_batch: int = 256, flush_every: int = 64,
           flush_seconds: float = 5.0, progress: bool = False, llm=None, batch: bool = False,
           batch_poll: float = 30.0, batch_wait: float | None = None, scorer_model: str | None = None,
-          select_by=None, budget: Budget | None = None, on_flush=None) -> dict:
+          select_by=None, budget: Budget | None = None, on_flush=None, sink=None) -> dict:
     """Label features of one dictionary (default: all); returns counts per outcome and per score status.
 
     `explainer` is a name ("offline", "anthropic:MODEL", ...) or an explainer object; `llm` the
@@ -95,7 +104,9 @@ def label(store: Store, dictionary: Dictionary, features: np.ndarray | None = No
     `scorer_model` (anthropic:MODEL, ...) the scorers that have an LLM form (simulation) use it.
     `select_by`: the scorer (a name or object) that picks the label among an explainer's candidates.
     `budget`: limits (dollars, tokens, features, seconds) that stop the run gracefully; `summary["stopped"]`
-    then says which. `on_flush(summary)` is called after each commit (progress for logs).
+    then says which (a budget may also be shared by many processes: `reached` may be a coroutine).
+    `on_flush(summary)` is called after each commit (progress for logs). `sink(labels)`: where finished
+    labels go instead of the store (a Ray worker labels from a read-only snapshot).
 
     `batch`: first send every uncached LLM request (explainer and scorers, stage by stage: see `_batch`)
     through the providers' batch APIs (half price), waiting for the batches (polling every `batch_poll`
@@ -137,7 +148,7 @@ def label(store: Store, dictionary: Dictionary, features: np.ndarray | None = No
                                               batch_wait))
     if not batch or not summary["batch"]["pending"]:  # batches still pending: the next run collects them
         asyncio.run(_run(store, dictionary, sampler, expl, grade, select, todo, summary, concurrency, sample_batch,
-                         flush_every, flush_seconds, progress, budget or Budget(), on_flush))
+                         flush_every, flush_seconds, progress, budget or Budget(), on_flush, sink))
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     if clients:  # an LLM explainer or scorer: what this run cost (they share one run id)
         summary["run_id"] = clients[0].run_id
@@ -204,7 +215,7 @@ async def _batch(sampler, expl, grade, select, todo, sample_batch, poll, wait) -
 
 
 async def _run(store, dictionary, sampler, expl, grade, select, todo, summary, concurrency, sample_batch,
-               flush_every, flush_seconds, progress, budget, on_flush) -> None:
+               flush_every, flush_seconds, progress, budget, on_flush, sink) -> None:
     queue: asyncio.Queue = asyncio.Queue(maxsize=max(sample_batch, 2 * concurrency))
     finished: list[FeatureLabel] = []
     last_flush = t0 = time.monotonic()
@@ -220,8 +231,11 @@ async def _run(store, dictionary, sampler, expl, grade, select, todo, summary, c
         for c in clients:  # journalled LLM replies and ledger rows first: labels never outrun their cost
             c.fold()
         if finished:
-            with store.writer(checkpoint=False) as w:
-                w.add_labels(dictionary.dictionary_id, finished)
+            if sink is not None:
+                sink(list(finished))
+            else:
+                with store.writer(checkpoint=False) as w:
+                    w.add_labels(dictionary.dictionary_id, finished)
             for r in finished:
                 _count(summary, r)
             bar.update(len(finished))
@@ -246,7 +260,7 @@ async def _run(store, dictionary, sampler, expl, grade, select, todo, summary, c
         while (sample := await queue.get()) is not None:
             if stop.is_set():
                 continue  # drain to the end marker: the producer must never block on a full queue
-            if (why := budget.reached(clients, started, time.monotonic() - t0)) is not None:
+            if (why := await _call(budget.reached, clients, started, time.monotonic() - t0)) is not None:
                 summary["stopped"] = why
                 stop.set()
                 continue
@@ -268,7 +282,8 @@ async def _run(store, dictionary, sampler, expl, grade, select, todo, summary, c
                 await c.aclose()
             cursor.close()
             bar.close()
-            store.con.execute("CHECKPOINT")
+            if not store.read_only:
+                store.con.execute("CHECKPOINT")
 
 
 async def _label_one(sample: FeatureSample, expl, grade, select=None, planning: list | None = None) -> FeatureLabel:

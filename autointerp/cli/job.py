@@ -24,12 +24,18 @@ def run(store: StoreOpt, config: Annotated[Path, typer.Option("--config", help="
         wait: Annotated[float | None, typer.Option(help="If another job holds the store, wait up to this many "
                                                         "seconds (default: fail at once).")] = None,
         log: Annotated[Path | None, typer.Option(help="JSON-lines log file (default: STORE.jobs.log).")] = None,
+        executor: Annotated[str, typer.Option(help="local: this process; ray: shards over a Ray cluster.")] = "local",
+        address: Annotated[str | None, typer.Option(help="ray: the cluster (host:port); default: start a local "
+                                                         "one.")] = None,
+        snapshot_dir: Annotated[Path | None, typer.Option(help="ray: where the store snapshot and result shards "
+                                                               "go (shared by every node; default STORE.ray).")] = None,
         as_json: JsonOpt = False) -> None:
     """Label what is new or changed in a store, within the job's budget. Quiet unless on a terminal."""
     try:
         cfg = load_config(config)
         res = run_job(store, cfg, force=force, wait=wait, log_path=log or Path(f"{store}.jobs.log"),
-                      progress=not as_json and sys.stderr.isatty())
+                      progress=not as_json and sys.stderr.isatty(), executor=executor, address=address,
+                      snapshot_dir=str(snapshot_dir) if snapshot_dir else None)
     except AutointerpError as e:  # bad job file, store, dictionary; the store held by another job
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(EXIT["could_not_start"]) from None

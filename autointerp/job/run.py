@@ -133,9 +133,31 @@ def _budget(cfg: JobConfig) -> Budget:
                   seconds=None if b.get("minutes") is None else 60.0 * b["minutes"])
 
 
+def _on_ray(store: Store, d, feats, cfg: JobConfig, run_id: str, force: bool, address: str | None,
+            snapshot_dir: str | None) -> dict:
+    """The features to do (incremental, as a local run would choose them), labelled on Ray."""
+    from ..pipeline import run_key
+    from .ray_executor import run_on_ray
+
+    every = list(range(d.width)) if feats is None else [int(f) for f in np.unique(feats)]
+    key = run_key(store, d, cfg.explainer, _llm_options(cfg, run_id), cfg.sampler, cfg.seed)
+    done = set() if force else store.labelled_features(d.dictionary_id, key)
+    todo = [f for f in every if f not in done]
+    summary = run_on_ray(store, d, todo, cfg, run_id, address=address, snapshot_dir=snapshot_dir)
+    summary.update(features=len(every), already_done=len(every) - len(todo), explainer=key[0], prompt_hash=key[1],
+                   sampler_hash=key[2], seed=key[3], run_id=run_id, cost=store.cost_summary(run_id))
+    return summary
+
+
 def run_job(store_path: str | Path, cfg: JobConfig, *, force: bool = False, wait: float | None = None,
-            log_path: str | Path | None = None, progress: bool = False) -> JobResult:
-    """Run one job; returns its status and exit code (it raises only for errors of the caller's making)."""
+            log_path: str | Path | None = None, progress: bool = False, executor: str = "local",
+            address: str | None = None, snapshot_dir: str | None = None) -> JobResult:
+    """Run one job; returns its status and exit code (it raises only for errors of the caller's making).
+    `executor`: "local" (this process) or "ray" (a Ray cluster at `address`; see ray_executor)."""
+    if executor not in ("local", "ray"):
+        raise JobConfigError(f"unknown executor {executor!r}: local or ray")
+    if executor == "ray" and cfg.batch:
+        raise JobConfigError("batch = true runs on the providers' batch APIs: use the local executor")
     store_path = Path(store_path)
     run_id = uuid.uuid4().hex[:12]
     log = JsonLog(Path(log_path) if log_path else None, run_id)
@@ -148,6 +170,12 @@ def run_job(store_path: str | Path, cfg: JobConfig, *, force: bool = False, wait
         with store:
             with store.writer() as w:
                 crashed = w.mark_crashed_jobs()
+            if executor == "ray":  # what a crashed Ray run left: its labels and paid replies
+                from .ray_executor import merge_results, results_root
+
+                leftover = merge_results(store, results_root(store_path, snapshot_dir))
+            else:
+                leftover = None
             try:
                 d = store.dictionary(cfg.dictionary)
                 feats = _features(cfg.features, d.width)
@@ -155,21 +183,25 @@ def run_job(store_path: str | Path, cfg: JobConfig, *, force: bool = False, wait
                 log("error", status="could_not_start", error=str(e))
                 raise
             with store.writer() as w:
-                w.start_job(run_id, dictionary=d.name, config=cfg.text, config_hash=cfg.hash, executor="local",
+                w.start_job(run_id, dictionary=d.name, config=cfg.text, config_hash=cfg.hash, executor=executor,
                             host=socket.gethostname(), pid=os.getpid())
             log("start", dictionary=d.name, config_hash=cfg.hash, force=force, crashed_before=crashed,
-                budget=cfg.budget, explainer=cfg.explainer, scorers=list(cfg.scorers))
+                budget=cfg.budget, explainer=cfg.explainer, scorers=list(cfg.scorers), executor=executor,
+                merged_leftovers=leftover)
             t0 = time.monotonic()
             summary: dict = {}
             status, reason = "error", ""
             previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C
             try:
-                summary = label(store, d, feats, explainer=cfg.explainer, scorers=cfg.scorers, config=cfg.sampler,
-                                seed=cfg.seed, force=force, concurrency=cfg.concurrency, progress=progress,
-                                llm=_llm_options(cfg, run_id), batch=cfg.batch, scorer_model=cfg.scorer_model,
-                                select_by=cfg.select_by, budget=_budget(cfg),
-                                on_flush=lambda s: log("progress", ok=s["ok"], skipped=s["skipped"],
-                                                       failed=s["failed"]))
+                if executor == "ray":
+                    summary = _on_ray(store, d, feats, cfg, run_id, force, address, snapshot_dir)
+                else:
+                    summary = label(store, d, feats, explainer=cfg.explainer, scorers=cfg.scorers,
+                                    config=cfg.sampler, seed=cfg.seed, force=force, concurrency=cfg.concurrency,
+                                    progress=progress, llm=_llm_options(cfg, run_id), batch=cfg.batch,
+                                    scorer_model=cfg.scorer_model, select_by=cfg.select_by, budget=_budget(cfg),
+                                    on_flush=lambda s: log("progress", ok=s["ok"], skipped=s["skipped"],
+                                                           failed=s["failed"]))
                 if summary.get("stopped"):
                     status, reason = "budget", summary["stopped"]
                 elif summary.get("batch", {}).get("pending"):

@@ -28,15 +28,16 @@ class LLMOptions:
     logprobs: bool = True  # simulation: expected values from top_logprobs where the provider has them
     prices: dict = field(default_factory=dict)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    hooks: object = field(default=None, compare=False)  # .log(store) and .limiter(config): see job/ray_executor.py
 
 
 def make_client(spec: str, store, o: LLMOptions) -> LLMClient:
     """A client for `anthropic:MODEL`, `openai:MODEL` or `compat:MODEL`, paced and priced by `o`."""
     provider = make_provider(spec, base_url=o.base_url, api_key_env=o.api_key_env, timeout=o.timeout)
-    return LLMClient(provider, store, run_id=o.run_id, use_cache=o.use_cache, prices=o.prices,
-                     limits=LimitConfig(o.requests_per_minute, o.input_tokens_per_minute, o.output_tokens_per_minute,
-                                        o.max_in_flight),
-                     retry=RetryConfig(attempts=o.attempts))
+    limits = LimitConfig(o.requests_per_minute, o.input_tokens_per_minute, o.output_tokens_per_minute, o.max_in_flight)
+    return LLMClient(provider, store, run_id=o.run_id, use_cache=o.use_cache, prices=o.prices, limits=limits,
+                     retry=RetryConfig(attempts=o.attempts), log=o.hooks.log(store) if o.hooks else None,
+                     limiter=o.hooks.limiter(limits) if o.hooks else None)
 
 
 __all__ = ["ChatRequest", "ChatResponse", "LLMClient", "LLMOptions", "LimitConfig", "ProviderError", "RateLimiter",

@@ -47,10 +47,13 @@ def _retryable(err: BaseException) -> bool:
 
 class LLMClient:
     def __init__(self, provider, store: Store, *, run_id: str, limits: LimitConfig | None = None,
-                 retry: RetryConfig | None = None, use_cache: bool = True, prices: dict | None = None) -> None:
+                 retry: RetryConfig | None = None, use_cache: bool = True, prices: dict | None = None,
+                 log=None, limiter=None) -> None:
+        """`log` and `limiter` replace the store's journal and this process's limiter (a Ray worker
+        journals to its result shard and shares one limiter with every worker)."""
         self.provider, self.store, self.run_id = provider, store, run_id
-        self.log = CallLog(store)
-        self.limiter = RateLimiter(limits or LimitConfig())
+        self.log = log if log is not None else CallLog(store)
+        self.limiter = limiter if limiter is not None else RateLimiter(limits or LimitConfig())
         self.retry = retry or RetryConfig()
         self.use_cache = use_cache
         self.prices = prices

@@ -23,6 +23,22 @@ import numpy as np
 from ..store import Store
 
 
+def read_journal(path: str | Path) -> tuple[list[tuple], list[dict]]:
+    """A journal file's (cache rows, ledger rows); a torn last line (a crash mid-write) is dropped."""
+    cache: dict[str, tuple] = {}
+    calls: list[dict] = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if "cache" in doc:
+            k, prov, model, resp = doc["cache"]
+            cache[k] = (prov, model, resp)
+        calls.append(doc["call"])
+    return [(k, *v) for k, v in cache.items()], calls
+
+
 class CallLog:
     def __init__(self, store: Store) -> None:
         self.store = store

@@ -1,0 +1,258 @@
+"""`job run --executor ray`: the features of a job sharded across a Ray cluster's workers.
+
+The driver (the job process, which alone writes the store):
+1. merges what earlier Ray runs left in `<store>.ray/` (result shards, worker journals: a crashed run's
+   labels and paid replies are kept, never bought again);
+2. works out the features to do (incremental, as a local run), checkpoints the store and copies it to
+   `<store>.ray/<run>/snapshot.duckdb`: the read-only snapshot the workers read windows, contexts and
+   cached replies from (on a multi-machine cluster put `<store>.ray` on a shared filesystem, see
+   `snapshot_dir`);
+3. starts one `Coordinator` actor, which holds the job's rate limits (requests and tokens per minute)
+   and budget (dollars, tokens, features, time) for every worker at once;
+4. runs one task per shard of features. A worker labels its shard with the ordinary pipeline, reading
+   the snapshot, journalling every LLM reply to `journal-<shard>.jsonl` as it arrives, asking the
+   coordinator before each call and each feature, and writes its labels to `labels-<shard>.pkl`;
+5. merges every shard's journal and labels into the store in one transaction, then removes them.
+
+Rate limits hold across workers (one set of buckets, in the actor); calls in flight are bounded per
+worker (`max_in_flight` each). A budget stops every worker: the features in flight finish.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..llm.journal import CallLog, read_journal
+from ..llm.limits import AdaptiveLimit, LimitConfig, RateLimiter
+from ..pipeline import Budget
+from ..store import Store
+
+
+def results_root(store_path: Path, snapshot_dir: str | Path | None = None) -> Path:
+    return Path(snapshot_dir) if snapshot_dir else Path(f"{store_path}.ray")
+
+
+# -- shared by all workers ------------------------------------------------------------------------------
+
+class Coordinator:
+    """The job's limits and budget, for every worker (a Ray async actor: calls wait concurrently)."""
+
+    def __init__(self, limits: LimitConfig, budget: Budget, deadline: float | None) -> None:
+        self.config, self.budget, self.deadline = limits, budget, deadline
+        self.limiter: RateLimiter | None = None  # made in the actor's event loop
+        self.usd, self.tokens, self.started, self.stopped = 0.0, 0, 0, None
+
+    def _lim(self) -> RateLimiter:
+        if self.limiter is None:
+            self.limiter = RateLimiter(self.config)
+        return self.limiter
+
+    async def acquire(self, input_tokens: int, output_tokens: int) -> None:
+        await self._lim().acquire(input_tokens, output_tokens)
+
+    def done(self, reserved: int, used: int, headers: dict) -> None:
+        self._lim().done(reserved, used, headers)  # unused output tokens back; an empty bucket pauses everyone
+
+    def throttled(self, retry_after: float | None) -> None:
+        self._lim().throttled(retry_after)  # a 429 anywhere: every worker waits what the server asked
+
+    def start_feature(self, usd: float, tokens: int) -> str | None:
+        """Add a worker's spending since it last asked; None if it may start a feature (counted), else why not."""
+        self.usd += usd
+        self.tokens += tokens
+        if self.stopped is None:
+            b = self.budget
+            for name, used, limit in (("dollars", self.usd, b.dollars), ("tokens", self.tokens, b.tokens),
+                                      ("features", self.started, b.features)):
+                if limit is not None and used >= limit:
+                    self.stopped = f"budget: {name} ({used:.4g} of {limit:.4g})"
+            if self.deadline is not None and time.time() >= self.deadline:
+                self.stopped = f"budget: seconds ({b.seconds:.4g})"
+        if self.stopped is None:
+            self.started += 1
+        return self.stopped
+
+    def state(self) -> dict:
+        return {"usd": self.usd, "tokens": self.tokens, "started": self.started, "stopped": self.stopped,
+                "throttles": self.limiter.throttles if self.limiter else 0}
+
+
+class _RemoteLimiter:
+    """The worker side of the coordinator's limiter: requests and tokens shared, calls in flight local."""
+
+    def __init__(self, coordinator, config: LimitConfig) -> None:
+        self.coordinator, self.config = coordinator, config
+        self.slots = AdaptiveLimit(config.max_in_flight)
+        self.output = None  # refunds happen in the actor
+
+    async def acquire(self, input_tokens: int, output_tokens: int) -> None:
+        await self.coordinator.acquire.remote(input_tokens, output_tokens)
+
+    def throttled(self, retry_after: float | None) -> None:
+        self.slots.throttled()
+        self.coordinator.throttled.remote(retry_after)
+
+    def done(self, reserved_output: int, used_output: int, headers: dict) -> None:
+        self.slots.success()
+        self.coordinator.done.remote(reserved_output, used_output, headers)
+
+
+class _RemoteBudget:
+    """Before each feature: report this worker's spending since the last feature, ask the coordinator."""
+
+    def __init__(self, coordinator) -> None:
+        self.coordinator, self.usd, self.tokens = coordinator, 0.0, 0
+
+    async def reached(self, clients, started: int, elapsed: float) -> str | None:
+        usd, tokens = sum(c.spent_usd for c in clients), sum(c.spent_tokens for c in clients)
+        d_usd, d_tok = usd - self.usd, tokens - self.tokens
+        self.usd, self.tokens = usd, tokens
+        return await self.coordinator.start_feature.remote(d_usd, d_tok)
+
+
+class _ShardLog(CallLog):
+    """A worker's journal: reads the snapshot's cache, appends replies to its shard's journal file, and
+    never writes the store (the driver merges the file)."""
+
+    def __init__(self, store: Store, path: Path) -> None:
+        self.store, self.path = store, path
+        self._cache, self._calls, self._fh = {}, [], None
+        if store.llm_key_index is None:
+            store.llm_key_index = store.cache_key_prefixes()
+
+    def fold(self) -> None:
+        return None
+
+    def recover(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+@dataclass
+class _Hooks:
+    out: Path
+    shard: int
+    coordinator: object
+    logs: int = 0
+
+    def log(self, store: Store) -> CallLog:
+        self.logs += 1  # the explainer's and the scorers' clients: a journal each
+        return _ShardLog(store, self.out / f"journal-{self.shard}-{self.logs}.jsonl")
+
+    def limiter(self, config: LimitConfig) -> _RemoteLimiter:
+        return _RemoteLimiter(self.coordinator, config)
+
+
+def label_shard(snapshot: str, out_dir: str, shard: int, dictionary: str, features: list[int], cfg_text: str,
+                run_id: str, coordinator) -> dict:
+    """One worker's shard: labelled from the snapshot; labels and journal written beside it."""
+    import dataclasses
+
+    from ..pipeline import label
+    from .config import parse_config
+    from .run import _llm_options
+
+    cfg = parse_config(cfg_text)
+    out = Path(out_dir)
+    labels: list = []
+    with Store(snapshot, read_only=True) as store:
+        d = store.dictionary(dictionary)
+        llm = dataclasses.replace(_llm_options(cfg, run_id), hooks=_Hooks(out, shard, coordinator))
+        summary = label(store, d, features, explainer=cfg.explainer, scorers=cfg.scorers, config=cfg.sampler,
+                        seed=cfg.seed, force=True, concurrency=cfg.concurrency, llm=llm,
+                        scorer_model=cfg.scorer_model, select_by=cfg.select_by, budget=_RemoteBudget(coordinator),
+                        sink=labels.extend)
+    tmp = out / f"labels-{shard}.pkl.tmp"
+    tmp.write_bytes(pickle.dumps(labels))
+    tmp.replace(out / f"labels-{shard}.pkl")  # whole or absent
+    summary.pop("cost", None)
+    return {"shard": shard, "host": os.uname().nodename, "pid": os.getpid(), **summary}
+
+
+# -- the driver -------------------------------------------------------------------------------------------
+
+def merge_results(store: Store, root: Path) -> dict:
+    """Merge every result shard and worker journal under `root` into the store, in one transaction, and
+    remove them. Journals first: labels never land without the replies they were made from."""
+    journals = sorted(root.glob("*/journal-*.jsonl"))
+    shards = sorted(root.glob("*/labels-*.pkl"))
+    if not journals and not shards:
+        return {"journals": 0, "shards": 0, "labels": 0}
+    by_dict: dict[str, list] = {}
+    for p in shards:
+        for lab in pickle.loads(p.read_bytes()):
+            by_dict.setdefault(lab.dictionary, []).append(lab)
+    cache, calls = [], []
+    for p in journals:
+        c, k = read_journal(p)
+        cache += c
+        calls += k
+    with store.writer() as w:
+        w.add_llm_records(cache, calls)
+        for name, labels in by_dict.items():
+            w.add_labels(store.dictionary(name).dictionary_id, labels)
+    for p in journals + shards:
+        p.unlink()
+    store.llm_key_index = None  # new cache keys: re-read on next use
+    return {"journals": len(journals), "shards": len(shards), "labels": sum(len(v) for v in by_dict.values())}
+
+
+def run_on_ray(store: Store, d, todo: list[int], cfg, run_id: str, *, address: str | None,
+               snapshot_dir: str | None, shards_per_worker: int = 2) -> dict:
+    """Label `todo` on a Ray cluster; returns a summary like `pipeline.label`'s."""
+    import ray
+
+    root = results_root(store.path, snapshot_dir)
+    run_dir = root / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    store.con.execute("CHECKPOINT")
+    snapshot = run_dir / "snapshot.duckdb"
+    shutil.copyfile(store.path, snapshot)
+    summary = {"dictionary": d.name, "features": len(todo), "ok": 0, "skipped": 0, "failed": 0, "already_done": 0,
+               "skipped_kinds": {}, "failed_kinds": {}, "score_failures": {}, "scores": {}, "stopped": None,
+               "executor": "ray", "shards": []}
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
+                 configure_logging=False)
+        workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        n_shards = max(1, min(len(todo), workers * shards_per_worker))
+        size = math.ceil(len(todo) / n_shards) if todo else 0
+        from .run import _budget
+
+        budget = _budget(cfg)
+        lim = cfg.limits
+        limits = LimitConfig(lim.get("rpm", 50), lim.get("itpm"), lim.get("otpm"), lim.get("max_in_flight", 16))
+        coordinator = ray.remote(Coordinator).options(max_concurrency=1000).remote(
+            limits, budget, None if budget.seconds is None else time.time() + budget.seconds)
+        task = ray.remote(label_shard)
+        refs = [task.remote(str(snapshot), str(run_dir), i, d.name, todo[i * size:(i + 1) * size], cfg.text, run_id,
+                            coordinator) for i in range(n_shards) if todo[i * size:(i + 1) * size]]
+        for part in ray.get(refs):
+            summary["shards"].append({k: part[k] for k in ("shard", "host", "pid", "ok", "skipped", "failed")})
+            for k in ("ok", "skipped", "failed"):
+                summary[k] += part[k]
+            for k in ("skipped_kinds", "failed_kinds"):
+                for kind, n in part[k].items():
+                    summary[k][kind] = summary[k].get(kind, 0) + n
+            for scorer, counts in part["scores"].items():
+                for st, n in counts.items():
+                    summary["scores"].setdefault(scorer, {})[st] = summary["scores"].get(scorer, {}).get(st, 0) + n
+        state = ray.get(coordinator.state.remote())
+        summary["stopped"] = state["stopped"]
+        summary["coordinator"] = state
+    finally:
+        ray.shutdown()
+        snapshot.unlink(missing_ok=True)
+        summary["merged"] = merge_results(store, root)
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return summary

@@ -1,0 +1,91 @@
+"""`job run --executor ray` on a Ray cluster started here on loopback (`ray start --head`)."""
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from loopback import Loopback, explainer
+from typer.testing import CliRunner
+
+from autointerp.cli import app
+from autointerp.store import open_store
+
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A Ray head on 127.0.0.1 with 2 CPUs, token-authenticated (Ray's own RAY_AUTH_MODE / RAY_AUTH_TOKEN,
+    which the driver in this process then uses too)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    saved = {k: os.environ.get(k) for k in auth}
+    os.environ.update(auth)
+    started = subprocess.run([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+                              "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
+                             capture_output=True, text=True)
+    assert started.returncode == 0, started.stderr[-2000:]
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([RAY, "stop", "--force"], capture_output=True)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _run(store, cfg_text, tmp_path, *extra):
+    cfg = tmp_path / "job.toml"
+    cfg.write_text(cfg_text)
+    r = CliRunner().invoke(app, ["job", "run", "--store", str(store), "--config", str(cfg), "--json", *extra])
+    return r.exit_code, (json.loads(r.stdout) if r.stdout.strip() else None), r.output
+
+
+def test_ray_labels_like_a_local_run(cluster, ingested_path, tmp_path):
+    local = tmp_path / "local.duckdb"
+    shutil.copyfile(ingested_path, local)
+    job = '[job]\nfeatures = "0-39"\nscorers = ["simulation"]\n'
+    code, res, out = _run(ingested_path, job, tmp_path, "--executor", "ray", "--address", cluster)
+    assert code == 0, out
+    s = res["summary"]
+    assert s["executor"] == "ray" and s["ok"] + s["skipped"] == 40 and len(s["shards"]) == 4
+    assert len({x["pid"] for x in s["shards"]}) >= 2  # more than one worker process
+    assert _run(local, job, tmp_path)[0] == 0
+    with open_store(ingested_path, read_only=True) as a, open_store(local, read_only=True) as b:
+        ray_rows = {r["feature_id"]: (r["explanation"], r["scores"]["simulation"]["value"]) for r in a.labels()}
+        local_rows = {r["feature_id"]: (r["explanation"], r["scores"]["simulation"]["value"]) for r in b.labels()}
+        assert ray_rows == local_rows  # the same labels and grades as a run in one process
+        assert a.job_runs()[0]["executor"] == "ray" and a.job_runs()[0]["status"] == "done"
+    assert not list(Path(f"{ingested_path}.ray").rglob("*.*"))  # snapshot and shards merged and removed
+    code, again, _ = _run(ingested_path, job, tmp_path, "--executor", "ray", "--address", cluster)
+    assert code == 0 and again["summary"]["already_done"] == 40 and again["summary"]["ok"] == 0
+
+
+def test_ray_workers_share_one_rate_limit_and_one_budget(cluster, ingested_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("K", "sk-x")
+    with Loopback(reply=explainer, rpm=600) as server:  # the server refuses what goes over 600 a minute
+        job = (f'[job]\nexplainer = "anthropic:claude-haiku-4-5"\nscorers = []\nfeatures = "0-199"\nconcurrency = 4\n'
+               f'[limits]\nbase_url = "{server.url}"\napi_key_env = "K"\nrpm = 600\n[budget]\nfeatures = 30\n')
+        code, res, out = _run(ingested_path, job, tmp_path, "--executor", "ray", "--address", cluster)
+        sent = server.count("/v1/messages")
+        over = server.stats["over_limit"]
+    assert code == 21, out  # stopped by the budget
+    s = res["summary"]
+    assert s["ok"] + s["skipped"] + s["failed"] == 30 and s["stopped"].startswith("budget: features")
+    assert len({x["pid"] for x in s["shards"]}) >= 2
+    # two workers, one limiter: together they stay under the server's limit (a 1-second burst aside)
+    assert over <= 2 and sent - over == s["ok"]
+    with open_store(ingested_path, read_only=True) as st:
+        paid = st.con.execute("SELECT count(*) FROM llm_calls WHERE run_id = ? AND NOT cached AND status = 'ok'",
+                              [res["run_id"]]).fetchone()[0]
+        assert paid == s["ok"] and st.job_runs()[0]["status"] == "budget"  # every worker's ledger rows merged
