@@ -1,6 +1,7 @@
 """`job run --executor ray` on a Ray cluster started here on loopback (`ray start --head`)."""
 
 import json
+import time
 import os
 import secrets
 import shutil
@@ -89,3 +90,39 @@ def test_ray_workers_share_one_rate_limit_and_one_budget(cluster, ingested_path,
         paid = st.con.execute("SELECT count(*) FROM llm_calls WHERE run_id = ? AND NOT cached AND status = 'ok'",
                               [res["run_id"]]).fetchone()[0]
         assert paid == s["ok"] and st.job_runs()[0]["status"] == "budget"  # every worker's ledger rows merged
+
+
+def test_kill_9_the_ray_driver_then_rerun(cluster, ingested_path, tmp_path):
+    """The driver killed mid-run: the workers' journals stay in STORE.ray; the next run (local, here)
+    merges them first, so no reply that had arrived is bought again, and it finishes the job."""
+    from collections import Counter
+
+    with Loopback(reply=explainer, latency=0.05) as server:
+        cfg = tmp_path / "job.toml"
+        cfg.write_text(f'[job]\nexplainer = "anthropic:claude-haiku-4-5"\nscorers = []\nfeatures = "0-59"\n'
+                       f'concurrency = 2\n[limits]\nbase_url = "{server.url}"\napi_key_env = "K"\nrpm = 60000\n')
+        env = {**os.environ, "K": "sk-x"}
+        cmd = [sys.executable, "-m", "autointerp", "job", "run", "--store", str(ingested_path), "--config", str(cfg),
+               "--json"]
+        child = subprocess.Popen(cmd + ["--executor", "ray", "--address", cluster], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 180
+        while server.count("/v1/messages") < 20 and time.monotonic() < deadline and child.poll() is None:
+            time.sleep(0.01)
+        child.kill()
+        child.wait()
+        time.sleep(1.0)  # the workers notice their owner is gone
+        left = list(Path(f"{ingested_path}.ray").rglob("journal-*.jsonl"))
+        assert left, "the workers' journals survive the driver"
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        merged = json.loads(done.stdout)
+        bodies = Counter(json.dumps(r["body"], sort_keys=True) for r in server.requests
+                         if r["path"].endswith("/v1/messages"))
+    assert merged["summary"]["ok"] + merged["summary"]["skipped"] + merged["summary"]["already_done"] == 60
+    with open_store(ingested_path, read_only=True) as st:
+        paid = st.con.execute("SELECT count(*), count(DISTINCT cache_key) FROM llm_calls WHERE NOT cached "
+                              "AND status = 'ok'").fetchone()
+        assert st.job_runs()[1]["status"] == "crashed"
+    assert paid[0] == paid[1] == len(bodies)  # one paid reply per prompt
+    assert sum(n - 1 for n in bodies.values()) <= 2 * 2  # resent: at most what was in flight (2 workers x 2)

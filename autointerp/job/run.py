@@ -170,12 +170,10 @@ def run_job(store_path: str | Path, cfg: JobConfig, *, force: bool = False, wait
         with store:
             with store.writer() as w:
                 crashed = w.mark_crashed_jobs()
-            if executor == "ray":  # what a crashed Ray run left: its labels and paid replies
-                from .ray_executor import merge_results, results_root
+            from .ray_executor import merge_results, results_root
 
-                leftover = merge_results(store, results_root(store_path, snapshot_dir))
-            else:
-                leftover = None
+            root = results_root(store_path, snapshot_dir)  # what a crashed Ray run left: labels, paid replies
+            leftover = merge_results(store, root) if root.exists() else None
             try:
                 d = store.dictionary(cfg.dictionary)
                 feats = _features(cfg.features, d.width)
