@@ -96,7 +96,7 @@ def label(store: Store, dictionary: Dictionary, features: np.ndarray | None = No
           force: bool = False, concurrency: int = 8, sample_batch: int = 256, flush_every: int = 64,
           flush_seconds: float = 5.0, progress: bool = False, llm=None, batch: bool = False,
           batch_poll: float = 30.0, batch_wait: float | None = None, scorer_model: str | None = None,
-          select_by=None, budget: Budget | None = None, on_flush=None, sink=None) -> dict:
+          select_by=None, budget: Budget | None = None, on_flush=None, sink=None, summary: dict | None = None) -> dict:
     """Label features of one dictionary (default: all); returns counts per outcome and per score status.
 
     `explainer` is a name ("offline", "anthropic:MODEL", ...) or an explainer object; `llm` the
@@ -106,7 +106,8 @@ def label(store: Store, dictionary: Dictionary, features: np.ndarray | None = No
     `budget`: limits (dollars, tokens, features, seconds) that stop the run gracefully; `summary["stopped"]`
     then says which (a budget may also be shared by many processes: `reached` may be a coroutine).
     `on_flush(summary)` is called after each commit (progress for logs). `sink(labels)`: where finished
-    labels go instead of the store (a Ray worker labels from a read-only snapshot).
+    labels go instead of the store (a Ray worker labels from a read-only snapshot). `summary`: a dict
+    filled in place, so the caller keeps the counts of what was committed if the run is interrupted.
 
     `batch`: first send every uncached LLM request (explainer and scorers, stage by stage: see `_batch`)
     through the providers' batch APIs (half price), waiting for the batches (polling every `batch_poll`
@@ -132,11 +133,11 @@ def label(store: Store, dictionary: Dictionary, features: np.ndarray | None = No
     todo = [int(f) for f in feats if int(f) not in done]
     sampler = Sampler(store, dictionary, config, seed)
 
-    summary = {"dictionary": dictionary.name, "features": int(len(feats)), "ok": 0, "skipped": 0, "failed": 0,
-               "already_done": len(feats) - len(todo), "skipped_kinds": {}, "failed_kinds": {}, "score_failures": {},
-               "scores": {s.name: {} for s in grade}, "explainer": expl.name, "prompt_hash": expl.prompt_hash,
-               "sampler_hash": config.hash, "seed": seed, "select_by": select.name if select else None,
-               "stopped": None}
+    summary = summary if summary is not None else {}
+    summary.update(dictionary=dictionary.name, features=int(len(feats)), ok=0, skipped=0, failed=0,
+                   already_done=len(feats) - len(todo), skipped_kinds={}, failed_kinds={}, score_failures={},
+                   scores={s.name: {} for s in grade}, explainer=expl.name, prompt_hash=expl.prompt_hash,
+                   sampler_hash=config.hash, seed=seed, select_by=select.name if select else None, stopped=None)
     t0 = time.perf_counter()
     clients = _clients(expl, *grade, select)
     if batch:

@@ -144,3 +144,26 @@ def test_kill_9_a_job_three_times_then_finish(tmp_path, ingested_path):
     assert calls[0] == calls[1] == calls[2] == len(bodies)  # one paid reply per prompt in the ledger
     assert sum(n - 1 for n in bodies.values()) <= kills * 4  # resent: at most the calls in flight at each kill
     assert [r["status"] for r in runs] == ["done", "crashed", "crashed", "crashed"]
+
+
+def test_sigterm_stops_a_job_cleanly_and_a_time_budget_of_zero_starts_nothing(tmp_path, ingested_path):
+    cfg = _job(tmp_path, '[job]\nscorers = []\n[budget]\nminutes = 0\n')
+    code, res, _ = _run(ingested_path, cfg)
+    assert code == EXIT["budget"] and res["summary"]["ok"] == 0 and "seconds" in res["summary"]["stopped"]
+    with Loopback(reply=explainer, latency=0.2) as server:
+        cfg = _job(tmp_path, f'[job]\nexplainer = "anthropic:claude-haiku-4-5"\nscorers = []\nconcurrency = 2\n'
+                             f'[limits]\nbase_url = "{server.url}"\napi_key_env = "K"\nrpm = 60000\n', "llm.toml")
+        child = subprocess.Popen([sys.executable, "-m", "autointerp", "job", "run", "--store", str(ingested_path),
+                                  "--config", str(cfg), "--json"], env={**os.environ, "K": "sk-x"},
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while server.count("/v1/messages") < 10 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        child.send_signal(signal.SIGTERM)
+        out, err = child.communicate(timeout=60)
+    assert child.returncode == EXIT["interrupted"], err[-2000:]
+    res = json.loads(out)
+    with open_store(ingested_path, read_only=True) as s:
+        run = s.job_runs()[0]
+        assert run["status"] == "interrupted" and run["features_done"] == res["summary"]["ok"] > 0
+        assert len(s.labels()) >= res["summary"]["ok"]  # what finished before the signal is committed

@@ -35,5 +35,6 @@ def demo(store: Annotated[Path, typer.Option("--store", help="Store file to crea
         for r in res[order]:
             typer.echo(f"{r['feature']:7d}  {_fmt(r.get('simulation')):>10}  {_fmt(r.get('embedding')):>9}  "
                        f"{r['explanation']}")
-    typer.echo(f"\nwrote {res['lines']} labels to {res['out']} in {res['seconds']['total']:.0f} s; "
-               f"browse them with: autointerp labels --store {res['store']} --sort simulation")
+    typer.echo(f"\nwrote {res['lines']} labels to {res['out']} in {res['seconds']['total']:.0f} s; browse them with "
+               f"`autointerp serve --store {res['store']}` (http://127.0.0.1:8000/) or "
+               f"`autointerp labels --store {res['store']} --sort simulation`")

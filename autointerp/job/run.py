@@ -192,9 +192,9 @@ def run_job(store_path: str | Path, cfg: JobConfig, *, force: bool = False, wait
             previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C
             try:
                 if executor == "ray":
-                    summary = _on_ray(store, d, feats, cfg, run_id, force, address, snapshot_dir)
+                    summary.update(_on_ray(store, d, feats, cfg, run_id, force, address, snapshot_dir))
                 else:
-                    summary = label(store, d, feats, explainer=cfg.explainer, scorers=cfg.scorers,
+                    label(store, d, feats, explainer=cfg.explainer, scorers=cfg.scorers, summary=summary,
                                     config=cfg.sampler, seed=cfg.seed, force=force, concurrency=cfg.concurrency,
                                     progress=progress, llm=_llm_options(cfg, run_id), batch=cfg.batch,
                                     scorer_model=cfg.scorer_model, select_by=cfg.select_by, budget=_budget(cfg),
