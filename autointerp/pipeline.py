@@ -232,15 +232,16 @@ async def _run(store, dictionary, sampler, expl, grade, select, todo, summary, c
         for c in clients:  # journalled LLM replies and ledger rows first: labels never outrun their cost
             c.fold()
         if finished:
+            done = list(finished)
             if sink is not None:
-                sink(list(finished))
+                sink(done)
             else:
                 with store.writer(checkpoint=False) as w:
-                    w.add_labels(dictionary.dictionary_id, finished)
-            for r in finished:
+                    w.add_labels(dictionary.dictionary_id, done)
+            finished.clear()  # at once: an interrupt from here on must not write or count them twice
+            for r in done:
                 _count(summary, r)
-            bar.update(len(finished))
-            finished.clear()
+            bar.update(len(done))
         last_flush = time.monotonic()
         if on_flush is not None:
             on_flush(summary)

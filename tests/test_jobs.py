@@ -38,7 +38,8 @@ def test_job_files_are_checked_before_anything_runs(tmp_path, ingested_path):
                           ("[job]\nconcurrency = \"8\"", "concurrency must be int"),
                           ("[budget]\ndollars = -1", "dollars must be >= 0"),
                           ("[sampler]\nwindow = 1", "window must be at least 2"),
-                          ("[job\n", "not valid TOML")]:
+                          ("[job\n", "not valid TOML"),
+                          ("[job]\nbatch = true\n[budget]\ndollars = 5", "cannot hold with batch")]:
         with pytest.raises(JobConfigError, match=message):
             parse_config(text)
         code, _, out = _run(ingested_path, _job(tmp_path, text))

@@ -164,8 +164,9 @@ def test_expected_values_read_the_digits_alternatives():
     tokens = [(t, alts or ((t, 0.0),)) for t, alts in tokens]
     [(values, n)] = expected_values(reply, tokens, [[0, 10, 2.5]])
     assert values == pytest.approx([4 / 3, 9.8, 2.5]) and n == 2
-    with pytest.raises(SimulationFailure, match="do not spell"):
-        expected_values(reply, tokens[:-1], [[0, 10, 2.5]])
+    assert expected_values(reply, tokens[:-1], [[0, 10, 2.5]]) == [([0, 10, 2.5], 0)]  # no alignment: as written
+    with pytest.raises(SimulationFailure, match="numbers found"):
+        expected_values(reply, tokens, [[0, 10, 2.5, 1]])
 
 
 def _unsure_simulator(provider, body):

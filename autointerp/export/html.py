@@ -115,8 +115,9 @@ def feature_docs(store: Store, d: Dictionary, features: list[int]) -> Iterator[t
                    "labels": [_label_doc(r) for r in rows],
                    "top": [_window(w) for w in smp.explain if w.kind == "top"][:MAX_TOP],
                    "quantile": [_window(w) for w in smp.explain if w.kind == "quantile"][:MAX_QUANTILE]}
-            sim = next((r for r in rows if r["chosen"] and r["scores"].get("simulation", {}).get("details", {})
-                        .get("predicted")), None)
+            sim = next((r for r in rows if r["chosen"] and r["seed"] == seed  # graded on these very windows
+                        and json.dumps(r["sampler"], sort_keys=True) == cfg
+                        and r["scores"].get("simulation", {}).get("details", {}).get("predicted")), None)
             if sim is not None and len(sim["scores"]["simulation"]["details"]["predicted"]) == len(smp.score):
                 det = sim["scores"]["simulation"]["details"]
                 wins = [_window(w, p, c) for w, p, c in zip(smp.score, det["predicted"], det["per_window_correlation"])]
@@ -131,7 +132,7 @@ def write_html(store: Store, out: str | Path, dictionary: str | None = None) -> 
     """Write the browser of one dictionary to the folder `out` (replaced if it holds an earlier export)."""
     out = Path(out)
     d = store.dictionary(dictionary)
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = out.with_name(f".{out.name}.autointerp-tmp")  # ours alone: removed if a run was cut short
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         (tmp / "data" / "f").mkdir(parents=True)

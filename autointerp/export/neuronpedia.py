@@ -111,8 +111,9 @@ def write_neuronpedia(store: Store, out: str | Path, *, model_id: str, source_id
     d = store.dictionary(dictionary)
     root = Path(out) / "v1"
     final = root / model_id / source_id
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp, old = final.with_name(f".{final.name}.autointerp-tmp"), final.with_name(f".{final.name}.autointerp-old")
+    shutil.rmtree(tmp, ignore_errors=True)  # ours alone, left by a run cut short
+    shutil.rmtree(old, ignore_errors=True)
     counts: dict = {}
     types: dict[str, set] = {"explanation_type": set(), "explanation_model_type": set(), "explanation_score_type": set(),
                              "explanation_score_model": set()}
@@ -130,7 +131,7 @@ def write_neuronpedia(store: Store, out: str | Path, *, model_id: str, source_id
         for lo in range(0, d.width, 20_000):
             for r in store.labels(d.dictionary_id, range(lo, min(lo + 20_000, d.width)), candidates=candidates):
                 eid = _id(model_id, source_id, r["feature_id"], r["explainer"], r["prompt_hash"], r["sampler_hash"],
-                          r["seed"], r["explanation"])
+                          r["seed"], r["evidence"].get("candidate", 0), r["explanation"])
                 tname, mname = _type_name(r), _model_name(r["explainer"])
                 types["explanation_type"].add(tname)
                 types["explanation_model_type"].add(mname)
@@ -174,7 +175,6 @@ def write_neuronpedia(store: Store, out: str | Path, *, model_id: str, source_id
         acts.flush()
         counts = {"features": feats.written, "explanations": expl.written, "scores": scores.written,
                   "activations": acts.written}
-        old = final.with_name(final.name + ".old")
         if final.exists():
             final.rename(old)
         tmp.rename(final)

@@ -112,6 +112,10 @@ def parse_config(text: str, source: str = "job file") -> JobConfig:
         raise JobConfigError(f"[sampler] {e}") from None
     if "scorers" in job:
         job["scorers"] = tuple(job["scorers"])
+    if job.get("batch") and set(budget) & {"dollars", "tokens", "features"}:
+        # a batch run submits every request of a stage at once: a spending limit could not stop it in time
+        raise JobConfigError("[budget] dollars, tokens and features cannot hold with batch = true (every request "
+                             "goes out at once): bound the run with [job] features instead, or minutes")
     return JobConfig(**job, sampler=cfg, limits=limits, budget=budget, text=text)
 
 

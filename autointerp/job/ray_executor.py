@@ -20,6 +20,7 @@ worker (`max_in_flight` each). A budget stops every worker: the features in flig
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import pickle
@@ -35,7 +36,12 @@ from ..store import Store
 
 
 def results_root(store_path: Path, snapshot_dir: str | Path | None = None) -> Path:
-    return Path(snapshot_dir) if snapshot_dir else Path(f"{store_path}.ray")
+    """Where a store's Ray runs keep their snapshot and result shards: one folder per store, also under
+    a `snapshot_dir` that several stores share."""
+    if not snapshot_dir:
+        return Path(f"{store_path}.ray")
+    store_path = Path(store_path).resolve()
+    return Path(snapshot_dir) / f"{store_path.name}-{hashlib.sha256(str(store_path).encode()).hexdigest()[:12]}"
 
 
 # -- shared by all workers ------------------------------------------------------------------------------
@@ -172,8 +178,10 @@ def label_shard(snapshot: str, out_dir: str, shard: int, dictionary: str, featur
                         seed=cfg.seed, force=True, concurrency=cfg.concurrency, llm=llm,
                         scorer_model=cfg.scorer_model, select_by=cfg.select_by, budget=_RemoteBudget(coordinator),
                         sink=labels.extend)
+        # the activations these labels were made from: the snapshot's, whatever the store holds at merge time
+        hashes = store.activation_hashes(d.dictionary_id, features)
     tmp = out / f"labels-{shard}.pkl.tmp"
-    tmp.write_bytes(pickle.dumps(labels))
+    tmp.write_bytes(pickle.dumps({"labels": labels, "act_hash": hashes}))
     tmp.replace(out / f"labels-{shard}.pkl")  # whole or absent
     summary.pop("cost", None)
     return {"shard": shard, "host": os.uname().nodename, "pid": os.getpid(), **summary}
@@ -182,29 +190,36 @@ def label_shard(snapshot: str, out_dir: str, shard: int, dictionary: str, featur
 # -- the driver -------------------------------------------------------------------------------------------
 
 def merge_results(store: Store, root: Path) -> dict:
-    """Merge every result shard and worker journal under `root` into the store, in one transaction, and
-    remove them. Journals first: labels never land without the replies they were made from."""
+    """Merge every result shard and worker journal under `root` (this store's Ray runs; the caller holds
+    the job lock, so none is running) into the store in one transaction, then remove the runs' folders.
+    Journals first: labels never land without the replies they were made from. Each label keeps the
+    activation fingerprint of the snapshot it was made from, so a label made before a re-ingest is
+    redone by the next run rather than taken as current."""
     journals = sorted(root.glob("*/journal-*.jsonl"))
     shards = sorted(root.glob("*/labels-*.pkl"))
-    if not journals and not shards:
-        return {"journals": 0, "shards": 0, "labels": 0}
-    by_dict: dict[str, list] = {}
+    by_dict: dict[str, tuple[list, dict]] = {}
     for p in shards:
-        for lab in pickle.loads(p.read_bytes()):
-            by_dict.setdefault(lab.dictionary, []).append(lab)
+        doc = pickle.loads(p.read_bytes())  # written by our workers in this store's own folder
+        for lab in doc["labels"]:
+            labels, hashes = by_dict.setdefault(lab.dictionary, ([], {}))
+            labels.append(lab)
+            hashes[lab.feature] = doc["act_hash"].get(lab.feature)
     cache, calls = [], []
     for p in journals:
         c, k = read_journal(p)
         cache += c
         calls += k
-    with store.writer() as w:
-        w.add_llm_records(cache, calls)
-        for name, labels in by_dict.items():
-            w.add_labels(store.dictionary(name).dictionary_id, labels)
-    for p in journals + shards:
-        p.unlink()
-    store.llm_key_index = None  # new cache keys: re-read on next use
-    return {"journals": len(journals), "shards": len(shards), "labels": sum(len(v) for v in by_dict.values())}
+    if journals or shards:
+        with store.writer() as w:
+            w.add_llm_records(cache, calls)
+            for name, (labels, hashes) in by_dict.items():
+                w.add_labels(store.dictionary(name).dictionary_id, labels, act_hashes=hashes)
+        store.llm_key_index = None  # new cache keys: re-read on next use
+    if root.exists():
+        for run in root.iterdir():  # merged: the runs' folders (and a crashed run's snapshot) can go
+            if run.is_dir():
+                shutil.rmtree(run, ignore_errors=True)
+    return {"journals": len(journals), "shards": len(shards), "labels": sum(len(v[0]) for v in by_dict.values())}
 
 
 def run_on_ray(store: Store, d, todo: list[int], cfg, run_id: str, *, address: str | None,

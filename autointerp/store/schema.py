@@ -221,13 +221,16 @@ def _m004_best_of(con: duckdb.DuckDBPyConnection) -> None:
 
 def _m005_jobs(con: duckdb.DuckDBPyConnection) -> None:
     # Incremental labelling: a fingerprint of each feature's activations, and the one each label was
-    # made from (NULL for labels made before: taken as current).
+    # made from (labels already there: the activations there now).
     from .writer import set_activation_hashes
 
     con.execute("ALTER TABLE feature_stats ADD COLUMN act_hash UBIGINT")
     con.execute("ALTER TABLE label_status ADD COLUMN act_hash UBIGINT")
     for (did,) in con.execute("SELECT dictionary_id FROM dictionaries").fetchall():
         set_activation_hashes(con, did)
+    # the labels there were made from the activations there now: a later change makes them stale
+    con.execute("UPDATE label_status l SET act_hash = f.act_hash FROM feature_stats f "
+                "WHERE l.dictionary_id = f.dictionary_id AND l.feature = f.feature")
     # The job ledger: one row per `autointerp job run`, written at its start and at its end (a row
     # still "running" whose job lock is free was a crash).
     con.execute("""

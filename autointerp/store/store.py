@@ -163,16 +163,23 @@ class Store:
             raise StoreError(f"store {self.path} is open read-only")
         from .writer import StoreWriter
 
-        self.con.execute("BEGIN")
-        w = StoreWriter(self)
+        w, committed = None, False
         try:
+            self.con.execute("BEGIN")
+            w = StoreWriter(self)
             yield w
             w._close()
             self.con.execute("COMMIT")
+            committed = True
         except BaseException:
-            self._wait(raise_errors=False)
-            w._close()
-            self.con.execute("ROLLBACK")
+            if not committed:  # an interrupt landing just after COMMIT must not try to roll it back
+                self._wait(raise_errors=False)
+                if w is not None:
+                    w._close()
+                try:
+                    self.con.execute("ROLLBACK")
+                except duckdb.Error:
+                    pass  # BEGIN itself failed or was interrupted: nothing is open
             raise
         if checkpoint:
             self.con.execute("CHECKPOINT")
@@ -347,6 +354,12 @@ class Store:
             "AND l.status IN ('ok', 'skipped') AND (l.act_hash IS NULL OR l.act_hash = f.act_hash)",
             [dictionary_id, *run_key]).fetchall()
         return {r[0] for r in rows}
+
+    def activation_hashes(self, dictionary_id: int, features) -> dict[int, int]:
+        """feature -> fingerprint of its activations (feature_stats.act_hash)."""
+        return dict(self.con.execute("SELECT feature, act_hash FROM feature_stats WHERE dictionary_id = ? AND "
+                                     "feature IN (SELECT unnest(?::UINTEGER[]))",
+                                     [dictionary_id, sorted(int(f) for f in features)]).fetchall())
 
     def labelled_count(self, dictionary_id: int) -> int:
         """Features with at least one label."""

@@ -182,7 +182,7 @@ class StoreWriter:
 
     # -- labels -----------------------------------------------------------------------------------
 
-    def add_labels(self, dictionary_id: int, labels: list[FeatureLabel]) -> None:
+    def add_labels(self, dictionary_id: int, labels: list[FeatureLabel], act_hashes: dict[int, int] | None = None) -> None:
         """Record each feature's outcome, explanations and scores (replacing an earlier outcome of the
         same feature under the same explainer, prompt, sampler and seed). Set-based: a few statements
         per call, however many labels."""
@@ -237,9 +237,10 @@ class StoreWriter:
                 **{k: pa.array(sc[k], pa.string()) for k in ("scorer", "scorer_version", "status")},
                 "value": pa.array(sc["value"], pa.float64()), "reason": pa.array(sc["reason"], pa.string()),
                 "details": pa.array(sc["details"], pa.string()), "created_at": pa.array(sc["created_at"], ts)}))
-        hashes = dict(self.con.execute("SELECT feature, act_hash FROM feature_stats WHERE dictionary_id = ? AND "
-                                       "feature IN (SELECT unnest(?::UINTEGER[]))",
-                                       [dictionary_id, sorted({lab.feature for lab in labels})]).fetchall())
+        # the fingerprint of the activations the labels were made from: given (labels made elsewhere, from
+        # a snapshot), or the store's now (labels made from it just now)
+        hashes = act_hashes if act_hashes is not None else self.store.activation_hashes(
+            dictionary_id, {lab.feature for lab in labels})
         self.store._insert_now("label_status", keys.append_column("status", pa.array([lab.status for lab in labels]))
                                .append_column("reason", pa.array([lab.reason for lab in labels]))
                                .append_column("created_at", pa.array([now] * len(labels), ts))
