@@ -195,12 +195,11 @@ def run_job(store_path: str | Path, cfg: JobConfig, *, force: bool = False, wait
                     summary.update(_on_ray(store, d, feats, cfg, run_id, force, address, snapshot_dir))
                 else:
                     label(store, d, feats, explainer=cfg.explainer, scorers=cfg.scorers, summary=summary,
-                                    config=cfg.sampler, seed=cfg.seed, force=force, concurrency=cfg.concurrency,
-                                    progress=progress, llm=_llm_options(cfg, run_id), batch=cfg.batch,
-                                    scorer_model=cfg.scorer_model, select_by=cfg.select_by, budget=_budget(cfg),
-                                    batch_wait=_budget(cfg).seconds,  # batches still out then: the next run
-                                    on_flush=lambda s: log("progress", ok=s["ok"], skipped=s["skipped"],
-                                                           failed=s["failed"]))
+                          config=cfg.sampler, seed=cfg.seed, force=force, concurrency=cfg.concurrency,
+                          progress=progress, llm=_llm_options(cfg, run_id), batch=cfg.batch,
+                          scorer_model=cfg.scorer_model, select_by=cfg.select_by, budget=_budget(cfg),
+                          batch_wait=_budget(cfg).seconds,  # batches still out then: the next run collects
+                          on_flush=lambda s: log("progress", ok=s["ok"], skipped=s["skipped"], failed=s["failed"]))
                 if summary.get("stopped"):
                     status, reason = "budget", summary["stopped"]
                 elif summary.get("batch", {}).get("pending"):
