@@ -50,8 +50,11 @@ class Budget:
     seconds: float | None = None
 
     def reached(self, clients, started: int, elapsed: float) -> str | None:
-        usd = sum(c.spent_usd for c in clients)
-        tokens = sum(c.spent_tokens for c in clients)
+        return self.exceeded(sum(c.spent_usd for c in clients), sum(c.spent_tokens for c in clients), started,
+                             elapsed)
+
+    def exceeded(self, usd: float, tokens: int, started: int, elapsed: float) -> str | None:
+        """Which limit the spending so far has reached ("budget: dollars (...)"), or None."""
         for name, used, limit in (("dollars", usd, self.dollars), ("tokens", tokens, self.tokens),
                                   ("features", started, self.features), ("seconds", elapsed, self.seconds)):
             if limit is not None and used >= limit:

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from autointerp.llm import LLMOptions
-from autointerp.pipeline import grade_one, label
+from autointerp.pipeline import _clients, grade_one, label
 from autointerp.records import Explanation, SamplerConfig
 from autointerp.sample import Sampler
 from autointerp.score import make_scorers, parse_scorers
@@ -104,7 +104,7 @@ async def _grade_all(pairs: list[tuple], clients) -> list:
 def _grade(scorers, samples, explanations) -> dict[str, list]:
     """Each scorer's grade of explanations[i] on samples[i], LLM calls at once (paced by their client)."""
     pairs = [(g, s, e) for g in scorers for s, e in zip(samples, explanations)]
-    clients = list({id(g.client): g.client for g in scorers if getattr(g, "client", None)}.values())
+    clients = _clients(*scorers)
     got = asyncio.run(_grade_all(pairs, clients))
     out: dict[str, list] = {g.name: [] for g in scorers}
     for (g, _, _), sc in zip(pairs, got):

@@ -49,8 +49,8 @@ def results_root(store_path: Path, snapshot_dir: str | Path | None = None) -> Pa
 class Coordinator:
     """The job's limits and budget, for every worker (a Ray async actor: calls wait concurrently)."""
 
-    def __init__(self, limits: LimitConfig, budget: Budget, deadline: float | None) -> None:
-        self.config, self.budget, self.deadline = limits, budget, deadline
+    def __init__(self, limits: LimitConfig, budget: Budget, started_at: float) -> None:
+        self.config, self.budget, self.started_at = limits, budget, started_at  # started_at: time.time()
         self.limiter: RateLimiter | None = None  # made in the actor's event loop
         self.usd, self.tokens, self.started, self.stopped = 0.0, 0, 0, None
 
@@ -73,13 +73,7 @@ class Coordinator:
         self.usd += usd
         self.tokens += tokens
         if self.stopped is None:
-            b = self.budget
-            for name, used, limit in (("dollars", self.usd, b.dollars), ("tokens", self.tokens, b.tokens),
-                                      ("features", self.started, b.features)):
-                if limit is not None and used >= limit:
-                    self.stopped = f"budget: {name} ({used:.4g} of {limit:.4g})"
-            if self.deadline is not None and time.time() >= self.deadline:
-                self.stopped = f"budget: seconds ({b.seconds:.4g})"
+            self.stopped = self.budget.exceeded(self.usd, self.tokens, self.started, time.time() - self.started_at)
         if self.stopped is None:
             self.started += 1
         return self.stopped
@@ -247,8 +241,7 @@ def run_on_ray(store: Store, d, todo: list[int], cfg, run_id: str, *, address: s
         budget = _budget(cfg)
         lim = cfg.limits
         limits = LimitConfig(lim.get("rpm", 50), lim.get("itpm"), lim.get("otpm"), lim.get("max_in_flight", 16))
-        coordinator = ray.remote(Coordinator).options(max_concurrency=1000).remote(
-            limits, budget, None if budget.seconds is None else time.time() + budget.seconds)
+        coordinator = ray.remote(Coordinator).options(max_concurrency=1000).remote(limits, budget, time.time())
         task = ray.remote(label_shard)
         refs = [task.remote(str(snapshot), str(run_dir), i, d.name, todo[i * size:(i + 1) * size], cfg.text, run_id,
                             coordinator) for i in range(n_shards) if todo[i * size:(i + 1) * size]]
