@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .capture.run import BUNDLED_MODEL, bundled_model_path
 from .export import write_jsonl
-from .pipeline import label
+from .pipeline import LabelRun, label
 from .store import open_store
 
 CORPUS = Path(__file__).parent / "data" / "stdlib_docs.txt"
@@ -35,7 +35,7 @@ def run_demo(store_path: str | Path, out: str | Path, *, max_tokens: int = 20_00
                                dictionary=DICTIONARY, max_tokens=max_tokens, progress=progress)
         t_capture = time.perf_counter() - t0
         d = s.dictionary(DICTIONARY)
-        summary = label(s, d, scorers=SCORERS, progress=progress)
+        summary = label(s, d, LabelRun(scorers=SCORERS), progress=progress).to_dict()
         ranked = {order: [_brief(r) for r in s.labels(d.dictionary_id, sort_by="simulation", descending=desc,
                                                           limit=show)]
                   for order, desc in (("best", True), ("worst", False))}

@@ -7,6 +7,12 @@ class AutointerpError(Exception):
     exit_code = 1
 
 
+class UsageError(AutointerpError):
+    """A bad option value (a negative limit, an unknown sort key, a reversed feature range)."""
+
+    exit_code = 2
+
+
 class StoreError(AutointerpError):
     """The store file cannot be used: newer schema, missing dictionary, locked, corrupt."""
 
@@ -48,3 +54,21 @@ class ExplainFailure(Exception):
 
     Not a run error: the pipeline records it as that feature's typed "failed" outcome and goes on.
     """
+
+
+# Every exit code of every command, in one place: README's table and `autointerp --help` are made from it.
+EXIT_CODES: dict[int, str] = {
+    0: "done: every selected feature has a label and every grade (or a reason it has none)",
+    1: "an unexpected error (a bug: the traceback is printed, or logged by a job)",
+    2: "bad usage: an unknown option, a bad value (limit, sort key, feature range, path)",
+    3: "store: missing, locked, corrupt, newer than this autointerp, or no such dictionary",
+    4: "ingest: malformed input (the store is unchanged, a new store file removed)",
+    5: "capture: unknown hook, SAE/model mismatch, empty corpus (as ingest: nothing left behind)",
+    6: "sample: an unknown feature or a bad sampler config",
+    7: "label: an unknown explainer, scorer or prompt; an unpriced model under a dollars budget",
+    8: "export: bad names, or a folder that is not ours to replace (nothing written)",
+    20: "job could not start: bad job file, store or dictionary, or another job holds the store",
+    21: "stopped by a budget (dollars, tokens, features, minutes), or batches still pending: run again",
+    22: "finished, but some features or grades failed (the most common reasons are printed; run again)",
+    23: "interrupted (Ctrl-C, SIGTERM): what finished is committed; run again to go on",
+}

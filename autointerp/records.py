@@ -188,6 +188,16 @@ class Score:
 
 
 @dataclass(frozen=True)
+class Grades:
+    """New grades of a label made earlier: a run whose scorers (name, version, model) it lacked."""
+
+    dictionary: str
+    feature: int
+    explanation_id: int
+    scores: tuple[Score, ...]
+
+
+@dataclass(frozen=True)
 class FeatureLabel:
     """The outcome of labelling one feature under one (explainer, prompt, sampler, seed): its
     explanations with their scores, or why there are none (status skipped or failed)."""

@@ -126,7 +126,7 @@ def sdk_floor(url: str, calls: int = 300, concurrency: int = 64) -> float:
 
 def run_label(db: Path, url: str, rpm: float, concurrency: int, features=None) -> dict:
     from autointerp.llm import LLMOptions
-    from autointerp.pipeline import label
+    from autointerp.pipeline import LabelRun, label
     from autointerp.store import open_store
 
     os.environ["BENCH_KEY"] = "sk-bench"
@@ -135,8 +135,8 @@ def run_label(db: Path, url: str, rpm: float, concurrency: int, features=None) -
         opts = LLMOptions(base_url=url, api_key_env="BENCH_KEY", requests_per_minute=rpm, max_in_flight=concurrency,
                           use_cache=False, attempts=8)
         c0, m0 = time.process_time(), time.thread_time()
-        out = label(s, d, features, explainer="anthropic:claude-haiku-bench", scorers=(), concurrency=concurrency,
-                    llm=opts, force=True)
+        out = label(s, d, LabelRun(features=features, explainer="anthropic:claude-haiku-bench", scorers=(),
+                                   concurrency=concurrency, llm=opts, force=True)).to_dict()
         cpu, main_cpu = time.process_time() - c0, time.thread_time() - m0
         t = s.con.execute("SELECT count(*), epoch(max(created_at)) - epoch(min(created_at)), sum(attempts), "
                           "avg(input_tokens), avg(output_tokens) FROM llm_calls WHERE run_id = ? AND status = 'ok'",

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from autointerp.llm import LLMOptions
-from autointerp.pipeline import _clients, grade_one, label
+from autointerp.pipeline import LabelRun, clients_of, grade_one, label
 from autointerp.records import Explanation, SamplerConfig
 from autointerp.sample import Sampler
 from autointerp.score import make_scorers, parse_scorers
@@ -104,7 +104,7 @@ async def _grade_all(pairs: list[tuple], clients) -> list:
 def _grade(scorers, samples, explanations) -> dict[str, list]:
     """Each scorer's grade of explanations[i] on samples[i], LLM calls at once (paced by their client)."""
     pairs = [(g, s, e) for g in scorers for s, e in zip(samples, explanations)]
-    clients = _clients(*scorers)
+    clients = clients_of(*scorers)
     got = asyncio.run(_grade_all(pairs, clients))
     out: dict[str, list] = {g.name: [] for g in scorers}
     for (g, _, _), sc in zip(pairs, got):
@@ -123,8 +123,8 @@ def quality(store, dictionary, *, n: int, seed: int, explainer: str, scorers: tu
     stored = {}
     for name in dict.fromkeys([explainer, "offline"]):  # the chosen explainer, then the baseline
         # force: labelled again even when stored, so this run's ledger lists every call (cached ones free)
-        out = label(store, dictionary, feats, explainer=name, scorers=scorers, seed=seed, scorer_model=scorer_model,
-                    llm=llm, concurrency=8, force=True)
+        out = label(store, dictionary, LabelRun(features=feats, explainer=name, scorers=scorers, seed=seed,
+                                                scorer_model=scorer_model, llm=llm, concurrency=8, force=True)).to_dict()
         rows = {r["feature_id"]: r for r in store.labels(dictionary.dictionary_id, feats.tolist())
                 if (r["explainer"], r["prompt_hash"], r["sampler_hash"], r["seed"])
                 == (out["explainer"], out["prompt_hash"], out["sampler_hash"], seed)}

@@ -16,7 +16,7 @@ from browser import page
 
 from autointerp.export import html
 from autointerp.ingest import ingest_parquet
-from autointerp.pipeline import label
+from autointerp.pipeline import LabelRun, label
 from autointerp.store import Store, open_store
 
 EVIL_IMG = '<img src=x onerror="window.__pwned=1">'
@@ -48,7 +48,7 @@ def evil_store(tmp_path):
                    folder / "activations.parquet")
     with Store(tmp_path / "evil.duckdb") as s:
         ingest_parquet(s, folder, dictionary="evil", width=WIDTH, model="toy", hook="layer.0")
-        label(s, s.dictionary("evil"), scorers=("embedding", "simulation"))
+        label(s, s.dictionary("evil"), LabelRun(scorers=("embedding", "simulation")))
     return tmp_path / "evil.duckdb"
 
 

@@ -90,7 +90,7 @@ def test_label_with_an_llm_through_the_real_sdk(store, delphi_cache, monkeypatch
         r = CliRunner().invoke(app, args)
         assert r.exit_code == 0, r.output
         out = json.loads(r.stdout)
-        assert (out["ok"], out["skipped"], out["failed"]) == (4, 1, 0)
+        assert (out["explained"], out["skipped"], out["failed"]) == (4, 1, 0)
         assert out["explainer"] == "anthropic:claude-haiku-x" and out["cost"][0]["calls"] == 4
         sent = server.count("/messages")
         assert sent == 4 + 3
@@ -119,7 +119,7 @@ def test_unparseable_and_failed_replies_are_typed_failures(ingested_path, monkey
                                      "openai:gpt-x", "--base-url", server.url + "/v1", "--scorer", "", "--json",
                                      "--concurrency", "1", "--rpm", "6000"])
         out = json.loads(r.stdout)
-    assert (out["ok"], out["failed"]) == (1, 3) and out["failed_kinds"] == {"explainer": 3}
+    assert (out["explained"], out["failed"]) == (1, 3) and out["failed_kinds"] == {"explainer": 3}
     from autointerp.store import open_store
 
     with open_store(path, read_only=True) as s:
@@ -166,7 +166,7 @@ def test_kill_9_mid_run_loses_no_paid_reply(ingested_path, tmp_path):
         st = s.label_summary(s.dictionary().dictionary_id)
         calls = s.con.execute("SELECT count(*), count(DISTINCT call_id), count(DISTINCT cache_key) FROM llm_calls "
                               "WHERE NOT cached").fetchone()
-    assert st == {"ok": 60} and out["already_done"] + out["ok"] == 60
+    assert st == {"ok": 60} and out["already_done"] + out["explained"] == 60
     assert len(rows) == len({r["feature_id"] for r in rows}) == 60  # every feature once, no duplicates
     assert len(bodies) == 60  # one prompt per feature
     assert sum(n - 1 for n in bodies.values()) <= 4  # only calls in flight at the kill (concurrency 4) went twice
@@ -186,14 +186,14 @@ def test_batch_mode_submits_once_survives_a_restart_and_labels(kind, ingested_pa
                 "--base-url", server.url + ("/v1" if kind == "openai" else ""), "--api-key-env", "K", "--scorer", "",
                 "--batch", "--batch-poll", "0.01", "--prices", str(prices), "--json"]
         first = CliRunner().invoke(app, base + ["--batch-wait", "0"])  # submit, poll once, stop: still pending
-        assert first.exit_code == 0, first.output
+        assert first.exit_code == 21, first.output  # as a job's: stopped with batches pending, run again
         out = json.loads(first.stdout)
         assert out["batch"] == {"submitted": 10, "batches": 0, "replies": 0, "errors": 0, "pending": 1,
                                 "stages": 1}
-        assert out["ok"] == 0  # nothing labelled while the batch runs
+        assert out["explained"] == 0  # nothing labelled while the batch runs
         second = CliRunner().invoke(app, base)  # a new run: collects the pending batch, submits nothing
         out = json.loads(second.stdout)
-        assert out["batch"]["submitted"] == 0 and out["batch"]["replies"] == 10 and out["ok"] == 10
+        assert out["batch"]["submitted"] == 0 and out["batch"]["replies"] == 10 and out["explained"] == 10
         creates = [r for r in server.requests if r["method"] == "POST" and r["path"].endswith("/batches")]
         direct = [r for r in server.requests if r["method"] == "POST" and r["path"].endswith(("/v1/messages",
                                                                                                "/chat/completions"))]
@@ -226,7 +226,7 @@ def test_best_of_k_labels_the_best_candidate_and_keeps_them_all(ingested_path, m
         assert r.exit_code == 0, r.output
         assert [x["body"]["n"] for x in server.requests] == [3, 3]  # one call per feature, n = 3
     out = json.loads(r.stdout)
-    assert out["select_by"] == "simulation" and out["ok"] == 2
+    assert out["select_by"] == "simulation" and out["explained"] == 2
     from autointerp.store import open_store
 
     with open_store(path, read_only=True) as s:
@@ -268,10 +268,10 @@ def test_batch_mode_plans_explain_select_and_score_stages(ingested_path, monkeyp
         creates = [x for x in server.requests if x["method"] == "POST" and x["path"].endswith("/batches")]
         direct = [x for x in server.requests if x["path"].endswith("/chat/completions")]
         assert out["batch"]["stages"] == 3 and len(creates) == 3 and not direct
-        assert out["ok"] == 4 and out["batch"]["pending"] == 0 and out["batch"]["errors"] == 0
+        assert out["explained"] == 4 and out["batch"]["pending"] == 0 and out["batch"]["errors"] == 0
         n = len(server.requests)
         again = json.loads(CliRunner().invoke(app, args + ["--force"]).stdout)  # everything from the cache
-        assert len(server.requests) == n and again["ok"] == 4
+        assert len(server.requests) == n and again["explained"] == 4
     assert out["scores"] == again["scores"] == {"simulation": {"ok": 4}, "detection": {"ok": 12}}
     from autointerp.store import open_store
 

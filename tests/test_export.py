@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from autointerp.cli import app
 from autointerp.export import arrow_schema, json_schema
 from autointerp.export.schema import SCHEMA_PATH
-from autointerp.pipeline import label
+from autointerp.pipeline import LabelRun, label
 
 
 def test_committed_schema_is_the_one_the_code_makes():
@@ -33,7 +33,7 @@ def labelled(ingested_path):
     from autointerp.store import open_store
 
     with open_store(ingested_path) as s:
-        label(s, s.dictionary(), range(0, 8), scorers=("embedding", "simulation", _Failing()))
+        label(s, s.dictionary(), LabelRun(features=range(0, 8), scorers=("embedding", "simulation", _Failing())))
     return ingested_path
 
 
@@ -105,7 +105,7 @@ def test_neuronpedia_export_has_its_layout_columns_and_score_types(ingested_path
 
     with open_store(ingested_path) as s:
         d = s.dictionary()
-        label(s, d, range(0, 6), scorers=("embedding", "simulation", _Failing(), _Detection()))
+        label(s, d, LabelRun(features=range(0, 6), scorers=("embedding", "simulation", _Failing(), _Detection())))
     out = tmp_path / "np"
     res = _np_export(ingested_path, out)
     src = out / "v1" / "test-model" / "3-res-test"
@@ -151,7 +151,7 @@ def test_neuronpedia_and_saedashboard_activations_import_and_label(ingested_path
 
     out = tmp_path / "np"
     with open_store(ingested_path) as s:
-        label(s, s.dictionary(), range(4), scorers=())
+        label(s, s.dictionary(), LabelRun(features=range(4), scorers=()))
         triggers = [trigger(r["explanation"]) for r in s.labels()]
     _np_export(ingested_path, out)
     src = out / "v1" / "test-model" / "3-res-test"
@@ -173,7 +173,7 @@ def test_neuronpedia_and_saedashboard_activations_import_and_label(ingested_path
         got[name] = json.loads(r.stdout)["ingested"][0]
         with open_store(db) as s:
             nd = s.dictionary(name)
-            assert label(s, nd, range(4), scorers=())["ok"] == 4
+            assert label(s, nd, LabelRun(features=range(4), scorers=())).explained == 4
             assert [trigger(r["explanation"]) for r in s.labels(nd.dictionary_id)] == triggers
     assert got["np"]["model"] == "test-model" and got["np"]["hook"] == "3-res-test"
     assert got["dash"]["hook"] == "3-res-test" and got["dash"]["nonzeros"] == got["np"]["nonzeros"]

@@ -54,14 +54,14 @@ def test_a_job_is_incremental_budgeted_logged_and_in_the_ledger(tmp_path, ingest
     cfg = _job(tmp_path, '[job]\nfeatures = "0-29"\nscorers = ["simulation"]\n[budget]\nfeatures = 12\n')
     code, first, _ = _run(ingested_path, cfg)
     assert code == EXIT["budget"] and first["status"] == "budget"
-    assert first["summary"]["ok"] + first["summary"]["skipped"] == 12  # offline runs one feature at a time
+    assert first["summary"]["explained"] + first["summary"]["skipped"] == 12  # offline runs one feature at a time
     assert first["summary"]["stopped"].startswith("budget: features")
     cfg2 = _job(tmp_path, '[job]\nfeatures = "0-29"\nscorers = ["simulation"]\n', "nightly.toml")
     code, second, _ = _run(ingested_path, cfg2)
     assert code == EXIT["done"] and second["summary"]["already_done"] == 12
-    assert second["summary"]["ok"] + second["summary"]["skipped"] == 18
+    assert second["summary"]["explained"] + second["summary"]["skipped"] == 18
     code, third, _ = _run(ingested_path, cfg2)  # nothing new: nothing to do
-    assert code == 0 and third["summary"]["already_done"] == 30 and third["summary"]["ok"] == 0
+    assert code == 0 and third["summary"]["already_done"] == 30 and third["summary"]["explained"] == 0
     r = CliRunner().invoke(app, ["job", "list", "--store", str(ingested_path), "--json"])
     runs = json.loads(r.stdout)["runs"]
     assert [x["status"] for x in runs] == ["done", "done", "budget"]  # newest first
@@ -92,7 +92,7 @@ def test_a_second_job_on_the_store_is_refused_or_waits(tmp_path, ingested_path):
     time.sleep(0.2)
     code, res, _ = _run(ingested_path, cfg, "--wait", "30")  # queued behind it, then runs
     t.join()
-    assert code == 0 and res["summary"]["ok"] == 4
+    assert code == 0 and res["summary"]["explained"] == 4
 
 
 def test_dollar_budget_stops_an_llm_job(tmp_path, ingested_path, monkeypatch):
@@ -106,7 +106,7 @@ def test_dollar_budget_stops_an_llm_job(tmp_path, ingested_path, monkeypatch):
     s = res["summary"]
     per_call = s["cost"][0]["cost_usd"] / s["cost"][0]["calls"]
     assert 0.01 <= s["cost"][0]["cost_usd"] <= 0.01 + 2 * per_call  # stops at the limit, in-flight calls finish
-    assert 0 < s["ok"] < 240
+    assert 0 < s["explained"] < 240
     with open_store(ingested_path, read_only=True) as st:
         assert st.job_runs()[0]["dollars"] == pytest.approx(s["cost"][0]["cost_usd"])
 
@@ -151,7 +151,7 @@ def test_kill_9_a_job_three_times_then_finish(tmp_path, ingested_path):
 def test_sigterm_stops_a_job_cleanly_and_a_time_budget_of_zero_starts_nothing(tmp_path, ingested_path):
     cfg = _job(tmp_path, '[job]\nscorers = []\n[budget]\nminutes = 0\n')
     code, res, _ = _run(ingested_path, cfg)
-    assert code == EXIT["budget"] and res["summary"]["ok"] == 0 and "seconds" in res["summary"]["stopped"]
+    assert code == EXIT["budget"] and res["summary"]["explained"] == 0 and "seconds" in res["summary"]["stopped"]
     with Loopback(reply=explainer, latency=0.2) as server:
         cfg = _job(tmp_path, f'[job]\nexplainer = "anthropic:claude-haiku-4-5"\nscorers = []\nconcurrency = 2\n'
                              f'[limits]\nbase_url = "{server.url}"\napi_key_env = "K"\nrpm = 60000\n', "llm.toml")
@@ -167,5 +167,5 @@ def test_sigterm_stops_a_job_cleanly_and_a_time_budget_of_zero_starts_nothing(tm
     res = json.loads(out)
     with open_store(ingested_path, read_only=True) as s:
         run = s.job_runs()[0]
-        assert run["status"] == "interrupted" and run["features_done"] == res["summary"]["ok"] > 0
-        assert len(s.labels()) >= res["summary"]["ok"]  # what finished before the signal is committed
+        assert run["status"] == "interrupted" and run["features_done"] == res["summary"]["explained"] > 0
+        assert len(s.labels()) >= res["summary"]["explained"]  # what finished before the signal is committed

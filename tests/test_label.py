@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from autointerp.cli import app
 from autointerp.explain.offline import Background, OfflineExplainer
 from autointerp.ingest import ingest_delphi
-from autointerp.pipeline import label
+from autointerp.pipeline import LabelRun, label
 from autointerp.sample import Sampler
 from autointerp.score.embed import ContextEncoder
 from autointerp.score.offline import SimulationScorer
@@ -43,14 +43,14 @@ def test_offline_label_names_the_trigger_token_and_beats_a_swapped_label(store, 
 def test_label_resumes_skips_rare_and_exports(store, delphi_cache, tmp_path):
     d, _ = _ingested(store, delphi_cache)
     feats = np.array([0, 1, 2, 200])  # 200 is dead
-    out = label(store, d, feats, scorers=("embedding", "simulation"), flush_every=2, sample_batch=3)
-    assert (out["ok"], out["skipped"], out["failed"], out["already_done"]) == (3, 1, 0, 0)
-    assert out["skipped_kinds"] == {"dead": 1} and out["scores"]["simulation"] == {"ok": 3}
+    out = label(store, d, LabelRun(features=feats, scorers=("embedding", "simulation"), flush_every=2, sample_batch=3))
+    assert (out.explained, out.skipped, out.failed, out.already_done) == (3, 1, 0, 0)
+    assert out.skipped_kinds == {"dead": 1} and out.scores["simulation"] == {"ok": 3}
     assert store.label_summary(d.dictionary_id) == {"ok": 3, "skipped": 1}
-    again = label(store, d, feats)
-    assert again["already_done"] == 4 and again["ok"] == 0
-    forced = label(store, d, feats[:1], force=True)  # replaced, not duplicated
-    assert forced["ok"] == 1 and len(store.labels(d.dictionary_id)) == 3
+    again = label(store, d, LabelRun(features=feats))
+    assert again.already_done == 4 and again.explained == 0 and again.graded == 0
+    forced = label(store, d, LabelRun(features=feats[:1], force=True))  # replaced, not duplicated
+    assert forced.explained == 1 and len(store.labels(d.dictionary_id)) == 3
     rows = store.labels(d.dictionary_id, sort_by="simulation")
     vals = [r["scores"]["simulation"]["value"] for r in rows]
     assert vals == sorted(vals, reverse=True)
@@ -58,7 +58,8 @@ def test_label_resumes_skips_rare_and_exports(store, delphi_cache, tmp_path):
         assert r["explainer"] == "offline" and r["prompt_hash"] and r["sampler"]["window"] == 32
     path = tmp_path / "labels.jsonl"
     res = CliRunner().invoke(app, ["export", "--store", str(store.path), "--out", str(path)])
-    assert res.exit_code != 0  # the store is open for writing in this process: a clear error, not a crash
+    # the store is open for writing in this process: a clear error, not a crash
+    assert res.exit_code == 3 and "cannot open store" in res.stderr and not path.exists()
     store.close()
     res = CliRunner().invoke(app, ["export", "--store", str(store.path), "--out", str(path), "--json"])
     assert res.exit_code == 0, res.output
@@ -113,30 +114,38 @@ class _BrokenScorer:
 def test_bounded_concurrency_typed_failures_and_retry(store, delphi_cache):
     d, _ = _ingested(store, delphi_cache)
     ex = _FlakyExplainer(fail={3, 7})
-    out = label(store, d, np.arange(40), explainer=ex, scorers=(_BrokenScorer(),), concurrency=5)
+    out = label(store, d, LabelRun(features=np.arange(40), explainer=ex, scorers=(_BrokenScorer(),), concurrency=5))
     assert ex.max_in_flight == 5  # async explainers overlap, never beyond the bound
-    assert (out["ok"], out["failed"]) == (38, 2) and out["failed_kinds"] == {"explainer": 2}
-    assert out["scores"] == {"broken": {"failed": 38}}  # a scorer that raises fails the score, not the run
-    assert out["score_failures"] == {"broken": {"RuntimeError": 38}}
+    assert (out.explained, out.failed) == (38, 2) and out.failed_kinds == {"explainer": 2}
+    assert out.scores == {"broken": {"failed": 38}}  # a scorer that raises fails the score, not the run
+    assert out.score_failures == {"broken": {"RuntimeError": 38}}
+    assert out.top_reasons(1) == [("broken: RuntimeError: scorer bug", 38)]
     row = store.labels(d.dictionary_id, [0])[0]
     assert row["scores"]["broken"]["status"] == "failed" and "scorer bug" in row["scores"]["broken"]["reason"]
     ex2 = _FlakyExplainer()
-    again = label(store, d, np.arange(40), explainer=ex2, scorers=())
-    assert sorted(ex2.calls) == [3, 7] and again["already_done"] == 38  # only the failed ones are retried
+    again = label(store, d, LabelRun(features=np.arange(40), explainer=ex2, scorers=()))
+    assert sorted(ex2.calls) == [3, 7] and again.already_done == 38  # only the failed ones are retried
 
 
 def test_interrupted_run_keeps_finished_features_and_resumes(store, delphi_cache):
     import pytest
 
+    import signal
+
     d, _ = _ingested(store, delphi_cache)
     ex = _FlakyExplainer(interrupt_at=25)
-    with pytest.raises(KeyboardInterrupt):
-        label(store, d, np.arange(60), explainer=ex, scorers=(), concurrency=1, flush_every=10)
+    # the handler Ctrl-C has in a terminal, installed here: a suite run in the background inherits SIGINT ignored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            label(store, d, LabelRun(features=np.arange(60), explainer=ex, scorers=(), concurrency=1, flush_every=10))
+    finally:
+        signal.signal(signal.SIGINT, previous)
     kept = store.labelled_features(d.dictionary_id, ("flaky", "v1", ex_hash(), 0))
     assert kept == set(range(25))  # all that finished before Ctrl-C: flushed ones and the tail alike
     ex2 = _FlakyExplainer()
-    out = label(store, d, np.arange(60), explainer=ex2, scorers=())
-    assert sorted(ex2.calls) == list(range(25, 60)) and out["already_done"] == 25
+    out = label(store, d, LabelRun(features=np.arange(60), explainer=ex2, scorers=()))
+    assert sorted(ex2.calls) == list(range(25, 60)) and out.already_done == 25
     assert len(store.labels(d.dictionary_id)) == 60
 
 
@@ -178,10 +187,10 @@ def test_demo_labels_the_bundled_model_and_resumes(tmp_path):
            "--max-tokens", "1500", "--json"]
     first = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     lab = first["label"]
-    assert lab["features"] == 1536 and lab["ok"] > 1000 and lab["ok"] + lab["skipped"] == 1536
+    assert lab["features"] == 1536 and lab["explained"] > 1000 and lab["explained"] + lab["skipped"] == 1536
     assert first["captured"]["kind"] == "neurons" and first["corpus_licence"] == "PSF-2.0"
     lines = [json.loads(x) for x in out.read_text().splitlines()]
-    assert len(lines) == lab["ok"] == first["lines"]
+    assert len(lines) == lab["explained"] == first["lines"]
     best, worst = first["best"][0]["simulation"], first["worst"][0]["simulation"]
     assert best > 0.3 and worst < best
     assert all(line["explainer"] == "offline" and set(line["scores"]) == {"embedding", "simulation"} for line in lines)
@@ -213,14 +222,14 @@ def test_a_reingest_relabels_only_the_features_whose_activations_changed(tmp_pat
     write(0.0)
     with Store(tmp_path / "s.duckdb") as s:
         ingest_parquet(s, folder, dictionary="d", width=6)
-        first = label(s, s.dictionary("d"), scorers=())
-        assert first["ok"] == 6
+        first = label(s, s.dictionary("d"), LabelRun(scorers=()))
+        assert first.explained == 6
         ingest_parquet(s, folder, dictionary="d", width=6, replace=True)  # the same activations again
-        assert label(s, s.dictionary("d"), scorers=())["already_done"] == 6
+        assert label(s, s.dictionary("d"), LabelRun(scorers=())).already_done == 6
         write(1.5)
         ingest_parquet(s, folder, dictionary="d", width=6, replace=True)
-        again = label(s, s.dictionary("d"), scorers=())
-        assert (again["ok"], again["already_done"]) == (1, 5)  # only feature 2 was labelled again
+        again = label(s, s.dictionary("d"), LabelRun(scorers=()))
+        assert (again.explained, again.already_done) == (1, 5)  # only feature 2 was labelled again
         assert len(s.labels(s.dictionary("d").dictionary_id)) == 6  # replaced, not added
         write(0.0, width=4)
         ingest_parquet(s, folder, dictionary="d", width=4, replace=True)  # shrunk: labels past the width go

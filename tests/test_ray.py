@@ -59,17 +59,19 @@ def test_ray_labels_like_a_local_run(cluster, ingested_path, tmp_path):
     code, res, out = _run(ingested_path, job, tmp_path, "--executor", "ray", "--address", cluster)
     assert code == 0, out
     s = res["summary"]
-    assert s["executor"] == "ray" and s["ok"] + s["skipped"] == 40 and len(s["shards"]) == 4
-    assert len({x["pid"] for x in s["shards"]}) >= 2  # more than one worker process
+    assert s["executor"] == "ray" and s["explained"] + s["skipped"] == 40 and len(s["extra"]["shards"]) == 4
+    assert len({x["pid"] for x in s["extra"]["shards"]}) >= 2  # more than one worker process
     assert _run(local, job, tmp_path)[0] == 0
     with open_store(ingested_path, read_only=True) as a, open_store(local, read_only=True) as b:
-        ray_rows = {r["feature_id"]: (r["explanation"], r["scores"]["simulation"]["value"]) for r in a.labels()}
-        local_rows = {r["feature_id"]: (r["explanation"], r["scores"]["simulation"]["value"]) for r in b.labels()}
-        assert ray_rows == local_rows  # the same labels and grades as a run in one process
+        # the same labels and grades as a run in one process (to float noise: MiniLM batches differ by shard)
+        ray_rows = {r["feature_id"]: (r["explanation"], round(r["scores"]["simulation"]["value"], 4)) for r in a.labels()}
+        local_rows = {r["feature_id"]: (r["explanation"], round(r["scores"]["simulation"]["value"], 4))
+                      for r in b.labels()}
+        assert ray_rows == local_rows
         assert a.job_runs()[0]["executor"] == "ray" and a.job_runs()[0]["status"] == "done"
     assert not list(Path(f"{ingested_path}.ray").rglob("*.*"))  # snapshot and shards merged and removed
     code, again, _ = _run(ingested_path, job, tmp_path, "--executor", "ray", "--address", cluster)
-    assert code == 0 and again["summary"]["already_done"] == 40 and again["summary"]["ok"] == 0
+    assert code == 0 and again["summary"]["already_done"] == 40 and again["summary"]["explained"] == 0
 
 
 def test_ray_workers_share_one_rate_limit_and_one_budget(cluster, ingested_path, tmp_path, monkeypatch):
@@ -82,14 +84,14 @@ def test_ray_workers_share_one_rate_limit_and_one_budget(cluster, ingested_path,
         over = server.stats["over_limit"]
     assert code == 21, out  # stopped by the budget
     s = res["summary"]
-    assert s["ok"] + s["skipped"] + s["failed"] == 30 and s["stopped"].startswith("budget: features")
-    assert len({x["pid"] for x in s["shards"]}) >= 2
+    assert s["explained"] + s["skipped"] + s["failed"] == 30 and s["stopped"].startswith("budget: features")
+    assert len({x["pid"] for x in s["extra"]["shards"]}) >= 2
     # two workers, one limiter: together they stay under the server's limit (a 1-second burst aside)
-    assert over <= 2 and sent - over == s["ok"]
+    assert over <= 2 and sent - over == s["explained"]
     with open_store(ingested_path, read_only=True) as st:
         paid = st.con.execute("SELECT count(*) FROM llm_calls WHERE run_id = ? AND NOT cached AND status = 'ok'",
                               [res["run_id"]]).fetchone()[0]
-        assert paid == s["ok"] and st.job_runs()[0]["status"] == "budget"  # every worker's ledger rows merged
+        assert paid == s["explained"] and st.job_runs()[0]["status"] == "budget"  # every worker's ledger rows merged
 
 
 def test_kill_9_the_ray_driver_then_rerun(cluster, ingested_path, tmp_path):
@@ -119,7 +121,7 @@ def test_kill_9_the_ray_driver_then_rerun(cluster, ingested_path, tmp_path):
         merged = json.loads(done.stdout)
         bodies = Counter(json.dumps(r["body"], sort_keys=True) for r in server.requests  # cut off by a kill:
                          if r["path"].endswith("/v1/messages") and r["body"].get("messages"))  # no body
-    assert merged["summary"]["ok"] + merged["summary"]["skipped"] + merged["summary"]["already_done"] == 60
+    assert merged["summary"]["explained"] + merged["summary"]["skipped"] + merged["summary"]["already_done"] == 60
     with open_store(ingested_path, read_only=True) as st:
         paid = st.con.execute("SELECT count(*), count(DISTINCT cache_key) FROM llm_calls WHERE NOT cached "
                               "AND status = 'ok'").fetchone()

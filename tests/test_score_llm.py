@@ -81,7 +81,7 @@ def test_a_misaligned_reply_is_a_typed_failure_never_zeros(ingested_path, monkey
                                      "--scorer-model", "anthropic:sim-model", "--base-url", server.url,
                                      "--api-key-env", "K", "--rpm", "60000", "--json"])
         out = json.loads(r.stdout)
-    assert out["ok"] == 1 and out["scores"] == {"simulation": {"failed": 1}}
+    assert out["explained"] == 1 and out["scores"] == {"simulation": {"failed": 1}}
     assert out["score_failures"] == {"simulation": {"reply": 1}}
     from autointerp.store import open_store
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from ..progress import Progress
 
 from ..errors import CaptureError
 from ..ingest.tokens import TokenStrings
@@ -187,7 +187,7 @@ def capture(store: Store, *, model: str | Path, corpus: str | Path, hook: str, s
     corpus_path = check_corpus_path(corpus).resolve()
     enc: SAE | None = load_sae(sae) if sae is not None else None
     model_path = Path(model).resolve()
-    net, tokenizer = load_model(model_path, quiet=not progress)
+    net, tokenizer = load_model(model_path, quiet=True)
     module = resolve_hook(net, hook)
     max_pos = getattr(net.config, "max_position_embeddings", None)
     if isinstance(max_pos, int) and ctx_len > max_pos:
@@ -206,7 +206,7 @@ def capture(store: Store, *, model: str | Path, corpus: str | Path, hook: str, s
 
     contexts = pack_contexts(tokenizer, read_corpus(corpus_path), ctx_len, max_tokens, source=str(corpus_path))
     n_ctx = nonzeros = 0
-    with tqdm(total=max_tokens, unit="tok", unit_scale=True, disable=not progress, desc=f"capture {name}") as bar, \
+    with Progress(max_tokens, f"capture {name}", "tok", progress, unit_scale=True) as bar, \
             store.writer() as w:
         cid, created = w.add_corpus(name=corpus_path.stem, tokenizer=str(model_path), ctx_len=ctx_len,
                                     fingerprint=fp, source=str(corpus_path))

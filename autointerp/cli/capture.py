@@ -7,8 +7,15 @@ from typing import Annotated
 
 import typer
 
-from ..store import open_store
-from .common import DictOpt, JsonOpt, StoreOpt, emit_json, handle_errors, show_progress
+from .common import (
+    DictOpt,
+    JsonOpt,
+    StoreOpt,
+    emit_json,
+    handle_errors,
+    opened,
+    show_progress,
+)
 
 
 @handle_errors
@@ -34,7 +41,7 @@ def capture(corpus: Annotated[Path, typer.Option(help=".txt (a document per line
         from ..capture.run import bundled_model_path
 
         model = bundled_model_path()
-    with open_store(store) as s:
+    with opened(store, create=True) as s:
         out = run_capture(s, model=model, corpus=corpus, hook=hook, sae=sae, neurons=neurons, dictionary=dictionary,
                           ctx_len=ctx_len, max_tokens=max_tokens, threshold=threshold, batch_size=batch_size,
                           replace=replace, progress=show_progress(as_json), neighbors=neighbors)

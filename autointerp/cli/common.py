@@ -1,21 +1,28 @@
-"""Shared CLI plumbing: error handling, JSON output, option types, feature-list parsing."""
+"""Shared CLI plumbing: error handling, JSON output, option types and the checks every option value gets
+before any SQL runs (limits, sort keys, feature lists, store paths, sampler options)."""
 
 from __future__ import annotations
 
 import functools
 import json
-import sys
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ..errors import AutointerpError
+from ..errors import AutointerpError, StoreError, UsageError
+from ..records import SamplerConfig
 
-StoreOpt = Annotated[Path, typer.Option("--store", help="Path of the DuckDB store file.")]
+StoreOpt = Annotated[Path, typer.Option("--store", envvar="AUTOINTERP_STORE", show_envvar=True,
+                                        help="Path of the DuckDB store file.")]
 DictOpt = Annotated[str | None, typer.Option("--dictionary", help="Dictionary name (default: the store's only one).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of text.")]
 CandidatesOpt = Annotated[bool, typer.Option("--candidates", help="Every best-of-k candidate, not only the chosen labels.")]
+LimitOpt = Annotated[int | None, typer.Option(help="Print at most this many (a positive number).")]
+FeaturesOpt = Annotated[str | None, typer.Option(help="Feature ids, e.g. 0-99,123 (default: all).")]
 
 
 def handle_errors(fn):
@@ -45,32 +52,86 @@ def _default(o):
         return float(o)
     if isinstance(o, np.ndarray):
         return o.tolist()
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
     return str(o)
 
 
 def show_progress(as_json: bool) -> bool:
-    """Progress bars go to stderr, on a terminal only."""
-    return not as_json and sys.stderr.isatty()
+    """Progress goes to stderr (a bar on a terminal, a status line every ~10 s otherwise), except with --json."""
+    return not as_json
 
 
-def parse_features(spec: str) -> list[int]:
-    """"0-99,123" -> [0, 1, ..., 99, 123]."""
-    from ..errors import SampleError
+# -- checks at the edge ----------------------------------------------------------------------------
 
-    out: list[int] = []
-    for part in spec.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            if "-" in part:
-                a, b = part.split("-", 1)
-                lo, hi = int(a), int(b)
-                if hi < lo:
-                    raise ValueError
-                out.extend(range(lo, hi + 1))
-            else:
-                out.append(int(part))
-        except ValueError:
-            raise SampleError(f"bad feature list {spec!r}: use ids and ranges like 0-99,123") from None
-    return out
+def check_limit(limit: int | None, name: str = "--limit") -> int | None:
+    if limit is not None and limit < 1:
+        raise UsageError(f"{name} must be a positive number, not {limit}")
+    return limit
+
+
+def check_choice(value: str | None, choices, name: str) -> str | None:
+    """One rule for sort keys and other enumerations: the value must be one of `choices`."""
+    if value is not None and value not in choices:
+        raise UsageError(f"{name} {value!r} is not one of: {', '.join(choices)}")
+    return value
+
+
+def parse_features(spec: str | None) -> list[int] | None:
+    """"0-99,123" -> [0, 1, ..., 99, 123] (None stays None); a malformed or reversed range is a usage error."""
+    from ..pipeline import parse_features as parse
+
+    return None if spec is None else parse(spec)
+
+
+@contextmanager
+def opened(path: Path, *, read_only: bool = False, create: bool = False) -> Iterator:
+    """The store at `path`. Without `create`, a missing file is an error (a typo must not make an empty
+    store). With `create`, a store file this command made is removed again if the command fails."""
+    from ..store import open_store
+
+    path = Path(path)
+    if path.is_dir():
+        raise StoreError(f"{path} is a folder, not a store file")
+    new = not path.exists()
+    if new and not create:
+        raise StoreError(f"no store at {path} (ingest or capture into it first)")
+    if new and not path.parent.exists():
+        raise StoreError(f"cannot create a store at {path}: folder {path.parent} does not exist")
+    ok = False
+    try:
+        with open_store(path, read_only=read_only) as s:
+            yield s
+        ok = True
+    finally:
+        if new and not ok:  # a failed first ingest or capture leaves no file behind
+            for p in (path, Path(f"{path}.wal")):
+                if p.exists():
+                    os.unlink(p)
+
+
+# -- sampler options, shared by `sample` and `label` -------------------------------------------------
+
+WindowOpt = Annotated[int, typer.Option(help="Sampler: tokens per window.", rich_help_panel="Sampler")]
+PeakOpt = Annotated[int | None, typer.Option(help="Sampler: offset of the peak token (default 3/4 of the window).",
+                                             rich_help_panel="Sampler")]
+NTopOpt = Annotated[int, typer.Option(help="Sampler: explain, top windows.", rich_help_panel="Sampler")]
+NQuantileOpt = Annotated[int, typer.Option(help="Sampler: explain, quantile-stratified windows.",
+                                           rich_help_panel="Sampler")]
+NScoreOpt = Annotated[int, typer.Option(help="Sampler: score, held-out activating windows.", rich_help_panel="Sampler")]
+NNonfiringOpt = Annotated[int, typer.Option(help="Sampler: score, random non-firing windows.",
+                                            rich_help_panel="Sampler")]
+NNeighborsOpt = Annotated[int, typer.Option(help="Sampler: score, hard negatives from neighbouring features.",
+                                            rich_help_panel="Sampler")]
+NQuantilesOpt = Annotated[int, typer.Option(help="Sampler: quantile bins.", rich_help_panel="Sampler")]
+MinWindowsOpt = Annotated[int, typer.Option(help="Sampler: fewer activating windows than this: too rare.",
+                                            rich_help_panel="Sampler")]
+SeedOpt = Annotated[int, typer.Option(help="Sampler seed (the windows, and so the held-out set, depend on it).")]
+
+
+def sampler_config(window: int, peak_offset: int | None, n_top: int, n_quantile: int, n_score: int,
+                   n_nonfiring: int, n_neighbors: int, n_quantiles: int, min_windows: int) -> SamplerConfig:
+    """The sampler options of `sample` and `label` -> a SamplerConfig (bad values: SampleError, exit 6)."""
+    return SamplerConfig(window=window, peak_offset=peak_offset, n_top=n_top, n_quantile_explain=n_quantile,
+                         n_score_activating=n_score, n_score_nonfiring=n_nonfiring, n_neighbor_negatives=n_neighbors,
+                         n_quantiles=n_quantiles, min_windows=min_windows)

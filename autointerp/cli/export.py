@@ -9,8 +9,16 @@ import typer
 
 from ..errors import ExportError
 from ..export import write_html, write_jsonl, write_neuronpedia, write_parquet
-from ..store import open_store
-from .common import CandidatesOpt, DictOpt, JsonOpt, StoreOpt, emit_json, handle_errors
+from .common import (
+    CandidatesOpt,
+    DictOpt,
+    JsonOpt,
+    StoreOpt,
+    check_choice,
+    emit_json,
+    handle_errors,
+    opened,
+)
 
 EXPORT_FORMATS = ("jsonl", "parquet", "neuronpedia", "html")
 
@@ -26,11 +34,10 @@ def export(store: StoreOpt, out: Annotated[Path, typer.Option("--out", help="Fil
            source_id: Annotated[str | None, typer.Option(help="neuronpedia: the source (SAE) id, e.g. 6-res-jb.")] = None,
            as_json: JsonOpt = False) -> None:
     """Write labels, scores and provenance out of the store."""
-    if format not in EXPORT_FORMATS:
-        raise ExportError(f"unknown export format {format!r}; available: {', '.join(EXPORT_FORMATS)}")
+    check_choice(format, EXPORT_FORMATS, "--format")
     if format == "neuronpedia" and (not model_id or not source_id):
         raise ExportError("--format neuronpedia needs --model-id and --source-id (Neuronpedia's names)")
-    with open_store(store, read_only=True) as s:
+    with opened(store, read_only=True) as s:
         if format == "neuronpedia":
             res = write_neuronpedia(s, out, model_id=model_id, source_id=source_id, dictionary=dictionary,
                                     candidates=candidates)
@@ -56,7 +63,7 @@ def serve(store: StoreOpt, dictionary: DictOpt = None,
     """Browse a store's features live (read-only): the static browser's pages, served from the store."""
     from ..export.serve import make_server
 
-    with open_store(store, read_only=True) as s:
+    with opened(store, read_only=True) as s:
         server = make_server(s, dictionary, host, port)
         typer.echo(f"serving {server.dictionary.name} from {store} at {server.url} (Ctrl-C to stop)", err=False)
         try:

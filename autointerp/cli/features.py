@@ -9,16 +9,41 @@ import numpy as np
 import typer
 
 from ..errors import SampleError
-from ..records import FeatureSample, SamplerConfig, Window
+from ..records import FeatureSample, Window
 from ..sample import Sampler
-from ..store import open_store
-from .common import DictOpt, JsonOpt, StoreOpt, emit_json, handle_errors, parse_features, show_progress
+from .common import (
+    DictOpt,
+    FeaturesOpt,
+    JsonOpt,
+    LimitOpt,
+    MinWindowsOpt,
+    NNeighborsOpt,
+    NNonfiringOpt,
+    NQuantileOpt,
+    NQuantilesOpt,
+    NScoreOpt,
+    NTopOpt,
+    PeakOpt,
+    SeedOpt,
+    StoreOpt,
+    WindowOpt,
+    check_choice,
+    check_limit,
+    emit_json,
+    handle_errors,
+    opened,
+    parse_features,
+    sampler_config,
+    show_progress,
+)
+
+FEATURE_SORTS = ("feature", "density", "max")
 
 
 @handle_errors
 def dictionaries(store: StoreOpt, as_json: JsonOpt = False) -> None:
     """List the store's feature dictionaries."""
-    with open_store(store, read_only=True) as s:
+    with opened(store, read_only=True) as s:
         rows = [{"name": d.name, "model": d.model, "hook": d.hook, "width": d.width, "kind": d.kind,
                  "source": d.source, **s.dictionary_summary(d.dictionary_id)} for d in s.dictionaries()]
     if as_json:
@@ -31,11 +56,13 @@ def dictionaries(store: StoreOpt, as_json: JsonOpt = False) -> None:
 
 @handle_errors
 def features(store: StoreOpt, dictionary: DictOpt = None,
-             sort: Annotated[str, typer.Option(help="feature | density | max")] = "feature",
-             limit: Annotated[int | None, typer.Option(help="Print at most this many features.")] = None,
+             sort: Annotated[str, typer.Option(help="feature | density | max (the densest or highest first)")] = "feature",
+             limit: LimitOpt = None,
              as_json: JsonOpt = False) -> None:
     """Per-feature statistics: firing count, density, max, mean, quantile edges."""
-    with open_store(store, read_only=True) as s:
+    check_choice(sort, FEATURE_SORTS, "--sort")
+    check_limit(limit)
+    with opened(store, read_only=True) as s:
         d = s.dictionary(dictionary)
         stats = s.feature_stats(d.dictionary_id, order_by=sort, limit=limit)
         summary = s.dictionary_summary(d.dictionary_id)
@@ -53,7 +80,7 @@ def features(store: StoreOpt, dictionary: DictOpt = None,
         typer.echo(f"{f.feature}\t{f.n_firing}\t{f.n_contexts}\t{f.density:.3g}\t{mx}\t{mean}")
 
 
-def _render(w: Window, vmax: float, color: bool) -> str:
+def render_window(w: Window, vmax: float, color: bool) -> str:
     out = []
     for tok, a in zip(w.tokens, w.activations):
         tok = tok.replace("\n", "\\n")
@@ -74,39 +101,33 @@ def _print_sample(fs: FeatureSample) -> None:
     for title, wins in (("explain", fs.explain), ("score", fs.score)):
         typer.echo(f"-- {title}: {len(wins)} windows")
         for w in wins:
-            typer.echo(f"[{w.kind:8s} ctx {w.context_id:>6} @{w.start:<4} max {w.peak:7.3f}] {_render(w, vmax, color)}")
+            typer.echo(f"[{w.kind:8s} ctx {w.context_id:>6} @{w.start:<4} max {w.peak:7.3f}] {render_window(w, vmax, color)}")
 
 
 @handle_errors
 def sample(store: StoreOpt,
            feature: Annotated[int | None, typer.Option(help="Sample this feature and print its windows.")] = None,
            all_: Annotated[bool, typer.Option("--all", help="Sample every live feature into the store.")] = False,
-           features: Annotated[str | None, typer.Option(help="With --all: only these, e.g. 0-99,123.")] = None,
+           features: FeaturesOpt = None,
            dictionary: DictOpt = None,
-           seed: Annotated[int, typer.Option(help="Seed of the draws.")] = 0,
-           window: Annotated[int, typer.Option(help="Tokens per window.")] = 32,
-           peak_offset: Annotated[int | None, typer.Option(help="Offset of the peak token (default 3/4 of the window).")] = None,
-           n_top: Annotated[int, typer.Option(help="Explain: top windows.")] = 20,
-           n_quantile: Annotated[int, typer.Option(help="Explain: quantile-stratified windows.")] = 20,
-           n_score: Annotated[int, typer.Option(help="Score: held-out activating windows.")] = 50,
-           n_nonfiring: Annotated[int, typer.Option(help="Score: random non-firing windows.")] = 50,
-           n_neighbors: Annotated[int, typer.Option(help="Score: hard negatives from neighbouring features.")] = 0,
-           n_quantiles: Annotated[int, typer.Option(help="Quantile bins.")] = 10,
-           min_windows: Annotated[int, typer.Option(help="Fewer activating windows: too rare.")] = 10,
+           seed: SeedOpt = 0,
+           window: WindowOpt = 32, peak_offset: PeakOpt = None, n_top: NTopOpt = 20, n_quantile: NQuantileOpt = 20,
+           n_score: NScoreOpt = 50, n_nonfiring: NNonfiringOpt = 50, n_neighbors: NNeighborsOpt = 0,
+           n_quantiles: NQuantilesOpt = 10, min_windows: MinWindowsOpt = 10,
            stored: Annotated[bool, typer.Option("--stored", help="With --feature: show the stored sample.")] = False,
            as_json: JsonOpt = False) -> None:
-    """Sample windows to explain and to score a feature, or (--all) every feature into the store."""
+    """Sample windows to explain and to score a feature, or (--all) every feature into the store. `label`
+    takes the same sampler options, and reads what `sample --all` stored under them (while current)."""
     if (feature is None) == (not all_):
         raise SampleError("pass either --feature ID or --all")
-    cfg = SamplerConfig(window=window, peak_offset=peak_offset, n_top=n_top, n_quantile_explain=n_quantile,
-                        n_score_activating=n_score, n_score_nonfiring=n_nonfiring, n_neighbor_negatives=n_neighbors,
-                        n_quantiles=n_quantiles, min_windows=min_windows)
-    with open_store(store, read_only=not all_) as s:
+    cfg = sampler_config(window, peak_offset, n_top, n_quantile, n_score, n_nonfiring, n_neighbors, n_quantiles,
+                         min_windows)
+    feats = parse_features(features)
+    with opened(store, read_only=not all_) as s:
         d = s.dictionary(dictionary)
         sampler = Sampler(s, d, cfg, seed)
         if all_:
-            feats = None if features is None else np.array(parse_features(features))
-            out = sampler.sample_all(feats, progress=show_progress(as_json))
+            out = sampler.sample_all(None if feats is None else np.array(feats), progress=show_progress(as_json))
             if as_json:
                 emit_json(out)
             else:

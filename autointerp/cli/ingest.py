@@ -8,8 +8,15 @@ from typing import Annotated
 import typer
 
 from ..ingest import ingest_delphi, ingest_neuronpedia, ingest_parquet
-from ..store import open_store
-from .common import DictOpt, JsonOpt, StoreOpt, emit_json, handle_errors, show_progress
+from .common import (
+    DictOpt,
+    JsonOpt,
+    StoreOpt,
+    emit_json,
+    handle_errors,
+    opened,
+    show_progress,
+)
 
 app = typer.Typer(help="Ingest activations: delphi latent caches, the Parquet long format, Neuronpedia or "
                        "SAEDashboard feature JSON.", no_args_is_help=True)
@@ -25,7 +32,7 @@ def delphi(cache_dir: Annotated[Path, typer.Argument(help="delphi cache: a hookp
                                                           "strings (default: config.json model_name).")] = None,
            dictionary: DictOpt = None, replace: ReplaceOpt = False, as_json: JsonOpt = False) -> None:
     """Ingest a delphi latent cache (config.json + <start>_<end>.safetensors shards), atomically."""
-    with open_store(store) as s:
+    with opened(store, create=True) as s:
         out = ingest_delphi(s, cache_dir, tokenizer=str(tokenizer) if tokenizer else None, dictionary=dictionary,
                             replace=replace, progress=show_progress(as_json))
     if as_json:
@@ -50,7 +57,7 @@ def parquet(path: Annotated[Path, typer.Argument(help="Folder with activations.p
             tokenizer: Annotated[Path | None, typer.Option(help="Tokenizer folder, when contexts have no 'tokens' column.")] = None,
             replace: ReplaceOpt = False, as_json: JsonOpt = False) -> None:
     """Ingest activations in the Parquet long format (see README), atomically."""
-    with open_store(store) as s:
+    with opened(store, create=True) as s:
         out = ingest_parquet(s, path, dictionary=dictionary, contexts=contexts, width=width, model=model, hook=hook,
                              tokenizer=str(tokenizer) if tokenizer else None, replace=replace,
                              progress=show_progress(as_json))
@@ -73,7 +80,7 @@ def neuronpedia(path: Annotated[Path, typer.Argument(help="A Neuronpedia export 
                 hook: Annotated[str | None, typer.Option(help="Hook or source id (default: the files' layer).")] = None,
                 replace: ReplaceOpt = False, as_json: JsonOpt = False) -> None:
     """Ingest feature activations as Neuronpedia or SAEDashboard publish them, atomically."""
-    with open_store(store) as s:
+    with opened(store, create=True) as s:
         out = ingest_neuronpedia(s, path, dictionary=dictionary, width=width, model=model, hook=hook, replace=replace)
     if as_json:
         emit_json({"store": str(store), "ingested": [out]})

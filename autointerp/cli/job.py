@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -10,8 +9,16 @@ import typer
 
 from ..errors import AutointerpError, StoreError
 from ..job import EXIT, load_config, run_job
-from ..store import open_store
-from .common import JsonOpt, StoreOpt, emit_json, handle_errors
+from .common import (
+    JsonOpt,
+    LimitOpt,
+    StoreOpt,
+    check_limit,
+    emit_json,
+    handle_errors,
+    opened,
+)
+from .label import summary_line
 
 app = typer.Typer(help="Unattended labelling runs (cron, schedulers): budgets, a lock per store, a run ledger. "
                        f"Exit codes: {', '.join(f'{v} {k}' for k, v in EXIT.items())}.", no_args_is_help=True)
@@ -30,42 +37,43 @@ def run(store: StoreOpt, config: Annotated[Path, typer.Option("--config", help="
         snapshot_dir: Annotated[Path | None, typer.Option(help="ray: where the store snapshot and result shards "
                                                                "go (shared by every node; default STORE.ray).")] = None,
         as_json: JsonOpt = False) -> None:
-    """Label what is new or changed in a store, within the job's budget. Quiet unless on a terminal."""
+    """Label what is new or changed in a store (and grade labels lacking a grade of the job's scorers),
+    within the job's budget. Progress on stderr (a bar on a terminal, else a line every ~10 s)."""
     try:
         cfg = load_config(config)
         res = run_job(store, cfg, force=force, wait=wait, log_path=log or Path(f"{store}.jobs.log"),
-                      progress=not as_json and sys.stderr.isatty(), executor=executor, address=address,
+                      progress=not as_json, executor=executor, address=address,
                       snapshot_dir=str(snapshot_dir) if snapshot_dir else None)
     except AutointerpError as e:  # bad job file, store, dictionary; the store held by another job
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(EXIT["could_not_start"]) from None
     s = res.summary
     if as_json:
-        emit_json({"run_id": res.run_id, "status": res.status, "exit_code": res.exit_code, "summary": s})
-    elif sys.stdout.isatty():
-        typer.echo(f"job {res.run_id}: {res.status}; {s.get('ok', 0)} labelled, {s.get('skipped', 0)} skipped, "
-                   f"{s.get('failed', 0)} failed, {s.get('already_done', 0)} already done"
-                   + (f" ({s['stopped']})" if s.get("stopped") else ""))
-    if res.status in ("could_not_start", "error"):
-        typer.echo(f"error: job {res.run_id} {res.status}: see the log", err=True)
+        emit_json({"run_id": res.run_id, "status": res.status, "exit_code": res.exit_code, "summary": s.to_dict()})
+    else:
+        typer.echo(f"job {res.run_id}: {res.status}; {summary_line(s)}")
+    if res.status != "done":
+        typer.echo(f"error: job {res.run_id} {res.status} (exit {res.exit_code}): {res.reason or 'see the log'}",
+                   err=True)
     raise typer.Exit(res.exit_code)
 
 
 @app.command("list")
 @handle_errors
-def list_(store: StoreOpt, limit: Annotated[int, typer.Option(help="Newest first, at most this many.")] = 20,
-          as_json: JsonOpt = False) -> None:
+def list_(store: StoreOpt, limit: LimitOpt = 20, as_json: JsonOpt = False) -> None:
     """Job runs of a store, newest first."""
-    with open_store(store, read_only=True) as s:
+    check_limit(limit)
+    with opened(store, read_only=True) as s:
         rows = s.job_runs(limit)
     if as_json:
         emit_json({"runs": rows})
         return
-    typer.echo("run\tstatus\tstarted\tseconds\tdone\tskipped\tfailed\talready\tusd\treason")
+    typer.echo("run\tstatus\tstarted\tseconds\texplained\tgraded\tskipped\tfailed\tgrades_failed\talready\tusd\treason")
     for r in rows:
+        usd = f"{r['dollars']:.4f}" + (f"+{r['unpriced_calls']} unpriced" if r["unpriced_calls"] else "")
         typer.echo(f"{r['run_id']}\t{r['status']}\t{r['started_at'][:19]}\t{r['duration_s'] or '-'}\t"
-                   f"{r['features_done']}\t{r['features_skipped']}\t{r['features_failed']}\t{r['already_done']}\t"
-                   f"{r['dollars']:.4f}\t{r['stop_reason']}")
+                   f"{r['features_done']}\t{r['features_graded']}\t{r['features_skipped']}\t{r['features_failed']}\t"
+                   f"{r['grades_failed']}\t{r['already_done']}\t{usd}\t{r['stop_reason']}")
 
 
 @app.command("show")
@@ -73,7 +81,7 @@ def list_(store: StoreOpt, limit: Annotated[int, typer.Option(help="Newest first
 def show(store: StoreOpt, run_id: Annotated[str, typer.Argument(help="A run id (a unique prefix is enough).")],
          as_json: JsonOpt = False) -> None:
     """One job run: its config, counts, cost and summary."""
-    with open_store(store, read_only=True) as s:
+    with opened(store, read_only=True) as s:
         r = s.job_run(run_id)
     if r is None:
         raise StoreError(f"no single job run matches {run_id!r}")

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import datetime, timezone
 
+from ..clock import utcnow
 from ..errors import ExplainFailure
 from ..llm import ChatRequest, LLMClient, ProviderError
 from ..records import Explanation, FeatureSample
@@ -68,7 +68,7 @@ class LLMExplainer:
             resp = await self.client.complete(self.request(sample), purpose="explain")
         except ProviderError as err:
             raise ExplainFailure(f"provider: {err}") from None
-        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        now = utcnow()
         out, errors = [], []
         for i, reply in enumerate(resp.texts):
             try:

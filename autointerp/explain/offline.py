@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 import numpy as np
 
+from ..clock import utcnow
 from ..errors import ExplainFailure
 from ..records import Explanation, FeatureSample
 from ..store import Store
@@ -121,7 +121,7 @@ class OfflineExplainer:
                     "top": [it for it in items[:12]]}
         return Explanation(dictionary=sample.dictionary, feature=sample.feature, text=text, explainer=METHOD,
                            prompt_hash=VERSION, sampler=sample.config, seed=sample.seed, evidence=evidence,
-                           created_at=datetime.now(timezone.utc).replace(tzinfo=None))
+                           created_at=utcnow())
 
     def _render(self, items: list[dict], n_fire: int) -> str:
         strong = [it for it in items if it["z"] >= self.min_z and it["count"] >= 2]

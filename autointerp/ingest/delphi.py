@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+from ..progress import Progress
 
 from ..errors import IngestError
 from ..store import Store
@@ -164,8 +164,7 @@ def ingest_delphi(store: Store, cache_dir: str | Path, *, tokenizer: str | None 
                                  hook=module.hookpoint, width=module.width, kind="delphi",
                                  source=str(module.folder.resolve()), config=module.config, replace=replace,
                                  sorted_input=True)
-            bar = tqdm(total=sum(s.n for s in module.shards), unit="nz", unit_scale=True, disable=not progress,
-                       desc=f"ingest {name}")
+            bar = Progress(sum(s.n for s in module.shards), f"ingest {name}", "nz", progress, unit_scale=True)
             for shard in module.shards:
                 data = _load(shard.path)
                 if "tokens" in data and not np.array_equal(data["tokens"], tokens):

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
-from tqdm import tqdm
+from ..progress import Progress
 
 from ..errors import IngestError
 from ..store import Store
@@ -120,7 +120,7 @@ def ingest_parquet(store: Store, path: str | Path, *, dictionary: str, contexts:
         b = w.add_dictionary(name=dictionary, corpus_id=cid, model=model or meta.get("model", ""),
                              hook=hook or meta.get("hook", ""), width=int(width), kind="external",
                              source=str(act_path.resolve()), config=meta, replace=replace, sorted_input=False)
-        bar = tqdm(total=acts.count_rows(), unit="nz", unit_scale=True, disable=not progress, desc=f"ingest {dictionary}")
+        bar = Progress(acts.count_rows(), f"ingest {dictionary}", "nz", progress, unit_scale=True)
         for batch in acts.to_batches(columns=list(ACT_COLUMNS), batch_size=BATCH_ROWS):
             cols = [batch.column(c).to_numpy(zero_copy_only=False) for c in ACT_COLUMNS]
             if any(batch.column(c).null_count for c in ACT_COLUMNS):

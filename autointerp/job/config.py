@@ -11,13 +11,20 @@
     select_by = "detection"              # best-of-k: the scorer that picks among candidates
     seed = 0
     concurrency = 8
+    min_evidence = 10                    # windows of each class a classification grade needs
     batch = false                        # the providers' batch APIs (half price)
 
-    [sampler]                            # SamplerConfig fields (window, n_top, ...)
+    [sampler]                            # SamplerConfig fields (window, n_top, ...), as `sample` takes them
 
-    [limits]                             # the provider: rpm, itpm, otpm, max_in_flight, base_url, api_key_env
+    [limits]                             # the provider: rpm, itpm, otpm, max_in_flight, base_url, api_key_env,
+                                         # attempts, timeout
+    [prices]                             # "model prefix" = [input, output, cache read, cache write] $ per Mtok
+    "my-local-model" = [0, 0, 0, 0]
 
     [budget]                             # any of: dollars, tokens, features, minutes
+
+The file becomes a `pipeline.LabelRun` (the same object `autointerp label` builds). A dollars budget
+over a model with no price is an error: the budget could never stop the run.
 
 Unknown sections or keys, and values of the wrong type, are errors that name them: a typo must not
 silently run the default.
@@ -27,10 +34,13 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from ..errors import AutointerpError
+from ..llm import LLMOptions
+from ..llm.prices import is_priced, parse_prices
+from ..pipeline import BatchOptions, Budget, LabelRun
 from ..records import SamplerConfig
 
 
@@ -42,29 +52,25 @@ class JobConfigError(AutointerpError):
 
 @dataclass(frozen=True)
 class JobConfig:
-    dictionary: str | None = None
-    features: str | None = None
-    explainer: str = "offline"
-    scorers: tuple[str, ...] = ("embedding", "simulation")
-    scorer_model: str | None = None
-    prompt: str = "explain_highlight"
-    candidates: int = 1
-    select_by: str | None = None
-    seed: int = 0
-    concurrency: int = 8
-    batch: bool = False
-    sampler: SamplerConfig = field(default_factory=SamplerConfig)
-    limits: dict = field(default_factory=dict)
-    budget: dict = field(default_factory=dict)
-    text: str = ""  # the file as given, kept in the ledger
+    """A job file: the dictionary, the run (a LabelRun), and the file's text (kept in the ledger)."""
+
+    dictionary: str | None
+    run: LabelRun
+    text: str = ""
 
     @property
     def hash(self) -> str:
         return hashlib.sha256(self.text.encode()).hexdigest()[:16]
 
+    def with_run_id(self, run_id: str, hooks=None) -> LabelRun:
+        """The run with its LLM calls under `run_id` in the cost ledger (and a Ray worker's hooks)."""
+        llm = replace(self.run.llm, run_id=run_id, hooks=hooks if hooks is not None else self.run.llm.hooks)
+        return replace(self.run, llm=llm)
+
 
 JOB_KEYS = {"dictionary": str, "features": str, "explainer": str, "scorers": list, "scorer_model": str, "prompt": str,
-            "candidates": int, "select_by": str, "seed": int, "concurrency": int, "batch": bool}
+            "candidates": int, "select_by": str, "seed": int, "concurrency": int, "batch": bool,
+            "min_evidence": int}
 LIMIT_KEYS = {"rpm": (int, float), "itpm": (int, float), "otpm": (int, float), "max_in_flight": int,
               "base_url": str, "api_key_env": str, "attempts": int, "timeout": (int, float)}
 BUDGET_KEYS = {"dollars": (int, float), "tokens": int, "features": int, "minutes": (int, float)}
@@ -91,10 +97,10 @@ def parse_config(text: str, source: str = "job file") -> JobConfig:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise JobConfigError(f"{source}: not valid TOML: {e}") from None
-    unknown = set(doc) - {"job", "sampler", "limits", "budget"}
+    unknown = set(doc) - {"job", "sampler", "limits", "prices", "budget"}
     if unknown:
         raise JobConfigError(f"{source}: unknown section(s) {', '.join(sorted(unknown))}; "
-                             "known: job, sampler, limits, budget")
+                             "known: job, sampler, limits, prices, budget")
     job = _check("job", doc.get("job", {}), JOB_KEYS)
     if "scorers" in job and not all(isinstance(x, str) for x in job["scorers"]):
         raise JobConfigError("[job] scorers must be a list of names")
@@ -106,17 +112,48 @@ def parse_config(text: str, source: str = "job file") -> JobConfig:
     for k, v in budget.items():
         if v < 0:
             raise JobConfigError(f"[budget] {k} must be >= 0")
+    prices = parse_prices(doc.get("prices", {}), "[prices]", JobConfigError)
     try:
         cfg = SamplerConfig(**sampler)
     except AutointerpError as e:
         raise JobConfigError(f"[sampler] {e}") from None
-    if "scorers" in job:
-        job["scorers"] = tuple(job["scorers"])
     if job.get("batch") and set(budget) & {"dollars", "tokens", "features"}:
         # a batch run submits every request of a stage at once: a spending limit could not stop it in time
         raise JobConfigError("[budget] dollars, tokens and features cannot hold with batch = true (every request "
                              "goes out at once): bound the run with [job] features instead, or minutes")
-    return JobConfig(**job, sampler=cfg, limits=limits, budget=budget, text=text)
+    llm = LLMOptions(base_url=limits.get("base_url"), api_key_env=limits.get("api_key_env"),
+                     prompt=job.get("prompt", "explain_highlight"), candidates=job.get("candidates", 1),
+                     requests_per_minute=limits.get("rpm", 50), input_tokens_per_minute=limits.get("itpm"),
+                     output_tokens_per_minute=limits.get("otpm"), max_in_flight=limits.get("max_in_flight", 16),
+                     attempts=limits.get("attempts", 6), timeout=limits.get("timeout", 60.0), prices=prices)
+    try:
+        run = LabelRun(explainer=job.get("explainer", "offline"),
+                       scorers=tuple(job.get("scorers", LabelRun.scorers)), scorer_model=job.get("scorer_model"),
+                       select_by=job.get("select_by"), sampler=cfg, seed=job.get("seed", 0),
+                       features=job.get("features"), concurrency=job.get("concurrency", 8), llm=llm,
+                       batch=BatchOptions(enabled=job.get("batch", False),
+                                          wait=None if budget.get("minutes") is None else 60.0 * budget["minutes"]),
+                       budget=Budget(dollars=budget.get("dollars"), tokens=budget.get("tokens"),
+                                     features=budget.get("features"),
+                                     seconds=None if budget.get("minutes") is None else 60.0 * budget["minutes"]),
+                       min_evidence=job.get("min_evidence", LabelRun.min_evidence))
+        if isinstance(run.features, str):
+            run.selected(2**63 - 1)  # the spec parses (ranges are checked against the width at run time)
+    except AutointerpError as e:
+        raise JobConfigError(f"[job] {e}") from None
+    if run.budget.dollars is not None:
+        unpriced = unpriced_models(run)
+        if unpriced:
+            raise JobConfigError(f"[budget] dollars cannot hold: {', '.join(unpriced)} has no price; give it one in "
+                                 f"[prices] (\"{unpriced[0].partition(':')[2]}\" = [input, output, cache read, "
+                                 "cache write] $ per Mtok)")
+    return JobConfig(dictionary=job.get("dictionary"), run=run, text=text)
+
+
+def unpriced_models(run: LabelRun) -> list[str]:
+    """The LLM models of a run (explainer, scorer model) that have no price."""
+    models = [m for m in (run.explainer, run.scorer_model) if isinstance(m, str) and ":" in m]
+    return sorted({m for m in models if not is_priced(m, run.llm.prices)})
 
 
 def load_config(path: str | Path) -> JobConfig:

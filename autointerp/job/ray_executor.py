@@ -31,7 +31,8 @@ from pathlib import Path
 
 from ..llm.journal import CallLog, read_journal
 from ..llm.limits import AdaptiveLimit, LimitConfig, RateLimiter
-from ..pipeline import Budget
+from ..pipeline import Budget, RunSummary
+from ..records import FeatureLabel, Grades
 from ..store import Store
 
 
@@ -154,31 +155,29 @@ class _Hooks:
 
 
 def label_shard(snapshot: str, out_dir: str, shard: int, dictionary: str, features: list[int], cfg_text: str,
-                run_id: str, coordinator) -> dict:
-    """One worker's shard: labelled from the snapshot; labels and journal written beside it."""
-    import dataclasses
+                run_id: str, coordinator, force: bool = False) -> dict:
+    """One worker's shard: labelled (or graded) from the snapshot; labels, grades and journal written beside it."""
+    from dataclasses import replace
 
     from ..pipeline import label
     from .config import parse_config
-    from .run import _llm_options
 
     cfg = parse_config(cfg_text)
     out = Path(out_dir)
-    labels: list = []
+    outcomes: list = []
     with Store(snapshot, read_only=True) as store:
         d = store.dictionary(dictionary)
-        llm = dataclasses.replace(_llm_options(cfg, run_id), hooks=_Hooks(out, shard, coordinator))
-        summary = label(store, d, features, explainer=cfg.explainer, scorers=cfg.scorers, config=cfg.sampler,
-                        seed=cfg.seed, force=True, concurrency=cfg.concurrency, llm=llm,
-                        scorer_model=cfg.scorer_model, select_by=cfg.select_by, budget=_RemoteBudget(coordinator),
-                        sink=labels.extend)
+        run = replace(cfg.with_run_id(run_id, hooks=_Hooks(out, shard, coordinator)), features=features, force=force,
+                      budget=_RemoteBudget(coordinator))
+        summary = label(store, d, run, sink=outcomes.extend)
         # the activations these labels were made from: the snapshot's, whatever the store holds at merge time
         hashes = store.activation_hashes(d.dictionary_id, features)
     tmp = out / f"labels-{shard}.pkl.tmp"
-    tmp.write_bytes(pickle.dumps({"labels": labels, "act_hash": hashes}))
+    tmp.write_bytes(pickle.dumps({"labels": [x for x in outcomes if isinstance(x, FeatureLabel)],
+                                  "grades": [x for x in outcomes if isinstance(x, Grades)], "act_hash": hashes}))
     tmp.replace(out / f"labels-{shard}.pkl")  # whole or absent
-    summary.pop("cost", None)
-    return {"shard": shard, "host": os.uname().nodename, "pid": os.getpid(), **summary}
+    summary.cost = []
+    return {"shard": shard, "host": os.uname().nodename, "pid": os.getpid(), "summary": summary.to_dict()}
 
 
 # -- the driver -------------------------------------------------------------------------------------------
@@ -192,8 +191,10 @@ def merge_results(store: Store, root: Path) -> dict:
     journals = sorted(root.glob("*/journal-*.jsonl"))
     shards = sorted(root.glob("*/labels-*.pkl"))
     by_dict: dict[str, tuple[list, dict]] = {}
+    grades: list = []
     for p in shards:
         doc = pickle.loads(p.read_bytes())  # written by our workers in this store's own folder
+        grades += doc.get("grades", [])
         for lab in doc["labels"]:
             labels, hashes = by_dict.setdefault(lab.dictionary, ([], {}))
             labels.append(lab)
@@ -208,17 +209,19 @@ def merge_results(store: Store, root: Path) -> dict:
             w.add_llm_records(cache, calls)
             for name, (labels, hashes) in by_dict.items():
                 w.add_labels(store.dictionary(name).dictionary_id, labels, act_hashes=hashes)
+            w.add_grades(grades)
         store.llm_key_index = None  # new cache keys: re-read on next use
     if root.exists():
         for run in root.iterdir():  # merged: the runs' folders (and a crashed run's snapshot) can go
             if run.is_dir():
                 shutil.rmtree(run, ignore_errors=True)
-    return {"journals": len(journals), "shards": len(shards), "labels": sum(len(v[0]) for v in by_dict.values())}
+    return {"journals": len(journals), "shards": len(shards), "labels": sum(len(v[0]) for v in by_dict.values()),
+            "grades": len(grades)}
 
 
-def run_on_ray(store: Store, d, todo: list[int], cfg, run_id: str, *, address: str | None,
-               snapshot_dir: str | None, shards_per_worker: int = 2) -> dict:
-    """Label `todo` on a Ray cluster; returns a summary like `pipeline.label`'s."""
+def run_on_ray(store: Store, d, todo: list[int], cfg, run_id: str, summary: RunSummary, *, force: bool,
+               address: str | None, snapshot_dir: str | None, shards_per_worker: int = 2) -> None:
+    """Label `todo` on a Ray cluster; each shard's summary is merged into `summary`."""
     import ray
 
     root = results_root(store.path, snapshot_dir)
@@ -227,40 +230,33 @@ def run_on_ray(store: Store, d, todo: list[int], cfg, run_id: str, *, address: s
     store.con.execute("CHECKPOINT")
     snapshot = run_dir / "snapshot.duckdb"
     shutil.copyfile(store.path, snapshot)
-    summary = {"dictionary": d.name, "features": len(todo), "ok": 0, "skipped": 0, "failed": 0, "already_done": 0,
-               "skipped_kinds": {}, "failed_kinds": {}, "score_failures": {}, "scores": {}, "stopped": None,
-               "executor": "ray", "shards": []}
+    shards = []
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
                  configure_logging=False)
         workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
         n_shards = max(1, min(len(todo), workers * shards_per_worker))
         size = math.ceil(len(todo) / n_shards) if todo else 0
-        from .run import _budget
-
-        budget = _budget(cfg)
-        lim = cfg.limits
-        limits = LimitConfig(lim.get("rpm", 50), lim.get("itpm"), lim.get("otpm"), lim.get("max_in_flight", 16))
-        coordinator = ray.remote(Coordinator).options(max_concurrency=1000).remote(limits, budget, time.time())
+        run, lim = cfg.run, cfg.run.llm
+        limits = LimitConfig(lim.requests_per_minute, lim.input_tokens_per_minute, lim.output_tokens_per_minute,
+                             lim.max_in_flight)
+        coordinator = ray.remote(Coordinator).options(max_concurrency=1000).remote(limits, run.budget, time.time())
         task = ray.remote(label_shard)
         refs = [task.remote(str(snapshot), str(run_dir), i, d.name, todo[i * size:(i + 1) * size], cfg.text, run_id,
-                            coordinator) for i in range(n_shards) if todo[i * size:(i + 1) * size]]
+                            coordinator, force) for i in range(n_shards) if todo[i * size:(i + 1) * size]]
         for part in ray.get(refs):
-            summary["shards"].append({k: part[k] for k in ("shard", "host", "pid", "ok", "skipped", "failed")})
-            for k in ("ok", "skipped", "failed"):
-                summary[k] += part[k]
-            for k in ("skipped_kinds", "failed_kinds"):
-                for kind, n in part[k].items():
-                    summary[k][kind] = summary[k].get(kind, 0) + n
-            for scorer, counts in part["scores"].items():
-                for st, n in counts.items():
-                    summary["scores"].setdefault(scorer, {})[st] = summary["scores"].get(scorer, {}).get(st, 0) + n
+            got = RunSummary.from_dict(part["summary"])
+            got.features = got.already_done = 0  # the driver counts the selection; a shard only its part
+            summary.merge(got)
+            shards.append({"shard": part["shard"], "host": part["host"], "pid": part["pid"],
+                           "explained": got.explained, "graded": got.graded, "skipped": got.skipped,
+                           "failed": got.failed})
         state = ray.get(coordinator.state.remote())
-        summary["stopped"] = state["stopped"]
-        summary["coordinator"] = state
+        summary.stopped = state["stopped"]
+        summary.extra["coordinator"] = state
     finally:
         ray.shutdown()
         snapshot.unlink(missing_ok=True)
-        summary["merged"] = merge_results(store, root)
+        summary.extra["shards"] = shards
+        summary.extra["merged"] = merge_results(store, root)
         shutil.rmtree(run_dir, ignore_errors=True)
-    return summary

@@ -27,25 +27,18 @@ import time
 import traceback
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
-
-from ..errors import AutointerpError
-from ..llm import LLMOptions
-from ..pipeline import Budget, label
+from ..clock import utc_iso
+from ..errors import EXIT_CODES, AutointerpError
+from ..pipeline import RunSummary, build, label, plan
 from ..store import Store
 from .config import JobConfig, JobConfigError
 
-# What a scheduler can act on.
-EXIT = {"done": 0,             # every feature has an outcome; none failed
-        "error": 1,            # an unexpected error (the log has the traceback)
-        "could_not_start": 20,  # bad job file, store or dictionary; another job holds the store
-        "budget": 21,          # stopped by a budget; run again (with more budget) to go on
-        "failed": 22,          # finished, but some features failed (they are retried next run)
-        "interrupted": 23}     # stopped by SIGINT or SIGTERM; what finished is committed
+# What a scheduler can act on (the codes and their meaning: errors.EXIT_CODES, one table for every command).
+EXIT = {"done": 0, "error": 1, "could_not_start": 20, "budget": 21, "failed": 22, "interrupted": 23}
+assert all(code in EXIT_CODES for code in EXIT.values())
 
 
 class JobLocked(AutointerpError):
@@ -57,7 +50,8 @@ class JobResult:
     run_id: str
     status: str
     exit_code: int
-    summary: dict
+    summary: RunSummary
+    reason: str = ""
 
 
 class JsonLog:
@@ -69,7 +63,7 @@ class JsonLog:
     def __call__(self, event: str, **fields) -> None:
         if self.path is None:
             return
-        doc = {"ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "run_id": self.run_id,
+        doc = {"ts": utc_iso(), "run_id": self.run_id,
                "event": event, **fields}
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(doc, default=str) + "\n")
@@ -97,56 +91,39 @@ def job_lock(store_path: Path, run_id: str, wait: float | None = None):
         fh.seek(0)
         fh.truncate()
         fh.write(f"job {run_id} (pid {os.getpid()} on {socket.gethostname()}, since "
-                 f"{datetime.now(timezone.utc).isoformat(timespec='seconds')})")
+                 f"{utc_iso('seconds')})")
         fh.flush()
         yield
     finally:
         fh.close()  # closing releases the lock
 
 
-def _features(spec: str | None, width: int) -> np.ndarray | None:
-    if spec is None:
-        return None
-    from ..cli.common import parse_features
-
-    try:
-        feats = np.array(parse_features(spec))
-    except AutointerpError as e:
-        raise JobConfigError(f"[job] features: {e}") from None
-    if len(feats) and (feats.min() < 0 or feats.max() >= width):
-        raise JobConfigError(f"[job] features must be within 0..{width - 1}")
-    return feats
-
-
-def _llm_options(cfg: JobConfig, run_id: str) -> LLMOptions:
-    lim = cfg.limits
-    return LLMOptions(base_url=lim.get("base_url"), api_key_env=lim.get("api_key_env"), prompt=cfg.prompt,
-                      candidates=cfg.candidates, requests_per_minute=lim.get("rpm", 50),
-                      input_tokens_per_minute=lim.get("itpm"), output_tokens_per_minute=lim.get("otpm"),
-                      max_in_flight=lim.get("max_in_flight", 16), attempts=lim.get("attempts", 6),
-                      timeout=lim.get("timeout", 60.0), run_id=run_id)
-
-
-def _budget(cfg: JobConfig) -> Budget:
-    b = cfg.budget
-    return Budget(dollars=b.get("dollars"), tokens=b.get("tokens"), features=b.get("features"),
-                  seconds=None if b.get("minutes") is None else 60.0 * b["minutes"])
-
-
-def _on_ray(store: Store, d, feats, cfg: JobConfig, run_id: str, force: bool, address: str | None,
-            snapshot_dir: str | None) -> dict:
-    """The features to do (incremental, as a local run would choose them), labelled on Ray."""
-    from ..pipeline import run_key
+def _on_ray(store: Store, d, run, run_id: str, cfg: JobConfig, summary: RunSummary, address: str | None,
+            snapshot_dir: str | None) -> None:
+    """The features with work to do (to explain or to grade, as a local run would choose them), labelled
+    on Ray; the summary is filled in place."""
     from .ray_executor import run_on_ray
 
-    every = list(range(d.width)) if feats is None else [int(f) for f in np.unique(feats)]
-    key = run_key(store, d, cfg.explainer, _llm_options(cfg, run_id), cfg.sampler, cfg.seed)
-    done = set() if force else store.labelled_features(d.dictionary_id, key)
-    todo = [f for f in every if f not in done]
-    summary = run_on_ray(store, d, todo, cfg, run_id, address=address, snapshot_dir=snapshot_dir)
-    summary.update(features=len(every), already_done=len(every) - len(todo), explainer=key[0], prompt_hash=key[1],
-                   sampler_hash=key[2], seed=key[3], run_id=run_id, cost=store.cost_summary(run_id))
-    return summary
+    parts = build(store, d, run)
+    try:
+        work = plan(store, d, run, parts)
+        summary.features, summary.already_done = work.selected, work.already_done
+        summary.explainer, summary.prompt_hash = parts.key
+    finally:
+        for c in parts.clients:
+            c.log.close()  # made only to plan: nothing was called
+    summary.sampler_hash, summary.seed, summary.run_id, summary.executor = run.sampler.hash, run.seed, run_id, "ray"
+    run_on_ray(store, d, work.features.tolist(), cfg, run_id, summary, force=run.force, address=address,
+               snapshot_dir=snapshot_dir)
+    summary.cost = store.cost_summary(run_id)
+
+
+def _check_run(store: Store, d, run) -> None:
+    """What would fail at the start of the run, checked before the ledger says it started."""
+    run.selected(d.width)
+    parts = build(store, d, run)
+    for c in parts.clients:
+        c.log.close()
 
 
 def run_job(store_path: str | Path, cfg: JobConfig, *, force: bool = False, wait: float | None = None,
@@ -156,9 +133,11 @@ def run_job(store_path: str | Path, cfg: JobConfig, *, force: bool = False, wait
     `executor`: "local" (this process) or "ray" (a Ray cluster at `address`; see ray_executor)."""
     if executor not in ("local", "ray"):
         raise JobConfigError(f"unknown executor {executor!r}: local or ray")
-    if executor == "ray" and cfg.batch:
+    if executor == "ray" and cfg.run.batch.enabled:
         raise JobConfigError("batch = true runs on the providers' batch APIs: use the local executor")
     store_path = Path(store_path)
+    if not store_path.is_file():
+        raise JobConfigError(f"no store at {store_path} (ingest or capture into it first)")
     run_id = uuid.uuid4().hex[:12]
     log = JsonLog(Path(log_path) if log_path else None, run_id)
     with job_lock(store_path, run_id, wait):
@@ -176,43 +155,36 @@ def run_job(store_path: str | Path, cfg: JobConfig, *, force: bool = False, wait
             leftover = merge_results(store, root) if root.exists() else None
             try:
                 d = store.dictionary(cfg.dictionary)
-                feats = _features(cfg.features, d.width)
+                run = cfg.with_run_id(run_id)
+                _check_run(store, d, run)
             except AutointerpError as e:
                 log("error", status="could_not_start", error=str(e))
-                raise
+                raise JobConfigError(str(e)) from None
             with store.writer() as w:
                 w.start_job(run_id, dictionary=d.name, config=cfg.text, config_hash=cfg.hash, executor=executor,
                             host=socket.gethostname(), pid=os.getpid())
             log("start", dictionary=d.name, config_hash=cfg.hash, force=force, crashed_before=crashed,
-                budget=cfg.budget, explainer=cfg.explainer, scorers=list(cfg.scorers), executor=executor,
-                merged_leftovers=leftover)
+                budget=str(run.budget), explainer=str(run.explainer), scorers=[str(x) for x in run.scorers],
+                executor=executor, merged_leftovers=leftover)
             t0 = time.monotonic()
-            summary: dict = {}
+            summary = RunSummary()
             status, reason = "error", ""
             previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C
             try:
+                if force:
+                    run = replace(run, force=True)
                 if executor == "ray":
-                    summary.update(_on_ray(store, d, feats, cfg, run_id, force, address, snapshot_dir))
+                    _on_ray(store, d, run, run_id, cfg, summary, address, snapshot_dir)
                 else:
-                    label(store, d, feats, explainer=cfg.explainer, scorers=cfg.scorers, summary=summary,
-                          config=cfg.sampler, seed=cfg.seed, force=force, concurrency=cfg.concurrency,
-                          progress=progress, llm=_llm_options(cfg, run_id), batch=cfg.batch,
-                          scorer_model=cfg.scorer_model, select_by=cfg.select_by, budget=_budget(cfg),
-                          batch_wait=_budget(cfg).seconds,  # batches still out then: the next run collects
-                          on_flush=lambda s: log("progress", ok=s["ok"], skipped=s["skipped"], failed=s["failed"]))
-                if summary.get("stopped"):
-                    status, reason = "budget", summary["stopped"]
-                elif summary.get("batch", {}).get("pending"):
-                    status, reason = "budget", "batches still pending: run again to collect them"
-                elif summary["failed"]:
-                    status, reason = "failed", f"{summary['failed']} features failed: " + ", ".join(
-                        f"{n} {k}" for k, n in summary["failed_kinds"].items())
-                else:
-                    status = "done"
+                    label(store, d, run, summary=summary, progress=progress,
+                          on_flush=lambda s: log("progress", explained=s.explained, graded=s.graded,
+                                                 skipped=s.skipped, failed=s.failed))
+                status, reason = outcome(summary)
             except KeyboardInterrupt:
                 status, reason = "interrupted", "stopped by a signal; what finished is committed"
-            except AutointerpError as e:
-                status, reason = "could_not_start", str(e)
+            except AutointerpError as e:  # raised mid-run: what was committed stays, the next run goes on
+                status = "failed" if summary.committed else "could_not_start"
+                reason = str(e)
                 log("error", status=status, error=str(e))
             except Exception as e:  # noqa: BLE001 - logged with its traceback, then the ledger says so
                 status, reason = "error", f"{type(e).__name__}: {e}"
@@ -224,13 +196,28 @@ def run_job(store_path: str | Path, cfg: JobConfig, *, force: bool = False, wait
             tokens_in = sum(r["input_tokens"] + r["cache_read_tokens"] + r["cache_write_tokens"] for r in cost)
             tokens_out = sum(r["output_tokens"] for r in cost)
             dollars = sum(r["cost_usd"] for r in cost)
+            unpriced = sum(r["unpriced_calls"] for r in cost)
             with store.writer() as w:
-                w.end_job(run_id, status=status, exit_code=code, stop_reason=reason, summary=summary,
+                w.end_job(run_id, status=status, exit_code=code, stop_reason=reason, summary=summary.to_dict(),
                           input_tokens=tokens_in, output_tokens=tokens_out, dollars=dollars,
-                          duration_s=round(time.monotonic() - t0, 3))
-            log("end", status=status, exit_code=code, reason=reason, ok=summary.get("ok", 0),
-                skipped=summary.get("skipped", 0), failed=summary.get("failed", 0),
-                already_done=summary.get("already_done", 0), input_tokens=tokens_in, output_tokens=tokens_out,
-                dollars=round(dollars, 6), seconds=round(time.monotonic() - t0, 2))
-            return JobResult(run_id, status, code, summary)
+                          duration_s=round(time.monotonic() - t0, 3), unpriced_calls=unpriced)
+            log("end", status=status, exit_code=code, reason=reason, explained=summary.explained,
+                graded=summary.graded, skipped=summary.skipped, failed=summary.failed,
+                failed_grades=summary.failed_grades, already_done=summary.already_done, input_tokens=tokens_in,
+                output_tokens=tokens_out, dollars=round(dollars, 6), unpriced_calls=unpriced,
+                seconds=round(time.monotonic() - t0, 2))
+            return JobResult(run_id, status, code, summary, reason)
+
+
+def outcome(summary: RunSummary) -> tuple[str, str]:
+    """A finished run's status (a key of EXIT) and the reason, from its summary."""
+    if summary.stopped:
+        return "budget", summary.stopped
+    if summary.batch and summary.batch.get("pending"):
+        return "budget", "batches still pending: run again to collect them"
+    if summary.failed or summary.failed_grades:
+        top = "; ".join(f"{n}x {r}" for r, n in summary.top_reasons())
+        return "failed", (f"{summary.failed} features and {summary.failed_grades} grades failed (retried next run): "
+                          f"{top}")
+    return "done", ""
 

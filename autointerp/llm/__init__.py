@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
-from .client import LLMClient, RetryConfig
+from .client import DEFERRED, LLMClient, RetryConfig
 from .limits import LimitConfig, RateLimiter
 from .providers import ChatRequest, ChatResponse, ProviderError, Usage, make_provider
 
@@ -40,5 +40,5 @@ def make_client(spec: str, store, o: LLMOptions) -> LLMClient:
                      limiter=o.hooks.limiter(limits) if o.hooks else None)
 
 
-__all__ = ["ChatRequest", "ChatResponse", "LLMClient", "LLMOptions", "LimitConfig", "ProviderError", "RateLimiter",
+__all__ = ["DEFERRED", "ChatRequest", "ChatResponse", "LLMClient", "LLMOptions", "LimitConfig", "ProviderError", "RateLimiter",
            "RetryConfig", "Usage", "make_client", "make_provider"]

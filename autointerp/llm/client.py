@@ -15,16 +15,20 @@ from __future__ import annotations
 import asyncio
 import time
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
 from ..store import Store
 from .journal import CallLog
 from .limits import LimitConfig, RateLimiter
 from .prices import price_of
 from .providers import ChatRequest, ChatResponse, ProviderError, Usage
-
 
 BATCH_DISCOUNT = 0.5  # both providers' batch APIs bill half the list price
 
@@ -71,6 +75,19 @@ class LLMClient:
         return min(after, self.retry.max_wait) if after is not None else self._backoff(state)
 
     async def complete(self, req: ChatRequest, purpose: str = "explain") -> ChatResponse:
+        """One reply (n texts for a request of n candidates). A provider without a native `n` (Anthropic)
+        gets n requests, each one candidate: each is cached, rate-limited, retried, journalled and priced
+        on its own, so a retry resends only the candidates that failed and a rerun pays for none twice."""
+        if req.n > 1 and not getattr(self.provider, "native_n", True):
+            parts = await asyncio.gather(*(self.complete(replace(req, n=1, candidate=i), purpose)
+                                           for i in range(req.n)), return_exceptions=True)
+            for i, p in enumerate(parts):
+                if isinstance(p, ProviderError):  # the others are cached: a rerun asks for this one alone
+                    raise ProviderError(f"candidate {i + 1} of {req.n}: {p}", status=p.status,
+                                        retryable=p.retryable) from None
+                if isinstance(p, BaseException):
+                    raise p
+            return ChatResponse.merge(parts)
         key = req.key(self.provider.name)
         wanted = DEFERRED.get()
         if self.use_cache and (hit := self.log.get(key)) is not None:
@@ -183,16 +200,21 @@ class LLMClient:
         self.limiter.done(reserved, resp.usage.output_tokens, resp.limits)
         return resp
 
+    @property
+    def priced(self) -> bool:
+        """Whether this client's model has a price (else its calls are recorded as unpriced)."""
+        return price_of(self.provider.name, self.provider.model, Usage(), self.prices) is not None
+
     def _record(self, key: str, purpose: str, *, cached: bool, status: str, usage: Usage, attempts: int,
                 latency: float, error: str = "", response: dict | None = None, batch: bool = False) -> None:
         cost = 0.0 if cached else price_of(self.provider.name, self.provider.model, usage, self.prices)
-        if batch:
-            cost *= BATCH_DISCOUNT
+        priced = cost is not None or status != "ok"  # a failed call bills nothing, priced or not
+        cost = (cost or 0.0) * (BATCH_DISCOUNT if batch else 1.0)
         self.spent_usd += cost
         self.spent_tokens += usage.input_tokens + usage.output_tokens + usage.cache_read_tokens + usage.cache_write_tokens
         self.log.record({"run_id": self.run_id, "cache_key": key, "provider": self.provider.name,
                          "model": self.provider.model, "purpose": purpose, "cached": cached, "status": status,
                          "error": error, "attempts": attempts, "input_tokens": usage.input_tokens,
                          "output_tokens": usage.output_tokens, "cache_read_tokens": usage.cache_read_tokens,
-                         "cache_write_tokens": usage.cache_write_tokens, "cost_usd": cost,
+                         "cache_write_tokens": usage.cache_write_tokens, "cost_usd": cost, "priced": priced,
                          "latency_ms": round(latency * 1000, 2)}, response)

@@ -15,11 +15,11 @@ import fcntl
 import json
 import os
 import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
+from ..clock import utcnow
 from ..store import Store
 
 
@@ -79,7 +79,7 @@ class CallLog:
     def record(self, call: dict, response: dict | None = None) -> None:
         """One ledger row, and the reply to cache when there is one."""
         call = {**call, "call_id": uuid.uuid4().hex,
-                "created_at": datetime.now(timezone.utc).replace(tzinfo=None).isoformat()}
+                "created_at": utcnow().isoformat()}
         doc: dict = {"call": call}
         if response is not None:
             doc["cache"] = [call["cache_key"], call["provider"], call["model"], json.dumps(response, sort_keys=True)]

@@ -35,11 +35,14 @@ class ChatRequest:
     n: int = 1
     shared_prefix: int = 0  # leading messages shared by many requests (few-shot): cached where the API can
     top_logprobs: int = 0  # > 0: ask for each output token's most likely alternatives (OpenAI chat, vLLM)
+    candidate: int = 0  # which of n candidates this one-candidate request is (a provider without native n)
 
     def key(self, provider: str) -> str:
         doc = [provider, self.model, self.system, self.messages, self.max_tokens, self.temperature, self.n]
         if self.top_logprobs:  # appended only when asked, so the keys of earlier requests stay valid
             doc.append(self.top_logprobs)
+        if self.candidate:  # candidate 0 is the request itself; the others are distinct draws
+            doc.append({"candidate": self.candidate})
         return hashlib.sha256(json.dumps(doc, ensure_ascii=False).encode()).hexdigest()
 
 
@@ -77,6 +80,13 @@ class ChatResponse:
                              [[t] if len(alts) == 1 and alts[0][0] == t and alts[0][1] >= CERTAIN
                               else [t, [list(a) for a in alts]] for t, alts in lp] for lp in self.logprobs]
         return d
+
+    @classmethod
+    def merge(cls, parts: list[ChatResponse]) -> ChatResponse:
+        """n one-candidate replies -> one reply with n texts and the summed usage."""
+        return cls(tuple(t for p in parts for t in p.texts), sum((p.usage for p in parts), Usage()),
+                   tuple(r for p in parts for r in p.stop_reasons), parts[-1].limits if parts else {},
+                   tuple(lp for p in parts for lp in (p.logprobs or (None,) * len(p.texts))))
 
     @classmethod
     def from_json(cls, d: dict) -> ChatResponse:
@@ -170,17 +180,12 @@ def _anthropic_reply(msg) -> ChatResponse:
                         (str(msg.stop_reason),))
 
 
-def _merge(parts: list[ChatResponse], limits: dict | None = None) -> ChatResponse:
-    """n single-candidate replies -> one reply with n texts and the summed usage."""
-    return ChatResponse(tuple(t for p in parts for t in p.texts), sum((p.usage for p in parts), Usage()),
-                        tuple(r for p in parts for r in p.stop_reasons), limits or {})
-
-
 class AnthropicProvider(_SDKClient):
     """Claude through the Messages API. No temperature is sent (current models reject it); Messages
-    gives no logprobs."""
+    gives no logprobs and has no `n`: the client sends one request per candidate."""
 
     has_logprobs = False
+    native_n = False
 
     def __init__(self, model: str, *, api_key: str | None, base_url: str | None = None, timeout: float = 60.0):
         import anthropic
@@ -191,25 +196,23 @@ class AnthropicProvider(_SDKClient):
         self._client = None
 
     async def complete(self, req: ChatRequest) -> ChatResponse:
-        parts, limits = [], {}
-        for _ in range(req.n):  # Messages has no n: one call per candidate
-            try:
-                raw = await self.client.messages.with_raw_response.create(**_anthropic_params(req))
-                msg = await raw.parse()
-            except Exception as err:  # noqa: BLE001 - SDK errors are classified, others re-raised
-                raise _classify(err, self.sdk) from None
-            parts.append(_anthropic_reply(msg))
-            limits = _limits(raw.headers)
-        return _merge(parts, limits)
+        if req.n != 1:
+            raise ValueError("Messages has no n: LLMClient sends one request per candidate")
+        try:
+            raw = await self.client.messages.with_raw_response.create(**_anthropic_params(req))
+            msg = await raw.parse()
+        except Exception as err:  # noqa: BLE001 - SDK errors are classified, others re-raised
+            raise _classify(err, self.sdk) from None
+        reply = _anthropic_reply(msg)
+        return ChatResponse(reply.texts, reply.usage, reply.stop_reasons, _limits(raw.headers))
 
     # -- Message Batches ---------------------------------------------------------------------------
 
     async def submit_batch(self, items: list[tuple[str, ChatRequest]]) -> str:
-        """Submit (custom_id, request) pairs as one Message Batch; returns its id. n > 1 is expanded into
-        n requests with custom ids `<id>-<i>`."""
-        reqs = [{"custom_id": cid if r.n == 1 else f"{cid}-{i}",
-                 "params": _anthropic_params(r)}
-                for cid, r in items for i in range(r.n)]
+        """Submit (custom_id, request) pairs, each one candidate, as one Message Batch; returns its id."""
+        if any(r.n != 1 for _, r in items):
+            raise ValueError("Messages has no n: LLMClient sends one request per candidate")
+        reqs = [{"custom_id": cid, "params": _anthropic_params(r)} for cid, r in items]
         try:
             return (await self.client.messages.batches.create(requests=reqs)).id
         except Exception as err:  # noqa: BLE001 - SDK errors are classified, others re-raised
@@ -222,8 +225,8 @@ class AnthropicProvider(_SDKClient):
             raise _classify(err, self.sdk) from None
 
     async def batch_results(self, batch_id: str) -> dict[str, ChatResponse | ProviderError]:
-        """custom_id -> reply, or the error the batch recorded for it (n > 1 ids merged back)."""
-        parts: dict[str, list] = {}
+        """custom_id -> reply, or the error the batch recorded for it."""
+        out: dict[str, ChatResponse | ProviderError] = {}
         try:
             async for entry in await self.client.messages.batches.results(batch_id):
                 res = entry.result
@@ -233,15 +236,9 @@ class AnthropicProvider(_SDKClient):
                     msg = getattr(getattr(res, "error", None), "error", None)
                     one = ProviderError(f"batch item {res.type}: {getattr(msg, 'message', '') or res.type}",
                                         retryable=res.type in ("expired", "canceled"))
-                base, _, idx = entry.custom_id.rpartition("-")
-                key = base if idx.isdigit() and len(base) == 60 else entry.custom_id
-                parts.setdefault(key, []).append(one)
+                out[entry.custom_id] = one
         except Exception as err:  # noqa: BLE001
             raise _classify(err, self.sdk) from None
-        out: dict[str, ChatResponse | ProviderError] = {}
-        for cid, got in parts.items():
-            errs = [g for g in got if isinstance(g, ProviderError)]
-            out[cid] = errs[0] if errs else _merge(got)
         return out
 
 
@@ -249,6 +246,7 @@ class OpenAIProvider(_SDKClient):
     """OpenAI chat completions, or any server that speaks them (`base_url`)."""
 
     has_logprobs = True  # `logprobs` / `top_logprobs` (not on reasoning models: those answer 400)
+    native_n = True  # one request gives n choices
 
     def __init__(self, model: str, *, api_key: str | None, base_url: str | None = None, timeout: float = 60.0,
                  name: str = "openai"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections import deque
@@ -9,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 import numpy as np
-from tqdm import tqdm
+from ..progress import Progress
 
 from ..arrays import is_sorted_rows, sort_rows
 from ..errors import SampleError
@@ -98,6 +99,38 @@ class Sampler:
         return self._materialize(feature, st["status"], st["reason"], st["n_candidates"], refs, rows, toks,
                                  SamplerConfig(**st["config"]), st["seed"], st["created_at"])
 
+    def load_many(self, features, store: Store | None = None) -> list[FeatureSample]:
+        """The stored samples of several features (each must have one), in ascending feature order:
+        one read of their status rows and window references, and per chunk of features one read of
+        activations and one of contexts, as `sample_many`."""
+        store = store or self.store
+        feats = np.unique(np.asarray(features, dtype=np.int64))
+        if not len(feats):
+            return []
+        st, refs = store.sample_rows(self.dictionary.dictionary_id, feats)
+        if len(st["feature"]) != len(feats):
+            raise SampleError(f"{len(feats) - len(st['feature'])} of the features have no stored sample")
+        configs: dict[str, SamplerConfig] = {}
+        out: list[FeatureSample] = []
+        w_lo = np.searchsorted(refs["feature"], feats)
+        w_hi = np.searchsorted(refs["feature"], feats, "right")
+        for ch in store.plan_chunks(self.dictionary.dictionary_id, feats, self.max_rows):
+            rows = store.read_activations(self.dictionary.dictionary_id, int(ch[0]), int(ch[-1]))
+            i0 = int(np.searchsorted(feats, ch[0]))
+            lo, hi = w_lo[i0], w_hi[i0 + len(ch) - 1]
+            ctx = np.unique(refs["context_id"][lo:hi])
+            toks = store.read_contexts(self.corpus.corpus_id, ctx, with_strings=True) if len(ctx) else None
+            r_lo, r_hi = np.searchsorted(rows["feature"], ch), np.searchsorted(rows["feature"], ch, "right")
+            for j, f in enumerate(ch.tolist()):
+                i = i0 + j
+                f_rows = {k: rows[k][r_lo[j]:r_hi[j]] for k in ("context_id", "position", "value")}
+                f_refs = list(zip(*(refs[k][w_lo[i]:w_hi[i]] for k in ("sample_set", "kind", "context_id", "start",
+                                                                      "length"))))
+                cfg = configs.setdefault(st["config"][i], SamplerConfig(**json.loads(st["config"][i])))
+                out.append(self._materialize(f, str(st["status"][i]), str(st["reason"][i]), int(st["n_candidates"][i]),
+                                             f_refs, f_rows, toks, cfg, int(st["seed"][i])))
+        return out
+
     def _materialize(self, feature, status, reason, n_candidates, refs, rows, toks, config, seed,
                      created_at: datetime | None = None) -> FeatureSample:
         """Windows with tokens and activations from window refs, the feature's rows and the read contexts."""
@@ -149,7 +182,7 @@ class Sampler:
 
         counts: dict[str, int] = {}
         n_windows = 0
-        bar = tqdm(total=len(feats), unit="feat", disable=not progress, desc=f"sample {d.name}")
+        bar = Progress(len(feats), f"sample {d.name}", "feat", progress)
         try:
             with self.store.writer() as w, ThreadPoolExecutor(workers) as pool:
                 w.clear_samples(d.dictionary_id, None if features is None else feats)

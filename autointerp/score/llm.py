@@ -220,6 +220,14 @@ class LLMDetectionScorer(_LLMScorer):
 
     name = "detection"
     field = "fires"
+    classes = ("activating", "non-firing")  # the two classes the grade separates, as counted in details
+    count_keys = ("n_activating", "n_nonfiring")
+
+    def __init__(self, client: LLMClient, template: Template, windows_per_call: int = 10,
+                 max_tokens: int | None = None, min_evidence: int = 10) -> None:
+        super().__init__(client, template, windows_per_call, max_tokens)
+        self.min_evidence = min_evidence
+        self.version += f"/min{min_evidence}"
 
     def _order(self, sample: FeatureSample) -> list[int]:
         rng = np.random.default_rng([sample.seed, sample.feature, 0xDE7EC7])
@@ -232,15 +240,19 @@ class LLMDetectionScorer(_LLMScorer):
 
     async def score(self, sample: FeatureSample, explanation: Explanation) -> Score:
         wins, truth, marks = self._windows(sample)
-        if not wins:
-            return Score(self.name, self.version, "undefined", None, "no windows to show", {}, _now())
+        n1, n0 = int(truth.sum()), int(len(truth) - truth.sum())
+        counts = {self.count_keys[0]: n1, self.count_keys[1]: n0, "min_evidence": self.min_evidence}
+        if min(n1, n0) < self.min_evidence:  # never ask the model for a grade that cannot be given
+            return Score(self.name, self.version, "undefined", None,
+                         f"too little evidence: {n1} {self.classes[0]} and {n0} {self.classes[1]} windows "
+                         f"(at least {self.min_evidence} of each needed)", counts, _now())
         try:
             said = np.array(await self._ask(explanation, wins,
                                             lambda reply, group: parse_detection(_text(reply), len(group), self.field),
                                             marks))
         except (ProviderError, SimulationFailure) as err:
             return self._failed(err)
-        details: dict = {"n_positive": int(truth.sum()), "n_negative": int(len(truth) - truth.sum())}
+        details: dict = {**counts, "n_positive": int(truth.sum()), "n_negative": int(len(truth) - truth.sum())}
         for k, fn in (("precision", metrics.precision), ("recall", metrics.recall), ("f1", metrics.f1)):
             try:
                 details[k] = round(fn(truth, said), 4)
@@ -257,6 +269,8 @@ class LLMFuzzingScorer(LLMDetectionScorer):
 
     name = "fuzzing"
     field = "correct"
+    classes = ("correctly marked", "fuzzed")
+    count_keys = ("n_correct", "n_fuzzed")
     threshold = 0.3
 
     def _windows(self, sample: FeatureSample):

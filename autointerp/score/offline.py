@@ -7,10 +7,10 @@ as positives, non-firing windows ("random", "neighbor") as negatives.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
 
 import numpy as np
 
+from ..clock import utcnow as _now
 from ..records import Explanation, FeatureSample, Score, Simulation
 from . import metrics
 from .embed import MODEL_NAME, ContextEncoder, embed_text
@@ -20,8 +20,18 @@ _STOP = set("a an the of in on at to for and or is are be as by with from that t
             "fires fire firing after before often like text words word".split())
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def evidence(labels: np.ndarray, minimum: int) -> tuple[dict, str | None]:
+    """The counts a classification grade rests on, and why it is undefined (None: enough evidence):
+    at least `minimum` windows of each class."""
+    n_pos = int(np.sum(labels == 1))
+    n_neg = int(len(labels) - n_pos)
+    counts = {"n_activating": n_pos, "n_nonfiring": n_neg, "min_evidence": minimum}
+    if n_pos < minimum or n_neg < minimum:
+        return counts, (f"too little evidence: {n_pos} activating and {n_neg} non-firing windows "
+                        f"(at least {minimum} of each needed)")
+    return counts, None
 
 
 def _score(name: str, version: str, fn, details: dict) -> Score:
@@ -43,17 +53,19 @@ class EmbeddingScorer:
     """AUROC of cosine similarity (explanation vs window) separating activating from non-firing windows."""
 
     name = "embedding"
-    version = f"{MODEL_NAME}/context-mean-v1"
 
-    def __init__(self, encoder: ContextEncoder) -> None:
-        self.encoder = encoder
+    def __init__(self, encoder: ContextEncoder, min_evidence: int = 10) -> None:
+        self.encoder, self.min_evidence = encoder, min_evidence
+        self.version = f"{MODEL_NAME}/context-mean-v1/min{min_evidence}"
 
     def score(self, sample: FeatureSample, explanation: Explanation) -> Score:
         wins = list(sample.score)
-        labels = np.array([0 if w.kind in NEGATIVE_KINDS else 1 for w in wins])
-        sims = self.encoder.window_vectors(wins) @ embed_text(explanation.text) if wins else np.zeros(0)
-        details = {"n_activating": int(labels.sum()), "n_nonfiring": int(len(labels) - labels.sum()),
-                   "similarity": [round(float(s), 4) for s in sims]}
+        labels = np.array([0 if w.kind in NEGATIVE_KINDS else 1 for w in wins], dtype=np.int64)
+        counts, short = evidence(labels, self.min_evidence)
+        if short:  # no vectors computed for a grade that cannot be given
+            return Score(self.name, self.version, "undefined", None, short, counts, _now())
+        sims = self.encoder.window_vectors(wins) @ embed_text(explanation.text)
+        details = {**counts, "similarity": [round(float(s), 4) for s in sims]}
         return _score(self.name, self.version, lambda: metrics.auroc(labels, sims), details)
 
 
@@ -103,7 +115,10 @@ def grade_simulation(name: str, version: str, sim: Simulation, keep_predictions:
             per_window.append(round(metrics.correlation(t, p), 4))
         except metrics.Undefined:
             per_window.append(None)  # a non-firing window has no correlation of its own
-    details: dict = {"per_window_correlation": per_window, "kinds": list(sim.kinds), **(extra or {})}
+    n_neg = sum(k in NEGATIVE_KINDS for k in sim.kinds)
+    details: dict = {"per_window_correlation": per_window, "kinds": list(sim.kinds), "n_windows": len(sim.kinds),
+                     "n_activating": len(sim.kinds) - n_neg, "n_nonfiring": n_neg,
+                     "n_tokens": int(sum(len(t) for t in true)), **(extra or {})}
     if true:
         t_all, p_all = np.concatenate(true), np.concatenate(preds)
         try:

@@ -54,8 +54,9 @@ class LedgerReads:
     # -- the job ledger -----------------------------------------------------------------------------
 
     JOB_COLUMNS = ("run_id", "dictionary", "status", "exit_code", "stop_reason", "started_at", "ended_at",
-                   "features_done", "features_skipped", "features_failed", "already_done", "input_tokens",
-                   "output_tokens", "dollars", "duration_s", "executor", "host", "pid", "config_hash")
+                   "features_done", "features_graded", "features_skipped", "features_failed", "grades_failed",
+                   "already_done", "input_tokens", "output_tokens", "dollars", "unpriced_calls", "duration_s",
+                   "executor", "host", "pid", "config_hash")
 
     def job_runs(self, limit: int | None = 50) -> list[dict]:
         """The newest job runs first."""
@@ -84,9 +85,11 @@ class LedgerReads:
         rows = self.con.execute(f"""
             SELECT run_id, provider, model, purpose, count(*) FILTER (NOT cached), count(*) FILTER (cached),
                    count(*) FILTER (status <> 'ok'), sum(input_tokens), sum(output_tokens), sum(cache_read_tokens),
-                   sum(cache_write_tokens), sum(cost_usd), min(created_at), max(created_at)
+                   sum(cache_write_tokens), sum(cost_usd), min(created_at), max(created_at),
+                   count(*) FILTER (NOT priced)
             FROM llm_calls {where} GROUP BY ALL ORDER BY min(created_at)""", params).fetchall()
         keys = ("run_id", "provider", "model", "purpose", "calls", "cached_calls", "errors", "input_tokens",
-                "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd", "first", "last")
-        return [dict(zip(keys, r[:12] + (r[12].isoformat(), r[13].isoformat()))) for r in rows]
+                "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd", "first", "last",
+                "unpriced_calls")
+        return [dict(zip(keys, r[:12] + (r[12].isoformat(), r[13].isoformat(), r[14]))) for r in rows]
 

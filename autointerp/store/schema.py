@@ -222,12 +222,17 @@ def _m004_best_of(con: duckdb.DuckDBPyConnection) -> None:
 def _m005_jobs(con: duckdb.DuckDBPyConnection) -> None:
     # Incremental labelling: a fingerprint of each feature's activations, and the one each label was
     # made from (labels already there: the activations there now).
-    from .writer import set_activation_hashes
-
     con.execute("ALTER TABLE feature_stats ADD COLUMN act_hash UBIGINT")
     con.execute("ALTER TABLE label_status ADD COLUMN act_hash UBIGINT")
     for (did,) in con.execute("SELECT dictionary_id FROM dictionaries").fetchall():
-        set_activation_hashes(con, did)
+        # the fingerprint as this migration defines it (its own SQL: a later writer never changes it)
+        con.execute("""
+            UPDATE feature_stats f SET act_hash = coalesce(h.x, 0)
+            FROM (SELECT r.range AS feature, a.x FROM range((SELECT max(feature) + 1 FROM feature_stats
+                                                              WHERE dictionary_id = $1)) r
+                  LEFT JOIN (SELECT feature, bit_xor(hash(context_id, position, value)) AS x FROM activations
+                             WHERE dictionary_id = $1 GROUP BY feature) a ON a.feature = r.range) h
+            WHERE f.dictionary_id = $1 AND f.feature = h.feature""", [did])
     # the labels there were made from the activations there now: a later change makes them stale
     con.execute("UPDATE label_status l SET act_hash = f.act_hash FROM feature_stats f "
                 "WHERE l.dictionary_id = f.dictionary_id AND l.feature = f.feature")
@@ -259,6 +264,20 @@ def _m005_jobs(con: duckdb.DuckDBPyConnection) -> None:
         )""")
 
 
+def _m006_per_scorer(con: duckdb.DuckDBPyConnection) -> None:
+    # Stored samples carry the fingerprint of the activations they were drawn from: a run reads a stored
+    # sample only while it is current (samples stored before this have none, and are drawn again).
+    con.execute("ALTER TABLE sample_status ADD COLUMN act_hash UBIGINT")
+    # A call to a model with no price is "unpriced", not free. Earlier rows: a paid call (not cached, ok,
+    # with tokens) that cost exactly 0 had no price.
+    con.execute("ALTER TABLE llm_calls ADD COLUMN priced BOOLEAN DEFAULT true")
+    con.execute("UPDATE llm_calls SET priced = false WHERE NOT cached AND status = 'ok' AND cost_usd = 0 "
+                "AND input_tokens + output_tokens > 0")
+    # The ledger counts labels graded (with scorers they lacked) apart from labels explained.
+    for col in ("features_graded", "grades_failed", "unpriced_calls"):
+        con.execute(f"ALTER TABLE job_runs ADD COLUMN {col} BIGINT NOT NULL DEFAULT 0")
+
+
 Migration = tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]
 
 MIGRATIONS: list[Migration] = [
@@ -267,6 +286,7 @@ MIGRATIONS: list[Migration] = [
     (3, "llm cache and ledger", _m003_llm),
     (4, "best-of-k: the chosen candidate", _m004_best_of),
     (5, "incremental jobs: activation fingerprints, job ledger", _m005_jobs),
+    (6, "grades per scorer: sample fingerprints, unpriced calls, graded counts", _m006_per_scorer),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -11,24 +11,22 @@ import json
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 
+from ..clock import utcnow
 from ..errors import AutointerpError, StoreError
 from ..records import Corpus, Dictionary, FeatureStats
+from .labels import LabelReads
 from .ledger import LedgerReads
 from .schema import LATEST_VERSION, MIGRATIONS
+from .writer import StoreWriter
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
-class Store(LedgerReads):
+class Store(LabelReads, LedgerReads):
     """A store file. Open with `Store(path)` (creates and migrates) or `Store(path, read_only=True)`."""
 
     def __init__(self, path: str | Path, *, read_only: bool = False, memory_limit: str = "1GB",
@@ -144,7 +142,7 @@ class Store(LedgerReads):
                                  "name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)")
             for number, name, fn in pending:
                 fn(self.con)
-                self.con.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", [number, name, _now()])
+                self.con.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", [number, name, utcnow()])
             self.con.execute("COMMIT")
         except BaseException:
             self.con.execute("ROLLBACK")
@@ -162,8 +160,6 @@ class Store(LedgerReads):
         """
         if self.read_only:
             raise StoreError(f"store {self.path} is open read-only")
-        from .writer import StoreWriter
-
         w, committed = None, False
         try:
             self.con.execute("BEGIN")
@@ -341,78 +337,6 @@ class Store(LedgerReads):
         rows = self.con.execute("SELECT status, count(*) FROM sample_status WHERE dictionary_id = ? GROUP BY status",
                                 [dictionary_id]).fetchall()
         return dict(rows)
-
-    # -- labels -----------------------------------------------------------------------------------
-
-    def labelled_features(self, dictionary_id: int, run_key: tuple[str, str, str, int]) -> set[int]:
-        """Features with a finished outcome (ok or skipped) under (explainer, prompt_hash, sampler_hash, seed),
-        made from the feature's current activations (a label from before fingerprints counts as current)."""
-        rows = self.con.execute(
-            "SELECT l.feature FROM label_status l JOIN feature_stats f USING (dictionary_id, feature) "
-            "WHERE l.dictionary_id = ? AND l.explainer = ? AND l.prompt_hash = ? AND l.sampler_hash = ? AND l.seed = ? "
-            "AND l.status IN ('ok', 'skipped') AND (l.act_hash IS NULL OR l.act_hash = f.act_hash)",
-            [dictionary_id, *run_key]).fetchall()
-        return {r[0] for r in rows}
-
-    def activation_hashes(self, dictionary_id: int, features) -> dict[int, int]:
-        """feature -> fingerprint of its activations (feature_stats.act_hash)."""
-        return dict(self.con.execute("SELECT feature, act_hash FROM feature_stats WHERE dictionary_id = ? AND "
-                                     "feature IN (SELECT unnest(?::UINTEGER[]))",
-                                     [dictionary_id, sorted(int(f) for f in features)]).fetchall())
-
-    def labelled_count(self, dictionary_id: int) -> int:
-        """Features with at least one label."""
-        return self._one("SELECT count(DISTINCT feature) FROM explanations WHERE dictionary_id = ? AND chosen",
-                         [dictionary_id])[0]
-
-    def label_summary(self, dictionary_id: int, run_key: tuple[str, str, str, int] | None = None) -> dict[str, int]:
-        where, params = "dictionary_id = ?", [dictionary_id]
-        if run_key is not None:
-            where += " AND explainer = ? AND prompt_hash = ? AND sampler_hash = ? AND seed = ?"
-            params += list(run_key)
-        rows = self.con.execute(f"SELECT status, count(*) FROM label_status WHERE {where} GROUP BY status",
-                                params).fetchall()
-        return dict(rows)
-
-    def labels(self, dictionary_id: int | None = None, features: list[int] | None = None,
-               sort_by: str | None = None, descending: bool = True, limit: int | None = None,
-               candidates: bool = False) -> list[dict]:
-        """Labels with provenance and their scores, one dict per explanation: each feature's chosen
-        explanation per (explainer, prompt, sampler, seed), or with `candidates` every candidate too.
-
-        sort_by: a scorer name (explanations without an ok score of it come last), or None for
-        (dictionary, feature) order.
-        """
-        where, params = ["TRUE" if candidates else "e.chosen"], []
-        if dictionary_id is not None:
-            where.append("e.dictionary_id = ?")
-            params.append(dictionary_id)
-        if features is not None:
-            where.append("e.feature IN (SELECT unnest(?::UINTEGER[]))")
-            params.append(list(features))
-        order = "e.dictionary_id, e.feature, e.explanation_id"
-        if sort_by is not None:
-            order = (f"(SELECT value FROM scores s WHERE s.explanation_id = e.explanation_id AND s.scorer = ? "
-                     f"AND s.status = 'ok') {'DESC' if descending else 'ASC'} NULLS LAST, {order}")
-        rows = self.con.execute(
-            f"""SELECT e.explanation_id, d.name, e.feature, e.text, e.explainer, e.prompt_hash, e.sampler_hash,
-                       e.sampler, e.seed, e.evidence, e.created_at, e.chosen
-                FROM explanations e JOIN dictionaries d USING (dictionary_id)
-                WHERE {' AND '.join(where)} ORDER BY {order} {'' if limit is None else f'LIMIT {int(limit)}'}""",
-            params + ([sort_by] if sort_by is not None else [])).fetchall()
-        ids = [r[0] for r in rows]
-        scores: dict[int, dict] = {i: {} for i in ids}
-        if ids:
-            for eid, scorer, version, status, value, reason, details, created in self.con.execute(
-                    "SELECT explanation_id, scorer, scorer_version, status, value, reason, details, created_at "
-                    "FROM scores WHERE explanation_id IN (SELECT unnest(?::BIGINT[])) ORDER BY explanation_id, scorer",
-                    [ids]).fetchall():
-                scores[eid][scorer] = {"value": value, "status": status, "reason": reason, "version": version,
-                                       "details": json.loads(details), "created_at": created.isoformat()}
-        return [{"explanation_id": r[0], "dictionary": r[1], "feature_id": r[2], "explanation": r[3],
-                 "explainer": r[4], "prompt_hash": r[5], "sampler_hash": r[6], "sampler": json.loads(r[7]),
-                 "seed": r[8], "evidence": json.loads(r[9]), "created_at": r[10].isoformat(), "chosen": r[11],
-                 "scores": scores[r[0]]} for r in rows]
 
     # -- integrity --------------------------------------------------------------------------------
 

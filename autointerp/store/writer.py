@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
 from ..arrays import feature_stats, is_sorted_rows, sort_rows
+from ..clock import utcnow as _now
 from ..errors import IngestError
-from ..records import FeatureLabel, SamplerConfig
-from .store import Store, _now
+from ..records import FeatureLabel, Grades, SamplerConfig
+
+if TYPE_CHECKING:
+    from .store import Store
 
 MAX_POSITION = 2**16 - 1  # positions are stored as USMALLINT
 
@@ -166,7 +170,11 @@ class StoreWriter:
                        "config_hash": pa.array([config.hash] * n, pa.string()),
                        "seed": np.full(n, seed, np.int64),
                        "created_at": pa.array([_now()] * n, pa.timestamp("us"))})
-        self.con.execute("INSERT INTO sample_status SELECT * FROM st")
+        lo, hi = (int(status["feature"].min()), int(status["feature"].max())) if n else (0, -1)
+        # with the fingerprint of the activations sampled: a run reads the sample only while they are current
+        self.con.execute("INSERT INTO sample_status SELECT st.*, f.act_hash FROM st LEFT JOIN (SELECT feature, act_hash "
+                         "FROM feature_stats WHERE dictionary_id = ? AND feature BETWEEN ? AND ?) f "
+                         "ON f.feature = st.feature", [dictionary_id, lo, hi])
         m = len(refs["feature"])
         if m:
             rt = pa.table({"dictionary_id": np.full(m, dictionary_id, np.uint16),
@@ -248,6 +256,27 @@ class StoreWriter:
                                                                    pa.uint64())))
 
 
+    def add_grades(self, grades: list[Grades]) -> None:
+        """New grades of existing labels, each replacing an earlier grade of the same explanation by the
+        same scorer at the same version (a failed grade retried); other versions' grades are kept."""
+        rows = [(g.explanation_id, s) for g in grades for s in g.scores]
+        if not rows:
+            return
+        now = _now()
+        t = pa.table({"explanation_id": pa.array([e for e, _ in rows], pa.int64()),
+                      "scorer": [s.scorer for _, s in rows], "scorer_version": [s.scorer_version for _, s in rows],
+                      "status": [s.status for _, s in rows], "value": pa.array([s.value for _, s in rows], pa.float64()),
+                      "reason": [s.reason for _, s in rows],
+                      "details": [json.dumps(s.details, sort_keys=True) for _, s in rows],
+                      "created_at": pa.array([s.created_at or now for _, s in rows], pa.timestamp("us"))})
+        self.con.register("_grade_rows", t)
+        try:
+            self.con.execute("DELETE FROM scores s USING _grade_rows g WHERE s.explanation_id = g.explanation_id "
+                             "AND s.scorer = g.scorer AND s.scorer_version = g.scorer_version")
+        finally:
+            self.con.unregister("_grade_rows")
+        self.store._insert_now("scores", t)
+
     # -- LLM cache and ledger ------------------------------------------------------------------------
 
     def add_llm_records(self, cache_rows: list[tuple], calls: list[dict]) -> None:
@@ -265,13 +294,14 @@ class StoreWriter:
         if calls:
             cols = ("call_id", "run_id", "cache_key", "provider", "model", "purpose", "cached", "status", "error",
                     "attempts", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
-                    "cost_usd", "latency_ms", "created_at")
-            t = pa.table({c: [r[c] for r in calls] for c in cols[:-1]}
+                    "cost_usd", "latency_ms", "priced", "created_at")
+            # journals from before prices could be missing have no "priced": they were priced (or cached)
+            t = pa.table({c: [r.get(c, True) if c == "priced" else r[c] for r in calls] for c in cols[:-1]}
                          | {"created_at": pa.array([datetime.fromisoformat(r["created_at"]) for r in calls],
                                                    pa.timestamp("us"))})
             self.con.register("_call_rows", t)
             try:
-                self.con.execute(f"INSERT INTO llm_calls SELECT DISTINCT ON (call_id) {', '.join(cols)} FROM "
+                self.con.execute(f"INSERT INTO llm_calls ({', '.join(cols)}) SELECT DISTINCT ON (call_id) {', '.join(cols)} FROM "
                                  "_call_rows r WHERE NOT EXISTS (SELECT 1 FROM llm_calls c WHERE c.call_id = r.call_id)")
             finally:
                 self.con.unregister("_call_rows")
@@ -299,14 +329,18 @@ class StoreWriter:
                          [run_id, dictionary, config, config_hash, executor, host, pid, _now()])
 
     def end_job(self, run_id: str, *, status: str, exit_code: int, stop_reason: str, summary: dict,
-                input_tokens: int, output_tokens: int, dollars: float, duration_s: float) -> None:
+                input_tokens: int, output_tokens: int, dollars: float, duration_s: float,
+                unpriced_calls: int = 0) -> None:
+        """`summary`: the run's RunSummary as a dict (features_done counts the explained ones)."""
         self.con.execute("""
             UPDATE job_runs SET status = ?, exit_code = ?, stop_reason = ?, ended_at = ?, features_done = ?,
                    features_skipped = ?, features_failed = ?, already_done = ?, input_tokens = ?, output_tokens = ?,
-                   dollars = ?, duration_s = ?, summary = ? WHERE run_id = ?""",
-                         [status, exit_code, stop_reason, _now(), summary.get("ok", 0), summary.get("skipped", 0),
+                   dollars = ?, duration_s = ?, summary = ?, features_graded = ?, grades_failed = ?,
+                   unpriced_calls = ? WHERE run_id = ?""",
+                         [status, exit_code, stop_reason, _now(), summary.get("explained", 0), summary.get("skipped", 0),
                           summary.get("failed", 0), summary.get("already_done", 0), input_tokens, output_tokens,
-                          dollars, duration_s, json.dumps(summary, default=str), run_id])
+                          dollars, duration_s, json.dumps(summary, default=str), summary.get("graded", 0),
+                          summary.get("failed_grades", 0), unpriced_calls, run_id])
 
     def mark_crashed_jobs(self) -> int:
         """Jobs still 'running' when the job lock is free (the caller holds it) died without ending."""

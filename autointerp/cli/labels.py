@@ -1,0 +1,132 @@
+"""`autointerp labels`, `show` and `cost`: read the labels, one feature in full, and what the LLM calls cost."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from ..errors import SampleError
+from ..records import SamplerConfig
+from ..sample import Sampler
+from ..score import known_scorers
+from .common import (
+    CandidatesOpt,
+    DictOpt,
+    JsonOpt,
+    LimitOpt,
+    StoreOpt,
+    check_choice,
+    check_limit,
+    emit_json,
+    handle_errors,
+    opened,
+)
+from .features import render_window
+from .label import fmt
+
+STATUSES = ("ok", "failed", "skipped")
+
+
+@handle_errors
+def labels(store: StoreOpt, dictionary: DictOpt = None,
+           sort: Annotated[str | None, typer.Option(help="feature, or a scorer (e.g. simulation): highest first.")] = None,
+           ascending: Annotated[bool, typer.Option(help="Lowest scores first.")] = False,
+           limit: LimitOpt = None,
+           status: Annotated[str, typer.Option(help="ok: labels with their grades; failed or skipped: the features "
+                                                    "that have none, with the reason.")] = "ok",
+           candidates: CandidatesOpt = False, as_json: JsonOpt = False) -> None:
+    """Labels with their grades, or (--status failed|skipped) the features without one and why."""
+    check_limit(limit)
+    check_choice(status, STATUSES, "--status")
+    with opened(store, read_only=True) as s:
+        d = s.dictionary(dictionary)
+        if status != "ok":
+            rows = s.label_outcomes(d.dictionary_id, status, limit)
+            if as_json:
+                emit_json({"dictionary": d.name, "status": status, "features": rows})
+                return
+            typer.echo("feature\texplainer\tseed\treason")
+            for r in rows:
+                typer.echo(f"{r['feature_id']}\t{r['explainer']}\t{r['seed']}\t{r['reason']}")
+            return
+        check_choice(sort, ["feature", *known_scorers(), *s.scorer_names(d.dictionary_id)], "--sort")
+        rows = s.labels(d.dictionary_id, sort_by=None if sort == "feature" else sort, descending=not ascending,
+                        limit=limit, candidates=candidates)
+    if as_json:
+        emit_json({"dictionary": d.name, "labels": rows})
+        return
+    names = sorted({k for r in rows for k in r["scores"]})
+    typer.echo("feature\t" + "\t".join(names) + "\texplanation")
+    for r in rows:
+        typer.echo(f"{r['feature_id']}\t" + "\t".join(fmt(r["scores"].get(n, {}).get("value")) for n in names)
+                   + f"\t{r['explanation']}")
+
+
+@handle_errors
+def show(store: StoreOpt, feature: Annotated[int, typer.Option(help="Feature id.")], dictionary: DictOpt = None,
+         windows: Annotated[int, typer.Option(help="Top windows to print.")] = 5, as_json: JsonOpt = False) -> None:
+    """One feature in full: statistics, its labels with every grade (and the evidence each rests on),
+    provenance, and its top windows with the firing tokens highlighted."""
+    check_limit(windows, "--windows")
+    with opened(store, read_only=True) as s:
+        d = s.dictionary(dictionary)
+        if not 0 <= feature < d.width:
+            raise SampleError(f"feature {feature} out of range: dictionary {d.name!r} has features 0..{d.width - 1}")
+        stats = s.feature_stats(d.dictionary_id, [feature])[0]
+        rows = s.labels(d.dictionary_id, [feature], candidates=True)
+        outcomes = [o for st in ("failed", "skipped") for o in s.label_outcomes(d.dictionary_id, st)
+                    if o["feature_id"] == feature]
+        chosen = next((r for r in rows if r["chosen"]), None)
+        config = SamplerConfig(**chosen["sampler"]) if chosen else SamplerConfig()
+        sample = Sampler(s, d, config, chosen["seed"] if chosen else 0).sample(feature)
+    if as_json:
+        emit_json({"dictionary": d.name, "feature": feature, "stats": stats.__dict__, "labels": rows,
+                   "outcomes": outcomes, "sample": sample.to_json()})
+        return
+    mx = "-" if stats.max_value is None else f"{stats.max_value:.4g}"
+    typer.echo(f"feature {feature} of {d.name} ({d.model} @ {d.hook}): fires on {stats.n_firing:,} tokens in "
+               f"{stats.n_contexts:,} contexts (density {stats.density:.3g}), max {mx}")
+    if not rows:
+        typer.echo("no label" + "".join(f"; {o['status']}: {o['reason']}" for o in outcomes))
+    for r in rows:
+        mark = "label" if r["chosen"] else "candidate"
+        typer.echo(f"\n{mark}: {r['explanation']}")
+        typer.echo(f"  by {r['explainer']} (prompt {r['prompt_hash']}), sampler {r['sampler_hash']}, seed {r['seed']}, "
+                   f"{r['created_at'][:19]}")
+        for name, g in sorted(r["scores"].items()):
+            det = g["details"]
+            ev = ", ".join(f"{k[2:]} {det[k]}" for k in ("n_activating", "n_nonfiring", "n_correct", "n_fuzzed",
+                                                            "n_tokens") if k in det)
+            typer.echo(f"  {name:<11}{fmt(g['value']):>7}  {g['status']}" + (f" ({ev})" if ev else "")
+                       + (f": {g['reason']}" if g["reason"] else "") + f"  [{g['version']}]")
+    top = [w for w in sample.explain if w.kind == "top"][:windows]
+    if top:
+        color = sys.stdout.isatty()
+        vmax = max(w.peak for w in top)
+        typer.echo(f"\ntop {len(top)} windows (firing tokens {'shaded' if color else 'in <<>>'}):")
+        for w in top:
+            typer.echo(f"  [{w.peak:7.3f}] {render_window(w, vmax, color)}")
+
+
+@handle_errors
+def cost(store: StoreOpt, run: Annotated[str | None, typer.Option(help="One run id (default: every run).")] = None,
+         as_json: JsonOpt = False) -> None:
+    """LLM calls, tokens and dollars per run, provider, model and purpose (cache hits cost nothing; calls to a
+    model with no price are counted as unpriced, never as $0)."""
+    with opened(store, read_only=True) as s:
+        rows = s.cost_summary(run)
+    unpriced = sum(r["unpriced_calls"] for r in rows)
+    if as_json:
+        emit_json({"runs": rows, "total_usd": round(sum(r["cost_usd"] for r in rows), 6), "unpriced_calls": unpriced})
+        return
+    typer.echo("run\tprovider\tmodel\tpurpose\tcalls\tcached\terrors\tinput\toutput\tcache_read\tusd")
+    for r in rows:
+        usd = f"{r['cost_usd']:.4f}" if not r["unpriced_calls"] else \
+            ("unpriced" if r["unpriced_calls"] == r["calls"] else f"{r['cost_usd']:.4f} + {r['unpriced_calls']} unpriced")
+        typer.echo(f"{r['run_id']}\t{r['provider']}\t{r['model']}\t{r['purpose']}\t{r['calls']}\t{r['cached_calls']}\t"
+                   f"{r['errors']}\t{r['input_tokens']}\t{r['output_tokens']}\t{r['cache_read_tokens']}\t{usd}")
+    typer.echo(f"total ${sum(r['cost_usd'] for r in rows):.4f}" +
+               (f" + {unpriced} unpriced calls (give their models a price: --prices, or [prices] in a job file)"
+                if unpriced else ""))

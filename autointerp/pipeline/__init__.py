@@ -1,0 +1,23 @@
+"""pipeline: features -> samples -> explanations -> scores for one dictionary, resumable, per scorer.
+
+`label(store, dictionary, LabelRun(...))` runs it and returns a `RunSummary`; `score_text` grades any
+text as a feature's label. The CLI (`autointerp label`) and job files (`autointerp job run`) both build
+a `LabelRun`.
+"""
+
+from .config import MIN_EVIDENCE, BatchOptions, Budget, LabelRun, parse_features
+from .run import (
+           Parts,
+           WorkPlan,
+           build,
+           clients_of,
+           grade_one,
+           label,
+           plan,
+           run_key,
+           score_text,
+)
+from .summary import RunSummary
+
+__all__ = ["MIN_EVIDENCE", "BatchOptions", "Budget", "LabelRun", "Parts", "RunSummary", "WorkPlan", "build",
+           "clients_of", "grade_one", "label", "parse_features", "plan", "run_key", "score_text"]

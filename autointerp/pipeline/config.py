@@ -1,0 +1,127 @@
+"""What one labelling run does: a frozen `LabelRun`, built alike by the CLI (`autointerp label`) and by job
+files (`autointerp job run`), and the `Budget` that may stop it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import LabelError, UsageError
+from ..llm import LLMOptions
+from ..records import SamplerConfig
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Limits of one run; None is no limit. When one is reached no new feature starts, the features in
+    flight finish and are committed, and the summary says which limit stopped the run. Dollars and
+    tokens are what this run's LLM calls cost (cache hits are free), so the run may pass the limit by
+    what the features in flight spend (at most `concurrency` features)."""
+
+    dollars: float | None = None
+    tokens: int | None = None
+    features: int | None = None
+    seconds: float | None = None
+
+    def reached(self, clients, started: int, elapsed: float) -> str | None:
+        return self.exceeded(sum(c.spent_usd for c in clients), sum(c.spent_tokens for c in clients), started,
+                             elapsed)
+
+    def exceeded(self, usd: float, tokens: int, started: int, elapsed: float) -> str | None:
+        """Which limit the spending so far has reached ("budget: dollars (...)"), or None."""
+        for name, used, limit in (("dollars", usd, self.dollars), ("tokens", tokens, self.tokens),
+                                  ("features", started, self.features), ("seconds", elapsed, self.seconds)):
+            if limit is not None and used >= limit:
+                return f"budget: {name} ({used:.4g} of {limit:.4g})"
+        return None
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """Send every uncached LLM request through the providers' batch APIs first (half price, slower)."""
+
+    enabled: bool = False
+    poll: float = 30.0  # seconds between status polls
+    wait: float | None = None  # stop polling after this many seconds (a rerun collects what is pending)
+
+
+MIN_EVIDENCE = 10  # activating and non-firing windows a classification grade needs, each
+
+
+@dataclass(frozen=True)
+class LabelRun:
+    """One labelling run of one dictionary.
+
+    `explainer`: "offline", "anthropic:MODEL", "openai:MODEL", "compat:MODEL" (or an explainer object);
+    `scorers`: names or scorer objects; `scorer_model`: the model the LLM forms of the scorers run on;
+    `select_by`: best-of-k, the scorer that picks the label among candidates (default: the first scorer).
+    `features`: the selection (ids, a spec like "0-99,123", or None for all). `min_evidence`: a
+    classification grade (embedding AUROC, detection, fuzzing) needs at least this many activating and
+    this many non-firing windows, else it is "undefined". `force`: redo features that are done.
+    `sample_batch`, `flush_every`, `flush_seconds`: features sampled per batch; commit every so many
+    finished features or seconds.
+    """
+
+    explainer: object = "offline"
+    scorers: tuple = ("embedding", "simulation")
+    scorer_model: str | None = None
+    select_by: str | None = None
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    seed: int = 0
+    features: object = None
+    concurrency: int = 8
+    llm: LLMOptions = field(default_factory=LLMOptions)
+    batch: BatchOptions = field(default_factory=BatchOptions)
+    budget: Budget = field(default_factory=Budget)
+    force: bool = False
+    min_evidence: int = MIN_EVIDENCE
+    sample_batch: int = 256
+    flush_every: int = 64
+    flush_seconds: float = 5.0
+
+    def __post_init__(self) -> None:
+        for name in ("concurrency", "sample_batch", "flush_every"):
+            if getattr(self, name) < 1:
+                raise LabelError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.min_evidence < 1:
+            raise LabelError(f"min_evidence must be at least 1, got {self.min_evidence}")
+        if isinstance(self.scorers, str):
+            object.__setattr__(self, "scorers", (self.scorers,))
+        else:
+            object.__setattr__(self, "scorers", tuple(self.scorers))
+
+    def selected(self, width: int) -> np.ndarray:
+        """The selected feature ids, sorted and unique; an id outside 0..width-1 is an error."""
+        if self.features is None:
+            return np.arange(width, dtype=np.int64)
+        if isinstance(self.features, str):
+            feats = np.array(parse_features(self.features), dtype=np.int64)
+        else:
+            feats = np.asarray(list(self.features) if isinstance(self.features, range) else self.features,
+                               dtype=np.int64)
+        feats = np.unique(feats)
+        if len(feats) and (feats[0] < 0 or feats[-1] >= width):
+            bad = int(feats[0] if feats[0] < 0 else feats[-1])
+            raise LabelError(f"feature {bad} is out of range: the dictionary has features 0..{width - 1}")
+        return feats
+
+
+def parse_features(spec: str) -> list[int]:
+    """"0-99,123" -> [0, 1, ..., 99, 123]; a malformed or reversed range is a UsageError naming it."""
+    out: list[int] = []
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        try:
+            a, b = (int(lo), int(hi)) if sep else (int(part), int(part))
+        except ValueError:
+            raise UsageError(f"bad feature list {spec!r}: {part!r} is not an id or a range like 0-99") from None
+        if b < a:
+            raise UsageError(f"bad feature list {spec!r}: the range {part} is reversed (did you mean {b}-{a}?)")
+        out.extend(range(a, b + 1))
+    if not out:
+        raise UsageError(f"bad feature list {spec!r}: no feature ids in it")
+    return out

@@ -1,0 +1,387 @@
+"""features -> samples -> explanations -> scores, each feature's outcome written to the store as it completes.
+
+What is done is tracked per label and per scorer. A feature is *explained* when it has no finished
+outcome (ok or skipped) under this run's explainer, prompt hash, sampler config and seed, made from its
+current activations; it is *graded* when its label exists but lacks a grade (ok or undefined) of one of
+this run's scorers at its current version (name, version, scorer model): only the missing scorers run,
+with no explainer call. Everything else is already done. `force` explains every selected feature again.
+
+Three stages overlap: a thread samples the next features in batches (on its own DuckDB cursor; a
+feature whose stored sample, from `sample --all`, was drawn under the same config and seed from its
+current activations is read, not drawn again); `concurrency` workers explain and score (offline methods
+are plain functions and run one at a time; LLM methods are coroutines and run up to `concurrency` at
+once); finished features are committed every `flush_every` results or `flush_seconds`, whichever comes
+first, and at the end, also when the run is interrupted.
+
+Best-of-k: an explainer that gives several candidates has each graded by one (cheap) scorer, `select_by`
+(default: the first scorer); the best becomes the feature's label and is graded by every other scorer;
+all candidates are stored with their grades.
+
+A feature that cannot be labelled never stops the run: too few examples is "skipped" with the sampler's
+reason; an explainer that raises is "failed" with the error; a scorer that raises gives a "failed" grade.
+The summary counts each kind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..clock import utcnow as _now
+from ..errors import ExplainFailure, LabelError
+from ..explain import make_explainer
+from ..llm import LLMOptions
+from ..progress import Progress
+from ..records import (
+    Dictionary,
+    Explanation,
+    FeatureLabel,
+    FeatureSample,
+    Grades,
+    Score,
+)
+from ..sample import Sampler
+from ..score import make_scorers
+from ..store import Store
+from .config import LabelRun
+from .summary import RunSummary
+
+
+async def _call(fn, *args):
+    out = fn(*args)
+    return await out if inspect.isawaitable(out) else out
+
+
+async def grade_one(scorer, sample: FeatureSample, explanation) -> Score:
+    try:
+        return await _call(scorer.score, sample, explanation)
+    except Exception as err:  # a scorer bug or a provider failure grades this label "failed", not the run
+        return Score(scorer.name, scorer.version, "failed", None, f"{type(err).__name__}: {err}", {}, _now())
+
+
+def clients_of(*components) -> list:
+    """The distinct LLM clients of an explainer and scorers (offline ones have none)."""
+    return list({id(c.client): c.client for c in components if getattr(c, "client", None) is not None}.values())
+
+
+@dataclass
+class Parts:
+    """A run's explainer, scorers and selector, made once."""
+
+    explainer: object
+    grade: list
+    select: object | None
+
+    @property
+    def clients(self) -> list:
+        return clients_of(self.explainer, *self.grade, *([self.select] if self.select else []))
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.explainer.name, self.explainer.prompt_hash
+
+    async def aclose(self) -> None:
+        for c in self.clients:
+            await c.aclose()
+
+
+def build(store: Store, dictionary: Dictionary, run: LabelRun) -> Parts:
+    """The explainer and scorers a run names (objects given in `run` are used as they are)."""
+    llm = run.llm
+    expl = make_explainer(run.explainer, store, dictionary, llm) if isinstance(run.explainer, str) else run.explainer
+    names = [s for s in run.scorers if isinstance(s, str)]
+    grade = make_scorers(names, store, dictionary, run.scorer_model, llm, min_evidence=run.min_evidence) + \
+        [s for s in run.scorers if not isinstance(s, str)]
+    select = run.select_by
+    if isinstance(select, str):  # one of the scorers, or a scorer of its own
+        select = next((s for s in grade if s.name == select), None) or \
+            make_scorers([select], store, dictionary, run.scorer_model, llm, min_evidence=run.min_evidence)[0]
+    return Parts(expl, grade, select or (grade[0] if grade else None))
+
+
+@dataclass
+class WorkPlan:
+    """The selected features split by what they need: `explain` (no current label), `grade` (a label
+    lacking some of the run's grades: its explanation id and a bit mask over `Parts.grade`)."""
+
+    explain: np.ndarray
+    grade_features: np.ndarray
+    grade_explanations: np.ndarray
+    grade_masks: np.ndarray
+    selected: int
+
+    @property
+    def features(self) -> np.ndarray:
+        return np.union1d(self.explain, self.grade_features)
+
+    @property
+    def already_done(self) -> int:
+        return self.selected - len(self.explain) - len(self.grade_features)
+
+
+def plan(store: Store, dictionary: Dictionary, run: LabelRun, parts: Parts) -> WorkPlan:
+    feats = run.selected(dictionary.width)
+    empty = np.zeros(0, np.int64)
+    if run.force:
+        return WorkPlan(feats, empty, empty, empty, len(feats))
+    key = (*parts.key, run.sampler.hash, run.seed)
+    explain = np.setdiff1d(feats, store.done_features(dictionary.dictionary_id, key), assume_unique=True)
+    gf, ge, gm = store.grading_todo(dictionary.dictionary_id, key, [(s.name, s.version) for s in parts.grade],
+                                    None if run.features is None else feats)
+    return WorkPlan(explain, gf, ge, gm, len(feats))
+
+
+@dataclass
+class _Item:
+    """One unit of work: a feature's sample, and for a label that only needs grading, its explanation
+    and the scorers it lacks."""
+
+    sample: FeatureSample
+    explanation: Explanation | None = None
+    scorers: list = field(default_factory=list)
+
+
+class _Feed:
+    """Work items in feature order, a batch at a time, read through `cursor` (the sampling thread's)."""
+
+    def __init__(self, store: Store, sampler: Sampler, work: WorkPlan, parts: Parts, batch: int,
+                 summary: RunSummary) -> None:
+        self.store, self.sampler, self.work, self.parts, self.batch, self.summary = \
+            store, sampler, work, parts, batch, summary
+        d = sampler.dictionary
+        self.stored = store.current_samples(d.dictionary_id, sampler.config.hash, sampler.seed)
+        self.todo = work.features
+
+    def batches(self) -> range:
+        return range(0, len(self.todo), self.batch)
+
+    def items(self, i: int, cursor: Store) -> list[_Item]:
+        feats = self.todo[i:i + self.batch]
+        have = np.isin(feats, self.stored, assume_unique=True)
+        samples = self.sampler.load_many(feats[have], cursor) + self.sampler.sample_many(feats[~have], cursor)
+        self.summary.samples_stored += int(have.sum())
+        self.summary.samples_drawn += int((~have).sum())
+        w = self.work
+        lo, hi = np.searchsorted(w.grade_features, [feats[0], feats[-1] + 1]) if len(feats) else (0, 0)
+        regrade = dict(zip(w.grade_features[lo:hi].tolist(), zip(w.grade_explanations[lo:hi].tolist(),
+                                                                   w.grade_masks[lo:hi].tolist())))
+        texts = cursor.explanations([e for e, _ in regrade.values()]) if regrade else {}
+        out = []
+        for s in sorted(samples, key=lambda s: s.feature):
+            if s.feature in regrade:
+                eid, mask = regrade[s.feature]
+                out.append(_Item(s, texts[eid], [g for j, g in enumerate(self.parts.grade) if mask >> j & 1]))
+            else:
+                out.append(_Item(s))
+        return out
+
+
+def label(store: Store, dictionary: Dictionary, run: LabelRun | None = None, *, progress: bool = False,
+          on_flush=None, sink=None, summary: RunSummary | None = None) -> RunSummary:
+    """Label the selected features of one dictionary as `run` says; returns what was done.
+
+    `on_flush(summary)` is called after each commit (progress for logs). `sink(outcomes)`: where
+    finished labels and grades go instead of the store (a Ray worker labels from a read-only snapshot).
+    `summary`: filled in place, so the caller keeps the counts of what was committed if the run is
+    interrupted. A budget (`run.budget`) stops the run gracefully: `summary.stopped` says which (a
+    budget may also be shared by many processes: its `reached` may be a coroutine).
+
+    With `run.batch.enabled`, every uncached LLM request (explainer and scorers, stage by stage: see
+    `batch.plan_batches`) first goes through the providers' batch APIs (half price), then the run
+    labels from the cache. Batches are recorded in the store when submitted: a run stopped while they
+    are pending is resumed by running again, which collects and never resubmits.
+    """
+    from .batch import plan_batches
+
+    run = run or LabelRun()
+    parts = build(store, dictionary, run)
+    work = plan(store, dictionary, run, parts)
+    summary = summary if summary is not None else RunSummary()
+    summary.dictionary, summary.features, summary.already_done = dictionary.name, work.selected, work.already_done
+    summary.explainer, summary.prompt_hash = parts.key
+    summary.sampler_hash, summary.seed = run.sampler.hash, run.seed
+    summary.select_by = parts.select.name if parts.select else None
+    for s in parts.grade:
+        summary.scores.setdefault(s.name, {})
+    t0 = time.perf_counter()
+    clients = parts.clients
+    sampler = Sampler(store, dictionary, run.sampler, run.seed)
+    try:
+        if run.batch.enabled:
+            if not clients:
+                raise LabelError("--batch needs an LLM explainer or scorer (anthropic:MODEL, ...)")
+            if not all(c.use_cache for c in clients):
+                raise LabelError("--batch collects replies into the response cache: it cannot run with --no-cache")
+            summary.batch = asyncio.run(plan_batches(_Feed(store, sampler, work, parts, run.sample_batch,
+                                                           RunSummary()), parts, run.batch))
+        if not run.batch.enabled or not summary.batch["pending"]:  # batches still pending: the next run collects
+            feed = _Feed(store, sampler, work, parts, run.sample_batch, summary)
+            asyncio.run(_run(store, dictionary, feed, parts, run, summary, progress, on_flush, sink))
+    finally:
+        summary.seconds = round(time.perf_counter() - t0, 2)
+        if clients:  # an LLM explainer or scorer: what this run cost (they share one run id)
+            summary.run_id = clients[0].run_id
+            summary.cost = store.cost_summary(clients[0].run_id)
+    return summary
+
+
+async def _run(store, dictionary, feed: _Feed, parts: Parts, run: LabelRun, summary: RunSummary, progress,
+               on_flush, sink) -> None:
+    concurrency = run.concurrency
+    queue: asyncio.Queue = asyncio.Queue(maxsize=max(run.sample_batch, 2 * concurrency))
+    finished: list = []
+    last_flush = t0 = time.monotonic()
+    started = 0
+    stop = asyncio.Event()  # a budget was reached: no new feature starts
+    bar = Progress(len(feed.todo), f"label {dictionary.name}", "feat", progress)
+    cursor = store.cursor()  # the sampling thread reads through a connection of its own
+    clients = parts.clients
+
+    def flush() -> None:
+        nonlocal last_flush
+        for c in clients:  # journalled LLM replies and ledger rows first: labels never outrun their cost
+            c.fold()
+        if finished:
+            done = list(finished)
+            if sink is not None:
+                sink(done)
+            else:
+                labels = [x for x in done if isinstance(x, FeatureLabel)]
+                grades = [x for x in done if isinstance(x, Grades)]
+                with store.writer(checkpoint=False) as w:
+                    w.add_labels(dictionary.dictionary_id, labels)
+                    w.add_grades(grades)
+            finished.clear()  # at once: an interrupt from here on must not write or count them twice
+            for r in done:
+                summary.count(r)
+            bar.update(len(done), f"{summary.explained} explained, {summary.graded} graded, {summary.skipped} "
+                                  f"skipped, {summary.failed} failed")
+        last_flush = time.monotonic()
+        if on_flush is not None:
+            on_flush(summary)
+
+    async def produce() -> None:
+        for i in feed.batches():
+            if stop.is_set():
+                break
+            for item in await asyncio.to_thread(feed.items, i, cursor):
+                if stop.is_set():
+                    break
+                await queue.put(item)
+        for _ in range(concurrency):  # a worker that stopped drained the queue: there is room
+            await queue.put(None)
+
+    async def work() -> None:
+        nonlocal started
+        while (item := await queue.get()) is not None:
+            if stop.is_set():
+                continue  # drain to the end marker: the producer must never block on a full queue
+            if (why := await _call(run.budget.reached, clients, started, time.monotonic() - t0)) is not None:
+                summary.stopped = why
+                stop.set()
+                continue
+            started += 1
+            finished.append(await do_item(item, parts))
+            if len(finished) >= run.flush_every or time.monotonic() - last_flush >= run.flush_seconds:
+                flush()
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(produce())
+            for _ in range(concurrency):
+                tg.create_task(work())
+    finally:  # also on error or interrupt: what finished is kept
+        try:
+            flush()
+        finally:
+            await parts.aclose()
+            cursor.close()
+            bar.close()
+            if not store.read_only:
+                store.con.execute("CHECKPOINT")
+
+
+async def do_item(item: _Item, parts: Parts, planning: list | None = None):
+    """A feature's label (FeatureLabel), or, for a label that only lacks grades, its new Grades."""
+    if item.explanation is None:
+        return await _label_one(item.sample, parts.explainer, parts.grade, parts.select, planning)
+    s = item.sample
+    if s.status != "ok":  # cannot happen for current activations and the same config; typed all the same
+        scores = tuple(Score(g.name, g.version, "undefined", None, f"sample: {s.reason}", {}, _now())
+                       for g in item.scorers)
+    else:
+        scores = tuple(await asyncio.gather(*(grade_one(g, s, item.explanation) for g in item.scorers)))
+    return Grades(s.dictionary, s.feature, item.explanation.explanation_id, scores)
+
+
+async def _label_one(sample: FeatureSample, expl, grade, select=None, planning: list | None = None) -> FeatureLabel:
+    """Explain one feature and grade its explanations. `planning` (a batch plan, see batch.py): the list
+    the deferred requests go to; a stage that deferred any ends the feature there."""
+    base = dict(dictionary=sample.dictionary, feature=sample.feature, explainer=expl.name,
+                prompt_hash=expl.prompt_hash, sampler=sample.config, seed=sample.seed)
+    if sample.status != "ok":
+        return FeatureLabel(**base, status="skipped", reason=sample.reason)
+    try:
+        out = await _call(expl.explain, sample)
+    except ExplainFailure as err:
+        return FeatureLabel(**base, status="failed", reason=f"explainer: {err}")
+    except Exception as err:  # an explainer bug fails this feature, visibly, not the run
+        return FeatureLabel(**base, status="failed", reason=f"explainer error: {type(err).__name__}: {err}")
+    candidates = list(out) if isinstance(out, (list, tuple)) else [out]  # an explainer may give n candidates
+    if len(candidates) == 1 or select is None:
+        graded = [(e, tuple(await asyncio.gather(*(grade_one(s, sample, e) for s in grade)))) for e in candidates]
+        return FeatureLabel(**base, status="ok", explanations=tuple(graded))
+    # best-of-k: every candidate graded by `select`; the best one alone by the other scorers
+    first = await asyncio.gather(*(grade_one(select, sample, e) for e in candidates))
+    if planning:  # the selector's replies are not all in yet: which candidate wins is not known
+        return FeatureLabel(**base, status="failed", reason="planning")
+    chosen = _best(first)
+    rest = await asyncio.gather(*(grade_one(s, sample, candidates[chosen]) for s in grade if s is not select))
+    graded = [(e, (first[i], *(rest if i == chosen else ()))) for i, e in enumerate(candidates)]
+    return FeatureLabel(**base, status="ok", explanations=tuple(graded), chosen=chosen)
+
+
+def _best(scores: list[Score]) -> int:
+    """The candidate with the highest defined score (the first of equals); the first when none is defined."""
+    ok = [(s.value, -i) for i, s in enumerate(scores) if s.status == "ok" and s.value is not None]
+    return -max(ok)[1] if ok else 0
+
+
+def score_text(store: Store, dictionary: Dictionary, feature: int, text: str, run: LabelRun | None = None,
+               author: str = "given") -> tuple[FeatureSample, list[Score]]:
+    """Grade any text (a human's label, another model's) as the label of one feature, on the same
+    held-out windows `label` grades its own explanations on (`run`: scorers, sampler, seed, models).
+    Nothing is written to the store but the LLM calls' cache and ledger rows."""
+    run = run or LabelRun(scorers=("embedding",))
+    if not text.strip():
+        raise LabelError("the explanation is empty")
+    sample = Sampler(store, dictionary, run.sampler, run.seed).sample(feature)
+    if sample.status != "ok":
+        raise LabelError(f"feature {feature} cannot be scored: {sample.reason}")
+    e = Explanation(dictionary=dictionary.name, feature=feature, text=text, explainer=author, prompt_hash="",
+                    sampler=run.sampler, seed=run.seed, created_at=_now())
+    grade = [s for s in run.scorers if not isinstance(s, str)] + make_scorers(
+        [s for s in run.scorers if isinstance(s, str)], store, dictionary, run.scorer_model, run.llm,
+        min_evidence=run.min_evidence)
+
+    async def go():
+        try:
+            return await asyncio.gather(*(grade_one(s, sample, e) for s in grade))
+        finally:
+            for c in clients_of(*grade):
+                await c.aclose()
+
+    return sample, list(asyncio.run(go()))
+
+
+def run_key(store: Store, dictionary: Dictionary, run: LabelRun) -> tuple[str, str, str, int]:
+    """The (explainer, prompt hash, sampler hash, seed) a run labels under."""
+    expl = make_explainer(run.explainer, store, dictionary, run.llm or LLMOptions()) \
+        if isinstance(run.explainer, str) else run.explainer
+    if getattr(expl, "client", None) is not None:
+        expl.client.log.close()  # made only to be named: nothing was called
+    return (expl.name, expl.prompt_hash, run.sampler.hash, run.seed)

@@ -1,0 +1,120 @@
+"""What a labelling run did: a typed summary, filled in place as the run commits, merged across Ray
+shards, written to the job ledger and printed by the CLI."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+from ..records import FeatureLabel, Grades
+
+MAX_REASONS = 50  # distinct failure reasons kept (most runs have a handful; a flood of unique ones is cut)
+
+
+def reason_kind(reason: str) -> str:
+    """The class of a skip or failure reason: 'dead', 'too rare', 'explainer', 'provider', ..."""
+    return reason.split(":", 1)[0].strip() or "unknown"
+
+
+def _add(into: dict, key: str, n: int = 1) -> None:
+    into[key] = into.get(key, 0) + n
+
+
+@dataclass
+class RunSummary:
+    """Counts of one run. `explained`: features labelled now (explained and graded); `graded`: labels
+    made earlier that this run graded with scorers they lacked (no explainer call); `already_done`:
+    features with a current label and every grade of this run's scorers. `scores`: per scorer, grades
+    by status; `failure_reasons`: feature failures and failed grades, by reason."""
+
+    dictionary: str = ""
+    features: int = 0
+    explained: int = 0
+    graded: int = 0
+    skipped: int = 0
+    failed: int = 0
+    already_done: int = 0
+    skipped_kinds: dict = field(default_factory=dict)
+    failed_kinds: dict = field(default_factory=dict)
+    failure_reasons: dict = field(default_factory=dict)
+    scores: dict = field(default_factory=dict)
+    score_failures: dict = field(default_factory=dict)
+    samples_stored: int = 0  # samples read from the store (`sample --all` under this config, current)
+    samples_drawn: int = 0  # samples drawn now
+    explainer: str = ""
+    prompt_hash: str = ""
+    sampler_hash: str = ""
+    seed: int = 0
+    select_by: str | None = None
+    stopped: str | None = None  # the budget that stopped the run
+    seconds: float = 0.0
+    run_id: str | None = None
+    cost: list = field(default_factory=list)
+    batch: dict | None = None
+    executor: str = "local"
+    extra: dict = field(default_factory=dict)  # executor details (Ray shards, coordinator state)
+
+    @property
+    def failed_grades(self) -> int:
+        return sum(c.get("failed", 0) for c in self.scores.values())
+
+    @property
+    def committed(self) -> int:
+        return self.explained + self.graded + self.skipped + self.failed
+
+    def count(self, outcome: FeatureLabel | Grades) -> None:
+        """Add one committed outcome: a feature's label (or why it has none), or new grades of a label."""
+        if isinstance(outcome, Grades):
+            self.graded += 1
+            self._count_scores(outcome.scores)
+            return
+        setattr(self, "explained" if outcome.status == "ok" else outcome.status,
+                getattr(self, "explained" if outcome.status == "ok" else outcome.status) + 1)
+        if outcome.status != "ok":
+            _add(self.skipped_kinds if outcome.status == "skipped" else self.failed_kinds, reason_kind(outcome.reason))
+        if outcome.status == "failed":
+            self._reason(outcome.reason)
+        for _, scores in outcome.explanations:
+            self._count_scores(scores)
+
+    def _count_scores(self, scores) -> None:
+        for s in scores:
+            _add(self.scores.setdefault(s.scorer, {}), s.status)
+            if s.status == "failed":  # why, by kind: reply (unusable), provider (budget spent), or an error type
+                _add(self.score_failures.setdefault(s.scorer, {}), reason_kind(s.reason))
+                self._reason(f"{s.scorer}: {s.reason}")
+
+    def _reason(self, reason: str) -> None:
+        reason = " ".join(reason.split())[:200]
+        if reason in self.failure_reasons or len(self.failure_reasons) < MAX_REASONS:
+            _add(self.failure_reasons, reason)
+        else:
+            _add(self.failure_reasons, "(other reasons)")
+
+    def top_reasons(self, n: int = 3) -> list[tuple[str, int]]:
+        return Counter(self.failure_reasons).most_common(n)
+
+    def merge(self, other: RunSummary) -> RunSummary:
+        """Add another part's counts (a Ray shard's) to this summary, in place; returns self."""
+        for k in ("features", "explained", "graded", "skipped", "failed", "already_done", "samples_stored",
+                  "samples_drawn"):
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+        for k in ("skipped_kinds", "failed_kinds", "failure_reasons"):
+            for key, n in getattr(other, k).items():
+                _add(getattr(self, k), key, n)
+        for k in ("scores", "score_failures"):
+            for scorer, counts in getattr(other, k).items():
+                for key, n in counts.items():
+                    _add(getattr(self, k).setdefault(scorer, {}), key, n)
+        self.stopped = self.stopped or other.stopped
+        return self
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["failed_grades"] = self.failed_grades
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunSummary:
+        names = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in names})
