@@ -71,15 +71,15 @@ def test_sample_all_stores_and_reads_back(ingested):
     assert fresh["explain"] == stored["explain"] and fresh["score"] == stored["score"]
 
 
-@pytest.mark.parametrize("args,message", [
-    (["sample", "--feature", 99999], "out of range"),
-    (["sample"], "either --feature ID or --all"),
-    (["features", "--dictionary", "nope"], "no dictionary named 'nope'"),
-    (["sample", "--all", "--features", "9-3"], "bad feature list"),
+@pytest.mark.parametrize("args,code,message", [
+    (["sample", "--feature", 99999], 6, "out of range"),
+    (["sample"], 6, "either --feature ID or --all"),
+    (["features", "--dictionary", "nope"], 3, "no dictionary named 'nope'"),
+    (["sample", "--all", "--features", "9-3"], 2, "bad feature list"),
 ])
-def test_errors_are_one_line_and_nonzero(ingested, args, message):
+def test_errors_are_one_line_and_nonzero(ingested, args, code, message):
     r = run(*args, "--store", ingested)
-    assert r.exit_code != 0
+    assert r.exit_code == code, r.output
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0]
 

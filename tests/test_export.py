@@ -69,7 +69,8 @@ def test_a_failed_export_leaves_the_old_file_alone(labelled, tmp_path):
     out = tmp_path / "labels.jsonl"
     out.write_text("the previous export\n")
     r = CliRunner().invoke(app, ["export", "--store", str(labelled), "--out", str(out), "--dictionary", "nope"])
-    assert r.exit_code != 0 and out.read_text() == "the previous export\n"
+    assert r.exit_code == 3 and "no dictionary named 'nope'" in r.stderr
+    assert out.read_text() == "the previous export\n"
     assert not list(tmp_path.glob("*.tmp"))  # no temporary file left behind
 
 

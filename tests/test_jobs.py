@@ -83,13 +83,28 @@ def test_a_second_job_on_the_store_is_refused_or_waits(tmp_path, ingested_path):
         code, _, out = _run(ingested_path, cfg, "--wait", "0.5")
         assert code == EXIT["could_not_start"] and "waited 0.5 s" in out
 
-    def hold():
+    lock = Path(f"{ingested_path}.job.lock").resolve()
+    held = threading.Event()
+
+    def opened_by_this_process() -> int:
+        n = 0
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                n += os.path.realpath(f"/proc/self/fd/{fd}") == str(lock)
+            except OSError:
+                continue
+        return n
+
+    def hold():  # until the queued job has opened the lock file too: it is waiting, not racing
         with job_lock(Path(ingested_path), "brief-run"):
-            time.sleep(1.0)
+            held.set()
+            deadline = time.monotonic() + 60
+            while opened_by_this_process() < 2 and time.monotonic() < deadline:
+                threading.Event().wait(0.01)
 
     t = threading.Thread(target=hold)
     t.start()
-    time.sleep(0.2)
+    held.wait(60)
     code, res, _ = _run(ingested_path, cfg, "--wait", "30")  # queued behind it, then runs
     t.join()
     assert code == 0 and res["summary"]["explained"] == 4

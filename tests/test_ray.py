@@ -52,6 +52,27 @@ def _run(store, cfg_text, tmp_path, *extra):
     return r.exit_code, (json.loads(r.stdout) if r.stdout.strip() else None), r.output
 
 
+def _wait_until_no_process_writes(folder: Path, timeout: float = 120.0) -> None:
+    """Until no process holds a file under `folder` open (a dead driver's workers have stopped)."""
+    import threading
+
+    root, deadline = str(folder.resolve()), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        busy = False
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                busy = any(os.path.realpath(f"/proc/{pid}/fd/{fd}").startswith(root)
+                           for fd in os.listdir(f"/proc/{pid}/fd"))
+            except OSError:
+                continue
+            if busy:
+                break
+        if not busy:
+            return
+        threading.Event().wait(0.05)
+    raise AssertionError(f"files under {folder} still open after {timeout} s")
+
+
 def test_ray_labels_like_a_local_run(cluster, ingested_path, tmp_path):
     local = tmp_path / "local.duckdb"
     shutil.copyfile(ingested_path, local)
@@ -113,7 +134,7 @@ def test_kill_9_the_ray_driver_then_rerun(cluster, ingested_path, tmp_path):
             time.sleep(0.01)
         child.kill()
         child.wait()
-        time.sleep(1.0)  # the workers notice their owner is gone
+        _wait_until_no_process_writes(Path(f"{ingested_path}.ray"))  # the workers notice their owner is gone
         left = list(Path(f"{ingested_path}.ray").rglob("journal-*.jsonl"))
         assert left, "the workers' journals survive the driver"
         done = subprocess.run(cmd, env=env, capture_output=True, text=True)

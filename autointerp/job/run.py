@@ -35,6 +35,7 @@ from ..errors import EXIT_CODES, AutointerpError
 from ..pipeline import RunSummary, build, label, plan
 from ..store import Store
 from .config import JobConfig, JobConfigError
+from .ray_executor import merge_results, results_root, run_on_ray
 
 # What a scheduler can act on (the codes and their meaning: errors.EXIT_CODES, one table for every command).
 EXIT = {"done": 0, "error": 1, "could_not_start": 20, "budget": 21, "failed": 22, "interrupted": 23}
@@ -102,8 +103,6 @@ def _on_ray(store: Store, d, run, run_id: str, cfg: JobConfig, summary: RunSumma
             snapshot_dir: str | None) -> None:
     """The features with work to do (to explain or to grade, as a local run would choose them), labelled
     on Ray; the summary is filled in place."""
-    from .ray_executor import run_on_ray
-
     parts = build(store, d, run)
     try:
         work = plan(store, d, run, parts)
@@ -149,8 +148,6 @@ def run_job(store_path: str | Path, cfg: JobConfig, *, force: bool = False, wait
         with store:
             with store.writer() as w:
                 crashed = w.mark_crashed_jobs()
-            from .ray_executor import merge_results, results_root
-
             root = results_root(store_path, snapshot_dir)  # what a crashed Ray run left: labels, paid replies
             leftover = merge_results(store, root) if root.exists() else None
             try:
