@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from .common import JsonOpt, emit_json, handle_errors, show_progress
+from ..pipeline import RunSummary
 from .label import summary_line
 
 
@@ -28,7 +29,7 @@ def demo(store: Annotated[Path, typer.Option("--store", help="Store file to crea
     if as_json:
         emit_json(res)
         return
-    typer.echo(summary_line(res["label"]))
+    typer.echo(summary_line(RunSummary.from_dict(res["label"])))
     for order in ("best", "worst"):
         typer.echo(f"\n{order} labels by simulation score (pooled correlation; embedding = AUROC):")
         typer.echo("feature  simulation  embedding  explanation")
