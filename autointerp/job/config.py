@@ -121,11 +121,10 @@ def parse_config(text: str, source: str = "job file") -> JobConfig:
         # a batch run submits every request of a stage at once: a spending limit could not stop it in time
         raise JobConfigError("[budget] dollars, tokens and features cannot hold with batch = true (every request "
                              "goes out at once): bound the run with [job] features instead, or minutes")
-    llm = LLMOptions(base_url=limits.get("base_url"), api_key_env=limits.get("api_key_env"),
-                     prompt=job.get("prompt", "explain_highlight"), candidates=job.get("candidates", 1),
-                     requests_per_minute=limits.get("rpm", 50), input_tokens_per_minute=limits.get("itpm"),
-                     output_tokens_per_minute=limits.get("otpm"), max_in_flight=limits.get("max_in_flight", 16),
-                     attempts=limits.get("attempts", 6), timeout=limits.get("timeout", 60.0), prices=prices)
+    # only what the file gives: the defaults (rate limits included) live in LLMOptions alone
+    names = {"rpm": "requests_per_minute", "itpm": "input_tokens_per_minute", "otpm": "output_tokens_per_minute"}
+    llm = LLMOptions(**{names.get(k, k): v for k, v in limits.items()},
+                     **{k: job[k] for k in ("prompt", "candidates") if k in job}, prices=prices)
     try:
         run = LabelRun(explainer=job.get("explainer", "offline"),
                        scorers=tuple(job.get("scorers", LabelRun.scorers)), scorer_model=job.get("scorer_model"),
