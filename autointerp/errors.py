@@ -56,6 +56,9 @@ class ExplainFailure(Exception):
     """
 
 
+# What a run's outcome exits with (`label` and `job run` alike); each code is explained in EXIT_CODES.
+EXIT = {"done": 0, "error": 1, "could_not_start": 20, "budget": 21, "failed": 22, "interrupted": 23}
+
 # Every exit code of every command, in one place: README's table and `autointerp --help` are made from it.
 EXIT_CODES: dict[int, str] = {
     0: "done: every selected feature has a label and every grade (or a reason it has none)",

@@ -141,7 +141,7 @@ def test_interrupted_run_keeps_finished_features_and_resumes(store, delphi_cache
             label(store, d, LabelRun(features=np.arange(60), explainer=ex, scorers=(), concurrency=1, flush_every=10))
     finally:
         signal.signal(signal.SIGINT, previous)
-    kept = store.labelled_features(d.dictionary_id, ("flaky", "v1", ex_hash(), 0))
+    kept = set(store.done_features(d.dictionary_id, ("flaky", "v1", ex_hash(), 0)).tolist())
     assert kept == set(range(25))  # all that finished before Ctrl-C: flushed ones and the tail alike
     ex2 = _FlakyExplainer()
     out = label(store, d, LabelRun(features=np.arange(60), explainer=ex2, scorers=()))

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ..errors import LabelError
+from ..errors import EXIT, LabelError
 from ..llm import LLMOptions
 from ..llm.prices import parse_prices
 from ..pipeline import MIN_EVIDENCE, BatchOptions, LabelRun, RunSummary, score_text
@@ -42,7 +42,6 @@ LogprobsOpt = Annotated[bool, typer.Option("--logprobs/--no-logprobs", help=(
     "models that refuse logprobs, e.g. reasoning models)."))]
 MinEvidenceOpt = Annotated[int, typer.Option(help="Windows of each class (activating, non-firing) a classification "
                                                   "grade (embedding, detection, fuzzing) needs; fewer: undefined.")]
-EXIT_FAILED, EXIT_BUDGET, EXIT_INTERRUPTED = 22, 21, 23  # as a job's (errors.EXIT_CODES)
 
 
 @handle_errors
@@ -105,7 +104,7 @@ def label(store: StoreOpt, dictionary: DictOpt = None, features: FeaturesOpt = N
         except KeyboardInterrupt:
             typer.echo(f"interrupted: {summary_line(summary)} (what finished is committed; run again to go on)",
                        err=True)
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+            raise typer.Exit(EXIT["interrupted"]) from None
     if as_json:
         emit_json(summary.to_dict())
     else:
@@ -116,9 +115,9 @@ def label(store: StoreOpt, dictionary: DictOpt = None, features: FeaturesOpt = N
         for reason, n in summary.top_reasons(3):
             typer.echo(f"  {n}x {reason}", err=True)
         typer.echo("  (run again to retry them; `autointerp labels --status failed` lists them)", err=True)
-        raise typer.Exit(EXIT_FAILED)
+        raise typer.Exit(EXIT["failed"])
     if summary.batch and summary.batch.get("pending"):
-        raise typer.Exit(EXIT_BUDGET)
+        raise typer.Exit(EXIT["budget"])
 
 
 def _read_prices(path: Path | None) -> dict:

@@ -15,7 +15,7 @@ EXPLAINERS = ("offline", "anthropic:MODEL", "openai:MODEL", "compat:MODEL (with 
 
 def make_explainer(name: str, store: Store, dictionary: Dictionary, llm: LLMOptions | None = None):
     if name == "offline":
-        return OfflineExplainer(Background.from_store(store, dictionary.corpus_id))
+        return OfflineExplainer(lambda: Background.from_store(store, dictionary.corpus_id))  # read when first used
     if ":" in name:
         from ..llm import make_client
         from .llm import LLMExplainer

@@ -80,11 +80,19 @@ class OfflineExplainer:
     name = METHOD
     prompt_hash = VERSION
 
-    def __init__(self, background: Background, threshold: float = 0.3, min_z: float = 3.0, max_terms: int = 3):
-        self.bg = background
+    def __init__(self, background, threshold: float = 0.3, min_z: float = 3.0, max_terms: int = 3):
+        """`background`: a Background, or a function making one on first use (a run that is only planned,
+        or only grades, never reads the corpus statistics)."""
+        self._bg = background
         self.threshold = threshold
         self.min_z = min_z
         self.max_terms = max_terms
+
+    @property
+    def bg(self) -> Background:
+        if not isinstance(self._bg, Background):
+            self._bg = self._bg()
+        return self._bg
 
     def explain(self, sample: FeatureSample) -> Explanation:
         wins = list(sample.explain)

@@ -6,7 +6,7 @@
   when the next job takes the lock is marked "crashed". The LLM calls of the run carry its run id in
   the cost ledger.
 - Incremental: a feature is labelled when it has no outcome under this explainer, prompt, sampler
-  config and seed, or its activations changed since (see Store.labelled_features); `force` redoes.
+  config and seed, or its activations changed since (see Store.done_features); `force` redoes.
 - Budgets (dollars, tokens, features, minutes) stop the run gracefully: features in flight finish,
   everything finished is committed.
 - Crash safety is the pipeline's: labels are committed as they finish, and every LLM reply is
@@ -31,15 +31,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..clock import utc_iso
-from ..errors import EXIT_CODES, AutointerpError
+from ..errors import EXIT, AutointerpError
 from ..pipeline import RunSummary, build, label, plan
 from ..store import Store
 from .config import JobConfig, JobConfigError
 from .ray_executor import merge_results, results_root, run_on_ray
 
-# What a scheduler can act on (the codes and their meaning: errors.EXIT_CODES, one table for every command).
-EXIT = {"done": 0, "error": 1, "could_not_start": 20, "budget": 21, "failed": 22, "interrupted": 23}
-assert all(code in EXIT_CODES for code in EXIT.values())
 
 
 class JobLocked(AutointerpError):

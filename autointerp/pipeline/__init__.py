@@ -6,18 +6,8 @@ a `LabelRun`.
 """
 
 from .config import MIN_EVIDENCE, BatchOptions, Budget, LabelRun, parse_features
-from .run import (
-           Parts,
-           WorkPlan,
-           build,
-           clients_of,
-           grade_one,
-           label,
-           plan,
-           run_key,
-           score_text,
-)
+from .run import Parts, WorkPlan, build, clients_of, grade_one, label, plan, score_text
 from .summary import RunSummary
 
 __all__ = ["MIN_EVIDENCE", "BatchOptions", "Budget", "LabelRun", "Parts", "RunSummary", "WorkPlan", "build",
-           "clients_of", "grade_one", "label", "parse_features", "plan", "run_key", "score_text"]
+           "clients_of", "grade_one", "label", "parse_features", "plan", "score_text"]

@@ -34,7 +34,6 @@ import numpy as np
 from ..clock import utcnow as _now
 from ..errors import ExplainFailure, LabelError
 from ..explain import make_explainer
-from ..llm import LLMOptions
 from ..progress import Progress
 from ..records import (
     Dictionary,
@@ -377,11 +376,3 @@ def score_text(store: Store, dictionary: Dictionary, feature: int, text: str, ru
 
     return sample, list(asyncio.run(go()))
 
-
-def run_key(store: Store, dictionary: Dictionary, run: LabelRun) -> tuple[str, str, str, int]:
-    """The (explainer, prompt hash, sampler hash, seed) a run labels under."""
-    expl = make_explainer(run.explainer, store, dictionary, run.llm or LLMOptions()) \
-        if isinstance(run.explainer, str) else run.explainer
-    if getattr(expl, "client", None) is not None:
-        expl.client.log.close()  # made only to be named: nothing was called
-    return (expl.name, expl.prompt_hash, run.sampler.hash, run.seed)

@@ -68,8 +68,8 @@ class RunSummary:
             self.graded += 1
             self._count_scores(outcome.scores)
             return
-        setattr(self, "explained" if outcome.status == "ok" else outcome.status,
-                getattr(self, "explained" if outcome.status == "ok" else outcome.status) + 1)
+        name = "explained" if outcome.status == "ok" else outcome.status  # skipped | failed
+        setattr(self, name, getattr(self, name) + 1)
         if outcome.status != "ok":
             _add(self.skipped_kinds if outcome.status == "skipped" else self.failed_kinds, reason_kind(outcome.reason))
         if outcome.status == "failed":

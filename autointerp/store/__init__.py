@@ -2,6 +2,7 @@
 
 from .schema import LATEST_VERSION
 from .store import Store, open_store
-from .writer import DictionaryBuilder, StoreWriter
+from .builder import DictionaryBuilder
+from .writer import StoreWriter
 
 __all__ = ["LATEST_VERSION", "DictionaryBuilder", "Store", "StoreWriter", "open_store"]

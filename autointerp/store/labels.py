@@ -29,9 +29,6 @@ class LabelReads:
             [dictionary_id, *run_key]).fetchnumpy()
         return np.asarray(t["feature"], dtype=np.int64)
 
-    def labelled_features(self, dictionary_id: int, run_key: tuple[str, str, str, int]) -> set[int]:
-        return set(self.done_features(dictionary_id, run_key).tolist())
-
     def grading_todo(self, dictionary_id: int, run_key: tuple[str, str, str, int], scorers: list[tuple[str, str]],
                      features: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Current labels (status ok under `run_key`) whose chosen explanation lacks a grade, ok or
