@@ -163,6 +163,7 @@ class Explanation:
     evidence: dict = field(default_factory=dict, compare=False)  # what the text was derived from
     created_at: datetime | None = None
     explanation_id: int | None = None
+    imported: str | None = None  # a label made elsewhere: where it came from ("neuronpedia: PATH", ...)
 
 
 @dataclass(frozen=True)

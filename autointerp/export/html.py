@@ -118,9 +118,10 @@ def feature_docs(store: Store, d: Dictionary, features: list[int]) -> Iterator[t
             sim = next((r for r in rows if r["chosen"] and r["seed"] == seed  # graded on these very windows
                         and json.dumps(r["sampler"], sort_keys=True) == cfg
                         and r["scores"].get("simulation", {}).get("details", {}).get("predicted")), None)
-            if sim is not None and len(sim["scores"]["simulation"]["details"]["predicted"]) == len(smp.score):
-                det = sim["scores"]["simulation"]["details"]
-                wins = [_window(w, p, c) for w, p, c in zip(smp.score, det["predicted"], det["per_window_correlation"])]
+            det = sim["scores"]["simulation"]["details"] if sim is not None else {}
+            shown = det.get("predicted_windows", list(range(len(det.get("predicted", [])))))  # older: every window
+            if sim is not None and len(shown) == len(det["predicted"]) and all(i < len(smp.score) for i in shown):
+                wins = [_window(smp.score[i], p, det["per_window_correlation"][i]) for i, p in zip(shown, det["predicted"])]
                 active = [w for w in wins if w["kind"] not in ("random", "neighbor")]
                 quiet = [w for w in wins if w["kind"] in ("random", "neighbor")]
                 doc["simulation"] = {"explanation": sim["explanation"], "value": sim["scores"]["simulation"]["value"],

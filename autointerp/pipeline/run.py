@@ -45,6 +45,8 @@ from ..records import (
 )
 from ..sample import Sampler
 from ..score import make_scorers
+from ..score.embed import ENCODING
+from ..search import index_labels
 from ..store import Store
 from .config import LabelRun
 from .summary import RunSummary
@@ -78,6 +80,22 @@ class Parts:
     @property
     def clients(self) -> list:
         return clients_of(self.explainer, *self.grade, *([self.select] if self.select else []))
+
+    @property
+    def offline(self) -> bool:
+        """Every component is a plain function (no LLM, nothing to await): features go through a batch
+        at a time, in one worker."""
+        return not self.clients and not any(inspect.iscoroutinefunction(f) for f in (
+            self.explainer.explain, *(s.score for s in self.scorers)))
+
+    @property
+    def scorers(self) -> list:
+        return self.grade + ([self.select] if self.select is not None and self.select not in self.grade else [])
+
+    @property
+    def encoders(self) -> list:
+        """The distinct context encoders of the offline scorers (what they encoded is written at commits)."""
+        return list({id(e): e for s in self.scorers if (e := getattr(s, "encoder", None)) is not None}.values())
 
     @property
     def key(self) -> tuple[str, str]:
@@ -230,8 +248,8 @@ def label(store: Store, dictionary: Dictionary, run: LabelRun | None = None, *, 
 
 async def _run(store, dictionary, feed: _Feed, parts: Parts, run: LabelRun, summary: RunSummary, progress,
                on_flush, sink) -> None:
-    concurrency = run.concurrency
-    queue: asyncio.Queue = asyncio.Queue(maxsize=max(run.sample_batch, 2 * concurrency))
+    workers = 1 if parts.offline else run.concurrency
+    queue: asyncio.Queue = asyncio.Queue(maxsize=max(run.sample_batch, 2 * workers))
     finished: list = []
     last_flush = t0 = time.monotonic()
     started = 0
@@ -248,12 +266,16 @@ async def _run(store, dictionary, feed: _Feed, parts: Parts, run: LabelRun, summ
             done = list(finished)
             if sink is not None:
                 sink(done)
+                for enc in parts.encoders:  # a read-only snapshot keeps no encodings
+                    enc.take_fresh()
             else:
                 labels = [x for x in done if isinstance(x, FeatureLabel)]
                 grades = [x for x in done if isinstance(x, Grades)]
                 with store.writer(checkpoint=False) as w:
-                    w.add_labels(dictionary.dictionary_id, labels)
+                    index_labels(w, dictionary.dictionary_id, w.add_labels(dictionary.dictionary_id, labels))
                     w.add_grades(grades)
+                    for enc in parts.encoders:  # the context encoding, paid once per store
+                        w.add_context_vectors(dictionary.corpus_id, ENCODING, enc.take_fresh())
             finished.clear()  # at once: an interrupt from here on must not write or count them twice
             for r in done:
                 summary.count(r)
@@ -271,28 +293,46 @@ async def _run(store, dictionary, feed: _Feed, parts: Parts, run: LabelRun, summ
                 if stop.is_set():
                     break
                 await queue.put(item)
-        for _ in range(concurrency):  # a worker that stopped drained the queue: there is room
+        for _ in range(workers):  # a worker that stopped drained the queue: there is room
             await queue.put(None)
 
-    async def work() -> None:
+    async def admit() -> bool:
+        """May one more feature start? (No, once a budget is reached.)"""
         nonlocal started
+        if stop.is_set():
+            return False
+        if (why := await _call(run.budget.reached, clients, started, time.monotonic() - t0)) is not None:
+            summary.stopped = why
+            stop.set()
+            return False
+        started += 1
+        return True
+
+    async def work() -> None:  # LLM methods: one feature at a time per worker, `concurrency` workers
         while (item := await queue.get()) is not None:
-            if stop.is_set():
+            if not await admit():
                 continue  # drain to the end marker: the producer must never block on a full queue
-            if (why := await _call(run.budget.reached, clients, started, time.monotonic() - t0)) is not None:
-                summary.stopped = why
-                stop.set()
-                continue
-            started += 1
             finished.append(await do_item(item, parts))
             if len(finished) >= run.flush_every or time.monotonic() - last_flush >= run.flush_seconds:
+                flush()
+
+    async def work_batches() -> None:  # offline methods: what the queue holds, up to a batch, at once
+        end = False
+        while not end:
+            got = [await queue.get()]
+            while len(got) < run.sample_batch and not queue.empty():
+                got.append(queue.get_nowait())
+            end = None in got
+            batch = [x for x in got if x is not None and await admit()]
+            for i in range(0, len(batch), run.flush_every):
+                finished.extend(await do_batch(batch[i:i + run.flush_every], parts))
                 flush()
 
     try:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(produce())
-            for _ in range(concurrency):
-                tg.create_task(work())
+            for _ in range(workers):
+                tg.create_task(work_batches() if parts.offline else work())
     finally:  # also on error or interrupt: what finished is kept
         try:
             flush()
@@ -306,8 +346,32 @@ async def _run(store, dictionary, feed: _Feed, parts: Parts, run: LabelRun, summ
 
 async def do_item(item: _Item, parts: Parts, planning: list | None = None):
     """A feature's label (FeatureLabel), or, for a label that only lacks grades, its new Grades."""
-    if item.explanation is None:
-        return await _label_one(item.sample, parts.explainer, parts.grade, parts.select, planning)
+    return (await do_batch([item], parts, planning))[0]
+
+
+async def do_batch(items: list[_Item], parts: Parts, planning: list | None = None) -> list:
+    """`do_item` for several features: every explanation first, then each scorer's `prepare` with all
+    their texts (the offline scorers embed a batch of labels in one model pass), then the grades.
+    `planning` (a batch plan, see batch.py): the list the deferred requests go to; a stage that
+    deferred any ends the feature there."""
+    made = [await _explain(it.sample, parts.explainer) if it.explanation is None else None for it in items]
+    texts = [e.text for m in made if isinstance(m, list) for e in m] + \
+        [it.explanation.text for it in items if it.explanation is not None and it.sample.status == "ok"]
+    for s in parts.scorers:
+        if texts and hasattr(s, "prepare"):
+            s.prepare(texts)
+    out = []
+    for it, m in zip(items, made):
+        if it.explanation is not None:
+            out.append(await _regrade(it))
+        elif isinstance(m, FeatureLabel):  # skipped or failed
+            out.append(m)
+        else:
+            out.append(await _grade_label(it.sample, m, parts, planning))
+    return out
+
+
+async def _regrade(item: _Item) -> Grades:
     s = item.sample
     if s.status != "ok":  # cannot happen for current activations and the same config; typed all the same
         scores = tuple(Score(g.name, g.version, "undefined", None, f"sample: {s.reason}", {}, _now())
@@ -317,24 +381,33 @@ async def do_item(item: _Item, parts: Parts, planning: list | None = None):
     return Grades(s.dictionary, s.feature, item.explanation.explanation_id, scores)
 
 
-async def _label_one(sample: FeatureSample, expl, grade, select=None, planning: list | None = None) -> FeatureLabel:
-    """Explain one feature and grade its explanations. `planning` (a batch plan, see batch.py): the list
-    the deferred requests go to; a stage that deferred any ends the feature there."""
-    base = dict(dictionary=sample.dictionary, feature=sample.feature, explainer=expl.name,
+def _base(sample: FeatureSample, expl) -> dict:
+    return dict(dictionary=sample.dictionary, feature=sample.feature, explainer=expl.name,
                 prompt_hash=expl.prompt_hash, sampler=sample.config, seed=sample.seed)
+
+
+async def _explain(sample: FeatureSample, expl) -> list[Explanation] | FeatureLabel:
+    """A feature's candidate explanations, or its outcome when it has none (skipped, failed)."""
     if sample.status != "ok":
-        return FeatureLabel(**base, status="skipped", reason=sample.reason)
+        return FeatureLabel(**_base(sample, expl), status="skipped", reason=sample.reason)
     try:
         out = await _call(expl.explain, sample)
     except ExplainFailure as err:
-        return FeatureLabel(**base, status="failed", reason=f"explainer: {err}")
+        return FeatureLabel(**_base(sample, expl), status="failed", reason=f"explainer: {err}")
     except Exception as err:  # an explainer bug fails this feature, visibly, not the run
-        return FeatureLabel(**base, status="failed", reason=f"explainer error: {type(err).__name__}: {err}")
-    candidates = list(out) if isinstance(out, (list, tuple)) else [out]  # an explainer may give n candidates
+        return FeatureLabel(**_base(sample, expl), status="failed",
+                            reason=f"explainer error: {type(err).__name__}: {err}")
+    return list(out) if isinstance(out, (list, tuple)) else [out]  # an explainer may give n candidates
+
+
+async def _grade_label(sample: FeatureSample, candidates: list[Explanation], parts: Parts,
+                       planning: list | None = None) -> FeatureLabel:
+    """Grade a feature's explanations; with several, best-of-k: every candidate graded by the selector,
+    the best one alone by the other scorers; all are kept with their grades."""
+    grade, select, base = parts.grade, parts.select, _base(sample, parts.explainer)
     if len(candidates) == 1 or select is None:
         graded = [(e, tuple(await asyncio.gather(*(grade_one(s, sample, e) for s in grade)))) for e in candidates]
         return FeatureLabel(**base, status="ok", explanations=tuple(graded))
-    # best-of-k: every candidate graded by `select`; the best one alone by the other scorers
     first = await asyncio.gather(*(grade_one(select, sample, e) for e in candidates))
     if planning:  # the selector's replies are not all in yet: which candidate wins is not known
         return FeatureLabel(**base, status="failed", reason="planning")

@@ -135,20 +135,25 @@ class Sampler:
                      created_at: datetime | None = None) -> FeatureSample:
         """Windows with tokens and activations from window refs, the feature's rows and the read contexts."""
         # one feature's rows are in (context, position) order: each window's rows are one slice
-        p, v = rows["position"].astype(np.int64), rows["value"]
-        cells = (rows["context_id"].astype(np.int64) << 17) | p
         explain, score = [], []
-        for sample_set, kind, ctx, start, length in refs:
-            ctx, start, length = int(ctx), int(start), int(length)
-            i = int(np.searchsorted(toks["context_id"], ctx))
-            a = int(toks["offsets"][i]) + start
-            acts = np.zeros(length, dtype=np.float32)
-            lo, hi = np.searchsorted(cells, [(ctx << 17) | start, (ctx << 17) | (start + length)])
-            acts[p[lo:hi] - start] = v[lo:hi]
-            win = Window(kind=str(kind), context_id=ctx, start=start, tokens=tuple(toks["tokens"][a:a + length]),
-                         token_ids=tuple(int(t) for t in toks["token_ids"][a:a + length]),
-                         activations=tuple(float(x) for x in acts))
-            (explain if sample_set == EXPLAIN else score).append(win)
+        if refs:
+            p, v = rows["position"].astype(np.int64), rows["value"]
+            cells = (rows["context_id"].astype(np.int64) << 17) | p
+            sets, kinds, ctx, start, length = zip(*refs)
+            ctx, start, length = (np.asarray(x, np.int64) for x in (ctx, start, length))
+            first = toks["offsets"][np.searchsorted(toks["context_id"], ctx)] + start
+            lo = np.searchsorted(cells, (ctx << 17) | start)
+            hi = np.searchsorted(cells, (ctx << 17) | (start + length))
+            ids = toks["token_ids"]
+            strings = toks["tokens"]
+            for j in range(len(refs)):
+                a, n = int(first[j]), int(length[j])
+                acts = np.zeros(n, dtype=np.float32)
+                acts[p[lo[j]:hi[j]] - start[j]] = v[lo[j]:hi[j]]
+                win = Window(kind=str(kinds[j]), context_id=int(ctx[j]), start=int(start[j]),
+                             tokens=tuple(strings[a:a + n]), token_ids=tuple(ids[a:a + n].tolist()),
+                             activations=tuple(acts.tolist()))
+                (explain if sets[j] == EXPLAIN else score).append(win)
         return FeatureSample(dictionary=self.dictionary.name, feature=feature, status=status, reason=reason,
                              explain=tuple(explain), score=tuple(score), config=config, seed=seed,
                              n_candidates=n_candidates, created_at=created_at)

@@ -33,6 +33,30 @@ def correlation(true, pred) -> float:
     return float(np.clip(np.corrcoef(t, p)[0, 1], -1.0, 1.0))
 
 
+def correlations(true: list[np.ndarray], pred: list[np.ndarray]) -> list[float | None]:
+    """Pearson correlation of each pair of series, rounded to 4 places; None where it is undefined (a
+    constant series). Vectorised over series of equal length."""
+    out: list[float | None] = [None] * len(true)
+    by_len: dict[int, list[int]] = {}
+    for i, t in enumerate(true):
+        by_len.setdefault(len(t), []).append(i)
+    for n, idx in by_len.items():
+        if n == 0:
+            continue
+        t = np.stack([true[i] for i in idx]).astype(np.float64)
+        p = np.stack([pred[i] for i in idx]).astype(np.float64)
+        if not (np.isfinite(t).all() and np.isfinite(p).all()):
+            raise ValueError("inputs hold NaN or Inf")
+        t -= t.mean(1, keepdims=True)
+        p -= p.mean(1, keepdims=True)
+        st, sp = np.sqrt((t * t).sum(1)), np.sqrt((p * p).sum(1))
+        ok = (st > 0) & (sp > 0)
+        r = np.clip((t * p).sum(1) / np.where(ok, st * sp, 1.0), -1.0, 1.0)
+        for j, i in enumerate(idx):
+            out[i] = round(float(r[j]), 4) if ok[j] else None
+    return out
+
+
 def r_squared(true, pred) -> float:
     """OpenAI's rsquared_score: 1 - mean((t - p)^2) / mean(t^2)."""
     t, p = _arrays(true, pred)

@@ -13,13 +13,11 @@ import numpy as np
 from ..clock import utcnow as _now
 from ..records import Explanation, FeatureSample, Score, Simulation
 from . import metrics
-from .embed import MODEL_NAME, ContextEncoder, embed_text
+from .embed import ENCODING, ContextEncoder, embed_many, embed_text
 
 NEGATIVE_KINDS = ("random", "neighbor")
 _STOP = set("a an the of in on at to for and or is are be as by with from that this it its token tokens such "
             "fires fire firing after before often like text words word".split())
-
-
 
 
 def evidence(labels: np.ndarray, minimum: int) -> tuple[dict, str | None]:
@@ -56,16 +54,19 @@ class EmbeddingScorer:
 
     def __init__(self, encoder: ContextEncoder, min_evidence: int = 10) -> None:
         self.encoder, self.min_evidence = encoder, min_evidence
-        self.version = f"{MODEL_NAME}/context-mean-v1/min{min_evidence}"
+        self.version = f"{ENCODING}/context-mean-v2/min{min_evidence}"
+
+    def prepare(self, texts: list[str]) -> None:
+        """Embed the labels of a batch of features at once (before their grades are asked for)."""
+        embed_many(texts)
 
     def score(self, sample: FeatureSample, explanation: Explanation) -> Score:
-        wins = list(sample.score)
-        labels = np.array([0 if w.kind in NEGATIVE_KINDS else 1 for w in wins], dtype=np.int64)
+        labels = np.array([0 if w.kind in NEGATIVE_KINDS else 1 for w in sample.score], dtype=np.int64)
         counts, short = evidence(labels, self.min_evidence)
         if short:  # no vectors computed for a grade that cannot be given
             return Score(self.name, self.version, "undefined", None, short, counts, _now())
-        sims = self.encoder.window_vectors(wins) @ embed_text(explanation.text)
-        details = {**counts, "similarity": [round(float(s), 4) for s in sims]}
+        sims = self.encoder.window_vectors(sample.score) @ embed_text(explanation.text)
+        details = {**counts, "similarity": np.round(sims, 4).tolist()}
         return _score(self.name, self.version, lambda: metrics.auroc(labels, sims), details)
 
 
@@ -79,42 +80,53 @@ class SimulationScorer:
     """
 
     name = "simulation"
-    version = f"{MODEL_NAME}/match+similarity-v1"
+    version = f"{ENCODING}/match+similarity-v2"
 
     def __init__(self, encoder: ContextEncoder, keep_predictions: bool = True) -> None:
         self.encoder = encoder
         self.keep_predictions = keep_predictions
 
+    def prepare(self, texts: list[str]) -> None:
+        embed_many(texts)
+
     def predict(self, sample: FeatureSample, explanation: Explanation) -> Simulation:
-        wins = list(sample.score)
+        wins = sample.score
+        if not wins:
+            return Simulation(kinds=(), true=(), predicted=())
         named = terms(explanation.text)
-        e = embed_text(explanation.text)
-        predicted = []
-        for w, vecs in zip(wins, self.encoder.token_vectors(wins)):
-            norm = np.maximum(np.linalg.norm(vecs, axis=1), 1e-12)
-            sim = np.maximum((vecs @ e) / norm, 0.0)
-            match = np.array([1.0 if t.strip().lower() in named else 0.0 for t in w.tokens])
-            predicted.append(tuple((match + sim).tolist()))
+        vecs, norms, _ = self.encoder.gather(wins)
+        e = vecs.new_tensor(embed_text(explanation.text))
+        sim = ((vecs @ e) / norms.clamp(min=1e-12)).clamp(min=0.0).numpy().astype(np.float64)
+        pred = sim + self.encoder.matches(wins, named)
+        starts = np.cumsum([len(w.tokens) for w in wins])[:-1]
         return Simulation(kinds=tuple(w.kind for w in wins), true=tuple(w.activations for w in wins),
-                          predicted=tuple(predicted))
+                          predicted=tuple(np.split(pred, starts)))
 
     def score(self, sample: FeatureSample, explanation: Explanation) -> Score:
         return grade_simulation(self.name, self.version, self.predict(sample, explanation), self.keep_predictions)
 
 
+SHOW_ACTIVE, SHOW_QUIET = 20, 5  # windows whose predictions a grade keeps (what the browser shows)
+
+
+def shown_windows(kinds) -> list[int]:
+    """Indices of the windows a simulation grade keeps predictions of: the first SHOW_ACTIVE activating
+    and the first SHOW_QUIET non-firing ones, in window order."""
+    active = [i for i, k in enumerate(kinds) if k not in NEGATIVE_KINDS][:SHOW_ACTIVE]
+    quiet = [i for i, k in enumerate(kinds) if k in NEGATIVE_KINDS][:SHOW_QUIET]
+    return sorted(active + quiet)
+
+
 def grade_simulation(name: str, version: str, sim: Simulation, keep_predictions: bool = True,
                      extra: dict | None = None) -> Score:
     """OpenAI's scores of a simulation: Pearson correlation pooled over every token of every window
-    (ev_correlation_score) as the value; per-window correlations and the pooled r² in the details.
-    Predictions are rescaled to the true maximum for r² (they are on the simulator's own scale)."""
+    (ev_correlation_score) as the value; per-window correlations and the pooled r² in the details,
+    and the predictions on the windows a reader is shown (`shown_windows`: `predicted_windows` holds
+    their indices, `predicted` their predictions). Predictions are rescaled to the true maximum for r²
+    (they are on the simulator's own scale)."""
     true = [np.asarray(t, dtype=np.float64) for t in sim.true]
     preds = [np.asarray(p, dtype=np.float64) for p in sim.predicted]
-    per_window = []
-    for t, p in zip(true, preds):
-        try:
-            per_window.append(round(metrics.correlation(t, p), 4))
-        except metrics.Undefined:
-            per_window.append(None)  # a non-firing window has no correlation of its own
+    per_window = metrics.correlations(true, preds)  # None: a window with no correlation of its own
     n_neg = sum(k in NEGATIVE_KINDS for k in sim.kinds)
     details: dict = {"per_window_correlation": per_window, "kinds": list(sim.kinds), "n_windows": len(sim.kinds),
                      "n_activating": len(sim.kinds) - n_neg, "n_nonfiring": n_neg,
@@ -127,7 +139,9 @@ def grade_simulation(name: str, version: str, sim: Simulation, keep_predictions:
         except metrics.Undefined:
             details["r_squared"] = None
         if keep_predictions:
-            details["predicted"] = [[round(float(x), 3) for x in p] for p in preds]
+            shown = shown_windows(sim.kinds)
+            details["predicted_windows"] = shown
+            details["predicted"] = [np.round(preds[i], 3).tolist() for i in shown]
     else:
         t_all = p_all = np.zeros(0)
     return _score(name, version, lambda: metrics.correlation(t_all, p_all), details)

@@ -278,6 +278,29 @@ def _m006_per_scorer(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"ALTER TABLE job_runs ADD COLUMN {col} BIGINT NOT NULL DEFAULT 0")
 
 
+def _m007_vectors(con: duckdb.DuckDBPyConnection) -> None:
+    # The context encoding of a corpus (per-token vectors of the offline scorers' model), paid once per
+    # store: float16 [n_tokens, dim], row-major, one row per context and encoding recipe.
+    con.execute("""
+        CREATE TABLE context_vectors (
+            corpus_id INTEGER NOT NULL,
+            context_id UINTEGER NOT NULL,
+            encoding VARCHAR NOT NULL,
+            vectors BLOB NOT NULL
+        )""")
+    # Label embeddings for search: float16 [dim], L2-normalised, one per explanation and encoding.
+    con.execute("""
+        CREATE TABLE label_vectors (
+            explanation_id BIGINT NOT NULL,
+            dictionary_id USMALLINT NOT NULL,
+            feature UINTEGER NOT NULL,
+            encoding VARCHAR NOT NULL,
+            vector BLOB NOT NULL
+        )""")
+    # Labels made elsewhere (Neuronpedia, delphi, an export): where they came from.
+    con.execute("ALTER TABLE explanations ADD COLUMN imported VARCHAR")
+
+
 Migration = tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]
 
 MIGRATIONS: list[Migration] = [
@@ -287,6 +310,7 @@ MIGRATIONS: list[Migration] = [
     (4, "best-of-k: the chosen candidate", _m004_best_of),
     (5, "incremental jobs: activation fingerprints, job ledger", _m005_jobs),
     (6, "grades per scorer: sample fingerprints, unpriced calls, graded counts", _m006_per_scorer),
+    (7, "stored context encodings, label vectors, imported labels", _m007_vectors),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

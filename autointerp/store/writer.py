@@ -175,12 +175,14 @@ class StoreWriter:
 
     # -- labels -----------------------------------------------------------------------------------
 
-    def add_labels(self, dictionary_id: int, labels: list[FeatureLabel], act_hashes: dict[int, int] | None = None) -> None:
+    def add_labels(self, dictionary_id: int, labels: list[FeatureLabel],
+                   act_hashes: dict[int, int] | None = None) -> list[tuple[int, int, str]]:
         """Record each feature's outcome, explanations and scores (replacing an earlier outcome of the
         same feature under the same explainer, prompt, sampler and seed). Set-based: a few statements
-        per call, however many labels."""
+        per call, however many labels. Returns the chosen explanations written, (explanation_id,
+        feature, text), for the caller to index (`add_label_vectors`)."""
         if not labels:
-            return
+            return []
         key_cols = ("dictionary_id", "feature", "explainer", "prompt_hash", "sampler_hash", "seed")
         keys = pa.table({"dictionary_id": pa.array([dictionary_id] * len(labels), pa.uint16()),
                          "feature": pa.array([lab.feature for lab in labels], pa.uint32()),
@@ -189,8 +191,9 @@ class StoreWriter:
         match = " AND ".join(f"t.{c} = k.{c}" for c in key_cols)
         self.con.register("_label_keys", keys)
         try:
-            self.con.execute(f"DELETE FROM scores WHERE explanation_id IN (SELECT t.explanation_id FROM "
-                             f"explanations t JOIN _label_keys k ON {match})")
+            for table in ("scores", "label_vectors"):
+                self.con.execute(f"DELETE FROM {table} WHERE explanation_id IN (SELECT t.explanation_id FROM "
+                                 f"explanations t JOIN _label_keys k ON {match})")
             self.con.execute(f"DELETE FROM explanations t USING _label_keys k WHERE {match}")
             self.con.execute(f"DELETE FROM label_status t USING _label_keys k WHERE {match}")
         finally:
@@ -199,7 +202,7 @@ class StoreWriter:
         now = _now()
         ex: dict[str, list] = {k: [] for k in ("explanation_id", "feature", "text", "explainer", "prompt_hash",
                                                "sampler_hash", "sampler", "seed", "evidence", "created_at",
-                                               "chosen")}
+                                               "chosen", "imported")}
         sc: dict[str, list] = {k: [] for k in ("explanation_id", "scorer", "scorer_version", "status", "value",
                                                "reason", "details", "created_at")}
         for lab in labels:
@@ -207,7 +210,7 @@ class StoreWriter:
                 for k, v in zip(ex, (next_id, lab.feature, expl.text, expl.explainer, expl.prompt_hash,
                                      expl.sampler.hash, json.dumps(expl.sampler.to_dict(), sort_keys=True), expl.seed,
                                      json.dumps(expl.evidence, sort_keys=True), expl.created_at or now,
-                                     i == lab.chosen)):
+                                     i == lab.chosen, expl.imported)):
                     ex[k].append(v)
                 for s in scores:
                     for k, v in zip(sc, (next_id, s.scorer, s.scorer_version, s.status, s.value, s.reason,
@@ -223,7 +226,8 @@ class StoreWriter:
                 **{k: pa.array(ex[k], pa.string()) for k in ("text", "explainer", "prompt_hash", "sampler_hash",
                                                               "sampler")},
                 "seed": pa.array(ex["seed"], pa.int64()), "evidence": pa.array(ex["evidence"], pa.string()),
-                "created_at": pa.array(ex["created_at"], ts), "chosen": pa.array(ex["chosen"], pa.bool_())}))
+                "created_at": pa.array(ex["created_at"], ts), "chosen": pa.array(ex["chosen"], pa.bool_()),
+                "imported": pa.array(ex["imported"], pa.string())}))
         if sc["explanation_id"]:
             self.store._insert_now("scores", pa.table({
                 "explanation_id": pa.array(sc["explanation_id"], pa.int64()),
@@ -239,6 +243,35 @@ class StoreWriter:
                                .append_column("created_at", pa.array([now] * len(labels), ts))
                                .append_column("act_hash", pa.array([hashes.get(lab.feature) for lab in labels],
                                                                    pa.uint64())))
+        return [(e, f, t) for e, f, t, c in zip(ex["explanation_id"], ex["feature"], ex["text"], ex["chosen"]) if c]
+
+    def add_label_vectors(self, dictionary_id: int, encoding: str, rows: list[tuple[int, int, str]],
+                          vectors: np.ndarray) -> None:
+        """Label embeddings (float16) of explanations (explanation_id, feature, text), for search."""
+        if not rows:
+            return
+        v = np.ascontiguousarray(vectors, dtype=np.float16)
+        ids = pa.array([r[0] for r in rows], pa.int64())
+        self.con.register("_vec_ids", pa.table({"explanation_id": ids}))
+        try:
+            self.con.execute("DELETE FROM label_vectors WHERE encoding = ? AND explanation_id IN "
+                             "(SELECT explanation_id FROM _vec_ids)", [encoding])
+        finally:
+            self.con.unregister("_vec_ids")
+        self.store._insert_now("label_vectors", pa.table({
+            "explanation_id": ids, "dictionary_id": pa.array([dictionary_id] * len(rows), pa.uint16()),
+            "feature": pa.array([r[1] for r in rows], pa.uint32()), "encoding": [encoding] * len(rows),
+            "vector": pa.array([x.tobytes() for x in v], pa.binary())}))
+
+    def add_context_vectors(self, corpus_id: int, encoding: str, vectors: dict[int, np.ndarray]) -> None:
+        """A corpus's context encoding: context id -> float16 [n_tokens, dim]."""
+        if not vectors:
+            return
+        ids = sorted(vectors)
+        self.store._insert_now("context_vectors", pa.table({
+            "corpus_id": pa.array([corpus_id] * len(ids), pa.int32()), "context_id": pa.array(ids, pa.uint32()),
+            "encoding": [encoding] * len(ids),
+            "vectors": pa.array([np.ascontiguousarray(vectors[c], np.float16).tobytes() for c in ids], pa.binary())}))
 
 
     def add_grades(self, grades: list[Grades]) -> None:

@@ -1,0 +1,90 @@
+"""search: find features by the meaning of their labels.
+
+Every chosen label is embedded once, when it is written (`index_labels`, called by the pipeline's
+commits, the Ray merge and label import), with the offline scorers' model (all-MiniLM-L6-v2,
+L2-normalised) and stored as float16 in `label_vectors`. A query is embedded the same way and
+compared with every stored vector by brute force: one float16 matrix-vector product (torch's, ~40 ms
+for 1M labels on 2 cores; the matrix is 768 bytes a label, 0.75 GB at 1M), then the top hits. Exact,
+no index to build or tune; an ANN library would pay off only well past 10M labels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..score.embed import MODEL_NAME, embed_many, embed_text
+
+LABELS = f"{MODEL_NAME}/label-bf16-v1"  # what a stored label vector is: change it when the recipe changes
+EMBED_CHUNK = 4096
+
+
+def index_labels(w, dictionary_id: int, rows: list[tuple[int, int, str]], progress=None) -> None:
+    """Embed and store the label vectors of explanations (explanation_id, feature, text), in chunks."""
+    for i in range(0, len(rows), EMBED_CHUNK):
+        part = rows[i:i + EMBED_CHUNK]
+        w.add_label_vectors(dictionary_id, LABELS, part, embed_many([t for _, _, t in part]))
+        if progress is not None:
+            progress.update(len(part))
+
+
+def index_missing(store, dictionary_id: int | None = None, progress=None) -> int:
+    """Index the chosen labels that have no vector yet (labels from before search existed); returns how many."""
+    todo = store.unindexed_labels(LABELS, dictionary_id)
+    by_dict: dict[int, list] = {}
+    for d, e, f, t in todo:
+        by_dict.setdefault(d, []).append((e, f, t))
+    for d, rows in by_dict.items():
+        for i in range(0, len(rows), 65_536):  # a commit per 64k labels: a long index keeps what it did
+            with store.writer(checkpoint=False) as w:
+                index_labels(w, d, rows[i:i + 65_536], progress)
+    return len(todo)
+
+
+class LabelIndex:
+    """The label vectors of a store (or one dictionary of it) in memory, for repeated queries."""
+
+    def __init__(self, store, dictionary_id: int | None = None) -> None:
+        import torch
+
+        self.explanation_ids, keys, vectors = store.label_matrix(LABELS, dictionary_id)
+        self.dictionary_ids, self.features = keys >> 32, keys & 0xFFFFFFFF
+        self._matrix = torch.from_numpy(np.ascontiguousarray(vectors))  # shares the float16 array
+        self._torch = torch
+
+    def __len__(self) -> int:
+        return len(self.explanation_ids)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._matrix.numel() * 2 + self.explanation_ids.nbytes * 3)
+
+    def query(self, text: str, limit: int = 20, dictionary_id: int | None = None) -> list[dict]:
+        """The features whose labels are nearest `text` in meaning, best first, one hit per feature
+        (its nearest label): [{dictionary_id, feature, explanation_id, similarity}]."""
+        if not len(self) or limit <= 0:
+            return []
+        q = self._torch.from_numpy(embed_text(text).astype(np.float16))
+        sims = self._torch.mv(self._matrix, q).float().numpy()
+        if dictionary_id is not None:
+            sims = np.where(self.dictionary_ids == dictionary_id, sims, -np.inf)
+        out: list[dict] = []
+        seen: set[tuple[int, int]] = set()
+        k = min(len(sims), 4 * limit)
+        while True:  # the top k, widened while one feature's several labels crowd out others
+            top = np.argpartition(-sims, k - 1)[:k] if k < len(sims) else np.arange(len(sims))
+            top = top[np.lexsort((top, -sims[top]))]
+            out, seen = [], set()
+            for i in top:
+                if not np.isfinite(sims[i]):
+                    break
+                key = (int(self.dictionary_ids[i]), int(self.features[i]))
+                if key in seen:
+                    continue
+                seen.add(key)
+                out.append({"dictionary_id": key[0], "feature": key[1],
+                            "explanation_id": int(self.explanation_ids[i]), "similarity": round(float(sims[i]), 4)})
+                if len(out) == limit:
+                    return out
+            if k >= len(sims):
+                return out
+            k = min(len(sims), 4 * k)

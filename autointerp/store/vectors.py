@@ -1,0 +1,69 @@
+"""Reads of stored vectors: a corpus's context encoding and the label embeddings search uses.
+
+A mixin of `Store` (which supplies `con`); the writes are `StoreWriter.add_context_vectors` and
+`add_label_vectors`. Vectors are float16 BLOBs, read back without a copy per row: the Arrow binary
+column's data buffer is one contiguous block.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+DIM = 384
+
+
+def _blobs(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(flat float16 values, int64 offsets in values) of a binary column of float16 arrays."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if len(arr) == 0:
+        return np.zeros(0, np.float16), np.zeros(1, np.int64)
+    if arr.type != pa.large_binary():
+        arr = arr.cast(pa.large_binary())
+    _, off, data = arr.buffers()
+    offsets = np.frombuffer(off, np.int64, len(arr) + 1, arr.offset * 8)
+    flat = np.frombuffer(data, np.uint8)[offsets[0]:offsets[-1]].view(np.float16)
+    return flat, (offsets - offsets[0]) // 2
+
+
+class VectorReads:
+    def encoded_contexts(self, corpus_id: int, encoding: str) -> np.ndarray:
+        """Sorted ids of the contexts whose encoding under `encoding` the store holds."""
+        t = self.con.execute("SELECT context_id FROM context_vectors WHERE corpus_id = ? AND encoding = ? "
+                             "ORDER BY context_id", [corpus_id, encoding]).fetchnumpy()
+        return np.asarray(t["context_id"], np.int64)
+
+    def read_context_vectors(self, corpus_id: int, encoding: str, context_ids=None) -> dict[int, np.ndarray]:
+        """context id -> float16 [n_tokens, dim] for those of `context_ids` (None: all) the store holds."""
+        sql = "SELECT context_id, vectors FROM context_vectors WHERE corpus_id = ? AND encoding = ?"
+        params = [corpus_id, encoding]
+        if context_ids is not None:
+            ids = sorted(int(c) for c in context_ids)
+            sql += " AND context_id BETWEEN ? AND ? AND context_id IN (SELECT unnest(?::UINTEGER[]))"
+            params += [ids[0] if ids else 0, ids[-1] if ids else -1, ids]
+        t = self.con.sql(sql, params=params).to_arrow_table()
+        flat, off = _blobs(t.column("vectors"))
+        return {int(c): flat[off[i]:off[i + 1]].reshape(-1, DIM)
+                for i, c in enumerate(t.column("context_id").to_numpy())}
+
+    def label_matrix(self, encoding: str, dictionary_id: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every stored label embedding of current chosen labels: (explanation ids, features, float16
+        [n, dim]), in (dictionary, feature, explanation) order; `dictionary_id` limits it to one."""
+        where = "" if dictionary_id is None else f"AND v.dictionary_id = {int(dictionary_id)}"
+        t = self.con.sql(
+            "SELECT v.explanation_id, v.dictionary_id, v.feature, v.vector FROM label_vectors v "
+            f"JOIN explanations e USING (explanation_id) WHERE v.encoding = ? AND e.chosen {where} "
+            "ORDER BY v.dictionary_id, v.feature, v.explanation_id", params=[encoding]).to_arrow_table()
+        flat, _ = _blobs(t.column("vector"))
+        return (t.column("explanation_id").to_numpy().astype(np.int64),
+                t.column("dictionary_id").to_numpy().astype(np.int64) << 32 | t.column("feature").to_numpy(),
+                flat.reshape(-1, DIM))
+
+    def unindexed_labels(self, encoding: str, dictionary_id: int | None = None) -> list[tuple[int, int, int, str]]:
+        """Chosen explanations with no label embedding under `encoding`: (dictionary_id, explanation_id,
+        feature, text)."""
+        where = "" if dictionary_id is None else f"AND e.dictionary_id = {int(dictionary_id)}"
+        return self.con.execute(
+            "SELECT e.dictionary_id, e.explanation_id, e.feature, e.text FROM explanations e WHERE e.chosen "
+            f"{where} AND NOT EXISTS (SELECT 1 FROM label_vectors v WHERE v.explanation_id = e.explanation_id "
+            "AND v.encoding = ?) ORDER BY e.explanation_id", [encoding]).fetchall()
