@@ -5,6 +5,8 @@ labels): the pages must show them as text and never run them."""
 
 import json
 import threading
+import time
+from contextlib import contextmanager
 import urllib.error
 import urllib.request
 
@@ -26,6 +28,30 @@ WIDTH = 150
 
 @pytest.fixture
 def evil_store(tmp_path):
+    return make_evil_store(tmp_path)
+
+
+@contextmanager
+def serving(path):
+    """`autointerp serve`'s server on a free loopback port, in a thread: yields its URL."""
+    from autointerp.export.serve import make_server
+
+    with open_store(path, read_only=True) as s:
+        server = make_server(s, port=0)
+        t = threading.Thread(target=server.serve, daemon=True)
+        t.start()
+        deadline = time.monotonic() + 30
+        while not server.started:  # a condition, not a fixed sleep: uvicorn says when it listens
+            assert t.is_alive() and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.01)
+        try:
+            yield server.url
+        finally:
+            server.stop()
+            t.join(10)
+
+
+def make_evil_store(tmp_path):
     """150 features over 400 contexts: 0 fires on EVIL_IMG, 1 on EVIL_SCRIPT, 2..9 on ordinary words, the
     rest at random; labelled offline."""
     rng = np.random.default_rng(0)
@@ -109,30 +135,37 @@ def test_static_browser_pages_filters_sorts_and_never_runs_a_label(evil_store, t
         assert "No windows" in pg.inner_text("#main")
 
 
-def test_serve_is_the_same_browser_live_and_read_only(evil_store):
-    from autointerp.export.serve import make_server
-
-    with open_store(evil_store, read_only=True) as s:
-        server = make_server(s, port=0)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        try:
-            with page() as pg:
-                pg.goto(server.url + "feature.html#0")
-                _ready(pg)
-                assert json.dumps(EVIL_IMG) in pg.inner_text("#labels") and pg.locator("#quantile .tok").count() > 0
-                _safe(pg)
-                pg.goto(server.url)
-                _ready(pg)
-                assert pg.locator("#rows tr").count() == 100
-                _safe(pg)
-            with urllib.request.urlopen(server.url + "data/index-0.js") as r:
-                assert r.read().startswith(b"AI.shard(0, ")
-            for method, path, status in [("POST", "data/meta.js", 405), ("DELETE", "", 405),
-                                         ("GET", "data/f/99999.js", 404), ("GET", "../evil.duckdb", 404)]:
-                with pytest.raises(urllib.error.HTTPError) as e:
-                    urllib.request.urlopen(urllib.request.Request(server.url + path, method=method, data=b"" if
-                                                                  method == "POST" else None))
-                assert e.value.code == status
-        finally:
-            server.shutdown()
-            server.server_close()
+def test_serve_browser_pages_sorts_filters_and_searches_through_the_api(evil_store):
+    with serving(evil_store) as url, page() as pg:
+        pg.goto(url + "feature.html#0")
+        _ready(pg)
+        assert json.dumps(EVIL_IMG) in pg.inner_text("#labels") and pg.locator("#quantile .tok").count() > 0
+        _safe(pg)
+        pg.goto(url)
+        _ready(pg)
+        assert pg.locator("#rows tr").count() == 100 and "page 1 of 2" in pg.inner_text("#page")
+        sims = [float(x) for x in _column(pg, "simulation") if x != "–"]
+        assert sims == sorted(sims, reverse=True)  # best first, sorted by the server
+        with pg.expect_response(lambda r: "api/features" in r.url and "sort=feature" in r.url):
+            pg.click("#head th[data-key='0']")
+        _ready(pg)
+        assert _column(pg, "feature")[:3] == ["0", "1", "2"]
+        with pg.expect_response(lambda r: "api/features" in r.url and "q=onerror" in r.url):
+            pg.fill("#filter", "onerror")
+        _ready(pg)
+        labels = _column(pg, "label")
+        assert labels and all("onerror" in x for x in labels) and any(json.dumps(EVIL_IMG) in x for x in labels)
+        pg.fill("#search", "the word w3")
+        with pg.expect_response(lambda r: "api/search" in r.url):
+            pg.click("#searchbox button")
+        _ready(pg)
+        assert "nearest in meaning" in pg.inner_text("#page") and pg.locator("#rows tr").count() > 0
+        _safe(pg)
+        with urllib.request.urlopen(url + "api/features?limit=1") as r:
+            assert json.loads(r.read())["total"] == WIDTH
+        for method, path, status in [("POST", "api/features", 405), ("DELETE", "", 405),
+                                     ("GET", "api/features/99999", 404), ("GET", "../evil.duckdb", 404)]:
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(urllib.request.Request(url + path, method=method, data=b"" if
+                                                              method == "POST" else None))
+            assert e.value.code == status

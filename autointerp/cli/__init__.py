@@ -22,6 +22,7 @@ from .export import export, serve
 from .features import dictionaries, features, sample
 from .label import label, score
 from .labels import cost, labels, show
+from .search import encode, search
 
 
 # Typer's Click (vendored since Typer 0.20) names its error classes only through BadParameter's bases.
@@ -92,6 +93,8 @@ app.command("labels")(labels)
 app.command("show")(show)
 app.command("export")(export)
 app.command("serve")(serve)
+app.command("search")(search)
+app.command("encode")(encode)
 app.command("demo")(demo)
 app.command("cost")(cost)
 

@@ -30,6 +30,10 @@ def export(store: StoreOpt, out: Annotated[Path, typer.Option("--out", help="Fil
                                                                 "per (feature, explanation); neuronpedia: its dataset "
                                                                 "layout; html: a static feature browser.")] = "jsonl",
            dictionary: DictOpt = None, candidates: CandidatesOpt = False,
+           features: Annotated[str | None, typer.Option("--features", help="html: only these features, e.g. "
+                                                         "0-99,123 (default: every labelled one).")] = None,
+           all_features: Annotated[bool, typer.Option("--all-features", help="html: unlabelled features get "
+                                                      "pages too.")] = False,
            model_id: Annotated[str | None, typer.Option(help="neuronpedia: the model's id there, e.g. gpt2-small.")] = None,
            source_id: Annotated[str | None, typer.Option(help="neuronpedia: the source (SAE) id, e.g. 6-res-jb.")] = None,
            as_json: JsonOpt = False) -> None:
@@ -44,9 +48,20 @@ def export(store: StoreOpt, out: Annotated[Path, typer.Option("--out", help="Fil
             text = (f"wrote {res['features']} features, {res['explanations']} explanations, {res['scores']} scores "
                     f"and {res['activations']} activation windows to {res['out']}")
         elif format == "html":
-            res = write_html(s, out, dictionary)
-            text = (f"wrote a browser of {res['features']} features ({res['pages']} with windows) to {res['out']}; "
-                    f"open {Path(res['out']) / 'index.html'}")
+            from ..pipeline.config import LabelRun
+            from ..progress import Progress
+
+            d = s.dictionary(dictionary)
+            subset = None if features is None else LabelRun(features=features).selected(d.width)
+            bar = Progress(0, "export html", "feat", not as_json)
+            try:
+                res = write_html(s, out, dictionary, subset, all_features, bar)
+            finally:
+                bar.close()
+            text = (f"wrote a browser of {res['listed']:,} of {res['features']:,} features ({res['pages']:,} pages "
+                    f"in {res['feature_files']:,} files, {res['bytes'] / 1e6:,.1f} MB) to {res['out']}; open "
+                    f"{Path(res['out']) / 'index.html'}" + (f" (its index holds the first {res['index_rows']:,}: "
+                                                            "`autointerp serve` shows all)" if res["capped"] else ""))
         else:
             n = (write_jsonl if format == "jsonl" else write_parquet)(s, out, dictionary, candidates=candidates)
             res, text = {"out": str(out), "format": format, "lines": n}, f"wrote {n} labels to {out}"
@@ -60,15 +75,17 @@ def export(store: StoreOpt, out: Annotated[Path, typer.Option("--out", help="Fil
 def serve(store: StoreOpt, dictionary: DictOpt = None,
           host: Annotated[str, typer.Option(help="Address to listen on (default: this machine only).")] = "127.0.0.1",
           port: Annotated[int, typer.Option(help="Port (0: any free one).")] = 8000) -> None:
-    """Browse a store's features live (read-only): the static browser's pages, served from the store."""
+    """Browse a store's features live (read-only): the browser's pages and a JSON API (/api/..., documented
+    at /openapi.json and /api/docs), served from the store."""
     from ..export.serve import make_server
 
+    if not 0 <= port <= 65535:
+        raise typer.BadParameter(f"--port must be 0..65535, got {port}")
     with opened(store, read_only=True) as s:
-        server = make_server(s, dictionary, host, port)
-        typer.echo(f"serving {server.dictionary.name} from {store} at {server.url} (Ctrl-C to stop)", err=False)
         try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            server.server_close()
+            server = make_server(s, dictionary, host, port)
+        except OSError as e:
+            raise ExportError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+        typer.echo(f"serving {server.dictionary.name} from {store} at {server.url} (API: {server.url}api/docs; "
+                   "Ctrl-C to stop)")
+        server.serve()

@@ -12,14 +12,15 @@ from .common import (
     DictOpt,
     JsonOpt,
     StoreOpt,
+    check_choice,
     emit_json,
     handle_errors,
     opened,
     show_progress,
 )
 
-app = typer.Typer(help="Ingest activations: delphi latent caches, the Parquet long format, Neuronpedia or "
-                       "SAEDashboard feature JSON.", no_args_is_help=True)
+app = typer.Typer(help="Ingest activations (delphi latent caches, the Parquet long format, Neuronpedia or "
+                       "SAEDashboard feature JSON) or labels made elsewhere.", no_args_is_help=True)
 
 ReplaceOpt = Annotated[bool, typer.Option("--replace", help="Overwrite a dictionary of the same name.")]
 
@@ -88,3 +89,33 @@ def neuronpedia(path: Annotated[Path, typer.Argument(help="A Neuronpedia export 
         typer.echo(f"ingested {out['dictionary']}: {out['width']} features, {out['nonzeros']:,} nonzeros from "
                    f"{out['records']:,} activation records over {out['contexts']:,} distinct texts"
                    + (f" ({out['negatives_dropped']:,} negative values dropped)" if out["negatives_dropped"] else ""))
+
+
+@app.command("labels")
+@handle_errors
+def labels(path: Annotated[Path, typer.Argument(help="neuronpedia: an export source folder (explanations/, "
+                                                "explanation_scores/) or a batch file; delphi: its results "
+                                                "folder or explanations folder; jsonl: our export.")],
+           store: StoreOpt,
+           format: Annotated[str, typer.Option("--format", help="neuronpedia | delphi | jsonl")],
+           dictionary: DictOpt = None,
+           no_index: Annotated[bool, typer.Option("--no-index", help="Do not embed the labels for search now "
+                                                  "(`autointerp search` does it on first use).")] = False,
+           as_json: JsonOpt = False) -> None:
+    """Import labels made elsewhere (with their grades and provenance), atomically; grade them with
+    `label --explainer imported --scorer ...`."""
+    from ..ingest.labels import FORMATS, import_labels
+    from ..progress import Progress
+
+    check_choice(format, FORMATS, "--format")
+    with opened(store) as s:
+        bar = Progress(0, "import labels", "label", show_progress(as_json))
+        try:
+            out = import_labels(s, path, format, dictionary, index=not no_index, progress=bar)
+        finally:
+            bar.close()
+    if as_json:
+        emit_json(out)
+    else:
+        typer.echo(f"imported {out['labels']:,} labels of {out['features']:,} features ({out['scores']:,} grades) "
+                   f"into {out['dictionary']} from {out['source']}")

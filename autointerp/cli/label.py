@@ -47,7 +47,9 @@ MinEvidenceOpt = Annotated[int, typer.Option(help="Windows of each class (activa
 @handle_errors
 def label(store: StoreOpt, dictionary: DictOpt = None, features: FeaturesOpt = None,
           explainer: Annotated[str, typer.Option(help="offline (no model, no network), anthropic:MODEL, "
-                                                     "openai:MODEL, or compat:MODEL with --base-url.")] = "offline",
+                                                     "openai:MODEL, or compat:MODEL with --base-url; imported: "
+                                                     "grade the labels `ingest labels` brought in, explain "
+                                                     "nothing.")] = "offline",
           scorer: Annotated[str, typer.Option(help=SCORER_HELP)] = "embedding,simulation",
           seed: SeedOpt = 0,
           force: Annotated[bool, typer.Option(help="Redo features that already have a label.")] = False,

@@ -10,10 +10,25 @@ from ..records import Dictionary
 from ..store import Store
 from .offline import Background, OfflineExplainer
 
-EXPLAINERS = ("offline", "anthropic:MODEL", "openai:MODEL", "compat:MODEL (with base_url)")
+EXPLAINERS = ("offline", "anthropic:MODEL", "openai:MODEL", "compat:MODEL (with base_url)", "imported")
+IMPORTED = "imported"
+
+
+class ImportedLabels:
+    """Not an explainer: a run with it grades the labels imported into the store (`ingest labels`) with
+    its scorers, on its own held-out windows, and explains nothing."""
+
+    name, prompt_hash = IMPORTED, ""
+
+    def explain(self, sample):  # never asked: the plan of such a run explains no feature
+        from ..errors import ExplainFailure
+
+        raise ExplainFailure("imported labels are graded, not explained")
 
 
 def make_explainer(name: str, store: Store, dictionary: Dictionary, llm: LLMOptions | None = None):
+    if name == IMPORTED:
+        return ImportedLabels()
     if name == "offline":
         return OfflineExplainer(lambda: Background.from_store(store, dictionary.corpus_id))  # read when first used
     if ":" in name:
@@ -27,4 +42,4 @@ def make_explainer(name: str, store: Store, dictionary: Dictionary, llm: LLMOpti
     raise LabelError(f"unknown explainer {name!r}; available: {', '.join(EXPLAINERS)}")
 
 
-__all__ = ["EXPLAINERS", "Background", "LLMOptions", "OfflineExplainer", "make_explainer"]
+__all__ = ["EXPLAINERS", "IMPORTED", "ImportedLabels", "Background", "LLMOptions", "OfflineExplainer", "make_explainer"]

@@ -1,13 +1,20 @@
 """The feature browser: a static site (`export --format html`) and the same pages served live (`serve`).
 
-The pages (`web/index.html`, `web/feature.html`, `web/app.js`, `web/app.css`) are fixed files; what
-they show comes from data scripts that call `AI.meta(...)`, `AI.shard(k, rows)` and `AI.feature(f,
-doc)`. Scripts, not JSON: a page opened from disk (file://) may load a script but may not fetch a file.
-The static export writes those scripts once (`data/meta.js`, `data/index-K.js` with 2,000 features
-each, `data/f/F.js` per feature); `autointerp serve` makes the same scripts per request from the store,
-so both run one code path. The index loads its first shard and shows it at once, then the others, so
-16k+ features open fast; it pages 100 rows at a time. Every value reaches the page as JSON (ASCII, no
-NaN) and is put in the page with textContent or setAttribute, never as HTML.
+The pages (`web/index.html`, `web/feature.html`, `web/app.js`, `web/app.css`) are fixed files. Served
+by `autointerp serve`, they read the JSON API (`api.py`): the server sorts, filters and pages. Opened
+from disk (file://, where a page may load a script but not fetch a file), they read data scripts
+that call `AI.meta(...)`, `AI.shard(k, rows)` and `AI.features(k, docs)`, written once by the export:
+
+- `data/meta.js`: the dictionary, its scorers, how many index rows and feature shards there are;
+- `data/index-K.js`: the index rows, 2,000 a script, [feature, label, density, max, n_firing, one
+  value per scorer]: the labelled features (every feature with `all_features`), at most INDEX_CAP
+  rows (100,000: what a page can sort and filter in memory; beyond that the index says it is capped
+  and `serve` shows everything);
+- `data/f/K.js`: the page data of features K*1024 .. K*1024+1023 that are exported (the labelled ones,
+  or those asked for), so 1M features are ~1,000 files, never one per feature.
+
+Every value reaches the page as JSON (ASCII, no NaN) and is put in the page with textContent or
+setAttribute, never as HTML.
 
 A feature page shows its labels (every best-of-k candidate, chosen first) with grades and provenance,
 its top and quantile windows with each token shaded by its activation (hover shows the value), and, for
@@ -22,6 +29,10 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
+
 from ..errors import ExportError
 from ..records import Dictionary, SamplerConfig
 from ..sample import Sampler
@@ -29,7 +40,9 @@ from ..store import Store
 
 WEB = Path(__file__).with_name("web")
 ASSETS = ("index.html", "feature.html", "app.js", "app.css")
-SHARD = 2000  # features per index script
+SHARD = 2000  # rows per index script
+FEATURE_SHARD = 1024  # features per page-data script (as Neuronpedia batches)
+INDEX_CAP = 100_000  # index rows a static page holds (it sorts and filters them in memory)
 MAX_TOP, MAX_QUANTILE, MAX_SIM_ACTIVE, MAX_SIM_QUIET = 10, 20, 20, 5
 
 
@@ -50,29 +63,26 @@ def _primary(rows: list[dict]) -> dict | None:
 
 
 def site_meta(store: Store, d: Dictionary) -> dict:
-    scorers = [r[0] for r in store.con.execute(
-        "SELECT DISTINCT s.scorer FROM scores s JOIN explanations e USING (explanation_id) "
-        "WHERE e.dictionary_id = ? ORDER BY 1", [d.dictionary_id]).fetchall()]
     return {"dictionary": d.name, "model": d.model, "hook": d.hook, "kind": d.kind, "width": d.width,
-            "shard": SHARD, "shards": -(-d.width // SHARD), "scorers": scorers,
-            "labelled": store.labelled_count(d.dictionary_id)}
+            "scorers": store.scorer_names(d.dictionary_id), "labelled": store.labelled_count(d.dictionary_id)}
 
 
-def index_rows(store: Store, d: Dictionary, k: int, scorers: list[str]) -> list[list]:
-    """Rows of index shard k: [feature, label, density, max, n_firing, one value per scorer]."""
-    lo, hi = k * SHARD, min((k + 1) * SHARD, d.width)
-    stats = {s.feature: s for s in store.feature_stats(d.dictionary_id, list(range(lo, hi)))}
-    by_f: dict[int, list] = {}
-    for r in store.labels(d.dictionary_id, range(lo, hi)):
-        by_f.setdefault(r["feature_id"], []).append(r)
-    out = []
-    for f in range(lo, hi):
-        s, lab = stats.get(f), _primary(by_f.get(f, []))
-        sc = lab["scores"] if lab else {}
-        out.append([f, lab["explanation"] if lab else "", _r(s.density, 6) if s else 0.0,
-                    _r(s.max_value) if s else None, int(s.n_firing) if s else 0,
-                    *[_r(sc[n]["value"]) if n in sc else None for n in scorers]])
-    return out
+def index_table(store: Store, d: Dictionary, scorers: list[str], features=None, all_features: bool = False):
+    """The rows of the static index (Arrow): labelled features (or every feature), optionally only `features`."""
+    t = store.feature_table(d.dictionary_id, scorers)
+    keep = pa.compute.is_valid(t.column("explanation_id")) if not all_features else pa.array([True] * t.num_rows)
+    if features is not None:
+        keep = pa.compute.and_(keep, pa.compute.is_in(t.column("feature"), pa.array(np.asarray(features, np.uint32))))
+    return t.filter(keep)
+
+
+def index_rows(t, lo: int, hi: int, scorers: list[str]) -> list[list]:
+    """Index rows lo..hi of an `index_table`: [feature, label, density, max, n_firing, one value per scorer]."""
+    part = t.slice(lo, hi - lo).to_pydict()
+    cols = [part[f"s{i}"] for i in range(len(scorers))]
+    return [[f, lab, _r(dens, 6), _r(mx), int(n), *[_r(c[i]) for c in cols]]
+            for i, (f, lab, dens, mx, n) in enumerate(zip(part["feature"], part["label"], part["density"],
+                                                          part["max"], part["n_firing"]))]
 
 
 def _window(w, predicted=None, r=None) -> dict:
@@ -89,11 +99,12 @@ def _label_doc(r: dict) -> dict:
         k: v for k, v in s["details"].items() if k not in ("predicted", "per_window_correlation", "kinds")}}
         for n, s in r["scores"].items()}
     return {k: r[k] for k in ("explanation", "chosen", "explainer", "prompt_hash", "sampler_hash", "seed",
-                              "created_at", "evidence")} | {"scores": scores}
+                              "created_at", "evidence", "imported")} | {"scores": scores}
 
 
-def feature_docs(store: Store, d: Dictionary, features: list[int]) -> Iterator[tuple[int, dict]]:
-    """(feature, page data) for each feature that has windows; its label rows and windows read in batches."""
+def feature_docs(store: Store, d: Dictionary, features: list[int], unsampled: bool = False) -> Iterator[tuple[int, dict]]:
+    """(feature, page data) for each feature that has windows (with `unsampled`, every feature: one
+    without windows says why in `sample`); its label rows and windows read in batches."""
     by_f: dict[int, list] = {}
     for r in store.labels(d.dictionary_id, features, candidates=True):
         by_f.setdefault(r["feature_id"], []).append(r)
@@ -105,13 +116,14 @@ def feature_docs(store: Store, d: Dictionary, features: list[int]) -> Iterator[t
         groups.setdefault(key, []).append(f)
     for (cfg, seed), fs in groups.items():
         for smp in Sampler(store, d, SamplerConfig(**json.loads(cfg)), seed).sample_many(fs):
-            if smp.status != "ok":
+            if smp.status != "ok" and not unsampled:
                 continue
             rows = sorted(by_f.get(smp.feature, []), key=lambda r: (not r["chosen"], r["created_at"]))
             st = stats[smp.feature]
             doc = {"feature": smp.feature, "stats": {"density": _r(st.density, 6), "max": _r(st.max_value),
                                                       "mean": _r(st.mean_value), "n_firing": int(st.n_firing),
                                                       "n_contexts": int(st.n_contexts)},
+                   "sample": {"status": smp.status, "reason": smp.reason},
                    "labels": [_label_doc(r) for r in rows],
                    "top": [_window(w) for w in smp.explain if w.kind == "top"][:MAX_TOP],
                    "quantile": [_window(w) for w in smp.explain if w.kind == "quantile"][:MAX_QUANTILE]}
@@ -129,30 +141,50 @@ def feature_docs(store: Store, d: Dictionary, features: list[int]) -> Iterator[t
             yield smp.feature, doc
 
 
-def write_html(store: Store, out: str | Path, dictionary: str | None = None) -> dict:
-    """Write the browser of one dictionary to the folder `out` (replaced if it holds an earlier export)."""
+def write_html(store: Store, out: str | Path, dictionary: str | None = None, features=None,
+               all_features: bool = False, progress=None) -> dict:
+    """Write the browser of one dictionary to the folder `out` (replaced if it holds an earlier export):
+    the labelled features, or `features` (ids) of them, or with `all_features` every feature that fires."""
     out = Path(out)
     d = store.dictionary(dictionary)
-    tmp = out.with_name(f".{out.name}.autointerp-tmp")  # ours alone: removed if a run was cut short
+    if out.exists() and not (out / "data" / "meta.js").exists():
+        raise ExportError(f"{out} exists and is not an autointerp browser: not replacing it")
+    tmp = out.with_name(f".{out.name}.autointerp-tmp")  # ours alone: one left by a killed export is removed here
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         (tmp / "data" / "f").mkdir(parents=True)
         for name in ASSETS:
             shutil.copyfile(WEB / name, tmp / name)
         meta = site_meta(store, d)
-        (tmp / "data" / "meta.js").write_text(js("meta", meta), encoding="ascii")
-        pages = 0
+        t = index_table(store, d, meta["scorers"], features, all_features)
+        listed = t.num_rows
+        rows = min(listed, INDEX_CAP)
+        meta |= {"shard": SHARD, "shards": -(-rows // SHARD), "rows": rows, "listed": listed,
+                 "capped": listed > INDEX_CAP, "feature_shard": FEATURE_SHARD}
         for k in range(meta["shards"]):
-            rows = index_rows(store, d, k, meta["scorers"])
-            (tmp / "data" / f"index-{k}.js").write_text(js("shard", k, rows), encoding="ascii")
-            for f, doc in feature_docs(store, d, [r[0] for r in rows if r[4] > 0]):
-                (tmp / "data" / "f" / f"{f}.js").write_text(js("feature", f, doc), encoding="ascii")
-                pages += 1
+            (tmp / "data" / f"index-{k}.js").write_text(
+                js("shard", k, index_rows(t, k * SHARD, min((k + 1) * SHARD, rows), meta["scorers"])), encoding="ascii")
+        feats = t.column("feature").to_numpy().astype(np.int64)
+        feats = feats[np.asarray(t.column("n_firing").to_numpy()) > 0]
+        pages = files = 0
+        for k in np.unique(feats // FEATURE_SHARD).tolist():
+            docs = {}
+            part = feats[(feats >= k * FEATURE_SHARD) & (feats < (k + 1) * FEATURE_SHARD)]
+            for lo in range(0, len(part), 256):
+                docs.update(feature_docs(store, d, part[lo:lo + 256].tolist()))
+            if docs:
+                (tmp / "data" / "f" / f"{k}.js").write_text(js("features", k, {str(f): v for f, v in docs.items()}),
+                                                            encoding="ascii")
+                pages, files = pages + len(docs), files + 1
+            if progress is not None:
+                progress.update(len(part))
+        meta["pages"] = pages
+        (tmp / "data" / "meta.js").write_text(js("meta", meta), encoding="ascii")
         if out.exists():
-            if not (out / "data" / "meta.js").exists():
-                raise ExportError(f"{out} exists and is not an autointerp browser: not replacing it")
             shutil.rmtree(out)
         tmp.rename(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"out": str(out), "dictionary": d.name, "features": d.width, "pages": pages, "shards": meta["shards"]}
+    return {"out": str(out), "dictionary": d.name, "features": d.width, "listed": listed, "index_rows": rows,
+            "capped": listed > INDEX_CAP, "pages": pages, "shards": meta["shards"], "feature_files": files,
+            "bytes": sum(p.stat().st_size for p in out.rglob("*") if p.is_file())}

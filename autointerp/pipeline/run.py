@@ -33,7 +33,7 @@ import numpy as np
 
 from ..clock import utcnow as _now
 from ..errors import ExplainFailure, LabelError
-from ..explain import make_explainer
+from ..explain import IMPORTED, make_explainer
 from ..progress import Progress
 from ..records import (
     Dictionary,
@@ -146,7 +146,10 @@ def plan(store: Store, dictionary: Dictionary, run: LabelRun, parts: Parts) -> W
     if run.force:
         return WorkPlan(feats, empty, empty, empty, len(feats))
     key = (*parts.key, run.sampler.hash, run.seed)
-    explain = np.setdiff1d(feats, store.done_features(dictionary.dictionary_id, key), assume_unique=True)
+    if parts.explainer.name == IMPORTED:  # grade labels made elsewhere; explain nothing
+        explain, key = empty, None
+    else:
+        explain = np.setdiff1d(feats, store.done_features(dictionary.dictionary_id, key), assume_unique=True)
     gf, ge, gm = store.grading_todo(dictionary.dictionary_id, key, [(s.name, s.version) for s in parts.grade],
                                     None if run.features is None else feats)
     return WorkPlan(explain, gf, ge, gm, len(feats))

@@ -29,17 +29,20 @@ class LabelReads:
             [dictionary_id, *run_key]).fetchnumpy()
         return np.asarray(t["feature"], dtype=np.int64)
 
-    def grading_todo(self, dictionary_id: int, run_key: tuple[str, str, str, int], scorers: list[tuple[str, str]],
+    def grading_todo(self, dictionary_id: int, run_key: tuple[str, str, str, int] | None,
+                     scorers: list[tuple[str, str]],
                      features: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Current labels (status ok under `run_key`) whose chosen explanation lacks a grade, ok or
-        undefined, of some (scorer, version) in `scorers`: (features, explanation ids, bit masks over
-        `scorers`), sorted by feature. A failed grade counts as lacking (it is retried)."""
+        """Current labels (status ok under `run_key`; None: every imported label) whose chosen
+        explanation lacks a grade, ok or undefined, of some (scorer, version) in `scorers`: (features,
+        explanation ids, bit masks over `scorers`), sorted by feature. A failed grade counts as lacking
+        (it is retried). A feature with several imported labels is graded on its newest."""
         empty = np.zeros(0, np.int64)
         if not scorers:
             return empty, empty, empty
         want = pa.table({"bit": pa.array([1 << i for i in range(len(scorers))], pa.int64()),
                          "scorer": [s for s, _ in scorers], "version": [v for _, v in scorers]})
         sel = pa.table({"feature": pa.array(np.asarray(features if features is not None else [], np.int64))})
+        key = "e.imported IS NOT NULL" if run_key is None else "e." + _KEY.replace(" AND ", " AND e.")
         self.con.register("_want_scorers", want)
         self.con.register("_selected", sel)
         try:
@@ -48,15 +51,17 @@ class LabelReads:
                     SELECT e.feature, e.explanation_id FROM explanations e
                     JOIN label_status l USING (dictionary_id, feature, explainer, prompt_hash, sampler_hash, seed)
                     JOIN feature_stats f USING (dictionary_id, feature)
-                    WHERE e.dictionary_id = ? AND e.chosen AND e.{_KEY.replace(' AND ', ' AND e.')}
+                    WHERE e.dictionary_id = ? AND e.chosen AND {key}
                       AND l.status = 'ok' AND (l.act_hash IS NULL OR l.act_hash = f.act_hash)
-                      AND (? OR e.feature IN (SELECT feature FROM _selected)))
+                      AND (? OR e.feature IN (SELECT feature FROM _selected))
+                    QUALIFY row_number() OVER (PARTITION BY e.feature ORDER BY e.created_at DESC,
+                                                                               e.explanation_id DESC) = 1)
                 SELECT ex.feature, ex.explanation_id, sum(w.bit)::BIGINT AS mask FROM ex, _want_scorers w
                 WHERE NOT EXISTS (SELECT 1 FROM scores s WHERE s.explanation_id = ex.explanation_id
                                   AND s.scorer = w.scorer AND s.scorer_version = w.version
                                   AND s.status IN ('ok', 'undefined'))
                 GROUP BY ex.feature, ex.explanation_id ORDER BY ex.feature""",
-                                 [dictionary_id, *run_key, features is None]).fetchnumpy()
+                                 [dictionary_id, *(run_key or ()), features is None]).fetchnumpy()
         finally:
             self.con.unregister("_want_scorers")
             self.con.unregister("_selected")
@@ -160,7 +165,7 @@ class LabelReads:
                      f"ORDER BY s.created_at DESC LIMIT 1) {'DESC' if descending else 'ASC'} NULLS LAST, {order}")
         rows = self.con.execute(
             f"""SELECT e.explanation_id, d.name, e.feature, e.text, e.explainer, e.prompt_hash, e.sampler_hash,
-                       e.sampler, e.seed, e.evidence, e.created_at, e.chosen
+                       e.sampler, e.seed, e.evidence, e.created_at, e.chosen, e.imported
                 FROM explanations e JOIN dictionaries d USING (dictionary_id)
                 WHERE {' AND '.join(where)} ORDER BY {order} {'' if limit is None else f'LIMIT {int(limit)}'}""",
             params + ([sort_by] if sort_by is not None else [])).fetchall()
@@ -176,4 +181,5 @@ class LabelReads:
         return [{"explanation_id": r[0], "dictionary": r[1], "feature_id": r[2], "explanation": r[3],
                  "explainer": r[4], "prompt_hash": r[5], "sampler_hash": r[6], "sampler": json.loads(r[7]),
                  "seed": r[8], "evidence": json.loads(r[9]), "created_at": r[10].isoformat(), "chosen": r[11],
+                 "imported": r[12],
                  "scores": scores[r[0]]} for r in rows]

@@ -20,6 +20,7 @@ import pyarrow as pa
 from ..clock import utcnow
 from ..errors import AutointerpError, StoreError
 from ..records import Corpus, Dictionary, FeatureStats
+from .browse import BrowseReads
 from .labels import LabelReads
 from .ledger import LedgerReads
 from .schema import LATEST_VERSION, MIGRATIONS
@@ -27,7 +28,7 @@ from .vectors import VectorReads
 from .writer import StoreWriter
 
 
-class Store(LabelReads, LedgerReads, VectorReads):
+class Store(LabelReads, LedgerReads, VectorReads, BrowseReads):
     """A store file. Open with `Store(path)` (creates and migrates) or `Store(path, read_only=True)`."""
 
     def __init__(self, path: str | Path, *, read_only: bool = False, memory_limit: str = "1GB",

@@ -1,12 +1,16 @@
-// The autointerp feature browser. Data arrives as scripts (data/meta.js, data/index-K.js, data/f/F.js)
-// calling AI.meta / AI.shard / AI.feature, so the pages work from disk (file://) and from `autointerp
-// serve` alike. Every string from the data goes into the page through textContent or setAttribute,
-// never through innerHTML: a label or token of "<script>" shows as those characters.
+// The autointerp feature browser. Served by `autointerp serve`, the pages read its JSON API (/api/...):
+// the server sorts, filters, pages and searches. Opened from disk (file://), they read the static
+// export's data scripts (data/meta.js, data/index-K.js, data/f/K.js calling AI.meta / AI.shard /
+// AI.features), since a page from disk may load a script but not fetch a file. Every string from the
+// data goes into the page through textContent or setAttribute, never through innerHTML: a label or
+// token of "<script>" shows as those characters.
 "use strict";
 
 const AI = (() => {
   const got = { meta: null, shards: {}, features: {} };
   const PAGE = 100;
+  const served = location.protocol === "http:" || location.protocol === "https:";
+  const dictParam = new URLSearchParams(location.search).get("dictionary");
 
   function load(src) {
     return new Promise((resolve, reject) => {
@@ -16,6 +20,16 @@ const AI = (() => {
       s.onerror = () => { s.remove(); reject(new Error("cannot load " + src)); };
       document.head.appendChild(s);
     });
+  }
+
+  async function api(path, params) {
+    const q = new URLSearchParams();
+    for (const [k, v] of Object.entries(params || {})) if (v !== null && v !== undefined && v !== "") q.set(k, v);
+    if (dictParam && !q.has("dictionary")) q.set("dictionary", dictParam);
+    const r = await fetch(`api/${path}${q.toString() ? "?" + q : ""}`);
+    const body = await r.json();
+    if (!r.ok) throw Object.assign(new Error(body.error || r.statusText), { status: r.status });
+    return body;
   }
 
   function el(tag, props, ...children) {
@@ -36,32 +50,38 @@ const AI = (() => {
 
   // -- the index ---------------------------------------------------------------------------------------
 
+  async function meta() {
+    if (!served) { await load("data/meta.js"); return got.meta; }
+    const ds = await api("dictionaries");
+    const m = (dictParam && ds.find((d) => d.name === dictParam)) || ds[0];
+    got.meta = m;
+    return m;
+  }
+
   async function indexPage() {
-    await load("data/meta.js");
-    const m = got.meta;
-    document.title = m.dictionary + " — autointerp";
-    setText("title", m.dictionary);
+    const m = await meta();
+    document.title = `${m.dictionary || m.name} — autointerp`;
+    setText("title", m.dictionary || m.name);
     setText("subtitle", `${m.model} · ${m.hook} · ${m.kind} · ${m.width.toLocaleString()} features, ` +
                         `${m.labelled.toLocaleString()} labelled`);
-    // columns: [feature, label, density, max, n_firing, ...scorers]
-    const cols = [{ key: 0, name: "feature", num: true, digits: 0 }, { key: 1, name: "label" },
-                  ...m.scorers.map((s, i) => ({ key: 5 + i, name: s, num: true, digits: 3 })),
-                  { key: 2, name: "density", num: true, digits: 5 }, { key: 3, name: "max", num: true, digits: 2 }];
-    const state = { filter: "", sort: 0, desc: false, page: 0 };
+    // columns: [feature, label, density, max, n_firing, ...scorers]; `sort` is the API's name for each
+    const cols = [{ key: 0, name: "feature", sort: "feature", num: true, digits: 0 }, { key: 1, name: "label" },
+                  ...m.scorers.map((s, i) => ({ key: 5 + i, name: s, sort: s, num: true, digits: 3 })),
+                  { key: 2, name: "density", sort: "density", num: true, digits: 5 },
+                  { key: 3, name: "max", sort: "max", num: true, digits: 2 }];
+    const state = { filter: "", sort: 0, desc: false, page: 0, search: "" };
     if (m.scorers.length) {  // best first, by simulation when there is one
       state.sort = 5 + Math.max(0, m.scorers.indexOf("simulation"));
       state.desc = true;
     }
-    const rows = [];
-    let view = [];
-
     const sortSel = document.getElementById("sort");
-    for (const c of cols) sortSel.append(el("option", { value: String(c.key), text: c.name }));
+    for (const c of cols.filter((c) => c.sort)) sortSel.append(el("option", { value: String(c.key), text: c.name }));
     sortSel.value = String(state.sort);
     const head = document.getElementById("head");
     for (const c of cols) {
       const th = el("th", { class: c.num ? "num" : "", "data-key": String(c.key), text: c.name });
       th.addEventListener("click", () => {
+        if (!c.sort) return;
         if (state.sort === c.key) state.desc = !state.desc; else { state.sort = c.key; state.desc = c.num && c.key !== 0; }
         sortSel.value = String(state.sort);
         state.page = 0;
@@ -70,54 +90,112 @@ const AI = (() => {
       head.append(th);
     }
 
-    function compute() {
-      const q = state.filter.trim().toLowerCase();
-      const id = /^\d+$/.test(q) ? Number(q) : null;
-      view = q ? rows.filter((r) => r[0] === id || r[1].toLowerCase().includes(q)) : rows.slice();
-      const k = state.sort, dir = state.desc ? -1 : 1;
-      view.sort((a, b) => {
-        const x = a[k], y = b[k];
-        if (x === y) return a[0] - b[0];
-        if (x === null || x === "") return 1;  // missing values last, either way
-        if (y === null || y === "") return -1;
-        return (x < y ? -1 : 1) * dir;
-      });
-    }
-
-    function render() {
-      const pages = Math.max(1, Math.ceil(view.length / PAGE));
-      state.page = Math.min(state.page, pages - 1);
-      const body = document.getElementById("rows");
-      body.replaceChildren();
-      for (const r of view.slice(state.page * PAGE, (state.page + 1) * PAGE)) {
-        const tr = el("tr", { "data-feature": String(r[0]) });
-        for (const c of cols) {
-          if (c.key === 0) tr.append(el("td", { class: "num" }, el("a", { href: "feature.html#" + r[0], text: String(r[0]) })));
-          else if (c.key === 1) tr.append(el("td", { class: "label", text: r[1] || "" }));
-          else tr.append(el("td", { class: "num", text: fmt(r[c.key], c.digits) }));
-        }
-        body.append(tr);
+    function row(r, extra) {
+      const tr = el("tr", { "data-feature": String(r[0]) });
+      for (const c of cols) {
+        if (c.key === 0) tr.append(el("td", { class: "num" }, el("a", { href: "feature.html" + location.search + "#" + r[0], text: String(r[0]) })));
+        else if (c.key === 1) tr.append(el("td", { class: "label", text: r[1] || "" }, extra || null));
+        else tr.append(el("td", { class: "num", text: fmt(r[c.key], c.digits) }));
       }
-      setText("page", `page ${state.page + 1} of ${pages} · ${view.length.toLocaleString()} shown`);
-      document.getElementById("order").textContent = state.desc ? "descending" : "ascending";
+      return tr;
     }
 
-    function refresh() { compute(); render(); }
+    function show(rows, total, note) {
+      const pages = Math.max(1, Math.ceil(total / PAGE));
+      const body = document.getElementById("rows");
+      body.replaceChildren(...rows);
+      setText("page", `page ${state.page + 1} of ${pages} · ${total.toLocaleString()} shown` + (note || ""));
+      document.getElementById("order").textContent = state.desc ? "descending" : "ascending";
+      document.body.setAttribute("data-ready", "1");
+    }
 
-    document.getElementById("filter").addEventListener("input", (e) => { state.filter = e.target.value; state.page = 0; refresh(); });
+    // served: every view is one API request; from disk: the shards are loaded and sorted in the page
+    let render;
+    if (served) {
+      let asked = 0;
+      render = async () => {
+        const mine = ++asked;
+        document.body.removeAttribute("data-ready");
+        const c = cols.find((x) => x.key === state.sort);
+        try {
+          const p = await api("features", { sort: c.sort, order: state.desc ? "desc" : "asc", q: state.filter.trim(),
+                                            offset: state.page * PAGE, limit: PAGE });
+          if (mine !== asked) return;  // a newer view was asked for meanwhile
+          const pages = Math.max(1, Math.ceil(p.total / PAGE));
+          if (state.page >= pages && p.total) { state.page = pages - 1; return render(); }
+          show(p.rows.map((r) => row([r.feature, r.label, r.density, r.max, r.n_firing, ...m.scorers.map((s) => r.scores[s])])),
+               p.total);
+          setText("status", "");
+        } catch (err) {
+          setText("status", "error: " + err.message);
+          document.body.setAttribute("data-ready", "1");
+        }
+      };
+    } else {
+      const rows = [];
+      let view = [];
+      const compute = () => {
+        const q = state.filter.trim().toLowerCase();
+        const id = /^\d+$/.test(q) ? Number(q) : null;
+        view = q ? rows.filter((r) => r[0] === id || r[1].toLowerCase().includes(q)) : rows.slice();
+        const k = state.sort, dir = state.desc ? -1 : 1;
+        view.sort((a, b) => {
+          const x = a[k], y = b[k];
+          if (x === y) return a[0] - b[0];
+          if (x === null || x === "") return 1;  // missing values last, either way
+          if (y === null || y === "") return -1;
+          return (x < y ? -1 : 1) * dir;
+        });
+      };
+      const capped = m.capped ? ` · the first ${m.rows.toLocaleString()} of ${m.listed.toLocaleString()} ` +
+                                "exported features (`autointerp serve` shows all)" : "";
+      render = async () => {
+        compute();
+        const pages = Math.max(1, Math.ceil(view.length / PAGE));
+        state.page = Math.min(state.page, pages - 1);
+        show(view.slice(state.page * PAGE, (state.page + 1) * PAGE).map((r) => row(r)), view.length, capped);
+      };
+      for (let k = 0; k < m.shards; k++) {  // the first shard shows at once; the rest stream in
+        await load(`data/index-${k}.js`);
+        rows.push(...got.shards[k]);
+        delete got.shards[k];
+        setText("status", k + 1 < m.shards ? `loading: ${rows.length.toLocaleString()} of ${m.rows.toLocaleString()}` : "");
+        if (k === 0 || k + 1 === m.shards || k % 5 === 0) await render();
+      }
+      if (!m.shards) await render();
+    }
+    const refresh = () => { state.search = ""; return render(); };
+
+    let timer = null;
+    document.getElementById("filter").addEventListener("input", (e) => {
+      state.filter = e.target.value; state.page = 0;
+      clearTimeout(timer);
+      timer = setTimeout(refresh, served ? 150 : 0);
+    });
     sortSel.addEventListener("change", () => { state.sort = Number(sortSel.value); state.page = 0; refresh(); });
     document.getElementById("order").addEventListener("click", () => { state.desc = !state.desc; refresh(); });
     document.getElementById("prev").addEventListener("click", () => { state.page = Math.max(0, state.page - 1); render(); });
     document.getElementById("next").addEventListener("click", () => { state.page += 1; render(); });
 
-    for (let k = 0; k < m.shards; k++) {  // the first shard shows at once; the rest stream in
-      await load(`data/index-${k}.js`);
-      rows.push(...got.shards[k]);
-      delete got.shards[k];
-      setText("status", k + 1 < m.shards ? `loading: ${rows.length.toLocaleString()} of ${m.width.toLocaleString()}` : "");
-      if (k === 0 || k + 1 === m.shards || k % 5 === 0) refresh();
-    }
-    document.body.setAttribute("data-ready", "1");
+    const box = document.getElementById("search");
+    if (!served) box.closest("form").hidden = true;  // search needs the model: only when served
+    box.closest("form").addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const q = box.value.trim();
+      if (!q) return refresh();
+      document.body.removeAttribute("data-ready");
+      try {
+        const res = await api("search", { q, limit: PAGE });
+        show(res.rows.map((h) => row([h.feature, h.label, null, null, null, ...m.scorers.map((s) => h.scores[s])],
+                                     el("span", { class: "muted", text: ` (similarity ${fmt(h.similarity)})` }))),
+             res.rows.length, ` · nearest in meaning to “${q}”`);
+        setText("page", `${res.rows.length} features nearest in meaning to “${q}”`);
+      } catch (err) {
+        setText("status", "error: " + err.message);
+        document.body.setAttribute("data-ready", "1");
+      }
+    });
+    if (served) await render();
   }
 
   // -- a feature ---------------------------------------------------------------------------------------
@@ -152,7 +230,8 @@ const AI = (() => {
         tr.append(td);
       }
       tr.append(el("td", { class: "prov", text: `${l.explainer} · prompt ${l.prompt_hash} · sampler ${l.sampler_hash} · ` +
-                                                 `seed ${l.seed} · ${l.created_at.replace("T", " ").slice(0, 19)}` }));
+                                                 `seed ${l.seed} · ${l.created_at.replace("T", " ").slice(0, 19)}` +
+                                                 (l.imported ? ` · imported from ${l.imported}` : "") }));
       table.append(tr);
     }
     main.append(table);
@@ -184,6 +263,17 @@ const AI = (() => {
     main.append(box);
   }
 
+  async function featureDoc(f) {
+    if (served) {
+      try { return await api(`features/${f}`); } catch (err) { if (err.status === 404) return null; throw err; }
+    }
+    const k = Math.floor(f / got.meta.feature_shard);
+    if (!got.features[k]) {
+      try { await load(`data/f/${k}.js`); } catch (err) { got.features[k] = {}; }
+    }
+    return got.features[k][String(f)] || null;
+  }
+
   async function showFeature() {
     const f = Number((location.hash || "#0").slice(1)) || 0;
     const main = document.getElementById("main");
@@ -191,29 +281,29 @@ const AI = (() => {
     document.body.removeAttribute("data-ready");
     setText("title", `Feature ${f}`);
     const nav = document.getElementById("nav");
-    nav.replaceChildren(el("a", { href: "feature.html#" + Math.max(0, f - 1), text: "previous" }), " · ",
-                        el("a", { href: "feature.html#" + (f + 1), text: "next" }));
-    try {
-      if (!got.features[f]) await load(`data/f/${f}.js`);
-    } catch (err) {
-      main.append(el("p", { class: "muted", text: "No windows for this feature (dead, too rare, or out of range)." }));
+    const here = "feature.html" + location.search + "#";
+    nav.replaceChildren(el("a", { href: here + Math.max(0, f - 1), text: "previous" }), " · ",
+                        el("a", { href: here + (f + 1), text: "next" }));
+    const doc = await featureDoc(f);
+    if (!doc || (doc.sample && doc.sample.status !== "ok" && !doc.labels.length)) {
+      main.append(el("p", { class: "muted", text: doc && doc.sample ? `No windows for this feature: ${doc.sample.reason}.` :
+        "No windows for this feature (dead, too rare, not exported, or out of range)." }));
       document.body.setAttribute("data-ready", "1");
       return;
     }
-    const doc = got.features[f];
     const s = doc.stats;
-    setText("subtitle", `${got.meta.dictionary} · fires on ${s.n_firing.toLocaleString()} tokens in ` +
+    setText("subtitle", `${got.meta.dictionary || got.meta.name} · fires on ${s.n_firing.toLocaleString()} tokens in ` +
                         `${s.n_contexts.toLocaleString()} contexts · density ${fmt(s.density, 5)} · max ${fmt(s.max, 2)}`);
     document.title = `${f}: ${doc.labels.length ? doc.labels[0].explanation : "feature"} — autointerp`;
     labels(main, doc);
-    windows(main, "Top activations", "top", doc.top, s.max);
-    windows(main, "Across quantiles", "quantile", doc.quantile, s.max);
+    windows(main, "Top activations", "top", doc.top || [], s.max);
+    windows(main, "Across quantiles", "quantile", doc.quantile || [], s.max);
     if (doc.simulation) simulation(main, doc.simulation, s.max);
     document.body.setAttribute("data-ready", "1");
   }
 
   async function featurePage() {
-    await load("data/meta.js");
+    await meta();
     window.addEventListener("hashchange", showFeature);
     await showFeature();
   }
@@ -221,7 +311,7 @@ const AI = (() => {
   return {
     meta: (m) => { got.meta = m; },
     shard: (k, rows) => { got.shards[k] = rows; },
-    feature: (f, doc) => { got.features[f] = doc; },
+    features: (k, docs) => { got.features[k] = docs; },
     indexPage, featurePage,
   };
 })();

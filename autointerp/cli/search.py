@@ -1,0 +1,90 @@
+"""`autointerp search` (features by the meaning of their labels) and `autointerp encode` (a corpus's context
+encoding, paid once per store)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ..errors import UsageError
+from .common import DictOpt, JsonOpt, StoreOpt, check_limit, emit_json, handle_errors, opened, show_progress
+
+
+@handle_errors
+def search(query: Annotated[str, typer.Argument(help="What the features should mean, in words.")],
+           store: StoreOpt, dictionary: DictOpt = None,
+           limit: Annotated[int, typer.Option(help="Hits to show (1..1000).")] = 20,
+           as_json: JsonOpt = False) -> None:
+    """Features whose labels are nearest QUERY in meaning (all-MiniLM-L6-v2), with label, grades and a top
+    window. Labels written before search existed are embedded first (the store is opened for writing then)."""
+    from ..export.api import Browser, describe_hits
+    from ..progress import Progress
+    from ..search import LABELS, LabelIndex, index_missing
+
+    check_limit(limit)
+    if limit > 1000:
+        raise UsageError(f"--limit must be at most 1000, not {limit}")
+    if not query.strip():
+        raise UsageError("the query is empty")
+    with opened(store, read_only=True) as s:
+        d = s.dictionary(dictionary) if dictionary else None
+        missing = len(s.unindexed_labels(LABELS, None if d is None else d.dictionary_id))
+    if missing:
+        with opened(store) as s:
+            bar = Progress(missing, "index labels for search", "label", show_progress(as_json))
+            try:
+                index_missing(s, None if d is None else d.dictionary_id, bar)
+            finally:
+                bar.close()
+    with opened(store, read_only=True) as s:
+        b = Browser(s, dictionary)
+        b._labels = LabelIndex(s, None if d is None else d.dictionary_id)
+        hits = describe_hits(b, b._labels.query(query, limit, None if d is None else d.dictionary_id))
+    if as_json:
+        emit_json({"query": query, "rows": hits})
+        return
+    if not hits:
+        typer.echo("no labelled features to search")
+    for h in hits:
+        grades = " ".join(f"{k}={'–' if v is None else f'{v:.3f}'}" for k, v in h["scores"].items())
+        typer.echo(f"{h['similarity']:.3f}\t{h['dictionary']}#{h['feature']}\t{h['label']}" + (f"\t{grades}" if grades else ""))
+        if h["top"]:
+            t = h["top"]
+            text = "".join(f"[{x}]" if i == t["peak"] else x for i, x in enumerate(t["tokens"]))
+            typer.echo("\t\t" + text.replace("\n", "\\n"))
+
+
+@handle_errors
+def encode(store: StoreOpt, dictionary: DictOpt = None, as_json: JsonOpt = False) -> None:
+    """Encode the corpus of a dictionary for the offline scorers, once per store (all-MiniLM-L6-v2 over every
+    context, kept in the store); `label` does it as it goes otherwise. Resumes where a stopped run left off."""
+    from ..progress import Progress
+    from ..score.embed import ENCODING, ContextEncoder
+
+    with opened(store) as s:
+        d = s.dictionary(dictionary)
+        enc = ContextEncoder(s, d.corpus_id, cache_tokens=0)
+        todo = s.corpus(d.corpus_id).n_contexts - len(s.encoded_contexts(d.corpus_id, ENCODING))
+        bar = Progress(todo, f"encode {s.corpus(d.corpus_id).name}", "ctx", show_progress(as_json))
+        done, pending = 0, {}
+        try:
+            for out in enc.encode_all(bar):
+                pending.update(out)
+                if len(pending) >= 1024:  # a commit per 1,024 contexts: a stopped run keeps them
+                    with s.writer(checkpoint=False) as w:
+                        w.add_context_vectors(d.corpus_id, ENCODING, pending)
+                    done += len(pending)
+                    pending = {}
+        finally:
+            if pending:
+                with s.writer(checkpoint=False) as w:
+                    w.add_context_vectors(d.corpus_id, ENCODING, pending)
+                done += len(pending)
+            bar.close()
+    res = {"dictionary": d.name, "encoded": done, "left": todo - done, "encoding": ENCODING}
+    if as_json:
+        emit_json(res)
+    else:
+        typer.echo(f"encoded {done:,} contexts ({ENCODING}); {todo - done:,} left" if done < todo else
+                   f"encoded {done:,} contexts ({ENCODING}); the corpus is done")

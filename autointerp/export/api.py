@@ -1,0 +1,333 @@
+"""The JSON API `autointerp serve` answers, and the browser pages it serves beside it (FastAPI).
+
+Read-only: GET and HEAD only (anything else is 405), and the store is opened read-only. Concurrent
+readers: every request reads through a DuckDB cursor of its own, never a shared lock.
+
+- `GET /api/dictionaries`: the store's dictionaries with their width, labelled count and scorers.
+- `GET /api/features`: one page of a dictionary's features, sorted, filtered and paged in DuckDB
+  over an in-memory table of every feature with its label and grades (built once per dictionary, on
+  first use: ~1 s and ~150 MB per 1M features). `q` keeps the features whose label contains it
+  (case-insensitive), or the feature with that id.
+- `GET /api/features/{id}`: everything about one feature: its labels (every candidate), their
+  grades with details and provenance, its statistics, top and quantile windows, simulated vs true.
+- `GET /api/search`: the features whose labels are nearest a query in meaning (see `search`).
+
+Bad parameters are 400 with a one-line JSON error ({"error": ...}); an unknown feature is 404.
+"""
+
+
+import threading
+from enum import Enum
+from typing import Annotated, Literal
+
+import duckdb
+from fastapi import FastAPI, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from pydantic import BaseModel
+
+from ..errors import AutointerpError
+from ..records import Dictionary
+from ..store import Store
+from .html import ASSETS, WEB, feature_docs
+
+MAX_LIMIT = 1000
+FIXED_SORTS = ("feature", "density", "max")
+
+
+class DictionaryInfo(BaseModel):
+    name: str
+    model: str
+    hook: str
+    kind: str
+    width: int
+    labelled: int
+    scorers: list[str]
+
+
+class FeatureRow(BaseModel):
+    feature: int
+    label: str
+    density: float
+    max: float | None
+    n_firing: int
+    scores: dict[str, float | None]
+
+
+class FeaturePage(BaseModel):
+    dictionary: str
+    total: int
+    offset: int
+    limit: int
+    sort: str
+    order: str
+    rows: list[FeatureRow]
+
+
+class Window(BaseModel):
+    context: int
+    start: int
+    tokens: list[str]
+    peak: int
+
+
+class SearchHit(BaseModel):
+    dictionary: str
+    feature: int
+    label: str
+    similarity: float
+    scores: dict[str, float | None]
+    top: Window | None
+
+
+class SearchResult(BaseModel):
+    query: str
+    rows: list[SearchHit]
+
+
+class Error(BaseModel):
+    error: str
+
+
+class BadRequest(ValueError):
+    """A parameter the API cannot answer (400)."""
+
+
+class _Index:
+    """Every feature of one dictionary with its label and grades, in an in-memory DuckDB table."""
+
+    def __init__(self, store: Store, d: Dictionary, db: duckdb.DuckDBPyConnection, table: str) -> None:
+        self.scorers = store.scorer_names(d.dictionary_id)
+        rows = store.feature_table(d.dictionary_id, self.scorers)
+        db.register("_rows", rows)
+        try:
+            db.execute(f"CREATE TABLE {table} AS SELECT *, lower(label) AS label_lc FROM _rows")
+        finally:
+            db.unregister("_rows")
+        self.table, self.width = table, d.width
+        self.labelled = int(db.execute(f"SELECT count(*) FROM {table} WHERE explanation_id IS NOT NULL").fetchone()[0])
+
+    def page(self, db: duckdb.DuckDBPyConnection, sort: str, order: str, q: str, offset: int,
+             limit: int) -> tuple[int, list[dict]]:
+        if sort in FIXED_SORTS:
+            col = sort
+        elif sort in self.scorers:
+            col = f"s{self.scorers.index(sort)}"
+        else:  # a scorer of another dictionary only: no feature here has its grade
+            col = "NULL"
+        where, params = "TRUE", []
+        text = q.strip().lower()
+        if text:
+            where = "contains(label_lc, ?)" + (" OR feature = ?" if text.isdigit() and int(text) < 2**32 else "")
+            params = [text] + ([int(text)] if text.isdigit() and int(text) < 2**32 else [])
+        total = self.width if where == "TRUE" else db.execute(
+            f"SELECT count(*) FROM {self.table} WHERE {where}", params).fetchone()[0]
+        direction = "DESC" if order == "desc" else "ASC"
+        tie = "" if col == "feature" else ", feature"
+        cols = ", ".join(f"s{i}" for i in range(len(self.scorers)))
+        got = db.execute(f"SELECT feature, label, density, max, n_firing{', ' + cols if cols else ''} "
+                         f"FROM {self.table} WHERE {where} ORDER BY {col} {direction} NULLS LAST{tie} "
+                         f"LIMIT {int(limit)} OFFSET {int(offset)}", params).fetchall()
+        return int(total), [{"feature": r[0], "label": r[1], "density": r[2], "max": r[3], "n_firing": r[4],
+                             "scores": dict(zip(self.scorers, r[5:]))} for r in got]
+
+    def rows_of(self, db: duckdb.DuckDBPyConnection, features: list[int]) -> dict[int, dict]:
+        cols = ", ".join(f"s{i}" for i in range(len(self.scorers)))
+        got = db.execute(f"SELECT feature, label{', ' + cols if cols else ''} FROM {self.table} "
+                         "WHERE feature IN (SELECT unnest(?::UINTEGER[]))", [features]).fetchall()
+        return {r[0]: {"label": r[1], "scores": dict(zip(self.scorers, r[2:]))} for r in got}
+
+
+class Browser:
+    """What the app reads: the store (read-only) and, per dictionary, its feature index."""
+
+    def __init__(self, store: Store, dictionary: str | None = None) -> None:
+        self.store = store
+        self.default = store.dictionary(dictionary)  # raises on an unknown name, before the server starts
+        self.db = duckdb.connect(":memory:")
+        self._indexes: dict[int, _Index] = {}
+        self._labels = None  # the label search index, loaded on the first search
+        self._lock = threading.Lock()  # held only while an index is built, never by a read
+
+    def dictionary(self, name: str | None) -> Dictionary:
+        if not name:
+            return self.default
+        for d in self.store.dictionaries():
+            if d.name == name:
+                return d
+        raise BadRequest(f"unknown dictionary {name!r}")
+
+    def index(self, d: Dictionary) -> _Index:
+        if d.dictionary_id not in self._indexes:
+            with self._lock:
+                if d.dictionary_id not in self._indexes:
+                    cur = self.store.cursor()
+                    try:
+                        self._indexes[d.dictionary_id] = _Index(cur, d, self.db, f"idx_{d.dictionary_id}")
+                    finally:
+                        cur.close()
+        return self._indexes[d.dictionary_id]
+
+    def labels(self):
+        if self._labels is None:
+            with self._lock:
+                if self._labels is None:
+                    from ..search import LabelIndex
+
+                    cur = self.store.cursor()
+                    try:
+                        self._labels = LabelIndex(cur)
+                    finally:
+                        cur.close()
+        return self._labels
+
+
+def make_app(store: Store, dictionary: str | None = None) -> FastAPI:
+    """The API and pages over one store opened read-only; `dictionary`: the one shown by default."""
+    b = Browser(store, dictionary)
+    app = FastAPI(title="autointerp", version="1", summary="Feature labels and grades of an autointerp store "
+                  "(read-only).", docs_url="/api/docs", redoc_url=None,
+                  responses={400: {"model": Error, "description": "A bad parameter"}})
+    app.state.browser = b
+    get = ["GET"]  # HEAD is a GET without its body (the middleware): the OpenAPI lists GET
+
+    @app.middleware("http")
+    async def read_only(request: Request, call_next):
+        if request.method not in ("GET", "HEAD"):
+            return JSONResponse({"error": "read-only: GET and HEAD only"}, 405, headers={"allow": "GET, HEAD"})
+        head = request.method == "HEAD"
+        if head:
+            request.scope["method"] = "GET"
+        response = await call_next(request)
+        response.headers["cache-control"] = "no-store"
+        response.headers["x-content-type-options"] = "nosniff"
+        if head:
+            async for _ in response.body_iterator:  # the body is computed, then dropped
+                pass
+            return Response(status_code=response.status_code, headers=dict(response.headers))
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, err: RequestValidationError):
+        e = err.errors()[0] if err.errors() else {}
+        where = ".".join(str(x) for x in e.get("loc", ())[1:]) or "request"
+        return JSONResponse({"error": f"{where}: {e.get('msg', 'invalid')}".replace("\n", " ")}, 400)
+
+    @app.exception_handler(BadRequest)
+    async def bad(request: Request, err: BadRequest):
+        return JSONResponse({"error": str(err).replace("\n", " ")}, 400)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, err: HTTPException):
+        return JSONResponse({"error": str(err.detail).replace("\n", " ")}, err.status_code)
+
+    @app.exception_handler(AutointerpError)
+    async def ours(request: Request, err: AutointerpError):
+        return JSONResponse({"error": str(err).splitlines()[0]}, 400)
+
+    @app.api_route("/api/dictionaries", methods=get, response_model=list[DictionaryInfo])
+    def dictionaries():
+        """The store's dictionaries, the default one first."""
+        ds = sorted(b.store.dictionaries(), key=lambda d: d.dictionary_id != b.default.dictionary_id)
+        out = []
+        for d in ds:
+            ix = b.index(d)
+            out.append({"name": d.name, "model": d.model, "hook": d.hook, "kind": d.kind, "width": d.width,
+                        "labelled": ix.labelled, "scorers": ix.scorers})
+        return out
+
+    names = [d.name for d in store.dictionaries()]  # the store is read-only: these are all there will be
+    sorts = [*FIXED_SORTS, *sorted({n for d in store.dictionaries() for n in store.scorer_names(d.dictionary_id)})]
+    DictName = Enum("DictName", {n: n for n in names}, type=str)  # noqa: N806 - a type, made here
+    SortKey = Enum("SortKey", {n: n for n in sorts}, type=str)  # noqa: N806
+
+    def _dict(name) -> Dictionary:
+        return b.dictionary(None if name is None else name.value)
+
+    @app.api_route("/api/features", methods=get, response_model=FeaturePage,
+                   responses={400: {"model": Error}})
+    def features(dictionary: Annotated[DictName | None, Query(description="Dictionary name (default: the served one)")] = None,
+                 sort: Annotated[SortKey, Query(description="feature, density, max, or a scorer's name")] = SortKey("feature"),
+                 order: Annotated[Literal["asc", "desc"], Query()] = "asc",
+                 q: Annotated[str, Query(max_length=200, description="Label text (case-insensitive), or a feature id")] = "",
+                 offset: Annotated[int, Query(ge=0, le=2**40)] = 0,
+                 limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100):
+        """One page of features with their labels and grades; missing values sort last either way."""
+        d = _dict(dictionary)
+        ix = b.index(d)
+        cur = b.db.cursor()
+        try:
+            total, rows = ix.page(cur, sort.value, order, q, offset, limit)
+        finally:
+            cur.close()
+        return {"dictionary": d.name, "total": total, "offset": offset, "limit": limit, "sort": sort.value,
+                "order": order, "rows": rows}
+
+    @app.api_route("/api/features/{feature}", methods=get, responses={404: {"model": Error}, 400: {"model": Error}})
+    def feature(feature: Annotated[int, Path(ge=0, le=2**32 - 1)],
+                dictionary: Annotated[DictName | None, Query()] = None) -> dict:
+        """One feature: labels (every candidate) with grades, details and provenance; statistics; top
+        and quantile windows; simulated vs true activations on held-out windows."""
+        d = _dict(dictionary)
+        if feature >= d.width:
+            raise HTTPException(404, f"no feature {feature} in {d.name} (width {d.width})")
+        cur = b.store.cursor()
+        try:
+            docs = dict(feature_docs(cur, d, [feature], unsampled=True))
+        finally:
+            cur.close()
+        return {"dictionary": d.name, **docs[feature]}
+
+    @app.api_route("/api/search", methods=get, response_model=SearchResult, responses={400: {"model": Error}})
+    def search(q: Annotated[str, Query(min_length=1, max_length=500, pattern=r"\S",
+                                       description="What the features should mean")],
+               dictionary: Annotated[DictName | None, Query()] = None,
+               limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20):
+        """Features whose labels are nearest `q` in meaning, best first (one hit per feature)."""
+        if not q.strip():
+            raise BadRequest("q: the query is empty")
+        d = _dict(dictionary) if dictionary else None
+        hits = b.labels().query(q, limit, None if d is None else d.dictionary_id)
+        return {"query": q, "rows": describe_hits(b, hits)}
+
+    @app.api_route("/", methods=get, include_in_schema=False)
+    def home():
+        return FileResponse(WEB / "index.html")
+
+    for name in ASSETS:
+        def asset(name=name):
+            return FileResponse(WEB / name)
+        app.add_api_route(f"/{name}", asset, methods=get, include_in_schema=False)
+    return app
+
+
+def describe_hits(b: Browser, hits: list[dict]) -> list[dict]:
+    """Search hits with their dictionary name, label, grades and a top window."""
+    names = {d.dictionary_id: d for d in b.store.dictionaries()}
+    out = []
+    by_dict: dict[int, list[dict]] = {}
+    for h in hits:
+        by_dict.setdefault(h["dictionary_id"], []).append(h)
+    extra: dict[tuple[int, int], dict] = {}
+    cur, mem = b.store.cursor(), b.db.cursor()
+    try:
+        for did, hs in by_dict.items():
+            d = names[did]
+            rows = b.index(d).rows_of(mem, [h["feature"] for h in hs])
+            stats = {s.feature: s for s in cur.feature_stats(did, [h["feature"] for h in hs])}
+            spots = [(h["feature"], stats[h["feature"]]) for h in hs if stats[h["feature"]].max_context is not None]
+            wins = cur.top_windows(d.corpus_id, [(s.max_context, s.max_position) for _, s in spots])
+            tops = {f: w for (f, _), w in zip(spots, wins)}
+            texts = cur.explanations([h["explanation_id"] for h in hs])
+            for h in hs:
+                extra[(did, h["feature"])] = {"row": rows.get(h["feature"], {}), "top": tops.get(h["feature"]),
+                                              "label": texts[h["explanation_id"]].text}
+    finally:
+        cur.close()
+        mem.close()
+    for h in hits:
+        x = extra[(h["dictionary_id"], h["feature"])]
+        out.append({"dictionary": names[h["dictionary_id"]].name, "feature": h["feature"],
+                    "label": x["label"], "similarity": h["similarity"],
+                    "scores": x["row"].get("scores", {}), "top": x["top"]})
+    return out

@@ -1,0 +1,275 @@
+"""Import labels made elsewhere, so our scorers can grade them on the same held-out windows as ours.
+
+Three formats:
+
+- `neuronpedia`: a Neuronpedia export source folder (`explanations/batch-N.jsonl.gz`, and
+  `explanation_scores/batch-N.jsonl.gz` when present) or one explanations batch file. Each label
+  keeps its model (`explanationModelName`) and type (`typeName`); each score its type and model.
+- `delphi`: delphi's results folder (`explanations/<hookpoint>_latent<N>.txt`, each a JSON string,
+  and `scores/<scorer>/<hookpoint>_latent<N>.txt` when present) or the explanations folder itself.
+  delphi's files carry no model or prompt. A classifier score (detection, fuzz: a list of examples
+  with `activating` and `prediction`) is stored as its balanced accuracy, the examples' counts in
+  its details.
+- `jsonl`: our own `export --format jsonl` (a round trip keeps text, provenance and grades).
+
+An imported label's explainer is "FORMAT:THEIR-MODEL" (so it never replaces one of ours), its
+`imported` column says where it came from, and it is a current label of its feature: `label
+--explainer imported --scorer ...` grades it like our own. The import is one transaction (nothing is written
+if any line is bad: the error names the file and line); label embeddings for search are computed as
+the labels are written (`index=False` leaves that to `autointerp search`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+from ..clock import utcnow
+from ..errors import IngestError
+from ..records import Dictionary, Explanation, FeatureLabel, SamplerConfig, Score
+from ..store import Store
+
+FORMATS = ("neuronpedia", "delphi", "jsonl")
+CHUNK = 20_000  # labels written per statement batch
+_LATENT = re.compile(r"^(?P<hook>.+)_latent(?P<n>\d+)\.txt$")
+
+
+class _Label:
+    """One imported explanation before it becomes a FeatureLabel."""
+
+    __slots__ = ("feature", "text", "explainer", "kind", "sampler", "seed", "chosen", "created", "evidence",
+                 "scores")
+
+    def __init__(self, feature, text, explainer, kind, sampler=None, seed=0, chosen=True, created=None,
+                 evidence=None, scores=()):
+        self.feature, self.text, self.explainer, self.kind = feature, text, explainer, kind
+        self.sampler, self.seed, self.chosen, self.created = sampler or SamplerConfig(), seed, chosen, created
+        self.evidence, self.scores = evidence or {}, list(scores)
+
+
+def _fail(where: str, msg: str):
+    raise IngestError(f"{where}: {msg}")
+
+
+def _lines(path: Path) -> Iterator[tuple[str, dict]]:
+    """(file:line, object) for each line of a JSON Lines file, gzipped or not."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as fh:
+            for i, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                where = f"{path}:{i}"
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    _fail(where, f"not JSON ({e.msg})")
+                if not isinstance(obj, dict):
+                    _fail(where, "a line must be a JSON object")
+                yield where, obj
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        _fail(str(path), f"cannot read ({e})")
+
+
+def _feature(where: str, value, width: int) -> int:
+    try:
+        f = int(value)
+    except (TypeError, ValueError):
+        _fail(where, f"feature index {value!r} is not an integer")
+    if not 0 <= f < width:
+        _fail(where, f"feature {f} is out of range for a dictionary of width {width}")
+    return f
+
+
+def _text(where: str, value) -> str:
+    if not isinstance(value, str) or not value.strip():
+        _fail(where, "the explanation is missing or empty")
+    return value
+
+
+def _time(value) -> datetime | None:
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).replace(tzinfo=None)
+        except ValueError:
+            return None
+    return None
+
+
+# -- the three readers ------------------------------------------------------------------------------
+
+def _neuronpedia(path: Path, width: int) -> Iterator[_Label]:
+    if path.is_file():
+        files, score_files = [path], []
+    else:
+        files = sorted((path / "explanations").glob("batch-*.jsonl*"), key=lambda p: _batch_no(p))
+        score_files = sorted((path / "explanation_scores").glob("batch-*.jsonl*"), key=lambda p: _batch_no(p))
+        if not files:
+            _fail(str(path), "no explanations/batch-N.jsonl.gz here (a Neuronpedia export source folder)")
+    scores: dict[str, list] = {}
+    for sf in score_files:
+        for where, row in _lines(sf):
+            eid, value = row.get("explanationId"), row.get("value")
+            if not isinstance(eid, str) or not isinstance(value, (int, float)):
+                _fail(where, "a score needs explanationId and a numeric value")
+            details = row.get("jsonDetails")
+            try:
+                details = json.loads(details) if isinstance(details, str) and details else (details or {})
+            except json.JSONDecodeError:
+                details = {"jsonDetails": details}
+            details = details if isinstance(details, dict) else {"jsonDetails": details}
+            name = details.pop("autointerp_scorer", None) or str(row.get("explanationScoreTypeName") or "neuronpedia")
+            version = details.pop("autointerp_version", None) or str(row.get("explanationScoreModelName") or "")
+            scores.setdefault(eid, []).append(Score(name, version, "ok", float(value), "", details,
+                                                    _time(row.get("createdAt")) or utcnow()))
+    for f in files:
+        for where, row in _lines(f):
+            model = str(row.get("explanationModelName") or "unknown")
+            yield _Label(_feature(where, row.get("index"), width), _text(where, row.get("description")),
+                         f"neuronpedia:{model}", str(row.get("typeName") or "neuronpedia"),
+                         evidence={"neuronpedia_id": row.get("id"), "modelId": row.get("modelId"),
+                                   "layer": row.get("layer"), "authorId": row.get("authorId")},
+                         scores=scores.get(row.get("id"), ()))
+
+
+def _batch_no(p: Path) -> int:
+    m = re.search(r"batch-(\d+)", p.name)
+    return int(m.group(1)) if m else 0
+
+
+def _delphi_score(where: str, value) -> tuple[float, dict]:
+    """delphi's score file: a classifier's examples (balanced accuracy) or a simulator's correlation."""
+    if isinstance(value, list) and value and all(isinstance(x, dict) and "activating" in x for x in value):
+        pos = [x for x in value if x["activating"]]
+        neg = [x for x in value if not x["activating"]]
+        said = [bool(x.get("prediction")) for x in value]
+        if not pos or not neg:
+            _fail(where, "a classifier score needs both activating and non-activating examples")
+        tp = sum(s for s, x in zip(said, value) if x["activating"])
+        tn = sum(not s for s, x in zip(said, value) if not x["activating"])
+        return (tp / len(pos) + tn / len(neg)) / 2, {"n_activating": len(pos), "n_nonfiring": len(neg),
+                                                      "metric": "balanced_accuracy"}
+    sims = value if isinstance(value, list) else [value]
+    for s in sims:
+        if isinstance(s, dict) and isinstance(s.get("ev_correlation_score"), (int, float)):
+            return float(s["ev_correlation_score"]), {"metric": "ev_correlation_score"}
+    _fail(where, "not a delphi score (a list of examples with 'activating', or an 'ev_correlation_score')")
+
+
+def _delphi(path: Path, width: int) -> Iterator[_Label]:
+    folder = path / "explanations" if (path / "explanations").is_dir() else path
+    if not folder.is_dir():
+        _fail(str(path), "not a folder (delphi's results folder, or its explanations folder)")
+    files = [(m, p) for p in sorted(folder.iterdir()) if (m := _LATENT.match(p.name))]
+    if not files:
+        _fail(str(folder), "no <hookpoint>_latent<N>.txt files here")
+    hooks = sorted({m["hook"] for m, _ in files})
+    if len(hooks) > 1:
+        _fail(str(folder), f"explanations of several hookpoints ({', '.join(hooks[:4])}): import one folder per "
+                           "dictionary")
+    score_root = folder.parent / "scores"
+    scorers = sorted(p for p in score_root.iterdir() if p.is_dir()) if score_root.is_dir() else []
+    for m, p in files:
+        where = str(p)
+        try:
+            text = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            _fail(where, f"not a JSON string ({e})")
+        grades = []
+        for sdir in scorers:
+            sp = sdir / p.name
+            if sp.exists():
+                try:
+                    raw = json.loads(sp.read_text(encoding="utf-8"))
+                except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+                    _fail(str(sp), f"not JSON ({e})")
+                value, details = _delphi_score(str(sp), raw)
+                grades.append(Score(sdir.name, "delphi", "ok", round(value, 6), "", details, utcnow()))
+        yield _Label(_feature(where, m["n"], width), _text(where, text), "delphi", "delphi",
+                     evidence={"hookpoint": m["hook"]}, scores=grades)
+
+
+def _jsonl(path: Path, width: int) -> Iterator[_Label]:
+    for where, row in _lines(path):
+        try:
+            sampler = SamplerConfig(**row["sampler"]) if isinstance(row.get("sampler"), dict) else SamplerConfig()
+        except TypeError as e:
+            _fail(where, f"bad sampler config ({e})")
+        grades = []
+        for name, sc in (row.get("scores") or {}).items():
+            if not isinstance(sc, dict) or sc.get("status") not in ("ok", "undefined", "failed"):
+                _fail(where, f"score {name!r} needs a status of ok, undefined or failed")
+            grades.append(Score(name, str(sc.get("version", "")), sc["status"], sc.get("value"),
+                                str(sc.get("reason", "")), sc.get("details") or {}, _time(sc.get("created_at")) or utcnow()))
+        seed = row.get("seed", 0)
+        yield _Label(_feature(where, row.get("feature_id"), width), _text(where, row.get("explanation")),
+                     f"jsonl:{row.get('explainer', 'unknown')}", str(row.get("prompt_hash", "")), sampler,
+                     int(seed) if isinstance(seed, int) else 0, bool(row.get("chosen", True)),
+                     _time(row.get("created_at")), row.get("evidence") if isinstance(row.get("evidence"), dict) else {},
+                     grades)
+
+
+READERS = {"neuronpedia": _neuronpedia, "delphi": _delphi, "jsonl": _jsonl}
+
+
+def _feature_labels(d: Dictionary, labels: list[_Label], source: str) -> list[FeatureLabel]:
+    """Group explanations by (feature, explainer, type, sampler, seed): one FeatureLabel each, the first
+    chosen one (or the first) its label, the others candidates."""
+    groups: dict[tuple, list[_Label]] = {}
+    for x in labels:
+        groups.setdefault((x.feature, x.explainer, x.kind, x.sampler.hash, x.seed), []).append(x)
+    now = utcnow()
+    out = []
+    for (feature, explainer, kind, _, seed), xs in groups.items():
+        chosen = next((i for i, x in enumerate(xs) if x.chosen), 0)
+        expl = tuple((Explanation(dictionary=d.name, feature=feature, text=x.text, explainer=explainer,
+                                  prompt_hash=kind, sampler=x.sampler, seed=seed, evidence=x.evidence,
+                                  created_at=x.created or now, imported=source), tuple(x.scores)) for x in xs)
+        out.append(FeatureLabel(dictionary=d.name, feature=feature, explainer=explainer, prompt_hash=kind,
+                                sampler=xs[0].sampler, seed=seed, status="ok", explanations=expl, chosen=chosen))
+    return out
+
+
+def import_labels(store: Store, path: str | Path, fmt: str, dictionary: str | None = None, index: bool = True,
+                  progress=None) -> dict:
+    """Read every label of `path` (format `fmt`) into the dictionary, in one transaction."""
+    from ..search import index_labels
+
+    if fmt not in READERS:
+        raise IngestError(f"unknown label format {fmt!r}; choose from {', '.join(FORMATS)}")
+    path = Path(path)
+    if not path.exists():
+        raise IngestError(f"{path}: no such file or folder")
+    d = store.dictionary(dictionary)
+    source = f"{fmt}: {path.resolve()}"
+    counts = {"labels": 0, "features": 0, "scores": 0}
+    features: set[int] = set()
+    with store.writer() as w:
+        batch: list[_Label] = []
+
+        def flush() -> None:
+            rows = _feature_labels(d, batch, source)
+            written = w.add_labels(d.dictionary_id, rows)
+            if index:
+                index_labels(w, d.dictionary_id, written)
+            counts["labels"] += sum(len(r.explanations) for r in rows)
+            counts["scores"] += sum(len(s) for r in rows for _, s in r.explanations)
+            features.update(x.feature for x in batch)
+            if progress is not None:
+                progress.update(len(batch))
+            batch.clear()
+
+        for x in READERS[fmt](path, d.width):
+            if len(batch) >= CHUNK and x.feature != batch[-1].feature:  # a feature's candidates stay together
+                flush()
+            batch.append(x)
+        if batch:
+            flush()
+        if not counts["labels"]:
+            raise IngestError(f"{path}: no labels found")
+    counts["features"] = len(features)
+    return {"dictionary": d.name, "format": fmt, "source": str(path), "indexed": index, **counts}

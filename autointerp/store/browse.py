@@ -1,0 +1,46 @@
+"""What the feature browser and its API read: one row per feature with its label and grades.
+
+A mixin of `Store` (which supplies `con`). `feature_table` gives every feature of a dictionary with its
+current label (the newest chosen explanation) and the newest grade of each scorer, as Arrow columns,
+so a server can hold it in memory and sort, filter and page it in DuckDB per request.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+
+class BrowseReads:
+    def feature_table(self, dictionary_id: int, scorers: list[str]) -> pa.Table:
+        """feature, label, explanation_id, density, max, n_firing, then one column per scorer (`scorers`
+        in order, named s0, s1, ...): the newest grade's value (NULL unless ok) of the current label."""
+        pivot = "".join(f", max(g.value) FILTER (WHERE g.scorer = ${i + 2}) AS s{i}" for i in range(len(scorers)))
+        return self.con.sql(f"""
+            WITH lab AS (
+                SELECT feature, explanation_id, text FROM explanations
+                WHERE dictionary_id = $1 AND chosen
+                QUALIFY row_number() OVER (PARTITION BY feature ORDER BY created_at DESC, explanation_id DESC) = 1),
+            g AS (
+                SELECT s.explanation_id, s.scorer, arg_max(s.value, s.created_at) AS value
+                FROM scores s SEMI JOIN lab ON s.explanation_id = lab.explanation_id
+                GROUP BY s.explanation_id, s.scorer)
+            SELECT f.feature, coalesce(lab.text, '') AS label, lab.explanation_id, f.density,
+                   f.max_value AS max, f.n_firing{pivot}
+            FROM feature_stats f LEFT JOIN lab USING (feature) LEFT JOIN g USING (explanation_id)
+            WHERE f.dictionary_id = $1
+            GROUP BY ALL ORDER BY f.feature""", params=[dictionary_id, *scorers]).to_arrow_table()
+
+    def top_windows(self, corpus_id: int, spots: list[tuple[int, int]], width: int = 16) -> list[dict]:
+        """The tokens around each (context, position): {context, start, tokens, peak (index in tokens)}."""
+        if not spots:
+            return []
+        ctx = self.read_contexts(corpus_id, [c for c, _ in spots], with_strings=True)
+        where = {int(c): i for i, c in enumerate(ctx["context_id"])}
+        out = []
+        for c, p in spots:
+            i = where[int(c)]
+            a, b = int(ctx["offsets"][i]), int(ctx["offsets"][i + 1])
+            start = max(0, min(int(p) - width * 3 // 4, b - a - width))
+            out.append({"context": int(c), "start": start, "tokens": ctx["tokens"][a + start:min(b, a + start + width)],
+                        "peak": int(p) - start})
+        return out
