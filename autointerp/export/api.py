@@ -99,13 +99,16 @@ class _Index:
     def __init__(self, store: Store, d: Dictionary, db: duckdb.DuckDBPyConnection, table: str) -> None:
         self.scorers = store.scorer_names(d.dictionary_id)
         rows = store.feature_table(d.dictionary_id, self.scorers)
-        db.register("_rows", rows)
+        cur = db.cursor()  # a connection of its own: never one a reader holds a result on
         try:
-            db.execute(f"CREATE TABLE {table} AS SELECT *, lower(label) AS label_lc FROM _rows")
+            cur.register("_rows", rows)
+            cur.execute(f"CREATE TABLE {table} AS SELECT *, lower(label) AS label_lc FROM _rows")
+            cur.unregister("_rows")
+            self.labelled = int(cur.execute(f"SELECT count(*) FROM {table} WHERE explanation_id IS NOT NULL")
+                                .fetchall()[0][0])
         finally:
-            db.unregister("_rows")
+            cur.close()
         self.table, self.width = table, d.width
-        self.labelled = int(db.execute(f"SELECT count(*) FROM {table} WHERE explanation_id IS NOT NULL").fetchone()[0])
 
     def page(self, db: duckdb.DuckDBPyConnection, sort: str, order: str, q: str, offset: int,
              limit: int) -> tuple[int, list[dict]]:
@@ -121,7 +124,7 @@ class _Index:
             where = "contains(label_lc, ?)" + (" OR feature = ?" if text.isdigit() and int(text) < 2**32 else "")
             params = [text] + ([int(text)] if text.isdigit() and int(text) < 2**32 else [])
         total = self.width if where == "TRUE" else db.execute(
-            f"SELECT count(*) FROM {self.table} WHERE {where}", params).fetchone()[0]
+            f"SELECT count(*) FROM {self.table} WHERE {where}", params).fetchall()[0][0]
         direction = "DESC" if order == "desc" else "ASC"
         tie = "" if col == "feature" else ", feature"
         cols = ", ".join(f"s{i}" for i in range(len(self.scorers)))

