@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -260,6 +261,10 @@ async def _run(store, dictionary, feed: _Feed, parts: Parts, run: LabelRun, summ
     bar = Progress(len(feed.todo), f"label {dictionary.name}", "feat", progress)
     cursor = store.cursor()  # the sampling thread reads through a connection of its own
     clients = parts.clients
+    # The sampling thread is Python-bound; each torch or DuckDB call of the workers gives up the GIL and
+    # waits up to the switch interval to get it back: 0.5 ms instead of 5 labels offline ~25% faster.
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(min(switch, 0.0005))
 
     def flush() -> None:
         nonlocal last_flush
@@ -337,6 +342,7 @@ async def _run(store, dictionary, feed: _Feed, parts: Parts, run: LabelRun, summ
             for _ in range(workers):
                 tg.create_task(work_batches() if parts.offline else work())
     finally:  # also on error or interrupt: what finished is kept
+        sys.setswitchinterval(switch)
         try:
             flush()
         finally:
