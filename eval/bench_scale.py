@@ -304,9 +304,13 @@ def main() -> None:
     run("export parquet (2^20 labels)", ["export", "--store", str(store2), "--dictionary", "wide", "--format",
                                          "parquet", "--out", str(ex / "labels.parquet"), "--json"], n_labels,
         ex / "labels.parquet")
-    run("export neuronpedia (2^20)", ["export", "--store", str(store2), "--dictionary", "wide", "--format",
-                                      "neuronpedia", "--model-id", "m", "--source-id", "s", "--out", str(ex / "np"),
-                                      "--json"], a.width, ex / "np")
+    run("export neuronpedia, no activations (2^20)", ["export", "--store", str(store2), "--dictionary", "wide",
+                                                      "--format", "neuronpedia", "--model-id", "m", "--source-id", "s",
+                                                      "--no-activations", "--out", str(ex / "np"), "--json"], a.width,
+        ex / "np")
+    run("export neuronpedia with activations (16k)", ["export", "--store", str(store2), "--dictionary", "narrow",
+                                                      "--format", "neuronpedia", "--model-id", "m", "--source-id",
+                                                      "s16", "--out", str(ex / "np"), "--json"], 16_384, ex / "np")
     live = np.flatnonzero(firing > 0)
     sub = ",".join(map(str, live[:a.slice].tolist()))
     h = run(f"export html, {a.slice:,} labelled features", ["export", "--store", str(store2), "--dictionary", "wide",

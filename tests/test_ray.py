@@ -84,11 +84,12 @@ def test_ray_labels_like_a_local_run(cluster, ingested_path, tmp_path):
     assert len({x["pid"] for x in s["extra"]["shards"]}) >= 2  # more than one worker process
     assert _run(local, job, tmp_path)[0] == 0
     with open_store(ingested_path, read_only=True) as a, open_store(local, read_only=True) as b:
-        # the same labels and grades as a run in one process (to float noise: MiniLM batches differ by shard)
-        ray_rows = {r["feature_id"]: (r["explanation"], round(r["scores"]["simulation"]["value"], 4)) for r in a.labels()}
-        local_rows = {r["feature_id"]: (r["explanation"], round(r["scores"]["simulation"]["value"], 4))
-                      for r in b.labels()}
-        assert ray_rows == local_rows
+        # the same labels and grades as a run in one process (to bfloat16 noise: a shard embeds its labels
+        # in batches of other labels, padded to other lengths)
+        ray_rows = {r["feature_id"]: (r["explanation"], r["scores"]["simulation"]["value"]) for r in a.labels()}
+        local_rows = {r["feature_id"]: (r["explanation"], r["scores"]["simulation"]["value"]) for r in b.labels()}
+        assert {f: t for f, (t, _) in ray_rows.items()} == {f: t for f, (t, _) in local_rows.items()}
+        assert all(abs(ray_rows[f][1] - local_rows[f][1]) < 2e-3 for f in ray_rows)
         assert a.job_runs()[0]["executor"] == "ray" and a.job_runs()[0]["status"] == "done"
     assert not list(Path(f"{ingested_path}.ray").rglob("*.*"))  # snapshot and shards merged and removed
     code, again, _ = _run(ingested_path, job, tmp_path, "--executor", "ray", "--address", cluster)

@@ -34,6 +34,8 @@ def export(store: StoreOpt, out: Annotated[Path, typer.Option("--out", help="Fil
                                                          "0-99,123 (default: every labelled one).")] = None,
            all_features: Annotated[bool, typer.Option("--all-features", help="html: unlabelled features get "
                                                       "pages too.")] = False,
+           no_activations: Annotated[bool, typer.Option("--no-activations", help="neuronpedia: features, "
+                                                        "explanations and scores only, no activation windows.")] = False,
            model_id: Annotated[str | None, typer.Option(help="neuronpedia: the model's id there, e.g. gpt2-small.")] = None,
            source_id: Annotated[str | None, typer.Option(help="neuronpedia: the source (SAE) id, e.g. 6-res-jb.")] = None,
            as_json: JsonOpt = False) -> None:
@@ -44,7 +46,7 @@ def export(store: StoreOpt, out: Annotated[Path, typer.Option("--out", help="Fil
     with opened(store, read_only=True) as s:
         if format == "neuronpedia":
             res = write_neuronpedia(s, out, model_id=model_id, source_id=source_id, dictionary=dictionary,
-                                    candidates=candidates)
+                                    candidates=candidates, activations=not no_activations)
             text = (f"wrote {res['features']} features, {res['explanations']} explanations, {res['scores']} scores "
                     f"and {res['activations']} activation windows to {res['out']}")
         elif format == "html":

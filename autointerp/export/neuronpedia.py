@@ -119,13 +119,14 @@ def write_neuronpedia(store: Store, out: str | Path, *, model_id: str, source_id
                              "explanation_score_model": set()}
     base = {"modelId": model_id, "layer": source_id}
     try:
-        stats = {s.feature: s for s in store.feature_stats(d.dictionary_id)}
         feats = _Batches(tmp / "features")
-        for f in range(d.width):
-            s = stats.get(f)
-            feats.add({**base, "index": str(f), "creatorId": CREATOR, "hookName": d.hook,
-                       "maxActApprox": float(s.max_value or 0.0) if s else 0.0,
-                       "frac_nonzero": float(s.density) if s else 0.0, "hasVector": False})
+        for lo in range(0, d.width, 65_536):  # statistics a slice at a time: never the whole table in Python
+            stats = {s.feature: s for s in store.feature_stats(d.dictionary_id, range(lo, min(lo + 65_536, d.width)))}
+            for f in range(lo, min(lo + 65_536, d.width)):
+                s = stats.get(f)
+                feats.add({**base, "index": str(f), "creatorId": CREATOR, "hookName": d.hook,
+                           "maxActApprox": float(s.max_value or 0.0) if s else 0.0,
+                           "frac_nonzero": float(s.density) if s else 0.0, "hasVector": False})
         feats.flush()
         expl, scores = _Batches(tmp / "explanations"), _Batches(tmp / "explanation_scores")
         for lo in range(0, d.width, 20_000):
@@ -159,6 +160,7 @@ def write_neuronpedia(store: Store, out: str | Path, *, model_id: str, source_id
             sampler = Sampler(store, d, SamplerConfig(n_score_activating=0, n_score_nonfiring=0), seed)
             corpus = store.corpus(d.corpus_id).name
             for lo in range(0, d.width, 256):
+                stats = {s.feature: s for s in store.feature_stats(d.dictionary_id, range(lo, min(lo + 256, d.width)))}
                 for smp in sampler.sample_many(list(range(lo, min(lo + 256, d.width)))):
                     st = stats.get(smp.feature)
                     for k, w in enumerate(smp.explain):

@@ -33,6 +33,7 @@ from ..llm.journal import CallLog, read_journal
 from ..llm.limits import AdaptiveLimit, LimitConfig, RateLimiter
 from ..pipeline import Budget, RunSummary
 from ..records import FeatureLabel, Grades
+from ..search import index_labels
 from ..store import Store
 
 
@@ -208,7 +209,8 @@ def merge_results(store: Store, root: Path) -> dict:
         with store.writer() as w:
             w.add_llm_records(cache, calls)
             for name, (labels, hashes) in by_dict.items():
-                w.add_labels(store.dictionary(name).dictionary_id, labels, act_hashes=hashes)
+                did = store.dictionary(name).dictionary_id
+                index_labels(w, did, w.add_labels(did, labels, act_hashes=hashes))  # search sees them too
             w.add_grades(grades)
         store.llm_key_index = None  # new cache keys: re-read on next use
     if root.exists():
