@@ -18,7 +18,7 @@ def search(query: Annotated[str, typer.Argument(help="What the features should m
            as_json: JsonOpt = False) -> None:
     """Features whose labels are nearest QUERY in meaning (all-MiniLM-L6-v2), with label, grades and a top
     window. Labels written before search existed are embedded first (the store is opened for writing then)."""
-    from ..export.api import Browser, describe_hits
+    from ..export.api import describe_hits
     from ..progress import Progress
     from ..search import LABELS, LabelIndex, index_missing
 
@@ -38,9 +38,8 @@ def search(query: Annotated[str, typer.Argument(help="What the features should m
             finally:
                 bar.close()
     with opened(store, read_only=True) as s:
-        b = Browser(s, dictionary)
-        b._labels = LabelIndex(s, None if d is None else d.dictionary_id)
-        hits = describe_hits(b, b._labels.query(query, limit, None if d is None else d.dictionary_id))
+        index = LabelIndex(s, None if d is None else d.dictionary_id)
+        hits = describe_hits(s, index.query(query, limit, None if d is None else d.dictionary_id))
     if as_json:
         emit_json({"query": query, "rows": hits})
         return

@@ -134,12 +134,6 @@ class _Index:
         return int(total), [{"feature": r[0], "label": r[1], "density": r[2], "max": r[3], "n_firing": r[4],
                              "scores": dict(zip(self.scorers, r[5:]))} for r in got]
 
-    def rows_of(self, db: duckdb.DuckDBPyConnection, features: list[int]) -> dict[int, dict]:
-        cols = ", ".join(f"s{i}" for i in range(len(self.scorers)))
-        got = db.execute(f"SELECT feature, label{', ' + cols if cols else ''} FROM {self.table} "
-                         "WHERE feature IN (SELECT unnest(?::UINTEGER[]))", [features]).fetchall()
-        return {r[0]: {"label": r[1], "scores": dict(zip(self.scorers, r[2:]))} for r in got}
-
 
 class Browser:
     """What the app reads: the store (read-only) and, per dictionary, its feature index."""
@@ -291,7 +285,11 @@ def make_app(store: Store, dictionary: str | None = None) -> FastAPI:
             raise BadRequest("q: the query is empty")
         d = _dict(dictionary) if dictionary else None
         hits = b.labels().query(q, limit, None if d is None else d.dictionary_id)
-        return {"query": q, "rows": describe_hits(b, hits)}
+        cur = b.store.cursor()
+        try:
+            return {"query": q, "rows": describe_hits(cur, hits)}
+        finally:
+            cur.close()
 
     @app.api_route("/", methods=get, include_in_schema=False)
     def home():
@@ -304,33 +302,19 @@ def make_app(store: Store, dictionary: str | None = None) -> FastAPI:
     return app
 
 
-def describe_hits(b: Browser, hits: list[dict]) -> list[dict]:
-    """Search hits with their dictionary name, label, grades and a top window."""
-    names = {d.dictionary_id: d for d in b.store.dictionaries()}
-    out = []
-    by_dict: dict[int, list[dict]] = {}
-    for h in hits:
-        by_dict.setdefault(h["dictionary_id"], []).append(h)
-    extra: dict[tuple[int, int], dict] = {}
-    cur, mem = b.store.cursor(), b.db.cursor()
-    try:
-        for did, hs in by_dict.items():
-            d = names[did]
-            rows = b.index(d).rows_of(mem, [h["feature"] for h in hs])
-            stats = {s.feature: s for s in cur.feature_stats(did, [h["feature"] for h in hs])}
-            spots = [(h["feature"], stats[h["feature"]]) for h in hs if stats[h["feature"]].max_context is not None]
-            wins = cur.top_windows(d.corpus_id, [(s.max_context, s.max_position) for _, s in spots])
-            tops = {f: w for (f, _), w in zip(spots, wins)}
-            texts = cur.explanations([h["explanation_id"] for h in hs])
-            for h in hs:
-                extra[(did, h["feature"])] = {"row": rows.get(h["feature"], {}), "top": tops.get(h["feature"]),
-                                              "label": texts[h["explanation_id"]].text}
-    finally:
-        cur.close()
-        mem.close()
-    for h in hits:
-        x = extra[(h["dictionary_id"], h["feature"])]
-        out.append({"dictionary": names[h["dictionary_id"]].name, "feature": h["feature"],
-                    "label": x["label"], "similarity": h["similarity"],
-                    "scores": x["row"].get("scores", {}), "top": x["top"]})
-    return out
+def describe_hits(store: Store, hits: list[dict]) -> list[dict]:
+    """Search hits with their dictionary name, label, its grades (newest per scorer) and a top window."""
+    names = {d.dictionary_id: d for d in store.dictionaries()}
+    texts = store.explanations([h["explanation_id"] for h in hits])
+    grades = store.grade_values([h["explanation_id"] for h in hits])
+    tops: dict[tuple[int, int], dict] = {}
+    for did in {h["dictionary_id"] for h in hits}:
+        feats = [h["feature"] for h in hits if h["dictionary_id"] == did]
+        spots = [(st.feature, st.max_context, st.max_position) for st in store.feature_stats(did, feats)
+                 if st.max_context is not None]
+        for (f, _, _), w in zip(spots, store.top_windows(names[did].corpus_id, [(c, p) for _, c, p in spots])):
+            tops[(did, f)] = w
+    return [{"dictionary": names[h["dictionary_id"]].name, "feature": h["feature"],
+             "label": texts[h["explanation_id"]].text, "similarity": h["similarity"],
+             "scores": grades.get(h["explanation_id"], {}), "top": tops.get((h["dictionary_id"], h["feature"]))}
+            for h in hits]

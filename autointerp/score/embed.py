@@ -171,9 +171,12 @@ class ContextEncoder:
     def _load(self, need: list[int]) -> None:
         if self.stored is None:
             self.stored = set(self.store.encoded_contexts(self.corpus_id, ENCODING).tolist())
-            if self.stored and self.fits:  # the whole corpus fits: one read
-                for cid, vec in self.store.read_context_vectors(self.corpus_id, ENCODING).items():
-                    self._keep(cid, vec)
+            if self.stored and self.fits:  # the whole corpus fits: read it all, 2,048 contexts a query
+                top = max(self.stored) + 1
+                for lo in range(0, top, 2048):
+                    for cid, vec in self.store.read_context_vectors(self.corpus_id, ENCODING,
+                                                                    range(lo, min(lo + 2048, top))).items():
+                        self._keep(cid, vec)
         have = [c for c in need if c in self.stored and c not in self._slot]
         for i in range(0, len(have), 2048):
             for cid, vec in self.store.read_context_vectors(self.corpus_id, ENCODING, have[i:i + 2048]).items():

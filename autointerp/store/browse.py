@@ -30,6 +30,16 @@ class BrowseReads:
             WHERE f.dictionary_id = $1
             GROUP BY ALL ORDER BY f.feature""", params=[dictionary_id, *scorers]).to_arrow_table()
 
+    def grade_values(self, explanation_ids: list[int]) -> dict[int, dict[str, float | None]]:
+        """explanation id -> {scorer: the newest grade's value (None unless ok)}."""
+        rows = self.con.execute(
+            "SELECT explanation_id, scorer, arg_max(value, created_at) FROM scores WHERE explanation_id IN "
+            "(SELECT unnest(?::BIGINT[])) GROUP BY ALL ORDER BY 1, 2", [list(map(int, explanation_ids))]).fetchall()
+        out: dict[int, dict] = {}
+        for e, scorer, value in rows:
+            out.setdefault(e, {})[scorer] = value
+        return out
+
     def top_windows(self, corpus_id: int, spots: list[tuple[int, int]], width: int = 16) -> list[dict]:
         """The tokens around each (context, position): {context, start, tokens, peak (index in tokens)}."""
         if not spots:
