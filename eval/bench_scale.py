@@ -88,10 +88,15 @@ def run(name: str, args: list[str], per: int | None = None, disk: Path | None = 
     row = {"stage": name, "wall_s": round(wall, 1), "peak_rss_mb": round(int(hwm.read_text()) / 1024),
            "disk_mb": round(du(disk), 1) if disk else None, "per": per,
            "ms_per": round(wall * 1000 / per, 2) if per else None}
-    try:
-        row["result"] = json.loads(out)
-    except json.JSONDecodeError:
-        row["result"] = out.strip()[-300:]
+    row["result"] = out.strip()[-300:]
+    for text in (out, *reversed(out.strip().splitlines())):  # the JSON document (a stray line may precede it)
+        try:
+            row["result"] = json.loads(text)
+            break
+        except json.JSONDecodeError:
+            continue
+    if "--json" in args and not isinstance(row["result"], (dict, list)):
+        print(f"{name}: no JSON on stdout: {out[-500:]!r} / stderr {''.join(err_chunks)[-500:]!r}", file=sys.stderr)
     ROWS.append(row)
     print(f"{name:<44} {row['wall_s']:>8.1f} s  {row['ms_per'] if per else '':>9} ms/{'' if not per else 'item'}  "
           f"{row['peak_rss_mb']:>6} MB RSS  " + (f"{row['disk_mb']:>9.1f} MB disk" if disk else ""), flush=True)

@@ -47,13 +47,12 @@ class VectorReads:
                 for i, c in enumerate(t.column("context_id").to_numpy())}
 
     def label_matrix(self, encoding: str, dictionary_id: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every stored label embedding of current chosen labels: (explanation ids, features, float16
-        [n, dim]), in (dictionary, feature, explanation) order; `dictionary_id` limits it to one."""
-        where = "" if dictionary_id is None else f"AND v.dictionary_id = {int(dictionary_id)}"
-        t = self.con.sql(
-            "SELECT v.explanation_id, v.dictionary_id, v.feature, v.vector FROM label_vectors v "
-            f"JOIN explanations e USING (explanation_id) WHERE v.encoding = ? AND e.chosen {where} "
-            "ORDER BY v.dictionary_id, v.feature, v.explanation_id", params=[encoding]).to_arrow_table()
+        """Every stored label embedding: (explanation ids, dictionary_id << 32 | feature, float16 [n, dim]),
+        in the order stored; `dictionary_id` limits it to one dictionary. Only chosen labels have one, and
+        replacing a label removes its vector (`add_labels`), so no join is needed: one scan."""
+        where = "" if dictionary_id is None else f"AND dictionary_id = {int(dictionary_id)}"
+        t = self.con.sql(f"SELECT explanation_id, dictionary_id, feature, vector FROM label_vectors "
+                         f"WHERE encoding = ? {where}", params=[encoding]).to_arrow_table()
         flat, _ = _blobs(t.column("vector"))
         return (t.column("explanation_id").to_numpy().astype(np.int64),
                 t.column("dictionary_id").to_numpy().astype(np.int64) << 32 | t.column("feature").to_numpy(),

@@ -106,8 +106,9 @@ class StoreWriter:
             for t in ("activations", "feature_stats", "feature_neighbors", "samples", "sample_status"):
                 self.con.execute(f"DELETE FROM {t} WHERE dictionary_id = ?", [did])
             cut = 0 if row[1] != corpus_id else width  # other contexts: no label carries over
-            self.con.execute("DELETE FROM scores WHERE explanation_id IN (SELECT explanation_id FROM explanations "
-                             "WHERE dictionary_id = ? AND feature >= ?)", [did, cut])
+            for t in ("scores", "label_vectors"):
+                self.con.execute(f"DELETE FROM {t} WHERE explanation_id IN (SELECT explanation_id FROM explanations "
+                                 "WHERE dictionary_id = ? AND feature >= ?)", [did, cut])
             for t in ("explanations", "label_status"):
                 self.con.execute(f"DELETE FROM {t} WHERE dictionary_id = ? AND feature >= ?", [did, cut])
             self.con.execute("DELETE FROM dictionaries WHERE dictionary_id = ?", [did])
