@@ -67,19 +67,21 @@ def encode(store: StoreOpt, dictionary: DictOpt = None, as_json: JsonOpt = False
         todo = s.corpus(d.corpus_id).n_contexts - len(s.encoded_contexts(d.corpus_id, ENCODING))
         bar = Progress(todo, f"encode {s.corpus(d.corpus_id).name}", "ctx", show_progress(as_json))
         done, pending = 0, {}
+
+        def commit() -> None:
+            nonlocal done, pending
+            if pending:
+                with s.writer(checkpoint=False) as w:
+                    w.add_context_vectors(d.corpus_id, ENCODING, pending)
+                done, pending = done + len(pending), {}
+
         try:
             for out in enc.encode_all(bar):
                 pending.update(out)
                 if len(pending) >= 1024:  # a commit per 1,024 contexts: a stopped run keeps them
-                    with s.writer(checkpoint=False) as w:
-                        w.add_context_vectors(d.corpus_id, ENCODING, pending)
-                    done += len(pending)
-                    pending = {}
+                    commit()
         finally:
-            if pending:
-                with s.writer(checkpoint=False) as w:
-                    w.add_context_vectors(d.corpus_id, ENCODING, pending)
-                done += len(pending)
+            commit()
             bar.close()
     res = {"dictionary": d.name, "encoded": done, "left": todo - done, "encoding": ENCODING}
     if as_json:

@@ -121,8 +121,9 @@ class _Index:
         where, params = "TRUE", []
         text = q.strip().lower()
         if text:
-            where = "contains(label_lc, ?)" + (" OR feature = ?" if text.isdigit() and int(text) < 2**32 else "")
-            params = [text] + ([int(text)] if text.isdigit() and int(text) < 2**32 else [])
+            where, params = "contains(label_lc, ?)", [text]
+            if text.isdigit() and int(text) < 2**32:  # a feature id finds its feature too
+                where, params = where + " OR feature = ?", params + [int(text)]
         total = self.width if where == "TRUE" else db.execute(
             f"SELECT count(*) FROM {self.table} WHERE {where}", params).fetchall()[0][0]
         direction = "DESC" if order == "desc" else "ASC"

@@ -70,10 +70,11 @@ def site_meta(store: Store, d: Dictionary) -> dict:
 def index_table(store: Store, d: Dictionary, scorers: list[str], features=None, all_features: bool = False):
     """The rows of the static index (Arrow): labelled features (or every feature), optionally only `features`."""
     t = store.feature_table(d.dictionary_id, scorers)
-    keep = pa.compute.is_valid(t.column("explanation_id")) if not all_features else pa.array([True] * t.num_rows)
+    if not all_features:
+        t = t.filter(pa.compute.is_valid(t.column("explanation_id")))
     if features is not None:
-        keep = pa.compute.and_(keep, pa.compute.is_in(t.column("feature"), pa.array(np.asarray(features, np.uint32))))
-    return t.filter(keep)
+        t = t.filter(pa.compute.is_in(t.column("feature"), pa.array(np.asarray(features, np.uint32))))
+    return t
 
 
 def index_rows(t, lo: int, hi: int, scorers: list[str]) -> list[list]:
