@@ -36,9 +36,10 @@ def run_demo(store_path: str | Path, out: str | Path, *, max_tokens: int = 20_00
         t_capture = time.perf_counter() - t0
         d = s.dictionary(DICTIONARY)
         summary = label(s, d, LabelRun(scorers=SCORERS), progress=progress).to_dict()
+        # ranked by the lower end of the 95% interval: a label is "best" when it is surely good
         ranked = {order: [_brief(r) for r in s.labels(d.dictionary_id, sort_by="simulation", descending=desc,
-                                                          limit=show)]
-                  for order, desc in (("best", True), ("worst", False))}
+                                                          limit=show, by=by)]
+                  for order, desc, by in (("best", True, "lower"), ("worst", False, "value"))}
         lines = write_jsonl(s, out, DICTIONARY)
     return {"store": str(store_path), "out": str(out), "lines": lines, "corpus": str(CORPUS),
             "corpus_licence": "PSF-2.0", "captured": captured, "label": summary, **ranked,
@@ -47,4 +48,5 @@ def run_demo(store_path: str | Path, out: str | Path, *, max_tokens: int = 20_00
 
 def _brief(row: dict) -> dict:
     return {"feature": row["feature_id"], "explanation": row["explanation"],
-            **{k: v["value"] for k, v in row["scores"].items()}}
+            **{k: v["value"] for k, v in row["scores"].items()},
+            **{f"{k}_ci": v["ci"] for k, v in row["scores"].items()}}

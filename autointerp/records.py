@@ -177,7 +177,9 @@ class Simulation:
 
 @dataclass(frozen=True)
 class Score:
-    """One scorer's grade of one explanation. `value` is None unless status is "ok"."""
+    """One scorer's grade of one explanation. `value` is None unless status is "ok"; `interval` is its 95%
+    bootstrap interval (score/interval.py), None when it has none; `n_windows` and `n_tokens` are the
+    held-out windows (intruder: questions) the grade was computed on and the tokens in them."""
 
     scorer: str  # embedding | simulation | ...
     scorer_version: str  # method version, or model + prompt hash
@@ -186,6 +188,9 @@ class Score:
     reason: str = ""  # why undefined or failed
     details: dict = field(default_factory=dict, compare=False)
     created_at: datetime | None = None
+    interval: tuple[float, float] | None = None
+    n_windows: int = 0
+    n_tokens: int = 0
 
 
 @dataclass(frozen=True)

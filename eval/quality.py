@@ -12,11 +12,16 @@ For N features of a store (seeded, among those the sampler can label), this
 4. label swap: grades each feature's held-out windows with a random other feature's label (a
    derangement) and reports how often the feature's own label scores higher; ~0.5 is chance;
 5. cost per feature, by purpose (explain, simulate, detection, ...), at the price first paid (a rerun
-   served from the cache still reports what a fresh run would pay), and per million features.
+   served from the cache still reports what a fresh run would pay), and per million features;
+6. with --sweep 10,20,40,100, the same own-vs-swapped comparison with each scorer judging only that many
+   held-out windows per feature (stratified and seeded, as `label --llm-windows N` cuts them), with the
+   mean half-width of the own labels' 95% intervals and the cost per feature of each budget: how much
+   discrimination a cheaper budget gives up, so the default is chosen on evidence.
 
     python eval/quality.py --store S --explainer anthropic:claude-haiku-4-5 --scorers simulation \\
         --scorer-model anthropic:claude-haiku-4-5 [--features 50] [--seed 0] [--json]
     python eval/quality.py --store S --loopback      # offline: the scripted loopback model, no key
+    python eval/quality.py --store S --loopback --scorers detection,simulation --sweep 10,20,40,100
 
 --loopback starts tests/loopback.py in this process with its scripted model (it names the most-marked
 token, simulates 10 on the tokens a label quotes, ...) and points both models at it: what CI runs.
@@ -38,7 +43,7 @@ from autointerp.llm import LLMOptions
 from autointerp.pipeline import LabelRun, clients_of, grade_one, label
 from autointerp.records import Explanation, SamplerConfig
 from autointerp.sample import Sampler
-from autointerp.score import make_scorers, parse_scorers
+from autointerp.score import AdaptiveBudget, ScoringOptions, make_scorers, parse_scorers
 from autointerp.store import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,7 +118,8 @@ def _grade(scorers, samples, explanations) -> dict[str, list]:
 
 
 def quality(store, dictionary, *, n: int, seed: int, explainer: str, scorers: tuple[str, ...],
-            scorer_model: str | None, llm: LLMOptions) -> dict:
+            scorer_model: str | None, llm: LLMOptions, sweep: list[int] = (), options: ScoringOptions = ScoringOptions()
+            ) -> dict:
     samples = pick_samples(store, dictionary, n, seed)
     if len(samples) < 2:
         raise SystemExit(f"only {len(samples)} labellable features: nothing to compare")
@@ -124,7 +130,8 @@ def quality(store, dictionary, *, n: int, seed: int, explainer: str, scorers: tu
     for name in dict.fromkeys([explainer, "offline"]):  # the chosen explainer, then the baseline
         # force: labelled again even when stored, so this run's ledger lists every call (cached ones free)
         out = label(store, dictionary, LabelRun(features=feats, explainer=name, scorers=scorers, seed=seed,
-                                                scorer_model=scorer_model, llm=llm, concurrency=8, force=True)).to_dict()
+                                                scorer_model=scorer_model, llm=llm, concurrency=8, force=True,
+                                                scoring=options)).to_dict()
         rows = {r["feature_id"]: r for r in store.labels(dictionary.dictionary_id, feats.tolist())
                 if (r["explainer"], r["prompt_hash"], r["sampler_hash"], r["seed"])
                 == (out["explainer"], out["prompt_hash"], out["sampler_hash"], seed)}
@@ -136,22 +143,74 @@ def quality(store, dictionary, *, n: int, seed: int, explainer: str, scorers: tu
         if name == explainer and out.get("run_id"):
             res["cost_per_feature"] = _costs(store, out["run_id"], len(samples))
     own_rows = stored[explainer]
+    if options.adaptive:
+        res["adaptive"] = adaptive_use(own_rows.values(), scorers)
     kept = [s for s in samples if s.feature in own_rows]
     expl = [Explanation(dictionary=dictionary.name, feature=s.feature, text=own_rows[s.feature]["explanation"],
                         explainer=explainer, prompt_hash="", sampler=s.config, seed=seed) for s in kept]
     rng = np.random.default_rng(seed + 1)
     if scorer_model:  # the same labels under the offline scorers
-        offline = _grade(make_scorers(("embedding", "simulation"), store, dictionary), kept, expl)
+        offline = _grade(make_scorers(("embedding", "simulation"), store, dictionary, options=options), kept, expl)
         res["offline_scorers"] = {k: distribution([_doc(x) for x in v]) for k, v in offline.items()}
     other = derangement(len(kept), rng)
     swap_opts = dataclasses.replace(llm, run_id=llm.run_id + "-swap")
-    swapped = _grade(make_scorers(scorers, store, dictionary, scorer_model, swap_opts), kept,
+    swapped = _grade(make_scorers(scorers, store, dictionary, scorer_model, swap_opts, options), kept,
                      [expl[j] for j in other])
     res["label_swap"] = {"identical_texts": int(sum(expl[i].text == expl[j].text for i, j in enumerate(other)))}
     for sc, got in swapped.items():
         own = [own_rows[s.feature]["scores"].get(sc, {}).get("value") for s in kept]
         res["label_swap"][sc] = swap_stats(own, [x.value for x in got], rng)
+    if sweep:
+        res["sweep"] = window_sweep(store, dictionary, kept, expl, other, scorers, scorer_model, llm, options,
+                                    sweep, seed)
     return res
+
+
+def adaptive_use(rows, scorers) -> dict:
+    """Per scorer: windows (units) judged against available under the adaptive budget, and why it stopped."""
+    out = {}
+    for sc in scorers:
+        got = [r["scores"][sc]["details"]["adaptive"] for r in rows
+               if "adaptive" in r["scores"].get(sc, {}).get("details", {})]
+        if got:
+            used, avail = sum(a["units_used"] for a in got), sum(a["units_available"] for a in got)
+            out[sc] = {"grades": len(got), "units_used": used, "units_available": avail,
+                       "saving": round(1 - used / max(avail, 1), 3),
+                       "stopped": {k: sum(a["stopped"] == k for a in got) for k in ("interval", "all units", "cap")}}
+    return out
+
+
+def budget_sample(sample, n: int):
+    """The sample with its held-out windows cut to n, stratified and seeded (what --llm-windows n judges)."""
+    from autointerp.score import interval as ci
+    from autointerp.score.base import activating, adaptive_order
+
+    if n >= len(sample.score):
+        return sample
+    wins = adaptive_order(list(sample.score), activating(sample.score),
+                          ci.rng_for(sample.seed, sample.feature, "budget"))[:n]
+    return dataclasses.replace(sample, score=tuple(wins))
+
+
+def window_sweep(store, dictionary, kept, expl, other, scorers, scorer_model, llm, options, budgets, seed) -> dict:
+    """Own vs swapped labels, mean interval half-width and cost per feature, at each held-out window budget."""
+    out = {}
+    for b in budgets:
+        cut = [budget_sample(s, b) for s in kept]
+        opts = dataclasses.replace(llm, run_id=f"{llm.run_id}-w{b}")
+        own = _grade(make_scorers(scorers, store, dictionary, scorer_model, opts, options), cut, expl)
+        swap = _grade(make_scorers(scorers, store, dictionary, scorer_model, opts, options), cut,
+                      [expl[j] for j in other])
+        row = {"windows": b, "mean_windows": round(float(np.mean([len(s.score) for s in cut])), 1)}
+        for sc in own:
+            halves = [(x.interval[1] - x.interval[0]) / 2 for x in own[sc] if x.interval]
+            row[sc] = {**swap_stats([x.value for x in own[sc]], [x.value for x in swap[sc]],
+                                    np.random.default_rng(seed + 2)),
+                       "mean_half_width": round(float(np.mean(halves)), 4) if halves else None}
+        if scorer_model:
+            row["cost_per_feature"] = _costs(store, opts.run_id, 2 * len(kept))
+        out[str(b)] = row
+    return out
 
 
 def _doc(score) -> dict:
@@ -188,6 +247,23 @@ def _print(res: dict) -> None:
         print(f"  {sc}: own > swapped in {r['own_beats_swapped']:.3f} of {r['pairs']} pairs; mean own "
               f"{r['mean_own']:.3f} vs swapped {r['mean_swapped']:.3f}; 95% CI of the difference "
               f"[{r['mean_difference_95ci'][0]:.3f}, {r['mean_difference_95ci'][1]:.3f}]")
+    for sc, a in res.get("adaptive", {}).items():
+        print(f"\nadaptive budget, {sc}: {a['units_used']:,} of {a['units_available']:,} windows judged "
+              f"({a['saving']:.0%} saved) over {a['grades']} grades; stopped by the interval {a['stopped']['interval']}, "
+              f"all windows used {a['stopped']['all units']}, cap {a['stopped']['cap']}")
+    sweep = res.get("sweep")
+    if sweep:
+        print("\nwindow budget sweep (own vs swapped labels on the same features; half-width of the own labels' "
+              "95% intervals):")
+        print(f"  {'windows':>7}  {'scorer':<11}{'own>swap':>9}{'own':>8}{'swap':>8}{'half-width':>12}{'$/feature':>11}")
+        for b, row in sweep.items():
+            usd = row.get("cost_per_feature", {}).get("usd")
+            for sc, r in row.items():
+                if not isinstance(r, dict) or sc == "cost_per_feature" or not r.get("pairs"):
+                    continue
+                hw = "-" if r["mean_half_width"] is None else f"{r['mean_half_width']:.3f}"
+                print(f"  {b:>7}  {sc:<11}{r['own_beats_swapped']:>9.3f}{r['mean_own']:>8.3f}{r['mean_swapped']:>8.3f}"
+                      f"{hw:>12}{'' if usd is None else f'{usd:.6f}':>11}")
     c = res.get("cost_per_feature")
     if c:
         print("\ncost per feature (at the price first paid):")
@@ -209,8 +285,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--base-url")
     ap.add_argument("--api-key-env")
     ap.add_argument("--prompt", default="explain_highlight")
-    ap.add_argument("--rpm", type=float, default=50)
+    ap.add_argument("--rpm", type=float, default=None, help="default: 50, raised to what the provider advertises")
     ap.add_argument("--loopback", action="store_true", help="both models: the scripted loopback model (offline)")
+    ap.add_argument("--sweep", default="", help="held-out window budgets to compare, e.g. 10,20,40,100")
+    ap.add_argument("--simulator", default="simulate_json", help="the LLM simulator's prompt (simulate_sparse)")
+    ap.add_argument("--adaptive", type=float, help="adaptive window budget: the interval half-width to stop at")
+    ap.add_argument("--llm-windows", type=int, help="LLM scorers judge at most this many held-out windows")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     server = None
@@ -226,7 +306,10 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         with open_store(a.store) as s:
             res = quality(s, s.dictionary(a.dictionary), n=a.features, seed=a.seed, explainer=a.explainer,
-                          scorers=parse_scorers(a.scorers), scorer_model=a.scorer_model, llm=llm)
+                          scorers=parse_scorers(a.scorers), scorer_model=a.scorer_model, llm=llm,
+                          sweep=[int(x) for x in a.sweep.split(",") if x.strip()],
+                          options=ScoringOptions(simulator=a.simulator, windows=a.llm_windows,
+                                                 adaptive=AdaptiveBudget(a.adaptive) if a.adaptive else None))
     finally:
         if server is not None:
             server.__exit__(None, None, None)

@@ -1,103 +1,191 @@
-"""Sizing: how long, how many tokens and how many dollars to label a dictionary with an LLM.
+"""Sizing: tokens and dollars per feature, and per million features, for each scorer choice and window budget.
 
-    python eval/sizing.py --store S [--features 100] [--scorers detection,simulation] \\
-        [--rpm 4000 --itpm 2000000 --otpm 400000] [--total 1000000]
+    python eval/sizing.py --store S [--features 100] [--windows 10,20,40,100] \\
+        [--rpm 4000 --itpm 2000000 --otpm 400000] [--total 1000000] [--json]
 
-Measures the tokens per feature on a store: it renders the real prompts (the explainer's, and each LLM
-scorer's, 10 windows a call) for `--features` sampled features and counts their characters at ~4 a
-token (what bench_llm.py measured; a real tokenizer differs by some 10-20%). Output tokens cannot be
-measured without a model, so they are estimated from the reply format: an explanation ~60 tokens; a
-simulation 2 tokens per window token (a digit and a separator) plus JSON framing; a detection or fuzzing
-answer ~12 tokens per window. Then, for the rate limits given (requests, input and output tokens per
-minute: a tier of your provider's), it prints features per hour and which limit binds, and a table for
-`--total` features: time, tokens and dollars per model, direct, through the batch APIs (half price),
-and with prompt caching. Caching only applies to a shared prefix above the provider's minimum
-cacheable length (1,024-4,096 tokens by model); our prefixes (system prompt and few-shot turns) are
-shorter, so caching saves nothing unless a longer prompt is used, and the table says so.
+For `--features` sampled features of a store it renders the real prompts: the explainer's (its 40
+explain windows), and each LLM scorer's on the feature's held-out windows, cut to each budget of
+`--windows` exactly as `label --llm-windows N` cuts them (stratified, seeded: half activating, half
+non-firing). Input tokens are counted at ~4 characters a token (what bench_llm.py measured; a real
+tokenizer differs by some 10-20%). Output tokens are counted on the reply a perfect model would write
+in each format (a JSON-ish count: every number, word and punctuation mark one token): detection and
+fuzzing list the ids of the windows that fire; the dense simulator writes a number for every token;
+the sparse one lists the tokens it predicts non-zero; intruder names one window per question (its 12
+questions do not depend on the budget); an explanation is ~60 tokens.
+
+Then it prints, per scorer choice and budget, tokens and dollars per 1M features at list and batch
+prices (gpt-4o-mini, claude-haiku; every model in --json), features an hour at the rate limits given,
+and what prompt caching would save: the shared prefix (system prompt and few-shot turns) is below every
+provider's minimum cacheable length, so caching saves nothing as the prompts are, and padding the prefix
+up to the minimum would cost more than the cache read saves (the table says so).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import sys
 
 import numpy as np
 
-from autointerp.explain.prompts import load_template, render_scoring
+from autointerp.explain.prompts import load_template, render_questions, render_scoring, show_token
 from autointerp.llm.prices import DEFAULT_PRICES
-from autointerp.score import LLM_SCORERS
-from autointerp.score.offline import NEGATIVE_KINDS
+from autointerp.score import interval as ci
+from autointerp.score.base import NEGATIVE_KINDS, ScoringOptions, activating, adaptive_order
+from autointerp.score.intruder import questions
+from autointerp.score.llm import fuzzed
 
 from quality import pick_samples
 
 CHARS_PER_TOKEN = 4.0
-MIN_CACHEABLE = 1024  # the smallest minimum prefix among current models; most need 2,048-4,096
-PER_CALL = 10  # windows per scorer call
+MIN_CACHEABLE = 1024  # the smallest minimum prefix among current models (OpenAI; Claude Haiku needs 2,048)
+PER_CALL = ScoringOptions.windows_per_call
+EXPLAIN_OUT = 60
+SHOWN_MODELS = ("gpt-4o-mini", "claude-haiku")
+SCORERS = ("detection", "fuzzing", "simulation", "simulation_sparse", "intruder")
+COMBOS = {"explain": ("explain",), "explain + detection": ("explain", "detection"),
+          "explain + detection + simulation (dense)": ("explain", "detection", "simulation"),
+          "explain + detection + simulation (sparse)": ("explain", "detection", "simulation_sparse"),
+          "explain + fuzzing": ("explain", "fuzzing"), "explain + intruder": ("explain", "intruder")}
+TEMPLATES = {"detection": "detect_json", "fuzzing": "fuzz_json", "simulation": "simulate_json",
+             "simulation_sparse": "simulate_sparse", "intruder": "intruder_json"}
 
 
-def _tokens(text: str) -> float:
+def _in(text: str) -> float:
     return len(text) / CHARS_PER_TOKEN
 
 
-def measure(store, dictionary, n: int, seed: int, scorers: list[str]) -> dict:
-    from autointerp.explain.offline import OfflineExplainer
+def _out(text: str) -> int:
+    """Output tokens of a JSON reply, counted as BPE roughly splits JSON: each number, word, punctuation."""
+    return len(re.findall(r"\d+|[^\W\d_]+|[^\s\w]", text))
+
+
+def _levels(w, peak: float) -> list[int]:
+    return [0 if peak <= 0 else min(10, int(10 * max(a, 0.0) / peak)) for a in w.activations]
+
+
+def _ideal(name: str, group: list, peak: float) -> str:
+    """The reply a perfect model would write for one call."""
+    if name == "detection":
+        return json.dumps({"fires": [i for i, u in enumerate(group, 1) if u.kind not in NEGATIVE_KINDS]})
+    if name == "fuzzing":
+        return json.dumps({"correct": [i for i, u in enumerate(group, 1) if u.truth]})
+    if name == "simulation":
+        return json.dumps({"windows": [{"id": i, "activations": _levels(w, peak)} for i, w in enumerate(group, 1)]})
+    if name == "simulation_sparse":
+        return json.dumps({"nonzero": [[i, j, show_token(t), v] for i, w in enumerate(group, 1)
+                                       for j, (t, v) in enumerate(zip(w.tokens, _levels(w, peak))) if v >= 1]})
+    return json.dumps({"answers": [{"id": i, "intruder": q.intruder + 1} for i, q in enumerate(group, 1)]})
+
+
+def _budgeted(sample, units, strata, name: str, budget: int | None) -> list:
+    """`units` cut to `budget` as the scorer cuts them (stratified, seeded), or all of them."""
+    if budget is None or budget >= len(units):
+        return list(units)
+    return adaptive_order(list(units), strata, ci.rng_for(sample.seed, sample.feature, name))[:budget]
+
+
+def measure(store, dictionary, n: int, seed: int, budgets: list[int | None]) -> dict:
+    """Per feature: {"explain": row, scorer: {budget: row}} with row = calls, input, output, prefix tokens."""
     from autointerp.explain import Background
+    from autointerp.explain.offline import OfflineExplainer
 
     samples = pick_samples(store, dictionary, n, seed)
     explain = load_template("explain_highlight")
     offline = OfflineExplainer(Background.from_store(store, dictionary.corpus_id))
-    per: dict[str, dict] = {"explain": {"calls": 0, "input": 0.0, "output": 0.0, "prefix": 0.0}}
-    per["explain"]["prefix"] = _tokens(explain.system + "".join(t for _, t in explain.fewshot_turns))
+    prefix = _in(explain.system + "".join(t for _, t in explain.fewshot_turns))
+    per: dict = {"explain": {"calls": 0.0, "input": 0.0, "output": 0.0, "prefix": prefix}}
+    templates = {k: load_template(v) for k, v in TEMPLATES.items()}
+    for name in SCORERS:
+        per[name] = {b: {"calls": 0.0, "input": 0.0, "output": 0.0, "windows": 0.0,
+                         "prefix": _in(templates[name].system)} for b in budgets}
     for s in samples:
         msgs = explain.messages(list(s.explain)[:40])
         per["explain"]["calls"] += 1
-        per["explain"]["input"] += _tokens(explain.system + "".join(t for _, t in msgs))
-        per["explain"]["output"] += 60
+        per["explain"]["input"] += _in(explain.system + "".join(t for _, t in msgs))
+        per["explain"]["output"] += EXPLAIN_OUT
         label = offline.explain(s).text  # an explanation of typical length, to put in the scorer prompts
-        for name in scorers:
-            t = load_template(LLM_SCORERS[name])
-            row = per.setdefault(name, {"calls": 0, "input": 0.0, "output": 0.0, "prefix": _tokens(t.system)})
-            wins = [w for w in s.score if name != "fuzzing" or w.kind not in NEGATIVE_KINDS]
-            for i in range(0, len(wins), PER_CALL):
-                group = wins[i:i + PER_CALL]
-                marks = [[a > 0 for a in w.activations] for w in group] if name == "fuzzing" else None
-                row["calls"] += 1
-                row["input"] += _tokens(t.system + render_scoring(t, label, group, marks))
-                row["output"] += (sum(2 * len(w.tokens) + 8 for w in group) + 10 if name == "simulation"
-                                  else 12 * len(group) + 6)
-    return {k: {m: v / len(samples) if m != "prefix" else v for m, v in row.items()} for k, row in per.items()}
+        peak = max((max(w.activations) for w in s.score), default=0.0)
+        for name in SCORERS:
+            t = templates[name]
+            for b in budgets:
+                row = per[name][b]
+                if name == "intruder":  # its questions do not depend on the budget
+                    qs = questions(s, ScoringOptions.intruder_k)
+                    step = max(1, 2 * PER_CALL // (ScoringOptions.intruder_k + 1))
+                    for i in range(0, len(qs), step):
+                        g = qs[i:i + step]
+                        row["calls"] += 1
+                        row["input"] += _in(t.system + render_questions(t, [list(q.windows) for q in g]))
+                        row["output"] += _out(_ideal(name, g, peak))
+                    row["windows"] += sum(len(q.windows) for q in qs)
+                    continue
+                if name == "fuzzing":
+                    units = fuzzed(s)
+                    units = _budgeted(s, units, np.array([u.truth for u in units]), name, b)
+                    wins = [u.window for u in units]
+                else:
+                    wins = _budgeted(s, s.score, activating(s.score), name, b)
+                    units = wins
+                for i in range(0, len(wins), PER_CALL):
+                    g, gu = wins[i:i + PER_CALL], units[i:i + PER_CALL]
+                    marks = [list(u.marks) for u in gu] if name == "fuzzing" else None
+                    row["calls"] += 1
+                    row["input"] += _in(t.system + render_scoring(t, label, g, marks))
+                    row["output"] += _out(_ideal(name, gu, peak))
+                row["windows"] += len(wins)
+    k = len(samples)
+    out = {"explain": {m: v / k if m != "prefix" else v for m, v in per["explain"].items()}}
+    for name in SCORERS:
+        out[name] = {b: {m: v / k if m != "prefix" else v for m, v in row.items()} for b, row in per[name].items()}
+    return out
 
 
-def table(per: dict, total: int, rpm: float, itpm: float, otpm: float) -> dict:
-    calls = sum(r["calls"] for r in per.values())
-    tin = sum(r["input"] for r in per.values())
-    tout = sum(r["output"] for r in per.values())
-    limits = {"requests": rpm / calls, "input tokens": itpm / tin, "output tokens": otpm / tout}
-    binding = min(limits, key=limits.get)
-    per_minute = limits[binding]
-    hours = total / per_minute / 60
-    cacheable = sum(r["prefix"] * r["calls"] for r in per.values() if r["prefix"] >= MIN_CACHEABLE)
+def _dollars(tin: float, tout: float, total: int, model: str) -> dict:
+    p_in, p_out, _, _ = DEFAULT_PRICES[model]
+    direct = (tin * p_in + tout * p_out) * total / 1e6
+    return {"list": round(direct), "batch": round(direct / 2)}
+
+
+def combos(per: dict, budgets: list, total: int, rpm: float, itpm: float, otpm: float) -> list[dict]:
+    """Every scorer choice at every budget: tokens, calls, dollars per `total` features, features an hour."""
     rows = []
-    for model, (p_in, p_out, p_read, _p_write) in DEFAULT_PRICES.items():
-        direct = (tin * p_in + tout * p_out) * total / 1e6
-        cached = ((tin - cacheable) * p_in + cacheable * p_read + tout * p_out) * total / 1e6
-        rows.append({"model": model, "direct_usd": round(direct), "batch_usd": round(direct / 2),
-                     "cached_usd": round(cached), "batch_and_cached_usd": round(cached / 2)})
-    return {"calls_per_feature": round(calls, 2), "input_tokens_per_feature": round(tin),
-            "output_tokens_per_feature": round(tout), "features_per_hour": round(per_minute * 60),
-            "binding_limit": binding, "hours": round(hours, 1),
-            "total_input_tokens": round(tin * total), "total_output_tokens": round(tout * total),
-            "cacheable_prefix_tokens_per_feature": round(cacheable), "models": rows}
+    for name, parts in COMBOS.items():
+        for b in (budgets if len(parts) > 1 else [None]):
+            got = [per["explain"] if p == "explain" else per[p][b] for p in parts]
+            calls, tin, tout = (sum(r[m] for r in got) for m in ("calls", "input", "output"))
+            limits = {"requests": rpm / calls, "input tokens": itpm / tin, "output tokens": otpm / tout}
+            binding = min(limits, key=limits.get)
+            rows.append({"scorers": name, "windows": b, "calls": round(calls, 2), "input_tokens": round(tin),
+                         "output_tokens": round(tout), "features_per_hour": round(limits[binding] * 60),
+                         "binding_limit": binding,
+                         "usd": {m: _dollars(tin, tout, total, m) for m in DEFAULT_PRICES}})
+    return rows
 
 
-def main(argv: list[str] | None = None) -> None:
+def caching(per: dict) -> list[dict]:
+    """Each prompt's shared prefix against the smallest minimum cacheable length, and what padding the
+    prefix up to it would cost or save per call at gpt-4o-mini prices (cache reads at half price)."""
+    p_in, _, p_read, _ = DEFAULT_PRICES["gpt-4o-mini"]
+    out = []
+    for name in ("explain", *SCORERS):
+        prefix = per["explain"]["prefix"] if name == "explain" else next(iter(per[name].values()))["prefix"]
+        now, padded = prefix * p_in, MIN_CACHEABLE * p_read
+        out.append({"prompt": name, "prefix_tokens": round(prefix), "min_cacheable": MIN_CACHEABLE,
+                    "cached_now": prefix >= MIN_CACHEABLE,
+                    "padding_saves_per_million_calls_usd": round(now - padded, 2)})
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--store", required=True)
     ap.add_argument("--dictionary")
     ap.add_argument("--features", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--scorers", default="detection,simulation")
+    ap.add_argument("--windows", default="10,20,40,100", help="held-out window budgets (all: every held-out window)")
     ap.add_argument("--rpm", type=float, default=4000)
     ap.add_argument("--itpm", type=float, default=2_000_000)
     ap.add_argument("--otpm", type=float, default=400_000)
@@ -106,34 +194,45 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     from autointerp.store import open_store
 
-    scorers = [x for x in a.scorers.split(",") if x]
+    budgets = [None if x.strip() == "all" else int(x) for x in a.windows.split(",") if x.strip()]
     with open_store(a.store, read_only=True) as s:
         d = s.dictionary(a.dictionary)
-        per = measure(s, d, a.features, a.seed, scorers)
-    out = {"store": a.store, "features_measured": a.features, "per_feature": per,
-           "limits": {"rpm": a.rpm, "itpm": a.itpm, "otpm": a.otpm}, "total": a.total,
-           **table(per, a.total, a.rpm, a.itpm, a.otpm)}
+        per = measure(s, d, a.features, a.seed, budgets)
+    out = {"store": a.store, "features_measured": a.features, "total": a.total,
+           "limits": {"rpm": a.rpm, "itpm": a.itpm, "otpm": a.otpm},
+           "per_feature": {k: v if k == "explain" else {str(b): r for b, r in v.items()} for k, v in per.items()},
+           "combos": combos(per, budgets, a.total, a.rpm, a.itpm, a.otpm), "caching": caching(per)}
     if a.json:
         json.dump(out, sys.stdout)
         print()
-        return
-    print(f"per feature ({a.features} measured; input at {CHARS_PER_TOKEN:g} characters a token, output estimated):")
-    for k, r in per.items():
-        print(f"  {k:<11}{r['calls']:>6.1f} calls {r['input']:>8,.0f} in {r['output']:>7,.0f} out   "
-              f"shared prefix {r['prefix']:,.0f} tokens")
-    print(f"  {'total':<11}{out['calls_per_feature']:>6.1f} calls {out['input_tokens_per_feature']:>8,} in "
-          f"{out['output_tokens_per_feature']:>7,} out")
-    print(f"\nat {a.rpm:,.0f} RPM, {a.itpm:,.0f} input TPM, {a.otpm:,.0f} output TPM: "
-          f"{out['features_per_hour']:,} features an hour ({out['binding_limit']} bind); "
-          f"{a.total:,} features in {out['hours']:,} h, {out['total_input_tokens'] / 1e9:.2f}B input and "
-          f"{out['total_output_tokens'] / 1e9:.2f}B output tokens")
-    note = ("" if out["cacheable_prefix_tokens_per_feature"] else
-            f"  (no prefix reaches {MIN_CACHEABLE:,} tokens: caching saves nothing)")
-    print(f"\ndollars for {a.total:,} features{note}")
-    print(f"{'model':<16}{'direct':>12}{'batch':>12}{'cached':>12}{'batch+cached':>14}")
-    for r in out["models"]:
-        print(f"{r['model']:<16}{r['direct_usd']:>12,}{r['batch_usd']:>12,}{r['cached_usd']:>12,}"
-              f"{r['batch_and_cached_usd']:>14,}")
+        return out
+    print(f"per feature ({a.features} measured; input at {CHARS_PER_TOKEN:g} characters a token, output counted "
+          "on a perfect reply):")
+    e = per["explain"]
+    print(f"  {'explain':<19}{'':>8}{e['calls']:>6.1f} calls {e['input']:>8,.0f} in {e['output']:>7,.0f} out")
+    for name in SCORERS:
+        for b, r in per[name].items():
+            print(f"  {name:<19}{'all' if b is None else b:>8}{r['calls']:>6.1f} calls {r['input']:>8,.0f} in "
+                  f"{r['output']:>7,.0f} out  ({r['windows']:.0f} windows)")
+    dense = {b: per["simulation"][b]["output"] for b in budgets}
+    sparse = {b: per["simulation_sparse"][b]["output"] for b in budgets}
+    print("  sparse simulator output vs dense: " + ", ".join(
+        f"{'all' if b is None else b} windows {dense[b] / max(sparse[b], 1e-9):.1f}x fewer" for b in budgets))
+    print(f"\n{a.total:,} features, $ (list / batch)" + "".join(f"{m:>22}" for m in SHOWN_MODELS)
+          + f"{'features/h':>12}  binds")
+    for r in out["combos"]:
+        w = "" if r["windows"] is None and r["scorers"] == "explain" else \
+            f", {'all' if r['windows'] is None else r['windows']} windows"
+        cells = "".join(f"{r['usd'][m]['list']:>12,} / {r['usd'][m]['batch']:>7,}" for m in SHOWN_MODELS)
+        print(f"  {(r['scorers'] + w)[:56]:<56}{cells}{r['features_per_hour']:>12,}  {r['binding_limit']}")
+    print(f"\nprompt caching: minimum cacheable prefix {MIN_CACHEABLE:,} tokens (OpenAI; Claude Haiku 2,048)")
+    for c in out["caching"]:
+        verdict = "cached" if c["cached_now"] else (
+            f"not reachable: padding it to {MIN_CACHEABLE:,} would "
+            + ("save" if c["padding_saves_per_million_calls_usd"] > 0 else "cost")
+            + f" ${abs(c['padding_saves_per_million_calls_usd']):,.2f} per 1M calls at gpt-4o-mini")
+        print(f"  {c['prompt']:<19}prefix {c['prefix_tokens']:>5,} tokens: {verdict}")
+    return out
 
 
 if __name__ == "__main__":

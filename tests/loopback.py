@@ -241,9 +241,10 @@ class _Handler(BaseHTTPRequestHandler):
         with st.lock:
             fault = st._admit()
             delay = st.latency + (st.rng.uniform(-st.jitter, st.jitter) if st.jitter else 0.0)
+            rec = {"path": self.path, "method": "POST", "body": body, "fault": fault,
+                   "headers": {k.lower(): v for k, v in self.headers.items()}}
             if st.keep_requests:
-                st.requests.append({"path": self.path, "method": "POST", "body": body, "fault": fault,
-                                    "headers": {k.lower(): v for k, v in self.headers.items()}})
+                st.requests.append(rec)
         if delay > 0 and fault != "429":
             time.sleep(delay)
         provider = "anthropic" if self.path.endswith("/messages") else "openai"
@@ -259,6 +260,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(status, json.dumps(err).encode(), {"retry-after": "0.05"} if status == 429 else None)
             return
         text = st.reply(provider, body)
+        rec["reply"] = text[0] if isinstance(text, tuple) else text  # what the model wrote (tests measure it)
         if provider == "anthropic":
             doc = _anthropic_message(body, text)
         else:
@@ -337,6 +339,27 @@ def simulator(provider, body):
                                                                    for ln in w.splitlines()]} for i, w in wins]})
 
 
+def sparse_simulator(provider, body):
+    """A scripted sparse simulator: lists the tokens the description quotes, at 10; nothing else."""
+    named, wins = _turn(body)
+    return json.dumps({"nonzero": [[int(i), int(j), tok, 10] for i, w in wins
+                                   for j, tok in (ln.split("\t", 1) for ln in w.splitlines()) if tok.strip() in named]})
+
+
+def intruder_judge(provider, body):
+    """A scripted intruder judge: the word found in most of a question's windows is what they share; the
+    intruder is the first window without it."""
+    user = [m for m in body["messages"] if m["role"] == "user"][-1]["content"]
+    user = user if isinstance(user, str) else user[0]["text"]
+    answers = []
+    for q, block in re.findall(r'<question id="(\d+)">\n(.*?)\n</question>', user, re.S):
+        wins = [set(re.findall(r"\w+", w.lower())) for w in re.findall(r'<window id="\d+">(.*?)</window>', block)]
+        common = Counter(t for w in wins for t in w).most_common(1)
+        lacking = [i for i, w in enumerate(wins, 1) if common and common[0][0] not in w]
+        answers.append({"id": int(q), "intruder": lacking[0] if lacking else 1})
+    return json.dumps({"answers": answers})
+
+
 def detector(provider, body):
     """A scripted detector: says a window fires when it contains, as a whole word, a token the description quotes."""
     named, wins = _turn(body)
@@ -344,23 +367,26 @@ def detector(provider, body):
     def has(t, w):
         return re.search(r"(?<![^\W_])" + re.escape(t) + r"(?![^\W_])", w) is not None
 
-    return json.dumps({"answers": [{"id": int(i), "fires": int(any(has(t, w) for t in named))} for i, w in wins]})
+    return json.dumps({"fires": [int(i) for i, w in wins if any(has(t, w) for t in named)]})
 
 
 def fuzz_judge(provider, body):
     """A scripted judge: a window is marked correctly when a marked span is a token the description quotes."""
     named, wins = _turn(body)
-    return json.dumps({"answers": [{"id": int(i), "correct": int(any(m.strip() in named
-                                                                      for m in re.findall(r"<<(.*?)>>", w)))}
-                                   for i, w in wins]})
+    return json.dumps({"correct": [int(i) for i, w in wins if any(m.strip() in named
+                                                                   for m in re.findall(r"<<(.*?)>>", w))]})
 
 
 def scripted(provider, body):
     """One scripted model for every prompt: routed by the system prompt of autointerp's templates."""
     system = body.get("system") or body["messages"][0]["content"]
     system = system if isinstance(system, str) else system[0]["text"]
+    if "List only the tokens" in system:
+        return sparse_simulator(provider, body)
     if "simulating one feature" in system:
         return simulator(provider, body)
+    if "find the intruder" in system:
+        return intruder_judge(provider, body)
     if "fires anywhere" in system:
         return detector(provider, body)
     if "marks are where" in system:

@@ -93,6 +93,13 @@ def _column(pg, name: str) -> list[str]:
     return pg.locator(f"#rows tr td:nth-child({i})").all_inner_texts()
 
 
+def _grades(pg, name: str) -> list[float]:
+    """A scorer's column as values: each defined cell reads "value ± half-width" (its 95% interval)."""
+    cells = [x for x in _column(pg, name) if x != "–"]
+    assert cells and all(" ± " in x for x in cells), cells[:3]
+    return [float(x.split(" ± ")[0]) for x in cells]
+
+
 def test_static_browser_pages_filters_sorts_and_never_runs_a_label(evil_store, tmp_path, monkeypatch):
     monkeypatch.setattr(html, "SHARD", 40)  # 4 index scripts, streamed in
     out = tmp_path / "site"
@@ -103,7 +110,7 @@ def test_static_browser_pages_filters_sorts_and_never_runs_a_label(evil_store, t
         pg.goto((out / "index.html").as_uri())
         _ready(pg)
         assert pg.locator("#rows tr").count() == 100 and "page 1 of 2" in pg.inner_text("#page")
-        sims = [float(x) for x in _column(pg, "simulation") if x != "–"]
+        sims = _grades(pg, "simulation")
         assert sims == sorted(sims, reverse=True)  # best first, by simulation
         pg.click("#next")
         assert pg.locator("#rows tr").count() == WIDTH - 100
@@ -144,7 +151,7 @@ def test_serve_browser_pages_sorts_filters_and_searches_through_the_api(evil_sto
         pg.goto(url)
         _ready(pg)
         assert pg.locator("#rows tr").count() == 100 and "page 1 of 2" in pg.inner_text("#page")
-        sims = [float(x) for x in _column(pg, "simulation") if x != "–"]
+        sims = _grades(pg, "simulation")
         assert sims == sorted(sims, reverse=True)  # best first, sorted by the server
         with pg.expect_response(lambda r: "api/features" in r.url and "sort=feature" in r.url):
             pg.click("#head th[data-key='0']")

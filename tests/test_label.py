@@ -11,7 +11,7 @@ from autointerp.ingest import ingest_delphi
 from autointerp.pipeline import LabelRun, label
 from autointerp.sample import Sampler
 from autointerp.score.embed import ContextEncoder
-from autointerp.score.offline import SimulationScorer
+from autointerp.score import SimulationScorer
 
 
 def _ingested(store, delphi_cache):

@@ -224,3 +224,27 @@ def test_journal_recovery_takes_crashed_journals_and_leaves_live_ones(store):
     assert store.con.execute("SELECT count(*) FROM llm_calls").fetchone()[0] == 1
     other.close()
     again.close()
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "openai"])
+def test_advertised_limits_raise_the_buckets_unless_given_explicitly(kind, store, monkeypatch):
+    headers = ({"anthropic-ratelimit-requests-limit": "4000", "anthropic-ratelimit-input-tokens-limit": "2000000",
+                "anthropic-ratelimit-output-tokens-limit": "400000", "anthropic-ratelimit-tokens-limit": "2400000"}
+               if kind == "anthropic" else
+               {"x-ratelimit-limit-requests": "5000", "x-ratelimit-limit-tokens": "4000000"})
+    want = ({"requests": 4000, "input": 2_000_000, "output": 400_000} if kind == "anthropic" else
+            {"requests": 5000, "input": 4_000_000, "output": None})
+    with Loopback(rate_headers=headers) as server:
+        learnt = _client(kind, server, store, monkeypatch, limits=LimitConfig())  # nothing given: 50 RPM at first
+        assert learnt.limiter.rates() == {"requests": 50, "input": None, "output": None}
+        _run(learnt)
+        assert learnt.limiter.rates() == want
+        explicit = _client(kind, server, store, monkeypatch, use_cache=False,
+                           limits=LimitConfig(requests_per_minute=120, output_tokens_per_minute=1000))
+        _run(explicit)
+        assert explicit.limiter.rates() == {"requests": 120, "input": want["input"], "output": 1000}  # --rpm wins
+    lowered = {k: (str(int(v) // 100) if "limit" in k else v) for k, v in headers.items()}
+    with Loopback(rate_headers=lowered) as server:  # a lower tier: paced down to it, never above
+        c = _client(kind, server, store, monkeypatch, use_cache=False, limits=LimitConfig())
+        _run(c)
+        assert c.limiter.rates()["requests"] == want["requests"] / 100

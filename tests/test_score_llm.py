@@ -8,7 +8,8 @@ from loopback import Loopback, _turn, detector, fuzz_judge, simulator
 from typer.testing import CliRunner
 
 from autointerp.cli import app
-from autointerp.score.llm import SimulationFailure, parse_simulation
+from autointerp.llm import ReplyFailure as SimulationFailure
+from autointerp.simulate import parse_simulation
 
 
 def test_parse_simulation_checks_every_window_and_token():
@@ -93,10 +94,12 @@ def test_a_misaligned_reply_is_a_typed_failure_never_zeros(ingested_path, monkey
 def test_parse_detection_checks_every_window():
     from autointerp.score.llm import parse_detection
 
-    assert parse_detection('{"answers": [{"id": 2, "fires": 0}, {"id": 1, "fires": true}]}', 2) == [1, 0]
-    for reply, message in [('{"answers": [{"id": 1, "fires": 1}]}', "expected 1..2"),
-                           ('{"answers": [{"id": 1, "fires": 2}, {"id": 2, "fires": 0}]}', "0 or 1"),
-                           ('{"answers": [{"id": 1, "fires": 1}, {"id": 1, "fires": 0}]}', "twice"),
+    assert parse_detection('{"fires": [2]}', 3) == [0, 1, 0]
+    assert parse_detection('Here: {"fires": []}', 2) == [0, 0]
+    for reply, message in [('{"fires": [3]}', "windows are 1..2"),
+                           ('{"fires": [1, 1]}', "twice"),
+                           ('{"fires": ["1"]}', "window ids"),
+                           ('{"answers": [{"id": 1, "fires": 1}]}', "no 'fires' list"),
                            ("Window 1 fires.", "no JSON")]:
         with pytest.raises(SimulationFailure, match=message):
             parse_detection(reply, 2)
@@ -151,7 +154,7 @@ def test_fuzzing_tells_true_marks_from_fuzzed_ones(ingested_path, monkeypatch):
 def test_expected_values_read_the_digits_alternatives():
     import math
 
-    from autointerp.score.llm import expected_values
+    from autointerp.simulate.llm import expected_values
 
     reply = '{"windows": [{"id": 1, "activations": [0, 10, 2.5]}]}'
     lg = math.log

@@ -135,3 +135,36 @@ def sampler_config(window: int, peak_offset: int | None, n_top: int, n_quantile:
     return SamplerConfig(window=window, peak_offset=peak_offset, n_top=n_top, n_quantile_explain=n_quantile,
                          n_score_activating=n_score, n_score_nonfiring=n_nonfiring, n_neighbor_negatives=n_neighbors,
                          n_quantiles=n_quantiles, min_windows=min_windows)
+
+
+MinEvidenceOpt = Annotated[int, typer.Option(help="Windows of each class (activating, non-firing) a classification "
+                                                  "grade (embedding, detection, fuzzing) needs, and intruder "
+                                                  "questions an intruder grade needs; fewer: undefined.",
+                                             rich_help_panel="Scoring")]
+SimulatorOpt = Annotated[str, typer.Option(help="LLM simulation: simulate_json (a number for every token) or "
+                                                "simulate_sparse (only the tokens predicted to fire: several times "
+                                                "fewer output tokens), or a template path.", rich_help_panel="Scoring")]
+IntruderKOpt = Annotated[int, typer.Option(help="Intruder: activating windows per question (chance 1/(k+1)).",
+                                           rich_help_panel="Scoring")]
+AdaptiveOpt = Annotated[float | None, typer.Option(help="Adaptive window budget: judge held-out windows in rounds "
+                                                        "of 20 until the grade's 95% interval half-width is at most "
+                                                        "this (e.g. 0.05).", rich_help_panel="Scoring")]
+LLMWindowsOpt = Annotated[int | None, typer.Option(help="LLM simulation, detection and fuzzing: judge at most this "
+                                                        "many held-out windows, half activating and half non-firing "
+                                                        "(default: all of them).", rich_help_panel="Scoring")]
+AdaptiveCapOpt = Annotated[int | None, typer.Option(help="Adaptive window budget: at most this many windows.",
+                                                    rich_help_panel="Scoring")]
+
+
+def scoring_options(min_evidence: int, simulator: str, intruder_k: int, adaptive: float | None,
+                    adaptive_cap: int | None, llm_windows: int | None = None):
+    """The scoring options of `label` and `score` -> a ScoringOptions (bad values: LabelError, exit 7)."""
+    from ..errors import LabelError
+    from ..score.base import AdaptiveBudget, ScoringOptions, check_simulator
+
+    if adaptive_cap is not None and adaptive is None:
+        raise LabelError("--adaptive-cap needs --adaptive TARGET")
+    if simulator != ScoringOptions.simulator:
+        check_simulator(simulator)
+    return ScoringOptions(min_evidence=min_evidence, simulator=simulator, intruder_k=intruder_k, windows=llm_windows,
+                          adaptive=None if adaptive is None else AdaptiveBudget(target=adaptive, cap=adaptive_cap))

@@ -30,12 +30,17 @@ def demo(store: Annotated[Path, typer.Option("--store", help="Store file to crea
         emit_json(res)
         return
     typer.echo(summary_line(RunSummary.from_dict(res["label"])))
-    for order in ("best", "worst"):
-        typer.echo(f"\n{order} labels by simulation score (pooled correlation; embedding = AUROC):")
-        typer.echo("feature  simulation  embedding  explanation")
+    for order, how in (("best", "the lower end of its 95% interval"), ("worst", "value")):
+        typer.echo(f"\n{order} labels by simulation score (pooled correlation; embedding = AUROC), ranked by {how}:")
+        typer.echo("feature  simulation      embedding       explanation")
         for r in res[order]:
-            typer.echo(f"{r['feature']:7d}  {_fmt(r.get('simulation')):>10}  {_fmt(r.get('embedding')):>9}  "
-                       f"{r['explanation']}")
+            typer.echo(f"{r['feature']:7d}  {_pm(r, 'simulation'):<14}  {_pm(r, 'embedding'):<14}  {r['explanation']}")
     typer.echo(f"\nwrote {res['lines']} labels to {res['out']} in {res['seconds']['total']:.0f} s; browse them with "
                f"`autointerp serve --store {res['store']}` (http://127.0.0.1:8000/) or "
                f"`autointerp labels --store {res['store']} --sort simulation`")
+
+
+def _pm(r: dict, name: str) -> str:
+    """A grade as "0.72 ± 0.06" (its value and the half-width of its 95% interval)."""
+    v, ci = r.get(name), r.get(f"{name}_ci")
+    return _fmt(v) + (f" ± {(ci[1] - ci[0]) / 2:.2f}" if v is not None and ci else "")

@@ -17,7 +17,12 @@ from ..score import parse_scorers
 from .common import (
     DictOpt,
     FeaturesOpt,
+    AdaptiveCapOpt,
+    AdaptiveOpt,
+    IntruderKOpt,
     JsonOpt,
+    LLMWindowsOpt,
+    MinEvidenceOpt,
     MinWindowsOpt,
     NNeighborsOpt,
     NNonfiringOpt,
@@ -27,21 +32,22 @@ from .common import (
     NTopOpt,
     PeakOpt,
     SeedOpt,
+    SimulatorOpt,
     StoreOpt,
     WindowOpt,
     emit_json,
     handle_errors,
     opened,
     sampler_config,
+    scoring_options,
     show_progress,
 )
 
-SCORER_HELP = "Comma-separated: embedding, simulation; with --scorer-model also detection, fuzzing."
+SCORER_HELP = ("Comma-separated: embedding, simulation, intruder (offline); with --scorer-model, simulation and "
+               "intruder run on it, and detection and fuzzing too.")
 LogprobsOpt = Annotated[bool, typer.Option("--logprobs/--no-logprobs", help=(
     "LLM simulation on OpenAI or compatible servers: predict the expected value over top_logprobs (off for "
     "models that refuse logprobs, e.g. reasoning models)."))]
-MinEvidenceOpt = Annotated[int, typer.Option(help="Windows of each class (activating, non-firing) a classification "
-                                                  "grade (embedding, detection, fuzzing) needs; fewer: undefined.")]
 
 
 @handle_errors
@@ -55,7 +61,9 @@ def label(store: StoreOpt, dictionary: DictOpt = None, features: FeaturesOpt = N
           force: Annotated[bool, typer.Option(help="Redo features that already have a label.")] = False,
           concurrency: Annotated[int, typer.Option(help="Features explained and scored at once (LLM methods; "
                                                         "offline methods run one at a time).")] = 8,
-          min_evidence: MinEvidenceOpt = MIN_EVIDENCE,
+          min_evidence: MinEvidenceOpt = MIN_EVIDENCE, simulator: SimulatorOpt = "simulate_json",
+          intruder_k: IntruderKOpt = 4, adaptive: AdaptiveOpt = None, adaptive_cap: AdaptiveCapOpt = None,
+          llm_windows: LLMWindowsOpt = None,
           base_url: Annotated[str | None, typer.Option(help="LLM: server URL (OpenAI-compatible servers, proxies).")] = None,
           api_key_env: Annotated[str | None, typer.Option(help="LLM: environment variable holding the key "
                                                          "(default ANTHROPIC_API_KEY / OPENAI_API_KEY).")] = None,
@@ -64,9 +72,12 @@ def label(store: StoreOpt, dictionary: DictOpt = None, features: FeaturesOpt = N
                                                        "--select-by, the best is the label, all are kept.")] = 1,
           select_by: Annotated[str | None, typer.Option(help="Best-of-k: the (cheap) scorer that picks the label "
                                                         "among candidates (default: the first --scorer).")] = None,
-          rpm: Annotated[float, typer.Option(help="LLM: requests per minute.")] = 50,
-          itpm: Annotated[float | None, typer.Option(help="LLM: input tokens per minute.")] = None,
-          otpm: Annotated[float | None, typer.Option(help="LLM: output tokens per minute.")] = None,
+          rpm: Annotated[float | None, typer.Option(help="LLM: requests per minute (default: 50 until the "
+                                                         "provider's rate-limit headers give its limit).")] = None,
+          itpm: Annotated[float | None, typer.Option(help="LLM: input tokens per minute (default: what the "
+                                                         "provider advertises).")] = None,
+          otpm: Annotated[float | None, typer.Option(help="LLM: output tokens per minute (default: what the "
+                                                         "provider advertises).")] = None,
           max_in_flight: Annotated[int, typer.Option(help="LLM: most calls at once (halves on 429).")] = 16,
           timeout: Annotated[float, typer.Option(help="LLM: seconds per call before it is retried.")] = 60.0,
           no_cache: Annotated[bool, typer.Option("--no-cache", help="LLM: ask again even when a reply is cached.")] = False,
@@ -96,7 +107,7 @@ def label(store: StoreOpt, dictionary: DictOpt = None, features: FeaturesOpt = N
                                           n_quantiles, min_windows),
                    seed=seed, features=features, concurrency=concurrency, llm=llm,
                    batch=BatchOptions(enabled=batch, poll=batch_poll, wait=batch_wait), force=force,
-                   min_evidence=min_evidence)
+                   scoring=scoring_options(min_evidence, simulator, intruder_k, adaptive, adaptive_cap, llm_windows))
     summary = RunSummary()
     with opened(store) as s:
         d = s.dictionary(dictionary)
@@ -170,13 +181,16 @@ def score(store: StoreOpt, feature: Annotated[int, typer.Option(help="Feature id
           base_url: Annotated[str | None, typer.Option(help="LLM: server URL.")] = None,
           api_key_env: Annotated[str | None, typer.Option(help="LLM: environment variable holding the key.")] = None,
           logprobs: LogprobsOpt = True, min_evidence: MinEvidenceOpt = MIN_EVIDENCE,
+          simulator: SimulatorOpt = "simulate_json", intruder_k: IntruderKOpt = 4, adaptive: AdaptiveOpt = None,
+          adaptive_cap: AdaptiveCapOpt = None, llm_windows: LLMWindowsOpt = None,
           window: WindowOpt = 32, peak_offset: PeakOpt = None, n_top: NTopOpt = 20, n_quantile: NQuantileOpt = 20,
           n_score: NScoreOpt = 50, n_nonfiring: NNonfiringOpt = 50, n_neighbors: NNeighborsOpt = 0,
           n_quantiles: NQuantilesOpt = 10, min_windows: MinWindowsOpt = 10,
           as_json: JsonOpt = False) -> None:
     """Grade any text as the label of one feature, on that feature's held-out windows. Writes no label
     (an LLM scorer still records its calls in the cost ledger and cache)."""
-    run = LabelRun(scorers=parse_scorers(scorer), scorer_model=scorer_model, seed=seed, min_evidence=min_evidence,
+    run = LabelRun(scorers=parse_scorers(scorer), scorer_model=scorer_model, seed=seed,
+                   scoring=scoring_options(min_evidence, simulator, intruder_k, adaptive, adaptive_cap, llm_windows),
                    sampler=sampler_config(window, peak_offset, n_top, n_quantile, n_score, n_nonfiring, n_neighbors,
                                           n_quantiles, min_windows),
                    llm=LLMOptions(base_url=base_url, api_key_env=api_key_env, logprobs=logprobs))
@@ -190,14 +204,21 @@ def score(store: StoreOpt, feature: Annotated[int, typer.Option(help="Feature id
     if as_json:
         emit_json({"dictionary": d.name, "feature": feature, "explanation": explanation, "held_out": held,
                    "sampler_hash": sample.config.hash, "seed": seed,
-                   "scores": {x.scorer: {"value": x.value, "status": x.status, "reason": x.reason,
-                                         "version": x.scorer_version, "details": x.details} for x in scores}})
+                   "scores": {x.scorer: {"value": x.value, "ci": list(x.interval) if x.interval else None,
+                                         "n_windows": x.n_windows, "n_tokens": x.n_tokens, "status": x.status,
+                                         "reason": x.reason, "version": x.scorer_version, "details": x.details}
+                              for x in scores}})
         return
     typer.echo(f"feature {feature} of {d.name}: {held['activating']} activating and {held['nonfiring']} "
                f"non-firing held-out windows")
     for x in scores:
-        typer.echo(f"{x.scorer}\t{fmt(x.value)}\t{x.status}" + (f"\t{x.reason}" if x.reason else ""))
+        typer.echo(f"{x.scorer}\t{fmt(x.value)}\t{fmt_ci(x.interval)}\t{x.status}" + (f"\t{x.reason}" if x.reason else ""))
 
 
 def fmt(v) -> str:
     return "-" if v is None else f"{v:.3f}"
+
+
+def fmt_ci(ci) -> str:
+    """A 95% interval as "[0.712, 0.881]" ("-" when there is none)."""
+    return "-" if not ci else f"[{ci[0]:.3f}, {ci[1]:.3f}]"

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..errors import SampleError
+from ..errors import SampleError, UsageError
 from ..records import SamplerConfig
 from ..sample import Sampler
 from ..score import known_scorers
@@ -24,15 +24,19 @@ from .common import (
     opened,
 )
 from .features import render_window
-from .label import fmt
+from .label import fmt, fmt_ci
 
 STATUSES = ("ok", "failed", "skipped")
+BY = ("value", "lower")
 
 
 @handle_errors
 def labels(store: StoreOpt, dictionary: DictOpt = None,
            sort: Annotated[str | None, typer.Option(help="feature, or a scorer (e.g. simulation): highest first.")] = None,
            ascending: Annotated[bool, typer.Option(help="Lowest scores first.")] = False,
+           by: Annotated[str, typer.Option(help="With --sort SCORER: value, or lower (the lower end of the grade's "
+                                                "95% interval: a grade on little evidence ranks below an equal "
+                                                "grade on much).")] = "value",
            limit: LimitOpt = None,
            status: Annotated[str, typer.Option(help="ok: labels with their grades; failed or skipped: the features "
                                                     "that have none, with the reason.")] = "ok",
@@ -40,6 +44,7 @@ def labels(store: StoreOpt, dictionary: DictOpt = None,
     """Labels with their grades, or (--status failed|skipped) the features without one and why."""
     check_limit(limit)
     check_choice(status, STATUSES, "--status")
+    check_choice(by, BY, "--by")
     with opened(store, read_only=True) as s:
         d = s.dictionary(dictionary)
         if status != "ok":
@@ -52,16 +57,18 @@ def labels(store: StoreOpt, dictionary: DictOpt = None,
                 typer.echo(f"{r['feature_id']}\t{r['explainer']}\t{r['seed']}\t{r['reason']}")
             return
         check_choice(sort, ["feature", *known_scorers(), *s.scorer_names(d.dictionary_id)], "--sort")
+        if by != "value" and sort in (None, "feature"):
+            raise UsageError("--by lower ranks by a scorer: give --sort SCORER")
         rows = s.labels(d.dictionary_id, sort_by=None if sort == "feature" else sort, descending=not ascending,
-                        limit=limit, candidates=candidates)
+                        limit=limit, candidates=candidates, by=by)
     if as_json:
         emit_json({"dictionary": d.name, "labels": rows})
         return
     names = sorted({k for r in rows for k in r["scores"]})
-    typer.echo("feature\t" + "\t".join(names) + "\texplanation")
+    typer.echo("feature\t" + "".join(f"{n}\t{n} 95%\t" for n in names) + "explanation")
     for r in rows:
-        typer.echo(f"{r['feature_id']}\t" + "\t".join(fmt(r["scores"].get(n, {}).get("value")) for n in names)
-                   + f"\t{r['explanation']}")
+        cells = [(fmt(g.get("value")), fmt_ci(g.get("ci"))) for g in (r["scores"].get(n, {}) for n in names)]
+        typer.echo(f"{r['feature_id']}\t" + "".join(f"{v}\t{c}\t" for v, c in cells) + r["explanation"])
 
 
 @handle_errors
@@ -97,9 +104,10 @@ def show(store: StoreOpt, feature: Annotated[int, typer.Option(help="Feature id.
                    f"{r['created_at'][:19]}")
         for name, g in sorted(r["scores"].items()):
             det = g["details"]
-            ev = ", ".join(f"{k[2:]} {det[k]}" for k in ("n_activating", "n_nonfiring", "n_correct", "n_fuzzed",
+            ev = ", ".join(f"{k[2:]} {det[k]}" for k in ("n_activating", "n_nonfiring", "n_correct", "n_fuzzed", "n_questions",
                                                             "n_tokens") if k in det)
-            typer.echo(f"  {name:<11}{fmt(g['value']):>7}  {g['status']}" + (f" ({ev})" if ev else "")
+            typer.echo(f"  {name:<11}{fmt(g['value']):>7} {fmt_ci(g.get('ci')) if g.get('ci') else '':<17}"
+                       f"{g['status']}" + (f" ({ev})" if ev else "")
                        + (f": {g['reason']}" if g["reason"] else "") + f"  [{g['version']}]")
     top = [w for w in sample.explain if w.kind == "top"][:windows]
     if top:

@@ -20,9 +20,10 @@ from pathlib import Path
 from ..errors import LabelError
 from ..records import Window
 
-FORMATS = ("highlight", "activations", "simulate", "detect", "fuzz")
+FORMATS = ("highlight", "activations", "simulate", "simulate_sparse", "detect", "fuzz", "intruder")
 PLACEHOLDERS = {"highlight": {"examples"}, "activations": {"examples"}, "simulate": {"explanation", "windows"},
-                "detect": {"explanation", "windows"}, "fuzz": {"explanation", "windows"}}
+                "simulate_sparse": {"explanation", "windows"}, "detect": {"explanation", "windows"},
+                "fuzz": {"explanation", "windows"}, "intruder": {"questions"}}
 _KEYS = {"name", "format", "system", "user", "fewshot", "highlight_threshold"}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SPECIAL = re.compile(r"[\x00-\x1f\x7f<>&\\]")
@@ -91,12 +92,12 @@ class Template:
 
 def render_scoring(template: Template, explanation: str, windows: list[Window],
                    marks: list[list[bool]] | None = None) -> str:
-    """A scorer's user turn: the explanation, then each window, numbered from 1. For a `simulate`
-    template a window is index<TAB>token lines (one prediction per token); for `detect`, its text;
-    for `fuzz`, its text with the tokens in `marks` wrapped in << >>."""
+    """A scorer's user turn: the explanation, then each window, numbered from 1. For a `simulate` or
+    `simulate_sparse` template a window is index<TAB>token lines (token indices from 0); for `detect`,
+    its text; for `fuzz`, its text with the tokens in `marks` wrapped in << >>."""
     blocks = []
     for i, w in enumerate(windows, 1):
-        if template.format == "simulate":
+        if template.format in ("simulate", "simulate_sparse"):
             body = "\n".join(f"{j}\t{show_token(t)}" for j, t in enumerate(w.tokens))
         elif template.format == "fuzz":
             body = _highlight(w.tokens, [float(m) for m in marks[i - 1]], 0.5)
@@ -106,6 +107,17 @@ def render_scoring(template: Template, explanation: str, windows: list[Window],
     # the explanation is data too: escaped, and on one line
     text = show_token(" ".join(explanation.split()))
     return template.user.replace("{explanation}", text).replace("{windows}", "\n".join(blocks))
+
+
+def render_questions(template: Template, questions: list[list[Window]]) -> str:
+    """An intruder scorer's user turn: each question, numbered from 1, its windows (as text) numbered
+    from 1 within it. No explanation: the model is to find the window that does not belong."""
+    blocks = []
+    for q, wins in enumerate(questions, 1):
+        body = "\n".join(f'<window id="{i}">{"".join(show_token(t) for t in w.tokens)}</window>'
+                         for i, w in enumerate(wins, 1))
+        blocks.append(f'<question id="{q}">\n{body}\n</question>')
+    return template.user.replace("{questions}", "\n".join(blocks))
 
 
 def _level(a: float, peak: float) -> int:

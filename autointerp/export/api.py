@@ -7,7 +7,8 @@ readers: every request reads through a DuckDB cursor of its own, never a shared 
 - `GET /api/features`: one page of a dictionary's features, sorted, filtered and paged in DuckDB
   over an in-memory table of every feature with its label and grades (built once per dictionary, on
   first use: ~1 s and ~150 MB per 1M features). `q` keeps the features whose label contains it
-  (case-insensitive), or the feature with that id.
+  (case-insensitive), or the feature with that id. Each row has its grades' values and 95% intervals;
+  `by=lower` sorts by a scorer's lower bound (a grade on little evidence ranks below an equal one on much).
 - `GET /api/features/{id}`: everything about one feature: its labels (every candidate), their
   grades with details and provenance, its statistics, top and quantile windows, simulated vs true.
 - `GET /api/search`: the features whose labels are nearest a query in meaning (see `search`).
@@ -52,6 +53,7 @@ class FeatureRow(BaseModel):
     max: float | None
     n_firing: int
     scores: dict[str, float | None]
+    ci: dict[str, list[float] | None]
 
 
 class FeaturePage(BaseModel):
@@ -61,6 +63,7 @@ class FeaturePage(BaseModel):
     limit: int
     sort: str
     order: str
+    by: str
     rows: list[FeatureRow]
 
 
@@ -111,11 +114,11 @@ class _Index:
         self.table, self.width = table, d.width
 
     def page(self, db: duckdb.DuckDBPyConnection, sort: str, order: str, q: str, offset: int,
-             limit: int) -> tuple[int, list[dict]]:
+             limit: int, by: str = "value") -> tuple[int, list[dict]]:
         if sort in FIXED_SORTS:
             col = sort
         elif sort in self.scorers:
-            col = f"s{self.scorers.index(sort)}"
+            col = f"{'l' if by == 'lower' else 's'}{self.scorers.index(sort)}"
         else:  # a scorer of another dictionary only: no feature here has its grade
             col = "NULL"
         where, params = "TRUE", []
@@ -128,12 +131,15 @@ class _Index:
             f"SELECT count(*) FROM {self.table} WHERE {where}", params).fetchall()[0][0]
         direction = "DESC" if order == "desc" else "ASC"
         tie = "" if col == "feature" else ", feature"
-        cols = ", ".join(f"s{i}" for i in range(len(self.scorers)))
-        got = db.execute(f"SELECT feature, label, density, max, n_firing{', ' + cols if cols else ''} "
+        k = len(self.scorers)
+        cols = "".join(f", s{i}, l{i}, u{i}" for i in range(k))
+        got = db.execute(f"SELECT feature, label, density, max, n_firing{cols} "
                          f"FROM {self.table} WHERE {where} ORDER BY {col} {direction} NULLS LAST{tie} "
                          f"LIMIT {int(limit)} OFFSET {int(offset)}", params).fetchall()
         return int(total), [{"feature": r[0], "label": r[1], "density": r[2], "max": r[3], "n_firing": r[4],
-                             "scores": dict(zip(self.scorers, r[5:]))} for r in got]
+                             "scores": {n: r[5 + 3 * i] for i, n in enumerate(self.scorers)},
+                             "ci": {n: None if r[6 + 3 * i] is None else [r[6 + 3 * i], r[7 + 3 * i]]
+                                    for i, n in enumerate(self.scorers)}} for r in got]
 
 
 class Browser:
@@ -247,6 +253,8 @@ def make_app(store: Store, dictionary: str | None = None) -> FastAPI:
     def features(dictionary: Annotated[DictName | None, Query(description="Dictionary name (default: the served one)")] = None,
                  sort: Annotated[SortKey, Query(description="feature, density, max, or a scorer's name")] = SortKey("feature"),
                  order: Annotated[Literal["asc", "desc"], Query()] = "asc",
+                 by: Annotated[Literal["value", "lower"], Query(description="sorting by a scorer: its value, or the "
+                                                                "lower end of its 95% interval")] = "value",
                  q: Annotated[str, Query(max_length=200, description="Label text (case-insensitive), or a feature id")] = "",
                  offset: Annotated[int, Query(ge=0, le=2**40)] = 0,
                  limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100):
@@ -255,11 +263,11 @@ def make_app(store: Store, dictionary: str | None = None) -> FastAPI:
         ix = b.index(d)
         cur = b.db.cursor()
         try:
-            total, rows = ix.page(cur, sort.value, order, q, offset, limit)
+            total, rows = ix.page(cur, sort.value, order, q, offset, limit, by)
         finally:
             cur.close()
         return {"dictionary": d.name, "total": total, "offset": offset, "limit": limit, "sort": sort.value,
-                "order": order, "rows": rows}
+                "order": order, "by": by, "rows": rows}
 
     @app.api_route("/api/features/{feature}", methods=get, responses={404: {"model": Error}, 400: {"model": Error}})
     def feature(feature: Annotated[int, Path(ge=0, le=2**32 - 1)],

@@ -78,10 +78,13 @@ def index_table(store: Store, d: Dictionary, scorers: list[str], features=None, 
 
 
 def index_rows(t, lo: int, hi: int, scorers: list[str]) -> list[list]:
-    """Index rows lo..hi of an `index_table`: [feature, label, density, max, n_firing, one value per scorer]."""
+    """Index rows lo..hi of an `index_table`: [feature, label, density, max, n_firing, one value per scorer,
+    then the half-width of each value's 95% interval (null when it has none)]."""
     part = t.slice(lo, hi - lo).to_pydict()
     cols = [part[f"s{i}"] for i in range(len(scorers))]
-    return [[f, lab, _r(dens, 6), _r(mx), int(n), *[_r(c[i]) for c in cols]]
+    halves = [[None if a is None or b is None else (b - a) / 2 for a, b in zip(part[f"l{i}"], part[f"u{i}"])]
+              for i in range(len(scorers))]
+    return [[f, lab, _r(dens, 6), _r(mx), int(n), *[_r(c[i]) for c in cols], *[_r(h[i]) for h in halves]]
             for i, (f, lab, dens, mx, n) in enumerate(zip(part["feature"], part["label"], part["density"],
                                                           part["max"], part["n_firing"]))]
 

@@ -13,7 +13,9 @@ Neuronpedia's own dumps carry no scores; `explanation_scores/` is ours, in Expla
 Scorers map to Neuronpedia's score types where the method matches (fuzzing -> eleuther_fuzz, detection
 -> eleuther_recall, embedding -> eleuther_embedding: balanced accuracy or AUROC, 0..1) and to our own
 type otherwise (simulation -> autointerp_simulation: a correlation, -1..1). Only defined grades are
-written (ExplanationScore.value is required). Activations are the feature's explain windows (top ones
+written (ExplanationScore.value is required). `jsonDetails` holds the grade's details with its 95%
+interval (ci_low, ci_high), the evidence (n_windows, n_tokens) and its level: "feature" for a grade that
+uses no label (intruder; Neuronpedia has no feature-level score, so it rides on the label), else "label". Activations are the feature's explain windows (top ones
 with binMin = -1, as SAEDashboard marks them; quantile ones with the decile of firing values their
 peak falls in). The source folder is written beside its final place and renamed into it.
 """
@@ -31,6 +33,7 @@ import numpy as np
 from ..errors import ExportError
 from ..records import SamplerConfig
 from ..sample import Sampler
+from ..score.base import FEATURE_LEVEL
 from ..store import Store
 
 BATCH = 1024
@@ -150,7 +153,12 @@ def write_neuronpedia(store: Store, out: str | Path, *, model_id: str, source_id
                                 "explanationScoreTypeName": stype, "explanationScoreModelName": smodel,
                                 "initiatedByUserId": CREATOR,
                                 "jsonDetails": json.dumps({**sc["details"], "autointerp_scorer": name,
-                                                           "autointerp_version": sc["version"]}),
+                                                           "autointerp_version": sc["version"],
+                                                           "ci_low": (sc["ci"] or [None])[0],
+                                                           "ci_high": (sc["ci"] or [None, None])[1],
+                                                           "n_windows": sc["n_windows"], "n_tokens": sc["n_tokens"],
+                                                           "autointerp_level": "feature" if name in FEATURE_LEVEL
+                                                           else "label"}),
                                 "createdAt": sc["created_at"]})
         expl.flush()
         scores.flush()

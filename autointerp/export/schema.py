@@ -21,6 +21,7 @@ from typing import Literal
 import pyarrow as pa
 
 from ..records import SamplerConfig
+from ..score.base import FEATURE_LEVEL
 
 SCHEMA_PATH = Path(__file__).with_name("labels.schema.json")
 SCHEMA_ID = "https://github.com/autointerp/autointerp/labels.schema.json"
@@ -39,7 +40,13 @@ class ScoreRow:
     status: Literal["ok", "undefined", "failed"] = _doc("ok: value is set; undefined: the metric does not exist "
                                                         "on these windows (e.g. one class); failed: see reason")
     value: float | None = _doc("the grade; null unless status is ok. simulation: Pearson correlation (-1..1); "
-                               "embedding: AUROC; detection, fuzzing: balanced accuracy (0..1)")
+                               "embedding: AUROC; detection, fuzzing: balanced accuracy; intruder: accuracy (0..1)")
+    ci_low: float | None = _doc("lower end of the grade's 95% interval (a seeded bootstrap over the held-out "
+                                "windows, activating and non-firing resampled apart); null when it has none")
+    ci_high: float | None = _doc("upper end of the grade's 95% interval; null when it has none")
+    n_windows: int | None = _doc("held-out windows the grade was computed on (intruder: windows in its "
+                                 "questions); null for grades made before intervals were recorded")
+    n_tokens: int | None = _doc("tokens in those windows")
     reason: str = _doc("why undefined or failed; empty when ok")
     version: str = _doc("the scorer's version: a method version, or model/prompt-and-settings hash")
     details: JSON = _doc("per-scorer details: per-window correlations, r², predictions, precision, recall, ...")
@@ -64,7 +71,10 @@ class LabelRow:
     created_at: datetime = _doc("when the label was made (UTC)")
     evidence: JSON = _doc("what the label was derived from: the offline method's statistics, or the LLM's "
                           "template, candidate index, reply and stop reason")
-    scores: dict[str, ScoreRow] = _doc("grades by scorer name (embedding, simulation, detection, fuzzing)")
+    scores: dict[str, ScoreRow] = _doc("grades of the label by scorer name (embedding, simulation, detection, "
+                                       "fuzzing)")
+    feature_scores: dict[str, ScoreRow] = _doc("grades of the feature itself, which use no label (intruder: can "
+                                               "the feature's windows be told from one where it does not fire)")
 
 
 # -- from the dataclasses to schemas --------------------------------------------------------------------
@@ -152,8 +162,16 @@ def label_row(r: dict, dictionary) -> dict:
             "explainer": r["explainer"], "prompt_hash": r["prompt_hash"], "sampler": r["sampler"],
             "sampler_hash": r["sampler_hash"], "seed": r["seed"], "created_at": r["created_at"],
             "evidence": r["evidence"],
-            "scores": {k: {"status": v["status"], "value": v["value"], "reason": v["reason"], "version": v["version"],
-                           "details": v["details"], "created_at": v["created_at"]} for k, v in r["scores"].items()}}
+            "scores": {k: score_doc(v) for k, v in r["scores"].items() if k not in FEATURE_LEVEL},
+            "feature_scores": {k: score_doc(v) for k, v in r["scores"].items() if k in FEATURE_LEVEL}}
+
+
+def score_doc(v: dict) -> dict:
+    """A grade as `Store.labels` gives it -> the exported object (see ScoreRow)."""
+    ci = v.get("ci")
+    return {"status": v["status"], "value": v["value"], "ci_low": ci[0] if ci else None,
+            "ci_high": ci[1] if ci else None, "n_windows": v.get("n_windows"), "n_tokens": v.get("n_tokens"),
+            "reason": v["reason"], "version": v["version"], "details": v["details"], "created_at": v["created_at"]}
 
 
 def arrow_row(row: dict) -> dict:
@@ -162,7 +180,8 @@ def arrow_row(row: dict) -> dict:
     for k in ("sampler", "evidence"):
         out[k] = json.dumps(row[k], sort_keys=True)
     out["created_at"] = datetime.fromisoformat(row["created_at"])
-    out["scores"] = [(k, {**v, "details": json.dumps(v["details"], sort_keys=True),
-                          "created_at": datetime.fromisoformat(v["created_at"])}) for k, v in row["scores"].items()]
+    for key in ("scores", "feature_scores"):
+        out[key] = [(k, {**v, "details": json.dumps(v["details"], sort_keys=True),
+                         "created_at": datetime.fromisoformat(v["created_at"])}) for k, v in row[key].items()]
     return out
 

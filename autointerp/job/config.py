@@ -11,10 +11,18 @@
     select_by = "detection"              # best-of-k: the scorer that picks among candidates
     seed = 0
     concurrency = 8
-    min_evidence = 10                    # windows of each class a classification grade needs
     batch = false                        # the providers' batch APIs (half price)
 
     [sampler]                            # SamplerConfig fields (window, n_top, ...), as `sample` takes them
+
+    [scoring]                            # how every scorer grades (score/base.py ScoringOptions):
+    min_evidence = 10                    # windows of each class a classification grade needs
+    simulator = "simulate_sparse"        # the LLM simulator's prompt (default simulate_json)
+    intruder_k = 4                       # activating windows per intruder question
+    windows = 40                         # LLM simulation, detection, fuzzing: held-out windows judged at most
+    n_boot = 1000                        # bootstrap replicates of each 95% interval
+    adaptive_target = 0.05               # judge windows in rounds until the interval's half-width is this
+    adaptive_start = 20                  #   (optional, with adaptive_step and adaptive_cap)
 
     [limits]                             # the provider: rpm, itpm, otpm, max_in_flight, base_url, api_key_env,
                                          # attempts, timeout
@@ -42,6 +50,7 @@ from ..llm import LLMOptions
 from ..llm.prices import is_priced, parse_prices
 from ..pipeline import BatchOptions, Budget, LabelRun
 from ..records import SamplerConfig
+from ..score.base import AdaptiveBudget, ScoringOptions, check_simulator
 
 
 class JobConfigError(AutointerpError):
@@ -70,7 +79,10 @@ class JobConfig:
 
 JOB_KEYS = {"dictionary": str, "features": str, "explainer": str, "scorers": list, "scorer_model": str, "prompt": str,
             "candidates": int, "select_by": str, "seed": int, "concurrency": int, "batch": bool,
-            "min_evidence": int}
+            "min_evidence": int}  # min_evidence: also [scoring]'s (older job files)
+SCORING_KEYS = {"min_evidence": int, "simulator": str, "intruder_k": int, "n_boot": int, "windows_per_call": int,
+                "windows": int,
+                "adaptive_target": (int, float), "adaptive_start": int, "adaptive_step": int, "adaptive_cap": int}
 LIMIT_KEYS = {"rpm": (int, float), "itpm": (int, float), "otpm": (int, float), "max_in_flight": int,
               "base_url": str, "api_key_env": str, "attempts": int, "timeout": (int, float)}
 BUDGET_KEYS = {"dollars": (int, float), "tokens": int, "features": int, "minutes": (int, float)}
@@ -97,10 +109,10 @@ def parse_config(text: str, source: str = "job file") -> JobConfig:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise JobConfigError(f"{source}: not valid TOML: {e}") from None
-    unknown = set(doc) - {"job", "sampler", "limits", "prices", "budget"}
+    unknown = set(doc) - {"job", "sampler", "scoring", "limits", "prices", "budget"}
     if unknown:
         raise JobConfigError(f"{source}: unknown section(s) {', '.join(sorted(unknown))}; "
-                             "known: job, sampler, limits, prices, budget")
+                             "known: job, sampler, scoring, limits, prices, budget")
     job = _check("job", doc.get("job", {}), JOB_KEYS)
     if "scorers" in job and not all(isinstance(x, str) for x in job["scorers"]):
         raise JobConfigError("[job] scorers must be a list of names")
@@ -108,6 +120,7 @@ def parse_config(text: str, source: str = "job file") -> JobConfig:
     sampler_keys["peak_offset"] = int
     sampler = _check("sampler", doc.get("sampler", {}), sampler_keys)
     limits = _check("limits", doc.get("limits", {}), LIMIT_KEYS)
+    scoring = scoring_options(_check("scoring", doc.get("scoring", {}), SCORING_KEYS), job)
     budget = _check("budget", doc.get("budget", {}), BUDGET_KEYS)
     for k, v in budget.items():
         if v < 0:
@@ -135,7 +148,7 @@ def parse_config(text: str, source: str = "job file") -> JobConfig:
                        budget=Budget(dollars=budget.get("dollars"), tokens=budget.get("tokens"),
                                      features=budget.get("features"),
                                      seconds=None if budget.get("minutes") is None else 60.0 * budget["minutes"]),
-                       min_evidence=job.get("min_evidence", LabelRun.min_evidence))
+                       scoring=scoring)
         if isinstance(run.features, str):
             run.selected(2**63 - 1)  # the spec parses (ranges are checked against the width at run time)
     except AutointerpError as e:
@@ -147,6 +160,25 @@ def parse_config(text: str, source: str = "job file") -> JobConfig:
                                  f"[prices] (\"{unpriced[0].partition(':')[2]}\" = [input, output, cache read, "
                                  "cache write] $ per Mtok)")
     return JobConfig(dictionary=job.get("dictionary"), run=run, text=text)
+
+
+def scoring_options(got: dict, job: dict) -> ScoringOptions:
+    """[scoring] as ScoringOptions; adaptive_* keys make an AdaptiveBudget (adaptive_target is needed)."""
+    if "min_evidence" in job:
+        if "min_evidence" in got:
+            raise JobConfigError("min_evidence is given in both [job] and [scoring]: keep the one in [scoring]")
+        got = {**got, "min_evidence": job["min_evidence"]}
+    adaptive = {k.removeprefix("adaptive_"): got.pop(k) for k in list(got) if k.startswith("adaptive_")}
+    try:
+        if adaptive and "target" not in adaptive:
+            raise JobConfigError("[scoring] adaptive_start, adaptive_step and adaptive_cap need adaptive_target")
+        if "simulator" in got:
+            check_simulator(got["simulator"])
+        return ScoringOptions(**got, adaptive=AdaptiveBudget(**adaptive) if adaptive else None)
+    except JobConfigError:
+        raise
+    except AutointerpError as e:
+        raise JobConfigError(f"[scoring] {e}") from None
 
 
 def unpriced_models(run: LabelRun) -> list[str]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from .client import DEFERRED, LLMClient, RetryConfig
 from .limits import LimitConfig, RateLimiter
+from .replies import ReplyFailure
 from .providers import ChatRequest, ChatResponse, ProviderError, Usage, make_provider
 
 
@@ -18,7 +19,7 @@ class LLMOptions:
     api_key_env: str | None = None
     prompt: str = "explain_highlight"
     candidates: int = 1
-    requests_per_minute: float = 50
+    requests_per_minute: float | None = None  # None: 50 until the provider advertises its limit
     input_tokens_per_minute: float | None = None
     output_tokens_per_minute: float | None = None
     max_in_flight: int = 16
@@ -41,4 +42,4 @@ def make_client(spec: str, store, o: LLMOptions) -> LLMClient:
 
 
 __all__ = ["DEFERRED", "ChatRequest", "ChatResponse", "LLMClient", "LLMOptions", "LimitConfig", "ProviderError", "RateLimiter",
-           "RetryConfig", "Usage", "make_client", "make_provider"]
+           "ReplyFailure", "RetryConfig", "Usage", "make_client", "make_provider"]

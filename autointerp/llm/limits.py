@@ -2,7 +2,11 @@
 number of calls in flight, and pauses the server asks for (429 retry-after, rate-limit headers).
 
 The buckets refill continuously (the providers meter the same way) and start nearly empty, so a run
-never opens with a burst the server would refuse. Waiters queue on a FIFO lock: only the head of the
+never opens with a burst the server would refuse. A limit not given explicitly is learnt: every reply's
+advertised limits (`anthropic-ratelimit-{requests,input-tokens,output-tokens,tokens}-limit`,
+`x-ratelimit-limit-{requests,tokens}`) set that bucket to the provider's figure, so a run on a high tier
+is not held at the default 50 requests a minute, and never paced above what the provider allows. An
+explicit limit (`--rpm`, `[limits] rpm`) is kept whatever the headers say. Waiters queue on a FIFO lock: only the head of the
 queue sleeps, for exactly as long as its amount needs, so 10,000 waiting requests cost no polling.
 (asyncio-throttle, which the design first named, polls every 10 ms per waiter and has no notion of
 tokens: see the README.)
@@ -44,6 +48,13 @@ class TokenBucket:
                     return
                 await asyncio.sleep((amount - self.level) / self.rate)
 
+    def set_rate(self, per_minute: float, burst_seconds: float = 1.0) -> None:
+        """Meter at a new rate from now on (what was refilled so far is kept, up to the new capacity)."""
+        self._refill()
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, self.rate * burst_seconds)
+        self.level = min(self.level, self.capacity)
+
     def refund(self, amount: float) -> None:
         """Give back what was reserved but not used (output tokens reserved at max_tokens)."""
         self._refill()
@@ -78,9 +89,24 @@ class AdaptiveLimit:
         self.limit = max(1.0, self.limit / 2.0)
 
 
+DEFAULT_RPM = 50.0  # until the provider advertises its limit
+
+# advertised limit header -> the bucket it sets (OpenAI's "tokens" counts input and output: it sets the
+# input bucket when no input-token limit of its own is advertised)
+ADVERTISED = {"anthropic-ratelimit-requests-limit": "requests",
+              "anthropic-ratelimit-input-tokens-limit": "input",
+              "anthropic-ratelimit-output-tokens-limit": "output",
+              "anthropic-ratelimit-tokens-limit": "input",
+              "x-ratelimit-limit-requests": "requests",
+              "x-ratelimit-limit-tokens": "input"}
+
+
 @dataclass(frozen=True)
 class LimitConfig:
-    requests_per_minute: float = 50
+    """Requests and tokens per minute; None: not given (requests: DEFAULT_RPM until the provider says;
+    tokens: no bucket until the provider says)."""
+
+    requests_per_minute: float | None = None
     input_tokens_per_minute: float | None = None
     output_tokens_per_minute: float | None = None
     max_in_flight: int = 16
@@ -106,12 +132,13 @@ class RateLimiter:
 
     def __init__(self, config: LimitConfig) -> None:
         self.config = config
-        self.requests = TokenBucket(config.requests_per_minute)
+        self.requests = TokenBucket(config.requests_per_minute or DEFAULT_RPM)
         self.input = TokenBucket(config.input_tokens_per_minute) if config.input_tokens_per_minute else None
         self.output = TokenBucket(config.output_tokens_per_minute) if config.output_tokens_per_minute else None
         self.slots = AdaptiveLimit(config.max_in_flight)
         self.paused_until = 0.0
         self.throttles = 0
+        self.advertised: dict[str, float] = {}  # bucket -> the per-minute limit the provider last advertised
 
     async def acquire(self, input_tokens: int, output_tokens: int) -> None:
         while (wait := self.paused_until - time.monotonic()) > 0:
@@ -136,12 +163,41 @@ class RateLimiter:
         self.slots.success()
         if self.output:
             self.output.refund(reserved_output - used_output)
+        self.learn(headers)
         for name, value in headers.items():  # a bucket the server says is empty: wait for its reset
             if "remaining" in name and value.strip() == "0":
                 reset = next((headers[k] for k in headers if "reset" in k and _same_limit(k, name)), None)
                 seconds = _reset_seconds(reset) if reset else None
                 if seconds:
                     self.pause(seconds)
+
+    def learn(self, headers: dict) -> None:
+        """Set each bucket not given explicitly to the limit the provider advertises in `headers`."""
+        got: dict[str, float] = {}
+        for name, bucket in ADVERTISED.items():
+            v = headers.get(name)
+            try:
+                limit = float(v) if v is not None else 0.0
+            except ValueError:
+                continue
+            if limit > 0 and bucket not in got:  # ADVERTISED lists a bucket's most specific header first
+                got[bucket] = limit
+        explicit = {"requests": self.config.requests_per_minute, "input": self.config.input_tokens_per_minute,
+                    "output": self.config.output_tokens_per_minute}
+        for bucket, limit in got.items():
+            if explicit[bucket] is not None or self.advertised.get(bucket) == limit:
+                continue
+            self.advertised[bucket] = limit
+            current = getattr(self, bucket)
+            if current is None:
+                setattr(self, bucket, TokenBucket(limit))
+            else:
+                current.set_rate(limit)
+
+    def rates(self) -> dict[str, float | None]:
+        """Each bucket's current limit per minute (None: no bucket)."""
+        return {k: None if b is None else round(b.rate * 60.0, 3)
+                for k, b in (("requests", self.requests), ("input", self.input), ("output", self.output))}
 
 
 def _limit_kind(header: str) -> str:
@@ -155,3 +211,4 @@ def _same_limit(reset_header: str, remaining_header: str) -> bool:
     """anthropic-ratelimit-requests-reset pairs with ...-requests-remaining, x-ratelimit-reset-tokens with
     x-ratelimit-remaining-tokens."""
     return _limit_kind(reset_header) == _limit_kind(remaining_header)
+

@@ -10,6 +10,7 @@ import numpy as np
 from ..errors import LabelError, UsageError
 from ..llm import LLMOptions
 from ..records import SamplerConfig
+from ..score.base import ScoringOptions
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class BatchOptions:
     wait: float | None = None  # stop polling after this many seconds (a rerun collects what is pending)
 
 
-MIN_EVIDENCE = 10  # activating and non-firing windows a classification grade needs, each
+MIN_EVIDENCE = ScoringOptions.min_evidence  # activating and non-firing windows a classification grade needs, each
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,9 @@ class LabelRun:
     `explainer`: "offline", "anthropic:MODEL", "openai:MODEL", "compat:MODEL" (or an explainer object);
     `scorers`: names or scorer objects; `scorer_model`: the model the LLM forms of the scorers run on;
     `select_by`: best-of-k, the scorer that picks the label among candidates (default: the first scorer).
-    `features`: the selection (ids, a spec like "0-99,123", or None for all). `min_evidence`: a
-    classification grade (embedding AUROC, detection, fuzzing) needs at least this many activating and
-    this many non-firing windows, else it is "undefined". `force`: redo features that are done.
+    `features`: the selection (ids, a spec like "0-99,123", or None for all). `scoring`: how every
+    scorer grades (minimum evidence, the LLM simulator's prompt, intruder questions, bootstrap, an
+    adaptive window budget: see score/base.py). `force`: redo features that are done.
     `sample_batch`, `flush_every`, `flush_seconds`: features sampled per batch; commit every so many
     finished features or seconds.
     """
@@ -75,7 +76,7 @@ class LabelRun:
     batch: BatchOptions = field(default_factory=BatchOptions)
     budget: Budget = field(default_factory=Budget)
     force: bool = False
-    min_evidence: int = MIN_EVIDENCE
+    scoring: ScoringOptions = field(default_factory=ScoringOptions)
     sample_batch: int = 256
     flush_every: int = 64
     flush_seconds: float = 5.0
@@ -84,8 +85,6 @@ class LabelRun:
         for name in ("concurrency", "sample_batch", "flush_every"):
             if getattr(self, name) < 1:
                 raise LabelError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.min_evidence < 1:
-            raise LabelError(f"min_evidence must be at least 1, got {self.min_evidence}")
         if isinstance(self.scorers, str):
             object.__setattr__(self, "scorers", (self.scorers,))
         else:

@@ -112,12 +112,12 @@ def build(store: Store, dictionary: Dictionary, run: LabelRun) -> Parts:
     llm = run.llm
     expl = make_explainer(run.explainer, store, dictionary, llm) if isinstance(run.explainer, str) else run.explainer
     names = [s for s in run.scorers if isinstance(s, str)]
-    grade = make_scorers(names, store, dictionary, run.scorer_model, llm, min_evidence=run.min_evidence) + \
+    grade = make_scorers(names, store, dictionary, run.scorer_model, llm, options=run.scoring) + \
         [s for s in run.scorers if not isinstance(s, str)]
     select = run.select_by
     if isinstance(select, str):  # one of the scorers, or a scorer of its own
         select = next((s for s in grade if s.name == select), None) or \
-            make_scorers([select], store, dictionary, run.scorer_model, llm, min_evidence=run.min_evidence)[0]
+            make_scorers([select], store, dictionary, run.scorer_model, llm, options=run.scoring)[0]
     return Parts(expl, grade, select or (grade[0] if grade else None))
 
 
@@ -446,8 +446,7 @@ def score_text(store: Store, dictionary: Dictionary, feature: int, text: str, ru
     e = Explanation(dictionary=dictionary.name, feature=feature, text=text, explainer=author, prompt_hash="",
                     sampler=run.sampler, seed=run.seed, created_at=_now())
     grade = [s for s in run.scorers if not isinstance(s, str)] + make_scorers(
-        [s for s in run.scorers if isinstance(s, str)], store, dictionary, run.scorer_model, run.llm,
-        min_evidence=run.min_evidence)
+        [s for s in run.scorers if isinstance(s, str)], store, dictionary, run.scorer_model, run.llm, run.scoring)
 
     async def go():
         try:

@@ -1,20 +1,26 @@
-"""score: grade an explanation on the feature's held-out windows. Every scorer has `name`, `version` and
-`score(sample, explanation) -> Score` (plain or `async`); a metric that cannot be computed is a Score
-with status "undefined", never NaN."""
+"""score: grade an explanation on the feature's held-out windows. Every scorer has `name`, `version`,
+`level` ("label", or "feature" for a grade that ignores the explanation) and `score(sample, explanation)
+-> Score` (plain or `async`); a metric that cannot be computed is a Score with status "undefined", never
+NaN, and every grade carries its 95% bootstrap interval and the evidence it rests on (base.py).
+
+Offline (all-MiniLM-L6-v2): embedding, simulation (simulate/offline.py), intruder. With a scorer model
+(--scorer-model): simulation (simulate/llm.py: dense JSON or sparse), detection, fuzzing, intruder.
+"""
 
 from __future__ import annotations
 
 from ..errors import LabelError
 from ..records import Dictionary
 from ..store import Store
+from .base import FEATURE_LEVEL, AdaptiveBudget, Scorer, ScoringOptions
 from .embed import ContextEncoder
-from .offline import EmbeddingScorer, SimulationScorer
+from .intruder import IntruderScorer, OfflineIntruderScorer
+from .offline import EmbeddingScorer
+from .simulation import LLMSimulationScorer, SimulationScorer
 
-SCORERS = {"embedding": EmbeddingScorer, "simulation": SimulationScorer}
-
-
-LLM_SCORERS = {"simulation": "simulate_json", "detection": "detect_json",
-               "fuzzing": "fuzz_json"}  # name -> prompt template, used with a scorer model
+SCORERS = {"embedding": EmbeddingScorer, "simulation": SimulationScorer, "intruder": OfflineIntruderScorer}
+LLM_SCORERS = {"simulation": "simulate_json", "detection": "detect_json", "fuzzing": "fuzz_json",
+               "intruder": "intruder_json"}  # name -> prompt template, used with a scorer model
 TOP_LOGPROBS = 10  # alternatives asked for per output token: "0".."10" rarely spread wider
 
 
@@ -36,32 +42,37 @@ def parse_scorers(names: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
 
 
 def make_scorers(names, store: Store, dictionary: Dictionary, model: str | None = None, llm=None,
-                 min_evidence: int = 10) -> list:
+                 options: ScoringOptions = ScoringOptions()) -> list:
     """Scorers by name. With `model` (anthropic:MODEL, ...), the scorers that have an LLM form use it
-    (through a client of their own, paced by `llm`, an LLMOptions); the others stay offline.
-    `min_evidence`: windows of each class a classification grade (embedding, detection, fuzzing) needs."""
+    (through a client of their own, paced by `llm`, an LLMOptions); the others stay offline."""
     names = parse_scorers(names)
     out, encoder, client = [], None, None
     for n in names:
         if model and n in LLM_SCORERS:
             from ..explain.prompts import load_template
             from ..llm import LLMOptions, make_client
-            from .llm import LLMDetectionScorer, LLMFuzzingScorer, LLMSimulationScorer
+            from ..simulate import make_llm_simulator
+            from .llm import LLMDetectionScorer, LLMFuzzingScorer
 
             llm = llm or LLMOptions()
             client = client or make_client(model, store, llm)
             if n == "simulation":  # expected values over "0".."10" where the provider gives top_logprobs
                 lp = TOP_LOGPROBS if llm.logprobs and client.provider.has_logprobs else 0
-                out.append(LLMSimulationScorer(client, load_template(LLM_SCORERS[n]), top_logprobs=lp))
+                out.append(LLMSimulationScorer(make_llm_simulator(client, options.simulator, options.windows_per_call,
+                                                                  lp), options))
+            elif n == "intruder":
+                out.append(IntruderScorer(client, load_template(LLM_SCORERS[n]), options))
             else:
                 cls = {"detection": LLMDetectionScorer, "fuzzing": LLMFuzzingScorer}[n]
-                out.append(cls(client, load_template(LLM_SCORERS[n]), min_evidence=min_evidence))
+                out.append(cls(client, load_template(LLM_SCORERS[n]), options))
         elif n not in SCORERS:
             raise LabelError(f"scorer {n!r} needs an LLM: pass --scorer-model anthropic:MODEL (or openai:, compat:)")
         else:
             encoder = encoder or ContextEncoder(store, dictionary.corpus_id)  # shared: one pass per context
-            out.append(EmbeddingScorer(encoder, min_evidence) if n == "embedding" else SCORERS[n](encoder))
+            out.append(SCORERS[n](encoder, options))
     return out
 
 
-__all__ = ["SCORERS", "known_scorers", "ContextEncoder", "EmbeddingScorer", "SimulationScorer", "make_scorers", "parse_scorers"]
+__all__ = ["FEATURE_LEVEL", "SCORERS", "AdaptiveBudget", "ContextEncoder", "EmbeddingScorer", "IntruderScorer",
+           "OfflineIntruderScorer", "Scorer", "ScoringOptions", "SimulationScorer", "known_scorers",
+           "make_scorers", "parse_scorers"]

@@ -12,16 +12,20 @@ import pyarrow as pa
 
 class BrowseReads:
     def feature_table(self, dictionary_id: int, scorers: list[str]) -> pa.Table:
-        """feature, label, explanation_id, density, max, n_firing, then one column per scorer (`scorers`
-        in order, named s0, s1, ...): the newest grade's value (NULL unless ok) of the current label."""
-        pivot = "".join(f", max(g.value) FILTER (WHERE g.scorer = ${i + 2}) AS s{i}" for i in range(len(scorers)))
+        """feature, label, explanation_id, density, max, n_firing, then per scorer (`scorers` in order,
+        numbered 0, 1, ...) of the current label's newest grade: s<i> its value (NULL unless ok), l<i> and
+        u<i> the ends of its 95% interval (NULL when it has none)."""
+        pivot = "".join(f", max(g.value) FILTER (WHERE g.scorer = ${i + 2}) AS s{i}"
+                        f", max(g.lo) FILTER (WHERE g.scorer = ${i + 2}) AS l{i}"
+                        f", max(g.hi) FILTER (WHERE g.scorer = ${i + 2}) AS u{i}" for i in range(len(scorers)))
         return self.con.sql(f"""
             WITH lab AS (
                 SELECT feature, explanation_id, text FROM explanations
                 WHERE dictionary_id = $1 AND chosen
                 QUALIFY row_number() OVER (PARTITION BY feature ORDER BY created_at DESC, explanation_id DESC) = 1),
             g AS (
-                SELECT s.explanation_id, s.scorer, arg_max(s.value, s.created_at) AS value
+                SELECT s.explanation_id, s.scorer, arg_max(s.value, s.created_at) AS value,
+                       arg_max(s.ci_low, s.created_at) AS lo, arg_max(s.ci_high, s.created_at) AS hi
                 FROM scores s SEMI JOIN lab ON s.explanation_id = lab.explanation_id
                 GROUP BY s.explanation_id, s.scorer)
             SELECT f.feature, coalesce(lab.text, '') AS label, lab.explanation_id, f.density,

@@ -144,13 +144,14 @@ class LabelReads:
 
     def labels(self, dictionary_id: int | None = None, features: list[int] | None = None,
                sort_by: str | None = None, descending: bool = True, limit: int | None = None,
-               candidates: bool = False) -> list[dict]:
+               candidates: bool = False, by: str = "value") -> list[dict]:
         """Labels with provenance and their scores, one dict per explanation: each feature's chosen
         explanation per (explainer, prompt, sampler, seed), or with `candidates` every candidate too.
         A label graded by several versions of one scorer shows the newest grade.
 
         sort_by: a scorer name (explanations without an ok newest grade of it come last), or None for
-        (dictionary, feature) order.
+        (dictionary, feature) order; `by`: "value", or "lower" (the lower end of the grade's 95% interval:
+        a grade resting on little evidence ranks below an equal one resting on much).
         """
         where, params = ["TRUE" if candidates else "e.chosen"], []
         if dictionary_id is not None:
@@ -161,7 +162,8 @@ class LabelReads:
             params.append(list(features))
         order = "e.dictionary_id, e.feature, e.explanation_id"
         if sort_by is not None:
-            order = (f"(SELECT s.value FROM scores s WHERE s.explanation_id = e.explanation_id AND s.scorer = ? "
+            column = {"value": "s.value", "lower": "s.ci_low"}[by]
+            order = (f"(SELECT {column} FROM scores s WHERE s.explanation_id = e.explanation_id AND s.scorer = ? "
                      f"ORDER BY s.created_at DESC LIMIT 1) {'DESC' if descending else 'ASC'} NULLS LAST, {order}")
         rows = self.con.execute(
             f"""SELECT e.explanation_id, d.name, e.feature, e.text, e.explainer, e.prompt_hash, e.sampler_hash,
@@ -172,11 +174,12 @@ class LabelReads:
         ids = [r[0] for r in rows]
         scores: dict[int, dict] = {i: {} for i in ids}
         if ids:
-            for eid, scorer, version, status, value, reason, details, created in self.con.execute(
-                    "SELECT explanation_id, scorer, scorer_version, status, value, reason, details, created_at "
-                    "FROM scores WHERE explanation_id IN (SELECT unnest(?::BIGINT[])) "
-                    "ORDER BY explanation_id, scorer, created_at", [ids]).fetchall():
-                scores[eid][scorer] = {"value": value, "status": status, "reason": reason, "version": version,
+            for eid, scorer, version, status, value, reason, details, created, lo, hi, nw, nt in self.con.execute(
+                    "SELECT explanation_id, scorer, scorer_version, status, value, reason, details, created_at, "
+                    "ci_low, ci_high, n_windows, n_tokens FROM scores WHERE explanation_id IN "
+                    "(SELECT unnest(?::BIGINT[])) ORDER BY explanation_id, scorer, created_at", [ids]).fetchall():
+                scores[eid][scorer] = {"value": value, "ci": None if lo is None else [lo, hi], "n_windows": nw,
+                                       "n_tokens": nt, "status": status, "reason": reason, "version": version,
                                        "details": json.loads(details), "created_at": created.isoformat()}
         return [{"explanation_id": r[0], "dictionary": r[1], "feature_id": r[2], "explanation": r[3],
                  "explainer": r[4], "prompt_hash": r[5], "sampler_hash": r[6], "sampler": json.loads(r[7]),

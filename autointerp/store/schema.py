@@ -301,6 +301,13 @@ def _m007_vectors(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE explanations ADD COLUMN imported VARCHAR")
 
 
+def _m008_intervals(con: duckdb.DuckDBPyConnection) -> None:
+    # How sure each grade is: its 95% bootstrap interval and the evidence it rests on (held-out windows,
+    # or intruder questions, and their tokens). Grades from before have none (NULL).
+    for col, typ in (("ci_low", "DOUBLE"), ("ci_high", "DOUBLE"), ("n_windows", "INTEGER"), ("n_tokens", "INTEGER")):
+        con.execute(f"ALTER TABLE scores ADD COLUMN {col} {typ}")
+
+
 Migration = tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]
 
 MIGRATIONS: list[Migration] = [
@@ -311,6 +318,7 @@ MIGRATIONS: list[Migration] = [
     (5, "incremental jobs: activation fingerprints, job ledger", _m005_jobs),
     (6, "grades per scorer: sample fingerprints, unpriced calls, graded counts", _m006_per_scorer),
     (7, "stored context encodings, label vectors, imported labels", _m007_vectors),
+    (8, "grade intervals and evidence counts", _m008_intervals),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

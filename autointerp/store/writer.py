@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from ..clock import utcnow as _now
 from ..errors import IngestError
-from ..records import FeatureLabel, Grades, SamplerConfig
+from ..records import FeatureLabel, Grades, SamplerConfig, Score
 from .builder import MAX_POSITION, DictionaryBuilder
 
 if TYPE_CHECKING:
@@ -204,8 +204,7 @@ class StoreWriter:
         ex: dict[str, list] = {k: [] for k in ("explanation_id", "feature", "text", "explainer", "prompt_hash",
                                                "sampler_hash", "sampler", "seed", "evidence", "created_at",
                                                "chosen", "imported")}
-        sc: dict[str, list] = {k: [] for k in ("explanation_id", "scorer", "scorer_version", "status", "value",
-                                               "reason", "details", "created_at")}
+        sc: list[tuple[int, Score]] = []
         for lab in labels:
             for i, (expl, scores) in enumerate(lab.explanations):
                 for k, v in zip(ex, (next_id, lab.feature, expl.text, expl.explainer, expl.prompt_hash,
@@ -213,10 +212,7 @@ class StoreWriter:
                                      json.dumps(expl.evidence, sort_keys=True), expl.created_at or now,
                                      i == lab.chosen, expl.imported)):
                     ex[k].append(v)
-                for s in scores:
-                    for k, v in zip(sc, (next_id, s.scorer, s.scorer_version, s.status, s.value, s.reason,
-                                         json.dumps(s.details, sort_keys=True), s.created_at or now)):
-                        sc[k].append(v)
+                sc += [(next_id, s) for s in scores]
                 next_id += 1
         ts = pa.timestamp("us")
         if ex["explanation_id"]:
@@ -229,12 +225,8 @@ class StoreWriter:
                 "seed": pa.array(ex["seed"], pa.int64()), "evidence": pa.array(ex["evidence"], pa.string()),
                 "created_at": pa.array(ex["created_at"], ts), "chosen": pa.array(ex["chosen"], pa.bool_()),
                 "imported": pa.array(ex["imported"], pa.string())}))
-        if sc["explanation_id"]:
-            self.store._insert_now("scores", pa.table({
-                "explanation_id": pa.array(sc["explanation_id"], pa.int64()),
-                **{k: pa.array(sc[k], pa.string()) for k in ("scorer", "scorer_version", "status")},
-                "value": pa.array(sc["value"], pa.float64()), "reason": pa.array(sc["reason"], pa.string()),
-                "details": pa.array(sc["details"], pa.string()), "created_at": pa.array(sc["created_at"], ts)}))
+        if sc:
+            self.store._insert_now("scores", _score_table(sc, now))
         # the fingerprint of the activations the labels were made from: given (labels made elsewhere, from
         # a snapshot), or the store's now (labels made from it just now)
         hashes = act_hashes if act_hashes is not None else self.store.activation_hashes(
@@ -281,13 +273,7 @@ class StoreWriter:
         rows = [(g.explanation_id, s) for g in grades for s in g.scores]
         if not rows:
             return
-        now = _now()
-        t = pa.table({"explanation_id": pa.array([e for e, _ in rows], pa.int64()),
-                      "scorer": [s.scorer for _, s in rows], "scorer_version": [s.scorer_version for _, s in rows],
-                      "status": [s.status for _, s in rows], "value": pa.array([s.value for _, s in rows], pa.float64()),
-                      "reason": [s.reason for _, s in rows],
-                      "details": [json.dumps(s.details, sort_keys=True) for _, s in rows],
-                      "created_at": pa.array([s.created_at or now for _, s in rows], pa.timestamp("us"))})
+        t = _score_table(rows, _now())
         self.con.register("_grade_rows", t)
         try:
             self.con.execute("DELETE FROM scores s USING _grade_rows g WHERE s.explanation_id = g.explanation_id "
@@ -365,3 +351,21 @@ class StoreWriter:
         """Jobs still 'running' when the job lock is free (the caller holds it) died without ending."""
         return self.con.execute("UPDATE job_runs SET status = 'crashed', stop_reason = 'process ended without "
                                 "finishing (killed or crashed)' WHERE status = 'running'").fetchone()[0]
+
+
+def _score_table(rows: list[tuple[int, Score]], now) -> pa.Table:
+    """Rows of the scores table: (explanation id, its grade) pairs."""
+    ss = [s for _, s in rows]
+    return pa.table({
+        "explanation_id": pa.array([e for e, _ in rows], pa.int64()),
+        "scorer": pa.array([s.scorer for s in ss], pa.string()),
+        "scorer_version": pa.array([s.scorer_version for s in ss], pa.string()),
+        "status": pa.array([s.status for s in ss], pa.string()),
+        "value": pa.array([s.value for s in ss], pa.float64()),
+        "reason": pa.array([s.reason for s in ss], pa.string()),
+        "details": pa.array([json.dumps(s.details, sort_keys=True) for s in ss], pa.string()),
+        "created_at": pa.array([s.created_at or now for s in ss], pa.timestamp("us")),
+        "ci_low": pa.array([s.interval[0] if s.interval else None for s in ss], pa.float64()),
+        "ci_high": pa.array([s.interval[1] if s.interval else None for s in ss], pa.float64()),
+        "n_windows": pa.array([s.n_windows for s in ss], pa.int32()),
+        "n_tokens": pa.array([s.n_tokens for s in ss], pa.int32())})

@@ -64,9 +64,11 @@ const AI = (() => {
     setText("title", m.dictionary || m.name);
     setText("subtitle", `${m.model} · ${m.hook} · ${m.kind} · ${m.width.toLocaleString()} features, ` +
                         `${m.labelled.toLocaleString()} labelled`);
-    // columns: [feature, label, density, max, n_firing, ...scorers]; `sort` is the API's name for each
+    // columns: [feature, label, density, max, n_firing, ...scorers, ...their 95% half-widths]; `sort` is the
+    // API's name for each; a scorer's cell shows its value ± the half-width of its interval
+    const k = m.scorers.length;
     const cols = [{ key: 0, name: "feature", sort: "feature", num: true, digits: 0 }, { key: 1, name: "label" },
-                  ...m.scorers.map((s, i) => ({ key: 5 + i, name: s, sort: s, num: true, digits: 3 })),
+                  ...m.scorers.map((s, i) => ({ key: 5 + i, name: s, sort: s, num: true, digits: 3, half: 5 + k + i })),
                   { key: 2, name: "density", sort: "density", num: true, digits: 5 },
                   { key: 3, name: "max", sort: "max", num: true, digits: 2 }];
     const state = { filter: "", sort: 0, desc: false, page: 0, search: "" };
@@ -95,7 +97,8 @@ const AI = (() => {
       for (const c of cols) {
         if (c.key === 0) tr.append(el("td", { class: "num" }, el("a", { href: "feature.html" + location.search + "#" + r[0], text: String(r[0]) })));
         else if (c.key === 1) tr.append(el("td", { class: "label", text: r[1] || "" }, extra || null));
-        else tr.append(el("td", { class: "num", text: fmt(r[c.key], c.digits) }));
+        else tr.append(el("td", { class: "num", text: fmt(r[c.key], c.digits) +
+                                                      (c.half && r[c.key] != null && r[c.half] != null ? " ± " + fmt(r[c.half], 2) : "") }));
       }
       return tr;
     }
@@ -123,7 +126,9 @@ const AI = (() => {
           if (mine !== asked) return;  // a newer view was asked for meanwhile
           const pages = Math.max(1, Math.ceil(p.total / PAGE));
           if (state.page >= pages && p.total) { state.page = pages - 1; return render(); }
-          show(p.rows.map((r) => row([r.feature, r.label, r.density, r.max, r.n_firing, ...m.scorers.map((s) => r.scores[s])])),
+          const half = (ci) => (ci ? (ci[1] - ci[0]) / 2 : null);
+          show(p.rows.map((r) => row([r.feature, r.label, r.density, r.max, r.n_firing, ...m.scorers.map((s) => r.scores[s]),
+                                      ...m.scorers.map((s) => half(r.ci[s]))])),
                p.total);
           setText("status", "");
         } catch (err) {
@@ -225,8 +230,10 @@ const AI = (() => {
       tr.append(el("td", { class: l.chosen ? "label" : "candidate", text: l.explanation + (l.chosen ? "" : " (candidate)") }));
       for (const s of scorers) {
         const sc = l.scores[s];
-        const td = el("td", { class: "num", text: sc ? (sc.status === "ok" ? fmt(sc.value) : sc.status) : "" });
-        if (sc) td.setAttribute("title", [sc.version, sc.reason].filter(Boolean).join(" — "));
+        const pm = sc && sc.ci ? " ± " + fmt((sc.ci[1] - sc.ci[0]) / 2, 2) : "";
+        const td = el("td", { class: "num", text: sc ? (sc.status === "ok" ? fmt(sc.value) + pm : sc.status) : "" });
+        if (sc) td.setAttribute("title", [sc.version, sc.reason, sc.ci ? `95% interval ${fmt(sc.ci[0])} to ${fmt(sc.ci[1])}` +
+                                          ` on ${sc.n_windows} windows` : ""].filter(Boolean).join(" — "));
         tr.append(td);
       }
       tr.append(el("td", { class: "prov", text: `${l.explainer} · prompt ${l.prompt_hash} · sampler ${l.sampler_hash} · ` +
