@@ -160,10 +160,52 @@ def quality(store, dictionary, *, n: int, seed: int, explainer: str, scorers: tu
     for sc, got in swapped.items():
         own = [own_rows[s.feature]["scores"].get(sc, {}).get("value") for s in kept]
         res["label_swap"][sc] = swap_stats(own, [x.value for x in got], rng)
+    if "simulation" in scorers:
+        res["simulator_agreement"] = simulator_agreement(store, dictionary, kept, expl, own_rows, scorer_model,
+                                                         llm, options)
     if sweep:
         res["sweep"] = window_sweep(store, dictionary, kept, expl, other, scorers, scorer_model, llm, options,
                                     sweep, seed)
     return res
+
+
+def _agree(a: list, b: list) -> dict:
+    pairs = np.array([(x, y) for x, y in zip(a, b) if x is not None and y is not None])
+    if len(pairs) < 3:
+        return {"pairs": len(pairs)}
+    return {"pairs": len(pairs), "pearson": round(float(np.corrcoef(pairs.T)[0, 1]), 3),
+            "mean_abs_difference": round(float(np.abs(pairs[:, 0] - pairs[:, 1]).mean()), 3)}
+
+
+def simulator_agreement(store, dictionary, kept, expl, own_rows, scorer_model, llm, options) -> dict:
+    """Do the dense and sparse simulators agree? With a scorer model: the run's simulation grades against
+    the other simulator's on the same labels. Offline proxy: the offline simulator's predictions graded
+    as they are and as the sparse format can say them (integers 1-10 on the tokens listed, 0 elsewhere)."""
+    from autointerp.score import metrics
+    from autointerp.simulate import OfflineSimulator
+
+    out = {}
+    if scorer_model:
+        other = "simulate_sparse" if options.simulator == "simulate_json" else "simulate_json"
+        got = _grade(make_scorers(("simulation",), store, dictionary, scorer_model,
+                                  dataclasses.replace(llm, run_id=llm.run_id + "-other"),
+                                  dataclasses.replace(options, simulator=other)), kept, expl)["simulation"]
+        mine = [own_rows[s.feature]["scores"]["simulation"]["value"] for s in kept]
+        out["llm"] = {"this": options.simulator, "other": other, **_agree(mine, [x.value for x in got])}
+    sim = OfflineSimulator(make_scorers(("simulation",), store, dictionary)[0].encoder)
+    dense, sparse = [], []
+    for s, e in zip(kept, expl):
+        p = sim.predict(e.text, list(s.score)).values
+        t = np.concatenate([w.activations for w in s.score])
+        flat = np.concatenate(p)
+        levels = np.floor(10 * flat / max(flat.max(), 1e-12))  # what a sparse reply can say: 1-10, else 0
+        for xs, pred in ((dense, flat), (sparse, levels)):
+            try:
+                xs.append(metrics.correlation(t, pred))
+            except metrics.Undefined:
+                xs.append(None)
+    out["offline_proxy"] = _agree(dense, sparse)
+    return out
 
 
 def adaptive_use(rows, scorers) -> dict:
@@ -247,6 +289,15 @@ def _print(res: dict) -> None:
         print(f"  {sc}: own > swapped in {r['own_beats_swapped']:.3f} of {r['pairs']} pairs; mean own "
               f"{r['mean_own']:.3f} vs swapped {r['mean_swapped']:.3f}; 95% CI of the difference "
               f"[{r['mean_difference_95ci'][0]:.3f}, {r['mean_difference_95ci'][1]:.3f}]")
+    ag = res.get("simulator_agreement")
+    if ag:
+        if "llm" in ag:
+            a = ag["llm"]
+            print(f"\nsimulators on the same labels: {a['this']} vs {a['other']}: Pearson {a.get('pearson', '-')} "
+                  f"over {a['pairs']} labels, mean |difference| {a.get('mean_abs_difference', '-')}")
+        o = ag["offline_proxy"]
+        print(f"offline proxy (offline predictions as they are vs as sparse levels 1-10): Pearson "
+              f"{o.get('pearson', '-')} over {o['pairs']} labels, mean |difference| {o.get('mean_abs_difference', '-')}")
     for sc, a in res.get("adaptive", {}).items():
         print(f"\nadaptive budget, {sc}: {a['units_used']:,} of {a['units_available']:,} windows judged "
               f"({a['saving']:.0%} saved) over {a['grades']} grades; stopped by the interval {a['stopped']['interval']}, "

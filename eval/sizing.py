@@ -41,7 +41,7 @@ from quality import pick_samples
 
 CHARS_PER_TOKEN = 4.0
 MIN_CACHEABLE = 1024  # the smallest minimum prefix among current models (OpenAI; Claude Haiku needs 2,048)
-PER_CALL = ScoringOptions.windows_per_call
+PER_CALL = ScoringOptions.windows_per_call  # windows a scorer call shows (label's default)
 EXPLAIN_OUT = 60
 SHOWN_MODELS = ("gpt-4o-mini", "claude-haiku")
 SCORERS = ("detection", "fuzzing", "simulation", "simulation_sparse", "intruder")

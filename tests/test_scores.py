@@ -180,7 +180,7 @@ def test_llm_intruder_grades_the_feature_without_its_label(ingested_path, monkey
                        llm=LLMOptions(base_url=server.url, api_key_env="K", requests_per_minute=60000))
         _, (again,) = score_text(s, s.dictionary(), 0, 'the token "zebra"', run)
         assert server.count() == 0 and again.value == grades[0]["value"]
-    assert n_calls == sum(-(-g["details"]["n_questions"] // 4) for g in grades)  # 4 questions (of 5 windows) a call
+    assert n_calls == sum(-(-g["details"]["n_questions"] // 8) for g in grades)  # 8 questions (of 5 windows) a call
     # the scripted judge (the word most windows share) beats chance (0.2) on word-level triggers ("during",
     # "for"); "s" is a word piece it cannot see
     assert sorted(g["value"] for g in grades)[1] > 0.6 and all(g["details"]["k"] == 4 for g in grades)

@@ -149,15 +149,15 @@ IntruderKOpt = Annotated[int, typer.Option(help="Intruder: activating windows pe
 AdaptiveOpt = Annotated[float | None, typer.Option(help="Adaptive window budget: judge held-out windows in rounds "
                                                         "of 20 until the grade's 95% interval half-width is at most "
                                                         "this (e.g. 0.05).", rich_help_panel="Scoring")]
-LLMWindowsOpt = Annotated[int | None, typer.Option(help="LLM simulation, detection and fuzzing: judge at most this "
-                                                        "many held-out windows, half activating and half non-firing "
-                                                        "(default: all of them).", rich_help_panel="Scoring")]
+LLMWindowsOpt = Annotated[int, typer.Option(help="LLM simulation, detection and fuzzing: judge at most this many "
+                                                "held-out windows, half activating and half non-firing; 0: every "
+                                                "held-out window.", rich_help_panel="Scoring")]
 AdaptiveCapOpt = Annotated[int | None, typer.Option(help="Adaptive window budget: at most this many windows.",
                                                     rich_help_panel="Scoring")]
 
 
 def scoring_options(min_evidence: int, simulator: str, intruder_k: int, adaptive: float | None,
-                    adaptive_cap: int | None, llm_windows: int | None = None):
+                    adaptive_cap: int | None, llm_windows: int):
     """The scoring options of `label` and `score` -> a ScoringOptions (bad values: LabelError, exit 7)."""
     from ..errors import LabelError
     from ..score.base import AdaptiveBudget, ScoringOptions, check_simulator
@@ -166,5 +166,6 @@ def scoring_options(min_evidence: int, simulator: str, intruder_k: int, adaptive
         raise LabelError("--adaptive-cap needs --adaptive TARGET")
     if simulator != ScoringOptions.simulator:
         check_simulator(simulator)
-    return ScoringOptions(min_evidence=min_evidence, simulator=simulator, intruder_k=intruder_k, windows=llm_windows,
+    return ScoringOptions(min_evidence=min_evidence, simulator=simulator, intruder_k=intruder_k,
+                          windows=llm_windows or None,
                           adaptive=None if adaptive is None else AdaptiveBudget(target=adaptive, cap=adaptive_cap))

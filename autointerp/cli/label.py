@@ -13,7 +13,7 @@ from ..llm import LLMOptions
 from ..llm.prices import parse_prices
 from ..pipeline import MIN_EVIDENCE, BatchOptions, LabelRun, RunSummary, score_text
 from ..pipeline import label as run_label
-from ..score import parse_scorers
+from ..score import ScoringOptions, parse_scorers
 from .common import (
     DictOpt,
     FeaturesOpt,
@@ -43,6 +43,7 @@ from .common import (
     show_progress,
 )
 
+LLM_WINDOWS = ScoringOptions.windows
 SCORER_HELP = ("Comma-separated: embedding, simulation, intruder (offline); with --scorer-model, simulation and "
                "intruder run on it, and detection and fuzzing too.")
 LogprobsOpt = Annotated[bool, typer.Option("--logprobs/--no-logprobs", help=(
@@ -63,7 +64,7 @@ def label(store: StoreOpt, dictionary: DictOpt = None, features: FeaturesOpt = N
                                                         "offline methods run one at a time).")] = 8,
           min_evidence: MinEvidenceOpt = MIN_EVIDENCE, simulator: SimulatorOpt = "simulate_json",
           intruder_k: IntruderKOpt = 4, adaptive: AdaptiveOpt = None, adaptive_cap: AdaptiveCapOpt = None,
-          llm_windows: LLMWindowsOpt = None,
+          llm_windows: LLMWindowsOpt = LLM_WINDOWS,
           base_url: Annotated[str | None, typer.Option(help="LLM: server URL (OpenAI-compatible servers, proxies).")] = None,
           api_key_env: Annotated[str | None, typer.Option(help="LLM: environment variable holding the key "
                                                          "(default ANTHROPIC_API_KEY / OPENAI_API_KEY).")] = None,
@@ -182,7 +183,7 @@ def score(store: StoreOpt, feature: Annotated[int, typer.Option(help="Feature id
           api_key_env: Annotated[str | None, typer.Option(help="LLM: environment variable holding the key.")] = None,
           logprobs: LogprobsOpt = True, min_evidence: MinEvidenceOpt = MIN_EVIDENCE,
           simulator: SimulatorOpt = "simulate_json", intruder_k: IntruderKOpt = 4, adaptive: AdaptiveOpt = None,
-          adaptive_cap: AdaptiveCapOpt = None, llm_windows: LLMWindowsOpt = None,
+          adaptive_cap: AdaptiveCapOpt = None, llm_windows: LLMWindowsOpt = LLM_WINDOWS,
           window: WindowOpt = 32, peak_offset: PeakOpt = None, n_top: NTopOpt = 20, n_quantile: NQuantileOpt = 20,
           n_score: NScoreOpt = 50, n_nonfiring: NNonfiringOpt = 50, n_neighbors: NNeighborsOpt = 0,
           n_quantiles: NQuantilesOpt = 10, min_windows: MinWindowsOpt = 10,

@@ -19,7 +19,7 @@
     min_evidence = 10                    # windows of each class a classification grade needs
     simulator = "simulate_sparse"        # the LLM simulator's prompt (default simulate_json)
     intruder_k = 4                       # activating windows per intruder question
-    windows = 40                         # LLM simulation, detection, fuzzing: held-out windows judged at most
+    windows = 40                         # LLM simulation, detection, fuzzing: held-out windows judged (0: all)
     n_boot = 1000                        # bootstrap replicates of each 95% interval
     adaptive_target = 0.05               # judge windows in rounds until the interval's half-width is this
     adaptive_start = 20                  #   (optional, with adaptive_step and adaptive_cap)
@@ -168,6 +168,7 @@ def scoring_options(got: dict, job: dict) -> ScoringOptions:
         if "min_evidence" in got:
             raise JobConfigError("min_evidence is given in both [job] and [scoring]: keep the one in [scoring]")
         got = {**got, "min_evidence": job["min_evidence"]}
+    got = {**got, **({"windows": None} if got.get("windows") == 0 else {})}  # 0: every held-out window
     adaptive = {k.removeprefix("adaptive_"): got.pop(k) for k in list(got) if k.startswith("adaptive_")}
     try:
         if adaptive and "target" not in adaptive:

@@ -76,7 +76,9 @@ class ScoringOptions:
     `windows_per_call`: windows an LLM scorer shows in one call (intruder: questions of k+1 windows).
     `windows`: held-out windows an LLM simulation, detection or fuzzing grade judges at most, drawn
     stratified and seeded from the sample's held-out set (None: all of them); offline scorers, which cost
-    nothing a window, and intruder questions always use every window.
+    nothing a window, and intruder questions always use every window. 40 by default, chosen by
+    eval/quality.py's sweep: on SAE latents detection's own-vs-swapped separation at 40 windows was
+    within a point of all 100, at half the cost (README, "Cheaper by design").
     """
 
     min_evidence: int = 10
@@ -84,8 +86,8 @@ class ScoringOptions:
     intruder_k: int = 4
     n_boot: int = ci.N_BOOT
     adaptive: AdaptiveBudget | None = None
-    windows_per_call: int = 10
-    windows: int | None = None
+    windows_per_call: int = 20
+    windows: int | None = 40
 
     def __post_init__(self) -> None:
         if self.min_evidence < 1:
@@ -209,8 +211,10 @@ class Scorer:
             return early
         obs: list = []
         for r, end in enumerate(ends, 1):
-            obs += yield units[len(obs):end]
-            stop, out = self._settled(self.grade(sample, units[:end], obs), end, len(units), ends, r)
+            # every unit at once: the units themselves (the encoder keeps its last gather by identity)
+            obs += yield units if (not obs and end == len(units)) else units[len(obs):end]
+            stop, out = self._settled(self.grade(sample, units if end == len(units) else units[:end], obs),
+                                      end, len(units), ends, r)
             if stop:
                 return out
         raise AssertionError("unreachable: the last round always settles")
