@@ -61,6 +61,16 @@ def test_features_are_sorted_filtered_and_paged_by_the_server(served):
             known = [v for v in vals if v is not None]
             assert known == sorted(known, reverse=order == "desc"), (sort, order)
             assert vals[len(known):] == [None] * (len(vals) - len(known))  # missing values last, either way
+    for sort in scorers:  # every grade comes with its interval; by=lower ranks by its lower end
+        rows = get(url, "api/features", sort=sort, by="lower", order="desc", limit=1000)[1]["rows"]
+        lows = [r["ci"][sort][0] for r in rows if r["ci"][sort]]
+        assert lows and lows == sorted(lows, reverse=True), sort
+        for r in rows:
+            if r["ci"][sort]:
+                lo, hi = r["ci"][sort]
+                assert lo <= r["scores"][sort] <= hi
+                assert [lo, hi] == labels[r["feature"]]["scores"][sort]["ci"]
+    assert get(url, "api/features", by="upper")[0] == 400
     status, hit = get(url, "api/features", q="ONERROR")  # case-insensitive, in DuckDB
     assert status == 200 and hit["total"] >= 1 and all("onerror" in r["label"].lower() for r in hit["rows"])
     assert any(json.dumps(EVIL_IMG) in r["label"] for r in hit["rows"])  # markup comes back as data
