@@ -124,6 +124,14 @@ def n_tokens(windows) -> int:
     return int(sum(len(w.tokens) for w in windows))
 
 
+def windows_of(units) -> list:
+    """The windows behind judged units: windows themselves, shown windows (`.window`), questions (`.windows`)."""
+    out = []
+    for u in units:
+        out += u.windows if hasattr(u, "windows") else [u.window] if hasattr(u, "window") else [u]
+    return out
+
+
 class Scorer:
     """The shared loop (see the module's doc). Subclasses set `name`, `version` and `options` and give
     `units`, `judge` and `grade`; `too_little` may refuse a grade before anything is judged."""
@@ -169,8 +177,10 @@ class Scorer:
                      None if iv is None else (iv.low, iv.high), n_windows, tokens)
 
     def undefined(self, reason: str, details: dict | None = None, units: list | None = None) -> Score:
+        """An "undefined" Score; `units`: what was judged before it could say so (counted as its evidence)."""
+        wins = windows_of(units or ())
         return Score(self.name, self.version, "undefined", None, reason, details or {}, _now(), None,
-                     len(units or ()), 0)
+                     len(wins), n_tokens(wins))
 
     def failed(self, err: Exception) -> Score:
         kind = "provider" if isinstance(err, ProviderError) else "reply"
