@@ -248,3 +248,21 @@ def test_advertised_limits_raise_the_buckets_unless_given_explicitly(kind, store
         c = _client(kind, server, store, monkeypatch, use_cache=False, limits=LimitConfig())
         _run(c)
         assert c.limiter.rates()["requests"] == want["requests"] / 100
+
+
+def test_a_compat_server_gets_the_token_limit_it_knows_and_time_to_generate(store, monkeypatch):
+    """llama.cpp's and vLLM's servers know `max_tokens`; one that ignores `max_completion_tokens` generates
+    to its context limit (issue: 226 s for one reply). OpenAI's own API takes `max_completion_tokens`."""
+    monkeypatch.setenv("AUTOINTERP_TEST_KEY", KEY)
+    with Loopback(reply=lambda p, b: "hi") as server:
+        for spec, url in (("compat:gemma", server.url + "/v1"), ("openai:gpt-x", server.url + "/v1")):
+            prov = make_provider(spec, base_url=url, api_key_env="AUTOINTERP_TEST_KEY")
+            _run(LLMClient(prov, store, run_id="r", retry=FAST, limits=LimitConfig(requests_per_minute=6000)),
+                 ChatRequest(model=spec.partition(":")[2], system="s", messages=(("user", "u"),), max_tokens=123))
+        compat, hosted = (x["body"] for x in server.requests)
+    assert compat["max_tokens"] == 123 and "max_completion_tokens" not in compat
+    assert hosted["max_completion_tokens"] == 123 and "max_tokens" not in hosted
+    assert make_provider("compat:m", base_url="http://127.0.0.1:1/v1").client.timeout == 600
+    assert make_provider("openai:m", base_url="http://127.0.0.1:1/v1", api_key_env="AUTOINTERP_TEST_KEY"
+                         ).client.timeout == 60
+    assert make_provider("compat:m", base_url="http://127.0.0.1:1/v1", timeout=5).client.timeout == 5

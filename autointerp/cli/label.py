@@ -80,7 +80,9 @@ def label(store: StoreOpt, dictionary: DictOpt = None, features: FeaturesOpt = N
           otpm: Annotated[float | None, typer.Option(help="LLM: output tokens per minute (default: what the "
                                                          "provider advertises).")] = None,
           max_in_flight: Annotated[int, typer.Option(help="LLM: most calls at once (halves on 429).")] = 16,
-          timeout: Annotated[float, typer.Option(help="LLM: seconds per call before it is retried.")] = 60.0,
+          timeout: Annotated[float | None, typer.Option(help="LLM: seconds per call before it is retried (default "
+                                                           "60; 600 on a compat server, which generates "
+                                                           "locally).")] = None,
           no_cache: Annotated[bool, typer.Option("--no-cache", help="LLM: ask again even when a reply is cached.")] = False,
           prices: Annotated[Path | None, typer.Option(help="LLM: JSON {model prefix: [in, out, cache read, "
                                                       "cache write] $ per Mtok}, over the defaults.")] = None,

@@ -24,7 +24,7 @@ class LLMOptions:
     output_tokens_per_minute: float | None = None
     max_in_flight: int = 16
     attempts: int = 6
-    timeout: float = 60.0
+    timeout: float | None = None  # None: 60 s for hosted APIs, 600 s for a compat (self-hosted) server
     use_cache: bool = True
     logprobs: bool = True  # simulation: expected values from top_logprobs where the provider has them
     prices: dict = field(default_factory=dict)

@@ -249,10 +249,14 @@ class OpenAIProvider(_SDKClient):
     native_n = True  # one request gives n choices
 
     def __init__(self, model: str, *, api_key: str | None, base_url: str | None = None, timeout: float = 60.0,
-                 name: str = "openai"):
+                 name: str = "openai", self_hosted: bool = False):
         import openai
 
         self.sdk, self.name, self.model = openai, name, model
+        # OpenAI's own API takes `max_completion_tokens` (and refuses `max_tokens` on reasoning models);
+        # self-hosted servers (llama.cpp, vLLM, Ollama) know only `max_tokens`, and one that ignores the
+        # other generates to its context limit
+        self.token_limit = "max_tokens" if self_hosted else "max_completion_tokens"
         self._make = lambda: openai.AsyncOpenAI(api_key=api_key or "unset", base_url=base_url, max_retries=0,
                                                 timeout=timeout)
         self._client = None
@@ -268,7 +272,7 @@ class OpenAIProvider(_SDKClient):
         return _chat_response(out.model_dump(), _limits(raw.headers))
 
     def _body(self, req: ChatRequest) -> dict:
-        body = {"model": req.model, "max_completion_tokens": req.max_tokens,
+        body = {"model": req.model, self.token_limit: req.max_tokens,
                 "messages": [{"role": "system", "content": req.system}]
                 + [{"role": r, "content": t} for r, t in req.messages]}
         if req.temperature is not None:
@@ -356,11 +360,16 @@ def _token_logprobs(lp: dict | None) -> tuple[TokenLogprobs, ...] | None:
     return tuple(out)
 
 
+HOSTED_TIMEOUT, LOCAL_TIMEOUT = 60.0, 600.0  # seconds a call may take: a local server generates slowly
+
+
 def make_provider(spec: str, *, base_url: str | None = None, api_key_env: str | None = None,
-                  timeout: float = 60.0):
+                  timeout: float | None = None):
     """`anthropic:MODEL`, `openai:MODEL`, or `compat:MODEL` with `base_url` (an OpenAI-compatible server).
 
     The key is read from `api_key_env` or the provider's usual variable; a local server may need none.
+    `timeout` (seconds a call may take before it is retried): default 60 for hosted APIs, 600 for a
+    compat server, which generates on local hardware.
     """
     kind, _, model = spec.partition(":")
     if not model or kind not in ("anthropic", "openai", "compat"):
@@ -372,6 +381,7 @@ def make_provider(spec: str, *, base_url: str | None = None, api_key_env: str | 
     if kind in KEY_VARIABLES and not key and not base_url:
         raise LabelError(f"{spec} needs an API key in ${var}")
     if kind == "anthropic":
-        return AnthropicProvider(model, api_key=key, base_url=base_url, timeout=timeout)
+        return AnthropicProvider(model, api_key=key, base_url=base_url, timeout=timeout or HOSTED_TIMEOUT)
     name = "openai" if kind == "openai" and not base_url else f"compat@{base_url}"
-    return OpenAIProvider(model, api_key=key, base_url=base_url, timeout=timeout, name=name)
+    return OpenAIProvider(model, api_key=key, base_url=base_url, name=name, self_hosted=kind == "compat",
+                          timeout=timeout or (LOCAL_TIMEOUT if kind == "compat" else HOSTED_TIMEOUT))
