@@ -225,12 +225,11 @@ def adaptive_use(rows, scorers) -> dict:
 def budget_sample(sample, n: int):
     """The sample with its held-out windows cut to n, stratified and seeded (what --llm-windows n judges)."""
     from autointerp.score import interval as ci
-    from autointerp.score.base import activating, adaptive_order
+    from autointerp.score.base import activating, budget_cut
 
     if n >= len(sample.score):
         return sample
-    wins = adaptive_order(list(sample.score), activating(sample.score),
-                          ci.rng_for(sample.seed, sample.feature, "budget"))[:n]
+    wins = budget_cut(list(sample.score), activating(sample.score), ci.rng_for(sample.seed, sample.feature, "budget"), n)
     return dataclasses.replace(sample, score=tuple(wins))
 
 

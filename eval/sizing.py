@@ -33,7 +33,7 @@ import numpy as np
 from autointerp.explain.prompts import load_template, render_questions, render_scoring, show_token
 from autointerp.llm.prices import DEFAULT_PRICES
 from autointerp.score import interval as ci
-from autointerp.score.base import NEGATIVE_KINDS, ScoringOptions, activating, adaptive_order
+from autointerp.score.base import NEGATIVE_KINDS, ScoringOptions, activating, budget_cut
 from autointerp.score.intruder import questions
 from autointerp.score.llm import fuzzed
 
@@ -84,7 +84,7 @@ def _budgeted(sample, units, strata, name: str, budget: int | None) -> list:
     """`units` cut to `budget` as the scorer cuts them (stratified, seeded), or all of them."""
     if budget is None or budget >= len(units):
         return list(units)
-    return adaptive_order(list(units), strata, ci.rng_for(sample.seed, sample.feature, name))[:budget]
+    return budget_cut(list(units), strata, ci.rng_for(sample.seed, sample.feature, name), budget)
 
 
 def measure(store, dictionary, n: int, seed: int, budgets: list[int | None]) -> dict:
