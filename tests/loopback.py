@@ -32,7 +32,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class Loopback:
     def __init__(self, reply=None, rate_headers: dict | None = None, *, latency: float = 0.0, jitter: float = 0.0,
                  rpm: float | None = None, fault_rate: float = 0.0, faults=("500", "429", "reset", "truncated"),
-                 seed: int = 0, keep_requests: bool = True) -> None:
+                 seed: int = 0, keep_requests: bool = True, one_slot: bool = False) -> None:
+        """`one_slot`: serve one request at a time and abort it when another arrives, as llama-cpp-python's
+        server does by default (`--interrupt_requests True`)."""
         self.reply = reply or (lambda provider, body: "a reply")
         self.script: deque[str] = deque()
         self.requests: list[dict] = []
@@ -42,7 +44,8 @@ class Loopback:
         self.fault_rate, self.random_faults, self.keep_requests = fault_rate, tuple(faults), keep_requests
         self.rng = random.Random(seed)
         self.level, self.t = 1.0, time.monotonic()
-        self.stats = {"requests": 0, "over_limit": 0, "injected": 0}
+        self.stats = {"requests": 0, "over_limit": 0, "injected": 0, "interrupted": 0}
+        self.one_slot, self.current = one_slot, None  # the event that aborts the request being served
         self.batches: dict[str, dict] = {}  # Message Batches: id -> {"requests", "polls"}
         self.batch_polls = 2  # a batch ends at its second status poll
         self.batch_errors: set[str] = set()  # custom ids whose batch result is "errored"
@@ -245,7 +248,21 @@ class _Handler(BaseHTTPRequestHandler):
                    "headers": {k.lower(): v for k, v in self.headers.items()}}
             if st.keep_requests:
                 st.requests.append(rec)
-        if delay > 0 and fault != "429":
+        if st.one_slot:
+            with st.lock:
+                if st.current is not None:  # a new request interrupts the one being served
+                    st.current.set()
+                    st.stats["interrupted"] += 1
+                mine = st.current = threading.Event()
+            aborted = mine.wait(max(delay, 0.0))
+            with st.lock:
+                if st.current is mine:
+                    st.current = None
+            if aborted:
+                self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
+                return
+        elif delay > 0 and fault != "429":
             time.sleep(delay)
         provider = "anthropic" if self.path.endswith("/messages") else "openai"
         if fault == "reset":

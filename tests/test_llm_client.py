@@ -266,3 +266,27 @@ def test_a_compat_server_gets_the_token_limit_it_knows_and_time_to_generate(stor
     assert make_provider("openai:m", base_url="http://127.0.0.1:1/v1", api_key_env="AUTOINTERP_TEST_KEY"
                          ).client.timeout == 60
     assert make_provider("compat:m", base_url="http://127.0.0.1:1/v1", timeout=5).client.timeout == 5
+
+
+def test_a_compat_server_gets_one_call_at_a_time_unless_told_its_slots(ingested_path, monkeypatch):
+    """llama-cpp-python's server aborts the request it is serving when another arrives: eight workers
+    against it cascaded into retries and timeouts. A compat server gets one call in flight by default."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from autointerp.cli import app
+
+    monkeypatch.setenv("K", "k")
+    args = ["label", "--store", str(ingested_path), "--features", "0-3", "--explainer", "compat:local",
+            "--scorer", "embedding", "--api-key-env", "K", "--concurrency", "4", "--rpm", "60000", "--json", "--force"]
+    with Loopback(reply=explainer_reply, latency=0.2, one_slot=True) as server:
+        ok = CliRunner().invoke(app, [*args, "--base-url", server.url + "/v1"])
+        assert ok.exit_code == 0, ok.output
+        assert json.loads(ok.stdout)["explained"] == 4 and server.stats["interrupted"] == 0
+        CliRunner().invoke(app, [*args, "--base-url", server.url + "/v1", "--max-in-flight", "4", "--no-cache"])
+    assert server.stats["interrupted"] > 0  # told 4 slots it does not have, the server aborts requests
+
+
+def explainer_reply(provider, body):
+    return 'Marked tokens agree.\nEXPLANATION: the token "x"'

@@ -79,7 +79,9 @@ def label(store: StoreOpt, dictionary: DictOpt = None, features: FeaturesOpt = N
                                                          "provider advertises).")] = None,
           otpm: Annotated[float | None, typer.Option(help="LLM: output tokens per minute (default: what the "
                                                          "provider advertises).")] = None,
-          max_in_flight: Annotated[int, typer.Option(help="LLM: most calls at once (halves on 429).")] = 16,
+          max_in_flight: Annotated[int | None, typer.Option(help="LLM: most calls at once (halves on 429; default "
+                                                               "16, or 1 on a compat server: raise it to the "
+                                                               "server's parallel slots).")] = None,
           timeout: Annotated[float | None, typer.Option(help="LLM: seconds per call before it is retried (default "
                                                            "60; 600 on a compat server, which generates "
                                                            "locally).")] = None,

@@ -241,7 +241,7 @@ def run_on_ray(store: Store, d, todo: list[int], cfg, run_id: str, summary: RunS
         size = math.ceil(len(todo) / n_shards) if todo else 0
         run, lim = cfg.run, cfg.run.llm
         limits = LimitConfig(lim.requests_per_minute, lim.input_tokens_per_minute, lim.output_tokens_per_minute,
-                             lim.max_in_flight)
+                             lim.in_flight(run.explainer if isinstance(run.explainer, str) else ""))
         coordinator = ray.remote(Coordinator).options(max_concurrency=1000).remote(limits, run.budget, time.time())
         task = ray.remote(label_shard)
         refs = [task.remote(str(snapshot), str(run_dir), i, d.name, todo[i * size:(i + 1) * size], cfg.text, run_id,

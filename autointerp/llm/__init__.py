@@ -22,7 +22,7 @@ class LLMOptions:
     requests_per_minute: float | None = None  # None: 50 until the provider advertises its limit
     input_tokens_per_minute: float | None = None
     output_tokens_per_minute: float | None = None
-    max_in_flight: int = 16
+    max_in_flight: int | None = None  # None: 16 for hosted APIs, 1 for a compat (self-hosted) server
     attempts: int = 6
     timeout: float | None = None  # None: 60 s for hosted APIs, 600 s for a compat (self-hosted) server
     use_cache: bool = True
@@ -31,11 +31,18 @@ class LLMOptions:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     hooks: object = field(default=None, compare=False)  # .log(store) and .limiter(config): see job/ray_executor.py
 
+    def in_flight(self, spec: str = "") -> int:
+        """Calls at once to `spec`'s server: as given, else 16 for a hosted API and 1 for a compat server,
+        which runs as many requests as it has slots (llama.cpp: --parallel, 1 by default; llama-cpp-python's
+        server aborts the running request when another arrives)."""
+        return self.max_in_flight or (1 if spec.startswith("compat:") else 16)
+
 
 def make_client(spec: str, store, o: LLMOptions) -> LLMClient:
     """A client for `anthropic:MODEL`, `openai:MODEL` or `compat:MODEL`, paced and priced by `o`."""
     provider = make_provider(spec, base_url=o.base_url, api_key_env=o.api_key_env, timeout=o.timeout)
-    limits = LimitConfig(o.requests_per_minute, o.input_tokens_per_minute, o.output_tokens_per_minute, o.max_in_flight)
+    limits = LimitConfig(o.requests_per_minute, o.input_tokens_per_minute, o.output_tokens_per_minute,
+                         o.in_flight(spec))
     return LLMClient(provider, store, run_id=o.run_id, use_cache=o.use_cache, prices=o.prices, limits=limits,
                      retry=RetryConfig(attempts=o.attempts), log=o.hooks.log(store) if o.hooks else None,
                      limiter=o.hooks.limiter(limits) if o.hooks else None)
