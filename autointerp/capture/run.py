@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -154,6 +155,32 @@ def _batches(contexts, batch_size: int):
         yield batch
 
 
+@dataclass(frozen=True)
+class CaptureConfig:
+    """One capture: the local `model`, the `corpus` file, the module `hook`, and either an `sae` folder
+    (SAELens layout) or `neurons`; the dictionary's name (default: model/hook/kind), `ctx_len` tokens a
+    context, at most `max_tokens` tokens, values above `threshold` kept, `batch_size` contexts a forward
+    pass, `neighbors` decoder-cosine neighbours per latent (SAEs only), `replace` an existing dictionary.
+    Checked when made (CaptureError)."""
+
+    model: str | Path
+    corpus: str | Path
+    hook: str
+    sae: str | Path | None = None
+    neurons: bool = False
+    dictionary: str | None = None
+    ctx_len: int = 64
+    max_tokens: int | None = None
+    threshold: float = 0.0
+    batch_size: int = 16
+    neighbors: int = 0
+    replace: bool = False
+
+    def __post_init__(self) -> None:
+        _check_args(self.sae, self.neurons, self.ctx_len, self.max_tokens, self.threshold, self.batch_size,
+                    self.neighbors)
+
+
 def _check_args(sae, neurons, ctx_len, max_tokens, threshold, batch_size, neighbors) -> None:
     if (sae is None) == (not neurons):
         raise CaptureError("pass exactly one of an SAE folder (--sae) or --neurons"
@@ -172,21 +199,20 @@ def _check_args(sae, neurons, ctx_len, max_tokens, threshold, batch_size, neighb
         raise CaptureError("neighbors need an SAE's decoder directions; they are not available with --neurons")
 
 
-def capture(store: Store, *, model: str | Path, corpus: str | Path, hook: str, sae: str | Path | None = None,
-            neurons: bool = False, dictionary: str | None = None, ctx_len: int = 64, max_tokens: int | None = None,
-            threshold: float = 0.0, batch_size: int = 16, replace: bool = False, progress: bool = False,
-            neighbors: int = 0) -> dict:
-    """Capture one dictionary (SAE latents or raw neurons at `hook`) over a corpus into the store.
+def capture(store: Store, config: CaptureConfig, progress: bool = False) -> dict:
+    """Capture one dictionary (SAE latents or raw neurons at `config.hook`) over a corpus into the store.
 
     Values above `threshold` are stored (SAE latents are >= 0, so the default keeps every nonzero
     latent). Positions holding special tokens ([CLS], [SEP], the document separator) are never
     recorded: they carry no text to explain and often have outsized activations. Contexts are
     reused when the same tokenizer, corpus file, ctx_len and max_tokens were captured before.
     """
-    _check_args(sae, neurons, ctx_len, max_tokens, threshold, batch_size, neighbors)
-    corpus_path = check_corpus_path(corpus).resolve()
+    c = config
+    sae, hook, dictionary, ctx_len, max_tokens = c.sae, c.hook, c.dictionary, c.ctx_len, c.max_tokens
+    threshold, batch_size, replace, neighbors = c.threshold, c.batch_size, c.replace, c.neighbors
+    corpus_path = check_corpus_path(c.corpus).resolve()
     enc: SAE | None = load_sae(sae) if sae is not None else None
-    model_path = Path(model).resolve()
+    model_path = Path(c.model).resolve()
     net, tokenizer = load_model(model_path, quiet=True)
     module = resolve_hook(net, hook)
     max_pos = getattr(net.config, "max_position_embeddings", None)

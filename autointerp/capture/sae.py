@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -22,14 +23,29 @@ NORMALIZATIONS = ("none", "constant_norm_rescale")
 REQUIRED = ("W_enc", "b_enc", "W_dec", "b_dec")
 
 
-class SAE(torch.nn.Module):
-    """The encoder half of an SAE, float32 on CPU, in eval mode; `encode` runs without gradients."""
+@dataclass(frozen=True)
+class SAESpec:
+    """How an SAE encodes (from its cfg.json): `architecture` (standard, topk with `k`, jumprelu with a
+    `threshold` tensor among the weights), whether `b_dec` is subtracted from the input first, the input
+    normalisation, the hook it was trained on, and the cfg.json itself."""
 
-    def __init__(self, *, W_enc: torch.Tensor, b_enc: torch.Tensor, W_dec: torch.Tensor, b_dec: torch.Tensor,
-                 architecture: str = "standard", k: int | None = None, threshold: torch.Tensor | None = None,
-                 apply_b_dec_to_input: bool = True, normalize_activations: str = "none",
-                 hook_name: str | None = None, cfg: dict | None = None) -> None:
+    architecture: str = "standard"
+    k: int | None = None
+    apply_b_dec_to_input: bool = True
+    normalize_activations: str = "none"
+    hook_name: str | None = None
+    cfg: dict = field(default_factory=dict)
+
+
+class SAE(torch.nn.Module):
+    """The encoder half of an SAE, float32 on CPU, in eval mode; `encode` runs without gradients.
+    `weights`: W_enc [d_in, d_sae], b_enc, W_dec [d_sae, d_in], b_dec, and `threshold` for jumprelu."""
+
+    def __init__(self, weights: dict[str, torch.Tensor], spec: SAESpec = SAESpec()) -> None:
         super().__init__()
+        W_enc, b_enc, W_dec, b_dec = (weights[n] for n in REQUIRED)
+        threshold = weights.get("threshold") if spec.architecture == "jumprelu" else None
+        architecture, k, normalize_activations = spec.architecture, spec.k, spec.normalize_activations
         if architecture not in ARCHITECTURES:
             raise CaptureError(f"SAE architecture {architecture!r} is not supported "
                                f"(supported: {', '.join(ARCHITECTURES)})")
@@ -50,10 +66,10 @@ class SAE(torch.nn.Module):
         self.d_in, self.d_sae = int(d_in), int(d_sae)
         self.architecture = architecture
         self.k = k
-        self.apply_b_dec_to_input = apply_b_dec_to_input
+        self.apply_b_dec_to_input = spec.apply_b_dec_to_input
         self.normalize_activations = normalize_activations
-        self.hook_name = hook_name
-        self.cfg = dict(cfg or {})
+        self.hook_name = spec.hook_name
+        self.cfg = dict(spec.cfg)
         self.eval()
 
     @torch.no_grad()
@@ -157,7 +173,6 @@ def load_sae(path: str | Path) -> SAE:
                                f"d_in={d_in}, d_sae={d_sae} (expected {expected[name]})")
     meta = cfg.get("metadata") if isinstance(cfg.get("metadata"), dict) else {}
     hook_name = cfg.get("hook_name") or meta.get("hook_name")
-    return SAE(W_enc=W_enc, b_enc=weights["b_enc"], W_dec=weights["W_dec"], b_dec=weights["b_dec"],
-               architecture=arch, k=k, threshold=weights.get("threshold") if arch == "jumprelu" else None,
-               apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)), normalize_activations=norm,
-               hook_name=hook_name, cfg=cfg)
+    spec = SAESpec(architecture=arch, k=k, apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
+                   normalize_activations=norm, hook_name=hook_name, cfg=cfg)
+    return SAE(weights, spec)

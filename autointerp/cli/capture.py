@@ -35,16 +35,18 @@ def capture(corpus: Annotated[Path, typer.Option(help=".txt (a document per line
             replace: Annotated[bool, typer.Option("--replace", help="Overwrite a dictionary of the same name.")] = False,
             as_json: JsonOpt = False) -> None:
     """Capture SAE latents or raw neurons of a local model over a corpus, streaming into the store."""
+    from ..capture import CaptureConfig
     from ..capture import capture as run_capture
 
     if model is None:
         from ..capture.run import bundled_model_path
 
         model = bundled_model_path()
+    config = CaptureConfig(model=model, corpus=corpus, hook=hook, sae=sae, neurons=neurons, dictionary=dictionary,
+                           ctx_len=ctx_len, max_tokens=max_tokens, threshold=threshold, batch_size=batch_size,
+                           neighbors=neighbors, replace=replace)
     with opened(store, create=True) as s:
-        out = run_capture(s, model=model, corpus=corpus, hook=hook, sae=sae, neurons=neurons, dictionary=dictionary,
-                          ctx_len=ctx_len, max_tokens=max_tokens, threshold=threshold, batch_size=batch_size,
-                          replace=replace, progress=show_progress(as_json), neighbors=neighbors)
+        out = run_capture(s, config, progress=show_progress(as_json))
     if as_json:
         emit_json(out)
     else:

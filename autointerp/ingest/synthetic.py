@@ -9,16 +9,37 @@ against a known meaning.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import save_file
 
 
-def write_delphi_cache(folder: str | Path, *, n_seq: int, ctx_len: int, width: int, l0: int, n_splits: int = 4,
-                       vocab: tuple[int, int] = (1000, 29000), model_name: str = "", seed: int = 0,
-                       n_token_features: int = 0, dead: tuple[int, ...] = (), act_dtype=np.float16) -> dict:
+@dataclass(frozen=True)
+class SyntheticCache:
+    """What a synthetic cache holds: `n_seq` sequences of `ctx_len` tokens drawn from `vocab` (token ids
+    [low, high)), `width` features with about `l0` firing per token, written as `n_splits` shards;
+    `n_token_features` token detectors, `dead` features that never fire; `model_name` goes in the config."""
+
+    n_seq: int
+    ctx_len: int
+    width: int
+    l0: int
+    n_splits: int = 4
+    vocab: tuple[int, int] = (1000, 29000)
+    model_name: str = ""
+    seed: int = 0
+    n_token_features: int = 0
+    dead: tuple[int, ...] = ()
+    act_dtype: type = np.float16
+
+
+def write_delphi_cache(folder: str | Path, spec: SyntheticCache) -> dict:
     """Create `folder/config.json` and `<start>_<end>.safetensors` shards. Returns facts for checking."""
+    n_seq, ctx_len, width, l0, n_splits = spec.n_seq, spec.ctx_len, spec.width, spec.l0, spec.n_splits
+    vocab, model_name, n_token_features, dead = spec.vocab, spec.model_name, spec.n_token_features, spec.dead
+    act_dtype, seed = spec.act_dtype, spec.seed
     rng = np.random.default_rng(seed)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
