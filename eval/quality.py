@@ -181,7 +181,7 @@ def simulator_agreement(store, dictionary, kept, expl, own_rows, scorer_model, l
     """Do the dense and sparse simulators agree? With a scorer model: the run's simulation grades against
     the other simulator's on the same labels. Offline proxy: the offline simulator's predictions graded
     as they are and as the sparse format can say them (integers 1-10 on the tokens listed, 0 elsewhere)."""
-    from autointerp.score import metrics
+    from autointerp.score import ContextEncoder, metrics
     from autointerp.simulate import OfflineSimulator
 
     out = {}
@@ -192,7 +192,7 @@ def simulator_agreement(store, dictionary, kept, expl, own_rows, scorer_model, l
                                   dataclasses.replace(options, simulator=other)), kept, expl)["simulation"]
         mine = [own_rows[s.feature]["scores"]["simulation"]["value"] for s in kept]
         out["llm"] = {"this": options.simulator, "other": other, **_agree(mine, [x.value for x in got])}
-    sim = OfflineSimulator(make_scorers(("simulation",), store, dictionary)[0].encoder)
+    sim = OfflineSimulator(ContextEncoder(store, dictionary.corpus_id))
     dense, sparse = [], []
     for s, e in zip(kept, expl):
         p = sim.predict(e.text, list(s.score)).values

@@ -1,6 +1,6 @@
-"""score: grade an explanation on the feature's held-out windows. Every scorer has `name`, `version`,
-`level` ("label", or "feature" for a grade that ignores the explanation) and `score(sample, explanation)
--> Score` (plain or `async`); a metric that cannot be computed is a Score with status "undefined", never
+"""score: grade an explanation on the feature's held-out windows. Every scorer has `name`, `version` and
+`score(sample, explanation) -> Score` (plain or `async`); those in FEATURE_LEVEL (intruder) ignore the
+explanation and grade the feature; a metric that cannot be computed is a Score with status "undefined", never
 NaN, and every grade carries its 95% bootstrap interval and the evidence it rests on (base.py).
 
 Offline (all-MiniLM-L6-v2): embedding, simulation (simulate/offline.py), intruder. With a scorer model

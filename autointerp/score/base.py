@@ -138,7 +138,6 @@ class Scorer:
 
     name = ""
     version = ""
-    level = "label"  # or "feature": the grade does not depend on the explanation
     budgeted = False  # judges at most `options.windows` units (the paid scorers)
     options = ScoringOptions()
 

@@ -54,8 +54,7 @@ def questions(sample: FeatureSample, k: int) -> list[Question]:
 
 
 class _Intruder:
-    name = "intruder"
-    level = "feature"
+    name = "intruder"  # in FEATURE_LEVEL: the grade does not depend on the explanation
 
     def units(self, sample: FeatureSample) -> list:
         return questions(sample, self.options.intruder_k)

@@ -8,12 +8,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..records import Explanation, FeatureSample, Score
-from ..simulate.offline import terms  # noqa: F401  (re-exported: what a label names)
 from . import interval as ci
 from . import metrics
-from .base import NEGATIVE_KINDS, Scorer, ScoringOptions, activating, evidence, n_tokens  # noqa: F401
+from .base import Scorer, ScoringOptions, activating, evidence, n_tokens
 from .embed import ENCODING, ContextEncoder, embed_many, embed_text
-from .simulation import SimulationScorer, shown_windows  # noqa: F401
 
 
 class EmbeddingScorer(Scorer):
