@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import re
 import socket
@@ -264,7 +265,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return
         elif delay > 0 and fault != "429":
             time.sleep(delay)
-        provider = "anthropic" if self.path.endswith("/messages") else "openai"
+        provider = ("anthropic" if self.path.endswith("/messages") else
+                    "completions" if self.path.rstrip("/").endswith("/completions") and "chat" not in self.path
+                    else "openai")
         if fault == "reset":
             self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
@@ -280,6 +283,8 @@ class _Handler(BaseHTTPRequestHandler):
         rec["reply"] = text[0] if isinstance(text, tuple) else text  # what the model wrote (tests measure it)
         if provider == "anthropic":
             doc = _anthropic_message(body, text)
+        elif provider == "completions":
+            doc = _echo_completion(body, text)
         else:
             doc = _openai_completion(body, text)
         if fault == "wrong_shape":
@@ -322,6 +327,26 @@ def _openai_completion(body: dict, text) -> dict:
                          "finish_reason": "stop", "logprobs": logprobs} for i in range(n)],
             "usage": {"prompt_tokens": _tokens(body), "completion_tokens": n * (len(text.split()) + 1),
                       "total_tokens": 0}}
+
+
+def _echo_completion(body: dict, tokens) -> dict:
+    """A legacy completion with echo + logprobs, as llama.cpp's server and vLLM send it: `tokens` are
+    [(token, {alternative: logprob} | None), ...] spelling the prompt and the one generated token, or
+    None for a server that echoes no logprobs."""
+    lp = None
+    if tokens is not None:
+        offsets, at = [], 0
+        for t, _ in tokens:
+            offsets.append(at)
+            at += len(t)
+        lp = {"tokens": [t for t, _ in tokens], "text_offset": offsets,
+              "token_logprobs": [None if a is None else a.get(t, min(a.values())) for t, a in tokens],
+              "top_logprobs": [a for _, a in tokens]}
+    text = body["prompt"] + ("".join(t for t, _ in tokens)[len(body["prompt"]):] if tokens else "")
+    n_prompt = len(tokens) - 1 if tokens else len(body["prompt"]) // 4
+    return {"id": "cmpl-1", "object": "text_completion", "created": int(time.time()), "model": body.get("model"),
+            "choices": [{"index": 0, "text": text, "logprobs": lp, "finish_reason": "length"}],
+            "usage": {"prompt_tokens": n_prompt, "completion_tokens": 1, "total_tokens": n_prompt + 1}}
 
 
 def _tokens(body: dict) -> int:
@@ -394,8 +419,42 @@ def fuzz_judge(provider, body):
                                                                    for m in re.findall(r"<<(.*?)>>", w))]})
 
 
+def pretokenize(text: str, split_digits: bool = False, join_tab: bool = False) -> list[str]:
+    """Words with their leading space (or TAB, with `join_tab`), numbers (digit by digit with
+    `split_digits`, as Gemma's tokenizer writes "10" as "1", "0"), a newline alone, other white space, signs."""
+    num = r"\d" if split_digits else r"\d{1,3}"
+    word = r"[ \t]?[A-Za-z_]+" if join_tab else r" ?[A-Za-z_]+"
+    return re.findall(num + "|" + word + r"|\n|[^\S\n]+|[^\w\s]|\w", text)
+
+
+def prompt_reader(provider, body, *, split_digits: bool = False, spaces: str = " ", join_tab: bool = False):
+    """A scripted all-at-once simulator: echoes the prompt's tokens; where a feature's "unknown" stands,
+    puts most of the mass on "10" (or "1" then, with split digits) after a token the description quotes,
+    else on "0". `spaces`: how the server writes a leading space ("▁" for raw SentencePiece pieces)."""
+    prompt = body["prompt"]
+    described = prompt.rsplit("Description: ", 1)[-1].split("\n", 1)[0]
+    named = {t.strip() for t in re.findall(r'"([^"]+)"', described)}
+    toks = pretokenize(prompt, split_digits, join_tab) + ["\n"]
+    out, prev_line = [], ""
+    for i, t in enumerate(toks):
+        if i == 0:
+            alts = None
+        elif t.lstrip("\t") == "unknown":
+            hot = prev_line.strip() in named
+            top = ("1" if split_digits else "10") if hot else "0"
+            alts = {top: math.log(0.6), "unknown": math.log(0.3), ("0" if hot else "2"): math.log(0.1)}
+        else:
+            alts = {t: math.log(0.9), "x": math.log(0.1)}
+        if t.startswith("\t"):
+            prev_line = "".join(toks[j] for j in range(max(0, i - 8), i)).rsplit("\n", 1)[-1]
+        out.append((t.replace(" ", spaces, 1) if t.startswith(" ") else t, alts))
+    return out
+
+
 def scripted(provider, body):
     """One scripted model for every prompt: routed by the system prompt of autointerp's templates."""
+    if provider == "completions":
+        return prompt_reader(provider, body)
     system = body.get("system") or body["messages"][0]["content"]
     system = system if isinstance(system, str) else system[0]["text"]
     if "List only the tokens" in system:

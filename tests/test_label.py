@@ -10,7 +10,7 @@ from autointerp.explain.offline import Background, OfflineExplainer
 from autointerp.ingest import ingest_delphi
 from autointerp.pipeline import LabelRun, label
 from autointerp.sample import Sampler
-from autointerp.score.embed import ContextEncoder
+from autointerp.embed import ContextEncoder
 from autointerp.score import SimulationScorer
 
 

@@ -162,7 +162,7 @@ def test_static_export_shards_feature_data_and_survives_a_killed_export(labelled
 def test_context_encoding_is_paid_once_per_store(labelled):
     from autointerp.sample import Sampler
     from autointerp.score import make_scorers
-    from autointerp.score.embed import ENCODING
+    from autointerp.embed import ENCODING
 
     with open_store(labelled, read_only=True) as s:
         d = s.dictionary()

@@ -222,3 +222,76 @@ def test_logprob_simulation_scores_the_expected_value(ingested_path, monkeypatch
                                                     "--no-logprobs", *base]).stdout)
         assert all("logprobs" not in x["body"] for x in server.requests[n:]) and len(server.requests) > n
     assert plain["scores"]["simulation"]["status"] == "undefined"  # the written zeros alone say nothing
+
+
+def _label_with_prompt_simulator(path, url, *extra):
+    return CliRunner().invoke(app, ["label", "--store", str(path), "--features", "0-3", "--scorer", "simulation",
+                                    "--scorer-model", "compat:reader", "--base-url", url, "--simulator",
+                                    "simulate_prompt", "--rpm", "60000", "--json", *extra])
+
+
+@pytest.mark.parametrize("tokenizer", [{}, {"split_digits": True}, {"spaces": "\u2581"}])
+def test_all_at_once_simulation_reads_the_prompts_logprobs(tokenizer, ingested_path):
+    """simulate_prompt: one echo + logprobs completion per group of windows, nothing generated but one
+    token; the prediction is the expected value over the digits where "unknown" stands. A tokenizer that
+    writes 10 as "1", "0" is named in the grade; raw "▁" pieces still spell the prompt."""
+    from loopback import prompt_reader
+
+    from autointerp.store import open_store
+
+    with Loopback(reply=lambda p, b: prompt_reader(p, b, **tokenizer)) as server:
+        r = _label_with_prompt_simulator(ingested_path, server.url + "/v1")
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout)["scores"] == {"simulation": {"ok": 4}}
+        sent = [x for x in server.requests if x["path"].endswith("/v1/completions")]
+        assert sent and all(x["body"]["echo"] is True and x["body"]["logprobs"] == 20 and x["body"]["max_tokens"] == 1
+                            for x in sent)
+        with open_store(ingested_path, read_only=True) as s:
+            sim = s.labels()[0]["scores"]["simulation"]
+        d = sim["details"]
+        assert d["simulator"] == "prompt" and d["unread"] == 0 and sim["value"] > 0.5
+        assert d["ten_in_two_tokens"] == (1 if tokenizer.get("split_digits") else 0)
+        top = 1 if tokenizer.get("split_digits") else 10  # "1" of a split "10" is read as 1
+        hot, cold = 0.6 * top / 0.7, 0.1 * 2 / 0.7  # the scripted mass: 0.6 on the top digit, 0.1 on another
+        assert {x for p in d["predicted"] for x in p} == {round(hot, 3), round(cold, 3)}
+        n = len(server.requests)
+        assert _label_with_prompt_simulator(ingested_path, server.url + "/v1", "--force").exit_code == 0
+        assert len(server.requests) == n  # the echoes came from the cache
+
+
+@pytest.mark.parametrize("server_kind, reason", [
+    ("no_logprobs", r"^provider: the server returned no prompt logprobs .* --logits_all True"),
+    ("join_tab", r"^reply: (\d+) of \1 positions could not be read: \1 no token starts at the slot"),
+    ("wrong_text", r"^reply: .* do not spell the prompt"),
+])
+def test_all_at_once_simulation_that_cannot_read_the_prompt_is_a_typed_failure(server_kind, reason, ingested_path):
+    from loopback import prompt_reader
+
+    from autointerp.store import open_store
+
+    def reply(p, b):
+        if server_kind == "no_logprobs":  # llama-cpp-python loaded without logits_all
+            return None
+        if server_kind == "join_tab":
+            return prompt_reader(p, b, join_tab=True)
+        toks = prompt_reader(p, b)
+        return [("X" + toks[0][0], toks[0][1])] + toks[1:]
+
+    with Loopback(reply=reply) as server:
+        r = CliRunner().invoke(app, ["label", "--store", str(ingested_path), "--features", "0", "--scorer",
+                                     "simulation", "--scorer-model", "compat:reader", "--base-url",
+                                     server.url + "/v1", "--simulator", "simulate_prompt", "--json"])
+    out = json.loads(r.stdout)
+    assert r.exit_code == 22 and out["scores"] == {"simulation": {"failed": 1}}
+    with open_store(ingested_path, read_only=True) as s:
+        sc = s.labels()[0]["scores"]["simulation"]
+    assert sc["value"] is None and re.search(reason, sc["reason"]), sc["reason"]
+
+
+def test_all_at_once_simulation_needs_a_server_that_echoes(ingested_path, monkeypatch):
+    monkeypatch.setenv("K", "sk-x")
+    for model, url in (("anthropic:claude-x", "http://127.0.0.1:9"), ("openai:gpt-x", None)):
+        args = ["label", "--store", str(ingested_path), "--features", "0", "--scorer", "simulation", "--scorer-model",
+                model, "--api-key-env", "K", "--simulator", "simulate_prompt"] + (["--base-url", url] if url else [])
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 2 and "reads the prompt's logprobs" in r.output and "compat:" in r.output, r.output

@@ -59,7 +59,7 @@ def encode(store: StoreOpt, dictionary: DictOpt = None, as_json: JsonOpt = False
     """Encode the corpus of a dictionary for the offline scorers, once per store (all-MiniLM-L6-v2 over every
     context, kept in the store); `label` does it as it goes otherwise. Resumes where a stopped run left off."""
     from ..progress import Progress
-    from ..score.embed import ENCODING, ContextEncoder
+    from ..embed import ENCODING, ContextEncoder
 
     with opened(store) as s:
         d = s.dictionary(dictionary)

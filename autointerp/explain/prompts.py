@@ -20,9 +20,10 @@ from pathlib import Path
 from ..errors import LabelError
 from ..records import Window
 
-FORMATS = ("highlight", "activations", "simulate", "simulate_sparse", "detect", "fuzz", "intruder")
+FORMATS = ("highlight", "activations", "simulate", "simulate_sparse", "simulate_prompt", "detect", "fuzz", "intruder")
 PLACEHOLDERS = {"highlight": {"examples"}, "activations": {"examples"}, "simulate": {"explanation", "windows"},
-                "simulate_sparse": {"explanation", "windows"}, "detect": {"explanation", "windows"},
+                "simulate_sparse": {"explanation", "windows"}, "simulate_prompt": {"explanation", "windows"},
+                "detect": {"explanation", "windows"},
                 "fuzz": {"explanation", "windows"}, "intruder": {"questions"}}
 _KEYS = {"name", "format", "system", "user", "fewshot", "highlight_threshold"}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -107,6 +108,48 @@ def render_scoring(template: Template, explanation: str, windows: list[Window],
     # the explanation is data too: escaped, and on one line
     text = show_token(" ".join(explanation.split()))
     return template.user.replace("{explanation}", text).replace("{windows}", "\n".join(blocks))
+
+
+SLOT = "unknown"  # what stands where a simulate_prompt prompt asks for an activation
+
+
+def render_prompt(template: Template, explanation: str, windows: list[Window]) -> tuple[str, list[list[int]]]:
+    """A simulate_prompt template's whole prompt, and per window the character offset of each token's slot.
+
+    The system text, each few-shot feature (its description, its windows at their true levels 0..10),
+    then this feature: each window between <start> and <end>, one `token<TAB>unknown` line per token
+    (tokens escaped, so a line is always one token). The explanation is escaped and on one line."""
+
+    def block(wins, values) -> tuple[str, list[list[int]]]:
+        parts, slots, at = [], [], 0
+        for toks, vals in zip(wins, values):
+            mine = []
+            parts.append("<start>\n")
+            at += len(parts[-1])
+            for t, v in zip(toks, vals):
+                head = f"{show_token(t)}\t"
+                mine.append(at + len(head))
+                parts.append(f"{head}{v}\n")
+                at += len(parts[-1])
+            parts.append("<end>\n")
+            at += len(parts[-1])
+            slots.append(mine)
+        return "".join(parts).rstrip("\n"), slots
+
+    def feature(desc: str, wins, values) -> tuple[str, list[list[int]]]:
+        said = show_token(" ".join(desc.split()))
+        head, _, tail = template.user.partition("{windows}")
+        head = head.replace("{explanation}", said)
+        body, slots = block(wins, values)
+        return head + body + tail.replace("{explanation}", said), [[len(head) + o for o in s] for s in slots]
+
+    out = template.system + "\n\n"
+    for f in template.fewshot:
+        peak = max(max(a, default=0.0) for _, a in f.windows)
+        text, _ = feature(f.answer, [t for t, _ in f.windows], [[_level(a, peak) for a in acts] for _, acts in f.windows])
+        out += text + "\n\n"
+    text, slots = feature(explanation, [w.tokens for w in windows], [[SLOT] * len(w.tokens) for w in windows])
+    return out + text, [[len(out) + o for o in s] for s in slots]
 
 
 def render_questions(template: Template, questions: list[list[Window]]) -> str:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from .client import DEFERRED, LLMClient, RetryConfig
 from .limits import LimitConfig, RateLimiter
 from .replies import ReplyFailure
-from .providers import ChatRequest, ChatResponse, ProviderError, Usage, make_provider
+from .providers import ChatRequest, ChatResponse, PromptRequest, ProviderError, Usage, make_provider
 
 
 @dataclass(frozen=True)
@@ -48,5 +48,5 @@ def make_client(spec: str, store, o: LLMOptions) -> LLMClient:
                      limiter=o.hooks.limiter(limits) if o.hooks else None)
 
 
-__all__ = ["DEFERRED", "ChatRequest", "ChatResponse", "LLMClient", "LLMOptions", "LimitConfig", "ProviderError", "RateLimiter",
+__all__ = ["DEFERRED", "ChatRequest", "ChatResponse", "LLMClient", "LLMOptions", "LimitConfig", "PromptRequest", "ProviderError", "RateLimiter",
            "ReplyFailure", "RetryConfig", "Usage", "make_client", "make_provider"]

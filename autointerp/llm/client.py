@@ -28,7 +28,7 @@ from ..store import Store
 from .journal import CallLog
 from .limits import LimitConfig, RateLimiter
 from .prices import price_of
-from .providers import ChatRequest, ChatResponse, ProviderError, Usage
+from .providers import ChatRequest, ChatResponse, PromptRequest, ProviderError, Usage
 
 BATCH_DISCOUNT = 0.5  # both providers' batch APIs bill half the list price
 
@@ -74,10 +74,11 @@ class LLMClient:
         after = getattr(err, "retry_after", None)
         return min(after, self.retry.max_wait) if after is not None else self._backoff(state)
 
-    async def complete(self, req: ChatRequest, purpose: str = "explain") -> ChatResponse:
+    async def complete(self, req: ChatRequest | PromptRequest, purpose: str = "explain") -> ChatResponse:
         """One reply (n texts for a request of n candidates). A provider without a native `n` (Anthropic)
         gets n requests, each one candidate: each is cached, rate-limited, retried, journalled and priced
-        on its own, so a retry resends only the candidates that failed and a rerun pays for none twice."""
+        on its own, so a retry resends only the candidates that failed and a rerun pays for none twice.
+        A PromptRequest (the prompt's own logprobs) goes the same way: cached, paced, retried, priced."""
         if req.n > 1 and not getattr(self.provider, "native_n", True):
             parts = await asyncio.gather(*(self.complete(replace(req, n=1, candidate=i), purpose)
                                            for i in range(req.n)), return_exceptions=True)
@@ -97,7 +98,7 @@ class LLMClient:
         if wanted is not None:
             wanted.append((self, req, purpose))
             raise ProviderError("deferred to a batch")
-        est_input = (len(req.system) + sum(len(t) for _, t in req.messages)) // 4 + 8  # ~4 characters a token
+        est_input = req.est_input()
         attempts, t0 = 0, time.perf_counter()
         try:
             async for attempt in AsyncRetrying(stop=stop_after_attempt(self.retry.attempts), wait=self._wait,

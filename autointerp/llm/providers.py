@@ -45,6 +45,31 @@ class ChatRequest:
             doc.append({"candidate": self.candidate})
         return hashlib.sha256(json.dumps(doc, ensure_ascii=False).encode()).hexdigest()
 
+    def est_input(self) -> int:
+        """Input tokens, roughly (~4 characters a token), for the rate limiter before the call."""
+        return (len(self.system) + sum(len(t) for _, t in self.messages)) // 4 + 8
+
+
+@dataclass(frozen=True)
+class PromptRequest:
+    """A completion that reads the prompt rather than writing after it: the server echoes the prompt with,
+    at every token, the `top_logprobs` most likely tokens there (the legacy completions API's `echo` with
+    `logprobs`: llama.cpp's server, vLLM). One token is generated (a server reads max_tokens 0 as no
+    limit); the reply's text and tokens are the prompt's followed by it."""
+
+    model: str
+    prompt: str
+    top_logprobs: int = 20
+    n: int = 1  # always one: the fields LLMClient reads of any request
+    max_tokens: int = 1
+
+    def key(self, provider: str) -> str:
+        doc = [provider, self.model, "echo", self.prompt, self.top_logprobs]
+        return hashlib.sha256(json.dumps(doc, ensure_ascii=False).encode()).hexdigest()
+
+    def est_input(self) -> int:
+        return len(self.prompt) // 4 + 8
+
 
 @dataclass(frozen=True)
 class Usage:
@@ -185,6 +210,7 @@ class AnthropicProvider(_SDKClient):
     gives no logprobs and has no `n`: the client sends one request per candidate."""
 
     has_logprobs = False
+    has_prompt_logprobs = False
     native_n = False
 
     def __init__(self, model: str, *, api_key: str | None, base_url: str | None = None, timeout: float = 60.0):
@@ -196,6 +222,9 @@ class AnthropicProvider(_SDKClient):
         self._client = None
 
     async def complete(self, req: ChatRequest) -> ChatResponse:
+        if isinstance(req, PromptRequest):
+            raise ProviderError("the Messages API gives no prompt logprobs (simulate_prompt needs a compat: "
+                                "server with echo + logprobs)")
         if req.n != 1:
             raise ValueError("Messages has no n: LLMClient sends one request per candidate")
         try:
@@ -257,11 +286,15 @@ class OpenAIProvider(_SDKClient):
         # self-hosted servers (llama.cpp, vLLM, Ollama) know only `max_tokens`, and one that ignores the
         # other generates to its context limit
         self.token_limit = "max_tokens" if self_hosted else "max_completion_tokens"
+        # the legacy completions API's echo + logprobs: served by llama.cpp and vLLM, long gone from OpenAI's
+        self.has_prompt_logprobs = self_hosted
         self._make = lambda: openai.AsyncOpenAI(api_key=api_key or "unset", base_url=base_url, max_retries=0,
                                                 timeout=timeout)
         self._client = None
 
-    async def complete(self, req: ChatRequest) -> ChatResponse:
+    async def complete(self, req: ChatRequest | PromptRequest) -> ChatResponse:
+        if isinstance(req, PromptRequest):
+            return await self._prompt_logprobs(req)
         try:
             raw = await self.client.chat.completions.with_raw_response.create(**self._body(req))
             out = raw.parse()
@@ -270,6 +303,19 @@ class OpenAIProvider(_SDKClient):
         if not getattr(out, "choices", None):
             raise ProviderError("malformed response: no choices", retryable=True)
         return _chat_response(out.model_dump(), _limits(raw.headers))
+
+    async def _prompt_logprobs(self, req: PromptRequest) -> ChatResponse:
+        if not self.has_prompt_logprobs:
+            raise ProviderError(f"{self.name} gives no prompt logprobs (simulate_prompt needs a compat: server "
+                                "with echo + logprobs: llama.cpp, vLLM)")
+        try:
+            raw = await self.client.completions.with_raw_response.create(
+                model=req.model, prompt=req.prompt, max_tokens=req.max_tokens, echo=True, logprobs=req.top_logprobs,
+                temperature=0)
+            out = raw.parse()
+        except Exception as err:  # noqa: BLE001 - SDK errors are classified, others re-raised
+            raise _classify(err, self.sdk) from None
+        return _echo_response(out.model_dump(), _limits(raw.headers))
 
     def _body(self, req: ChatRequest) -> dict:
         body = {"model": req.model, self.token_limit: req.max_tokens,
@@ -287,6 +333,8 @@ class OpenAIProvider(_SDKClient):
     # -- Batch API (a JSONL file of requests, then a batch over it) --------------------------------
 
     async def submit_batch(self, items: list[tuple[str, ChatRequest]]) -> str:
+        if any(isinstance(r, PromptRequest) for _, r in items):
+            raise ProviderError("prompt logprobs (simulate_prompt) are not sent through a batch API")
         lines = [json.dumps({"custom_id": cid, "method": "POST", "url": "/v1/chat/completions",
                              "body": self._body(r)}, ensure_ascii=False) for cid, r in items]
         try:
@@ -342,6 +390,27 @@ def _chat_response(body: dict, limits: dict) -> ChatResponse:
     return ChatResponse(tuple((c.get("message") or {}).get("content") or "" for c in choices), usage,
                         tuple(str(c.get("finish_reason")) for c in choices), limits,
                         tuple(_token_logprobs(c.get("logprobs")) for c in choices))
+
+
+def _echo_response(body: dict, limits: dict) -> ChatResponse:
+    """A legacy completion with `echo` and `logprobs` -> ChatResponse: the text, and per token its most
+    likely alternatives there (the first token has none: nothing predicts it). A server that echoed no
+    logprobs (llama-cpp-python loaded without logits_all) is a typed, final error."""
+    choices = body.get("choices") or []
+    if not choices:
+        raise ProviderError("malformed response: no choices", retryable=True)
+    c = choices[0]
+    lp = c.get("logprobs") or {}
+    tokens, tops = lp.get("tokens"), lp.get("top_logprobs")
+    if not tokens or tops is None or len(tops) != len(tokens):
+        raise ProviderError("the server returned no prompt logprobs for echo + logprobs (llama-cpp-python: "
+                            "start it with --logits_all True)")
+    u = body.get("usage") or {}
+    out = tuple((t, tuple((a, float(x)) for a, x in sorted((top or {}).items(), key=lambda kv: -kv[1])
+                          if x is not None and float(x) >= MIN_LOGPROB))
+                for t, top in zip(tokens, tops))
+    return ChatResponse((c.get("text") or "",), Usage(u.get("prompt_tokens") or 0, u.get("completion_tokens") or 0),
+                        (str(c.get("finish_reason")),), limits, (out,))
 
 
 def _token_logprobs(lp: dict | None) -> tuple[TokenLogprobs, ...] | None:

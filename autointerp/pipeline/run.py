@@ -47,7 +47,7 @@ from ..records import (
 )
 from ..sample import Sampler
 from ..score import make_scorers
-from ..score.embed import ENCODING
+from ..embed import ENCODING
 from ..search import index_labels
 from ..store import Store
 from .config import LabelRun

@@ -13,7 +13,7 @@ from ..errors import LabelError
 from ..records import Dictionary
 from ..store import Store
 from .base import FEATURE_LEVEL, AdaptiveBudget, Scorer, ScoringOptions
-from .embed import ContextEncoder
+from ..embed import ContextEncoder
 from .intruder import IntruderScorer, OfflineIntruderScorer
 from .offline import EmbeddingScorer
 from .simulation import LLMSimulationScorer, SimulationScorer

@@ -287,10 +287,10 @@ def adaptive_order(units: list, strata: np.ndarray, rng: np.random.Generator) ->
 
 
 def check_simulator(prompt: str) -> None:
-    """A LabelError unless `prompt` names a simulator template (format simulate or simulate_sparse)."""
+    """A LabelError unless `prompt` names a simulator template (simulate, simulate_sparse, simulate_prompt)."""
     from ..explain.prompts import load_template
 
     t = load_template(prompt)
-    if t.format not in ("simulate", "simulate_sparse"):
-        raise LabelError(f"simulator prompt {prompt!r} has format {t.format!r}; a simulator needs simulate or "
-                         "simulate_sparse")
+    if t.format not in ("simulate", "simulate_sparse", "simulate_prompt"):
+        raise LabelError(f"simulator prompt {prompt!r} has format {t.format!r}; a simulator needs simulate, "
+                         "simulate_sparse or simulate_prompt")

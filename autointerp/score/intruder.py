@@ -28,7 +28,7 @@ from ..llm.replies import ReplyFailure, is_int, json_list, reply_text
 from ..records import Explanation, FeatureSample, Score, Window
 from . import interval as ci
 from .base import NEGATIVE_KINDS, AsyncScorer, Scorer, ScoringOptions
-from .embed import ENCODING, ContextEncoder
+from ..embed import ENCODING, ContextEncoder
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from ..records import Explanation, FeatureSample, Score
 from . import interval as ci
 from . import metrics
 from .base import Scorer, ScoringOptions, activating, evidence, n_tokens
-from .embed import ENCODING, ContextEncoder, embed_many, embed_text
+from ..embed import ENCODING, ContextEncoder, embed_many, embed_text
 
 
 class EmbeddingScorer(Scorer):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..score.embed import MODEL_NAME, embed_many, embed_text
+from ..embed import MODEL_NAME, embed_many, embed_text
 
 LABELS = f"{MODEL_NAME}/label-bf16-v1"  # what a stored label vector is: change it when the recipe changes
 EMBED_CHUNK = 4096

@@ -12,6 +12,11 @@ mismatches into all-zero predictions).
 - Sparse (prompts/simulate_sparse.toml): `{"nonzero": [[window, index, token, value], ...]}`, only the
   tokens predicted to fire, value an integer 1-10, the token copied as shown; every other token is 0.
   Checked strictly: window and index in range, the token matches, no token twice.
+- All at once (prompts/simulate_prompt.toml, OpenAI's original method): nothing is written. Every token
+  of the windows stands on a line of its own followed by "unknown"; a completions server with echo +
+  logprobs (llama.cpp's, vLLM) returns the most likely tokens at every position of the prompt, and the
+  prediction at a token is the expected value over "0".."10" where its "unknown" stands. One forward
+  pass, one generated token. Positions that cannot be read (see `read_slots`) are counted by reason.
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..explain.prompts import Template, load_template, render_scoring, show_token
-from ..llm import ChatRequest, LLMClient
+from ..errors import LabelError
+from ..explain.prompts import Template, load_template, render_prompt, render_scoring, show_token
+from ..llm import ChatRequest, LLMClient, PromptRequest
 from ..llm.replies import ReplyFailure, is_int, json_list, reply_text
 from ..records import Window
 
@@ -201,12 +207,120 @@ class SparseSimulator(_LLMSimulator):
         return Predictions(values, {"simulator": "sparse", "tokens_listed": listed})
 
 
+_MARKS = str.maketrans({"\u2581": " ", "\u0120": " ", "\u010a": "\n"})  # SentencePiece / byte-BPE markers
+UNREAD_LIMIT = 0.1  # more positions than this unreadable in a call: the call is a typed failure
+
+
+def _spelled(tokens, prompt: str) -> list[int] | None:
+    """Each token's start in the prompt, when the tokens spell it (as served, or with "▁"/"Ġ" for
+    spaces); None when they do not."""
+    for text in ([t for t, _ in tokens], [t.translate(_MARKS) for t, _ in tokens]):
+        joined = "".join(text)
+        if joined.startswith(prompt):
+            starts, at = [], 0
+            for t in text:
+                starts.append(at)
+                at += len(t)
+            return starts
+    return None
+
+
+def _digit_mass(alts) -> dict[int, float]:
+    mass: dict[int, float] = {}
+    for alt, lp in alts:
+        a = alt.translate(_MARKS).strip()
+        if a in DIGITS:
+            mass[DIGITS[a]] = mass.get(DIGITS[a], 0.0) + math.exp(lp)
+    return mass
+
+
+def read_slots(prompt: str, slots: list[list[int]], tokens) -> tuple[list[list[float | None]], dict]:
+    """The expected value over "0".."10" at each slot (None where it cannot be read), and what was seen.
+
+    A slot is read from the alternatives of the token that starts where its "unknown" does: the model's
+    distribution over what comes after `token<TAB>`. It cannot be read when the tokens do not spell the
+    prompt (every slot), when no token starts there (the tokenizer joins it to the TAB), or when no digit
+    is among the alternatives the server returned. Where the tokenizer writes "10" as "1", "0" (Gemma,
+    Llama 2), "1" there stands for 1 or 10 and is read as 1: `ten_in_two_tokens` says so."""
+    starts = _spelled(tokens, prompt)
+    n = sum(len(s) for s in slots)
+    if starts is None:
+        return [[None] * len(s) for s in slots], {"unread": {"the server's tokens do not spell the prompt": n}}
+    by_start = {a: j for j, a in enumerate(starts)}
+    reasons: dict[str, int] = {}
+    out = []
+    for win in slots:
+        row: list[float | None] = []
+        for o in win:
+            j = by_start.get(o)
+            mass = _digit_mass(tokens[j][1]) if j is not None else {}
+            if j is None:
+                why = "no token starts at the slot (the tokenizer joins it to the TAB)"
+            elif not mass:
+                why = "no digit among the alternatives returned"
+            else:
+                row.append(sum(v * p for v, p in mass.items()) / sum(mass.values()))
+                continue
+            reasons[why] = reasons.get(why, 0) + 1
+            row.append(None)
+        out.append(row)
+    tens = [j for j, (t, _) in enumerate(tokens) if t.translate(_MARKS).strip() == "10"]
+    ones = [j for j, (t, _) in enumerate(tokens[:-1]) if t.translate(_MARKS).strip() == "1"
+            and tokens[j + 1][0].strip() == "0"]
+    info = {"unread": reasons, "ten_in_two_tokens": int(bool(ones) and not tens)}
+    return out, info
+
+
+class PromptSimulator:
+    """All at once from the prompt's logprobs (prompts/simulate_prompt.toml): see the module's notes."""
+
+    name = "prompt"
+
+    def __init__(self, client: LLMClient, template: Template, windows_per_call: int = 10,
+                 top_logprobs: int = 20) -> None:
+        self.client, self.template = client, template
+        self.windows_per_call, self.top_logprobs = windows_per_call, top_logprobs
+        settings = f"{template.hash}|per_call={windows_per_call}|prompt_logprobs={top_logprobs}"
+        self.version = f"{client.model_id}/{hashlib.sha256(settings.encode()).hexdigest()[:16]}"
+
+    async def predict(self, explanation: str, windows: list[Window]) -> Predictions:
+        groups = [windows[i:i + self.windows_per_call] for i in range(0, len(windows), self.windows_per_call)]
+        prompts = [render_prompt(self.template, explanation, g) for g in groups]
+        replies = await asyncio.gather(*(self.client.complete(
+            PromptRequest(self.client.provider.model, p, self.top_logprobs), purpose="simulate") for p, _ in prompts))
+        values, unread, ten = [], {}, 0
+        for (prompt, slots), reply in zip(prompts, replies):
+            if not reply.logprobs or not reply.logprobs[0]:
+                raise ReplyFailure("the server returned no prompt logprobs")
+            read, info = read_slots(prompt, slots, reply.logprobs[0])
+            n, missed = sum(len(s) for s in slots), sum(info["unread"].values())
+            if missed > UNREAD_LIMIT * n:
+                why = "; ".join(f"{c} {r}" for r, c in info["unread"].items())
+                raise ReplyFailure(f"{missed} of {n} positions could not be read: {why}")
+            got = [v for row in read for v in row if v is not None]
+            fill = float(np.mean(got)) if got else 0.0  # unread: the call's mean, which adds no signal either way
+            values += [np.asarray([fill if v is None else v for v in row], np.float64) for row in read]
+            for r, c in info["unread"].items():
+                unread[r] = unread.get(r, 0) + c
+            ten |= info["ten_in_two_tokens"]
+        info = {"simulator": "prompt", "unread": sum(unread.values()), "ten_in_two_tokens": ten}
+        if unread:
+            info["unread_reasons"] = "; ".join(f"{c} {r}" for r, c in unread.items())
+        return Predictions(values, info)
+
+
 def make_llm_simulator(client: LLMClient, prompt: str, windows_per_call: int, top_logprobs: int):
-    """The simulator a prompt template's format calls for: `simulate` (dense JSON) or `simulate_sparse`."""
+    """The simulator a prompt template's format calls for: `simulate` (dense JSON), `simulate_sparse`, or
+    `simulate_prompt` (all at once, from the prompt's logprobs: a compat server's completions)."""
     from ..score.base import check_simulator
 
     check_simulator(prompt)
     t = load_template(prompt)
     if t.format == "simulate":
         return JSONSimulator(client, t, windows_per_call, top_logprobs=top_logprobs)
+    if t.format == "simulate_prompt":
+        if not getattr(client.provider, "has_prompt_logprobs", False):
+            raise LabelError(f"simulator {prompt!r} reads the prompt's logprobs, which {client.model_id} does not "
+                             "give: use a compat: server with echo + logprobs (llama.cpp, vLLM)")
+        return PromptSimulator(client, t, windows_per_call)
     return SparseSimulator(client, t, windows_per_call)

