@@ -294,4 +294,4 @@ def test_all_at_once_simulation_needs_a_server_that_echoes(ingested_path, monkey
         args = ["label", "--store", str(ingested_path), "--features", "0", "--scorer", "simulation", "--scorer-model",
                 model, "--api-key-env", "K", "--simulator", "simulate_prompt"] + (["--base-url", url] if url else [])
         r = CliRunner().invoke(app, args)
-        assert r.exit_code == 2 and "reads the prompt's logprobs" in r.output and "compat:" in r.output, r.output
+        assert r.exit_code == 7 and "reads the prompt's logprobs" in r.output and "compat:" in r.output, r.output
