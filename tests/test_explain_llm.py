@@ -112,14 +112,15 @@ def test_label_with_an_llm_through_the_real_sdk(store, delphi_cache, monkeypatch
 
 def test_unparseable_and_failed_replies_are_typed_failures(ingested_path, monkeypatch):
     path = ingested_path
-    replies = iter(["No label here, sorry.", "EXPLANATION: I cannot help with that", "EXPLANATION: fine one"])
+    copied = 'Same as before.\nEXPLANATION: the word "of" after a quantity or part ("most of", "a list of")'
+    replies = iter(["No label here, sorry.", "EXPLANATION: I cannot help with that", "EXPLANATION: fine one", copied])
     with Loopback(reply=lambda p, b: next(replies, "EXPLANATION: x")) as server:
         server.fault("ok", "ok", "ok", "400")
-        r = CliRunner().invoke(app, ["label", "--store", str(path), "--features", "0-3", "--explainer",
+        r = CliRunner().invoke(app, ["label", "--store", str(path), "--features", "0-4", "--explainer",
                                      "openai:gpt-x", "--base-url", server.url + "/v1", "--scorer", "", "--json",
                                      "--concurrency", "1", "--rpm", "6000"])
         out = json.loads(r.stdout)
-    assert (out["explained"], out["failed"]) == (1, 3) and out["failed_kinds"] == {"explainer": 3}
+    assert (out["explained"], out["failed"]) == (1, 4) and out["failed_kinds"] == {"explainer": 4}
     from autointerp.store import open_store
 
     with open_store(path, read_only=True) as s:
@@ -127,6 +128,7 @@ def test_unparseable_and_failed_replies_are_typed_failures(ingested_path, monkey
         texts = [r["explanation"] for r in s.labels()]
     reasons = " | ".join(x[2] for x in status)
     assert "unparseable" in reasons and "declined" in reasons and "HTTP 400" in reasons
+    assert "repeats the prompt's example label" in reasons  # a small model's parroting is not a label
     assert texts == ["fine one"]  # a failure never becomes a label
 
 

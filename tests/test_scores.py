@@ -233,7 +233,7 @@ def test_adaptive_budget_stops_once_the_interval_is_narrow(ingested_path, monkey
 
 
 @pytest.mark.parametrize("args, code, message", [
-    (["label", "--simulator", "explain_highlight"], 7, "a simulator needs simulate or simulate_sparse"),
+    (["label", "--simulator", "explain_highlight"], 7, "a simulator needs simulate, simulate_sparse or simulate_prompt"),
     (["label", "--simulator", "nope"], 7, "no prompt template 'nope'"),
     (["label", "--adaptive", "2"], 7, "half-width in (0, 1)"),
     (["label", "--adaptive-cap", "40"], 7, "--adaptive-cap needs --adaptive"),

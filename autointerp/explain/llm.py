@@ -41,6 +41,10 @@ def parse_explanation(reply: str) -> str:
     return text
 
 
+def _norm(label: str) -> str:
+    return " ".join(label.lower().split())
+
+
 class LLMExplainer:
     def __init__(self, client: LLMClient, template: Template, *, candidates: int = 1, max_examples: int = 40,
                  max_tokens: int = 400, temperature: float | None = None) -> None:
@@ -51,6 +55,8 @@ class LLMExplainer:
         # several candidates need variety; Claude takes no temperature, so only the provider default applies
         self.temperature = temperature
         self.name = client.model_id
+        # the few-shot answers' labels: a reply that repeats one copied the prompt (small models do)
+        self.examples = {_norm(parse_explanation(f.answer)) for f in template.fewshot if _LINE.search(f.answer)}
         settings = f"{template.hash}|examples={max_examples}|max_tokens={max_tokens}|t={temperature}"
         self.prompt_hash = hashlib.sha256(settings.encode()).hexdigest()[:16]
 
@@ -73,6 +79,8 @@ class LLMExplainer:
         for i, reply in enumerate(resp.texts):
             try:
                 text = parse_explanation(reply)
+                if _norm(text) in self.examples:
+                    raise ExplainFailure(f"the reply repeats the prompt's example label {text[:60]!r}")
             except ExplainFailure as err:
                 errors.append(str(err))
                 continue

@@ -165,19 +165,31 @@ class _LLMSimulator:
         settings = f"{template.hash}|per_call={windows_per_call}|max_tokens={self.max_tokens}"
         if top_logprobs:
             settings += f"|top_logprobs={top_logprobs}"
+        if type(self).fit is not _LLMSimulator.fit:
+            settings += f"|fit={self.fit.__doc__}"
         self.version = f"{client.model_id}/{hashlib.sha256(settings.encode()).hexdigest()[:16]}"
+
+    def fit(self, group: list[Window]) -> int:
+        """The output tokens a call on `group` may use."""
+        return self.max_tokens
 
     async def _replies(self, explanation: str, windows: list[Window]) -> list[tuple[list[Window], object]]:
         groups = [windows[i:i + self.windows_per_call] for i in range(0, len(windows), self.windows_per_call)]
         reqs = [ChatRequest(model=self.client.provider.model, system=self.template.system,
                             messages=(("user", render_scoring(self.template, explanation, g)),),
-                            max_tokens=self.max_tokens, top_logprobs=self.top_logprobs) for g in groups]
+                            max_tokens=self.fit(g), top_logprobs=self.top_logprobs) for g in groups]
         replies = await asyncio.gather(*(self.client.complete(r, purpose="simulate") for r in reqs))
         return list(zip(groups, replies))
 
 
 class JSONSimulator(_LLMSimulator):
     name = "json"
+
+    def fit(self, group: list[Window]) -> int:
+        """40 + 20 per window + 3 per token, at most max_tokens"""
+        # a complete reply needs ~2 tokens a number ("0", ", ") and a few a window; a model that rambles
+        # (a small local one) stops there instead of generating to max_tokens or its context limit
+        return min(self.max_tokens, 40 + sum(20 + 3 * len(w.tokens) for w in group))
 
     async def predict(self, explanation: str, windows: list[Window]) -> Predictions:
         values, n_expected = [], 0
