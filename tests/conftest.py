@@ -47,3 +47,22 @@ def ingested_path(store, delphi_cache):
     ingest_delphi(store, folder)
     store.close()
     return store.path
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory, request):
+    """A real llama.cpp OpenAI-compatible server on loopback with Gemma 3 270M (tests/llama_server.py).
+    README command 2 and .ci/run install llama-cpp-python[server]; without it these tests fail, never skip."""
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        pytest.fail("llama-cpp-python[server] is not installed: install it as README command 2 does")
+    from llama_server import LlamaServer, gguf
+
+    folder = Path(request.config.cache.mkdir("gemma-gguf"))  # assembled once, kept beside pytest's cache
+    server = LlamaServer(gguf(folder), tmp_path_factory.mktemp("llama") / "server.log")
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
