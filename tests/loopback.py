@@ -427,10 +427,12 @@ def pretokenize(text: str, split_digits: bool = False, join_tab: bool = False) -
     return re.findall(num + "|" + word + r"|\n|[^\S\n]+|[^\w\s]|\w", text)
 
 
-def prompt_reader(provider, body, *, split_digits: bool = False, spaces: str = " ", join_tab: bool = False):
+def prompt_reader(provider, body, *, split_digits: bool = False, spaces: str = " ", join_tab: bool = False,
+                  bos: bool = False):
     """A scripted all-at-once simulator: echoes the prompt's tokens; where a feature's "unknown" stands,
     puts most of the mass on "10" (or "1" then, with split digits) after a token the description quotes,
-    else on "0". `spaces`: how the server writes a leading space ("▁" for raw SentencePiece pieces)."""
+    else on "0". `spaces`: how the server writes a leading space ("▁" for raw SentencePiece pieces);
+    `bos`: the echo starts with a "<bos>" token the prompt does not hold (as vLLM's may)."""
     prompt = body["prompt"]
     described = prompt.rsplit("Description: ", 1)[-1].split("\n", 1)[0]
     named = {t.strip() for t in re.findall(r'"([^"]+)"', described)}
@@ -448,7 +450,7 @@ def prompt_reader(provider, body, *, split_digits: bool = False, spaces: str = "
         if t.startswith("\t"):
             prev_line = "".join(toks[j] for j in range(max(0, i - 8), i)).rsplit("\n", 1)[-1]
         out.append((t.replace(" ", spaces, 1) if t.startswith(" ") else t, alts))
-    return out
+    return [("<bos>", None)] + out if bos else out
 
 
 def scripted(provider, body):

@@ -230,11 +230,11 @@ def _label_with_prompt_simulator(path, url, *extra):
                                     "simulate_prompt", "--rpm", "60000", "--json", *extra])
 
 
-@pytest.mark.parametrize("tokenizer", [{}, {"split_digits": True}, {"spaces": "\u2581"}])
+@pytest.mark.parametrize("tokenizer", [{}, {"split_digits": True}, {"spaces": "\u2581", "bos": True}])
 def test_all_at_once_simulation_reads_the_prompts_logprobs(tokenizer, ingested_path):
     """simulate_prompt: one echo + logprobs completion per group of windows, nothing generated but one
     token; the prediction is the expected value over the digits where "unknown" stands. A tokenizer that
-    writes 10 as "1", "0" is named in the grade; raw "▁" pieces still spell the prompt."""
+    writes 10 as "1", "0" is named in the grade; raw "▁" pieces and an echoed "<bos>" still spell the prompt."""
     from loopback import prompt_reader
 
     from autointerp.store import open_store

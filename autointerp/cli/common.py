@@ -141,9 +141,11 @@ MinEvidenceOpt = Annotated[int, typer.Option(help="Windows of each class (activa
                                                   "grade (embedding, detection, fuzzing) needs, and intruder "
                                                   "questions an intruder grade needs; fewer: undefined.",
                                              rich_help_panel="Scoring")]
-SimulatorOpt = Annotated[str, typer.Option(help="LLM simulation: simulate_json (a number for every token) or "
+SimulatorOpt = Annotated[str, typer.Option(help="LLM simulation: simulate_json (a number for every token), "
                                                 "simulate_sparse (only the tokens predicted to fire: several times "
-                                                "fewer output tokens), or a template path.", rich_help_panel="Scoring")]
+                                                "fewer output tokens), simulate_prompt (all at once from the "
+                                                "prompt's logprobs; compat servers with echo + logprobs), or a "
+                                                "template path.", rich_help_panel="Scoring")]
 IntruderKOpt = Annotated[int, typer.Option(help="Intruder: activating windows per question (chance 1/(k+1)).",
                                            rich_help_panel="Scoring")]
 AdaptiveOpt = Annotated[float | None, typer.Option(help="Adaptive window budget: judge held-out windows in rounds "

@@ -225,15 +225,16 @@ UNREAD_LIMIT = 0.1  # more positions than this unreadable in a call: the call is
 
 def _spelled(tokens, prompt: str) -> list[int] | None:
     """Each token's start in the prompt, when the tokens spell it (as served, or with "▁"/"Ġ" for
-    spaces); None when they do not."""
+    spaces, and after a leading BOS token such as "<bos>" that a server may echo; its start is -1);
+    None when they do not."""
     for text in ([t for t, _ in tokens], [t.translate(_MARKS) for t, _ in tokens]):
-        joined = "".join(text)
-        if joined.startswith(prompt):
-            starts, at = [], 0
-            for t in text:
-                starts.append(at)
-                at += len(t)
-            return starts
+        for skip in (0, 1):
+            if "".join(text[skip:]).startswith(prompt):
+                starts, at = [-1] * skip, 0
+                for t in text[skip:]:
+                    starts.append(at)
+                    at += len(t)
+                return starts
     return None
 
 
