@@ -290,3 +290,44 @@ def test_a_compat_server_gets_one_call_at_a_time_unless_told_its_slots(ingested_
 
 def explainer_reply(provider, body):
     return 'Marked tokens agree.\nEXPLANATION: the token "x"'
+
+
+def test_a_server_that_is_down_fails_calls_at_once_and_is_probed_until_back(store, monkeypatch):
+    """After DOWN_AFTER attempts in a row over DOWN_FOR seconds could not connect, calls fail without
+    being sent; once PROBE_EVERY has passed one is sent, and when it succeeds calls flow again. A
+    burst of failed attempts in less than DOWN_FOR trips nothing."""
+    import autointerp.llm.client as client_mod
+
+    now = [1000.0]
+
+    class Clock:  # the client's clock, moved by the test instead of waited on
+        monotonic = staticmethod(lambda: now[0])
+        perf_counter = staticmethod(time.perf_counter)
+
+    monkeypatch.setattr(client_mod, "time", Clock)
+    reqs = [ChatRequest(model="m", system="s", messages=(("user", f"call {i}"),)) for i in range(7)]
+    with Loopback(reply=lambda p, b: "fine") as server:
+        server.fault(*["reset"] * (2 * FAST.attempts + 1))
+        client = _client("openai", server, store, monkeypatch)
+
+        async def go():
+            out = []
+            try:
+                for i, r in enumerate(reqs):
+                    now[0] += {2: client_mod.DOWN_FOR, 5: client_mod.PROBE_EVERY}.get(i, 0.0)
+                    before = server.count()
+                    try:
+                        out.append(((await client.complete(r)).texts[0], server.count() - before))
+                    except ProviderError as err:
+                        out.append((str(err), server.count() - before))
+            finally:
+                await client.aclose()
+            return out
+
+        got = asyncio.run(go())
+    texts, sent = [g for g, _ in got], [n for _, n in got]
+    assert all(t.startswith("connection failed") for t in texts[:2])  # 12 attempts, but all within an instant
+    assert sent[:2] == [FAST.attempts] * 2
+    # DOWN_FOR later: one attempt goes out (a probe), fails, and the server is down: nothing more is sent
+    assert sent[2:5] == [1, 0, 0] and all(t.startswith("not sent: the server is unreachable") for t in texts[2:5])
+    assert texts[5:] == ["fine", "fine"] and sent[5:] == [1, 1]  # PROBE_EVERY later: back, and calls flow

@@ -31,6 +31,10 @@ from .prices import price_of
 from .providers import ChatRequest, ChatResponse, PromptRequest, ProviderError, Usage
 
 BATCH_DISCOUNT = 0.5  # both providers' batch APIs bill half the list price
+# The server is down when DOWN_AFTER attempts in a row could not connect over at least DOWN_FOR seconds
+# (a blip shorter than that trips nothing); while it is down one call at most every PROBE_EVERY seconds
+# is sent to see whether it is back
+DOWN_AFTER, DOWN_FOR, PROBE_EVERY = 6, 10.0, 30.0
 
 # Planning a batch: while this holds a list (in the running task and the tasks it starts), a call that
 # misses the cache is appended to it as (client, request, purpose) and fails with ProviderError instead
@@ -43,6 +47,13 @@ class RetryConfig:
     attempts: int = 6  # in all, the first included
     initial: float = 1.0  # seconds before the first retry; doubles, with jitter
     max_wait: float = 60.0  # longest single wait, also the cap on a server's Retry-After
+
+
+class _NotSent(ProviderError):
+    """A call refused before it was sent, because the server is down: final, and not a call."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, unreachable=True)
 
 
 def _retryable(err: BaseException) -> bool:
@@ -63,6 +74,7 @@ class LLMClient:
         self.prices = prices
         self._backoff = wait_exponential_jitter(multiplier=self.retry.initial, max=self.retry.max_wait)
         self.spent_usd, self.spent_tokens = 0.0, 0  # by this client, in this process: what budgets check
+        self._unreachable, self._down_since, self._probe_at = 0, 0.0, 0.0  # attempts in a row that could not connect
 
     @property
     def model_id(self) -> str:
@@ -106,6 +118,11 @@ class LLMClient:
                 with attempt:
                     attempts += 1
                     resp = await self._send(req, est_input)
+        except _NotSent as err:
+            if attempts > 1:  # sent, then stopped as the server went down: a failed call
+                self._record(key, purpose, cached=False, status="error", usage=Usage(), attempts=attempts - 1,
+                             latency=time.perf_counter() - t0, error=str(err)[:500])
+            raise  # else no call was made: nothing for the ledger
         except ProviderError as err:
             self._record(key, purpose, cached=False, status="error", usage=Usage(), attempts=attempts,
                          latency=time.perf_counter() - t0, error=str(err)[:500])
@@ -188,16 +205,39 @@ class LLMClient:
         self.log.close()
         await self.provider.aclose()
 
+    def _check_reachable(self) -> None:
+        """While the server is down (see DOWN_AFTER), fail at once, but let one call through every
+        PROBE_EVERY seconds to see whether it is back."""
+        now = time.monotonic()
+        if self._unreachable < DOWN_AFTER or now - self._down_since < DOWN_FOR:
+            return
+        if now < self._probe_at:
+            raise _NotSent(f"not sent: the server is unreachable (no connection for {DOWN_FOR:.0f} s or more; "
+                           f"it is tried again every {PROBE_EVERY:.0f} s)")
+        self._probe_at = now + PROBE_EVERY
+
+    def _reached(self, err: ProviderError | None) -> None:
+        """Count an attempt that could not connect (err.unreachable), or reset the count on any answer."""
+        if err is None or not err.unreachable:
+            self._unreachable = 0
+            return
+        if self._unreachable == 0:
+            self._down_since = time.monotonic()
+        self._unreachable += 1
+
     async def _send(self, req: ChatRequest, est_input: int) -> ChatResponse:
         reserved = req.max_tokens * req.n
         await self.limiter.acquire(est_input * req.n, reserved)
         async with self.limiter.slots:
+            self._check_reachable()  # here, not before the queue: calls waiting for a slot see it go down
             try:
                 resp = await self.provider.complete(req)
             except ProviderError as err:
+                self._reached(err)
                 if err.status == 429 or err.status == 529:
                     self.limiter.throttled(err.retry_after)
                 raise
+            self._reached(None)
         self.limiter.done(reserved, resp.usage.output_tokens, resp.limits)
         return resp
 

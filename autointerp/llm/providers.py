@@ -122,12 +122,14 @@ class ChatResponse:
 
 
 class ProviderError(Exception):
-    """A call that did not return a usable reply. `retryable`: a later attempt may succeed."""
+    """A call that did not return a usable reply. `retryable`: a later attempt may succeed.
+    `unreachable`: no connection could be made (refused, reset, DNS): the server is likely down."""
 
     def __init__(self, message: str, *, status: int | None = None, retryable: bool = False,
-                 retry_after: float | None = None) -> None:
+                 retry_after: float | None = None, unreachable: bool = False) -> None:
         super().__init__(message)
         self.status, self.retryable, self.retry_after = status, retryable, retry_after
+        self.unreachable = unreachable
 
 
 def _retry_after(headers) -> float | None:
@@ -155,7 +157,7 @@ def _classify(err: Exception, sdk) -> ProviderError:
     if isinstance(err, sdk.APITimeoutError):
         return ProviderError("timed out", retryable=True)
     if isinstance(err, sdk.APIConnectionError):
-        return ProviderError(f"connection failed: {err}", retryable=True)
+        return ProviderError(f"connection failed: {err}", retryable=True, unreachable=True)
     if isinstance(err, (sdk.APIError, ValueError)):  # ValueError: a body that is not JSON (JSONDecodeError)
         # a 200 whose body is not the API's JSON (truncated, an HTML error page from a proxy): transient
         return ProviderError(f"malformed response: {type(err).__name__}: {str(err)[:200]}", retryable=True)
