@@ -168,9 +168,21 @@ def test_expected_values_read_the_digits_alternatives():
               (",", ()), (" ", ()), ("2", ()), (".", ()), ("5", ()),  # not one token: the written value
               ("]}", ()), ("]}", ())]
     tokens = [(t, alts or ((t, 0.0),)) for t, alts in tokens]
-    [(values, n)] = expected_values(reply, tokens, [[0, 10, 2.5]])
-    assert values == pytest.approx([4 / 3, 9.8, 2.5]) and n == 2
-    assert expected_values(reply, tokens[:-1], [[0, 10, 2.5]]) == [([0, 10, 2.5], 0)]  # no alignment: as written
+    why = {}
+    [(values, n)] = expected_values(reply, tokens, [[0, 10, 2.5]], why)
+    assert values == pytest.approx([4 / 3, 9.8, 2.5]) and n == 2 and why == {"split": 1}  # 2.5: why it is as written
+    why = {}
+    assert expected_values(reply, tokens[:-1], [[0, 10, 2.5]], why) == [([0, 10, 2.5], 0)]  # no alignment: as written
+    assert why == {"unspelled": 3}
+    # Gemma's pieces: spaces as "▁", and "10" as "1", "0": the 10 keeps its written value, and says why
+    gemma = [(t, alts or ((t, 0.0),)) for t, alts in [
+        ('{"', ()), ("windows", ()), ('":', ()), ("\u2581[{", ()), ('"id', ()), ('":', ()), ("\u2581", ()), ("1", ()),
+        (",", ()), ('\u2581"', ()), ("activations", ()), ('":', ()), ("\u2581[", ()),
+        ("0", (("0", lg(0.5)), ("4", lg(0.25)), ("x", lg(0.25)))), (",", ()), ("\u2581", ()), ("1", ()), ("0", ()),
+        (",", ()), ("\u2581", ()), ("2", ()), (".", ()), ("5", ()), ("]}", ()), ("]}", ())]]
+    why = {}
+    [(values, n)] = expected_values(reply, gemma, [[0, 10, 2.5]], why)
+    assert values == pytest.approx([4 / 3, 10, 2.5]) and n == 1 and why == {"split": 2}
     with pytest.raises(SimulationFailure, match="numbers found"):
         expected_values(reply, tokens, [[0, 10, 2.5, 1]])
 

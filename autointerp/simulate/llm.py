@@ -113,14 +113,36 @@ def _number_spans(reply: str) -> dict[int, list[tuple[int, int]]]:
     return out
 
 
-def expected_values(reply: str, tokens, predicted: list[list[float]]) -> list[tuple[list[float], int]]:
+_MARKS = str.maketrans({"\u2581": " ", "\u0120": " ", "\u010a": "\n"})  # SentencePiece / byte-BPE markers
+
+
+def _digit_mass(alts) -> dict[int, float]:
+    mass: dict[int, float] = {}
+    for alt, lp in alts:
+        a = alt.translate(_MARKS).strip()
+        if a in DIGITS:
+            mass[DIGITS[a]] = mass.get(DIGITS[a], 0.0) + math.exp(lp)
+    return mass
+
+
+FALLBACKS = {"unspelled": "the tokens do not spell the reply", "split": "the number is not one token of its own",
+             "no_digit": "no digit among the number's alternatives"}
+
+
+def expected_values(reply: str, tokens, predicted: list[list[float]],
+                    why: dict[str, int] | None = None) -> list[tuple[list[float], int]]:
     """`predicted` (parsed from `reply`, checked) with each number replaced by the expected value over
     "0".."10" of the alternatives at its token, where the number is one token of its own and some of
-    its alternatives are digits; other numbers (e.g. "2.5", or "10" written as two tokens) keep their
-    written value. Per window: (values, how many came from logprobs). Tokens that do not spell the
-    reply (byte-level tokens of a non-ASCII character, say) give the written values throughout, which
-    the count shows; a number that cannot be found is a typed failure."""
+    its alternatives are digits; other numbers keep their written value. Per window: (values, how
+    many came from logprobs); `why` counts, by FALLBACKS key, why each other number kept its written
+    value: "unspelled" (tokens that do not spell the reply, such as byte-level pieces of a non-ASCII
+    character: every number), "split" ("2.5", or "10" written "1", "0" as Gemma's tokenizer does),
+    "no_digit". Raw "▁"/"Ġ" pieces count as spaces. A number that cannot be found is a typed failure."""
+    why = {} if why is None else why
     if "".join(t for t, _ in tokens) != reply:
+        tokens = [(t.translate(_MARKS), alts) for t, alts in tokens]
+    if "".join(t for t, _ in tokens) != reply:
+        why["unspelled"] = why.get("unspelled", 0) + sum(len(p) for p in predicted)
         return [(list(p), 0) for p in predicted]
     starts = [0]
     for t, _ in tokens:
@@ -135,17 +157,17 @@ def expected_values(reply: str, tokens, predicted: list[list[float]]) -> list[tu
         for (a, b), written in zip(sp, pred):
             j = bisect.bisect_right(starts, a) - 1
             tok, alts = tokens[j]
-            mass: dict[int, float] = {}
-            if starts[j + 1] >= b and tok.strip() == reply[a:b]:
-                for alt, lp in alts:
-                    if alt.strip() in DIGITS:
-                        mass[DIGITS[alt.strip()]] = mass.get(DIGITS[alt.strip()], 0.0) + math.exp(lp)
-            total = sum(mass.values())
-            if total > 0:
-                row.append(sum(v * p for v, p in mass.items()) / total)
-                n_expected += 1
+            if starts[j + 1] < b or tok.strip() != reply[a:b]:
+                reason = "split"
             else:
-                row.append(written)
+                mass = _digit_mass(alts)
+                if mass:
+                    row.append(sum(v * p for v, p in mass.items()) / sum(mass.values()))
+                    n_expected += 1
+                    continue
+                reason = "no_digit"
+            why[reason] = why.get(reason, 0) + 1
+            row.append(written)
         out.append((row, n_expected))
     return out
 
@@ -156,6 +178,7 @@ class _LLMSimulator:
 
     name = ""
     max_tokens = 4000
+    fit_rule = ""  # how `fit` sizes a call's max_tokens, when it does (part of the version)
 
     def __init__(self, client: LLMClient, template: Template, windows_per_call: int = 10,
                  max_tokens: int | None = None, top_logprobs: int = 0) -> None:
@@ -165,8 +188,8 @@ class _LLMSimulator:
         settings = f"{template.hash}|per_call={windows_per_call}|max_tokens={self.max_tokens}"
         if top_logprobs:
             settings += f"|top_logprobs={top_logprobs}"
-        if type(self).fit is not _LLMSimulator.fit:
-            settings += f"|fit={self.fit.__doc__}"
+        if self.fit_rule:
+            settings += f"|fit={self.fit_rule}"
         self.version = f"{client.model_id}/{hashlib.sha256(settings.encode()).hexdigest()[:16]}"
 
     def fit(self, group: list[Window]) -> int:
@@ -184,25 +207,29 @@ class _LLMSimulator:
 
 class JSONSimulator(_LLMSimulator):
     name = "json"
+    fit_rule = "40+20/window+3/token"
 
     def fit(self, group: list[Window]) -> int:
-        """40 + 20 per window + 3 per token, at most max_tokens"""
+        """40 + 20 a window + 3 a token, at most max_tokens."""
         # a complete reply needs ~2 tokens a number ("0", ", ") and a few a window; a model that rambles
         # (a small local one) stops there instead of generating to max_tokens or its context limit
         return min(self.max_tokens, 40 + sum(20 + 3 * len(w.tokens) for w in group))
 
     async def predict(self, explanation: str, windows: list[Window]) -> Predictions:
-        values, n_expected = [], 0
+        values, n_expected, why = [], 0, {}
         for group, reply in await self._replies(explanation, windows):
             text = reply_text(reply)
             written = parse_simulation(text, [len(w.tokens) for w in group])
             tokens = reply.logprobs[0] if self.top_logprobs and reply.logprobs else None
-            got = expected_values(text, tokens, written) if tokens else [(p, 0) for p in written]
+            if self.top_logprobs and not tokens:
+                why["not_returned"] = why.get("not_returned", 0) + sum(len(p) for p in written)
+            got = expected_values(text, tokens, written, why) if tokens else [(p, 0) for p in written]
             values += [np.asarray(p, np.float64) for p, _ in got]
             n_expected += sum(n for _, n in got)
         info = {"simulator": "json"}
-        if self.top_logprobs:  # how many values are expected values (the rest: as written, see expected_values)
+        if self.top_logprobs:  # how many values are expected values; the others, as written, and why
             info["from_logprobs"] = round(n_expected / max(1, sum(len(v) for v in values)), 4)
+            info.update({f"written_{k}": why.get(k, 0) for k in (*FALLBACKS, "not_returned")})
         return Predictions(values, info)
 
 
@@ -219,7 +246,6 @@ class SparseSimulator(_LLMSimulator):
         return Predictions(values, {"simulator": "sparse", "tokens_listed": listed})
 
 
-_MARKS = str.maketrans({"\u2581": " ", "\u0120": " ", "\u010a": "\n"})  # SentencePiece / byte-BPE markers
 UNREAD_LIMIT = 0.1  # more positions than this unreadable in a call: the call is a typed failure
 
 
@@ -236,15 +262,6 @@ def _spelled(tokens, prompt: str) -> list[int] | None:
                     at += len(t)
                 return starts
     return None
-
-
-def _digit_mass(alts) -> dict[int, float]:
-    mass: dict[int, float] = {}
-    for alt, lp in alts:
-        a = alt.translate(_MARKS).strip()
-        if a in DIGITS:
-            mass[DIGITS[a]] = mass.get(DIGITS[a], 0.0) + math.exp(lp)
-    return mass
 
 
 def read_slots(prompt: str, slots: list[list[int]], tokens) -> tuple[list[list[float | None]], dict]:
