@@ -293,9 +293,9 @@ def explainer_reply(provider, body):
 
 
 def test_a_server_that_is_down_fails_calls_at_once_and_is_probed_until_back(store, monkeypatch):
-    """After DOWN_AFTER attempts in a row over DOWN_FOR seconds could not connect, calls fail without
-    being sent; once PROBE_EVERY has passed one is sent, and when it succeeds calls flow again. A
-    burst of failed attempts in less than DOWN_FOR trips nothing."""
+    """Once DOWN_AFTER attempts in a row could not connect, the first and last DOWN_FOR apart, every
+    attempt is refused unsent, a retry too; PROBE_EVERY after the last failure one call is sent (with
+    its full retries), and when one succeeds calls flow again. Failures within an instant trip nothing."""
     import autointerp.llm.client as client_mod
 
     now = [1000.0]
@@ -305,7 +305,8 @@ def test_a_server_that_is_down_fails_calls_at_once_and_is_probed_until_back(stor
         perf_counter = staticmethod(time.perf_counter)
 
     monkeypatch.setattr(client_mod, "time", Clock)
-    reqs = [ChatRequest(model="m", system="s", messages=(("user", f"call {i}"),)) for i in range(7)]
+    reqs = [ChatRequest(model="m", system="s", messages=(("user", f"call {i}"),)) for i in range(8)]
+    step = {1: client_mod.DOWN_FOR, 4: client_mod.PROBE_EVERY, 6: client_mod.PROBE_EVERY}
     with Loopback(reply=lambda p, b: "fine") as server:
         server.fault(*["reset"] * (2 * FAST.attempts + 1))
         client = _client("openai", server, store, monkeypatch)
@@ -314,7 +315,7 @@ def test_a_server_that_is_down_fails_calls_at_once_and_is_probed_until_back(stor
             out = []
             try:
                 for i, r in enumerate(reqs):
-                    now[0] += {2: client_mod.DOWN_FOR, 5: client_mod.PROBE_EVERY}.get(i, 0.0)
+                    now[0] += step.get(i, 0.0)
                     before = server.count()
                     try:
                         out.append(((await client.complete(r)).texts[0], server.count() - before))
@@ -326,8 +327,12 @@ def test_a_server_that_is_down_fails_calls_at_once_and_is_probed_until_back(stor
 
         got = asyncio.run(go())
     texts, sent = [g for g, _ in got], [n for _, n in got]
-    assert all(t.startswith("connection failed") for t in texts[:2])  # 12 attempts, but all within an instant
-    assert sent[:2] == [FAST.attempts] * 2
-    # DOWN_FOR later: one attempt goes out (a probe), fails, and the server is down: nothing more is sent
-    assert sent[2:5] == [1, 0, 0] and all(t.startswith("not sent: the server is unreachable") for t in texts[2:5])
-    assert texts[5:] == ["fine", "fine"] and sent[5:] == [1, 1]  # PROBE_EVERY later: back, and calls flow
+    a = FAST.attempts
+    # call 1's first attempt trips it (its failures now span DOWN_FOR): its retries are refused
+    assert sent == [a, 1, 0, 0, a, 0, 1, 1], got
+    assert [t.split(":")[0] for t in texts[:6]] == ["connection failed"] + ["not sent"] * 3 + [
+        "connection failed", "not sent"]
+    assert "the server is unreachable" in texts[2] and texts[6:] == ["fine", "fine"]
+    # refused calls are not calls: the ledger holds the three that were sent and failed, and the two that succeeded
+    rows = store.con.execute("SELECT status, attempts FROM llm_calls").fetchall()
+    assert sorted(rows) == sorted([("error", a), ("error", 1), ("error", a), ("ok", 1), ("ok", 1)])

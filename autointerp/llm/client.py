@@ -31,9 +31,11 @@ from .prices import price_of
 from .providers import ChatRequest, ChatResponse, PromptRequest, ProviderError, Usage
 
 BATCH_DISCOUNT = 0.5  # both providers' batch APIs bill half the list price
-# The server is down when DOWN_AFTER attempts in a row could not connect over at least DOWN_FOR seconds
-# (a blip shorter than that trips nothing); while it is down one call at most every PROBE_EVERY seconds
-# is sent to see whether it is back
+# The server is down when DOWN_AFTER attempts in a row could not connect, the first and the last at least
+# DOWN_FOR seconds apart (a shorter blip trips nothing). While it is down every attempt is refused before
+# it is sent (a retry too: a local server's queued calls would each spend their retries), but one call
+# PROBE_EVERY seconds after the last failure, and every PROBE_EVERY after, goes through to see whether
+# it is back.
 DOWN_AFTER, DOWN_FOR, PROBE_EVERY = 6, 10.0, 30.0
 
 # Planning a batch: while this holds a list (in the running task and the tasks it starts), a call that
@@ -74,7 +76,8 @@ class LLMClient:
         self.prices = prices
         self._backoff = wait_exponential_jitter(multiplier=self.retry.initial, max=self.retry.max_wait)
         self.spent_usd, self.spent_tokens = 0.0, 0  # by this client, in this process: what budgets check
-        self._unreachable, self._down_since, self._probe_at = 0, 0.0, 0.0  # attempts in a row that could not connect
+        self._failed_connects, self._first_fail, self._last_fail = 0, 0.0, 0.0  # attempts in a row that could not connect
+        self._probe_at = 0.0
 
     @property
     def model_id(self) -> str:
@@ -112,14 +115,15 @@ class LLMClient:
             raise ProviderError("deferred to a batch")
         est_input = req.est_input()
         attempts, t0 = 0, time.perf_counter()
+        probe = self._refuse_if_down()  # before the rate limiter's queue, so a refusal costs no wait
         try:
             async for attempt in AsyncRetrying(stop=stop_after_attempt(self.retry.attempts), wait=self._wait,
                                                retry=retry_if_exception(_retryable), reraise=True):
                 with attempt:
                     attempts += 1
-                    resp = await self._send(req, est_input)
+                    resp = await self._send(req, est_input, check=not probe)
         except _NotSent as err:
-            if attempts > 1:  # sent, then stopped as the server went down: a failed call
+            if attempts > 1:  # sent, then refused a retry as the server went down: a failed call
                 self._record(key, purpose, cached=False, status="error", usage=Usage(), attempts=attempts - 1,
                              latency=time.perf_counter() - t0, error=str(err)[:500])
             raise  # else no call was made: nothing for the ledger
@@ -205,31 +209,36 @@ class LLMClient:
         self.log.close()
         await self.provider.aclose()
 
-    def _check_reachable(self) -> None:
-        """While the server is down (see DOWN_AFTER), fail at once, but let one call through every
-        PROBE_EVERY seconds to see whether it is back."""
+    def _refuse_if_down(self) -> bool:
+        """While the server is down (see DOWN_AFTER), refuse a new call, but let one through every
+        PROBE_EVERY seconds to see whether it is back: True for that one (the probe)."""
+        down = (self._failed_connects >= DOWN_AFTER and self._last_fail - self._first_fail >= DOWN_FOR)
+        if not down:
+            return False
         now = time.monotonic()
-        if self._unreachable < DOWN_AFTER or now - self._down_since < DOWN_FOR:
-            return
-        if now < self._probe_at:
+        if now < max(self._probe_at, self._last_fail + PROBE_EVERY):
             raise _NotSent(f"not sent: the server is unreachable (no connection for {DOWN_FOR:.0f} s or more; "
                            f"it is tried again every {PROBE_EVERY:.0f} s)")
         self._probe_at = now + PROBE_EVERY
+        return True
 
     def _reached(self, err: ProviderError | None) -> None:
-        """Count an attempt that could not connect (err.unreachable), or reset the count on any answer."""
-        if err is None or not err.unreachable:
-            self._unreachable = 0
-            return
-        if self._unreachable == 0:
-            self._down_since = time.monotonic()
-        self._unreachable += 1
+        """Count an attempt that could not connect; any answer from the server (a reply, an HTTP error)
+        resets the count; a read timeout or a malformed body says neither."""
+        if err is not None and err.unreachable:
+            now = time.monotonic()
+            if self._failed_connects == 0:
+                self._first_fail = now
+            self._failed_connects, self._last_fail = self._failed_connects + 1, now
+        elif err is None or err.status is not None:
+            self._failed_connects = 0
 
-    async def _send(self, req: ChatRequest, est_input: int) -> ChatResponse:
+    async def _send(self, req: ChatRequest | PromptRequest, est_input: int, check: bool = True) -> ChatResponse:
         reserved = req.max_tokens * req.n
         await self.limiter.acquire(est_input * req.n, reserved)
         async with self.limiter.slots:
-            self._check_reachable()  # here, not before the queue: calls waiting for a slot see it go down
+            if check:  # the server may have gone down while this call queued or waited to retry
+                self._refuse_if_down()  # (True: this call is now the probe, and goes)
             try:
                 resp = await self.provider.complete(req)
             except ProviderError as err:

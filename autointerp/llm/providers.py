@@ -155,6 +155,9 @@ def _classify(err: Exception, sdk) -> ProviderError:
         return ProviderError(f"HTTP {status}: {str(err)[:300]}", status=status, retryable=status in RETRYABLE_STATUS,
                              retry_after=_retry_after(err.response.headers))
     if isinstance(err, sdk.APITimeoutError):
+        # no answer to connect: a host that is down (httpx's ConnectTimeout; the SDKs bundle httpx or httpx2)
+        if type(err.__cause__).__name__ == "ConnectTimeout":
+            return ProviderError("connection timed out", retryable=True, unreachable=True)
         return ProviderError("timed out", retryable=True)
     if isinstance(err, sdk.APIConnectionError):
         return ProviderError(f"connection failed: {err}", retryable=True, unreachable=True)
