@@ -30,6 +30,13 @@ from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+class ErrorReply:
+    """What a reply function returns to answer with an HTTP error: its status and message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status, self.message = status, message
+
+
 class Loopback:
     def __init__(self, reply=None, rate_headers: dict | None = None, *, latency: float = 0.0, jitter: float = 0.0,
                  rpm: float | None = None, fault_rate: float = 0.0, faults=("500", "429", "reset", "truncated"),
@@ -280,6 +287,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(status, json.dumps(err).encode(), {"retry-after": "0.05"} if status == 429 else None)
             return
         text = st.reply(provider, body)
+        if isinstance(text, ErrorReply):
+            err = {"error": {"message": text.message, "type": "internal_server_error"}}
+            self._send(text.status, json.dumps(err).encode())
+            return
         rec["reply"] = text[0] if isinstance(text, tuple) else text  # what the model wrote (tests measure it)
         if provider == "anthropic":
             doc = _anthropic_message(body, text)
@@ -430,8 +441,7 @@ def pretokenize(text: str, split_digits: bool = False, join_tab: bool = False) -
 def prompt_reader(provider, body, *, split_digits: bool = False, spaces: str = " ", join_tab: bool = False,
                   bos: bool = False):
     """A scripted all-at-once simulator: echoes the prompt's tokens; where a feature's "unknown" stands,
-    puts most of the mass on "10" (or "1" then, with split digits) after a token the description quotes,
-    else on "0". `spaces`: how the server writes a leading space ("▁" for raw SentencePiece pieces);
+    puts most of the mass on "9" after a token the description quotes, else on "0". `spaces`: how the server writes a leading space ("▁" for raw SentencePiece pieces);
     `bos`: the echo starts with a "<bos>" token the prompt does not hold (as vLLM's may)."""
     prompt = body["prompt"]
     described = prompt.rsplit("Description: ", 1)[-1].split("\n", 1)[0]
@@ -443,7 +453,7 @@ def prompt_reader(provider, body, *, split_digits: bool = False, spaces: str = "
             alts = None
         elif t.lstrip("\t") == "unknown":
             hot = prev_line.strip() in named
-            top = ("1" if split_digits else "10") if hot else "0"
+            top = "9" if hot else "0"  # simulate_prompt's levels are 0..9
             alts = {top: math.log(0.6), "unknown": math.log(0.3), ("0" if hot else "2"): math.log(0.1)}
         else:
             alts = {t: math.log(0.9), "x": math.log(0.1)}

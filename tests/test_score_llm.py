@@ -4,7 +4,7 @@ import json
 import re
 
 import pytest
-from loopback import Loopback, _turn, detector, fuzz_judge, simulator
+from loopback import ErrorReply, Loopback, _turn, detector, fuzz_judge, simulator
 from typer.testing import CliRunner
 
 from autointerp.cli import app
@@ -245,8 +245,8 @@ def _label_with_prompt_simulator(path, url, *extra):
 @pytest.mark.parametrize("tokenizer", [{}, {"split_digits": True}, {"spaces": "\u2581", "bos": True}])
 def test_all_at_once_simulation_reads_the_prompts_logprobs(tokenizer, ingested_path):
     """simulate_prompt: one echo + logprobs completion per group of windows, nothing generated but one
-    token; the prediction is the expected value over the digits where "unknown" stands. A tokenizer that
-    writes 10 as "1", "0" is named in the grade; raw "▁" pieces and an echoed "<bos>" still spell the prompt."""
+    token; the prediction is the expected value over the levels 0..9 where "unknown" stands, the same on
+    a tokenizer that splits digits; raw "▁" pieces and an echoed "<bos>" still spell the prompt."""
     from loopback import prompt_reader
 
     from autointerp.store import open_store
@@ -261,10 +261,9 @@ def test_all_at_once_simulation_reads_the_prompts_logprobs(tokenizer, ingested_p
         with open_store(ingested_path, read_only=True) as s:
             sim = s.labels()[0]["scores"]["simulation"]
         d = sim["details"]
-        assert d["simulator"] == "prompt" and d["unread"] == 0 and sim["value"] > 0.5
-        assert d["ten_in_two_tokens"] == (1 if tokenizer.get("split_digits") else 0)
-        top = 1 if tokenizer.get("split_digits") else 10  # "1" of a split "10" is read as 1
-        hot, cold = 0.6 * top / 0.7, 0.1 * 2 / 0.7  # the scripted mass: 0.6 on the top digit, 0.1 on another
+        assert d["simulator"] == "prompt" and sim["value"] > 0.5
+        assert d["unread_unspelled"] == d["unread_joined"] == d["unread_no_digit"] == 0
+        hot, cold = 0.6 * 9 / 0.7, 0.1 * 2 / 0.7  # the scripted mass: 0.6 on the top digit, 0.1 on another
         assert {x for p in d["predicted"] for x in p} == {round(hot, 3), round(cold, 3)}
         n = len(server.requests)
         assert _label_with_prompt_simulator(ingested_path, server.url + "/v1", "--force").exit_code == 0
@@ -273,6 +272,8 @@ def test_all_at_once_simulation_reads_the_prompts_logprobs(tokenizer, ingested_p
 
 @pytest.mark.parametrize("server_kind, reason", [
     ("no_logprobs", r"^provider: the server returned no prompt logprobs .* --logits_all True"),
+    ("logits_all_500", r"^provider: the server returned no prompt logprobs .* --logits_all True"),
+    ("ignores_echo", r"^provider: the server ignored echo: .* llama-server does not echo"),
     ("join_tab", r"^reply: (\d+) of \1 positions could not be read: \1 no token starts at the slot"),
     ("wrong_text", r"^reply: .* do not spell the prompt"),
 ])
@@ -282,8 +283,12 @@ def test_all_at_once_simulation_that_cannot_read_the_prompt_is_a_typed_failure(s
     from autointerp.store import open_store
 
     def reply(p, b):
-        if server_kind == "no_logprobs":  # llama-cpp-python loaded without logits_all
+        if server_kind == "no_logprobs":
             return None
+        if server_kind == "logits_all_500":  # what llama-cpp-python's server answers without logits_all
+            return ErrorReply(500, "logprobs is not supported for models created with logits_all=False")
+        if server_kind == "ignores_echo":  # llama.cpp's llama-server: the generated token's logprobs only
+            return [("\n", {"\n": -0.1})]
         if server_kind == "join_tab":
             return prompt_reader(p, b, join_tab=True)
         toks = prompt_reader(p, b)
@@ -307,3 +312,31 @@ def test_all_at_once_simulation_needs_a_server_that_echoes(ingested_path, monkey
                 model, "--api-key-env", "K", "--simulator", "simulate_prompt"] + (["--base-url", url] if url else [])
         r = CliRunner().invoke(app, args)
         assert r.exit_code == 7 and "reads the prompt's logprobs" in r.output and "compat:" in r.output, r.output
+
+
+def test_read_slots_spells_the_prompt_the_ways_servers_write_tokens():
+    """Decoded text, a SentencePiece dummy-prefix space on the first piece (Llama 2, Mistral through
+    llama-cpp-python), raw byte-level BPE pieces (Ġ space, ĉ TAB, Ċ newline) and an echoed BOS all
+    spell the prompt; tokens that do not spell it leave every slot unread, counted."""
+    import math
+
+    from autointerp.simulate.llm import read_slots
+
+    prompt = "A\tunknown\n b\tunknown"
+    slots = [[prompt.index("unknown"), prompt.rindex("unknown")]]
+    hot, cold = (("9", math.log(0.5)), ("0", math.log(0.5))), (("0", math.log(0.9)), ("unknown", math.log(0.1)))
+    plain = [("A", ()), ("\t", ()), ("unknown", hot), ("\n", ()), (" b", ()), ("\t", ()), ("unknown", cold)]
+    variants = {
+        "decoded": plain,
+        "dummy prefix": [(" A", ())] + plain[1:],
+        "byte-level BPE": [("A", ()), ("\u0109", ()), ("unknown", hot), ("\u010a", ()), ("\u0120b", ()),
+                           ("\u0109", ()), ("unknown", cold)],
+        "echoed BOS": [("<bos>", ())] + plain,
+    }
+    for name, tokens in variants.items():
+        values, unread = read_slots(prompt, slots, tokens)
+        assert values == [[4.5, 0.0]] and unread == {}, name
+    values, unread = read_slots(prompt, slots, plain[:4] + [(" c", ())] + plain[5:])
+    assert values == [[None, None]] and unread == {"unspelled": 2}
+    values, unread = read_slots(prompt, slots, plain[:2] + [("unknown", (("x", 0.0),))] + plain[3:])
+    assert values == [[None, 0.0]] and unread == {"no_digit": 1}

@@ -111,12 +111,13 @@ def render_scoring(template: Template, explanation: str, windows: list[Window],
 
 
 SLOT = "unknown"  # what stands where a simulate_prompt prompt asks for an activation
+PROMPT_TOP = 9  # simulate_prompt levels are 0..9: one token each on every tokenizer (Gemma's writes 10 as "1", "0")
 
 
 def render_prompt(template: Template, explanation: str, windows: list[Window]) -> tuple[str, list[list[int]]]:
     """A simulate_prompt template's whole prompt, and per window the character offset of each token's slot.
 
-    The system text, each few-shot feature (its description, its windows at their true levels 0..10),
+    The system text, each few-shot feature (its description, its windows at their true levels 0..9),
     then this feature: each window between <start> and <end>, one `token<TAB>unknown` line per token
     (tokens escaped, so a line is always one token). The explanation is escaped and on one line."""
 
@@ -146,7 +147,8 @@ def render_prompt(template: Template, explanation: str, windows: list[Window]) -
     out = template.system + "\n\n"
     for f in template.fewshot:
         peak = max(max(a, default=0.0) for _, a in f.windows)
-        text, _ = feature(f.answer, [t for t, _ in f.windows], [[_level(a, peak) for a in acts] for _, acts in f.windows])
+        text, _ = feature(f.answer, [t for t, _ in f.windows], [[_level(a, peak, PROMPT_TOP) for a in acts]
+                                                                     for _, acts in f.windows])
         out += text + "\n\n"
     text, slots = feature(explanation, [w.tokens for w in windows], [[SLOT] * len(w.tokens) for w in windows])
     return out + text, [[len(out) + o for o in s] for s in slots]
@@ -163,9 +165,10 @@ def render_questions(template: Template, questions: list[list[Window]]) -> str:
     return template.user.replace("{questions}", "\n".join(blocks))
 
 
-def _level(a: float, peak: float) -> int:
-    """OpenAI's normalisation: floor(10 * relu(a) / max), an integer 0..10."""
-    return 0 if peak <= 0 else min(10, int(math.floor(10 * max(a, 0.0) / peak)))
+def _level(a: float, peak: float, top: int = 10) -> int:
+    """OpenAI's normalisation: floor(top * relu(a) / max), an integer 0..top (top 10, or 9 for prompts
+    whose levels must each be one token on every tokenizer)."""
+    return 0 if peak <= 0 else min(top, int(math.floor(top * max(a, 0.0) / peak)))
 
 
 def _highlight(tokens, acts, cut: float) -> str:

@@ -319,8 +319,11 @@ class OpenAIProvider(_SDKClient):
                 temperature=0)
             out = raw.parse()
         except Exception as err:  # noqa: BLE001 - SDK errors are classified, others re-raised
-            raise _classify(err, self.sdk) from None
-        return _echo_response(out.model_dump(), _limits(raw.headers))
+            e = _classify(err, self.sdk)
+            if e.status == 500 and "logits_all" in str(e):  # llama-cpp-python loaded without logits_all: final
+                raise ProviderError(f"{NO_PROMPT_LOGPROBS} ({str(e)[:120]})", status=500) from None
+            raise e from None
+        return _echo_response(out.model_dump(), _limits(raw.headers), req.prompt)
 
     def _body(self, req: ChatRequest) -> dict:
         body = {"model": req.model, self.token_limit: req.max_tokens,
@@ -397,10 +400,15 @@ def _chat_response(body: dict, limits: dict) -> ChatResponse:
                         tuple(_token_logprobs(c.get("logprobs")) for c in choices))
 
 
-def _echo_response(body: dict, limits: dict) -> ChatResponse:
+NO_PROMPT_LOGPROBS = ("the server returned no prompt logprobs for echo + logprobs (llama-cpp-python: start it "
+                      "with --logits_all True)")
+
+
+def _echo_response(body: dict, limits: dict, prompt: str) -> ChatResponse:
     """A legacy completion with `echo` and `logprobs` -> ChatResponse: the text, and per token its most
     likely alternatives there (the first token has none: nothing predicts it). A server that echoed no
-    logprobs (llama-cpp-python loaded without logits_all) is a typed, final error."""
+    logprobs (llama-cpp-python loaded without logits_all), or only the generated token's (a server that
+    ignores echo, as llama.cpp's own llama-server does), is a typed, final error."""
     choices = body.get("choices") or []
     if not choices:
         raise ProviderError("malformed response: no choices", retryable=True)
@@ -408,8 +416,11 @@ def _echo_response(body: dict, limits: dict) -> ChatResponse:
     lp = c.get("logprobs") or {}
     tokens, tops = lp.get("tokens"), lp.get("top_logprobs")
     if not tokens or tops is None or len(tops) != len(tokens):
-        raise ProviderError("the server returned no prompt logprobs for echo + logprobs (llama-cpp-python: "
-                            "start it with --logits_all True)")
+        raise ProviderError(NO_PROMPT_LOGPROBS)
+    if sum(len(t) for t in tokens) < len(prompt) // 2:
+        raise ProviderError(f"the server ignored echo: logprobs for {len(tokens)} tokens of a {len(prompt)}-character "
+                            "prompt (llama.cpp's own llama-server does not echo; use llama-cpp-python's server "
+                            "or vLLM)")
     u = body.get("usage") or {}
     out = tuple((t, tuple((a, float(x)) for a, x in sorted((top or {}).items(), key=lambda kv: -kv[1])
                           if x is not None and float(x) >= MIN_LOGPROB))

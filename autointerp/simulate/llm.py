@@ -15,8 +15,9 @@ mismatches into all-zero predictions).
 - All at once (prompts/simulate_prompt.toml, OpenAI's original method): nothing is written. Every token
   of the windows stands on a line of its own followed by "unknown"; a completions server with echo +
   logprobs (llama.cpp's, vLLM) returns the most likely tokens at every position of the prompt, and the
-  prediction at a token is the expected value over "0".."10" where its "unknown" stands. One forward
-  pass, one generated token. Positions that cannot be read (see `read_slots`) are counted by reason.
+  prediction at a token is the expected value over "0".."9" where its "unknown" stands (levels 0..9:
+  one token each on every tokenizer). One forward pass, one generated token. Positions that cannot be
+  read (see `read_slots`) are counted by reason.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import LabelError
-from ..explain.prompts import Template, load_template, render_prompt, render_scoring, show_token
+from ..explain.prompts import PROMPT_TOP, Template, load_template, render_prompt, render_scoring, show_token
 from ..llm import ChatRequest, LLMClient, PromptRequest
 from ..llm.replies import ReplyFailure, is_int, json_list, reply_text
 from ..records import Window
@@ -113,14 +114,17 @@ def _number_spans(reply: str) -> dict[int, list[tuple[int, int]]]:
     return out
 
 
-_MARKS = str.maketrans({"\u2581": " ", "\u0120": " ", "\u010a": "\n"})  # SentencePiece / byte-BPE markers
+# raw token pieces read as text: SentencePiece's "▁" for a space, and byte-level BPE's stand-ins for the
+# ASCII bytes it remaps (0-32 -> U+0100..U+0120: "Ġ" a space, "Ċ" a newline, "ĉ" a TAB; 127 -> U+0121)
+_MARKS = str.maketrans({"\u2581": " ", **{chr(256 + b): chr(b) for b in range(33)}, "\u0121": "\x7f"})
 
 
-def _digit_mass(alts) -> dict[int, float]:
+def _digit_mass(alts, top: int = 10) -> dict[int, float]:
+    """Probability mass on each level 0..top among a token's alternatives."""
     mass: dict[int, float] = {}
     for alt, lp in alts:
         a = alt.translate(_MARKS).strip()
-        if a in DIGITS:
+        if a in DIGITS and DIGITS[a] <= top:
             mass[DIGITS[a]] = mass.get(DIGITS[a], 0.0) + math.exp(lp)
     return mass
 
@@ -161,7 +165,7 @@ def expected_values(reply: str, tokens, predicted: list[list[float]],
                 reason = "split"
             else:
                 mass = _digit_mass(alts)
-                if mass:
+                if sum(mass.values()) > 0:
                     row.append(sum(v * p for v, p in mass.items()) / sum(mass.values()))
                     n_expected += 1
                     continue
@@ -207,13 +211,14 @@ class _LLMSimulator:
 
 class JSONSimulator(_LLMSimulator):
     name = "json"
-    fit_rule = "40+20/window+3/token"
+    fit_rule = "100+20/window+5/token"
 
     def fit(self, group: list[Window]) -> int:
-        """40 + 20 a window + 3 a token, at most max_tokens."""
-        # a complete reply needs ~2 tokens a number ("0", ", ") and a few a window; a model that rambles
-        # (a small local one) stops there instead of generating to max_tokens or its context limit
-        return min(self.max_tokens, 40 + sum(20 + 3 * len(w.tokens) for w in group))
+        """100 + 20 a window + 5 a token, at most max_tokens."""
+        # a compact reply takes 2-3 tokens a number ("0", ",", " "; Gemma writes 10 in 4) and a few a
+        # window; the headroom allows a fence, a line of preamble or one number per line. A model that
+        # rambles (a small local one) stops there instead of at max_tokens or its context limit.
+        return min(self.max_tokens, 100 + sum(20 + 5 * len(w.tokens) for w in group))
 
     async def predict(self, explanation: str, windows: list[Window]) -> Predictions:
         values, n_expected, why = [], 0, {}
@@ -250,55 +255,60 @@ UNREAD_LIMIT = 0.1  # more positions than this unreadable in a call: the call is
 
 
 def _spelled(tokens, prompt: str) -> list[int] | None:
-    """Each token's start in the prompt, when the tokens spell it (as served, or with "▁"/"Ġ" for
-    spaces, and after a leading BOS token such as "<bos>" that a server may echo; its start is -1);
-    None when they do not."""
+    """Each token's start in the prompt, when the tokens spell it: as served, or read as text (raw
+    "▁"/"Ġ"/"ĉ" pieces), after a leading BOS token such as "<bos>" a server may echo (its start is
+    -1), and with the space a SentencePiece tokenizer may put before the first piece. None when the
+    tokens do not spell it."""
     for text in ([t for t, _ in tokens], [t.translate(_MARKS) for t, _ in tokens]):
         for skip in (0, 1):
-            if "".join(text[skip:]).startswith(prompt):
-                starts, at = [-1] * skip, 0
-                for t in text[skip:]:
-                    starts.append(at)
-                    at += len(t)
-                return starts
+            rest = text[skip:]
+            for lead in (0, 1):  # 1: the first piece's leading space is the tokenizer's, not the prompt's
+                if lead and not (rest and rest[0].startswith(" ") and not prompt.startswith(" ")):
+                    continue
+                joined = "".join(rest)[lead:]
+                if joined.startswith(prompt):
+                    starts, at = [-1] * skip, -lead
+                    for t in rest:
+                        starts.append(max(at, 0))
+                        at += len(t)
+                    return starts
     return None
 
 
-def read_slots(prompt: str, slots: list[list[int]], tokens) -> tuple[list[list[float | None]], dict]:
-    """The expected value over "0".."10" at each slot (None where it cannot be read), and what was seen.
+UNREAD = {"unspelled": "the server's tokens do not spell the prompt",
+          "joined": "no token starts at the slot (the tokenizer joins it to the TAB)",
+          "no_digit": "no digit among the alternatives returned"}
+
+
+def read_slots(prompt: str, slots: list[list[int]], tokens, top: int = 9) -> tuple[list[list[float | None]], dict]:
+    """The expected value over "0".."top" at each slot (None where it cannot be read), and per UNREAD
+    key how many slots could not be read.
 
     A slot is read from the alternatives of the token that starts where its "unknown" does: the model's
     distribution over what comes after `token<TAB>`. It cannot be read when the tokens do not spell the
-    prompt (every slot), when no token starts there (the tokenizer joins it to the TAB), or when no digit
-    is among the alternatives the server returned. Where the tokenizer writes "10" as "1", "0" (Gemma,
-    Llama 2), "1" there stands for 1 or 10 and is read as 1: `ten_in_two_tokens` says so."""
+    prompt (every slot), when no token starts there (the tokenizer joins it to the TAB), or when no level
+    is among the alternatives the server returned."""
     starts = _spelled(tokens, prompt)
     n = sum(len(s) for s in slots)
     if starts is None:
-        return [[None] * len(s) for s in slots], {"unread": {"the server's tokens do not spell the prompt": n}}
-    by_start = {a: j for j, a in enumerate(starts)}
-    reasons: dict[str, int] = {}
+        return [[None] * len(s) for s in slots], {"unspelled": n}
+    by_start = {a: j for j, a in enumerate(starts) if a >= 0}
+    unread: dict[str, int] = {}
     out = []
     for win in slots:
         row: list[float | None] = []
         for o in win:
             j = by_start.get(o)
-            mass = _digit_mass(tokens[j][1]) if j is not None else {}
-            if j is None:
-                why = "no token starts at the slot (the tokenizer joins it to the TAB)"
-            elif not mass:
-                why = "no digit among the alternatives returned"
-            else:
-                row.append(sum(v * p for v, p in mass.items()) / sum(mass.values()))
+            mass = _digit_mass(tokens[j][1], top) if j is not None else {}
+            total = sum(mass.values())
+            if total > 0:
+                row.append(sum(v * p for v, p in mass.items()) / total)
                 continue
-            reasons[why] = reasons.get(why, 0) + 1
+            why = "joined" if j is None else "no_digit"
+            unread[why] = unread.get(why, 0) + 1
             row.append(None)
         out.append(row)
-    tens = [j for j, (t, _) in enumerate(tokens) if t.translate(_MARKS).strip() == "10"]
-    ones = [j for j, (t, _) in enumerate(tokens[:-1]) if t.translate(_MARKS).strip() == "1"
-            and tokens[j + 1][0].strip() == "0"]
-    info = {"unread": reasons, "ten_in_two_tokens": int(bool(ones) and not tens)}
-    return out, info
+    return out, unread
 
 
 class PromptSimulator:
@@ -318,25 +328,22 @@ class PromptSimulator:
         prompts = [render_prompt(self.template, explanation, g) for g in groups]
         replies = await asyncio.gather(*(self.client.complete(
             PromptRequest(self.client.provider.model, p, self.top_logprobs), purpose="simulate") for p, _ in prompts))
-        values, unread, ten = [], {}, 0
+        values, unread = [], dict.fromkeys(UNREAD, 0)
         for (prompt, slots), reply in zip(prompts, replies):
             if not reply.logprobs or not reply.logprobs[0]:
                 raise ReplyFailure("the server returned no prompt logprobs")
-            read, info = read_slots(prompt, slots, reply.logprobs[0])
-            n, missed = sum(len(s) for s in slots), sum(info["unread"].values())
-            if missed > UNREAD_LIMIT * n:
-                why = "; ".join(f"{c} {r}" for r, c in info["unread"].items())
-                raise ReplyFailure(f"{missed} of {n} positions could not be read: {why}")
+            read, missed = read_slots(prompt, slots, reply.logprobs[0], PROMPT_TOP)
+            n = sum(len(s) for s in slots)
+            if sum(missed.values()) > UNREAD_LIMIT * n:
+                why = "; ".join(f"{c} {UNREAD[r]}" for r, c in missed.items())
+                raise ReplyFailure(f"{sum(missed.values())} of {n} positions could not be read: {why}")
             got = [v for row in read for v in row if v is not None]
             fill = float(np.mean(got)) if got else 0.0  # unread: the call's mean, which adds no signal either way
             values += [np.asarray([fill if v is None else v for v in row], np.float64) for row in read]
-            for r, c in info["unread"].items():
-                unread[r] = unread.get(r, 0) + c
-            ten |= info["ten_in_two_tokens"]
-        info = {"simulator": "prompt", "unread": sum(unread.values()), "ten_in_two_tokens": ten}
-        if unread:
-            info["unread_reasons"] = "; ".join(f"{c} {r}" for r, c in unread.items())
-        return Predictions(values, info)
+            for r, c in missed.items():
+                unread[r] += c
+        # per UNREAD key, the positions that took the call's mean (numbers: summed over calls and rounds)
+        return Predictions(values, {"simulator": "prompt", **{f"unread_{k}": v for k, v in unread.items()}})
 
 
 def make_llm_simulator(client: LLMClient, prompt: str, windows_per_call: int, top_logprobs: int):
