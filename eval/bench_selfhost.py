@@ -79,6 +79,8 @@ def main() -> None:
         with duckdb.connect(str(a.store), read_only=True) as con:
             feats = [f for (f,) in con.execute("SELECT feature FROM label_status WHERE status = 'ok' ORDER BY feature "
                                                "LIMIT ?", [a.features]).fetchall()]
+        if not feats:
+            sys.exit(f"{a.store} has no labelled feature to measure on (run `autointerp label` on it first)")
         spec = ",".join(map(str, feats))
         sampler = ["--window", str(a.window), "--n-top", "3", "--n-quantile", "0", "--min-evidence", "1",
                    "--llm-windows", str(a.windows)]
@@ -108,11 +110,12 @@ def main() -> None:
         with duckdb.connect(str(a.store), read_only=True) as con:
             labels = dict(con.execute("SELECT feature, any_value(text) FROM explanations WHERE explainer = 'offline' "
                                       f"AND feature IN ({spec}) GROUP BY feature").fetchall())
+        feats = [f for f in feats if f in labels]  # the simulators grade each feature's offline label
         print("\nsimulate (score --scorer simulation, the feature's own label)")
         print(f"  {'simulator':<28}{'s/feature':>10}{'prompt tok':>12}{'gen tok':>9}  grades")
-        for name, extra in (("JSON", ["--no-logprobs"]), ("JSON + top_logprobs", []),
-                            ("all at once (prompt logprobs)", ["--simulator", "simulate_prompt"])):
-            st = work / f"sim-{len(name)}.duckdb"
+        for k, (name, extra) in enumerate((("JSON", ["--no-logprobs"]), ("JSON + top_logprobs", []),
+                                           ("all at once (prompt logprobs)", ["--simulator", "simulate_prompt"]))):
+            st = work / f"simulate-{k}.duckdb"
             shutil.copy(a.store, st)
             total, grades = 0.0, []
             for f in feats:

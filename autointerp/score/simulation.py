@@ -85,7 +85,8 @@ class SimulationScorer(_Grading, Scorer):
 
 
 class LLMSimulationScorer(_Grading, AsyncScorer):
-    """Simulation on an LLM simulator (dense JSON or sparse): see autointerp/simulate/llm.py."""
+    """Simulation on an LLM simulator (dense JSON, sparse, or all at once from the prompt's logprobs):
+    see autointerp/simulate/llm.py."""
 
     name = "simulation"
     budgeted = True
