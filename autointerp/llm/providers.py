@@ -54,7 +54,7 @@ class ChatRequest:
 class PromptRequest:
     """A completion that reads the prompt rather than writing after it: the server echoes the prompt with,
     at every token, the `top_logprobs` most likely tokens there (the legacy completions API's `echo` with
-    `logprobs`: llama.cpp's server, vLLM). One token is generated (a server reads max_tokens 0 as no
+    `logprobs`: llama-cpp-python's server, vLLM). One token is generated (a server reads max_tokens 0 as no
     limit); the reply's text and tokens are the prompt's followed by it."""
 
     model: str
@@ -291,7 +291,8 @@ class OpenAIProvider(_SDKClient):
         # self-hosted servers (llama.cpp, vLLM, Ollama) know only `max_tokens`, and one that ignores the
         # other generates to its context limit
         self.token_limit = "max_tokens" if self_hosted else "max_completion_tokens"
-        # the legacy completions API's echo + logprobs: served by llama.cpp and vLLM, long gone from OpenAI's
+        # the legacy completions API's echo + logprobs: served by llama-cpp-python and vLLM (not llama.cpp's
+        # own llama-server), long gone from OpenAI's
         self.has_prompt_logprobs = self_hosted
         self._make = lambda: openai.AsyncOpenAI(api_key=api_key or "unset", base_url=base_url, max_retries=0,
                                                 timeout=timeout)
@@ -312,7 +313,7 @@ class OpenAIProvider(_SDKClient):
     async def _prompt_logprobs(self, req: PromptRequest) -> ChatResponse:
         if not self.has_prompt_logprobs:
             raise ProviderError(f"{self.name} gives no prompt logprobs (simulate_prompt needs a compat: server "
-                                "with echo + logprobs: llama.cpp, vLLM)")
+                                "with echo + logprobs: llama-cpp-python's, vLLM)")
         try:
             raw = await self.client.completions.with_raw_response.create(
                 model=req.model, prompt=req.prompt, max_tokens=req.max_tokens, echo=True, logprobs=req.top_logprobs,

@@ -14,8 +14,8 @@ mismatches into all-zero predictions).
   Checked strictly: window and index in range, the token matches, no token twice.
 - All at once (prompts/simulate_prompt.toml, OpenAI's original method): nothing is written. Every token
   of the windows stands on a line of its own followed by "unknown"; a completions server with echo +
-  logprobs (llama.cpp's, vLLM) returns the most likely tokens at every position of the prompt, and the
-  prediction at a token is the expected value over "0".."9" where its "unknown" stands (levels 0..9:
+  logprobs (llama-cpp-python's, vLLM) returns the most likely tokens at every position of the prompt,
+  and the prediction at a token is the expected value over "0".."9" where its "unknown" stands (levels 0..9:
   one token each on every tokenizer). One forward pass, one generated token. Positions that cannot be
   read (see `read_slots`) are counted by reason.
 """
@@ -119,18 +119,18 @@ def _number_spans(reply: str) -> dict[int, list[tuple[int, int]]]:
 _MARKS = str.maketrans({"\u2581": " ", **{chr(256 + b): chr(b) for b in range(33)}, "\u0121": "\x7f"})
 
 
-def _digit_mass(alts, top: int = 10) -> dict[int, float]:
-    """Probability mass on each level 0..top among a token's alternatives."""
+def _expected(alts, top: int = 10) -> float | None:
+    """The expected level 0..top over a token's alternatives that are levels; None when none is."""
     mass: dict[int, float] = {}
     for alt, lp in alts:
         a = alt.translate(_MARKS).strip()
         if a in DIGITS and DIGITS[a] <= top:
             mass[DIGITS[a]] = mass.get(DIGITS[a], 0.0) + math.exp(lp)
-    return mass
+    total = sum(mass.values())
+    return sum(v * p for v, p in mass.items()) / total if total > 0 else None
 
 
-FALLBACKS = {"unspelled": "the tokens do not spell the reply", "split": "the number is not one token of its own",
-             "no_digit": "no digit among the number's alternatives"}
+FALLBACKS = ("unspelled", "split", "no_digit")  # why a number kept its written value (see expected_values)
 
 
 def expected_values(reply: str, tokens, predicted: list[list[float]],
@@ -163,17 +163,21 @@ def expected_values(reply: str, tokens, predicted: list[list[float]],
             tok, alts = tokens[j]
             if starts[j + 1] < b or tok.strip() != reply[a:b]:
                 reason = "split"
+            elif (value := _expected(alts)) is not None:
+                row.append(value)
+                n_expected += 1
+                continue
             else:
-                mass = _digit_mass(alts)
-                if sum(mass.values()) > 0:
-                    row.append(sum(v * p for v, p in mass.items()) / sum(mass.values()))
-                    n_expected += 1
-                    continue
                 reason = "no_digit"
             why[reason] = why.get(reason, 0) + 1
             row.append(written)
         out.append((row, n_expected))
     return out
+
+
+def _groups(windows: list[Window], per_call: int) -> list[list[Window]]:
+    """The windows in calls of `per_call`."""
+    return [windows[i:i + per_call] for i in range(0, len(windows), per_call)]
 
 
 class _LLMSimulator:
@@ -201,7 +205,7 @@ class _LLMSimulator:
         return self.max_tokens
 
     async def _replies(self, explanation: str, windows: list[Window]) -> list[tuple[list[Window], object]]:
-        groups = [windows[i:i + self.windows_per_call] for i in range(0, len(windows), self.windows_per_call)]
+        groups = _groups(windows, self.windows_per_call)
         reqs = [ChatRequest(model=self.client.provider.model, system=self.template.system,
                             messages=(("user", render_scoring(self.template, explanation, g)),),
                             max_tokens=self.fit(g), top_logprobs=self.top_logprobs) for g in groups]
@@ -299,14 +303,11 @@ def read_slots(prompt: str, slots: list[list[int]], tokens, top: int = 9) -> tup
         row: list[float | None] = []
         for o in win:
             j = by_start.get(o)
-            mass = _digit_mass(tokens[j][1], top) if j is not None else {}
-            total = sum(mass.values())
-            if total > 0:
-                row.append(sum(v * p for v, p in mass.items()) / total)
-                continue
-            why = "joined" if j is None else "no_digit"
-            unread[why] = unread.get(why, 0) + 1
-            row.append(None)
+            value = _expected(tokens[j][1], top) if j is not None else None
+            if value is None:
+                why = "joined" if j is None else "no_digit"
+                unread[why] = unread.get(why, 0) + 1
+            row.append(value)
         out.append(row)
     return out, unread
 
@@ -324,7 +325,7 @@ class PromptSimulator:
         self.version = f"{client.model_id}/{hashlib.sha256(settings.encode()).hexdigest()[:16]}"
 
     async def predict(self, explanation: str, windows: list[Window]) -> Predictions:
-        groups = [windows[i:i + self.windows_per_call] for i in range(0, len(windows), self.windows_per_call)]
+        groups = _groups(windows, self.windows_per_call)
         prompts = [render_prompt(self.template, explanation, g) for g in groups]
         replies = await asyncio.gather(*(self.client.complete(
             PromptRequest(self.client.provider.model, p, self.top_logprobs), purpose="simulate") for p, _ in prompts))
@@ -358,6 +359,6 @@ def make_llm_simulator(client: LLMClient, prompt: str, windows_per_call: int, to
     if t.format == "simulate_prompt":
         if not getattr(client.provider, "has_prompt_logprobs", False):
             raise LabelError(f"simulator {prompt!r} reads the prompt's logprobs, which {client.model_id} does not "
-                             "give: use a compat: server with echo + logprobs (llama.cpp, vLLM)")
+                             "give: use a compat: server with echo + logprobs (llama-cpp-python's, vLLM)")
         return PromptSimulator(client, t, windows_per_call)
     return SparseSimulator(client, t, windows_per_call)
