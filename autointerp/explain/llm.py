@@ -47,7 +47,7 @@ def _norm(label: str) -> str:
 
 class LLMExplainer:
     def __init__(self, client: LLMClient, template: Template, *, candidates: int = 1, max_examples: int = 40,
-                 max_tokens: int = 400, temperature: float | None = None) -> None:
+                 max_tokens: int = 400, temperature: float | None = None, outputs: bool = False) -> None:
         if candidates < 1:
             raise ValueError("candidates must be at least 1")
         self.client, self.template = client, template
@@ -57,13 +57,16 @@ class LLMExplainer:
         self.name = client.model_id
         # the few-shot answers' labels: a reply that repeats one copied the prompt (small models do)
         self.examples = {_norm(parse_explanation(f.answer)) for f in template.fewshot if _LINE.search(f.answer)}
-        settings = f"{template.hash}|examples={max_examples}|max_tokens={max_tokens}|t={temperature}"
+        self.uses_outputs = outputs  # the samples carry the feature's logit-lens tokens, shown after the examples
+        settings = f"{template.hash}|examples={max_examples}|max_tokens={max_tokens}|t={temperature}" + \
+            ("|outputs" if outputs else "")
         self.prompt_hash = hashlib.sha256(settings.encode()).hexdigest()[:16]
 
     def request(self, sample: FeatureSample) -> ChatRequest:
         wins = list(sample.explain)[: self.max_examples]
         return ChatRequest(model=self.client.provider.model, system=self.template.system,
-                           messages=self.template.messages(wins), max_tokens=self.max_tokens,
+                           messages=self.template.messages(wins, sample.outputs if self.uses_outputs else None),
+                           max_tokens=self.max_tokens,
                            temperature=self.temperature, n=self.candidates,
                            shared_prefix=len(self.template.fewshot_turns))
 

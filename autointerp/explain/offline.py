@@ -6,6 +6,11 @@ with the corpus by log-odds with an informative Dirichlet prior (Monroe, Colares
 the firing token itself, the token just before it, and the (previous, firing) bigram. The z-scores
 rank the evidence; the label names what is both enriched and frequent among the firing positions,
 and says so plainly when nothing is. Every number behind the text is kept in `evidence`.
+
+Where the dictionary has output tokens (the logit lens of each feature's output direction, capture/lens.py),
+the label also names the promoted tokens that the text bears out: those that are the next token after
+at least `min_next` of the firing positions (and twice at least), as in "...; promotes " (" next". A
+promoted token the corpus never puts after the feature is not evidence of anything, so it is left out.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from ..store import Store
 
 METHOD = "offline"
 VERSION = "logodds-v1"  # recorded as the explanation's prompt_hash: change it when the method changes
+WITH_OUTPUTS = "+outputs-v1"  # appended to it when the label may name output tokens
 _U64 = np.uint64
 
 
@@ -78,15 +84,19 @@ class OfflineExplainer:
     """Explains a feature from its explain set and corpus statistics; no model, no network."""
 
     name = METHOD
-    prompt_hash = VERSION
 
-    def __init__(self, background, threshold: float = 0.3, min_z: float = 3.0, max_terms: int = 3):
+    def __init__(self, background, threshold: float = 0.3, min_z: float = 3.0, max_terms: int = 3,
+                 outputs: bool = False, min_next: float = 0.05):
         """`background`: a Background, or a function making one on first use (a run that is only planned,
-        or only grades, never reads the corpus statistics)."""
+        or only grades, never reads the corpus statistics). `outputs`: name promoted tokens borne out as
+        next tokens (the samples carry `outputs`)."""
         self._bg = background
         self.threshold = threshold
         self.min_z = min_z
         self.max_terms = max_terms
+        self.uses_outputs = outputs
+        self.min_next = min_next
+        self.prompt_hash = VERSION + (WITH_OUTPUTS if outputs else "")
 
     @property
     def bg(self) -> Background:
@@ -99,14 +109,15 @@ class OfflineExplainer:
         peak = max((max(w.activations) for w in wins), default=0.0)
         if peak <= 0:
             raise ExplainFailure(f"feature {sample.feature}: the explain set has no firing token")
-        cur, prev = [], []
+        cur, prev, nxt = [], [], []
         for w in wins:
             ids = np.asarray(w.token_ids, dtype=np.int64)
             acts = np.asarray(w.activations)
             at = np.flatnonzero(acts >= self.threshold * peak)
             cur.append(ids[at])
             prev.append(np.where(at > 0, ids[np.maximum(at - 1, 0)], -1))
-        cur, prev = np.concatenate(cur), np.concatenate(prev)
+            nxt.append(np.where(at + 1 < len(ids), ids[np.minimum(at + 1, len(ids) - 1)], -1))
+        cur, prev, nxt = np.concatenate(cur), np.concatenate(prev), np.concatenate(nxt)
         n_fire = len(cur)
         n_bg, n_pairs = int(self.bg.counts.sum()), int(self.bg.pair_counts.sum())
         items = []
@@ -127,9 +138,24 @@ class OfflineExplainer:
         text = self._render(items, n_fire)
         evidence = {"firing_positions": n_fire, "threshold": self.threshold, "windows": len(wins),
                     "top": [it for it in items[:12]]}
+        if self.uses_outputs and sample.outputs is not None:
+            borne = self._borne_out(sample.outputs, nxt, n_fire)
+            evidence["outputs_borne_out"] = borne
+            if borne:
+                text += "; promotes " + ", ".join(_show(it["text"]) for it in borne) + " next"
         return Explanation(dictionary=sample.dictionary, feature=sample.feature, text=text, explainer=METHOD,
-                           prompt_hash=VERSION, sampler=sample.config, seed=sample.seed, evidence=evidence,
+                           prompt_hash=self.prompt_hash, sampler=sample.config, seed=sample.seed, evidence=evidence,
                            created_at=utcnow())
+
+    def _borne_out(self, outputs, nxt: np.ndarray, n_fire: int) -> list[dict]:
+        """The promoted tokens that follow the firing positions often enough (at most `max_terms`)."""
+        out = []
+        for tid, (tok, logit) in zip(outputs.promoted_ids, outputs.promoted):
+            count = int((nxt == tid).sum())
+            if count >= 2 and count >= self.min_next * n_fire:
+                out.append({"ids": [int(tid)], "text": tok, "count": count, "coverage": round(count / n_fire, 3),
+                            "logit": round(logit, 3)})
+        return out[: self.max_terms]
 
     def _render(self, items: list[dict], n_fire: int) -> str:
         strong = [it for it in items if it["z"] >= self.min_z and it["count"] >= 2]

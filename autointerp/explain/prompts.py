@@ -25,7 +25,13 @@ PLACEHOLDERS = {"highlight": {"examples"}, "activations": {"examples"}, "simulat
                 "simulate_sparse": {"explanation", "windows"}, "simulate_prompt": {"explanation", "windows"},
                 "detect": {"explanation", "windows"},
                 "fuzz": {"explanation", "windows"}, "intruder": {"questions"}}
-_KEYS = {"name", "format", "system", "user", "fewshot", "highlight_threshold"}
+_KEYS = {"name", "format", "system", "user", "fewshot", "highlight_threshold", "outputs"}
+# What an explain template appends to the feature's turn when a run shows output tokens (`label --output-tokens`);
+# a template may give its own `outputs` text with the same two placeholders.
+OUTPUTS = """When this feature fires, it pushes the model's next-token prediction towards these tokens
+(the logit lens of its output direction, strongest first): {promoted}
+and away from these: {suppressed}
+They hint at what the feature is for; the excerpts show where it fires."""
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SPECIAL = re.compile(r"[\x00-\x1f\x7f<>&\\]")
 _NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
@@ -55,12 +61,13 @@ class Template:
     fewshot: tuple[FewShot, ...]
     highlight_threshold: float = 0.3
     source: str = ""
+    outputs: str = OUTPUTS
 
     @property
     def hash(self) -> str:
         """Of the parsed content: comments and whitespace around the file do not change it."""
         doc = {"name": self.name, "format": self.format, "system": self.system, "user": self.user,
-               "threshold": self.highlight_threshold,
+               "threshold": self.highlight_threshold, **({"outputs": self.outputs} if self.outputs != OUTPUTS else {}),
                "fewshot": [[[list(t), list(a)] for t, a in f.windows] + [f.answer] for f in self.fewshot]}
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -85,10 +92,18 @@ class Template:
             out.append(("assistant", f.answer))
         return tuple(out)
 
-    def messages(self, windows: list[Window]) -> tuple[tuple[str, str], ...]:
-        """Few-shot turns, then the feature's examples, as (role, text) pairs."""
+    def messages(self, windows: list[Window], outputs=None) -> tuple[tuple[str, str], ...]:
+        """Few-shot turns, then the feature's examples (and, given `outputs`, its logit-lens tokens), as
+        (role, text) pairs."""
         ex = [(w.tokens, w.activations) for w in windows]
-        return self.fewshot_turns + (("user", self.user.replace("{examples}", self.render_examples(ex))),)
+        turn = self.user.replace("{examples}", self.render_examples(ex))
+        if outputs is not None:
+            def listed(pairs) -> str:
+                return ", ".join(json.dumps(show_token(t), ensure_ascii=False) for t, _ in pairs)
+
+            turn += "\n\n" + self.outputs.replace("{promoted}", listed(outputs.promoted)).replace(
+                "{suppressed}", listed(outputs.suppressed))
+        return self.fewshot_turns + (("user", turn),)
 
 
 def render_scoring(template: Template, explanation: str, windows: list[Window],
@@ -234,6 +249,11 @@ def load_template(name_or_path: str) -> Template:
     if holes != want:
         raise bad(f"user must contain {', '.join('{' + h + '}' for h in sorted(want))} and no other placeholder "
                   f"(found {sorted(holes)})")
+    outputs = doc.get("outputs", OUTPUTS)
+    if not isinstance(outputs, str) or set(re.findall(r"\{(\w*)\}", outputs)) != {"promoted", "suppressed"}:
+        raise bad("outputs must be a string with the placeholders {promoted} and {suppressed} and no other")
+    if "outputs" in doc and doc["format"] not in ("highlight", "activations"):
+        raise bad("outputs is for explain templates (format highlight or activations)")
     thr = doc.get("highlight_threshold", 0.3)
     if not isinstance(thr, (int, float)) or not 0 < thr <= 1:
         raise bad("highlight_threshold must be in (0, 1]")
@@ -251,4 +271,4 @@ def load_template(name_or_path: str) -> Template:
             wins.append((tuple(toks), tuple(float(a) for a in acts)))
         shots.append(FewShot(tuple(wins), f["answer"].strip()))
     return Template(doc["name"], doc["format"], doc["system"].strip(), doc["user"].strip(), tuple(shots),
-                    float(thr), source)
+                    float(thr), source, outputs.strip())

@@ -113,6 +113,7 @@ def feature_docs(store: Store, d: Dictionary, features: list[int], unsampled: bo
     for r in store.labels(d.dictionary_id, features, candidates=True):
         by_f.setdefault(r["feature_id"], []).append(r)
     stats = {s.feature: s for s in store.feature_stats(d.dictionary_id, features)}
+    outputs = store.output_tokens(d.dictionary_id, features)
     groups: dict[tuple[str, int], list[int]] = {}
     for f in features:  # windows drawn as the feature's label drew them (default config when unlabelled)
         lab = _primary(by_f.get(f, []))
@@ -131,6 +132,8 @@ def feature_docs(store: Store, d: Dictionary, features: list[int], unsampled: bo
                    "labels": [_label_doc(r) for r in rows],
                    "top": [_window(w) for w in smp.explain if w.kind == "top"][:MAX_TOP],
                    "quantile": [_window(w) for w in smp.explain if w.kind == "quantile"][:MAX_QUANTILE]}
+            if smp.feature in outputs:
+                doc["outputs"] = outputs[smp.feature].to_json()
             sim = next((r for r in rows if r["chosen"] and r["seed"] == seed  # graded on these very windows
                         and json.dumps(r["sampler"], sort_keys=True) == cfg
                         and r["scores"].get("simulation", {}).get("details", {}).get("predicted")), None)

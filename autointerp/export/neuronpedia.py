@@ -7,6 +7,9 @@
                               explanation_scores/batch-N.jsonl.gz ExplanationScore rows, 1,024 a batch
                               activations/batch-N.jsonl.gz        Activation rows of features N*1024 ..
 
+Feature rows carry the logit lens of the feature's output direction where the store has it (capture/lens.py):
+`pos_str`/`pos_values` the promoted tokens and their logits, highest first, `neg_str`/`neg_values` the
+suppressed, lowest first, as SAEDashboard computes and Neuronpedia shows them (empty lists otherwise).
 Rows use Neuronpedia's column names (its Prisma models; `index` is a string, `layer` the source id such
 as "6-res-jb") and, within a folder, one key set, as its importer takes the columns from the first line.
 Neuronpedia's own dumps carry no scores; `explanation_scores/` is ours, in ExplanationScore's columns.
@@ -121,15 +124,21 @@ def write_neuronpedia(store: Store, out: str | Path, *, model_id: str, source_id
     types: dict[str, set] = {"explanation_type": set(), "explanation_model_type": set(), "explanation_score_type": set(),
                              "explanation_score_model": set()}
     base = {"modelId": model_id, "layer": source_id}
+    has_lens = store.has_output_tokens(d.dictionary_id)
     try:
         feats = _Batches(tmp / "features")
         for lo in range(0, d.width, 65_536):  # statistics a slice at a time: never the whole table in Python
             stats = {s.feature: s for s in store.feature_stats(d.dictionary_id, range(lo, min(lo + 65_536, d.width)))}
+            lens = store.output_tokens(d.dictionary_id, range(lo, min(lo + 65_536, d.width))) if has_lens else {}
             for f in range(lo, min(lo + 65_536, d.width)):
-                s = stats.get(f)
+                s, o = stats.get(f), lens.get(f)
                 feats.add({**base, "index": str(f), "creatorId": CREATOR, "hookName": d.hook,
                            "maxActApprox": float(s.max_value or 0.0) if s else 0.0,
-                           "frac_nonzero": float(s.density) if s else 0.0, "hasVector": False})
+                           "frac_nonzero": float(s.density) if s else 0.0, "hasVector": False,
+                           "pos_str": [t for t, _ in o.promoted] if o else [],
+                           "pos_values": [v for _, v in o.promoted] if o else [],
+                           "neg_str": [t for t, _ in o.suppressed] if o else [],
+                           "neg_values": [v for _, v in o.suppressed] if o else []})
         feats.flush()
         expl, scores = _Batches(tmp / "explanations"), _Batches(tmp / "explanation_scores")
         for lo in range(0, d.width, 20_000):

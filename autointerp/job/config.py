@@ -8,6 +8,7 @@
     scorer_model = "anthropic:claude-haiku-4-5"
     prompt = "explain_highlight"
     candidates = 1
+    output_tokens = false                # show the LLM explainer each feature's logit-lens tokens
     select_by = "detection"              # best-of-k: the scorer that picks among candidates
     seed = 0
     concurrency = 8
@@ -78,7 +79,7 @@ class JobConfig:
 
 
 JOB_KEYS = {"dictionary": str, "features": str, "explainer": str, "scorers": list, "scorer_model": str, "prompt": str,
-            "candidates": int, "select_by": str, "seed": int, "concurrency": int, "batch": bool,
+            "candidates": int, "output_tokens": bool, "select_by": str, "seed": int, "concurrency": int, "batch": bool,
             "min_evidence": int}  # min_evidence: also [scoring]'s (older job files)
 SCORING_KEYS = {"min_evidence": int, "simulator": str, "intruder_k": int, "n_boot": int, "windows_per_call": int,
                 "windows": int,
@@ -137,7 +138,8 @@ def parse_config(text: str, source: str = "job file") -> JobConfig:
     # only what the file gives: the defaults (rate limits included) live in LLMOptions alone
     names = {"rpm": "requests_per_minute", "itpm": "input_tokens_per_minute", "otpm": "output_tokens_per_minute"}
     llm = LLMOptions(**{names.get(k, k): v for k, v in limits.items()},
-                     **{k: job[k] for k in ("prompt", "candidates") if k in job}, prices=prices)
+                     **{k: job[k] for k in ("prompt", "candidates") if k in job}, prices=prices,
+                     outputs=job.get("output_tokens", False))
     try:
         run = LabelRun(explainer=job.get("explainer", "offline"),
                        scorers=tuple(job.get("scorers", LabelRun.scorers)), scorer_model=job.get("scorer_model"),

@@ -19,6 +19,7 @@ class LLMOptions:
     api_key_env: str | None = None
     prompt: str = "explain_highlight"
     candidates: int = 1
+    outputs: bool = False  # explain: show the explainer each feature's logit-lens tokens (capture/lens.py)
     requests_per_minute: float | None = None  # None: 50 until the provider advertises its limit
     input_tokens_per_minute: float | None = None
     output_tokens_per_minute: float | None = None

@@ -28,7 +28,7 @@ import asyncio
 import inspect
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -192,6 +192,9 @@ class _Feed:
         regrade = dict(zip(w.grade_features[lo:hi].tolist(), zip(w.grade_explanations[lo:hi].tolist(),
                                                                    w.grade_masks[lo:hi].tolist())))
         texts = cursor.explanations([e for e, _ in regrade.values()]) if regrade else {}
+        if getattr(self.parts.explainer, "uses_outputs", False):  # its logit-lens tokens, for the explainer
+            outputs = cursor.output_tokens(self.sampler.dictionary.dictionary_id, [s.feature for s in samples])
+            samples = [replace(s, outputs=outputs.get(s.feature)) for s in samples]
         out = []
         for s in sorted(samples, key=lambda s: s.feature):
             if s.feature in regrade:

@@ -308,6 +308,30 @@ def _m008_intervals(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"ALTER TABLE scores ADD COLUMN {col} {typ}")
 
 
+def _m009_outputs(con: duckdb.DuckDBPyConnection) -> None:
+    # What each feature writes into the model (capture/lens.py): its output direction, float16 [dim] (an SAE's
+    # decoder row, a neuron's column of the linear layer it feeds), for dictionaries captured with one.
+    con.execute("""
+        CREATE TABLE feature_directions (
+            dictionary_id USMALLINT NOT NULL,
+            feature UINTEGER NOT NULL,
+            direction BLOB NOT NULL
+        )""")
+    # The logit lens of that direction: the tokens it promotes (highest logits first) and suppresses (lowest
+    # first), ids beside their display strings, one row per feature.
+    con.execute("""
+        CREATE TABLE output_tokens (
+            dictionary_id USMALLINT NOT NULL,
+            feature UINTEGER NOT NULL,
+            promoted_ids INTEGER[] NOT NULL,
+            promoted VARCHAR[] NOT NULL,
+            promoted_logits FLOAT[] NOT NULL,
+            suppressed_ids INTEGER[] NOT NULL,
+            suppressed VARCHAR[] NOT NULL,
+            suppressed_logits FLOAT[] NOT NULL
+        )""")
+
+
 Migration = tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]
 
 MIGRATIONS: list[Migration] = [
@@ -319,6 +343,7 @@ MIGRATIONS: list[Migration] = [
     (6, "grades per scorer: sample fingerprints, unpriced calls, graded counts", _m006_per_scorer),
     (7, "stored context encodings, label vectors, imported labels", _m007_vectors),
     (8, "grade intervals and evidence counts", _m008_intervals),
+    (9, "output directions and their logit lens", _m009_outputs),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

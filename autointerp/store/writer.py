@@ -103,7 +103,8 @@ class StoreWriter:
             # new activations, same dictionary: labels stay (over the same corpus and width), and a
             # labelling run redoes those whose feature's activations changed (feature_stats.act_hash)
             did = row[0]
-            for t in ("activations", "feature_stats", "feature_neighbors", "samples", "sample_status"):
+            for t in ("activations", "feature_stats", "feature_neighbors", "samples", "sample_status",
+                      "feature_directions", "output_tokens"):
                 self.con.execute(f"DELETE FROM {t} WHERE dictionary_id = ?", [did])
             cut = 0 if row[1] != corpus_id else width  # other contexts: no label carries over
             for t in ("scores", "label_vectors"):
@@ -127,6 +128,26 @@ class StoreWriter:
                         "feature": feature.astype(np.uint32), "neighbor": neighbor.astype(np.uint32),
                         "similarity": similarity.astype(np.float32)})
         self.con.execute("INSERT INTO feature_neighbors SELECT * FROM tbl")
+
+    def add_directions(self, dictionary_id: int, vectors: np.ndarray) -> None:
+        """Output directions of features 0..n-1 (rows of `vectors`), stored as float16."""
+        v = np.ascontiguousarray(vectors, dtype=np.float16)
+        self.store._insert_now("feature_directions", pa.table({
+            "dictionary_id": pa.array(np.full(len(v), dictionary_id, np.uint16)),
+            "feature": pa.array(np.arange(len(v), dtype=np.uint32)),
+            "direction": pa.array([row.tobytes() for row in v], pa.binary())}))
+
+    def add_output_tokens(self, dictionary_id: int, features: np.ndarray, strings: np.ndarray,
+                          promoted: tuple[np.ndarray, np.ndarray], suppressed: tuple[np.ndarray, np.ndarray]) -> None:
+        """Logit-lens tokens of `features`: (ids [n, k], logits [n, k]) promoted and suppressed; `strings` maps
+        a token id to its display string."""
+        cols = {"dictionary_id": pa.array(np.full(len(features), dictionary_id, np.uint16)),
+                "feature": pa.array(np.asarray(features, np.uint32))}
+        for name, (ids, logits) in (("promoted", promoted), ("suppressed", suppressed)):
+            cols[f"{name}_ids"] = pa.array(ids.astype(np.int32).tolist(), pa.list_(pa.int32()))
+            cols[name] = pa.array(strings[ids].tolist(), pa.list_(pa.string()))
+            cols[f"{name}_logits"] = pa.array(logits.astype(np.float32).tolist(), pa.list_(pa.float32()))
+        self.store._insert_now("output_tokens", pa.table(cols))
 
     # -- samples ----------------------------------------------------------------------------------
 

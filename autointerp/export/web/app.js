@@ -244,6 +244,24 @@ const AI = (() => {
     main.append(table);
   }
 
+  function outputs(main, out) {  // the logit lens of the feature's output direction
+    main.append(el("h2", { text: "Output: tokens it promotes and suppresses" }));
+    const box = el("section", { id: "outputs" });
+    for (const [side, name, rgb] of [["promoted", "promotes", "0, 140, 60"], ["suppressed", "suppresses", "200, 30, 30"]]) {
+      const row = el("div", { class: "window", "data-side": side });
+      row.append(el("span", { class: "row-label", text: name }));
+      const toks = out[side] || [];
+      const peak = Math.max(...toks.map((t) => Math.abs(t.logit))) || 1;
+      for (const t of toks) {
+        const span = el("span", { class: "tok", title: `${JSON.stringify(t.token)}: logit ${fmt(t.logit)}`, text: shown(t.token) });
+        span.style.backgroundColor = `rgba(${rgb}, ${(0.15 + 0.5 * Math.abs(t.logit) / peak).toFixed(3)})`;
+        row.append(span, " ");
+      }
+      box.append(row);
+    }
+    main.append(box);
+  }
+
   function windows(main, title, id, wins, scale) {
     if (!wins.length) return;
     main.append(el("h2", { text: title }));
@@ -303,6 +321,7 @@ const AI = (() => {
                         `${s.n_contexts.toLocaleString()} contexts · density ${fmt(s.density, 5)} · max ${fmt(s.max, 2)}`);
     document.title = `${f}: ${doc.labels.length ? doc.labels[0].explanation : "feature"} — autointerp`;
     labels(main, doc);
+    if (doc.outputs) outputs(main, doc.outputs);
     windows(main, "Top activations", "top", doc.top || [], s.max);
     windows(main, "Across quantiles", "quantile", doc.quantile || [], s.max);
     if (doc.simulation) simulation(main, doc.simulation, s.max);
