@@ -74,6 +74,12 @@ def make_evil_store(tmp_path):
                    folder / "activations.parquet")
     with Store(tmp_path / "evil.duckdb") as s:
         ingest_parquet(s, folder, dictionary="evil", width=WIDTH, model="toy", hook="layer.0")
+        did = s.dictionary("evil").dictionary_id
+        with s.writer() as w:  # logit-lens tokens of features 0..9, the evil ones among them
+            strings = np.array([EVIL_IMG, EVIL_SCRIPT, " ok", "\n"], dtype=object)
+            up, down = np.tile([0, 1, 2], (10, 1)), np.tile([3, 2, 1], (10, 1))
+            w.add_output_tokens(did, np.arange(10), strings, (up, np.tile([3.0, 2.0, 1.0], (10, 1))),
+                                (down, np.tile([-3.0, -2.0, -1.0], (10, 1))))
         label(s, s.dictionary("evil"), LabelRun(scorers=("embedding", "simulation")))
     return tmp_path / "evil.duckdb"
 
@@ -133,6 +139,8 @@ def test_static_browser_pages_filters_sorts_and_never_runs_a_label(evil_store, t
         assert fired and all(title.startswith(json.dumps(EVIL_SCRIPT)) and float(title.rsplit(": ", 1)[1]) >= 3
                              for _, title in fired)  # hover: the token and its activation
         assert pg.locator("#simulation .pair").count() > 0 and "simulated" in pg.inner_text("#simulation")
+        promoted = pg.locator("#outputs [data-side='promoted'] .tok").all_inner_texts()
+        assert promoted[:2] == [EVIL_IMG, EVIL_SCRIPT] and "suppresses" in pg.inner_text("#outputs")
         _safe(pg)
         shot = tmp_path / "feature.png"
         pg.screenshot(path=str(shot), full_page=True)
@@ -147,6 +155,7 @@ def test_serve_browser_pages_sorts_filters_and_searches_through_the_api(evil_sto
         pg.goto(url + "feature.html#0")
         _ready(pg)
         assert json.dumps(EVIL_IMG) in pg.inner_text("#labels") and pg.locator("#quantile .tok").count() > 0
+        assert pg.locator("#outputs [data-side='suppressed'] .tok").count() == 3  # through the API
         _safe(pg)
         pg.goto(url)
         _ready(pg)
