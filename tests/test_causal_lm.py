@@ -179,3 +179,21 @@ def test_output_tokens_need_a_dictionary_that_has_them(ingested_path):
     r = runner.invoke(app, ["label", "--store", str(ingested_path), "--features", "0", "--explainer", "compat:m",
                             "--base-url", "http://127.0.0.1:9/v1", "--output-tokens"])
     assert r.exit_code == 7 and "has no output tokens to show the explainer" in r.output
+
+
+def test_the_demo_runs_on_gemma_from_the_user_cache(gemma, tmp_path, monkeypatch):
+    _, _, _, folder = gemma
+    cache = tmp_path / "cache" / "autointerp" / "gemma-3-270m"
+    cache.mkdir(parents=True)
+    (cache / "hf").symlink_to(folder)  # as a first run leaves it: the dequantised folder
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(app, ["demo", "--model", "gemma-3-270m", "--store", "d.duckdb", "--max-tokens", "4096",
+                            "--json"])
+    assert r.exit_code in (0, 22), r.output
+    res = json.loads(r.output)
+    assert res["dictionary"] == "gemma-3-270m/model.layers.12.mlp.down_proj:input/neurons"
+    assert res["captured"]["output_tokens"] == 2048 and res["out"] == "demo-gemma-3-270m-labels.jsonl"
+    assert res["label"]["explained"] > 0 and (tmp_path / "demo-gemma-3-270m-labels.jsonl").is_file()
+    r = runner.invoke(app, ["demo", "--model", "gpt-5"])
+    assert r.exit_code == 2 and "the demo runs on all-MiniLM-L6-v2 or gemma-3-270m" in r.output

