@@ -81,10 +81,11 @@ def run_demo(store_path: str | Path, out: str | Path, *, max_tokens: int = 20_00
 
     m = MODELS[model]
     t0 = time.perf_counter()
+    folder = m.folder(progress)  # before the store is made: a missing model leaves no store file behind
     with open_store(store_path) as s:
         captured = None
         if not any(d.name == m.dictionary for d in s.dictionaries()):
-            captured = capture(s, CaptureConfig(model=m.folder(progress), corpus=CORPUS, hook=m.hook, neurons=True,
+            captured = capture(s, CaptureConfig(model=folder, corpus=CORPUS, hook=m.hook, neurons=True,
                                                 dictionary=m.dictionary, max_tokens=max_tokens,
                                                 threshold=m.threshold), progress=progress)
         t_capture = time.perf_counter() - t0

