@@ -96,8 +96,8 @@ def run_demo(store_path: str | Path, out: str | Path, *, max_tokens: int = 20_00
                                                           limit=show, by=by)]
                   for order, desc, by in (("best", True, "lower"), ("worst", False, "value"))}
         lines = write_jsonl(s, out, m.dictionary)
-    return {"store": str(store_path), "out": str(out), "lines": lines, "model": model, "dictionary": m.dictionary, "corpus": str(CORPUS),
-            "corpus_licence": "PSF-2.0", "captured": captured, "label": summary, **ranked,
+    return {"store": str(store_path), "out": str(out), "lines": lines, "model": model, "dictionary": m.dictionary,
+            "corpus": str(CORPUS), "corpus_licence": "PSF-2.0", "captured": captured, "label": summary, **ranked,
             "seconds": {"capture": round(t_capture, 1), "total": round(time.perf_counter() - t0, 1)}}
 
 

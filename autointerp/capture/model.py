@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,8 +115,6 @@ def save_dequantized(model, tokenizer, folder: str | Path) -> Path:
     and renamed into place: a cut-short save leaves no half folder."""
     out = Path(folder)
     tmp = out.with_name(f".{out.name}.autointerp-tmp")
-    import shutil
-
     shutil.rmtree(tmp, ignore_errors=True)
     model.hf_quantizer = None  # the weights are plain float32 tensors once loaded: nothing quantized remains
     if hasattr(model.config, "quantization_config"):

@@ -107,8 +107,8 @@ def label(store: StoreOpt, dictionary: DictOpt = None, features: FeaturesOpt = N
     labels that lack a grade of a scorer given here (no new explanation). Exit 22 if any feature or grade
     failed (the reasons are printed), 23 if interrupted."""
     llm = LLMOptions(base_url=base_url, api_key_env=api_key_env, prompt=prompt, candidates=candidates,
-                     outputs=output_tokens, requests_per_minute=rpm, input_tokens_per_minute=itpm, output_tokens_per_minute=otpm,
-                     max_in_flight=max_in_flight, timeout=timeout, use_cache=not no_cache,
+                     outputs=output_tokens, requests_per_minute=rpm, input_tokens_per_minute=itpm,
+                     output_tokens_per_minute=otpm, max_in_flight=max_in_flight, timeout=timeout, use_cache=not no_cache,
                      prices=_read_prices(prices), logprobs=logprobs)
     run = LabelRun(explainer=explainer, scorers=parse_scorers(scorer), scorer_model=scorer_model, select_by=select_by,
                    sampler=sampler_config(window, peak_offset, n_top, n_quantile, n_score, n_nonfiring, n_neighbors,

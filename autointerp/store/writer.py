@@ -129,13 +129,17 @@ class StoreWriter:
                         "similarity": similarity.astype(np.float32)})
         self.con.execute("INSERT INTO feature_neighbors SELECT * FROM tbl")
 
-    def add_directions(self, dictionary_id: int, vectors: np.ndarray) -> None:
-        """Output directions of features 0..n-1 (rows of `vectors`), stored as float16."""
-        v = np.ascontiguousarray(vectors, dtype=np.float16)
-        self.store._insert_now("feature_directions", pa.table({
-            "dictionary_id": pa.array(np.full(len(v), dictionary_id, np.uint16)),
-            "feature": pa.array(np.arange(len(v), dtype=np.uint32)),
-            "direction": pa.array([row.tobytes() for row in v], pa.binary())}))
+    def add_directions(self, dictionary_id: int, vectors: np.ndarray, block: int = 65_536) -> None:
+        """Output directions of features 0..n-1 (rows of `vectors`), stored as float16, a block of rows at a
+        time (each block's blobs are one buffer, no copy per row)."""
+        for lo in range(0, len(vectors), block):
+            v = np.ascontiguousarray(vectors[lo:lo + block], dtype=np.float16)
+            n, width = v.shape[0], v.shape[1] * 2
+            blobs = pa.LargeBinaryArray.from_buffers(pa.large_binary(), n, [
+                None, pa.py_buffer(np.arange(n + 1, dtype=np.int64) * width), pa.py_buffer(v)])
+            self.store._insert_now("feature_directions", pa.table({
+                "dictionary_id": pa.array(np.full(n, dictionary_id, np.uint16)),
+                "feature": pa.array(np.arange(lo, lo + n, dtype=np.uint32)), "direction": blobs}))
 
     def add_output_tokens(self, dictionary_id: int, features: np.ndarray, strings: np.ndarray,
                           promoted: tuple[np.ndarray, np.ndarray], suppressed: tuple[np.ndarray, np.ndarray]) -> None:
