@@ -49,6 +49,12 @@ class ExportError(AutointerpError):
     exit_code = 8
 
 
+class MatchError(AutointerpError):
+    """Two dictionaries cannot be paired (other corpora, directions of other widths, the same dictionary)."""
+
+    exit_code = 9
+
+
 class ExplainFailure(Exception):
     """An explainer could not label one feature (no firing token, an unparseable reply, a spent retry budget).
 
@@ -70,6 +76,7 @@ EXIT_CODES: dict[int, str] = {
     6: "sample: an unknown feature or a bad sampler config",
     7: "label: an unknown explainer, scorer or prompt; an unpriced model under a dollars budget",
     8: "export: bad names, or a folder that is not ours to replace (nothing written)",
+    9: "match: dictionaries over other corpora, output directions of other widths (nothing written)",
     20: "job could not start: bad job file, store or dictionary, or another job holds the store",
     21: "stopped by a budget (dollars, tokens, features, minutes), or batches still pending: run again",
     22: "finished, but some features or grades failed (the most common reasons are printed; run again)",

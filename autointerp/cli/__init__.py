@@ -22,6 +22,7 @@ from .export import export, serve
 from .features import dictionaries, features, sample
 from .label import label, score
 from .labels import cost, labels, show
+from .match import match
 from .search import encode, search
 
 
@@ -94,6 +95,7 @@ app.command("show")(show)
 app.command("export")(export)
 app.command("serve")(serve)
 app.command("search")(search)
+app.command("match")(match)
 app.command("encode")(encode)
 app.command("demo")(demo)
 app.command("cost")(cost)

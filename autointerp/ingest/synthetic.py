@@ -84,3 +84,48 @@ def write_delphi_cache(folder: str | Path, spec: SyntheticCache) -> dict:
         "model_name": model_name}))
     return {"tokens": tokens, "trigger_ids": trigger_ids, "nonzeros": int(len(feat)),
             "feature": feat, "seq": seq, "pos": pos, "value": vals}
+
+
+def add_retrained_copy(store, dictionary, name: str, *, seed: int = 0, drop: float = 0.05, extra: float = 0.05,
+                       noise: float = 0.2, direction_noise: float = 0.5, chunk: int = 4_000_000) -> np.ndarray:
+    """A stand-in for a retrained SAE: dictionary `name` over the same corpus whose feature `perm[f]` is
+    feature f of `dictionary`, with a share `drop` of its firings removed, `extra` x as many spurious ones
+    added at random tokens, and every value scaled by a factor uniform in 1 +- `noise`; its output
+    directions (when `dictionary` has them) moved alike, plus Gaussian noise of `direction_noise` x their norm. Returns `perm`
+    (the true partner of new feature perm[f] is f). One transaction; reads a feature range at a time."""
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(dictionary.width)
+    lengths = store.context_lengths(dictionary.corpus_id)
+    with store.writer() as w:
+        b = w.add_dictionary(name=name, corpus_id=dictionary.corpus_id, model=dictionary.model,
+                             hook=dictionary.hook, width=dictionary.width, kind="external",
+                             source=f"retrained copy of {dictionary.name} (seed {seed})", sorted_input=False)
+        feats = np.arange(dictionary.width)
+        for part in store.plan_chunks(dictionary.dictionary_id, feats, chunk):
+            t = store.read_activations(dictionary.dictionary_id, int(part[0]), int(part[-1]))
+            f, c, p, v = (np.asarray(t[k]) for k in ("feature", "context_id", "position", "value"))
+            keep = rng.random(len(f)) >= drop
+            f, c, p, v = f[keep], c[keep], p[keep], v[keep].astype(np.float32)
+            v = v * rng.uniform(1 - noise, 1 + noise, len(v)).astype(np.float32)
+            n = rng.binomial(len(f), extra) if len(f) else 0
+            if n:  # spurious firings of the same features, at random tokens, weak
+                ef = f[rng.integers(0, len(f), n)]
+                ec = rng.integers(0, len(lengths), n)
+                ep = (rng.random(n) * lengths[ec]).astype(np.int64)
+                ev = (np.abs(v).mean() * rng.uniform(0.05, 0.3, n)).astype(np.float32)
+                span = np.int64(len(lengths)) * int(lengths.max())  # cell key: feature, then token
+                key = f.astype(np.int64) * span + c.astype(np.int64) * int(lengths.max()) + p
+                ekey = ef.astype(np.int64) * span + ec * int(lengths.max()) + ep
+                _, first = np.unique(ekey, return_index=True)
+                new = first[~np.isin(ekey[first], key)]
+                f, c, p, v = (np.concatenate([x, y[new].astype(x.dtype)]) for x, y in ((f, ef), (c, ec), (p, ep),
+                                                                                        (v, ev)))
+            b.append(perm[f], c, p, v)
+        b.finish()
+        if store.direction_dim(dictionary.dictionary_id):  # its output directions, moved and perturbed alike
+            _, va = store.directions(dictionary.dictionary_id)
+            vb = np.empty_like(va)
+            scale = np.linalg.norm(va.astype(np.float32), axis=1, keepdims=True) / np.sqrt(va.shape[1])
+            vb[perm] = va + (direction_noise * scale * rng.standard_normal(va.shape)).astype(np.float16)
+            w.add_directions(b.dictionary_id, vb)
+    return perm

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import StoreError
 from ..records import OutputTokens
 from .vectors import _blobs
 
@@ -38,3 +39,20 @@ class OutputReads:
         flat, off = _blobs(t.column("direction"))
         n = len(t)
         return t.column("feature").to_numpy().astype(np.int64), flat.reshape(n, -1) if n else flat.reshape(0, 0)
+
+    def direction_dim(self, dictionary_id: int) -> int | None:
+        """The dimension of a dictionary's output directions (None: it has none)."""
+        row = self._one("SELECT octet_length(direction) // 2 FROM feature_directions WHERE dictionary_id = ? LIMIT 1",
+                        [dictionary_id])
+        return None if row is None else int(row[0])
+
+    def directions_of(self, dictionary_id: int, features: np.ndarray) -> np.ndarray:
+        """float16 [n, dim] output directions of the given sorted, unique features, in that order."""
+        feats = np.asarray(features, np.int64)
+        t = self.con.sql("SELECT feature, direction FROM feature_directions WHERE dictionary_id = ? "
+                         "AND feature BETWEEN ? AND ? AND feature IN (SELECT unnest(?::UINTEGER[])) ORDER BY feature",
+                         params=[dictionary_id, int(feats.min()), int(feats.max()), feats.tolist()]).to_arrow_table()
+        if len(t) != len(feats):
+            raise StoreError(f"{len(feats) - len(t)} of {len(feats)} features have no output direction")
+        flat, _ = _blobs(t.column("direction"))
+        return flat.reshape(len(t), -1)

@@ -332,6 +332,34 @@ def _m009_outputs(con: duckdb.DuckDBPyConnection) -> None:
         )""")
 
 
+def _m010_matches(con: duckdb.DuckDBPyConnection) -> None:
+    # Two dictionaries over the same corpus, paired (match/): for each feature of the later one (to) its
+    # closest feature of the earlier one (from), by each method (coactivation: the correlation of their
+    # activations over every token; decoder: the cosine of their output directions). One header row per
+    # (from, to, method) with what the match was computed with.
+    con.execute("""
+        CREATE TABLE dictionary_matches (
+            from_dictionary USMALLINT NOT NULL,
+            to_dictionary USMALLINT NOT NULL,
+            method VARCHAR NOT NULL,
+            params JSON NOT NULL,
+            n_pairs BIGINT NOT NULL,
+            created_at TIMESTAMP NOT NULL
+        )""")
+    con.execute("""
+        CREATE TABLE feature_matches (
+            from_dictionary USMALLINT NOT NULL,
+            to_dictionary USMALLINT NOT NULL,
+            method VARCHAR NOT NULL,
+            to_feature UINTEGER NOT NULL,
+            from_feature UINTEGER NOT NULL,
+            similarity FLOAT NOT NULL
+        )""")
+    # A label carried over from a matched feature of another dictionary ("carried from A#17, coactivation
+    # 0.93"): it was regraded on this feature's own windows, never explained here.
+    con.execute("ALTER TABLE explanations ADD COLUMN carried VARCHAR")
+
+
 Migration = tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]
 
 MIGRATIONS: list[Migration] = [
@@ -344,6 +372,7 @@ MIGRATIONS: list[Migration] = [
     (7, "stored context encodings, label vectors, imported labels", _m007_vectors),
     (8, "grade intervals and evidence counts", _m008_intervals),
     (9, "output directions and their logit lens", _m009_outputs),
+    (10, "dictionary matches, carried labels", _m010_matches),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

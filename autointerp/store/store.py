@@ -23,13 +23,14 @@ from ..records import Corpus, Dictionary, FeatureStats
 from .browse import BrowseReads
 from .labels import LabelReads
 from .ledger import LedgerReads
+from .matches import MatchReads
 from .outputs import OutputReads
 from .schema import LATEST_VERSION, MIGRATIONS
 from .vectors import VectorReads
 from .writer import StoreWriter
 
 
-class Store(LabelReads, LedgerReads, VectorReads, OutputReads, BrowseReads):
+class Store(LabelReads, LedgerReads, VectorReads, OutputReads, MatchReads, BrowseReads):
     """A store file. Open with `Store(path)` (creates and migrates) or `Store(path, read_only=True)`."""
 
     def __init__(self, path: str | Path, *, read_only: bool = False, memory_limit: str = "1GB",

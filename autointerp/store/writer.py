@@ -106,6 +106,8 @@ class StoreWriter:
             for t in ("activations", "feature_stats", "feature_neighbors", "samples", "sample_status",
                       "feature_directions", "output_tokens"):
                 self.con.execute(f"DELETE FROM {t} WHERE dictionary_id = ?", [did])
+            for t in ("feature_matches", "dictionary_matches"):  # matched on the activations replaced
+                self.con.execute(f"DELETE FROM {t} WHERE ? IN (from_dictionary, to_dictionary)", [did])
             cut = 0 if row[1] != corpus_id else width  # other contexts: no label carries over
             for t in ("scores", "label_vectors"):
                 self.con.execute(f"DELETE FROM {t} WHERE explanation_id IN (SELECT explanation_id FROM explanations "
@@ -140,6 +142,27 @@ class StoreWriter:
             self.store._insert_now("feature_directions", pa.table({
                 "dictionary_id": pa.array(np.full(n, dictionary_id, np.uint16)),
                 "feature": pa.array(np.arange(lo, lo + n, dtype=np.uint32)), "direction": blobs}))
+
+    def clear_matches(self, from_id: int, to_id: int, method: str) -> None:
+        for t in ("feature_matches", "dictionary_matches"):
+            self.con.execute(f"DELETE FROM {t} WHERE from_dictionary = ? AND to_dictionary = ? AND method = ?",
+                             [from_id, to_id, method])
+
+    def add_matches(self, from_id: int, to_id: int, method: str, to_feature: np.ndarray, from_feature: np.ndarray,
+                    similarity: np.ndarray) -> None:
+        """Append pairs of one match (after `clear_matches`; `end_match` writes its header)."""
+        n = len(to_feature)
+        self.store._insert_background("feature_matches", pa.table({
+            "from_dictionary": np.full(n, from_id, np.uint16), "to_dictionary": np.full(n, to_id, np.uint16),
+            "method": pa.array([method] * n, pa.string()), "to_feature": np.asarray(to_feature, np.uint32),
+            "from_feature": np.asarray(from_feature, np.uint32), "similarity": np.asarray(similarity, np.float32)}))
+
+    def end_match(self, from_id: int, to_id: int, method: str, params: dict) -> int:
+        n = self.store._one("SELECT count(*) FROM feature_matches WHERE from_dictionary = ? AND to_dictionary = ? "
+                            "AND method = ?", [from_id, to_id, method])[0]
+        self.con.execute("INSERT INTO dictionary_matches VALUES (?, ?, ?, ?, ?, ?)",
+                         [from_id, to_id, method, json.dumps(params, sort_keys=True), n, _now()])
+        return n
 
     def add_output_tokens(self, dictionary_id: int, features: np.ndarray, strings: np.ndarray,
                           promoted: tuple[np.ndarray, np.ndarray], suppressed: tuple[np.ndarray, np.ndarray]) -> None:

@@ -1,0 +1,84 @@
+"""Reads for pairing the features of two dictionaries over one corpus (match/): activation moments, the
+co-activation of a range of features with every feature of another dictionary, and the stored matches.
+
+A mixin of `Store` (which supplies `con` and `_one`); the writes are `StoreWriter.add_matches`.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+
+
+class MatchReads:
+    def corpus_tokens(self, corpus_id: int) -> int:
+        return int(self._one("SELECT n_tokens FROM corpora WHERE corpus_id = ?", [corpus_id])[0])
+
+    def activation_moments(self, dictionary_id: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """(sum of values, sum of squared values) per feature, indexed by feature id (zeros for dead ones)."""
+        t = self.con.execute("SELECT feature, sum(value::DOUBLE) AS s, sum(value::DOUBLE * value) AS q "
+                             "FROM activations WHERE dictionary_id = ? GROUP BY feature", [dictionary_id]).fetchnumpy()
+        s, q = np.zeros(width), np.zeros(width)
+        f = np.asarray(t["feature"], np.int64)
+        s[f], q[f] = t["s"], t["q"]
+        return s, q
+
+    def coactivation(self, to_id: int, from_id: int, lo: int, hi: int, n_tokens: int, moments_to: pa.Table,
+                     moments_from: pa.Table, top: int = 1) -> dict[str, np.ndarray]:
+        """For each feature lo..hi of dictionary `to_id`, its `top` features of `from_id` by the Pearson
+        correlation of their activations over all `n_tokens` tokens (0 where a feature does not fire),
+        among the features that fire on at least one of the same tokens: {to_feature, from_feature,
+        both (tokens where both fire), similarity}, by to_feature then similarity.
+
+        The cross sums come from a join on (context, position) of the range's rows with the other
+        dictionary's: its cost is the co-firing pairs of the range, its memory the range's distinct pairs;
+        the caller sizes ranges by their rows. `moments_*`: tables (feature, s, q) of activation_moments."""
+        self.con.register("_mom_to", moments_to)
+        self.con.register("_mom_from", moments_from)
+        try:
+            t = self.con.execute("""
+                WITH pairs AS (
+                    SELECT b.feature AS fb, a.feature AS fa, count(*) AS n, sum(a.value::DOUBLE * b.value) AS sab
+                    FROM activations b JOIN activations a ON a.context_id = b.context_id AND a.position = b.position
+                    WHERE b.dictionary_id = $to AND b.feature BETWEEN $lo AND $hi AND a.dictionary_id = $from
+                    GROUP BY ALL)
+                SELECT p.fb AS to_feature, p.fa AS from_feature, p.n AS both,
+                       (p.sab / $n - (ma.s / $n) * (mb.s / $n)) / sqrt(greatest(
+                           (ma.q / $n - (ma.s / $n) ^ 2) * (mb.q / $n - (mb.s / $n) ^ 2), 1e-300)) AS similarity
+                FROM pairs p JOIN _mom_from ma ON ma.feature = p.fa JOIN _mom_to mb ON mb.feature = p.fb
+                QUALIFY row_number() OVER (PARTITION BY p.fb ORDER BY similarity DESC, p.fa) <= $top
+                ORDER BY to_feature, similarity DESC, from_feature""",
+                                 {"to": to_id, "from": from_id, "lo": lo, "hi": hi, "n": float(n_tokens),
+                                  "top": top}).fetchnumpy()
+        finally:
+            self.con.unregister("_mom_to")
+            self.con.unregister("_mom_from")
+        return {"to_feature": np.asarray(t["to_feature"], np.int64), "from_feature": np.asarray(t["from_feature"],
+                                                                                                 np.int64),
+                "both": np.asarray(t["both"], np.int64), "similarity": np.asarray(t["similarity"], np.float64)}
+
+    # -- stored matches ----------------------------------------------------------------------------
+
+    def match_methods(self, from_id: int, to_id: int) -> dict[str, dict]:
+        """method -> {params, n_pairs, created_at} of the stored matches from one dictionary to another."""
+        rows = self.con.execute("SELECT method, params, n_pairs, created_at FROM dictionary_matches "
+                                "WHERE from_dictionary = ? AND to_dictionary = ? ORDER BY method",
+                                [from_id, to_id]).fetchall()
+        return {m: {"params": json.loads(p), "n_pairs": n, "created_at": c.isoformat()} for m, p, n, c in rows}
+
+    def matches(self, from_id: int, to_id: int, method: str, min_similarity: float = -1.0,
+                features=None) -> dict[str, np.ndarray]:
+        """{to_feature, from_feature, similarity}: each matched feature of `to_id` with its partner in
+        `from_id` by `method`, similarity at least `min_similarity`, by to_feature (`features`: only these)."""
+        sql = ("SELECT to_feature, from_feature, similarity FROM feature_matches WHERE from_dictionary = ? "
+               "AND to_dictionary = ? AND method = ? AND similarity >= ?")
+        params: list = [from_id, to_id, method, min_similarity]
+        if features is not None:
+            sql += " AND to_feature IN (SELECT unnest(?::UINTEGER[]))"
+            params.append(np.asarray(features, np.int64).tolist())
+        t = self.con.execute(sql + " ORDER BY to_feature", params).fetchnumpy()
+        return {"to_feature": np.asarray(t["to_feature"], np.int64),
+                "from_feature": np.asarray(t["from_feature"], np.int64),
+                "similarity": np.asarray(t["similarity"], np.float64)}
