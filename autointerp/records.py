@@ -180,6 +180,7 @@ class Explanation:
     created_at: datetime | None = None
     explanation_id: int | None = None
     imported: str | None = None  # a label made elsewhere: where it came from ("neuronpedia: PATH", ...)
+    carried: str | None = None  # a label carried from a matched feature ("sae-v1#17, coactivation 0.93")
 
 
 @dataclass(frozen=True)
@@ -234,6 +235,7 @@ class FeatureLabel:
     reason: str = ""
     explanations: tuple[tuple[Explanation, tuple[Score, ...]], ...] = ()
     chosen: int = 0  # which explanation is the feature's label (best-of-k); the others are kept as candidates
+    carry: str | None = None  # "kept": the label is a carried one; "rejected": carried, graded too low, explained
 
     @property
     def run_key(self) -> tuple[str, str, str, int]:

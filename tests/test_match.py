@@ -122,3 +122,95 @@ def test_bad_pairs_are_one_line_errors_and_write_nothing(pair, delphi_cache):
         assert s.content_digest() == digest
     r = cli(*base, "--from", "layers.3", "--to", "narrow", "--method", "coactivation", "--json")
     assert r.exit_code == 0 and set(json.loads(r.stdout)["methods"]) == {"coactivation"}
+
+
+# -- carrying labels ---------------------------------------------------------------------------------
+
+LLM = ["--explainer", "anthropic:claude-haiku-x", "--api-key-env", "K", "--rpm", "60000", "--scorer", "embedding"]
+
+
+def test_carry_keeps_matched_labels_and_explains_only_the_rest(pair, monkeypatch):
+    from loopback import Loopback, scripted
+
+    path, perm = pair
+    monkeypatch.setenv("K", "sk-x")
+    with Loopback(reply=scripted) as server:
+        first = cli("label", "--store", path, "--dictionary", "layers.3", *LLM, "--base-url", server.url, "--json")
+        assert first.exit_code == 0, first.output
+        before = server.count("/v1/messages")
+        r = cli("label", "--store", path, "--dictionary", "retrained", *LLM, "--base-url", server.url,
+                "--carry-from", "layers.3", "--json")
+        assert r.exit_code == 0, r.output
+        out = json.loads(r.stdout)
+        calls = server.count("/v1/messages") - before
+        with Store(path, read_only=True) as s:
+            b = s.dictionary("retrained")
+            live = int((s.firing_counts(b.dictionary_id) > 0).sum())
+            assert "coactivation" in s.match_methods(1, b.dictionary_id)  # matched first, as it was not stored
+            rows = s.labels(b.dictionary_id)
+            old = {r["feature_id"]: r["explanation"] for r in s.labels(1)}
+        assert out["carried"] >= 0.9 * live and out["carried"] + out["explained"] + out["skipped"] == b.width
+        assert calls == out["explained"]  # an explainer call only for what was not carried
+        carried = [r for r in rows if r["carried"]]
+        assert len(carried) == out["carried"]
+        inverse = np.argsort(perm)
+        for r in carried:
+            partner = int(r["carried"].split("#")[1].split(",")[0])
+            assert partner == inverse[r["feature_id"]] and r["explanation"] == old[partner]
+            assert r["carried"].startswith(f"layers.3#{partner}, coactivation 0.")
+            assert r["evidence"]["carried_from"]["explanation_id"] and "embedding" in r["scores"]
+            assert r["explainer"] == "anthropic:claude-haiku-x"
+        # done is done: a rerun explains nothing and carries nothing
+        again = json.loads(cli("label", "--store", path, "--dictionary", "retrained", *LLM, "--base-url", server.url,
+                               "--carry-from", "layers.3", "--json").stdout)
+        assert again["already_done"] == b.width and server.count("/v1/messages") - before == calls
+
+
+def test_a_carried_label_that_grades_too_low_is_explained_anew_and_kept_as_a_candidate(pair):
+    path, _ = pair
+    assert cli("label", "--store", path, "--dictionary", "layers.3", "--features", "0-39").exit_code == 0
+    r = cli("label", "--store", path, "--dictionary", "retrained", "--carry-from", "layers.3", "--carry-min-score",
+            "1.5", "--json")  # no grade reaches 1.5: every carried label is tried, then explained anew
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["carry_rejected"] >= 30
+    with Store(path, read_only=True) as s:
+        b = s.dictionary("retrained")
+        rows = s.labels(b.dictionary_id, candidates=True)
+        reasons = {o["feature_id"]: o["reason"] for o in s.label_outcomes(b.dictionary_id, "ok")}
+    kept = [r for r in rows if r["carried"] and r["chosen"]]  # kept: only where no label can be graded
+    assert len(kept) == out["carried"] and all(r["scores"]["embedding"]["status"] == "undefined" for r in kept)
+    tried = [r for r in rows if r["carried"] and not r["chosen"]]
+    assert len(tried) == out["carry_rejected"] and not any(r["chosen"] for r in tried)
+    for r in tried:
+        assert any(x["chosen"] and not x["carried"] and x["feature_id"] == r["feature_id"] for x in rows)
+        assert "embedding" in r["scores"] and "< 1.5; explained anew" in reasons[r["feature_id"]]
+
+
+def test_carry_bad_input_is_one_line_and_writes_nothing(pair, delphi_cache, tmp_path):
+    from autointerp.ingest import ingest_delphi
+    from autointerp.job.config import JobConfigError, parse_config
+
+    path, _ = pair
+    other, _ = delphi_cache("other", n_seq=40, seed=9)
+    with Store(path) as s:
+        ingest_delphi(s, other, dictionary="other")
+        digest = s.content_digest()
+    base = ["label", "--store", path, "--dictionary", "retrained"]
+    _one_line_error(cli(*base, "--carry-from", "nope"), 3, "no dictionary named 'nope'")
+    _one_line_error(cli(*base, "--carry-from", "retrained"), 7, "is the dictionary being labelled")
+    _one_line_error(cli(*base, "--carry-from", "other"), 9, "over the same tokens")
+    _one_line_error(cli(*base, "--carry-from", "layers.3", "--carry-method", "bogus"), 7, "carry method must be")
+    _one_line_error(cli(*base, "--carry-from", "layers.3", "--min-similarity", "2"), 7, "--min-similarity")
+    with Store(path, read_only=True) as s:
+        assert s.content_digest() == digest
+    cfg = parse_config('[job]\ncarry_from = "layers.3"\n[carry]\nmin_similarity = 0.9\nmargin = 0.05\n')
+    assert (cfg.run.carry.source, cfg.run.carry.min_similarity, cfg.run.carry.margin) == ("layers.3", 0.9, 0.05)
+    for text, message in (('[carry]\nmin_similarity = 0.9\n', "needs [job] carry_from"),
+                          ('[job]\ncarry_from = "a"\n[carry]\nthreshold = 1\n', "[carry] has no key 'threshold'"),
+                          ('[job]\ncarry_from = "a"\n[carry]\nmethod = "x"\n', "[carry] carry method must be")):
+        with pytest.raises(JobConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            parse_config(text)
+    job = tmp_path / "job.toml"
+    job.write_text('[job]\ndictionary = "retrained"\ncarry_from = "retrained"\n')
+    _one_line_error(cli("job", "run", "--config", job, "--store", path), 20, "is the dictionary being labelled")

@@ -11,7 +11,7 @@ import typer
 from ..errors import EXIT, LabelError
 from ..llm import LLMOptions
 from ..llm.prices import parse_prices
-from ..pipeline import MIN_EVIDENCE, BatchOptions, LabelRun, RunSummary, score_text
+from ..pipeline import MIN_EVIDENCE, BatchOptions, CarryOptions, LabelRun, RunSummary, score_text
 from ..pipeline import label as run_label
 from ..score import ScoringOptions, parse_scorers
 from .common import (
@@ -99,6 +99,21 @@ def label(store: StoreOpt, dictionary: DictOpt = None, features: FeaturesOpt = N
           batch_wait: Annotated[float | None, typer.Option(help="LLM --batch: stop polling after this many seconds "
                                                            "(default: until every batch has ended).")] = None,
           logprobs: LogprobsOpt = True,
+          carry_from: Annotated[str | None, typer.Option(help="Carry labels from this dictionary (the one before a "
+                                                         "retraining): a matched feature first gets its partner's "
+                                                         "label, graded on its own windows; explained only when "
+                                                         "unmatched or graded too low.", rich_help_panel="Carry")] = None,
+          min_similarity: Annotated[float, typer.Option(help="Carry: a partner counts when its match similarity is "
+                                                        "at least this.", rich_help_panel="Carry")] = 0.8,
+          carry_method: Annotated[str, typer.Option(help="Carry: match by coactivation or decoder (computed and "
+                                                    "stored first if `match` has not).", rich_help_panel="Carry")]
+          = "coactivation",
+          carry_min_score: Annotated[float | None, typer.Option(help="Carry: explain anew when the carried label "
+                                                                "grades below this (by --select-by or the first "
+                                                                "scorer).", rich_help_panel="Carry")] = None,
+          carry_margin: Annotated[float, typer.Option(help="Carry: explain anew when the carried label grades more "
+                                                     "than this below its partner's own grade.",
+                                                     rich_help_panel="Carry")] = 0.1,
           window: WindowOpt = 32, peak_offset: PeakOpt = None, n_top: NTopOpt = 20, n_quantile: NQuantileOpt = 20,
           n_score: NScoreOpt = 50, n_nonfiring: NNonfiringOpt = 50, n_neighbors: NNeighborsOpt = 0,
           n_quantiles: NQuantilesOpt = 10, min_windows: MinWindowsOpt = 10,
@@ -115,7 +130,9 @@ def label(store: StoreOpt, dictionary: DictOpt = None, features: FeaturesOpt = N
                                           n_quantiles, min_windows),
                    seed=seed, features=features, concurrency=concurrency, llm=llm,
                    batch=BatchOptions(enabled=batch, poll=batch_poll, wait=batch_wait), force=force,
-                   scoring=scoring_options(min_evidence, simulator, intruder_k, adaptive, adaptive_cap, llm_windows))
+                   scoring=scoring_options(min_evidence, simulator, intruder_k, adaptive, adaptive_cap, llm_windows),
+                   carry=CarryOptions(source=carry_from, min_similarity=min_similarity, method=carry_method,
+                                      min_score=carry_min_score, margin=carry_margin))
     summary = RunSummary()
     with opened(store) as s:
         d = s.dictionary(dictionary)
@@ -173,7 +190,11 @@ def summary_line(out: RunSummary) -> str:
     samples = ""
     if out.samples_stored:
         samples = f" | samples: {out.samples_stored} read from the store, {out.samples_drawn} drawn"
-    return (f"{out.features} features of {out.dictionary}: {out.explained} explained, {out.graded} graded, "
+    carry = ""
+    if out.carry_from:
+        carry = (f", {out.carried} carried from {out.carry_from} (no explainer call), {out.carry_rejected} "
+                 "explained anew after their carried label graded too low")
+    return (f"{out.features} features of {out.dictionary}: {out.explained} explained{carry}, {out.graded} graded, "
             f"{out.skipped} skipped{kinds(out.skipped_kinds)}, {out.failed} failed{kinds(out.failed_kinds)}, "
             f"{out.already_done} already done" + (f" | grades {sc}" if sc else "") + samples + cost)
 

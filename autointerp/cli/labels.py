@@ -104,6 +104,9 @@ def show(store: StoreOpt, feature: Annotated[int, typer.Option(help="Feature id.
         typer.echo(f"\n{mark}: {r['explanation']}")
         typer.echo(f"  by {r['explainer']} (prompt {r['prompt_hash']}), sampler {r['sampler_hash']}, seed {r['seed']}, "
                    f"{r['created_at'][:19]}")
+        for origin in ("imported", "carried"):
+            if r.get(origin):
+                typer.echo(f"  {origin} from {r[origin]}")
         for name, g in sorted(r["scores"].items()):
             det = g["details"]
             ev = ", ".join(f"{k[2:]} {det[k]}" for k in ("n_activating", "n_nonfiring", "n_correct", "n_fuzzed", "n_questions",

@@ -103,7 +103,7 @@ def _label_doc(r: dict) -> dict:
         k: v for k, v in s["details"].items() if k not in ("predicted", "per_window_correlation", "kinds")}}
         for n, s in r["scores"].items()}
     return {k: r[k] for k in ("explanation", "chosen", "explainer", "prompt_hash", "sampler_hash", "seed",
-                              "created_at", "evidence", "imported")} | {"scores": scores}
+                              "created_at", "evidence", "imported", "carried")} | {"scores": scores}
 
 
 def feature_docs(store: Store, d: Dictionary, features: list[int], unsampled: bool = False) -> Iterator[tuple[int, dict]]:

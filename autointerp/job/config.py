@@ -13,6 +13,7 @@
     seed = 0
     concurrency = 8
     batch = false                        # the providers' batch APIs (half price)
+    carry_from = "sae-v1"                # carry labels from a matched dictionary (see [carry])
 
     [sampler]                            # SamplerConfig fields (window, n_top, ...), as `sample` takes them
 
@@ -24,6 +25,9 @@
     n_boot = 1000                        # bootstrap replicates of each 95% interval
     adaptive_target = 0.05               # judge windows in rounds until the interval's half-width is this
     adaptive_start = 20                  #   (optional, with adaptive_step and adaptive_cap)
+
+    [carry]                              # with carry_from (pipeline CarryOptions): min_similarity = 0.8,
+                                         # method = "coactivation" | "decoder", min_score, margin = 0.1
 
     [limits]                             # the provider: rpm, itpm, otpm, max_in_flight, base_url, api_key_env,
                                          # attempts, timeout
@@ -49,7 +53,7 @@ from pathlib import Path
 from ..errors import AutointerpError
 from ..llm import LLMOptions
 from ..llm.prices import is_priced, parse_prices
-from ..pipeline import BatchOptions, Budget, LabelRun
+from ..pipeline import BatchOptions, Budget, CarryOptions, LabelRun
 from ..records import SamplerConfig
 from ..score.base import AdaptiveBudget, ScoringOptions, check_simulator
 
@@ -80,7 +84,8 @@ class JobConfig:
 
 JOB_KEYS = {"dictionary": str, "features": str, "explainer": str, "scorers": list, "scorer_model": str, "prompt": str,
             "candidates": int, "output_tokens": bool, "select_by": str, "seed": int, "concurrency": int, "batch": bool,
-            "min_evidence": int}  # min_evidence: also [scoring]'s (older job files)
+            "min_evidence": int, "carry_from": str}  # min_evidence: also [scoring]'s (older job files)
+CARRY_KEYS = {"min_similarity": (int, float), "method": str, "min_score": (int, float), "margin": (int, float)}
 SCORING_KEYS = {"min_evidence": int, "simulator": str, "intruder_k": int, "n_boot": int, "windows_per_call": int,
                 "windows": int,
                 "adaptive_target": (int, float), "adaptive_start": int, "adaptive_step": int, "adaptive_cap": int}
@@ -110,10 +115,10 @@ def parse_config(text: str, source: str = "job file") -> JobConfig:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise JobConfigError(f"{source}: not valid TOML: {e}") from None
-    unknown = set(doc) - {"job", "sampler", "scoring", "limits", "prices", "budget"}
+    unknown = set(doc) - {"job", "sampler", "scoring", "carry", "limits", "prices", "budget"}
     if unknown:
         raise JobConfigError(f"{source}: unknown section(s) {', '.join(sorted(unknown))}; "
-                             "known: job, sampler, scoring, limits, prices, budget")
+                             "known: job, sampler, scoring, carry, limits, prices, budget")
     job = _check("job", doc.get("job", {}), JOB_KEYS)
     if "scorers" in job and not all(isinstance(x, str) for x in job["scorers"]):
         raise JobConfigError("[job] scorers must be a list of names")
@@ -123,6 +128,13 @@ def parse_config(text: str, source: str = "job file") -> JobConfig:
     limits = _check("limits", doc.get("limits", {}), LIMIT_KEYS)
     scoring = scoring_options(_check("scoring", doc.get("scoring", {}), SCORING_KEYS), job)
     budget = _check("budget", doc.get("budget", {}), BUDGET_KEYS)
+    carry = _check("carry", doc.get("carry", {}), CARRY_KEYS)
+    if carry and "carry_from" not in job:
+        raise JobConfigError("[carry] needs [job] carry_from (the dictionary to carry labels from)")
+    try:
+        carry = CarryOptions(source=job.get("carry_from"), **carry)
+    except AutointerpError as e:
+        raise JobConfigError(f"[carry] {e}") from None
     for k, v in budget.items():
         if v < 0:
             raise JobConfigError(f"[budget] {k} must be >= 0")
@@ -150,7 +162,7 @@ def parse_config(text: str, source: str = "job file") -> JobConfig:
                        budget=Budget(dollars=budget.get("dollars"), tokens=budget.get("tokens"),
                                      features=budget.get("features"),
                                      seconds=None if budget.get("minutes") is None else 60.0 * budget["minutes"]),
-                       scoring=scoring)
+                       scoring=scoring, carry=carry)
         if isinstance(run.features, str):
             run.selected(2**63 - 1)  # the spec parses (ranges are checked against the width at run time)
     except AutointerpError as e:

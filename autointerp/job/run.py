@@ -32,7 +32,7 @@ from pathlib import Path
 
 from ..clock import utc_iso
 from ..errors import EXIT, AutointerpError
-from ..pipeline import RunSummary, build, label, plan
+from ..pipeline import RunSummary, build, ensure_match, label, plan
 from ..store import Store
 from .config import JobConfig, JobConfigError
 from .ray_executor import merge_results, results_root, run_on_ray
@@ -100,6 +100,7 @@ def _on_ray(store: Store, d, run, run_id: str, cfg: JobConfig, summary: RunSumma
             snapshot_dir: str | None) -> None:
     """The features with work to do (to explain or to grade, as a local run would choose them), labelled
     on Ray; the summary is filled in place."""
+    ensure_match(store, d, run)  # before the workers' snapshot: they read the match from it
     parts = build(store, d, run)
     try:
         work = plan(store, d, run, parts)
@@ -117,6 +118,8 @@ def _on_ray(store: Store, d, run, run_id: str, cfg: JobConfig, summary: RunSumma
 def _check_run(store: Store, d, run) -> None:
     """What would fail at the start of the run, checked before the ledger says it started."""
     run.selected(d.width)
+    if run.carry.source is not None and store.dictionary(run.carry.source).dictionary_id == d.dictionary_id:
+        raise JobConfigError(f"[job] carry_from {run.carry.source!r} is the dictionary being labelled")
     parts = build(store, d, run)
     for c in parts.clients:
         c.log.close()

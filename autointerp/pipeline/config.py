@@ -47,6 +47,30 @@ class BatchOptions:
     wait: float | None = None  # stop polling after this many seconds (a rerun collects what is pending)
 
 
+@dataclass(frozen=True)
+class CarryOptions:
+    """Carry labels from a matched dictionary (`label --carry-from`): a feature of this dictionary whose
+    partner in `source` (by `method`, similarity at least `min_similarity`; see match/) has a label made by
+    this run's explainer and prompt first gets that label, graded on its own held-out windows by the run's
+    scorers. It is explained anew only when its grade by the deciding scorer (`select_by`, or the first
+    scorer) is below `min_score`, or below the partner's own grade by more than `margin`, or failed. A
+    feature with no such partner is explained as usual. The match is computed first if it is not stored."""
+
+    source: str | None = None
+    min_similarity: float = 0.8
+    method: str = "coactivation"
+    min_score: float | None = None
+    margin: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.method not in ("coactivation", "decoder"):
+            raise LabelError(f"carry method must be coactivation or decoder, not {self.method!r}")
+        if not -1.0 <= self.min_similarity <= 1.0:
+            raise LabelError(f"--min-similarity must be between -1 and 1, got {self.min_similarity}")
+        if self.margin < 0:
+            raise LabelError(f"--carry-margin must be at least 0, got {self.margin}")
+
+
 MIN_EVIDENCE = ScoringOptions.min_evidence  # activating and non-firing windows a classification grade needs, each
 
 
@@ -61,7 +85,7 @@ class LabelRun:
     scorer grades (minimum evidence, the LLM simulator's prompt, intruder questions, bootstrap, an
     adaptive window budget: see score/base.py). `force`: redo features that are done.
     `sample_batch`, `flush_every`, `flush_seconds`: features sampled per batch; commit every so many
-    finished features or seconds.
+    finished features or seconds. `carry`: labels carried from a matched dictionary (CarryOptions).
     """
 
     explainer: object = "offline"
@@ -77,6 +101,7 @@ class LabelRun:
     budget: Budget = field(default_factory=Budget)
     force: bool = False
     scoring: ScoringOptions = field(default_factory=ScoringOptions)
+    carry: CarryOptions = field(default_factory=CarryOptions)
     sample_batch: int = 256
     flush_every: int = 64
     flush_seconds: float = 5.0

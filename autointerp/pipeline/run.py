@@ -50,7 +50,7 @@ from ..score import make_scorers
 from ..embed import ENCODING
 from ..search import index_labels
 from ..store import Store
-from .config import LabelRun
+from .config import CarryOptions, LabelRun
 from .summary import RunSummary
 
 
@@ -78,6 +78,7 @@ class Parts:
     explainer: object
     grade: list
     select: object | None
+    carry: CarryOptions = field(default_factory=CarryOptions)
 
     @property
     def clients(self) -> list:
@@ -100,6 +101,11 @@ class Parts:
         return list({id(e): e for s in self.scorers if (e := getattr(s, "encoder", None)) is not None}.values())
 
     @property
+    def decider(self):
+        """The scorer whose grade decides whether a carried label is kept: the selector, or the first scorer."""
+        return self.select or (self.grade[0] if self.grade else None)
+
+    @property
     def key(self) -> tuple[str, str]:
         return self.explainer.name, self.explainer.prompt_hash
 
@@ -119,19 +125,23 @@ def build(store: Store, dictionary: Dictionary, run: LabelRun) -> Parts:
     if isinstance(select, str):  # one of the scorers, or a scorer of its own
         select = next((s for s in grade if s.name == select), None) or \
             make_scorers([select], store, dictionary, run.scorer_model, llm, options=run.scoring)[0]
-    return Parts(expl, grade, select or (grade[0] if grade else None))
+    return Parts(expl, grade, select or (grade[0] if grade else None), run.carry)
 
 
 @dataclass
 class WorkPlan:
     """The selected features split by what they need: `explain` (no current label), `grade` (a label
-    lacking some of the run's grades: its explanation id and a bit mask over `Parts.grade`)."""
+    lacking some of the run's grades: its explanation id and a bit mask over `Parts.grade`). `carry`:
+    of the features to explain, those with a partner label to try first (MatchReads.carry_partners),
+    and `carry_from` the dictionary it comes from."""
 
     explain: np.ndarray
     grade_features: np.ndarray
     grade_explanations: np.ndarray
     grade_masks: np.ndarray
     selected: int
+    carry: dict | None = None
+    carry_from: str | None = None
 
     @property
     def features(self) -> np.ndarray:
@@ -143,6 +153,38 @@ class WorkPlan:
 
 
 def plan(store: Store, dictionary: Dictionary, run: LabelRun, parts: Parts) -> WorkPlan:
+    work = _plan(store, dictionary, run, parts)
+    if run.carry.source is not None and len(work.explain):
+        c = run.carry
+        source = store.dictionary(c.source)
+        decide = parts.decider
+        work.carry = store.carry_partners(source.dictionary_id, dictionary.dictionary_id, c.method, c.min_similarity,
+                                          work.explain, *parts.key,
+                                          None if decide is None else (decide.name, decide.version))
+        work.carry_from = source.name
+    return work
+
+
+def ensure_match(store: Store, dictionary: Dictionary, run: LabelRun, progress: bool = False) -> None:
+    """Before a run that carries labels: the match from `run.carry.source` to this dictionary, computed now
+    (and stored) when it is not stored yet."""
+    from ..match import MatchConfig, match_dictionaries
+
+    c = run.carry
+    if c.source is None:
+        return
+    source = store.dictionary(c.source)
+    if source.dictionary_id == dictionary.dictionary_id:
+        raise LabelError(f"--carry-from {c.source!r} is the dictionary being labelled: carry from another one")
+    if c.method in store.match_methods(source.dictionary_id, dictionary.dictionary_id):
+        return
+    if store.read_only:
+        raise LabelError(f"no {c.method} match from {source.name!r} to {dictionary.name!r} in the store: run "
+                         f"`autointerp match --from {source.name} --to {dictionary.name}` first")
+    match_dictionaries(store, source, dictionary, MatchConfig(method=c.method), progress=progress)
+
+
+def _plan(store: Store, dictionary: Dictionary, run: LabelRun, parts: Parts) -> WorkPlan:
     feats = run.selected(dictionary.width)
     empty = np.zeros(0, np.int64)
     if run.force:
@@ -165,6 +207,10 @@ class _Item:
     sample: FeatureSample
     explanation: Explanation | None = None
     scorers: list = field(default_factory=list)
+    carried: Explanation | None = None  # a partner's label to grade first (carry)
+    partner_value: float | None = None  # the partner's own grade by the deciding scorer
+    carried_scores: tuple = ()  # the carried label's grades, once graded
+    carry_reason: str = ""  # why the carried label was not kept
 
 
 class _Feed:
@@ -195,13 +241,39 @@ class _Feed:
         if getattr(self.parts.explainer, "uses_outputs", False):  # its logit-lens tokens, for the explainer
             outputs = cursor.output_tokens(self.sampler.dictionary.dictionary_id, [s.feature for s in samples])
             samples = [replace(s, outputs=outputs.get(s.feature)) for s in samples]
+        carried = self._carried(feats, cursor)
         out = []
         for s in sorted(samples, key=lambda s: s.feature):
             if s.feature in regrade:
                 eid, mask = regrade[s.feature]
                 out.append(_Item(s, texts[eid], [g for j, g in enumerate(self.parts.grade) if mask >> j & 1]))
+            elif s.feature in carried:
+                out.append(_Item(s, carried=carried[s.feature][0], partner_value=carried[s.feature][1]))
             else:
                 out.append(_Item(s))
+        return out
+
+    def _carried(self, feats: np.ndarray, cursor: Store) -> dict[int, tuple[Explanation, float | None]]:
+        """feature -> (its partner's label as a label of this feature, the partner's grade) for the batch."""
+        c = self.work.carry
+        if c is None or not len(feats):
+            return {}
+        lo, hi = np.searchsorted(c["to_feature"], [feats[0], feats[-1] + 1])
+        if lo == hi:
+            return {}
+        partners = cursor.explanations(c["explanation_id"][lo:hi].tolist())
+        d, name, (explainer, prompt_hash) = self.sampler.dictionary, self.work.carry_from, self.parts.key
+        method = self.parts.carry.method
+        out = {}
+        for f, pf, sim, eid, pv in zip(*(c[k][lo:hi].tolist() for k in ("to_feature", "from_feature", "similarity",
+                                                                          "explanation_id", "partner_value"))):
+            p = partners[eid]
+            out[f] = (Explanation(
+                dictionary=d.name, feature=f, text=p.text, explainer=explainer, prompt_hash=prompt_hash,
+                sampler=self.sampler.config, seed=self.sampler.seed, carried=f"{name}#{pf}, {method} {sim:.3f}",
+                evidence={"carried_from": {"dictionary": name, "feature": pf, "explanation_id": eid, "method": method,
+                                           "similarity": round(sim, 4), "sampler": p.sampler.hash, "seed": p.seed,
+                                           "partner_grade": None if pv != pv else pv}}), None if pv != pv else pv)
         return out
 
 
@@ -223,9 +295,11 @@ def label(store: Store, dictionary: Dictionary, run: LabelRun | None = None, *, 
     from .batch import plan_batches
 
     run = run or LabelRun()
+    ensure_match(store, dictionary, run, progress)
     parts = build(store, dictionary, run)
     work = plan(store, dictionary, run, parts)
     summary = summary if summary is not None else RunSummary()
+    summary.carry_from = run.carry.source
     summary.dictionary, summary.features, summary.already_done = dictionary.name, work.selected, work.already_done
     summary.explainer, summary.prompt_hash = parts.key
     summary.sampler_hash, summary.seed = run.sampler.hash, run.seed
@@ -295,8 +369,9 @@ async def _run(store, dictionary, feed: _Feed, parts: Parts, run: LabelRun, summ
             finished.clear()  # at once: an interrupt from here on must not write or count them twice
             for r in done:
                 summary.count(r)
-            bar.update(len(done), f"{summary.explained} explained, {summary.graded} graded, {summary.skipped} "
-                                  f"skipped, {summary.failed} failed")
+            bar.update(len(done), f"{summary.explained} explained, " +
+                       (f"{summary.carried} carried, " if summary.carry_from else "") +
+                       f"{summary.graded} graded, {summary.skipped} skipped, {summary.failed} failed")
         last_flush = time.monotonic()
         if on_flush is not None:
             on_flush(summary)
@@ -372,7 +447,9 @@ async def do_batch(items: list[_Item], parts: Parts, planning: list | None = Non
     their texts (the offline scorers embed a batch of labels in one model pass), then the grades.
     `planning` (a batch plan, see batch.py): the list the deferred requests go to; a stage that
     deferred any ends the feature there."""
-    made = [await _explain(it.sample, parts.explainer) if it.explanation is None else None for it in items]
+    carried = await _grade_carried(items, parts, planning)
+    made = [await _explain(it.sample, parts.explainer) if it.explanation is None and id(it) not in carried else None
+            for it in items]
     texts = [e.text for m in made if isinstance(m, list) for e in m] + \
         [it.explanation.text for it in items if it.explanation is not None and it.sample.status == "ok"]
     for s in parts.scorers:
@@ -380,13 +457,68 @@ async def do_batch(items: list[_Item], parts: Parts, planning: list | None = Non
             s.prepare(texts)
     out = []
     for it, m in zip(items, made):
+        kept = carried.get(id(it))
         if it.explanation is not None:
             out.append(await _regrade(it))
+        elif kept is not None:
+            out.append(kept)
         elif isinstance(m, FeatureLabel):  # skipped or failed
             out.append(m)
         else:
-            out.append(await _grade_label(it.sample, m, parts, planning))
+            lab = await _grade_label(it.sample, m, parts, planning)
+            if it.carried is not None and it.sample.status == "ok" and lab.status == "ok":
+                # carried, graded too low: the new label is chosen, the carried one kept as a candidate
+                lab = replace(lab, explanations=lab.explanations + ((it.carried, it.carried_scores),),
+                              reason=it.carry_reason, carry="rejected")
+            out.append(lab)
     return out
+
+
+async def _grade_carried(items: list[_Item], parts: Parts, planning: list | None) -> dict[int, FeatureLabel]:
+    """Grade each item's carried label on the feature's own held-out windows, by every scorer of the run.
+    Returns, by id(item), the labels kept; an item whose carried label graded too low gets its scores and
+    the reason on the item, and is explained."""
+    todo = [it for it in items if it.carried is not None and it.explanation is None and it.sample.status == "ok"]
+    if not todo:
+        return {}
+    for s in parts.scorers:
+        if hasattr(s, "prepare"):
+            s.prepare([it.carried.text for it in todo])
+    kept = {}
+    decider = parts.decider
+    for it in todo:
+        scores = tuple(await asyncio.gather(*(grade_one(s, it.sample, it.carried) for s in parts.scorers)))
+        it.carried_scores = scores
+        if planning:  # a batch plan: the grades are deferred, so the verdict waits for the next run
+            kept[id(it)] = FeatureLabel(**_base(it.sample, parts.explainer), status="failed", reason="planning")
+            continue
+        verdict = next((x for x in scores if decider is not None and x.scorer == decider.name), None)
+        why = _carry_rejected(verdict, it.partner_value, parts.carry)
+        origin = f"carried from {it.carried.carried}"
+        if why is None:
+            kept[id(it)] = FeatureLabel(**_base(it.sample, parts.explainer), status="ok", reason=origin,
+                                        explanations=((it.carried, scores),), carry="kept")
+        else:
+            it.carry_reason = f"{origin}: {why}; explained anew"
+    return kept
+
+
+def _carry_rejected(grade: Score | None, partner: float | None, carry: CarryOptions) -> str | None:
+    """Why a carried label is not kept (None: it is): below `min_score`, or below the partner's grade by
+    more than the margin even at the top of its 95% interval (grades on two sets of windows differ by
+    their noise alone). An undefined grade keeps it: the feature's windows are too few to grade any
+    label, a new one included."""
+    if grade is None or grade.status == "undefined":
+        return None
+    if grade.status != "ok":
+        return f"its {grade.scorer} grade failed ({grade.reason})"
+    if carry.min_score is not None and grade.value < carry.min_score:
+        return f"{grade.scorer} {grade.value:.3f} < {carry.min_score:g}"
+    upper = grade.interval[1] if grade.interval else grade.value  # below beyond its own noise
+    if partner is not None and upper < partner - carry.margin:
+        shown = f"{grade.value:.3f} (95% up to {upper:.3f})" if grade.interval else f"{grade.value:.3f}"
+        return f"{grade.scorer} {shown} < the partner's {partner:.3f} - {carry.margin:g}"
+    return None
 
 
 async def _regrade(item: _Item) -> Grades:

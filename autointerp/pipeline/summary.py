@@ -24,8 +24,11 @@ def _add(into: dict, key: str, n: int = 1) -> None:
 class RunSummary:
     """Counts of one run. `explained`: features labelled now (explained and graded); `graded`: labels
     made earlier that this run graded with scorers they lacked (no explainer call); `already_done`:
-    features with a current label and every grade of this run's scorers. `scores`: per scorer, grades
-    by status; `failure_reasons`: feature failures and failed grades, by reason."""
+    features with a current label and every grade of this run's scorers. `carried`: features that kept a
+    label carried from a matched dictionary (graded here, not explained: an explainer call saved each);
+    `carry_rejected`: features whose carried label graded too low and were explained (counted in
+    `explained` too). `scores`: per scorer, grades by status; `failure_reasons`: feature failures and
+    failed grades, by reason."""
 
     dictionary: str = ""
     features: int = 0
@@ -34,6 +37,9 @@ class RunSummary:
     skipped: int = 0
     failed: int = 0
     already_done: int = 0
+    carried: int = 0
+    carry_rejected: int = 0
+    carry_from: str | None = None
     skipped_kinds: dict = field(default_factory=dict)
     failed_kinds: dict = field(default_factory=dict)
     failure_reasons: dict = field(default_factory=dict)
@@ -60,7 +66,7 @@ class RunSummary:
 
     @property
     def committed(self) -> int:
-        return self.explained + self.graded + self.skipped + self.failed
+        return self.explained + self.carried + self.graded + self.skipped + self.failed
 
     def count(self, outcome: FeatureLabel | Grades) -> None:
         """Add one committed outcome: a feature's label (or why it has none), or new grades of a label."""
@@ -69,6 +75,9 @@ class RunSummary:
             self._count_scores(outcome.scores)
             return
         name = "explained" if outcome.status == "ok" else outcome.status  # skipped | failed
+        if outcome.carry == "kept":
+            name = "carried"
+        self.carry_rejected += outcome.carry == "rejected"
         setattr(self, name, getattr(self, name) + 1)
         if outcome.status != "ok":
             _add(self.skipped_kinds if outcome.status == "skipped" else self.failed_kinds, reason_kind(outcome.reason))
@@ -96,8 +105,8 @@ class RunSummary:
 
     def merge(self, other: RunSummary) -> RunSummary:
         """Add another part's counts (a Ray shard's) to this summary, in place; returns self."""
-        for k in ("features", "explained", "graded", "skipped", "failed", "already_done", "samples_stored",
-                  "samples_drawn"):
+        for k in ("features", "explained", "graded", "skipped", "failed", "already_done", "carried", "carry_rejected",
+                  "samples_stored", "samples_drawn"):
             setattr(self, k, getattr(self, k) + getattr(other, k))
         for k in ("skipped_kinds", "failed_kinds", "failure_reasons"):
             for key, n in getattr(other, k).items():

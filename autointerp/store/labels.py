@@ -167,7 +167,7 @@ class LabelReads:
                      f"ORDER BY s.created_at DESC LIMIT 1) {'DESC' if descending else 'ASC'} NULLS LAST, {order}")
         rows = self.con.execute(
             f"""SELECT e.explanation_id, d.name, e.feature, e.text, e.explainer, e.prompt_hash, e.sampler_hash,
-                       e.sampler, e.seed, e.evidence, e.created_at, e.chosen, e.imported
+                       e.sampler, e.seed, e.evidence, e.created_at, e.chosen, e.imported, e.carried
                 FROM explanations e JOIN dictionaries d USING (dictionary_id)
                 WHERE {' AND '.join(where)} ORDER BY {order} {'' if limit is None else f'LIMIT {int(limit)}'}""",
             params + ([sort_by] if sort_by is not None else [])).fetchall()
@@ -184,5 +184,5 @@ class LabelReads:
         return [{"explanation_id": r[0], "dictionary": r[1], "feature_id": r[2], "explanation": r[3],
                  "explainer": r[4], "prompt_hash": r[5], "sampler_hash": r[6], "sampler": json.loads(r[7]),
                  "seed": r[8], "evidence": json.loads(r[9]), "created_at": r[10].isoformat(), "chosen": r[11],
-                 "imported": r[12],
+                 "imported": r[12], "carried": r[13],
                  "scores": scores[r[0]]} for r in rows]

@@ -82,3 +82,38 @@ class MatchReads:
         return {"to_feature": np.asarray(t["to_feature"], np.int64),
                 "from_feature": np.asarray(t["from_feature"], np.int64),
                 "similarity": np.asarray(t["similarity"], np.float64)}
+
+    def carry_partners(self, from_id: int, to_id: int, method: str, min_similarity: float, features: np.ndarray,
+                       explainer: str, prompt_hash: str, scorer: tuple[str, str] | None) -> dict[str, np.ndarray]:
+        """For those of `features` (sorted) of `to_id` with a partner in `from_id` by `method` at
+        `min_similarity` or more whose partner has a label (chosen, status ok) by `explainer` and
+        `prompt_hash`: {to_feature, from_feature, similarity, explanation_id (the partner's newest such
+        label), partner_value (its ok grade by `scorer` (name, version), NaN without one)}."""
+        self.con.register("_carry_sel", pa.table({"feature": pa.array(np.asarray(features, np.int64))}))
+        try:
+            t = self.con.execute("""
+                SELECT m.to_feature, m.from_feature, m.similarity, e.explanation_id,
+                       (SELECT s.value FROM scores s WHERE s.explanation_id = e.explanation_id AND s.scorer = $scorer
+                          AND s.scorer_version = $version AND s.status = 'ok') AS partner_value
+                FROM feature_matches m
+                JOIN explanations e ON e.dictionary_id = m.from_dictionary AND e.feature = m.from_feature
+                JOIN label_status l ON l.dictionary_id = e.dictionary_id AND l.feature = e.feature
+                     AND l.explainer = e.explainer AND l.prompt_hash = e.prompt_hash
+                     AND l.sampler_hash = e.sampler_hash AND l.seed = e.seed
+                WHERE m.from_dictionary = $from AND m.to_dictionary = $to AND m.method = $method
+                  AND m.similarity >= $min AND m.to_feature IN (SELECT feature FROM _carry_sel)
+                  AND e.chosen AND e.explainer = $explainer AND e.prompt_hash = $prompt AND l.status = 'ok'
+                QUALIFY row_number() OVER (PARTITION BY m.to_feature ORDER BY e.created_at DESC,
+                                                                          e.explanation_id DESC) = 1
+                ORDER BY m.to_feature""",
+                {"from": from_id, "to": to_id, "method": method, "min": min_similarity, "explainer": explainer,
+                 "prompt": prompt_hash, "scorer": scorer[0] if scorer else "", "version": scorer[1] if scorer else ""}
+            ).fetchnumpy()
+        finally:
+            self.con.unregister("_carry_sel")
+        pv = t["partner_value"]
+        return {"to_feature": np.asarray(t["to_feature"], np.int64),
+                "from_feature": np.asarray(t["from_feature"], np.int64),
+                "similarity": np.asarray(t["similarity"], np.float64),
+                "explanation_id": np.asarray(t["explanation_id"], np.int64),
+                "partner_value": np.ma.filled(np.ma.asarray(pv, np.float64), np.nan) if len(pv) else np.zeros(0)}

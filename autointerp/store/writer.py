@@ -251,14 +251,14 @@ class StoreWriter:
         now = _now()
         ex: dict[str, list] = {k: [] for k in ("explanation_id", "feature", "text", "explainer", "prompt_hash",
                                                "sampler_hash", "sampler", "seed", "evidence", "created_at",
-                                               "chosen", "imported")}
+                                               "chosen", "imported", "carried")}
         sc: list[tuple[int, Score]] = []
         for lab in labels:
             for i, (expl, scores) in enumerate(lab.explanations):
                 for k, v in zip(ex, (next_id, lab.feature, expl.text, expl.explainer, expl.prompt_hash,
                                      expl.sampler.hash, json.dumps(expl.sampler.to_dict(), sort_keys=True), expl.seed,
                                      json.dumps(expl.evidence, sort_keys=True), expl.created_at or now,
-                                     i == lab.chosen, expl.imported)):
+                                     i == lab.chosen, expl.imported, expl.carried)):
                     ex[k].append(v)
                 sc += [(next_id, s) for s in scores]
                 next_id += 1
@@ -272,7 +272,7 @@ class StoreWriter:
                                                               "sampler")},
                 "seed": pa.array(ex["seed"], pa.int64()), "evidence": pa.array(ex["evidence"], pa.string()),
                 "created_at": pa.array(ex["created_at"], ts), "chosen": pa.array(ex["chosen"], pa.bool_()),
-                "imported": pa.array(ex["imported"], pa.string())}))
+                "imported": pa.array(ex["imported"], pa.string()), "carried": pa.array(ex["carried"], pa.string())}))
         if sc:
             self.store._insert_now("scores", _score_table(sc, now))
         # the fingerprint of the activations the labels were made from: given (labels made elsewhere, from

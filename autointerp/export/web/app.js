@@ -238,7 +238,8 @@ const AI = (() => {
       }
       tr.append(el("td", { class: "prov", text: `${l.explainer} · prompt ${l.prompt_hash} · sampler ${l.sampler_hash} · ` +
                                                  `seed ${l.seed} · ${l.created_at.replace("T", " ").slice(0, 19)}` +
-                                                 (l.imported ? ` · imported from ${l.imported}` : "") }));
+                                                 (l.imported ? ` · imported from ${l.imported}` : "") +
+                                                 (l.carried ? ` · carried from ${l.carried}` : "") }));
       table.append(tr);
     }
     main.append(table);
