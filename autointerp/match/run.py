@@ -3,11 +3,13 @@
 Two methods, each stored as its own set of pairs (`feature_matches`):
 
 - **coactivation** (always): the Pearson correlation of the two features' activations over every token of
-  the shared corpus, a feature's value being 0 where it does not fire. The cross sums come from a DuckDB
-  join of B's rows with A's on (context, position), a range of B's features at a time, ranges sized so a
-  range's co-firing pairs stay under `MatchConfig.pairs_per_chunk`: memory is bounded by that, not by the
-  widths (no width_A x width_B matrix ever exists); time grows with the co-firing pairs, about
-  tokens x L0_A x L0_B. Features of B that never fire get no partner.
+  the shared corpus, a feature's value being 0 where it does not fire. Computed in DuckDB a range of B's
+  features at a time: A's features firing at each B feature's `probes` strongest tokens are its
+  candidates (the `candidates` most frequent), then each candidate pair's cross sum is joined exactly
+  over every token where both fire. Ranges are sized so the joined rows stay under
+  `MatchConfig.pairs_per_chunk`: memory is bounded by that, never by the widths (no width_A x width_B
+  matrix exists); time grows with B's nonzeros x (candidates + probes x L0_A / mean firings). Features
+  of B that never fire get no partner.
 - **decoder** (when both dictionaries have output directions, stored at capture): the cosine of the
   directions. Exhaustive (blocked matrix products) while width_A x width_B x dim stays under
   `MatchConfig.exhaustive_flops`; beyond that, among each feature's `candidates` best co-activation
@@ -42,6 +44,7 @@ class MatchConfig:
     pairs_per_chunk: int = 20_000_000
     exhaustive_flops: float = 2e12
     candidates: int = 8
+    probes: int = 16
     block: int = 1024
 
     def __post_init__(self) -> None:
@@ -49,8 +52,8 @@ class MatchConfig:
             raise UsageError(f"unknown match method {self.method!r} (choose from {', '.join(METHODS)})")
         if not -1.0 <= self.threshold <= 1.0:
             raise UsageError(f"--threshold must be between -1 and 1, got {self.threshold}")
-        if self.pairs_per_chunk < 1 or self.candidates < 1 or self.block < 1:
-            raise UsageError("pairs_per_chunk, candidates and block must be at least 1")
+        if min(self.pairs_per_chunk, self.candidates, self.probes, self.block) < 1:
+            raise UsageError("pairs_per_chunk, candidates, probes and block must be at least 1")
 
 
 @dataclass
@@ -138,16 +141,28 @@ def _coactivation(store: Store, w, a: Dictionary, b: Dictionary, config: MatchCo
     for d in (b, a):
         s, q = store.activation_moments(d.dictionary_id, d.width)
         moments.append(pa.table({"feature": pa.array(np.arange(d.width, dtype=np.int64)), "s": s, "q": q}))
-    l0_a = max(store.dictionary_summary(a.dictionary_id)["nonzeros"] / max(n_tokens, 1), 1e-9)
-    chunks = store.plan_chunks(b.dictionary_id, live, max(int(config.pairs_per_chunk / l0_a), 1))
+    l0_a = store.dictionary_summary(a.dictionary_id)["nonzeros"] / max(n_tokens, 1)
     if store_pairs:
         w.clear_matches(a.dictionary_id, b.dictionary_id, "coactivation")
     kept, sims = [], []
-    bar = Progress(len(live), f"match {a.name} -> {b.name}: coactivation", "feat", progress)
+    bar = Progress(2 * len(live), f"match {a.name} -> {b.name}: coactivation", "feat", progress)
     try:
-        for chunk in chunks:
-            r = store.coactivation(b.dictionary_id, a.dictionary_id, int(chunk[0]), int(chunk[-1]), n_tokens,
-                                   moments[0], moments[1], top=keep)
+        # 1. candidates: a range's probe rows x A's features per token stay within the budget
+        cands = []
+        for lo, hi in _ranges(np.minimum(firing_b[live], config.probes) * max(l0_a, 1.0), config.pairs_per_chunk):
+            cands.append(store.match_candidates(b.dictionary_id, a.dictionary_id, int(live[lo]), int(live[hi - 1]),
+                                                config.probes, config.candidates))
+            bar.update(hi - lo)
+        cand = {k: np.concatenate([c[k] for c in cands]) if cands else np.zeros(0, np.int64)
+                for k in ("to_feature", "from_feature")}
+        # 2. exact correlations of the candidate pairs: a range's rows x its candidates within the budget
+        tf = cand["to_feature"]
+        starts = np.flatnonzero(np.r_[True, tf[1:] != tf[:-1]]) if len(tf) else np.zeros(0, np.int64)
+        per = firing_b[tf[starts]] * np.diff(np.r_[starts, len(tf)])
+        for lo, hi in _ranges(per, config.pairs_per_chunk):
+            i, j = starts[lo], starts[hi] if hi < len(starts) else len(tf)
+            r = store.pair_correlations(b.dictionary_id, a.dictionary_id, {k: v[i:j] for k, v in cand.items()},
+                                        n_tokens, moments[0], moments[1], top=keep)
             first = np.r_[True, r["to_feature"][1:] != r["to_feature"][:-1]] if len(r["to_feature"]) else \
                 np.zeros(0, bool)
             if store_pairs and first.any():
@@ -156,7 +171,7 @@ def _coactivation(store: Store, w, a: Dictionary, b: Dictionary, config: MatchCo
             sims.append(r["similarity"][first])
             if keep > 1:
                 kept.append(r)
-            bar.update(len(chunk))
+            bar.update(hi - lo)
     finally:
         bar.close()
     similarity = np.concatenate(sims) if sims else np.zeros(0)
@@ -169,6 +184,20 @@ def _coactivation(store: Store, w, a: Dictionary, b: Dictionary, config: MatchCo
         return {k: np.concatenate([r[k] for r in kept]) if kept else np.zeros(0, np.int64)
                 for k in ("to_feature", "from_feature")}
     return None
+
+
+def _ranges(cost: np.ndarray, budget: float) -> list[tuple[int, int]]:
+    """Consecutive slices [lo, hi) of items whose costs sum to about `budget` each (an item costing more
+    has a slice of its own)."""
+    out, lo, acc = [], 0, 0.0
+    for i, c in enumerate(np.asarray(cost, np.float64).tolist()):
+        if acc and acc + c > budget:
+            out.append((lo, i))
+            lo, acc = i, 0.0
+        acc += c
+    if lo < len(cost):
+        out.append((lo, len(cost)))
+    return out
 
 
 def _normalized(x: np.ndarray) -> np.ndarray:
