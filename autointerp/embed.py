@@ -23,7 +23,6 @@ from itertools import chain
 
 import numpy as np
 
-from .records import Window
 from .store import Store
 from .store.vectors import DIM
 

@@ -1,5 +1,10 @@
 """Typed errors. Each carries a one-line message naming the problem; the CLI prints it and exits non-zero."""
 
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class AutointerpError(Exception):
     """Base of every error autointerp raises on purpose (bad input, bad store, bad config)."""
@@ -69,16 +74,35 @@ EXIT = {"done": 0, "error": 1, "could_not_start": 20, "budget": 21, "failed": 22
 EXIT_CODES: dict[int, str] = {
     0: "done: every selected feature has a label and every grade (or a reason it has none)",
     1: "an unexpected error (a bug: the traceback is printed, or logged by a job)",
-    2: "bad usage: an unknown option, a bad value (limit, sort key, feature range, path)",
-    3: "store: missing, locked, corrupt, newer than this autointerp, or no such dictionary",
-    4: "ingest: malformed input (the store is unchanged, a new store file removed)",
+    2: "bad usage: an unknown option, a bad value (negative `--limit`, unknown `--sort`, reversed `--features 5-2`, "
+       "a negative rate limit)",
+    3: "store: missing (a typo never makes an empty store), locked, corrupt, newer, or no such dictionary",
+    4: "ingest: malformed input; the store is unchanged, and a store file the ingest created is removed",
     5: "capture: unknown hook, SAE/model mismatch, empty corpus (as ingest: nothing left behind)",
     6: "sample: an unknown feature or a bad sampler config",
-    7: "label: an unknown explainer, scorer or prompt; an unpriced model under a dollars budget",
-    8: "export: bad names, or a folder that is not ours to replace (nothing written)",
-    9: "match: dictionaries over other corpora, output directions of other widths (nothing written)",
-    20: "job could not start: bad job file, store or dictionary, or another job holds the store",
-    21: "stopped by a budget (dollars, tokens, features, minutes), or batches still pending: run again",
-    22: "finished, but some features or grades failed (the most common reasons are printed; run again)",
+    7: "label: an unknown explainer, scorer or prompt; a feature id out of range",
+    8: "export: bad names, a path whose folder is missing, or a folder that is not ours to replace (nothing written)",
+    9: "match: dictionaries over other corpora, output directions of other widths, a dictionary matched with itself "
+       "(nothing written)",
+    20: "job could not start: bad job file, store or dictionary; an unpriced model under a dollars budget; another "
+        "job holds the store",
+    21: "stopped by a budget, or batches still pending: run again",
+    22: "finished, but some features or grades failed: `label` prints the most common reasons; run again to retry "
+        "them",
     23: "interrupted (Ctrl-C, SIGTERM): what finished is committed; run again to go on",
 }
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM stops the run as Ctrl-C does (KeyboardInterrupt: what finished is committed,
+    exit 23); the handler before it is restored after. A no-op off the main thread, where Python cannot
+    install handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -22,6 +22,7 @@ class Progress:
         self.enabled = enabled
         self.tty = self.stream.isatty() if tty is None else tty
         self.n, self.note = 0, ""
+        self.said = -1  # the count the last status line reported
         self.t0 = self.last = time.monotonic()
         self.bar = tqdm(total=total, unit=unit, desc=desc, unit_scale=unit_scale, file=self.stream) \
             if enabled and self.tty else None
@@ -38,6 +39,7 @@ class Progress:
 
     def _line(self) -> None:
         self.last = now = time.monotonic()
+        self.said = self.n
         rate = self.n / max(now - self.t0, 1e-9)
         pct = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
         of = f"/{self.total:,}" if self.total else ""
@@ -48,8 +50,8 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-        elif self.enabled and self.n and time.monotonic() - self.t0 >= self.every:
-            self._line()  # a long run ends with its final count
+        elif self.enabled and self.n and self.n != self.said and time.monotonic() - self.t0 >= self.every:
+            self._line()  # a long run ends with its final count (once: not again if the last line said it)
 
     def __enter__(self) -> Progress:
         return self

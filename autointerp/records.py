@@ -93,13 +93,26 @@ class SamplerConfig:
     def offset(self) -> int:
         return self.window * 3 // 4 if self.peak_offset is None else self.peak_offset
 
+    @classmethod
+    def from_options(cls, **options) -> SamplerConfig:
+        """From the options as `sample` and `label` name them (`n_score`, ...: SAMPLER_OPTION_FIELDS) or
+        by field name: the CLI and job files' [sampler] take the same names."""
+        return cls(**{SAMPLER_OPTION_FIELDS.get(k, k): v for k, v in options.items()})
+
     def to_dict(self) -> dict:
         return asdict(self)
+
 
     @property
     def hash(self) -> str:
         blob = json.dumps(self.to_dict(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# `--n-score` and [sampler] n_score name the field n_score_activating, and so on (options not listed here
+# are named as their fields are: window, peak_offset, n_top, n_quantiles, min_windows)
+SAMPLER_OPTION_FIELDS = {"n_quantile": "n_quantile_explain", "n_score": "n_score_activating",
+                         "n_nonfiring": "n_score_nonfiring", "n_neighbors": "n_neighbor_negatives"}
 
 
 @dataclass(frozen=True)

@@ -213,7 +213,8 @@ def test_every_feature_failing_is_exit_22_with_the_reasons_and_labels_lists_them
     assert text[0] == "feature\texplainer\tseed\treason" and len(text) == 5
 
 
-def test_an_interrupted_label_is_exit_23_and_keeps_what_finished(ingested_path, monkeypatch):
+@pytest.mark.parametrize("signum", [2, 15])  # Ctrl-C, and SIGTERM (a scheduler's stop)
+def test_an_interrupted_label_is_exit_23_and_keeps_what_finished(ingested_path, monkeypatch, signum):
     monkeypatch.setenv("K", "sk-x")
     with Loopback(reply=explainer, latency=0.05) as server:
         cmd = [sys.executable, "-m", "autointerp", "label", "--store", str(ingested_path), "--features", "0-59",
@@ -222,7 +223,7 @@ def test_an_interrupted_label_is_exit_23_and_keeps_what_finished(ingested_path, 
         child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                  preexec_fn=_default_sigint)
         _wait_for(lambda: server.count("/v1/messages") >= 10 or child.poll() is not None)
-        child.send_signal(2)
+        child.send_signal(signum)
         out, err = child.communicate(timeout=60)
     assert child.returncode == 23, err[-2000:]
     # progress status lines (every ~10 s when not on a terminal) may come first; the outcome is one line
@@ -278,7 +279,21 @@ def test_a_classification_grade_needs_enough_windows_of_each_class(ingested_path
     (["label", "--scorer", "bogus"], 7, "unknown scorer bogus"),
     (["label", "--explainer", "nope"], 7, "unknown explainer 'nope'"),
     (["label", "--window", "1"], 6, "window must be at least 2"),
-    (["label", "--concurrency", "0"], 7, "concurrency must be at least 1"),
+    (["label", "--concurrency", "0"], 2, "concurrency must be at least 1"),
+    (["label", "--features", "0-5000000000"], 2, "5000000000 is beyond any dictionary"),
+    (["label", "--features", "0-4000000000"], 7, "feature 4000000000 is out of range"),  # no 4e9-long list made
+    (["label", "--candidates", "0"], 2, "--candidates must be at least 1"),
+    (["label", "--rpm", "-5"], 2, "--rpm must be a positive number, got -5"),
+    (["label", "--otpm", "0"], 2, "--otpm must be a positive number, got 0"),
+    (["label", "--max-in-flight", "-1"], 2, "--max-in-flight must be at least 1, got -1"),
+    (["label", "--timeout", "-1"], 2, "--timeout must be a positive number"),
+    (["label", "--base-url", "notaurl"], 2, "--base-url must be an http:// or https:// URL"),
+    (["cost", "--run", "nosuchrun"], 2, "--run 'nosuchrun': no LLM call of that run"),
+    (["export", "--out", "/nonexistent-dir/x.jsonl"], 8, "folder /nonexistent-dir does not exist"),
+    (["export", "--format", "parquet", "--out", "/"], 8, "is a folder: this format writes one file"),
+    (["export", "--format", "html", "--features", "99999", "--out", "/nonexistent-dir/h"], 8,
+     "folder /nonexistent-dir does not exist"),
+    (["sample", "--all", "--features", "0-99999"], 6, "feature 99999 is out of range"),
     (["label", "--prices", "/nonexistent.json"], 7, "cannot read prices"),
     (["label", "--bogus-option"], 2, "No such option: --bogus-option"),
     (["sample", "--all", "--features", "9-3"], 2, "reversed"),
@@ -288,6 +303,8 @@ def test_a_classification_grade_needs_enough_windows_of_each_class(ingested_path
     (["export", "--dictionary", "nope", "--out", "x.jsonl"], 3, "no dictionary named 'nope'"),
     (["export", "--format", "neuronpedia", "--out", "x"], 8, "needs --model-id and --source-id"),
     (["job", "show", "zzz"], 3, "no single job run matches"),
+    (["job", "run", "--config", "/dev/null", "--log", "/nonexistent-dir/job.log"], 20,
+     "--log /nonexistent-dir/job.log: folder /nonexistent-dir does not exist"),
 ])
 def test_bad_input_is_one_line_a_documented_code_and_changes_nothing(ingested_path, args, code, message):
     before = _digest(ingested_path)
@@ -316,6 +333,8 @@ def test_a_failed_ingest_or_capture_into_a_new_path_leaves_no_file(tmp_path, min
     corpus.write_text("one line of text\n")
     r = cli("capture", "--corpus", corpus, "--hook", "no.such.module", "--neurons", "--model", minilm, "--store", new)
     assert r.exit_code == 5 and len(r.stderr.strip().splitlines()) == 1
+    r = cli("demo", "--store", new, "--max-tokens", "-5", "--out", tmp_path / "x.jsonl")
+    _one_line_error(r, 2, "--max-tokens must be at least 1")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt", "empty"]
 
 
@@ -342,8 +361,10 @@ def test_show_version_env_store_and_the_exit_code_table(ingested_path):
     assert v.exit_code == 0 and v.stdout.startswith("autointerp ")
     helptext = cli("--help").stdout
     readme = (Path(__file__).parents[1] / "README.md").read_text()
+    table = [line for line in readme.splitlines() if line.startswith("| ") and line.split(" | ")[0][2:].isdigit()]
+    assert table == [f"| {code} | {what} |" for code, what in EXIT_CODES.items()]  # README's table is EXIT_CODES
     for code in EXIT_CODES:
-        assert f"{code}: " in helptext and f"| {code} |" in readme
+        assert f"{code}: " in helptext
 
 
 def test_a_piped_run_prints_a_status_line(tmp_path):

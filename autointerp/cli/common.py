@@ -77,11 +77,14 @@ def check_choice(value: str | None, choices, name: str) -> str | None:
     return value
 
 
-def parse_features(spec: str | None) -> list[int] | None:
-    """"0-99,123" -> [0, 1, ..., 99, 123] (None stays None); a malformed or reversed range is a usage error."""
-    from ..pipeline import parse_features as parse
+def check_features(spec: str | None) -> str | None:
+    """A --features list checked at the edge (malformed, reversed: a usage error); ids are made against the
+    dictionary's width later (pipeline.parse_features)."""
+    from ..pipeline import parse_ranges  # the pipeline loads torch: not on every command's start
 
-    return None if spec is None else parse(spec)
+    if spec is not None:
+        parse_ranges(spec)
+    return spec
 
 
 @contextmanager
@@ -93,18 +96,27 @@ def opened(path: Path, *, read_only: bool = False, create: bool = False) -> Iter
     path = Path(path)
     if path.is_dir():
         raise StoreError(f"{path} is a folder, not a store file")
-    new = not path.exists()
-    if new and not create:
+    if not path.exists() and not create:
         raise StoreError(f"no store at {path} (ingest or capture into it first)")
+    with removed_unless_done(path):
+        with open_store(path, read_only=read_only) as s:
+            yield s
+
+
+@contextmanager
+def removed_unless_done(path: Path) -> Iterator[None]:
+    """A store file made inside the block (it did not exist before) is removed, with its write-ahead log,
+    if the block fails: a failed first ingest, capture or demo leaves nothing behind."""
+    path = Path(path)
+    new = not path.exists()
     if new and not path.parent.exists():
         raise StoreError(f"cannot create a store at {path}: folder {path.parent} does not exist")
     ok = False
     try:
-        with open_store(path, read_only=read_only) as s:
-            yield s
+        yield
         ok = True
     finally:
-        if new and not ok:  # a failed first ingest or capture leaves no file behind
+        if new and not ok:
             for p in (path, Path(f"{path}.wal")):
                 if p.exists():
                     os.unlink(p)
@@ -132,9 +144,9 @@ SeedOpt = Annotated[int, typer.Option(help="Sampler seed (the windows, and so th
 def sampler_config(window: int, peak_offset: int | None, n_top: int, n_quantile: int, n_score: int,
                    n_nonfiring: int, n_neighbors: int, n_quantiles: int, min_windows: int) -> SamplerConfig:
     """The sampler options of `sample` and `label` -> a SamplerConfig (bad values: SampleError, exit 6)."""
-    return SamplerConfig(window=window, peak_offset=peak_offset, n_top=n_top, n_quantile_explain=n_quantile,
-                         n_score_activating=n_score, n_score_nonfiring=n_nonfiring, n_neighbor_negatives=n_neighbors,
-                         n_quantiles=n_quantiles, min_windows=min_windows)
+    return SamplerConfig.from_options(window=window, peak_offset=peak_offset, n_top=n_top, n_quantile=n_quantile,
+                                      n_score=n_score, n_nonfiring=n_nonfiring, n_neighbors=n_neighbors,
+                                      n_quantiles=n_quantiles, min_windows=min_windows)
 
 
 MinEvidenceOpt = Annotated[int, typer.Option(help="Windows of each class (activating, non-firing) a classification "
@@ -162,7 +174,8 @@ def scoring_options(min_evidence: int, simulator: str, intruder_k: int, adaptive
                     adaptive_cap: int | None, llm_windows: int):
     """The scoring options of `label` and `score` -> a ScoringOptions (bad values: LabelError, exit 7)."""
     from ..errors import LabelError
-    from ..score.base import AdaptiveBudget, ScoringOptions, check_simulator
+    from ..score.base import AdaptiveBudget, ScoringOptions
+    from ..simulate import check_simulator
 
     if adaptive_cap is not None and adaptive is None:
         raise LabelError("--adaptive-cap needs --adaptive TARGET")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .common import JsonOpt, emit_json, handle_errors, show_progress
+from .common import JsonOpt, emit_json, handle_errors, removed_unless_done, show_progress
 from ..errors import UsageError
 from ..pipeline import RunSummary
 from .label import summary_line
@@ -34,7 +34,12 @@ def demo(store: Annotated[Path, typer.Option("--store", help="Store file to crea
         raise UsageError(f"--model {model!r}: the demo runs on {' or '.join(MODELS)}")
     if out is None:
         out = Path("demo-labels.jsonl" if model == next(iter(MODELS)) else f"demo-{model}-labels.jsonl")
-    res = run_demo(store, out, max_tokens=max_tokens, show=show, progress=show_progress(as_json), model=model)
+    if max_tokens < 1 or show < 0:
+        raise UsageError(f"--max-tokens must be at least 1 and --show at least 0, got {max_tokens} and {show}")
+    if store.is_dir():
+        raise UsageError(f"--store {store} is a folder, not a store file")
+    with removed_unless_done(store):  # a demo that fails on a new store leaves no file behind
+        res = run_demo(store, out, max_tokens=max_tokens, show=show, progress=show_progress(as_json), model=model)
     if as_json:
         emit_json(res)
         return

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..errors import ExportError
+from ..errors import ExportError, LabelError
 from ..export import write_html, write_jsonl, write_neuronpedia, write_parquet
 from .common import (
     CandidatesOpt,
@@ -15,12 +15,23 @@ from .common import (
     JsonOpt,
     StoreOpt,
     check_choice,
+    check_features,
     emit_json,
     handle_errors,
     opened,
 )
 
 EXPORT_FORMATS = ("jsonl", "parquet", "neuronpedia", "html")
+
+
+def check_out(out: Path, folder: bool) -> None:
+    """--out names a file (jsonl, parquet) or a folder (neuronpedia, html) whose parent folder exists."""
+    if not out.parent.is_dir():
+        raise ExportError(f"--out {out}: folder {out.parent} does not exist")
+    if not folder and out.is_dir():
+        raise ExportError(f"--out {out} is a folder: this format writes one file")
+    if folder and out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out} is a file: this format writes a folder")
 
 
 @handle_errors
@@ -41,6 +52,8 @@ def export(store: StoreOpt, out: Annotated[Path, typer.Option("--out", help="Fil
            as_json: JsonOpt = False) -> None:
     """Write labels, scores and provenance out of the store."""
     check_choice(format, EXPORT_FORMATS, "--format")
+    check_out(out, folder=format in ("neuronpedia", "html"))
+    check_features(features)
     if format == "neuronpedia" and (not model_id or not source_id):
         raise ExportError("--format neuronpedia needs --model-id and --source-id (Neuronpedia's names)")
     with opened(store, read_only=True) as s:
@@ -50,11 +63,14 @@ def export(store: StoreOpt, out: Annotated[Path, typer.Option("--out", help="Fil
             text = (f"wrote {res['features']} features, {res['explanations']} explanations, {res['scores']} scores "
                     f"and {res['activations']} activation windows to {res['out']}")
         elif format == "html":
-            from ..pipeline.config import LabelRun
+            from ..pipeline import parse_features
             from ..progress import Progress
 
             d = s.dictionary(dictionary)
-            subset = None if features is None else LabelRun(features=features).selected(d.width)
+            try:
+                subset = None if features is None else parse_features(features, d.width)
+            except LabelError as e:  # an id past the dictionary: export's error, not label's
+                raise ExportError(str(e)) from None
             bar = Progress(0, "export html", "feat", not as_json)
             try:
                 res = write_html(s, out, dictionary, subset, all_features, bar)

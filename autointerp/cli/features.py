@@ -32,7 +32,7 @@ from .common import (
     emit_json,
     handle_errors,
     opened,
-    parse_features,
+    check_features,
     sampler_config,
     show_progress,
 )
@@ -122,12 +122,13 @@ def sample(store: StoreOpt,
         raise SampleError("pass either --feature ID or --all")
     cfg = sampler_config(window, peak_offset, n_top, n_quantile, n_score, n_nonfiring, n_neighbors, n_quantiles,
                          min_windows)
-    feats = parse_features(features)
+    check_features(features)
     with opened(store, read_only=not all_) as s:
         d = s.dictionary(dictionary)
         sampler = Sampler(s, d, cfg, seed)
         if all_:
-            out = sampler.sample_all(None if feats is None else np.array(feats), progress=show_progress(as_json))
+            feats = None if features is None else _ids(features, d.width)
+            out = sampler.sample_all(feats, progress=show_progress(as_json))
             if as_json:
                 emit_json(out)
             else:
@@ -141,3 +142,14 @@ def sample(store: StoreOpt,
         emit_json(fs.to_json())
     else:
         _print_sample(fs)
+
+
+def _ids(spec: str, width: int) -> np.ndarray:
+    """--features as ids of this dictionary (an id past its width: an unknown feature, exit 6)."""
+    from ..errors import LabelError
+    from ..pipeline import parse_features
+
+    try:
+        return parse_features(spec, width)
+    except LabelError as e:
+        raise SampleError(str(e)) from None

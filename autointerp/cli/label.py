@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ..errors import EXIT, LabelError
+from ..errors import EXIT, LabelError, sigterm_as_interrupt
 from ..llm import LLMOptions
 from ..llm.prices import parse_prices
 from ..pipeline import MIN_EVIDENCE, BatchOptions, CarryOptions, LabelRun, RunSummary, score_text
@@ -138,7 +138,8 @@ def label(store: StoreOpt, dictionary: DictOpt = None, features: FeaturesOpt = N
         d = s.dictionary(dictionary)
         run.selected(d.width)  # out-of-range ids: an error before anything runs
         try:
-            run_label(s, d, run, progress=show_progress(as_json), summary=summary)
+            with sigterm_as_interrupt():  # SIGTERM stops like Ctrl-C: what finished is committed, exit 23
+                run_label(s, d, run, progress=show_progress(as_json), summary=summary)
         except KeyboardInterrupt:
             typer.echo(f"interrupted: {summary_line(summary)} (what finished is committed; run again to go on)",
                        err=True)

@@ -134,6 +134,8 @@ def cost(store: StoreOpt, run: Annotated[str | None, typer.Option(help="One run 
     model with no price are counted as unpriced, never as $0)."""
     with opened(store, read_only=True) as s:
         rows = s.cost_summary(run)
+    if run is not None and not rows:
+        raise UsageError(f"--run {run!r}: no LLM call of that run in the store (`autointerp cost` lists every run)")
     unpriced = sum(r["unpriced_calls"] for r in rows)
     if as_json:
         emit_json({"runs": rows, "total_usd": round(sum(r["cost_usd"] for r in rows), 6), "unpriced_calls": unpriced})

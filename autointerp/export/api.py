@@ -23,17 +23,17 @@ from typing import Annotated, Literal
 
 import duckdb
 from fastapi import FastAPI, HTTPException, Path, Query, Request
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel
 
 from ..errors import AutointerpError
 from ..records import Dictionary
-from ..store import Store
+from ..store import FIXED_SORTS, FeatureIndex, Store
 from .html import ASSETS, WEB, feature_docs
 
 MAX_LIMIT = 1000
-FIXED_SORTS = ("feature", "density", "max")
 
 
 class DictionaryInfo(BaseModel):
@@ -96,78 +96,35 @@ class BadRequest(ValueError):
     """A parameter the API cannot answer (400)."""
 
 
-class _Index:
-    """Every feature of one dictionary with its label and grades, in an in-memory DuckDB table."""
-
-    def __init__(self, store: Store, d: Dictionary, db: duckdb.DuckDBPyConnection, table: str) -> None:
-        self.scorers = store.scorer_names(d.dictionary_id)
-        rows = store.feature_table(d.dictionary_id, self.scorers)
-        cur = db.cursor()  # a connection of its own: never one a reader holds a result on
-        try:
-            cur.register("_rows", rows)
-            cur.execute(f"CREATE TABLE {table} AS SELECT *, lower(label) AS label_lc FROM _rows")
-            cur.unregister("_rows")
-            self.labelled = int(cur.execute(f"SELECT count(*) FROM {table} WHERE explanation_id IS NOT NULL")
-                                .fetchall()[0][0])
-        finally:
-            cur.close()
-        self.table, self.width = table, d.width
-
-    def page(self, db: duckdb.DuckDBPyConnection, sort: str, order: str, q: str, offset: int,
-             limit: int, by: str = "value") -> tuple[int, list[dict]]:
-        if sort in FIXED_SORTS:
-            col = sort
-        elif sort in self.scorers:
-            col = f"{'l' if by == 'lower' else 's'}{self.scorers.index(sort)}"
-        else:  # a scorer of another dictionary only: no feature here has its grade
-            col = "NULL"
-        where, params = "TRUE", []
-        text = q.strip().lower()
-        if text:
-            where, params = "contains(label_lc, ?)", [text]
-            if text.isdigit() and int(text) < 2**32:  # a feature id finds its feature too
-                where, params = where + " OR feature = ?", params + [int(text)]
-        total = self.width if where == "TRUE" else db.execute(
-            f"SELECT count(*) FROM {self.table} WHERE {where}", params).fetchall()[0][0]
-        direction = "DESC" if order == "desc" else "ASC"
-        tie = "" if col == "feature" else ", feature"
-        k = len(self.scorers)
-        cols = "".join(f", s{i}, l{i}, u{i}" for i in range(k))
-        got = db.execute(f"SELECT feature, label, density, max, n_firing{cols} "
-                         f"FROM {self.table} WHERE {where} ORDER BY {col} {direction} NULLS LAST{tie} "
-                         f"LIMIT {int(limit)} OFFSET {int(offset)}", params).fetchall()
-        return int(total), [{"feature": r[0], "label": r[1], "density": r[2], "max": r[3], "n_firing": r[4],
-                             "scores": {n: r[5 + 3 * i] for i, n in enumerate(self.scorers)},
-                             "ci": {n: None if r[6 + 3 * i] is None else [r[6 + 3 * i], r[7 + 3 * i]]
-                                    for i, n in enumerate(self.scorers)}} for r in got]
-
-
 class Browser:
     """What the app reads: the store (read-only) and, per dictionary, its feature index."""
 
     def __init__(self, store: Store, dictionary: str | None = None) -> None:
         self.store = store
         self.default = store.dictionary(dictionary)  # raises on an unknown name, before the server starts
+        # read once: the store is read-only, and request threads never touch its shared connection
+        self.dictionaries = store.dictionaries()
         self.db = duckdb.connect(":memory:")
-        self._indexes: dict[int, _Index] = {}
+        self._indexes: dict[int, FeatureIndex] = {}
         self._labels = None  # the label search index, loaded on the first search
         self._lock = threading.Lock()  # held only while an index is built, never by a read
 
     def dictionary(self, name: str | None) -> Dictionary:
         if not name:
             return self.default
-        for d in self.store.dictionaries():
+        for d in self.dictionaries:
             if d.name == name:
                 return d
         raise BadRequest(f"unknown dictionary {name!r}")
 
-    def index(self, d: Dictionary) -> _Index:
+    def index(self, d: Dictionary) -> FeatureIndex:
         if d.dictionary_id not in self._indexes:
             with self._lock:
                 if d.dictionary_id not in self._indexes:
                     cur = self.store.cursor()
                     try:
-                        self._indexes[d.dictionary_id] = _Index(cur, d, self.db, f"idx_{d.dictionary_id}")
+                        self._indexes[d.dictionary_id] = FeatureIndex(cur, d.dictionary_id, d.width, self.db,
+                                                                      f"idx_{d.dictionary_id}")
                     finally:
                         cur.close()
         return self._indexes[d.dictionary_id]
@@ -221,8 +178,8 @@ def make_app(store: Store, dictionary: str | None = None) -> FastAPI:
     async def bad(request: Request, err: BadRequest):
         return JSONResponse({"error": str(err).replace("\n", " ")}, 400)
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, err: HTTPException):
+    @app.exception_handler(StarletteHTTPException)  # FastAPI's own and the router's (an unknown path: 404)
+    async def http_error(request: Request, err: StarletteHTTPException):
         return JSONResponse({"error": str(err.detail).replace("\n", " ")}, err.status_code)
 
     @app.exception_handler(AutointerpError)
@@ -232,7 +189,7 @@ def make_app(store: Store, dictionary: str | None = None) -> FastAPI:
     @app.api_route("/api/dictionaries", methods=get, response_model=list[DictionaryInfo])
     def dictionaries():
         """The store's dictionaries, the default one first."""
-        ds = sorted(b.store.dictionaries(), key=lambda d: d.dictionary_id != b.default.dictionary_id)
+        ds = sorted(b.dictionaries, key=lambda d: d.dictionary_id != b.default.dictionary_id)
         out = []
         for d in ds:
             ix = b.index(d)
@@ -240,8 +197,8 @@ def make_app(store: Store, dictionary: str | None = None) -> FastAPI:
                         "labelled": ix.labelled, "scorers": ix.scorers})
         return out
 
-    names = [d.name for d in store.dictionaries()]  # the store is read-only: these are all there will be
-    sorts = [*FIXED_SORTS, *sorted({n for d in store.dictionaries() for n in store.scorer_names(d.dictionary_id)})]
+    names = [d.name for d in b.dictionaries]  # the store is read-only: these are all there will be
+    sorts = [*FIXED_SORTS, *sorted({n for d in b.dictionaries for n in store.scorer_names(d.dictionary_id)})]
     DictName = Enum("DictName", {n: n for n in names}, type=str)  # noqa: N806 - a type, made here
     SortKey = Enum("SortKey", {n: n for n in sorts}, type=str)  # noqa: N806
 
@@ -261,11 +218,7 @@ def make_app(store: Store, dictionary: str | None = None) -> FastAPI:
         """One page of features with their labels and grades; missing values sort last either way."""
         d = _dict(dictionary)
         ix = b.index(d)
-        cur = b.db.cursor()
-        try:
-            total, rows = ix.page(cur, sort.value, order, q, offset, limit, by)
-        finally:
-            cur.close()
+        total, rows = ix.page(sort.value, order, q, offset, limit, by)
         return {"dictionary": d.name, "total": total, "offset": offset, "limit": limit, "sort": sort.value,
                 "order": order, "by": by, "rows": rows}
 

@@ -53,9 +53,10 @@ from pathlib import Path
 from ..errors import AutointerpError
 from ..llm import LLMOptions
 from ..llm.prices import is_priced, parse_prices
-from ..pipeline import BatchOptions, Budget, CarryOptions, LabelRun
-from ..records import SamplerConfig
-from ..score.base import AdaptiveBudget, ScoringOptions, check_simulator
+from ..pipeline import BatchOptions, Budget, CarryOptions, LabelRun, parse_ranges
+from ..records import SAMPLER_OPTION_FIELDS, SamplerConfig
+from ..score.base import AdaptiveBudget, ScoringOptions
+from ..simulate import check_simulator
 
 
 class JobConfigError(AutointerpError):
@@ -122,8 +123,7 @@ def parse_config(text: str, source: str = "job file") -> JobConfig:
     job = _check("job", doc.get("job", {}), JOB_KEYS)
     if "scorers" in job and not all(isinstance(x, str) for x in job["scorers"]):
         raise JobConfigError("[job] scorers must be a list of names")
-    sampler_keys = {f.name: int for f in fields(SamplerConfig)}
-    sampler_keys["peak_offset"] = int
+    sampler_keys = {f.name: int for f in fields(SamplerConfig)} | {k: int for k in SAMPLER_OPTION_FIELDS}
     sampler = _check("sampler", doc.get("sampler", {}), sampler_keys)
     limits = _check("limits", doc.get("limits", {}), LIMIT_KEYS)
     scoring = scoring_options(_check("scoring", doc.get("scoring", {}), SCORING_KEYS), job)
@@ -140,7 +140,10 @@ def parse_config(text: str, source: str = "job file") -> JobConfig:
             raise JobConfigError(f"[budget] {k} must be >= 0")
     prices = parse_prices(doc.get("prices", {}), "[prices]", JobConfigError)
     try:
-        cfg = SamplerConfig(**sampler)
+        both = [f"{k}/{SAMPLER_OPTION_FIELDS[k]}" for k in sampler if SAMPLER_OPTION_FIELDS.get(k) in sampler]
+        if both:
+            raise JobConfigError(f"[sampler] gives {', '.join(both)}: one name for each option")
+        cfg = SamplerConfig.from_options(**sampler)
     except AutointerpError as e:
         raise JobConfigError(f"[sampler] {e}") from None
     if job.get("batch") and set(budget) & {"dollars", "tokens", "features"}:
@@ -149,9 +152,16 @@ def parse_config(text: str, source: str = "job file") -> JobConfig:
                              "goes out at once): bound the run with [job] features instead, or minutes")
     # only what the file gives: the defaults (rate limits included) live in LLMOptions alone
     names = {"rpm": "requests_per_minute", "itpm": "input_tokens_per_minute", "otpm": "output_tokens_per_minute"}
-    llm = LLMOptions(**{names.get(k, k): v for k, v in limits.items()},
-                     **{k: job[k] for k in ("prompt", "candidates") if k in job}, prices=prices,
-                     outputs=job.get("output_tokens", False))
+    try:
+        llm = LLMOptions(**{names.get(k, k): v for k, v in limits.items()},
+                         **{k: job[k] for k in ("prompt", "candidates") if k in job}, prices=prices,
+                         outputs=job.get("output_tokens", False))
+    except AutointerpError as e:  # the CLI's flag names, said as the file's keys
+        msg = str(e)
+        for flag, key in (("--rpm", "rpm"), ("--itpm", "itpm"), ("--otpm", "otpm"), ("--timeout", "timeout"),
+                          ("--max-in-flight", "max_in_flight"), ("--base-url", "base_url")):
+            msg = msg.replace(flag, f"[limits] {key}")
+        raise JobConfigError(msg.replace("--candidates", "[job] candidates")) from None
     try:
         run = LabelRun(explainer=job.get("explainer", "offline"),
                        scorers=tuple(job.get("scorers", LabelRun.scorers)), scorer_model=job.get("scorer_model"),
@@ -164,7 +174,7 @@ def parse_config(text: str, source: str = "job file") -> JobConfig:
                                      seconds=None if budget.get("minutes") is None else 60.0 * budget["minutes"]),
                        scoring=scoring, carry=carry)
         if isinstance(run.features, str):
-            run.selected(2**63 - 1)  # the spec parses (ranges are checked against the width at run time)
+            parse_ranges(run.features)  # the spec parses (ranges are checked against the width at run time)
     except AutointerpError as e:
         raise JobConfigError(f"[job] {e}") from None
     if run.budget.dollars is not None:

@@ -229,7 +229,7 @@ def run_on_ray(store: Store, d, todo: list[int], cfg, run_id: str, summary: RunS
     root = results_root(store.path, snapshot_dir)
     run_dir = root / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    store.con.execute("CHECKPOINT")
+    store.checkpoint()
     snapshot = run_dir / "snapshot.duckdb"
     shutil.copyfile(store.path, snapshot)
     shards = []
@@ -239,9 +239,8 @@ def run_on_ray(store: Store, d, todo: list[int], cfg, run_id: str, summary: RunS
         workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
         n_shards = max(1, min(len(todo), workers * shards_per_worker))
         size = math.ceil(len(todo) / n_shards) if todo else 0
-        run, lim = cfg.run, cfg.run.llm
-        limits = LimitConfig(lim.requests_per_minute, lim.input_tokens_per_minute, lim.output_tokens_per_minute,
-                             lim.in_flight(run.explainer if isinstance(run.explainer, str) else ""))
+        run = cfg.run
+        limits = run.llm.limits(run.explainer if isinstance(run.explainer, str) else "")
         coordinator = ray.remote(Coordinator).options(max_concurrency=1000).remote(limits, run.budget, time.time())
         task = ray.remote(label_shard)
         refs = [task.remote(str(snapshot), str(run_dir), i, d.name, todo[i * size:(i + 1) * size], cfg.text, run_id,

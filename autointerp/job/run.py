@@ -21,7 +21,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import signal
 import socket
 import time
 import traceback
@@ -31,7 +30,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..clock import utc_iso
-from ..errors import EXIT, AutointerpError
+from ..errors import EXIT, AutointerpError, sigterm_as_interrupt
 from ..pipeline import RunSummary, build, ensure_match, label, plan
 from ..store import Store
 from .config import JobConfig, JobConfigError
@@ -56,6 +55,9 @@ class JsonLog:
     """JSON lines appended to a file, one event each, with the time and run id."""
 
     def __init__(self, path: Path | None, run_id: str) -> None:
+        if path is not None and (path.is_dir() or not path.parent.is_dir()):
+            raise JobConfigError(f"--log {path}: " + ("a folder, not a file" if path.is_dir() else
+                                                      f"folder {path.parent} does not exist"))
         self.path, self.run_id = path, run_id
 
     def __call__(self, event: str, **fields) -> None:
@@ -166,28 +168,27 @@ def run_job(store_path: str | Path, cfg: JobConfig, *, force: bool = False, wait
             t0 = time.monotonic()
             summary = RunSummary()
             status, reason = "error", ""
-            previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C
             try:
-                if force:
-                    run = replace(run, force=True)
-                if executor == "ray":
-                    _on_ray(store, d, run, run_id, cfg, summary, address, snapshot_dir)
-                else:
-                    label(store, d, run, summary=summary, progress=progress,
-                          on_flush=lambda s: log("progress", explained=s.explained, graded=s.graded,
-                                                 skipped=s.skipped, failed=s.failed))
-                status, reason = outcome(summary)
+                with sigterm_as_interrupt():  # SIGTERM stops like Ctrl-C
+                    if force:
+                        run = replace(run, force=True)
+                    if executor == "ray":
+                        _on_ray(store, d, run, run_id, cfg, summary, address, snapshot_dir)
+                    else:
+                        label(store, d, run, summary=summary, progress=progress,
+                              on_flush=lambda s: log("progress", explained=s.explained, graded=s.graded,
+                                                     skipped=s.skipped, failed=s.failed))
+                    status, reason = outcome(summary)
             except KeyboardInterrupt:
                 status, reason = "interrupted", "stopped by a signal; what finished is committed"
             except AutointerpError as e:  # raised mid-run: what was committed stays, the next run goes on
-                status = "failed" if summary.committed else "could_not_start"
+                # it started: once anything was committed or paid for, it is "failed", never "could not start"
+                status = "failed" if summary.committed or store.cost_summary(run_id) else "could_not_start"
                 reason = str(e)
                 log("error", status=status, error=str(e))
             except Exception as e:  # noqa: BLE001 - logged with its traceback, then the ledger says so
                 status, reason = "error", f"{type(e).__name__}: {e}"
                 log("error", status=status, error=reason, traceback=traceback.format_exc())
-            finally:
-                signal.signal(signal.SIGTERM, previous)
             code = EXIT[status]
             cost = store.cost_summary(run_id)
             tokens_in = sum(r["input_tokens"] + r["cache_read_tokens"] + r["cache_write_tokens"] for r in cost)

@@ -6,7 +6,8 @@ import uuid
 from dataclasses import dataclass, field
 
 from .client import DEFERRED, LLMClient, RetryConfig
-from .limits import LimitConfig, RateLimiter
+from ..errors import UsageError
+from .limits import COMPAT_IN_FLIGHT, DEFAULT_IN_FLIGHT, LimitConfig, RateLimiter
 from .replies import ReplyFailure
 from .providers import ChatRequest, ChatResponse, PromptRequest, ProviderError, Usage, make_provider
 
@@ -32,18 +33,37 @@ class LLMOptions:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     hooks: object = field(default=None, compare=False)  # .log(store) and .limiter(config): see job/ray_executor.py
 
+    def __post_init__(self) -> None:
+        """Every value checked here, once, for the CLI and job files alike (UsageError, one line)."""
+        if self.candidates < 1:
+            raise UsageError(f"--candidates must be at least 1, got {self.candidates}")
+        for flag, v in (("--rpm", self.requests_per_minute), ("--itpm", self.input_tokens_per_minute),
+                        ("--otpm", self.output_tokens_per_minute), ("--timeout", self.timeout)):
+            if v is not None and not v > 0:  # also NaN
+                raise UsageError(f"{flag} must be a positive number, got {v}")
+        if self.max_in_flight is not None and self.max_in_flight < 1:
+            raise UsageError(f"--max-in-flight must be at least 1, got {self.max_in_flight}")
+        if self.attempts < 1:
+            raise UsageError(f"attempts must be at least 1, got {self.attempts}")
+        if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
+            raise UsageError(f"--base-url must be an http:// or https:// URL, got {self.base_url!r}")
+
     def in_flight(self, spec: str = "") -> int:
-        """Calls at once to `spec`'s server: as given, else 16 for a hosted API and 1 for a compat server,
-        which runs as many requests as it has slots (llama.cpp: --parallel, 1 by default; llama-cpp-python's
-        server aborts the running request when another arrives)."""
-        return self.max_in_flight or (1 if spec.startswith("compat:") else 16)
+        """Calls at once to `spec`'s server: as given, else DEFAULT_IN_FLIGHT for a hosted API and
+        COMPAT_IN_FLIGHT for a compat server, which runs as many requests as it has slots (llama.cpp:
+        --parallel, 1 by default; llama-cpp-python's server aborts the running request when another arrives)."""
+        return self.max_in_flight or (COMPAT_IN_FLIGHT if spec.startswith("compat:") else DEFAULT_IN_FLIGHT)
+
+    def limits(self, spec: str = "") -> LimitConfig:
+        """The pacing of calls to `spec`'s server (the one place a LimitConfig is made from options)."""
+        return LimitConfig(self.requests_per_minute, self.input_tokens_per_minute, self.output_tokens_per_minute,
+                           self.in_flight(spec))
 
 
 def make_client(spec: str, store, o: LLMOptions) -> LLMClient:
     """A client for `anthropic:MODEL`, `openai:MODEL` or `compat:MODEL`, paced and priced by `o`."""
     provider = make_provider(spec, base_url=o.base_url, api_key_env=o.api_key_env, timeout=o.timeout)
-    limits = LimitConfig(o.requests_per_minute, o.input_tokens_per_minute, o.output_tokens_per_minute,
-                         o.in_flight(spec))
+    limits = o.limits(spec)
     return LLMClient(provider, store, run_id=o.run_id, use_cache=o.use_cache, prices=o.prices, limits=limits,
                      retry=RetryConfig(attempts=o.attempts), log=o.hooks.log(store) if o.hooks else None,
                      limiter=o.hooks.limiter(limits) if o.hooks else None)

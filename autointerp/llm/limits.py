@@ -89,7 +89,11 @@ class AdaptiveLimit:
         self.limit = max(1.0, self.limit / 2.0)
 
 
-DEFAULT_RPM = 50.0  # until the provider advertises its limit
+# The rate-limit defaults, all here: requests a minute until the provider advertises its limit; calls in
+# flight to a hosted API, and to a compat (self-hosted) server, which runs as many as it has slots.
+DEFAULT_RPM = 50.0
+DEFAULT_IN_FLIGHT = 16
+COMPAT_IN_FLIGHT = 1
 
 # advertised limit header -> the bucket it sets (OpenAI's "tokens" counts input and output: it sets the
 # input bucket when no input-token limit of its own is advertised)
@@ -109,7 +113,7 @@ class LimitConfig:
     requests_per_minute: float | None = None
     input_tokens_per_minute: float | None = None
     output_tokens_per_minute: float | None = None
-    max_in_flight: int = 16
+    max_in_flight: int = DEFAULT_IN_FLIGHT
     max_pause: float = 60.0  # the longest pause a header or retry-after can impose at once
 
 

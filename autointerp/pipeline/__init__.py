@@ -5,9 +5,9 @@ text as a feature's label. The CLI (`autointerp label`) and job files (`autointe
 a `LabelRun`.
 """
 
-from .config import MIN_EVIDENCE, BatchOptions, Budget, CarryOptions, LabelRun, parse_features
+from .config import MIN_EVIDENCE, BatchOptions, Budget, CarryOptions, LabelRun, parse_features, parse_ranges
 from .run import Parts, WorkPlan, build, clients_of, ensure_match, grade_one, label, plan, score_text
 from .summary import RunSummary
 
 __all__ = ["MIN_EVIDENCE", "BatchOptions", "Budget", "CarryOptions", "LabelRun", "Parts", "RunSummary", "WorkPlan", "build",
-           "clients_of", "ensure_match", "grade_one", "label", "parse_features", "plan", "score_text"]
+           "clients_of", "ensure_match", "grade_one", "label", "parse_features", "parse_ranges", "plan", "score_text"]

@@ -6,6 +6,7 @@ import time
 
 from ..llm import DEFERRED
 from .config import BatchOptions
+from .work import Item, Parts, do_item
 
 
 async def plan_batches(feed, parts, opts: BatchOptions) -> dict:
@@ -19,8 +20,6 @@ async def plan_batches(feed, parts, opts: BatchOptions) -> dict:
     after `opts.wait` seconds (a rerun collects it). A request whose batch item failed is not
     resubmitted: the labelling pass calls it directly.
     """
-    from .run import Parts, _Item, do_item
-
     clients = parts.clients
     # offline scorers are not planned: they cost nothing and would only slow the plan down
     llm = Parts(parts.explainer, [s for s in parts.grade if getattr(s, "client", None) is not None], parts.select)
@@ -47,7 +46,7 @@ async def plan_batches(feed, parts, opts: BatchOptions) -> dict:
             for i in feed.batches():
                 for item in feed.items(i, cursor):
                     if item.explanation is not None:
-                        item = _Item(item.sample, item.explanation, [s for s in item.scorers if s in llm.grade])
+                        item = Item(item.sample, item.explanation, [s for s in item.scorers if s in llm.grade])
                     noted: list = []
                     token = DEFERRED.set(noted)
                     try:

@@ -109,7 +109,7 @@ class LabelRun:
     def __post_init__(self) -> None:
         for name in ("concurrency", "sample_batch", "flush_every"):
             if getattr(self, name) < 1:
-                raise LabelError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise UsageError(f"{name} must be at least 1, got {getattr(self, name)}")
         if isinstance(self.scorers, str):
             object.__setattr__(self, "scorers", (self.scorers,))
         else:
@@ -120,20 +120,25 @@ class LabelRun:
         if self.features is None:
             return np.arange(width, dtype=np.int64)
         if isinstance(self.features, str):
-            feats = np.array(parse_features(self.features), dtype=np.int64)
-        else:
-            feats = np.asarray(list(self.features) if isinstance(self.features, range) else self.features,
-                               dtype=np.int64)
-        feats = np.unique(feats)
+            return parse_features(self.features, width)
+        feats = np.unique(np.asarray(list(self.features) if isinstance(self.features, range) else self.features,
+                                     dtype=np.int64))
         if len(feats) and (feats[0] < 0 or feats[-1] >= width):
-            bad = int(feats[0] if feats[0] < 0 else feats[-1])
-            raise LabelError(f"feature {bad} is out of range: the dictionary has features 0..{width - 1}")
+            _out_of_range(int(feats[0] if feats[0] < 0 else feats[-1]), width)
         return feats
 
 
-def parse_features(spec: str) -> list[int]:
-    """"0-99,123" -> [0, 1, ..., 99, 123]; a malformed or reversed range is a UsageError naming it."""
-    out: list[int] = []
+def _out_of_range(bad: int, width: int) -> None:
+    raise LabelError(f"feature {bad} is out of range: the dictionary has features 0..{width - 1}")
+
+
+MAX_FEATURE_ID = 2**32 - 1  # the store's feature column is a UINTEGER
+
+
+def parse_ranges(spec: str) -> list[tuple[int, int]]:
+    """"0-99,123" -> [(0, 99), (123, 123)]; a malformed, reversed or impossible range is a UsageError naming it.
+    Checks the text only (cheap whatever the ranges span): `parse_features` makes the ids."""
+    out: list[tuple[int, int]] = []
     for part in spec.split(","):
         part = part.strip()
         if not part:
@@ -145,7 +150,19 @@ def parse_features(spec: str) -> list[int]:
             raise UsageError(f"bad feature list {spec!r}: {part!r} is not an id or a range like 0-99") from None
         if b < a:
             raise UsageError(f"bad feature list {spec!r}: the range {part} is reversed (did you mean {b}-{a}?)")
-        out.extend(range(a, b + 1))
+        if b > MAX_FEATURE_ID:
+            raise UsageError(f"bad feature list {spec!r}: {b} is beyond any dictionary (ids are below 2^32)")
+        out.append((a, b))
     if not out:
         raise UsageError(f"bad feature list {spec!r}: no feature ids in it")
     return out
+
+
+def parse_features(spec: str, width: int) -> np.ndarray:
+    """"0-99,123" -> the ids, sorted and unique, of a dictionary `width` wide (an id past it: LabelError,
+    raised before any range is made, so "0-5000000000" costs nothing)."""
+    ranges = parse_ranges(spec)
+    top = max(b for _, b in ranges)
+    if top >= width:
+        _out_of_range(top, width)
+    return np.unique(np.concatenate([np.arange(a, b + 1, dtype=np.int64) for a, b in ranges]))

@@ -284,13 +284,3 @@ def adaptive_order(units: list, strata: np.ndarray, rng: np.random.Generator) ->
         idx = np.flatnonzero(strata == k)
         keys[idx[rng.permutation(len(idx))]] = (np.arange(len(idx)) + 0.5) / len(idx)
     return [units[i] for i in np.argsort(keys, kind="stable")]
-
-
-def check_simulator(prompt: str) -> None:
-    """A LabelError unless `prompt` names a simulator template (simulate, simulate_sparse, simulate_prompt)."""
-    from ..explain.prompts import load_template
-
-    t = load_template(prompt)
-    if t.format not in ("simulate", "simulate_sparse", "simulate_prompt"):
-        raise LabelError(f"simulator prompt {prompt!r} has format {t.format!r}; a simulator needs simulate, "
-                         "simulate_sparse or simulate_prompt")

@@ -13,8 +13,16 @@ simulation scorer (score/simulation.py) grades the predictions against the true 
 
 from __future__ import annotations
 
-from .llm import JSONSimulator, Predictions, SparseSimulator, make_llm_simulator, parse_simulation, parse_sparse
+from .llm import (
+    JSONSimulator,
+    Predictions,
+    SparseSimulator,
+    check_simulator,
+    make_llm_simulator,
+    parse_simulation,
+    parse_sparse,
+)
 from .offline import OfflineSimulator
 
-__all__ = ["JSONSimulator", "OfflineSimulator", "Predictions", "SparseSimulator", "make_llm_simulator",
+__all__ = ["JSONSimulator", "OfflineSimulator", "Predictions", "SparseSimulator", "check_simulator", "make_llm_simulator",
            "parse_simulation", "parse_sparse"]

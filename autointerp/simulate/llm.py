@@ -347,11 +347,17 @@ class PromptSimulator:
         return Predictions(values, {"simulator": "prompt", **{f"unread_{k}": v for k, v in unread.items()}})
 
 
+def check_simulator(prompt: str) -> None:
+    """A LabelError unless `prompt` names a simulator template (simulate, simulate_sparse, simulate_prompt)."""
+    t = load_template(prompt)
+    if t.format not in ("simulate", "simulate_sparse", "simulate_prompt"):
+        raise LabelError(f"simulator prompt {prompt!r} has format {t.format!r}; a simulator needs simulate, "
+                         "simulate_sparse or simulate_prompt")
+
+
 def make_llm_simulator(client: LLMClient, prompt: str, windows_per_call: int, top_logprobs: int):
     """The simulator a prompt template's format calls for: `simulate` (dense JSON), `simulate_sparse`, or
     `simulate_prompt` (all at once, from the prompt's logprobs: a compat server's completions)."""
-    from ..score.base import check_simulator
-
     check_simulator(prompt)
     t = load_template(prompt)
     if t.format == "simulate":

@@ -7,7 +7,64 @@ so a server can hold it in memory and sort, filter and page it in DuckDB per req
 
 from __future__ import annotations
 
+import duckdb
 import pyarrow as pa
+
+FIXED_SORTS = ("feature", "density", "max")
+
+
+class FeatureIndex:
+    """Every feature of one dictionary with its label and grades (`BrowseReads.feature_table`), held in an
+    in-memory DuckDB database of the server's, so a page is sorted, filtered and paged in DuckDB. Built once;
+    `page` reads through a cursor of its own, so any number of requests read at once."""
+
+    def __init__(self, store, dictionary_id: int, width: int, db: duckdb.DuckDBPyConnection, table: str) -> None:
+        self.scorers = store.scorer_names(dictionary_id)
+        rows = store.feature_table(dictionary_id, self.scorers)
+        self.db, self.table, self.width = db, table, width
+        cur = db.cursor()  # a connection of its own: never one a reader holds a result on
+        try:
+            cur.register("_rows", rows)
+            cur.execute(f"CREATE TABLE {table} AS SELECT *, lower(label) AS label_lc FROM _rows")
+            cur.unregister("_rows")
+            self.labelled = int(cur.execute(f"SELECT count(*) FROM {table} WHERE explanation_id IS NOT NULL")
+                                .fetchall()[0][0])
+        finally:
+            cur.close()
+
+    def page(self, sort: str, order: str, q: str, offset: int, limit: int,
+             by: str = "value") -> tuple[int, list[dict]]:
+        """(how many features match `q`, one page of them sorted by `sort`): a fixed column, or a scorer's
+        value (`by="lower"`: the lower end of its interval); missing values last either way."""
+        if sort in FIXED_SORTS:
+            col = sort
+        elif sort in self.scorers:
+            col = f"{'l' if by == 'lower' else 's'}{self.scorers.index(sort)}"
+        else:  # a scorer of another dictionary only: no feature here has its grade
+            col = "NULL"
+        where, params = "TRUE", []
+        text = q.strip().lower()
+        if text:
+            where, params = "contains(label_lc, ?)", [text]
+            if text.isdigit() and int(text) < 2**32:  # a feature id finds its feature too
+                where, params = where + " OR feature = ?", params + [int(text)]
+        direction = "DESC" if order == "desc" else "ASC"
+        tie = "" if col == "feature" else ", feature"
+        k = len(self.scorers)
+        cols = "".join(f", s{i}, l{i}, u{i}" for i in range(k))
+        db = self.db.cursor()
+        try:
+            total = self.width if where == "TRUE" else db.execute(
+                f"SELECT count(*) FROM {self.table} WHERE {where}", params).fetchall()[0][0]
+            got = db.execute(f"SELECT feature, label, density, max, n_firing{cols} "
+                             f"FROM {self.table} WHERE {where} ORDER BY {col} {direction} NULLS LAST{tie} "
+                             f"LIMIT {int(limit)} OFFSET {int(offset)}", params).fetchall()
+        finally:
+            db.close()
+        return int(total), [{"feature": r[0], "label": r[1], "density": r[2], "max": r[3], "n_firing": r[4],
+                             "scores": {n: r[5 + 3 * i] for i, n in enumerate(self.scorers)},
+                             "ci": {n: None if r[6 + 3 * i] is None else [r[6 + 3 * i], r[7 + 3 * i]]
+                                    for i, n in enumerate(self.scorers)}} for r in got]
 
 
 class BrowseReads:

@@ -155,6 +155,10 @@ class Store(LabelReads, LedgerReads, VectorReads, OutputReads, MatchReads, Brows
     def schema_version(self) -> int:
         return self._one("SELECT max(version) FROM schema_migrations")[0]
 
+    def checkpoint(self) -> None:
+        """Fold the write-ahead log into the file (before copying the file, or at the end of a run)."""
+        self.con.execute("CHECKPOINT")
+
     @contextmanager
     def writer(self, checkpoint: bool = True) -> Iterator[StoreWriter]:
         """One transaction. Commits on success; on any exception rolls back and re-raises.
