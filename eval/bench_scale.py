@@ -179,7 +179,15 @@ def api(store: Path, dictionary: str, label_words: list[str]) -> None:
                  "text filter": ("api/features", {"q": label_words[0], "limit": 100}),
                  "search": ("api/search", {"q": f"{label_words[1]} and {label_words[2]}", "limit": 20}),
                  "feature page": ("api/features/12345", {})}
+        def rss_mb() -> float:  # the server's resident memory now
+            with open(f"/proc/{p.pid}/status") as f:
+                return int(next(x for x in f if x.startswith("VmRSS")).split()[1]) / 1024
+
+        before = rss_mb()
         get(*cases["search"][:1], **cases["search"][1])  # loads the label matrix and the model once
+        ROWS.append({"stage": "serve RSS: index built / + search loaded", "mb": [round(before), round(rss_mb())]})
+        print(f"{'serve RSS, index built -> search loaded':<44} {before:>8.0f} MB -> {rss_mb():.0f} MB "
+              f"(search: +{rss_mb() - before:.0f} MB)", flush=True)
         for name, (path, q) in cases.items():
             times = sorted(get(path, **q)[0] for _ in range(7))
             ROWS.append({"stage": f"API {name}", "median_ms": round(times[3], 1), "max_ms": round(times[-1], 1)})
@@ -193,6 +201,8 @@ def api(store: Path, dictionary: str, label_words: list[str]) -> None:
             i = k
             while time.monotonic() < stop:
                 path, q = cases[names[i % len(names)]]
+                if i % 2:  # half name the dictionary, as the browser does when its URL says one
+                    q = {**q, "dictionary": dictionary}
                 i += 1
                 try:
                     ms, status, _ = get(path, **q)
@@ -228,11 +238,15 @@ def browser(url: str, words: list[str]) -> None:
         pg.goto(url)
         pg.wait_for_selector("body[data-ready='1'] #rows tr", timeout=120_000)
         out["first rows"] = (time.perf_counter() - t) * 1000
-        for name, act in (("sort by density", lambda: pg.select_option("#sort", label="density")),
-                          ("text filter", lambda: pg.fill("#filter", words[0])),
-                          ("search", lambda: (pg.fill("#search", words[1]), pg.click("#searchbox button")))):
+        scorer = pg.eval_on_selector_all("#sort option", "os => os.map(o => o.textContent)")
+        scorer = next(x for x in scorer if x not in ("feature", "density", "max"))
+        for name, act, wants in (
+                ("sort by density", lambda: pg.select_option("#sort", label="density"), "/api/features?"),
+                (f"sort by a score ({scorer})", lambda: pg.select_option("#sort", label=scorer), "/api/features?"),
+                ("text filter", lambda: pg.fill("#filter", words[0]), "q="),
+                ("search", lambda: (pg.fill("#search", words[1]), pg.click("#searchbox button")), "/api/search?")):
             t = time.perf_counter()
-            with pg.expect_response(lambda r: "/api/" in r.url):
+            with pg.expect_response(lambda r, w=wants: w in r.url):  # this action's own request, not an earlier one
                 act()
             pg.wait_for_selector("body[data-ready='1']", timeout=120_000)
             out[name] = (time.perf_counter() - t) * 1000

@@ -76,9 +76,11 @@ def test_label_import_round_trips_each_format_and_gets_graded(labelled, twin, tm
             assert not s.unindexed_labels(LABELS)  # embedded for search as they were written
         assert {x["feature_id"]: x["explanation"] for x in rows} == {f: x["explanation"] for f, x in ours.items()}
         assert all(x["imported"].startswith(f"{fmt}: ") for x in rows)
-        if fmt == "jsonl":  # grades come back as they were
-            assert all(x["scores"]["simulation"]["value"] == ours[x["feature_id"]]["scores"]["simulation"]["value"]
-                       for x in rows)
+        if fmt == "jsonl":  # grades come back as they were: value, interval, evidence counts
+            for x in rows:
+                mine, back = ours[x["feature_id"]]["scores"]["simulation"], x["scores"]["simulation"]
+                assert (back["value"], back["ci"], back["n_windows"]) == (mine["value"], mine["ci"], mine["n_windows"])
+            assert any(x["scores"]["simulation"]["ci"] for x in rows)
         if fmt == "neuronpedia":  # its score rows carry our scorer's name back
             assert all(x["scores"]["simulation"]["value"] == pytest.approx(
                 ours[x["feature_id"]]["scores"]["simulation"]["value"]) for x in rows)
@@ -105,6 +107,16 @@ def test_label_import_bad_input_is_one_line_and_writes_nothing(twin, tmp_path):
         ("jsonl", [good, json.dumps({"feature_id": 999, "explanation": "x"})], "out of range"),
         ("jsonl", [json.dumps({"feature_id": 2, "explanation": ""})], "explanation is missing or empty"),
         ("jsonl", [json.dumps({"feature_id": "x", "explanation": "y"})], "is not an integer"),
+        ("jsonl", [json.dumps({"feature_id": 1, "explanation": "y", "scores": {"s": {"status": "ok", "value": "abc"}}})],
+         "bad.jsonl:1: score 's' value must be a finite number, not 'abc'"),
+        ("jsonl", ['{"feature_id": 1, "explanation": "y", "scores": {"s": {"status": "ok", "value": NaN}}}'],
+         "score 's' value must be a finite number, not nan"),
+        ("jsonl", [json.dumps({"feature_id": 1, "explanation": "y",
+                               "scores": {"s": {"status": "ok", "value": 0.5, "details": [1]}}})],
+         "score 's' details must be a JSON object"),
+        ("jsonl", [json.dumps({"feature_id": 1, "explanation": "y", "seed": "7"})], "seed must be an integer"),
+        ("jsonl", [json.dumps({"feature_id": 1, "explanation": "y", "sampler": {"window": 1}})],
+         "bad.jsonl:1: bad sampler config (window must be at least 2"),
     ]
     for fmt, lines, words in cases:
         p = tmp_path / "bad.jsonl"

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import re
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 from ..clock import utcnow
-from ..errors import IngestError
+from ..errors import AutointerpError, IngestError
 from ..records import Dictionary, Explanation, FeatureLabel, SamplerConfig, Score
 from ..store import Store
 
@@ -100,6 +101,41 @@ def _time(value) -> datetime | None:
     return None
 
 
+def _number(where: str, what: str, value, *, optional: bool = False) -> float | None:
+    """A finite number (a grade's value, an interval's end); NaN, Infinity, text or a boolean: a one-line error."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        _fail(where, f"{what} must be a finite number, not {value!r}")
+    return float(value)
+
+
+def _details(where: str, what: str, value) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        _fail(where, f"{what} details must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def _grade(where: str, name: str, sc) -> Score:
+    """One grade of our own JSONL export (scores / feature_scores), checked field by field."""
+    if not isinstance(sc, dict) or sc.get("status") not in ("ok", "undefined", "failed"):
+        _fail(where, f"score {name!r} needs a status of ok, undefined or failed")
+    ok = sc["status"] == "ok"
+    value = _number(where, f"score {name!r} value", sc.get("value"), optional=not ok)
+    lo = _number(where, f"score {name!r} ci_low", sc.get("ci_low"), optional=True)
+    hi = _number(where, f"score {name!r} ci_high", sc.get("ci_high"), optional=True)
+    if (lo is None) != (hi is None) or (lo is not None and not lo <= hi):
+        _fail(where, f"score {name!r} interval must have both ends, low <= high (got {lo!r}, {hi!r})")
+    counts = [sc.get(k) or 0 for k in ("n_windows", "n_tokens")]
+    if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+        _fail(where, f"score {name!r} n_windows and n_tokens must be counts")
+    return Score(name, str(sc.get("version", "")), sc["status"], value if ok else None, str(sc.get("reason", "")),
+                 _details(where, f"score {name!r}", sc.get("details")), _time(sc.get("created_at")) or utcnow(),
+                 None if lo is None else (lo, hi), *counts)
+
+
 # -- the three readers ------------------------------------------------------------------------------
 
 def _neuronpedia(path: Path, width: int) -> Iterator[_Label]:
@@ -113,9 +149,10 @@ def _neuronpedia(path: Path, width: int) -> Iterator[_Label]:
     scores: dict[str, list] = {}
     for sf in score_files:
         for where, row in _lines(sf):
-            eid, value = row.get("explanationId"), row.get("value")
-            if not isinstance(eid, str) or not isinstance(value, (int, float)):
-                _fail(where, "a score needs explanationId and a numeric value")
+            eid = row.get("explanationId")
+            if not isinstance(eid, str):
+                _fail(where, "a score needs an explanationId")
+            value = _number(where, "a score's value", row.get("value"))
             details = row.get("jsonDetails")
             try:
                 details = json.loads(details) if isinstance(details, str) and details else (details or {})
@@ -197,18 +234,20 @@ def _jsonl(path: Path, width: int) -> Iterator[_Label]:
     for where, row in _lines(path):
         try:
             sampler = SamplerConfig(**row["sampler"]) if isinstance(row.get("sampler"), dict) else SamplerConfig()
-        except TypeError as e:
+        except (TypeError, AutointerpError) as e:
             _fail(where, f"bad sampler config ({e})")
         grades = []
-        for name, sc in (row.get("scores") or {}).items():
-            if not isinstance(sc, dict) or sc.get("status") not in ("ok", "undefined", "failed"):
-                _fail(where, f"score {name!r} needs a status of ok, undefined or failed")
-            grades.append(Score(name, str(sc.get("version", "")), sc["status"], sc.get("value"),
-                                str(sc.get("reason", "")), sc.get("details") or {}, _time(sc.get("created_at")) or utcnow()))
+        for key in ("scores", "feature_scores"):  # feature_scores: grades of the feature (intruder)
+            got = row.get(key) or {}
+            if not isinstance(got, dict):
+                _fail(where, f"{key} must be a JSON object of scorer -> grade")
+            grades += [_grade(where, name, sc) for name, sc in got.items()]
         seed = row.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            _fail(where, f"seed must be an integer, not {seed!r}")
         yield _Label(_feature(where, row.get("feature_id"), width), _text(where, row.get("explanation")),
                      f"jsonl:{row.get('explainer', 'unknown')}", str(row.get("prompt_hash", "")), sampler,
-                     int(seed) if isinstance(seed, int) else 0, bool(row.get("chosen", True)),
+                     seed, bool(row.get("chosen", True)),
                      _time(row.get("created_at")), row.get("evidence") if isinstance(row.get("evidence"), dict) else {},
                      grades)
 
@@ -266,6 +305,10 @@ def import_labels(store: Store, path: str | Path, fmt: str, dictionary: str | No
         for x in READERS[fmt](path, d.width):
             if len(batch) >= CHUNK and x.feature != batch[-1].feature:  # a feature's candidates stay together
                 flush()
+            if x.feature in features and (not batch or x.feature != batch[-1].feature):
+                # written with an earlier chunk: this one would replace it, not join it
+                raise IngestError(f"{path}: feature {x.feature} appears again after {CHUNK:,}+ other labels; "
+                                  "a large file must keep each feature's labels together (sort it by feature)")
             batch.append(x)
         if batch:
             flush()

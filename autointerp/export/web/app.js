@@ -9,6 +9,7 @@
 const AI = (() => {
   const got = { meta: null, shards: {}, features: {} };
   const PAGE = 100;
+  const SEARCH_HITS = 20;  // each hit brings its top window: a short list answers fast
   const served = location.protocol === "http:" || location.protocol === "https:";
   const dictParam = new URLSearchParams(location.search).get("dictionary");
 
@@ -190,7 +191,7 @@ const AI = (() => {
       if (!q) return refresh();
       document.body.removeAttribute("data-ready");
       try {
-        const res = await api("search", { q, limit: PAGE });
+        const res = await api("search", { q, limit: SEARCH_HITS });
         show(res.rows.map((h) => row([h.feature, h.label, null, null, null, ...m.scorers.map((s) => h.scores[s])],
                                      el("span", { class: "muted", text: ` (similarity ${fmt(h.similarity)})` }))),
              res.rows.length, ` · nearest in meaning to “${q}”`);
