@@ -214,3 +214,124 @@ def test_carry_bad_input_is_one_line_and_writes_nothing(pair, delphi_cache, tmp_
     job = tmp_path / "job.toml"
     job.write_text('[job]\ndictionary = "retrained"\ncarry_from = "retrained"\n')
     _one_line_error(cli("job", "run", "--config", job, "--store", path), 20, "is the dictionary being labelled")
+
+
+# -- what changed --------------------------------------------------------------------------------------
+
+def _digest(path) -> str:
+    with Store(path, read_only=True) as s:
+        return s.content_digest()
+
+
+def test_diff_of_two_runs_counts_added_gone_relabelled_and_moved_grades(delphi_cache, tmp_path):
+    """Run A labels features 0-29 (token detectors); labels made elsewhere are imported for 10-39 (10-19:
+    another feature's label, 20-29: the same text as A's, 30-39: new) and run B grades them: 10 added, 10
+    gone, 10 relabelled, and the swapped labels' grades fall beyond their intervals."""
+    from autointerp.ingest import ingest_delphi
+
+    folder, _ = delphi_cache("detectors", n_seq=300, n_token_features=40)
+    path = tmp_path / "detectors.duckdb"
+    with Store(path) as s:
+        ingest_delphi(s, folder)
+    scorers = ["--scorer", "embedding,simulation"]
+    a = json.loads(cli("label", "--store", path, "--features", "0-29", *scorers, "--json").stdout)
+    with Store(path, read_only=True) as s:
+        own = {x["feature_id"]: x["explanation"] for x in s.labels(1)}
+    texts = {f: own[f + 10] if f < 20 else own[f] if f < 30 else f"the word number {f}" for f in range(10, 40)}
+    elsewhere = tmp_path / "elsewhere.jsonl"
+    elsewhere.write_text("".join(json.dumps({"feature_id": f, "explanation": t}) + "\n" for f, t in texts.items()))
+    assert cli("ingest", "labels", elsewhere, "--store", path, "--format", "jsonl").exit_code == 0
+    b = json.loads(cli("label", "--store", path, "--explainer", "imported", *scorers, "--json").stdout)
+    assert a["run_id"] and b["run_id"] and a["run_id"] != b["run_id"] and b["graded"] == 30
+    before = _digest(path)
+    r = cli("diff", "--store", path, "--runs", a["run_id"], b["run_id"], "--json", "--limit", "1000")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert _digest(path) == before  # a diff of runs reads only
+    with Store(path, read_only=True) as s:  # the truth: each side's labels and grades as the store holds them
+        rows = s.labels(1)
+    la = {x["feature_id"]: x for x in rows if x["run_id"] == a["run_id"]}
+    lb = {x["feature_id"]: x for x in rows if x["imported"]}
+    c = doc["counts"]
+    assert (c["added"], c["gone"], c["pairs"], c["relabelled"]) == (10, 10, 20, 10)
+    assert c["grade"] >= 3 and doc["grades_moved"]["simulation"]["down"] >= 3  # a label of another feature
+    both = sorted(set(la) & set(lb))
+    assert c["pairs"] == len(both)
+    assert c["relabelled"] == sum(la[f]["explanation"] != lb[f]["explanation"] for f in both)
+    assert c["changed_meaning"] == sum(x["distance"] >= 0.3 for x in doc["rows"] if x["kind"] == "relabelled")
+    moved = 0
+    for f in both:
+        for scorer, gb in lb[f]["scores"].items():
+            ga = la[f]["scores"].get(scorer)
+            if ga and ga["status"] == gb["status"] == "ok":
+                moved += gb["ci"][1] < ga["ci"][0] or gb["ci"][0] > ga["ci"][1]
+    assert c["grade"] == moved
+    impacts = [x["impact"] for x in doc["rows"]]
+    assert impacts == sorted(impacts, reverse=True) and len(doc["rows"]) == sum(c[k] for k in ("added", "gone",
+                                                                                                 "relabelled", "grade"))
+    for x in doc["rows"]:
+        if x["kind"] == "grade":  # moved beyond the intervals, both sides' grades as stored
+            assert x["ci_b"][1] < x["ci_a"][0] or x["ci_b"][0] > x["ci_a"][1]
+            assert x["value_a"] == la[x["feature_a"]]["scores"][x["scorer"]]["value"]
+        if x["kind"] == "relabelled":
+            assert x["label_a"] == la[x["feature_a"]]["explanation"] != x["label_b"] and 0 <= x["distance"] <= 2
+    text = cli("diff", "--store", path, "--runs", a["run_id"], b["run_id"], "--limit", "3")
+    assert text.exit_code == 0 and f"{c['added']} added, {c['gone']} gone" in text.stdout
+    assert len(text.stdout.strip().splitlines()) <= 2 + len(doc["grades_moved"]) + 3
+
+
+def test_diff_of_a_dictionary_and_its_retrained_copy_and_its_page(pair, tmp_path):
+    from browser import page
+
+    path, perm = pair
+    for d in ("layers.3", "retrained"):
+        assert cli("label", "--store", path, "--dictionary", d, "--scorer", "embedding").exit_code == 0
+    evil = '<img src=x onerror="document.title=1">'
+    moved = tmp_path / "moved.jsonl"  # one feature of the copy says something else now
+    live_b = int(perm[5])
+    moved.write_text(json.dumps({"feature_id": live_b, "explanation": evil + " dates in the distant past"}) + "\n")
+    assert cli("ingest", "labels", moved, "--store", path, "--dictionary", "retrained", "--format",
+               "jsonl").exit_code == 0
+    r = cli("diff", "--store", path, "--dictionaries", "layers.3", "retrained", "--json", "--limit", "500",
+            "--html", tmp_path / "page")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    with Store(path, read_only=True) as s:
+        a, b = s.dictionary("layers.3"), s.dictionary("retrained")
+        m = s.matches(a.dictionary_id, b.dictionary_id, "coactivation", 0.8)
+        live = np.flatnonzero(s.firing_counts(b.dictionary_id) > 0)
+        live_a = np.flatnonzero(s.firing_counts(a.dictionary_id) > 0)
+    c = doc["counts"]
+    assert c["added"] == len(set(live.tolist()) - set(m["to_feature"].tolist()))
+    assert c["gone"] == len(set(live_a.tolist()) - set(m["from_feature"].tolist()))
+    mine = [x for x in doc["rows"] if x["kind"] == "relabelled" and x["feature_b"] == live_b]
+    assert len(mine) == 1 and mine[0]["feature_a"] == 5 and mine[0]["distance"] >= 0.3
+    assert mine[0]["label_b"].startswith(evil) and c["changed_meaning"] >= 1
+    # the page shows the same rows, the markup as text
+    with page() as pg:
+        pg.goto((tmp_path / "page" / "diff.html").as_uri())
+        pg.wait_for_selector("body[data-ready='1']")
+        assert pg.locator("#rows tr").count() == len(doc["rows"])
+        assert pg.locator("#rows img").count() == 0 and pg.title() != "1"
+        assert evil in pg.inner_text("#rows")
+        pg.select_option("#kind", "relabelled")
+        assert pg.locator("#rows tr").count() == sum(x["kind"] == "relabelled" for x in doc["rows"])
+
+
+def test_diff_bad_input_is_one_line_and_writes_nothing(pair, tmp_path):
+    path, _ = pair
+    assert cli("label", "--store", path, "--dictionary", "layers.3", "--features", "0-9").exit_code == 0
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "mine.txt").write_text("not a diff page")
+    before, files = _digest(path), sorted(tmp_path.iterdir())
+    base = ["diff", "--store", path]
+    _one_line_error(cli(*base), 2, "give either --runs RUN_A RUN_B or --dictionaries A B")
+    _one_line_error(cli(*base, "--runs", "nope", "nope2"), 2, "no label or grade of run 'nope'")
+    _one_line_error(cli(*base, "--dictionaries", "layers.3", "layers.3"), 2, "both sides are the same labels")
+    _one_line_error(cli(*base, "--dictionaries", "layers.3", "nope"), 3, "no dictionary named 'nope'")
+    _one_line_error(cli(*base, "--dictionaries", "layers.3", "retrained", "--min-similarity", "3"), 2,
+                    "--min-similarity must be between -1 and 1")
+    _one_line_error(cli(*base, "--dictionaries", "layers.3", "retrained", "--html", tmp_path / "taken"), 8,
+                    "is not an autointerp diff page")
+    assert _digest(path) == before  # each was refused before the match was computed
+    assert sorted(tmp_path.iterdir()) == files and [p.name for p in (tmp_path / "taken").iterdir()] == ["mine.txt"]

@@ -136,9 +136,12 @@ def test_label_reads_the_samples_sample_all_stored_under_its_config(ingested_pat
         cfg = SamplerConfig(n_score_activating=30, n_score_nonfiring=30)
         sampler = Sampler(s, d, cfg, 3)
         assert sampler.load_many([0, 5]) == sampler.sample_many([0, 5])  # the stored sample is the drawn one
-    other = json.loads(cli("label", "--store", ingested_path, "--features", "0-9", "--scorer", "embedding",
-                           "--json").stdout)  # default sampler: nothing stored under it
+    other = cli("label", "--store", ingested_path, "--features", "0-9", "--scorer", "embedding", "--json")
+    other = json.loads(other.stdout)  # default sampler: nothing stored under it, and the summary says why
     assert other["samples_stored"] == 0 and other["samples_drawn"] == 10 and other["explained"] > 0
+    assert other["samples_not_current"] == 10
+    text = cli("label", "--store", ingested_path, "--features", "0-9", "--scorer", "embedding", "--seed", "4").stdout
+    assert "samples: 0 read from the store, 10 drawn (10 stored under another sampler config or seed" in text
 
 
 # -- spend counted once -----------------------------------------------------------------------------
@@ -303,6 +306,9 @@ def test_a_classification_grade_needs_enough_windows_of_each_class(ingested_path
     (["export", "--dictionary", "nope", "--out", "x.jsonl"], 3, "no dictionary named 'nope'"),
     (["export", "--format", "neuronpedia", "--out", "x"], 8, "needs --model-id and --source-id"),
     (["job", "show", "zzz"], 3, "no single job run matches"),
+    (["job", "run", "--config", "/dev/null", "--wait", "-1"], 2, "--wait must be 0 or more seconds"),
+    (["label", "--batch-poll", "0"], 2, "--batch-poll must be a positive number"),
+    (["labels", "--status", "failed", "--sort", "embedding"], 2, "--status failed lists features without a label"),
     (["job", "run", "--config", "/dev/null", "--log", "/nonexistent-dir/job.log"], 20,
      "--log /nonexistent-dir/job.log: folder /nonexistent-dir does not exist"),
 ])

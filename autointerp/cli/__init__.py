@@ -22,7 +22,7 @@ from .export import export, serve
 from .features import dictionaries, features, sample
 from .label import label, score
 from .labels import cost, labels, show
-from .match import match
+from .match import diff, match
 from .search import encode, search
 
 
@@ -96,6 +96,7 @@ app.command("export")(export)
 app.command("serve")(serve)
 app.command("search")(search)
 app.command("match")(match)
+app.command("diff")(diff)
 app.command("encode")(encode)
 app.command("demo")(demo)
 app.command("cost")(cost)

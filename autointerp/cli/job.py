@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..errors import AutointerpError, StoreError
+from ..errors import AutointerpError, StoreError, UsageError
 from ..job import EXIT, load_config, run_job
 from .common import (
     JsonOpt,
@@ -39,6 +39,8 @@ def run(store: StoreOpt, config: Annotated[Path, typer.Option("--config", help="
         as_json: JsonOpt = False) -> None:
     """Label what is new or changed in a store (and grade labels lacking a grade of the job's scorers),
     within the job's budget. Progress on stderr (a bar on a terminal, else a line every ~10 s)."""
+    if wait is not None and not wait >= 0:
+        raise UsageError(f"--wait must be 0 or more seconds, got {wait}")
     try:
         cfg = load_config(config)
         res = run_job(store, cfg, force=force, wait=wait, log_path=log or Path(f"{store}.jobs.log"),

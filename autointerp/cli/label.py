@@ -180,7 +180,7 @@ def summary_line(out: RunSummary) -> str:
     if out.cost:
         c = out.cost
         unpriced = sum(r.get("unpriced_calls", 0) for r in c)
-        cost = (f" | run {out.run_id}: {sum(r['calls'] for r in c)} calls, {sum(r['cached_calls'] for r in c)} "
+        cost = (f" | {sum(r['calls'] for r in c)} calls, {sum(r['cached_calls'] for r in c)} "
                 f"cached, {sum(r['input_tokens'] for r in c):,} in / {sum(r['output_tokens'] for r in c):,} out "
                 f"tokens, ${sum(r['cost_usd'] for r in c):.4f}" + (f" + {unpriced} unpriced calls" if unpriced else ""))
     b = out.batch
@@ -189,13 +189,17 @@ def summary_line(out: RunSummary) -> str:
                  f"({b['replies']} replies, {b['errors']} errors), {b['pending']} still pending"
                  + (": run again to collect them" if b["pending"] else ""))
     samples = ""
-    if out.samples_stored:
+    if out.samples_stored or out.samples_not_current:
         samples = f" | samples: {out.samples_stored} read from the store, {out.samples_drawn} drawn"
+        if out.samples_not_current:
+            samples += (f" ({out.samples_not_current} stored under another sampler config or seed, or before their "
+                        "activations changed)")
     carry = ""
     if out.carry_from:
         carry = (f", {out.carried} carried from {out.carry_from} (no explainer call), {out.carry_rejected} "
                  "explained anew after their carried label graded too low")
-    return (f"{out.features} features of {out.dictionary}: {out.explained} explained{carry}, {out.graded} graded, "
+    run = f"run {out.run_id}: " if out.run_id else ""
+    return (f"{run}{out.features} features of {out.dictionary}: {out.explained} explained{carry}, {out.graded} graded, "
             f"{out.skipped} skipped{kinds(out.skipped_kinds)}, {out.failed} failed{kinds(out.failed_kinds)}, "
             f"{out.already_done} already done" + (f" | grades {sc}" if sc else "") + samples + cost)
 

@@ -46,6 +46,9 @@ def labels(store: StoreOpt, dictionary: DictOpt = None,
     check_limit(limit)
     check_choice(status, STATUSES, "--status")
     check_choice(by, BY, "--by")
+    if status != "ok" and (sort is not None or by != "value" or candidates or ascending):
+        raise UsageError(f"--status {status} lists features without a label, in feature order: it takes no --sort, "
+                         "--by, --ascending or --candidates")
     with opened(store, read_only=True) as s:
         d = s.dictionary(dictionary)
         if status != "ok":
@@ -57,7 +60,7 @@ def labels(store: StoreOpt, dictionary: DictOpt = None,
             for r in rows:
                 typer.echo(f"{r['feature_id']}\t{r['explainer']}\t{r['seed']}\t{r['reason']}")
             return
-        check_choice(sort, ["feature", *known_scorers(), *s.scorer_names(d.dictionary_id)], "--sort")
+        check_choice(sort, ["feature", *dict.fromkeys([*known_scorers(), *s.scorer_names(d.dictionary_id)])], "--sort")
         if by != "value" and sort in (None, "feature"):
             raise UsageError("--by lower ranks by a scorer: give --sort SCORER")
         rows = s.labels(d.dictionary_id, sort_by=None if sort == "feature" else sort, descending=not ascending,

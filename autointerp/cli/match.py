@@ -4,10 +4,12 @@ successor), by co-activation and by decoder cosine; the pairs are stored for `la
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from ..errors import UsageError
 from .common import JsonOpt, StoreOpt, emit_json, handle_errors, opened, show_progress
 
 
@@ -41,3 +43,69 @@ def match(store: StoreOpt,
         typer.echo("  " + "  ".join(f"{k}: {v:,}" for k, v in m["histogram"].items()))
     if res.agreement is not None:
         typer.echo(f"the two methods name the same partner for {res.agreement:.1%} of the features paired by both")
+
+
+@handle_errors
+def diff(store: StoreOpt,
+         runs: Annotated[tuple[str, str] | None, typer.Option("--runs", help="Two run ids, before and after "
+                                                              "(`label --json`'s run_id, `job list`).")] = None,
+         dictionaries: Annotated[tuple[str, str] | None, typer.Option("--dictionaries", help="Two dictionaries, "
+                                                                      "before and after (their current labels).")]
+         = None,
+         method: Annotated[str, typer.Option(help="Two dictionaries: pair features by coactivation or decoder "
+                                                  "(matched first if `match` has not).")] = "coactivation",
+         min_similarity: Annotated[float, typer.Option(help="Two dictionaries: a pair counts at this similarity "
+                                                            "or more.")] = 0.8,
+         meaning: Annotated[float, typer.Option(help="Label distance (1 - cosine of their embeddings) counted as "
+                                                     "a change of meaning.")] = 0.3,
+         limit: Annotated[int, typer.Option(help="Changes listed, most impactful first (the counts cover all).")]
+         = 30,
+         html: Annotated[Path | None, typer.Option("--html", help="Also write the report as a page: DIR/diff.html.")]
+         = None,
+         as_json: JsonOpt = False) -> None:
+    """What changed between two runs (over one dictionary, or over a dictionary and its retrained successor)
+    or between two dictionaries: features added and gone, labels relabelled (and whether their meaning
+    changed), grades that moved beyond their 95% intervals, sorted by impact (the change times how often the
+    feature fires). Reads only, except that a missing match of two dictionaries is computed and stored."""
+    from ..export import check_diff_out, write_diff_html
+    from ..match import DiffConfig, Side, run_side
+    from ..match import diff as run_diff
+
+    if (runs is None) == (dictionaries is None):
+        raise UsageError("give either --runs RUN_A RUN_B or --dictionaries A B")
+    config = DiffConfig(method=method, min_similarity=min_similarity, meaning=meaning, limit=limit)
+    if html is not None:
+        check_diff_out(html)  # before anything is computed or stored
+    with opened(store) as s:
+        if runs is not None:
+            a, b = run_side(s, runs[0]), run_side(s, runs[1])
+        else:
+            a, b = Side(s.dictionary(dictionaries[0])), Side(s.dictionary(dictionaries[1]))
+        res = run_diff(s, a, b, config)
+    doc = res.to_dict()
+    if html is not None:
+        doc["page"] = write_diff_html(doc, html)["page"]
+    if as_json:
+        emit_json(doc)
+        return
+    c = res.counts
+    typer.echo(f"{res.a} -> {res.b} (paired by {res.paired_by}): {c['added']} added, {c['gone']} gone, "
+               f"{c['relabelled']} relabelled ({c['changed_meaning']} changed meaning), {c['grade']} grades moved "
+               f"beyond their intervals; {c['pairs']} labelled pairs compared")
+    for scorer, m in res.moved.items():
+        typer.echo(f"  {scorer}: {m['up']} up, {m['down']} down")
+    if res.rows:
+        typer.echo("impact\tchange\tfeature\tbefore\tafter")
+    for r in res.rows:
+        feature = (f"{r['feature_a']}->{r['feature_b']}" if "feature_a" in r and "feature_b" in r
+                   and r["feature_a"] != r["feature_b"] else str(r.get("feature_b", r.get("feature_a"))))
+        if r["kind"] == "grade":
+            what, before, after = (f"grade {r['scorer']} {r['delta']:+.3f}", f"{r['value_a']:.3f}",
+                                   f"{r['value_b']:.3f}  {r['label_b']}")
+        elif r["kind"] == "relabelled":
+            what, before, after = f"relabelled ({r['distance']:.2f})", r["label_a"], r["label_b"]
+        else:
+            what, before, after = r["kind"], r.get("label_a") or "", r.get("label_b") or ""
+        typer.echo(f"{r['impact']:.3f}\t{what}\t{feature}\t{before}\t{after}")
+    if html is not None:
+        typer.echo(f"wrote {doc['page']}")

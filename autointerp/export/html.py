@@ -148,6 +148,49 @@ def feature_docs(store: Store, d: Dictionary, features: list[int], unsampled: bo
             yield smp.feature, doc
 
 
+def swap_in(tmp: Path, out: Path) -> None:
+    """Put the finished folder `tmp` at `out`. The earlier one is moved aside first and removed after, so
+    `out` is always a whole export or absent; a kill in between leaves `.OUT.autointerp-old`, which the
+    next export removes."""
+    old = out.with_name(f".{out.name}.autointerp-old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+DIFF_ASSETS = ("diff.html", "diff.js", "app.css")
+
+
+def check_diff_out(out: str | Path) -> Path:
+    """A folder a diff page may be written to: new, or an earlier diff page (ExportError otherwise)."""
+    out = Path(out)
+    if out.exists() and not (out / "diff-data.js").exists():
+        raise ExportError(f"--html {out} exists and is not an autointerp diff page: not replacing it")
+    if not out.parent.is_dir():
+        raise ExportError(f"--html {out}: folder {out.parent} does not exist")
+    return out
+
+
+def write_diff_html(doc: dict, out: str | Path) -> dict:
+    """The page of a diff (match/diff.py's result as a dict) in the folder `out` (replaced if it holds an
+    earlier diff page): open OUT/diff.html."""
+    out = check_diff_out(out)
+    tmp = out.with_name(f".{out.name}.autointerp-tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        for name in DIFF_ASSETS:
+            shutil.copyfile(WEB / name, tmp / name)
+        (tmp / "diff-data.js").write_text(
+            f"DIFF.show({json.dumps(doc, ensure_ascii=True, allow_nan=False)});\n", encoding="ascii")
+        swap_in(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"out": str(out), "page": str(out / "diff.html")}
+
+
 def write_html(store: Store, out: str | Path, dictionary: str | None = None, features=None,
                all_features: bool = False, progress=None) -> dict:
     """Write the browser of one dictionary to the folder `out` (replaced if it holds an earlier export):
@@ -187,9 +230,7 @@ def write_html(store: Store, out: str | Path, dictionary: str | None = None, fea
                 progress.update(len(part))
         meta["pages"] = pages
         (tmp / "data" / "meta.js").write_text(js("meta", meta), encoding="ascii")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        swap_in(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {"out": str(out), "dictionary": d.name, "features": d.width, "listed": listed, "index_rows": rows,

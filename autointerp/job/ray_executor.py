@@ -193,11 +193,11 @@ def merge_results(store: Store, root: Path) -> dict:
     shards = sorted(root.glob("*/labels-*.pkl"))
     by_dict: dict[str, tuple[list, dict]] = {}
     grades: list = []
-    for p in shards:
+    for p in shards:  # <root>/<run id>/labels-<shard>.pkl
         doc = pickle.loads(p.read_bytes())  # written by our workers in this store's own folder
-        grades += doc.get("grades", [])
+        grades.append((p.parent.name, doc.get("grades", [])))
         for lab in doc["labels"]:
-            labels, hashes = by_dict.setdefault(lab.dictionary, ([], {}))
+            labels, hashes = by_dict.setdefault((lab.dictionary, p.parent.name), ([], {}))
             labels.append(lab)
             hashes[lab.feature] = doc["act_hash"].get(lab.feature)
     cache, calls = [], []
@@ -208,17 +208,19 @@ def merge_results(store: Store, root: Path) -> dict:
     if journals or shards:
         with store.writer() as w:
             w.add_llm_records(cache, calls)
-            for name, (labels, hashes) in by_dict.items():
+            for (name, run_id), (labels, hashes) in by_dict.items():
                 did = store.dictionary(name).dictionary_id
-                index_labels(w, did, w.add_labels(did, labels, act_hashes=hashes))  # search sees them too
-            w.add_grades(grades)
+                written = w.add_labels(did, labels, act_hashes=hashes, run_id=run_id)
+                index_labels(w, did, written)  # search sees them too
+            for run_id, got in grades:
+                w.add_grades(got, run_id=run_id)
         store.llm_key_index = None  # new cache keys: re-read on next use
     if root.exists():
         for run in root.iterdir():  # merged: the runs' folders (and a crashed run's snapshot) can go
             if run.is_dir():
                 shutil.rmtree(run, ignore_errors=True)
     return {"journals": len(journals), "shards": len(shards), "labels": sum(len(v[0]) for v in by_dict.values()),
-            "grades": len(grades)}
+            "grades": sum(len(g) for _, g in grades)}
 
 
 def run_on_ray(store: Store, d, todo: list[int], cfg, run_id: str, summary: RunSummary, *, force: bool,

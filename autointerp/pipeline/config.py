@@ -46,6 +46,12 @@ class BatchOptions:
     poll: float = 30.0  # seconds between status polls
     wait: float | None = None  # stop polling after this many seconds (a rerun collects what is pending)
 
+    def __post_init__(self) -> None:
+        if not self.poll > 0:
+            raise UsageError(f"--batch-poll must be a positive number of seconds, got {self.poll}")
+        if self.wait is not None and not self.wait >= 0:
+            raise UsageError(f"--batch-wait must be 0 or more seconds, got {self.wait}")
+
 
 @dataclass(frozen=True)
 class CarryOptions:

@@ -149,6 +149,7 @@ class _Feed:
             store, sampler, work, parts, batch, summary
         d = sampler.dictionary
         self.stored = store.current_samples(d.dictionary_id, sampler.config.hash, sampler.seed)
+        self.other = store.sampled_features(d.dictionary_id)  # stored under any config (to say why not read)
         self.todo = work.features
 
     def batches(self) -> range:
@@ -160,6 +161,7 @@ class _Feed:
         samples = self.sampler.load_many(feats[have], cursor) + self.sampler.sample_many(feats[~have], cursor)
         self.summary.samples_stored += int(have.sum())
         self.summary.samples_drawn += int((~have).sum())
+        self.summary.samples_not_current += int(np.isin(feats[~have], self.other, assume_unique=True).sum())
         w = self.work
         lo, hi = np.searchsorted(w.grade_features, [feats[0], feats[-1] + 1]) if len(feats) else (0, 0)
         regrade = dict(zip(w.grade_features[lo:hi].tolist(), zip(w.grade_explanations[lo:hi].tolist(),
@@ -247,9 +249,9 @@ def label(store: Store, dictionary: Dictionary, run: LabelRun | None = None, *, 
             asyncio.run(_run(store, dictionary, feed, parts, run, summary, progress, on_flush, sink))
     finally:
         summary.seconds = round(time.perf_counter() - t0, 2)
-        if clients:  # an LLM explainer or scorer: what this run cost (they share one run id)
-            summary.run_id = clients[0].run_id
-            summary.cost = store.cost_summary(clients[0].run_id)
+        summary.run_id = run.llm.run_id  # on every label and grade it wrote (`diff --runs`)
+        if clients:  # an LLM explainer or scorer: what this run cost (they share the run id)
+            summary.cost = store.cost_summary(run.llm.run_id)
     return summary
 
 
@@ -287,8 +289,9 @@ async def _run(store, dictionary, feed: _Feed, parts: Parts, run: LabelRun, summ
                 labels = [x for x in done if isinstance(x, FeatureLabel)]
                 grades = [x for x in done if isinstance(x, Grades)]
                 with store.writer(checkpoint=False) as w:
-                    index_labels(w, dictionary.dictionary_id, w.add_labels(dictionary.dictionary_id, labels))
-                    w.add_grades(grades)
+                    index_labels(w, dictionary.dictionary_id,
+                                 w.add_labels(dictionary.dictionary_id, labels, run_id=run.llm.run_id))
+                    w.add_grades(grades, run_id=run.llm.run_id)
                     for enc in parts.encoders:  # the context encoding, paid once per store
                         w.add_context_vectors(dictionary.corpus_id, ENCODING, enc.take_fresh())
             finished.clear()  # at once: an interrupt from here on must not write or count them twice

@@ -47,6 +47,7 @@ class RunSummary:
     score_failures: dict = field(default_factory=dict)
     samples_stored: int = 0  # samples read from the store (`sample --all` under this config, current)
     samples_drawn: int = 0  # samples drawn now
+    samples_not_current: int = 0  # of those, features whose stored sample is under another config, seed or activations
     explainer: str = ""
     prompt_hash: str = ""
     sampler_hash: str = ""
@@ -106,7 +107,7 @@ class RunSummary:
     def merge(self, other: RunSummary) -> RunSummary:
         """Add another part's counts (a Ray shard's) to this summary, in place; returns self."""
         for k in ("features", "explained", "graded", "skipped", "failed", "already_done", "carried", "carry_rejected",
-                  "samples_stored", "samples_drawn"):
+                  "samples_stored", "samples_drawn", "samples_not_current"):
             setattr(self, k, getattr(self, k) + getattr(other, k))
         for k in ("skipped_kinds", "failed_kinds", "failure_reasons"):
             for key, n in getattr(other, k).items():

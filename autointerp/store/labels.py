@@ -88,6 +88,12 @@ class LabelReads:
             "ORDER BY s.feature", [dictionary_id, config_hash, seed]).fetchnumpy()
         return np.asarray(t["feature"], dtype=np.int64)
 
+    def sampled_features(self, dictionary_id: int) -> np.ndarray:
+        """Sorted features with a stored sample under any config, seed or activations."""
+        t = self.con.execute("SELECT DISTINCT feature FROM sample_status WHERE dictionary_id = ? ORDER BY feature",
+                             [dictionary_id]).fetchnumpy()
+        return np.asarray(t["feature"], dtype=np.int64)
+
     def sample_rows(self, dictionary_id: int, features: np.ndarray) -> tuple[dict, dict]:
         """Stored status rows and window references of several features, in feature (and window) order:
         ({feature, status, reason, n_candidates, seed, config}, {feature, sample_set, kind, context_id,
@@ -167,22 +173,23 @@ class LabelReads:
                      f"ORDER BY s.created_at DESC LIMIT 1) {'DESC' if descending else 'ASC'} NULLS LAST, {order}")
         rows = self.con.execute(
             f"""SELECT e.explanation_id, d.name, e.feature, e.text, e.explainer, e.prompt_hash, e.sampler_hash,
-                       e.sampler, e.seed, e.evidence, e.created_at, e.chosen, e.imported, e.carried
+                       e.sampler, e.seed, e.evidence, e.created_at, e.chosen, e.imported, e.carried, e.run_id
                 FROM explanations e JOIN dictionaries d USING (dictionary_id)
                 WHERE {' AND '.join(where)} ORDER BY {order} {'' if limit is None else f'LIMIT {int(limit)}'}""",
             params + ([sort_by] if sort_by is not None else [])).fetchall()
         ids = [r[0] for r in rows]
         scores: dict[int, dict] = {i: {} for i in ids}
         if ids:
-            for eid, scorer, version, status, value, reason, details, created, lo, hi, nw, nt in self.con.execute(
+            for eid, scorer, version, status, value, reason, details, created, lo, hi, nw, nt, run in self.con.execute(
                     "SELECT explanation_id, scorer, scorer_version, status, value, reason, details, created_at, "
-                    "ci_low, ci_high, n_windows, n_tokens FROM scores WHERE explanation_id IN "
+                    "ci_low, ci_high, n_windows, n_tokens, run_id FROM scores WHERE explanation_id IN "
                     "(SELECT unnest(?::BIGINT[])) ORDER BY explanation_id, scorer, created_at", [ids]).fetchall():
                 scores[eid][scorer] = {"value": value, "ci": None if lo is None else [lo, hi], "n_windows": nw,
                                        "n_tokens": nt, "status": status, "reason": reason, "version": version,
-                                       "details": json.loads(details), "created_at": created.isoformat()}
+                                       "details": json.loads(details), "created_at": created.isoformat(),
+                                       "run_id": run}
         return [{"explanation_id": r[0], "dictionary": r[1], "feature_id": r[2], "explanation": r[3],
                  "explainer": r[4], "prompt_hash": r[5], "sampler_hash": r[6], "sampler": json.loads(r[7]),
                  "seed": r[8], "evidence": json.loads(r[9]), "created_at": r[10].isoformat(), "chosen": r[11],
-                 "imported": r[12], "carried": r[13],
+                 "imported": r[12], "carried": r[13], "run_id": r[14],
                  "scores": scores[r[0]]} for r in rows]

@@ -360,6 +360,13 @@ def _m010_matches(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE explanations ADD COLUMN carried VARCHAR")
 
 
+def _m011_run_ids(con: duckdb.DuckDBPyConnection) -> None:
+    # Which run wrote each explanation and each grade (`label`'s run id, a job's run id): what `diff --runs`
+    # compares. Rows written before this migration have none.
+    con.execute("ALTER TABLE explanations ADD COLUMN run_id VARCHAR")
+    con.execute("ALTER TABLE scores ADD COLUMN run_id VARCHAR")
+
+
 Migration = tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]
 
 MIGRATIONS: list[Migration] = [
@@ -373,6 +380,7 @@ MIGRATIONS: list[Migration] = [
     (8, "grade intervals and evidence counts", _m008_intervals),
     (9, "output directions and their logit lens", _m009_outputs),
     (10, "dictionary matches, carried labels", _m010_matches),
+    (11, "the run that wrote each label and grade", _m011_run_ids),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

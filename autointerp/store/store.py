@@ -21,6 +21,7 @@ from ..clock import utcnow
 from ..errors import AutointerpError, StoreError
 from ..records import Corpus, Dictionary, FeatureStats
 from .browse import BrowseReads
+from .diff import DiffReads
 from .labels import LabelReads
 from .ledger import LedgerReads
 from .matches import MatchReads
@@ -30,7 +31,7 @@ from .vectors import VectorReads
 from .writer import StoreWriter
 
 
-class Store(LabelReads, LedgerReads, VectorReads, OutputReads, MatchReads, BrowseReads):
+class Store(LabelReads, LedgerReads, VectorReads, OutputReads, MatchReads, BrowseReads, DiffReads):
     """A store file. Open with `Store(path)` (creates and migrates) or `Store(path, read_only=True)`."""
 
     def __init__(self, path: str | Path, *, read_only: bool = False, memory_limit: str = "1GB",

@@ -224,12 +224,12 @@ class StoreWriter:
 
     # -- labels -----------------------------------------------------------------------------------
 
-    def add_labels(self, dictionary_id: int, labels: list[FeatureLabel],
-                   act_hashes: dict[int, int] | None = None) -> list[tuple[int, int, str]]:
+    def add_labels(self, dictionary_id: int, labels: list[FeatureLabel], act_hashes: dict[int, int] | None = None,
+                   run_id: str | None = None) -> list[tuple[int, int, str]]:
         """Record each feature's outcome, explanations and scores (replacing an earlier outcome of the
-        same feature under the same explainer, prompt, sampler and seed). Set-based: a few statements
-        per call, however many labels. Returns the chosen explanations written, (explanation_id,
-        feature, text), for the caller to index (`add_label_vectors`)."""
+        same feature under the same explainer, prompt, sampler and seed), written by run `run_id`.
+        Set-based: a few statements per call, however many labels. Returns the chosen explanations
+        written, (explanation_id, feature, text), for the caller to index (`add_label_vectors`)."""
         if not labels:
             return []
         key_cols = ("dictionary_id", "feature", "explainer", "prompt_hash", "sampler_hash", "seed")
@@ -272,9 +272,10 @@ class StoreWriter:
                                                               "sampler")},
                 "seed": pa.array(ex["seed"], pa.int64()), "evidence": pa.array(ex["evidence"], pa.string()),
                 "created_at": pa.array(ex["created_at"], ts), "chosen": pa.array(ex["chosen"], pa.bool_()),
-                "imported": pa.array(ex["imported"], pa.string()), "carried": pa.array(ex["carried"], pa.string())}))
+                "imported": pa.array(ex["imported"], pa.string()), "carried": pa.array(ex["carried"], pa.string()),
+                "run_id": pa.array([run_id] * len(ex["feature"]), pa.string())}))
         if sc:
-            self.store._insert_now("scores", _score_table(sc, now))
+            self.store._insert_now("scores", _score_table(sc, now, run_id))
         # the fingerprint of the activations the labels were made from: given (labels made elsewhere, from
         # a snapshot), or the store's now (labels made from it just now)
         hashes = act_hashes if act_hashes is not None else self.store.activation_hashes(
@@ -315,13 +316,13 @@ class StoreWriter:
             "vectors": pa.array([np.ascontiguousarray(vectors[c], np.float16).tobytes() for c in ids], pa.binary())}))
 
 
-    def add_grades(self, grades: list[Grades]) -> None:
-        """New grades of existing labels, each replacing an earlier grade of the same explanation by the
-        same scorer at the same version (a failed grade retried); other versions' grades are kept."""
+    def add_grades(self, grades: list[Grades], run_id: str | None = None) -> None:
+        """New grades of existing labels (written by run `run_id`), each replacing an earlier grade of the same
+        explanation by the same scorer at the same version (a failed grade retried); other versions' are kept."""
         rows = [(g.explanation_id, s) for g in grades for s in g.scores]
         if not rows:
             return
-        t = _score_table(rows, _now())
+        t = _score_table(rows, _now(), run_id)
         self.con.register("_grade_rows", t)
         try:
             self.con.execute("DELETE FROM scores s USING _grade_rows g WHERE s.explanation_id = g.explanation_id "
@@ -401,8 +402,8 @@ class StoreWriter:
                                 "finishing (killed or crashed)' WHERE status = 'running'").fetchone()[0]
 
 
-def _score_table(rows: list[tuple[int, Score]], now) -> pa.Table:
-    """Rows of the scores table: (explanation id, its grade) pairs."""
+def _score_table(rows: list[tuple[int, Score]], now, run_id: str | None = None) -> pa.Table:
+    """Rows of the scores table: (explanation id, its grade) pairs, written by run `run_id`."""
     ss = [s for _, s in rows]
     return pa.table({
         "explanation_id": pa.array([e for e, _ in rows], pa.int64()),
@@ -416,4 +417,5 @@ def _score_table(rows: list[tuple[int, Score]], now) -> pa.Table:
         "ci_low": pa.array([s.interval[0] if s.interval else None for s in ss], pa.float64()),
         "ci_high": pa.array([s.interval[1] if s.interval else None for s in ss], pa.float64()),
         "n_windows": pa.array([s.n_windows for s in ss], pa.int32()),
-        "n_tokens": pa.array([s.n_tokens for s in ss], pa.int32())})
+        "n_tokens": pa.array([s.n_tokens for s in ss], pa.int32()),
+        "run_id": pa.array([run_id] * len(ss), pa.string())})
