@@ -253,3 +253,22 @@ class FeatureLabel:
     @property
     def run_key(self) -> tuple[str, str, str, int]:
         return (self.explainer, self.prompt_hash, self.sampler.hash, self.seed)
+
+
+TRACE_MAX_CHARS = 2000  # the longest text `trace` takes (and the API's bound)
+
+
+@dataclass(frozen=True)
+class TraceConfig:
+    """A trace (capture/trace.py): `top` features listed per token; `max_chars`: the longest text taken."""
+
+    top: int = 5
+    max_chars: int = TRACE_MAX_CHARS
+
+    def __post_init__(self) -> None:
+        from .errors import UsageError
+
+        if not 1 <= self.top <= 100:
+            raise UsageError(f"--top must be from 1 to 100, got {self.top}")
+        if self.max_chars < 1:
+            raise UsageError(f"max_chars must be at least 1, got {self.max_chars}")

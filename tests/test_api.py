@@ -135,15 +135,14 @@ def test_concurrent_readers_get_consistent_answers(served):
     assert all(g == want[i % len(asks)] for i, g in enumerate(got))
 
 
-def test_openapi_holds_under_schemathesis(served):
-    """Every operation of /openapi.json, with generated parameters: no 5xx, no schema-valid request
-    refused, every response as the schema says (schemathesis's checks)."""
-    schema = schemathesis.openapi.from_url(served[0] + "openapi.json")
+def schema_failures(url: str, labels: set[str]) -> list[str]:
+    """schemathesis's checks on the operations `labels` of the API at `url`: no 5xx, no schema-valid request
+    refused, every response as the schema says. Returns the failures."""
+    schema = schemathesis.openapi.from_url(url + "openapi.json")
     ops = [r.ok() for r in schema.get_all_operations()]
-    assert {op.label for op in ops} == {"GET /api/dictionaries", "GET /api/features", "GET /api/features/{feature}",
-                                        "GET /api/search"}
+    assert labels <= {op.label for op in ops}
     failures = []
-    for op in ops:
+    for op in [op for op in ops if op.label in labels]:
         @given(case=op.as_strategy())
         @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None,
                   derandomize=True)
@@ -154,6 +153,18 @@ def test_openapi_holds_under_schemathesis(served):
                 failures.append(f"{op.label}: {str(e)[:400]}")
 
         check()
+    return failures
+
+
+def test_openapi_holds_under_schemathesis(served):
+    """Every operation of /openapi.json, with generated parameters (trace, whose dictionaries here have no
+    model and answer 400, is checked on a captured dictionary in test_trace.py)."""
+    schema = schemathesis.openapi.from_url(served[0] + "openapi.json")
+    assert {r.ok().label for r in schema.get_all_operations()} == {
+        "GET /api/dictionaries", "GET /api/features", "GET /api/features/{feature}", "GET /api/search",
+        "GET /api/trace"}
+    failures = schema_failures(served[0], {"GET /api/dictionaries", "GET /api/features",
+                                           "GET /api/features/{feature}", "GET /api/search"})
     assert not failures, "\n".join(failures[:3])
 
 

@@ -32,12 +32,12 @@ def evil_store(tmp_path):
 
 
 @contextmanager
-def serving(path):
+def serving(path, dictionary=None):
     """`autointerp serve`'s server on a free loopback port, in a thread: yields its URL."""
     from autointerp.export.serve import make_server
 
     with open_store(path, read_only=True) as s:
-        server = make_server(s, port=0)
+        server = make_server(s, port=0, dictionary=dictionary)
         t = threading.Thread(target=server.serve, daemon=True)
         t.start()
         deadline = time.monotonic() + 30

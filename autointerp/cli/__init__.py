@@ -16,7 +16,7 @@ from typer.core import TyperGroup
 
 from ..errors import EXIT_CODES
 from . import ingest, job
-from .capture import capture
+from .capture import capture, trace
 from .demo import demo
 from .export import export, serve
 from .features import dictionaries, features, sample
@@ -85,6 +85,7 @@ def _main(version_: Annotated[bool, typer.Option("--version", callback=_show_ver
 app.add_typer(ingest.app, name="ingest")
 app.add_typer(job.app, name="job")
 app.command("capture")(capture)
+app.command("trace")(trace)
 app.command("dictionaries")(dictionaries)
 app.command("features")(features)
 app.command("sample")(sample)

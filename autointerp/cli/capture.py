@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ..errors import UsageError
 from .common import (
     DictOpt,
     JsonOpt,
@@ -63,3 +64,29 @@ def capture(corpus: Annotated[Path, typer.Option(help=".txt (a document per line
             lens = (f"; logit-lens tokens of {out['output_tokens']:,} features" if out["output_tokens"]
                     else "; no logit lens (not in the hidden space of a model with an unembedding)")
             typer.echo(f"output directions: {out['directions']}{lens}")
+
+
+@handle_errors
+def trace(text: Annotated[str, typer.Argument(help="The text to trace (at most 2,000 characters).")],
+          store: StoreOpt, dictionary: DictOpt = None,
+          top: Annotated[int, typer.Option(help="Features listed per token, strongest first.")] = 5,
+          as_json: JsonOpt = False) -> None:
+    """Run a text through the model (and SAE) a dictionary was captured from, and print per token its
+    strongest features with their labels; --json also gives every nonzero activation (position, feature,
+    value). Needs a dictionary made by `capture` whose model and SAE are still where they were."""
+    from ..capture import Tracer, trace_text
+    from ..records import TraceConfig
+
+    config = TraceConfig(top=top)
+    if len(text) > config.max_chars:  # before the model loads
+        raise UsageError(f"the text is {len(text):,} characters; trace takes at most {config.max_chars:,}")
+    with opened(store, read_only=True) as s:
+        d = s.dictionary(dictionary)
+        doc = trace_text(s, Tracer(d), text, config)
+    if as_json:
+        emit_json(doc)
+        return
+    typer.echo(f"{d.name}: {len(doc['tokens'])} tokens, {len(doc['matrix']['feature'])} activations")
+    for i, (tok, feats) in enumerate(zip(doc["tokens"], doc["top"])):
+        shown = "; ".join(f"#{x['feature']} {x['value']:.2f} {x['label'] or '(no label)'}" for x in feats)
+        typer.echo(f"{i}\t{tok!r}\t{shown or '-'}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -72,12 +73,16 @@ def export(store: StoreOpt, out: Annotated[Path, typer.Option("--out", help="Fil
             except LabelError as e:  # an id past the dictionary: export's error, not label's
                 raise ExportError(str(e)) from None
             bar = Progress(0, "export html", "feat", not as_json)
+            t0 = time.perf_counter()
             try:
                 res = write_html(s, out, dictionary, subset, all_features, bar)
             finally:
                 bar.close()
+            res["seconds"] = round(time.perf_counter() - t0, 1)
+            per = max(res["pages"], 1)
             text = (f"wrote a browser of {res['listed']:,} of {res['features']:,} features ({res['pages']:,} pages "
-                    f"in {res['feature_files']:,} files, {res['bytes'] / 1e6:,.1f} MB) to {res['out']}; open "
+                    f"in {res['feature_files']:,} files, {res['bytes'] / 1e6:,.1f} MB: {res['bytes'] / 1e3 / per:,.1f} "
+                    f"KB and {1000 * res['seconds'] / per:,.1f} s per 1,000 feature pages) to {res['out']}; open "
                     f"{Path(res['out']) / 'index.html'}" + (f" (its index holds the first {res['index_rows']:,}: "
                                                             "`autointerp serve` shows all)" if res["capped"] else ""))
         else:

@@ -12,6 +12,8 @@ readers: every request reads through a DuckDB cursor of its own, never a shared 
 - `GET /api/features/{id}`: everything about one feature: its labels (every candidate), their
   grades with details and provenance, its statistics, top and quantile windows, simulated vs true.
 - `GET /api/search`: the features whose labels are nearest a query in meaning (see `search`).
+- `GET /api/trace`: a text through the model (and SAE) a dictionary was captured from: per token its
+  strongest features with their labels (see capture/trace.py); one text at a time per model.
 
 Bad parameters are 400 with a one-line JSON error ({"error": ...}); an unknown feature is 404.
 """
@@ -29,7 +31,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel
 
 from ..errors import AutointerpError
-from ..records import Dictionary
+from ..records import TRACE_MAX_CHARS, Dictionary, TraceConfig
 from ..store import FIXED_SORTS, FeatureIndex, Store
 from .html import ASSETS, WEB, feature_docs
 
@@ -88,6 +90,26 @@ class SearchResult(BaseModel):
     rows: list[SearchHit]
 
 
+class TracedFeature(BaseModel):
+    feature: int
+    value: float
+    label: str | None
+
+
+class Matrix(BaseModel):
+    position: list[int]
+    feature: list[int]
+    value: list[float]
+
+
+class TraceResult(BaseModel):
+    dictionary: str
+    text: str
+    tokens: list[str]
+    top: list[list[TracedFeature]]
+    matrix: Matrix
+
+
 class Error(BaseModel):
     error: str
 
@@ -108,6 +130,7 @@ class Browser:
         self._indexes: dict[int, FeatureIndex] = {}
         self._labels = None  # the label search index, loaded on the first search
         self._lock = threading.Lock()  # held only while an index is built, never by a read
+        self._tracers: dict[int, tuple] = {}  # dictionary id -> (Tracer, its lock): one text at a time per model
 
     def dictionary(self, name: str | None) -> Dictionary:
         if not name:
@@ -128,6 +151,16 @@ class Browser:
                     finally:
                         cur.close()
         return self._indexes[d.dictionary_id]
+
+    def tracer(self, d: Dictionary):
+        """(the dictionary's Tracer, the lock a trace holds while it runs), loaded on first use."""
+        if d.dictionary_id not in self._tracers:
+            with self._lock:
+                if d.dictionary_id not in self._tracers:
+                    from ..capture import Tracer
+
+                    self._tracers[d.dictionary_id] = (Tracer(d), threading.Lock())
+        return self._tracers[d.dictionary_id]
 
     def labels(self):
         if self._labels is None:
@@ -250,6 +283,24 @@ def make_app(store: Store, dictionary: str | None = None) -> FastAPI:
         cur = b.store.cursor()
         try:
             return {"query": q, "rows": describe_hits(cur, hits)}
+        finally:
+            cur.close()
+
+    @app.api_route("/api/trace", methods=get, response_model=TraceResult, responses={400: {"model": Error}})
+    def trace(text: Annotated[str, Query(min_length=1, max_length=TRACE_MAX_CHARS, pattern=r"\S",
+                                         description="The text to run through the dictionary's model")],
+              dictionary: Annotated[DictName | None, Query()] = None,
+              top: Annotated[int, Query(ge=1, le=100, description="Features per token")] = 5):
+        """A text through the model (and SAE) the dictionary was captured from: per token its strongest
+        features with their labels, and every nonzero activation. 400 for a dictionary with no model here."""
+        from ..capture import trace_text  # torch and the model: loaded on the first trace, not at start
+
+        d = _dict(dictionary)
+        tracer, lock = b.tracer(d)
+        cur = b.store.cursor()
+        try:
+            with lock:  # one text at a time per model
+                return trace_text(cur, tracer, text, TraceConfig(top=top))
         finally:
             cur.close()
 

@@ -196,7 +196,10 @@ def _block(store, a: Side, b: Side, fa, fb, fires_a, fires_b, scale, config, res
     text_b = dict(zip(lab_b["feature"].tolist(), zip(lab_b["explanation_id"].tolist(), lab_b["text"].tolist())))
     grades_a = _grades(store, lab_a["explanation_id"], a.run_id)
     grades_b = _grades(store, lab_b["explanation_id"], b.run_id)
-    weight = lambda fires, f: float(np.log1p(fires[f]) / scale)  # noqa: E731 - one line, used below
+
+    def weight(fires: np.ndarray, f: int) -> float:  # how often the feature fires, 0..1 on a log scale
+        return float(np.log1p(fires[f]) / scale)
+
     relabel = []
     for f_b, f_a in zip(fb.tolist(), fa.tolist()):
         has_b = f_b in text_b
@@ -205,7 +208,8 @@ def _block(store, a: Side, b: Side, fa, fb, fires_a, fires_b, scale, config, res
             if (has_b if same else live_b):
                 res.counts["added"] += 1
                 top.push(weight(fires_b, f_b), {"kind": "added", "feature_b": f_b,
-                      "label_b": text_b[f_b][1] if has_b else None, "n_firing": int(fires_b[f_b])})
+                                                "label_b": text_b[f_b][1] if has_b else None,
+                                                "n_firing": int(fires_b[f_b])})
             continue
         if same and not has_b:  # labelled before, not now: gone (below)
             continue

@@ -156,6 +156,14 @@ class Store(LabelReads, LedgerReads, VectorReads, OutputReads, MatchReads, Brows
     def schema_version(self) -> int:
         return self._one("SELECT max(version) FROM schema_migrations")[0]
 
+    def release_cache(self) -> None:
+        """Give back the pages DuckDB cached while reading (after a one-off scan whose data now lives
+        elsewhere, as the label matrix does): the memory limit is lowered for a moment, which evicts
+        them, and set back."""
+        limit = self.con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+        self.con.execute("SET memory_limit = '128MB'")
+        self.con.execute(f"SET memory_limit = '{limit}'")
+
     def checkpoint(self) -> None:
         """Fold the write-ahead log into the file (before copying the file, or at the end of a run)."""
         self.con.execute("CHECKPOINT")

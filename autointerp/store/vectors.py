@@ -49,14 +49,26 @@ class VectorReads:
     def label_matrix(self, encoding: str, dictionary_id: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every stored label embedding: (explanation ids, dictionary_id << 32 | feature, float16 [n, dim]),
         in the order stored; `dictionary_id` limits it to one dictionary. Only chosen labels have one, and
-        replacing a label removes its vector (`add_labels`), so no join is needed: one scan."""
+        replacing a label removes its vector (`add_labels`), so no join is needed: one scan. Read a batch at
+        a time into arrays made once, so memory is the matrix (768 bytes a label) and one batch, never the
+        whole column twice; Arrow's pool gives the batches back after."""
         where = "" if dictionary_id is None else f"AND dictionary_id = {int(dictionary_id)}"
-        t = self.con.sql(f"SELECT explanation_id, dictionary_id, feature, vector FROM label_vectors "
-                         f"WHERE encoding = ? {where}", params=[encoding]).to_arrow_table()
-        flat, _ = _blobs(t.column("vector"))
-        return (t.column("explanation_id").to_numpy().astype(np.int64),
-                t.column("dictionary_id").to_numpy().astype(np.int64) << 32 | t.column("feature").to_numpy(),
-                flat.reshape(-1, DIM))
+        n = self.con.execute(f"SELECT count(*) FROM label_vectors WHERE encoding = ? {where}", [encoding]).fetchall()[0][0]
+        ids, keys, matrix = np.empty(n, np.int64), np.empty(n, np.int64), np.empty((n, DIM), np.float16)
+        reader = self.con.sql(f"SELECT explanation_id, dictionary_id, feature, vector FROM label_vectors "
+                              f"WHERE encoding = ? {where}", params=[encoding]).to_arrow_reader(65_536)
+        i = 0
+        for batch in reader:
+            k = min(batch.num_rows, n - i)  # a label written since the count (never, read-only) is left out
+            flat, _ = _blobs(batch.column(3))
+            matrix[i:i + k] = flat[:k * DIM].reshape(-1, DIM)
+            ids[i:i + k] = batch.column(0).to_numpy()[:k]
+            keys[i:i + k] = batch.column(1).to_numpy()[:k].astype(np.int64) << 32 | batch.column(2).to_numpy()[:k]
+            i += k
+            del batch, flat
+        pa.default_memory_pool().release_unused()
+        self.release_cache()  # the vectors' pages, cached as they were read, would double the memory held
+        return ids[:i], keys[:i], matrix[:i]
 
     def unindexed_labels(self, encoding: str, dictionary_id: int | None = None) -> list[tuple[int, int, int, str]]:
         """Chosen explanations with no label embedding under `encoding`: (dictionary_id, explanation_id,

@@ -201,7 +201,40 @@ const AI = (() => {
         document.body.setAttribute("data-ready", "1");
       }
     });
+    traceBox();
     if (served) await render();
+  }
+
+  // The trace box (served only): a text through the dictionary's model, each token with its strongest
+  // features and their labels. A dictionary without a model here answers 400, shown as its message.
+  function traceBox() {
+    const form = document.getElementById("tracebox");
+    if (!served) return;
+    form.hidden = false;
+    const input = document.getElementById("trace");
+    const out = document.getElementById("traced");
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const text = input.value;
+      if (!text.trim()) { out.replaceChildren(); return; }
+      document.body.removeAttribute("data-ready");
+      try {
+        const res = await api("trace", { text, top: 3 });
+        const rows = res.tokens.map((tok, i) => {
+          const feats = el("span", { class: "feats" });
+          for (const f of res.top[i]) {
+            feats.append(el("a", { href: "feature.html" + location.search + "#" + f.feature,
+                                   title: `activation ${fmt(f.value, 2)}`,
+                                   text: `#${f.feature} ${f.label === null ? "(no label)" : f.label}` }));
+          }
+          return el("div", { class: "tokrow" }, el("span", { class: "tok", text: shown(tok) }), feats);
+        });
+        out.replaceChildren(el("h2", { text: `Traced: ${res.tokens.length} tokens` }), ...rows);
+      } catch (err) {
+        out.replaceChildren(el("p", { class: "error", text: "trace: " + err.message }));
+      }
+      document.body.setAttribute("data-ready", "1");
+    });
   }
 
   // -- a feature ---------------------------------------------------------------------------------------
