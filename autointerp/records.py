@@ -260,10 +260,12 @@ TRACE_MAX_CHARS = 2000  # the longest text `trace` takes (and the API's bound)
 
 @dataclass(frozen=True)
 class TraceConfig:
-    """A trace (capture/trace.py): `top` features listed per token; `max_chars`: the longest text taken."""
+    """A trace (capture/trace.py): `top` features listed per token; `max_chars`: the longest text taken;
+    `matrix`: also every nonzero activation (tokens x features: large for a wide dictionary)."""
 
     top: int = 5
     max_chars: int = TRACE_MAX_CHARS
+    matrix: bool = True
 
     def __post_init__(self) -> None:
         from .errors import UsageError

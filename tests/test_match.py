@@ -328,6 +328,10 @@ def test_diff_bad_input_is_one_line_and_writes_nothing(pair, tmp_path):
     _one_line_error(cli(*base), 2, "give either --runs RUN_A RUN_B or --dictionaries A B")
     _one_line_error(cli(*base, "--runs", "nope", "nope2"), 2, "no label or grade of run 'nope'")
     _one_line_error(cli(*base, "--dictionaries", "layers.3", "layers.3"), 2, "both sides are the same labels")
+    runs = [json.loads(cli("label", "--store", path, "--dictionary", "layers.3", "--features", f, "--force",
+                           "--json").stdout)["run_id"] for f in ("10-19", "15-16")]  # the second replaces labels
+    before = _digest(path)
+    _one_line_error(cli(*base, "--runs", *runs), 2, f"labelled under run {runs[0]}'s settings")
     _one_line_error(cli(*base, "--dictionaries", "layers.3", "nope"), 3, "no dictionary named 'nope'")
     _one_line_error(cli(*base, "--dictionaries", "layers.3", "retrained", "--min-similarity", "3"), 2,
                     "--min-similarity must be between -1 and 1")

@@ -114,7 +114,10 @@ def test_label_import_bad_input_is_one_line_and_writes_nothing(twin, tmp_path):
         ("jsonl", [json.dumps({"feature_id": 1, "explanation": "y",
                                "scores": {"s": {"status": "ok", "value": 0.5, "details": [1]}}})],
          "score 's' details must be a JSON object"),
-        ("jsonl", [json.dumps({"feature_id": 1, "explanation": "y", "seed": "7"})], "seed must be an integer"),
+        ("jsonl", [json.dumps({"feature_id": 1, "explanation": "y", "seed": "7"})], "seed must be a 64-bit integer"),
+        ("jsonl", [json.dumps({"feature_id": 1, "explanation": "y", "seed": 10**23})], "seed must be a 64-bit integer"),
+        ("jsonl", [json.dumps({"feature_id": 1, "explanation": "y", "scores": {"s": {"status": "ok", "value": 10**400}}})],
+         "score 's' value must be a finite number"),
         ("jsonl", [json.dumps({"feature_id": 1, "explanation": "y", "sampler": {"window": 1}})],
          "bad.jsonl:1: bad sampler config (window must be at least 2"),
     ]

@@ -52,6 +52,8 @@ class Tracer:
         self.max_tokens = min(positions, MAX_TOKENS) if isinstance(positions, int) else MAX_TOKENS
         self.prefix, self.suffix = special_template(self.tokenizer)
         self.strings = TokenStrings(self.tokenizer, str(model))
+        self.special = set(self.tokenizer.all_special_ids)  # never recorded by capture: never traced
+        self.width = self.sae.d_in if self.sae is not None else d.width  # what the hook must give
 
     def run(self, text: str) -> tuple[list[str], dict[str, np.ndarray]]:
         """(the text's tokens, the nonzero activations {position, feature, value} in position order, then
@@ -65,8 +67,13 @@ class Tracer:
             raise UsageError(f"the text is {len(ids)} tokens; trace takes at most {self.max_tokens}")
         with torch.no_grad():
             x = run_hooked(self.net, self.point, torch.tensor([ids], dtype=torch.long))
+            if x.shape[-1] != self.width:
+                raise CaptureError(f"hook {self.dictionary.hook} of {self.dictionary.model} gives {x.shape[-1]} "
+                                   f"values a token but dictionary {self.dictionary.name!r} was captured from "
+                                   f"{self.width}: not the model it was captured from")
             acts = (self.sae.encode(x) if self.sae is not None else x)[0, len(self.prefix):len(self.prefix) + len(body)]
-        pos, feat = torch.nonzero(acts > self.threshold, as_tuple=True)
+        keep = (acts > self.threshold) & torch.tensor([t not in self.special for t in body])[:, None]
+        pos, feat = torch.nonzero(keep, as_tuple=True)
         values = acts[pos, feat].numpy().astype(np.float32)
         pos, feat = pos.numpy().astype(np.int64), feat.numpy().astype(np.int64)
         order = np.lexsort((-values, pos))
@@ -95,4 +102,4 @@ def trace_text(store: Store, tracer: Tracer, text: str, config: TraceConfig = Tr
                       "label": labels[int(f)][0] if int(f) in labels else None}
                      for f, v in zip(m["feature"][lo:hi], m["value"][lo:hi])] for lo, hi in top],
             "matrix": {"position": m["position"].tolist(), "feature": m["feature"].tolist(),
-                       "value": [round(float(v), 4) for v in m["value"]]}}
+                       "value": [round(float(v), 4) for v in m["value"]]} if config.matrix else None}

@@ -76,23 +76,23 @@ def diff(store: StoreOpt,
     config = DiffConfig(method=method, min_similarity=min_similarity, meaning=meaning, limit=limit)
     if html is not None:
         check_diff_out(html)  # before anything is computed or stored
-    if dictionaries is not None:  # the pairs, matched and stored first if they are not yet (a writer)
-        with opened(store, read_only=True) as s:
-            a, b = s.dictionary(dictionaries[0]), s.dictionary(dictionaries[1])
-            missing = a.dictionary_id != b.dictionary_id and method not in s.match_methods(a.dictionary_id,
-                                                                                              b.dictionary_id)
-        if missing:
-            from ..match import MatchConfig, check_pair, match_dictionaries
-
-            with opened(store) as s:
-                check_pair(s, a, b, method)
-                match_dictionaries(s, a, b, MatchConfig(method=method), progress=show_progress(as_json))
-    with opened(store, read_only=True) as s:  # the diff itself only reads: a running job does not block it
+    def sides(s):
         if runs is not None:
-            a, b = run_side(s, runs[0]), run_side(s, runs[1])
-        else:
-            a, b = Side(s.dictionary(dictionaries[0])), Side(s.dictionary(dictionaries[1]))
-        res = run_diff(s, a, b, config)
+            return run_side(s, runs[0]), run_side(s, runs[1])
+        return Side(s.dictionary(dictionaries[0])), Side(s.dictionary(dictionaries[1]))
+
+    with opened(store, read_only=True) as s:
+        a, b = (x.dictionary for x in sides(s))
+        missing = a.dictionary_id != b.dictionary_id and method not in s.match_methods(a.dictionary_id,
+                                                                                          b.dictionary_id)
+    if missing:  # two dictionaries: their pairs, matched and stored first (the one write a diff makes)
+        from ..match import MatchConfig, check_pair, match_dictionaries
+
+        with opened(store) as s:
+            check_pair(s, a, b, method)
+            match_dictionaries(s, a, b, MatchConfig(method=method), progress=show_progress(as_json))
+    with opened(store, read_only=True) as s:  # the diff itself only reads: a running job does not block it
+        res = run_diff(s, *sides(s), config)
     doc = res.to_dict()
     if html is not None:
         doc["page"] = write_diff_html(doc, html)["page"]

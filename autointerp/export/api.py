@@ -107,7 +107,7 @@ class TraceResult(BaseModel):
     text: str
     tokens: list[str]
     top: list[list[TracedFeature]]
-    matrix: Matrix
+    matrix: Matrix | None
 
 
 class Error(BaseModel):
@@ -290,7 +290,9 @@ def make_app(store: Store, dictionary: str | None = None) -> FastAPI:
     def trace(text: Annotated[str, Query(min_length=1, max_length=TRACE_MAX_CHARS, pattern=r"\S",
                                          description="The text to run through the dictionary's model")],
               dictionary: Annotated[DictName | None, Query()] = None,
-              top: Annotated[int, Query(ge=1, le=100, description="Features per token")] = 5):
+              top: Annotated[int, Query(ge=1, le=100, description="Features per token")] = 5,
+              matrix: Annotated[bool, Query(description="Also every nonzero activation (large for a wide "
+                                                        "dictionary)")] = False):
         """A text through the model (and SAE) the dictionary was captured from: per token its strongest
         features with their labels, and every nonzero activation. 400 for a dictionary with no model here."""
         from ..capture import trace_text  # torch and the model: loaded on the first trace, not at start
@@ -300,7 +302,7 @@ def make_app(store: Store, dictionary: str | None = None) -> FastAPI:
         cur = b.store.cursor()
         try:
             with lock:  # one text at a time per model
-                return trace_text(cur, tracer, text, TraceConfig(top=top))
+                return trace_text(cur, tracer, text, TraceConfig(top=top, matrix=matrix))
         finally:
             cur.close()
 

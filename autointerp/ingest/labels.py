@@ -105,8 +105,12 @@ def _number(where: str, what: str, value, *, optional: bool = False) -> float | 
     """A finite number (a grade's value, an interval's end); NaN, Infinity, text or a boolean: a one-line error."""
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        _fail(where, f"{what} must be a finite number, not {value!r}")
+    try:
+        ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        ok = False
+    if not ok:
+        _fail(where, f"{what} must be a finite number, not {repr(value)[:40]}")
     return float(value)
 
 
@@ -243,8 +247,8 @@ def _jsonl(path: Path, width: int) -> Iterator[_Label]:
                 _fail(where, f"{key} must be a JSON object of scorer -> grade")
             grades += [_grade(where, name, sc) for name, sc in got.items()]
         seed = row.get("seed", 0)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            _fail(where, f"seed must be an integer, not {seed!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not -2**63 <= seed < 2**63:
+            _fail(where, f"seed must be a 64-bit integer, not {repr(seed)[:40]}")
         yield _Label(_feature(where, row.get("feature_id"), width), _text(where, row.get("explanation")),
                      f"jsonl:{row.get('explainer', 'unknown')}", str(row.get("prompt_hash", "")), sampler,
                      seed, bool(row.get("chosen", True)),

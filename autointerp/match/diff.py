@@ -11,14 +11,18 @@ else by the stored match of A's dictionary to B's (match/run.py, computed first 
 - `relabelled`: a pair whose label texts differ; `distance` is 1 - the cosine of the two labels'
   embeddings (the stored label vectors of search, MiniLM; embedded now where none is stored), so a
   reworded label scores near 0 and a label that now means something else near 1;
-- `grade`: a pair graded by one scorer on both sides whose 95% intervals do not overlap (a grade without
-  an interval moved when its value did); `delta` is B's value less A's.
+- `grade`: a pair graded by one scorer (by name) on both sides whose 95% intervals do not overlap (grades
+  made before intervals existed are not compared); `delta` is B's value less A's.
 
 Impact orders the rows: how much changed (1 for added and gone, the distance, |delta|) times how often
 the feature fires, as log(1 + firings) / log(1 + the most firings of either dictionary), so a change to a
 feature that fires everywhere comes before the same change to one that fires twice. Counts cover every
-feature; rows are the `limit` most impactful. Features are read a range at a time (`block`): memory is
-bounded by a range, never by the widths.
+feature; rows are the `limit` most impactful. Labels, grades and vectors are read a range of features at a
+time (`block`); what is held whole is a few numbers a feature (the pairs, firing counts, a flag).
+
+Two runs of one dictionary under the same explainer, prompt, sampler and seed cannot be compared: the
+later one replaced the earlier one's labels (the store keeps one label per such key), and saying so beats
+reporting them as gone.
 """
 
 from __future__ import annotations
@@ -56,8 +60,10 @@ class DiffConfig:
             raise UsageError(f"--min-similarity must be between -1 and 1, got {self.min_similarity}")
         if not 0.0 <= self.meaning <= 2.0:
             raise UsageError(f"--meaning must be between 0 and 2, got {self.meaning}")
-        if self.limit < 0 or self.block < 1:
+        if self.limit < 0:
             raise UsageError(f"--limit must be 0 or more, got {self.limit}")
+        if self.block < 1:
+            raise UsageError(f"block must be at least 1, got {self.block}")
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,11 @@ def diff(store: Store, a: Side, b: Side, config: DiffConfig = DiffConfig()) -> D
     same = a.dictionary.dictionary_id == b.dictionary.dictionary_id
     if same and a.run_id == b.run_id:
         raise UsageError("both sides are the same labels: give two runs, or two dictionaries")
+    if same and a.run_id and b.run_id and store.run_keys(a.run_id) & store.run_keys(b.run_id):
+        # a rerun under the same explainer, prompt, sampler and seed replaces the earlier run's labels
+        raise UsageError(f"run {b.run_id} labelled under run {a.run_id}'s settings (explainer, prompt, sampler, "
+                         "seed), which replaces its labels: there is no earlier label left to compare; diff runs "
+                         "that differ in one of them, or two dictionaries")
     pairs = None if same else _pairs(store, a.dictionary, b.dictionary, config)
     res = DiffResult(a.name, b.name, "feature id" if same else
                      f"{config.method} match, similarity >= {config.min_similarity:g}")
@@ -225,11 +236,9 @@ def _block(store, a: Side, b: Side, fa, fb, fires_a, fires_b, scale, config, res
             if got is None:
                 continue
             va, loa, hia = got
-            if lob is not None and loa is not None:
-                moved = hib < loa or lob > hia
-            else:
-                moved = abs(vb - va) > 1e-9
-            if moved:
+            if lob is None or loa is None:  # a grade without an interval (made before them): not compared
+                continue
+            if hib < loa or lob > hia:
                 res.counts["grade"] += 1
                 way = res.moved.setdefault(scorer, {"up": 0, "down": 0})
                 way["up" if vb > va else "down"] += 1

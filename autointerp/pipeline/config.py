@@ -167,8 +167,14 @@ def parse_ranges(spec: str) -> list[tuple[int, int]]:
 def parse_features(spec: str, width: int) -> np.ndarray:
     """"0-99,123" -> the ids, sorted and unique, of a dictionary `width` wide (an id past it: LabelError,
     raised before any range is made, so "0-5000000000" costs nothing)."""
-    ranges = parse_ranges(spec)
+    ranges = sorted(parse_ranges(spec))
     top = max(b for _, b in ranges)
     if top >= width:
         _out_of_range(top, width)
-    return np.unique(np.concatenate([np.arange(a, b + 1, dtype=np.int64) for a, b in ranges]))
+    merged = [list(ranges[0])]  # overlapping ranges joined first: memory is the ids, never their repeats
+    for a, b in ranges[1:]:
+        if a <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    return np.concatenate([np.arange(a, b + 1, dtype=np.int64) for a, b in merged])

@@ -19,6 +19,11 @@ class DiffReads:
             "WHERE s.run_id = $1 ORDER BY 1", [run_id]).fetchall()
         return [r[0] for r in rows]
 
+    def run_keys(self, run_id: str) -> set[tuple]:
+        """The (explainer, prompt hash, sampler hash, seed) keys of the labels a run wrote."""
+        return set(self.con.execute("SELECT DISTINCT explainer, prompt_hash, sampler_hash, seed FROM explanations "
+                                    "WHERE run_id = ?", [run_id]).fetchall())
+
     def label_side(self, dictionary_id: int, features: np.ndarray, run_id: str | None = None) -> dict[str, np.ndarray]:
         """Of `features` (sorted ids), each one's label: the newest chosen explanation, or with `run_id` the
         one that run wrote (else the newest one it graded). Columns feature, explanation_id, text, in
@@ -42,14 +47,15 @@ class DiffReads:
 
     def side_grades(self, explanation_ids: np.ndarray, run_id: str | None = None) -> dict[str, np.ndarray]:
         """The ok grades of `explanation_ids`, one per (explanation, scorer): the newest, or with `run_id` the
-        newest that run wrote where it wrote one. Columns explanation_id, scorer, value, ci_low, ci_high."""
+        newest that run wrote (a run's side is its own grades, never a later run's). Columns explanation_id,
+        scorer, value, ci_low, ci_high."""
         ids = np.asarray(explanation_ids, np.int64).tolist()
+        mine = "" if run_id is None else "AND run_id = $2"
         t = self.con.execute(
-            """SELECT explanation_id, scorer, value, ci_low, ci_high FROM scores
-               WHERE explanation_id IN (SELECT unnest($1::BIGINT[])) AND status = 'ok'
-               QUALIFY row_number() OVER (PARTITION BY explanation_id, scorer
-                                          ORDER BY (run_id IS NOT DISTINCT FROM $2) DESC, created_at DESC) = 1
-               ORDER BY explanation_id, scorer""", [ids, run_id]).fetchnumpy()
+            f"""SELECT explanation_id, scorer, value, ci_low, ci_high FROM scores
+                WHERE explanation_id IN (SELECT unnest($1::BIGINT[])) AND status = 'ok' {mine}
+                QUALIFY row_number() OVER (PARTITION BY explanation_id, scorer ORDER BY created_at DESC) = 1
+                ORDER BY explanation_id, scorer""", [ids] + ([] if run_id is None else [run_id])).fetchnumpy()
         return {"explanation_id": np.asarray(t["explanation_id"], np.int64), "scorer": np.asarray(t["scorer"], object),
                 "value": np.asarray(t["value"], np.float64),
                 "ci_low": np.asarray(t["ci_low"].filled(np.nan) if hasattr(t["ci_low"], "filled") else t["ci_low"],

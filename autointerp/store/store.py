@@ -50,6 +50,7 @@ class Store(LabelReads, LedgerReads, VectorReads, OutputReads, MatchReads, Brows
             if "lock" in msg.lower():
                 raise StoreError(f"store {self.path} is in use by another process (one writer at a time)") from None
             raise StoreError(f"cannot open store {self.path}: {msg}") from None
+        self.memory_limit = memory_limit
         self.con.execute(f"SET memory_limit='{memory_limit}'")
         self.con.execute("SET preserve_insertion_order=true")
         if threads:
@@ -117,6 +118,7 @@ class Store(LabelReads, LedgerReads, VectorReads, OutputReads, MatchReads, Brows
         """
         view = object.__new__(Store)
         view.path, view.read_only, view._con = self.path, True, self.con.cursor()
+        view.memory_limit = self.memory_limit
         view._pending, view._background = None, None
         return view
 
@@ -158,11 +160,15 @@ class Store(LabelReads, LedgerReads, VectorReads, OutputReads, MatchReads, Brows
 
     def release_cache(self) -> None:
         """Give back the pages DuckDB cached while reading (after a one-off scan whose data now lives
-        elsewhere, as the label matrix does): the memory limit is lowered for a moment, which evicts
-        them, and set back."""
-        limit = self.con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
-        self.con.execute("SET memory_limit = '128MB'")
-        self.con.execute(f"SET memory_limit = '{limit}'")
+        elsewhere, as the label matrix does): the memory limit (database-wide) is lowered for a moment,
+        which evicts them, and always set back to the store's. Best effort: if the database cannot shrink
+        now (a query elsewhere holds more), the pages stay cached and nothing fails."""
+        try:
+            self.con.execute("SET memory_limit = '256MB'")
+        except duckdb.Error:
+            pass
+        finally:
+            self.con.execute(f"SET memory_limit = '{self.memory_limit}'")
 
     def checkpoint(self) -> None:
         """Fold the write-ahead log into the file (before copying the file, or at the end of a run)."""
