@@ -24,6 +24,11 @@ class StoreError(AutointerpError):
     exit_code = 3
 
 
+class OlderStoreError(StoreError):
+    """A store made by an earlier autointerp, opened read-only: it must be opened once for writing (which
+    migrates it) before it can be read. The CLI does that by itself."""
+
+
 class IngestError(AutointerpError):
     """Input data is malformed; the ingest was rolled back and the store is unchanged."""
 

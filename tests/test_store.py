@@ -123,3 +123,26 @@ def test_migration_4_makes_the_first_of_old_candidates_the_label(tmp_path):
     with Store(p) as s:
         chosen = s.con.execute("SELECT explanation_id FROM explanations WHERE chosen ORDER BY 1").fetchall()
         assert s.schema_version() == LATEST_VERSION and [r[0] for r in chosen] == [1, 4, 5]
+
+
+def test_a_read_only_command_migrates_a_store_from_an_earlier_autointerp_first(tmp_path):
+    """A store from before migration 11 (no run ids): `labels`, `serve`, `trace`... open read-only, and a
+    read-only DuckDB cannot migrate; the CLI migrates it once (a writer) and then reads it."""
+    from typer.testing import CliRunner
+
+    from autointerp.cli import app
+    from autointerp.errors import OlderStoreError
+
+    path = tmp_path / "old.duckdb"
+    Store(path).close()
+    con = duckdb.connect(str(path))
+    con.execute("DELETE FROM schema_migrations WHERE version = 11")
+    con.execute("ALTER TABLE explanations DROP COLUMN run_id")
+    con.execute("ALTER TABLE scores DROP COLUMN run_id")
+    con.close()
+    with pytest.raises(OlderStoreError, match="older than"):
+        Store(path, read_only=True)
+    r = CliRunner().invoke(app, ["dictionaries", "--store", str(path), "--json"])
+    assert r.exit_code == 0, r.output
+    with Store(path, read_only=True) as s:
+        assert s.schema_version() == LATEST_VERSION

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from ..errors import AutointerpError, StoreError, UsageError
+from ..errors import AutointerpError, OlderStoreError, StoreError, UsageError
 from ..records import SamplerConfig
 
 StoreOpt = Annotated[Path, typer.Option("--store", envvar="AUTOINTERP_STORE", show_envvar=True,
@@ -99,7 +99,12 @@ def opened(path: Path, *, read_only: bool = False, create: bool = False) -> Iter
     if not path.exists() and not create:
         raise StoreError(f"no store at {path} (ingest or capture into it first)")
     with removed_unless_done(path):
-        with open_store(path, read_only=read_only) as s:
+        try:
+            s = open_store(path, read_only=read_only)
+        except OlderStoreError:  # made by an earlier autointerp: migrated once (a writer), then read
+            open_store(path).close()
+            s = open_store(path, read_only=read_only)
+        with s:
             yield s
 
 

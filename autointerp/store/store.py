@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..clock import utcnow
-from ..errors import AutointerpError, StoreError
+from ..errors import AutointerpError, OlderStoreError, StoreError
 from ..records import Corpus, Dictionary, FeatureStats
 from .browse import BrowseReads
 from .diff import DiffReads
@@ -55,7 +55,11 @@ class Store(LabelReads, LedgerReads, VectorReads, OutputReads, MatchReads, Brows
         self.con.execute("SET preserve_insertion_order=true")
         if threads:
             self.con.execute(f"SET threads={int(threads)}")
-        self._migrate()
+        try:
+            self._migrate()
+        except BaseException:  # a refused store leaves no connection open (the next open may be a writer)
+            self._con.close()
+            raise
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -140,8 +144,8 @@ class Store(LabelReads, LedgerReads, VectorReads, OutputReads, MatchReads, Brows
         if not pending:
             return
         if self.read_only:
-            raise StoreError(f"store {self.path} has schema version {version}, older than {LATEST_VERSION}; "
-                             "open it once for writing to migrate")
+            raise OlderStoreError(f"store {self.path} has schema version {version}, older than {LATEST_VERSION}; "
+                                  "open it once for writing to migrate")
         self.con.execute("BEGIN")
         try:
             if not has:
