@@ -122,9 +122,9 @@ def diff(store: Store, a: Side, b: Side, config: DiffConfig = DiffConfig()) -> D
                      f"{config.method} match, similarity >= {config.min_similarity:g}")
     fires_a = store.firing_counts(a.dictionary.dictionary_id)
     fires_b = fires_a if same else store.firing_counts(b.dictionary.dictionary_id)
-    scale = np.log1p(max(int(fires_a.max(initial=0)), int(fires_b.max(initial=0)), 1))
-    top = _Top(config.limit)
-    partnered = np.zeros(a.dictionary.width, bool)  # A's features some feature of B pairs with
+    w = _Walk(store, a, b, config, same, res, _Top(config.limit), fires_a, fires_b,
+              np.log1p(max(int(fires_a.max(initial=0)), int(fires_b.max(initial=0)), 1)),
+              np.zeros(a.dictionary.width, bool))
     for lo in range(0, b.dictionary.width, config.block):
         fb = np.arange(lo, min(lo + config.block, b.dictionary.width), dtype=np.int64)
         if same:
@@ -133,9 +133,9 @@ def diff(store: Store, a: Side, b: Side, config: DiffConfig = DiffConfig()) -> D
             i, j = np.searchsorted(pairs["to_feature"], [lo, lo + len(fb)])
             fa = np.full(len(fb), -1, np.int64)
             fa[pairs["to_feature"][i:j] - lo] = pairs["from_feature"][i:j]
-        _block(store, a, b, fa, fb, fires_a, fires_b, scale, config, res, top, partnered, same)
-    _gone(store, a, fires_a, scale, config, res, top, partnered, same)
-    res.rows = top.rows()
+        _block(w, fa, fb)
+    _gone(w)
+    res.rows = w.top.rows()
     res.seconds = round(time.perf_counter() - t0, 2)
     return res
 
@@ -196,7 +196,29 @@ class _Top:
         return [r for _, _, r in sorted(self.heap, key=lambda x: (-x[0], -x[1]))]
 
 
-def _block(store, a: Side, b: Side, fa, fb, fires_a, fires_b, scale, config, res, top, partnered, same) -> None:
+@dataclass
+class _Walk:
+    """What a diff carries from one range of features to the next: the two sides, the counts and rows so
+    far, how often each feature fires (and the log scale impact is weighed on), and which of A's features
+    some feature of B has paired with."""
+
+    store: Store
+    a: Side
+    b: Side
+    config: DiffConfig
+    same: bool  # one dictionary, two runs: features paired by id
+    res: DiffResult
+    top: _Top
+    fires_a: np.ndarray
+    fires_b: np.ndarray
+    scale: float
+    partnered: np.ndarray
+
+
+def _block(w: _Walk, fa: np.ndarray, fb: np.ndarray) -> None:
+    """One range of B's features `fb` and their partners `fa` in A (-1: none)."""
+    store, a, b, config, res, top, same = w.store, w.a, w.b, w.config, w.res, w.top, w.same
+    fires_b, scale, partnered = w.fires_b, w.scale, w.partnered
     lab_b = store.label_side(b.dictionary.dictionary_id, fb, b.run_id)
     want_a = np.unique(fa[fa >= 0])
     lab_a = store.label_side(a.dictionary.dictionary_id, want_a, a.run_id)
@@ -256,9 +278,11 @@ def _block(store, a: Side, b: Side, fa, fb, fires_a, fires_b, scale, config, res
                "distance": dist, "n_firing": int(fires_b[f_b])})
 
 
-def _gone(store, a: Side, fires_a, scale, config, res, top, partnered, same) -> None:
+def _gone(w: _Walk) -> None:
     """A's features that no feature of B pairs with: for two dictionaries, A's live ones (and their labels);
     for two runs of one dictionary, the ones A labelled that B did not."""
+    store, a, config, res, top, same = w.store, w.a, w.config, w.res, w.top, w.same
+    fires_a, scale, partnered = w.fires_a, w.scale, w.partnered
     for lo in range(0, a.dictionary.width, config.block):
         fa = np.arange(lo, min(lo + config.block, a.dictionary.width), dtype=np.int64)
         if same:
