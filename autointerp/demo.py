@@ -85,9 +85,9 @@ def run_demo(store_path: str | Path, out: str | Path, *, max_tokens: int = 20_00
     with open_store(store_path) as s:
         captured = None
         if not any(d.name == m.dictionary for d in s.dictionaries()):
-            captured = capture(s, CaptureConfig(model=folder, corpus=CORPUS, hook=m.hook, neurons=True,
+            captured = capture(s, CaptureConfig(model=folder, corpus=CORPUS, neurons=(m.hook,),
                                                 dictionary=m.dictionary, max_tokens=max_tokens,
-                                                threshold=m.threshold), progress=progress)
+                                                threshold=m.threshold, device="cpu"), progress=progress).to_dict()
         t_capture = time.perf_counter() - t0
         d = s.dictionary(m.dictionary)
         summary = label(s, d, LabelRun(scorers=SCORERS), progress=progress).to_dict()

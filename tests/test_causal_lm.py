@@ -37,7 +37,10 @@ def gemma(tmp_path_factory, request):
 
 
 def capture(store, folder, hook, *extra):
-    return runner.invoke(app, ["capture", "--model", str(folder), "--corpus", str(CORPUS), "--hook", hook,
+    """`capture` at `hook`: its raw neurons with "--neurons" in `extra`, else the SAE `extra` names."""
+    what = ["--neurons", hook] if "--neurons" in extra else ["--hook", hook]
+    extra = [e for e in extra if e != "--neurons"]
+    return runner.invoke(app, ["capture", "--model", str(folder), "--corpus", str(CORPUS), *what,
                                "--store", str(store), "--max-tokens", "1024", *extra])
 
 
@@ -154,10 +157,10 @@ def test_an_sae_on_the_residual_stream_keeps_its_decoder_rows_and_the_explainers
 def test_an_unknown_hook_lists_the_models_hooks_and_leaves_no_store(gemma, tmp_path):
     _, _, _, folder = gemma
     store = tmp_path / "new.duckdb"
-    r = capture(store, folder, "layers.3.mlp", "--neurons")
+    r = capture(store, folder, "model.layers.3.mpl", "--neurons")
     assert r.exit_code == 5
     line = r.output.strip()
-    assert "\n" not in line and "no module named 'layers.3.mlp'" in line and "close: model.layers.3.mlp" in line
+    assert "\n" not in line and "no module named 'model.layers.3.mpl'" in line and "close: model.layers.3.mlp" in line
     assert "model.layers.{0..17}.mlp.down_proj" in line and ":input" in line
     assert not store.exists()
 
@@ -165,12 +168,12 @@ def test_an_unknown_hook_lists_the_models_hooks_and_leaves_no_store(gemma, tmp_p
 def test_a_gguf_that_does_not_load_is_one_line_naming_it(tmp_path):
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"GGUF" + bytes(64))
-    r = runner.invoke(app, ["capture", "--model", str(bad), "--corpus", str(CORPUS), "--hook", "model.layers.0",
-                            "--neurons", "--store", str(tmp_path / "s.duckdb")])
+    r = runner.invoke(app, ["capture", "--model", str(bad), "--corpus", str(CORPUS), "--neurons", "model.layers.0",
+                            "--store", str(tmp_path / "s.duckdb")])
     assert r.exit_code == 5 and r.output.count("\n") == 1
     assert f"cannot load a model from {bad}" in r.output
     assert not (tmp_path / "s.duckdb").exists()
-    r = runner.invoke(app, ["capture", "--model", str(CORPUS), "--corpus", str(CORPUS), "--hook", "x", "--neurons",
+    r = runner.invoke(app, ["capture", "--model", str(CORPUS), "--corpus", str(CORPUS), "--neurons", "x",
                             "--store", str(tmp_path / "s.duckdb")])
     assert r.exit_code == 5 and "is a file but not a .gguf" in r.output
 

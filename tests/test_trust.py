@@ -337,7 +337,7 @@ def test_a_failed_ingest_or_capture_into_a_new_path_leaves_no_file(tmp_path, min
     assert r.exit_code == 4 and len(r.stderr.strip().splitlines()) == 1
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("one line of text\n")
-    r = cli("capture", "--corpus", corpus, "--hook", "no.such.module", "--neurons", "--model", minilm, "--store", new)
+    r = cli("capture", "--corpus", corpus, "--neurons", "no.such.module", "--model", minilm, "--store", new)
     assert r.exit_code == 5 and len(r.stderr.strip().splitlines()) == 1
     r = cli("demo", "--store", new, "--max-tokens", "-5", "--out", tmp_path / "x.jsonl")
     _one_line_error(r, 2, "--max-tokens must be at least 1")

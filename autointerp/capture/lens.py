@@ -54,9 +54,10 @@ def output_directions(model: torch.nn.Module, point: HookPoint, sae: SAE | None)
     """The dictionary's output directions, or None when it has none (neurons read off a module's output)."""
     d_model = hidden_size(model)
     if sae is not None:
-        return Directions(sae.W_dec.detach().float(), "sae decoder rows (W_dec)", sae.d_in == d_model)
+        return Directions(sae.W_dec.detach().float().cpu(), "sae decoder rows (W_dec)",
+                          sae.W_dec.shape[1] == d_model)
     if point.on_input and isinstance(point.module, torch.nn.Linear):
-        W = point.module.weight.detach().float()  # [out, in]: neuron i writes column i
+        W = point.module.weight.detach().float().cpu()  # [out, in]: neuron i writes column i
         return Directions(W.T.contiguous(), f"{point.name}.weight columns", W.shape[0] == d_model)
     return None
 
@@ -88,12 +89,13 @@ def logit_lens(unembed: Unembedding, vectors: torch.Tensor, k: int = TOP,
     """Yield (features, promoted ids [n, k], their logits, suppressed ids [n, k], their logits) per block of
     features, promoted in falling and suppressed in rising order of logit."""
     k = min(k, unembed.vocab)
+    weight = unembed.head.weight  # the head's device and dtype: blocks go where the model is
     for lo in range(0, len(vectors), block):
-        x = vectors[lo:lo + block].float()
+        x = vectors[lo:lo + block].to(device=weight.device, dtype=weight.dtype)
         if unembed.norm is not None:
             x = unembed.norm(x)
         logits = unembed.head(x).float()
         up = torch.topk(logits, k, dim=1)
         down = torch.topk(logits, k, dim=1, largest=False)
-        yield (np.arange(lo, lo + len(x)), up.indices.numpy(), up.values.numpy(), down.indices.numpy(),
-               down.values.numpy())
+        yield (np.arange(lo, lo + len(x)), up.indices.cpu().numpy(), up.values.cpu().numpy(),
+               down.indices.cpu().numpy(), down.values.cpu().numpy())

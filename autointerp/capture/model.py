@@ -78,8 +78,10 @@ def _is_causal(folder: Path) -> bool:
     return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)
 
 
-def load_model(path: str | Path, quiet: bool = True):
-    """(model, tokenizer) from a local folder or GGUF file, float32 in eval mode on CPU; never reaches a hub.
+def load_model(path: str | Path, quiet: bool = True, device: torch.device | str = "cpu",
+               dtype: torch.dtype = torch.float32):
+    """(model, tokenizer) from a local folder or GGUF file, in eval mode on `device` in `dtype` (capture/device.py
+    resolves both from the options); never reaches a hub.
 
     `quiet` hides transformers' weight-loading bar (restored afterwards) so only our bar shows.
     """
@@ -99,14 +101,14 @@ def load_model(path: str | Path, quiet: bool = True):
         if quiet and bar_was_on:
             hf_logging.disable_progress_bar()
         try:
-            model = cls.from_pretrained(str(folder), dtype=torch.float32, **kwargs)
+            model = cls.from_pretrained(str(folder), dtype=dtype, **kwargs)
         finally:
             if quiet and bar_was_on:
                 hf_logging.enable_progress_bar()
     except Exception as e:  # transformers (and its GGUF reader) raise many types for a bad model
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CaptureError(f"cannot load a model from {what}: {msg}") from None
-    return model.to("cpu").eval(), tokenizer
+    return model.to(device=device, dtype=dtype).eval(), tokenizer
 
 
 def save_dequantized(model, tokenizer, folder: str | Path) -> Path:
@@ -156,15 +158,94 @@ def hook_names(model: torch.nn.Module) -> list[str]:
 
 
 def resolve_hook(model: torch.nn.Module, hook: str) -> HookPoint:
-    """The hook point `hook` names; an unknown name lists the closest names and every hook of the model."""
+    """The hook point `hook` names; an unknown name lists the closest names and every hook of the model.
+
+    Besides a module name, two names written by SAE trainers resolve (see `translate_hook`): a name relative to
+    the base model (a sparsify hookpoint such as `layers.6.mlp` is `model.layers.6.mlp` of a causal LM) and a
+    TransformerLens name as SAELens writes it (`blocks.6.hook_resid_post`)."""
     name, on_input = (hook[: -len(INPUT)], True) if hook.endswith(INPUT) else (hook, False)
     modules = dict(model.named_modules())
     if name in modules and name != "":
         return HookPoint(hook, name, modules[name], on_input)
+    translated = translate_hook(model, hook)
+    if translated is not None:
+        return resolve_hook(model, translated)
     close = difflib.get_close_matches(name, [n for n in modules if n], n=3, cutoff=0.5)
     hint = f"; close: {', '.join(close)}" if close else ""
     raise CaptureError(f"model has no module named {name!r}{hint}; its hooks (append {INPUT} for a module's "
                        f"input): {', '.join(hook_names(model))}")
+
+
+# TransformerLens hook names (what SAELens cfg.json files give as hook_name) for a block's parts
+_TL = re.compile(r"blocks\.(\d+)\.(hook_resid_pre|hook_resid_mid|hook_resid_post|hook_mlp_out|hook_attn_out|"
+                 r"mlp\.hook_post|attn\.hook_z)")
+_ATTN = ("self_attn", "attn", "attention", "self_attention")
+_MLP = ("mlp", "feed_forward", "ffn")
+_MLP_OUT_PROJ = ("down_proj", "c_proj", "dense_4h_to_h", "fc2", "fc_out", "w2")
+_ATTN_OUT_PROJ = ("o_proj", "c_proj", "dense", "out_proj")
+
+
+def _layers(modules: dict[str, torch.nn.Module]) -> str | None:
+    """The name of the model's list of transformer blocks (the longest ModuleList of blocks)."""
+    best = None
+    for name, m in modules.items():
+        if isinstance(m, torch.nn.ModuleList) and len(m) and name.rsplit(".", 1)[-1] in ("layers", "h", "layer",
+                                                                                           "blocks"):
+            if best is None or len(m) > len(modules[best]):
+                best = name
+    return best
+
+
+def _first(modules: dict, prefix: str, names: tuple[str, ...]) -> str | None:
+    return next((f"{prefix}.{n}" for n in names if f"{prefix}.{n}" in modules), None)
+
+
+def translate_hook(model: torch.nn.Module, hook: str) -> str | None:
+    """A module hook for a name an SAE trainer wrote, or None when there is none:
+
+    - a name relative to the base model (EleutherAI sparsify's hookpoints): the one module whose name ends with
+      `.NAME` (`layers.6` -> `model.layers.6`);
+    - TransformerLens names (SAELens' `hook_name`) for block L of the model's list of blocks: `hook_resid_pre` ->
+      the block's input; `hook_resid_post` -> its output; `hook_mlp_out` / `hook_attn_out` -> the MLP's /
+      attention's output (on Gemma 2/3, which norm each sublayer's output before adding it to the residual,
+      the output of `post_feedforward_layernorm` / `post_attention_layernorm`, as TransformerLens hooks them);
+      `mlp.hook_post` -> the input of the MLP's output projection (its neurons); `attn.hook_z` -> the input of
+      the attention's output projection (the heads' outputs, concatenated)."""
+    name, suffix = (hook[: -len(INPUT)], INPUT) if hook.endswith(INPUT) else (hook, "")
+    modules = dict(model.named_modules())
+    ends = [n for n in modules if n.endswith("." + name)]
+    if len(ends) == 1:
+        return ends[0] + suffix
+    m = _TL.fullmatch(name)
+    layers = _layers(modules)
+    if m is None or suffix or layers is None:
+        return None
+    block, part = f"{layers}.{m.group(1)}", m.group(2)
+    if block not in modules:
+        return None
+    gemma_norms = f"{block}.pre_feedforward_layernorm" in modules
+    if part == "hook_resid_pre":
+        return block + INPUT
+    if part == "hook_resid_post":
+        return block
+    if part == "hook_mlp_out":
+        if gemma_norms and f"{block}.post_feedforward_layernorm" in modules:
+            return f"{block}.post_feedforward_layernorm"
+        return _first(modules, block, _MLP)
+    if part == "hook_attn_out":
+        if gemma_norms and f"{block}.post_attention_layernorm" in modules:
+            return f"{block}.post_attention_layernorm"
+        return _first(modules, block, _ATTN)
+    if part == "hook_resid_mid":  # after attention, before the MLP: the MLP block's pre-norm reads it
+        norm = _first(modules, block, ("pre_feedforward_layernorm", "post_attention_layernorm", "ln_2"))
+        return None if norm is None else norm + INPUT
+    if part == "mlp.hook_post":
+        mlp = _first(modules, block, _MLP)
+        proj = mlp and _first(modules, mlp, _MLP_OUT_PROJ)
+        return None if proj is None else proj + INPUT
+    attn = _first(modules, block, _ATTN)  # attn.hook_z
+    proj = attn and _first(modules, attn, _ATTN_OUT_PROJ)
+    return None if proj is None else proj + INPUT
 
 
 def _tensor_of(out, hook: str) -> torch.Tensor:
@@ -178,20 +259,32 @@ def _tensor_of(out, hook: str) -> torch.Tensor:
                        "not a tensor")
 
 
-def run_hooked(model: torch.nn.Module, point: HookPoint, ids: torch.Tensor) -> torch.Tensor:
-    """The hook point's tensor [batch, seq, width] (float32) for one batch of full contexts."""
-    got: list[torch.Tensor] = []
+def run_hooks(model: torch.nn.Module, points: list[HookPoint], ids: torch.Tensor) -> list[torch.Tensor]:
+    """Each hook point's tensor [batch, seq, width] (on the model's device, in its dtype) for one batch of full
+    contexts, from one forward pass that stops as soon as the last of them has run: the layers after the
+    deepest hooked module are never computed. A point given twice is read once."""
+    keys = list(dict.fromkeys((p.name, p.on_input) for p in points))
+    got: dict[tuple[str, bool], torch.Tensor] = {}
+    handles = []
 
-    def on_output(_mod, _inp, out):
-        got.append(_tensor_of(out, point.hook))
-        raise _Stop
+    def keep(key, hook, value):
+        if key not in got:  # a module called twice in one pass: its first call
+            got[key] = _tensor_of(value, hook)
+            if len(got) == len(keys):
+                raise _Stop
 
-    def on_input(_mod, args):
-        got.append(_tensor_of(args, point.hook))
-        raise _Stop
-
-    handle = (point.module.register_forward_pre_hook(on_input) if point.on_input
-              else point.module.register_forward_hook(on_output))
+    for p in points:
+        key = (p.name, p.on_input)
+        if key not in keys or any(h[0] == key for h in handles):
+            continue
+        if p.on_input:
+            def pre(_mod, args, kwargs, key=key, hook=p.hook):
+                keep(key, hook, args if args else next((v for v in kwargs.values() if isinstance(v, torch.Tensor)),
+                                                       kwargs))
+            h = p.module.register_forward_pre_hook(pre, with_kwargs=True)
+        else:
+            h = p.module.register_forward_hook(lambda _mod, _inp, out, key=key, hook=p.hook: keep(key, hook, out))
+        handles.append((key, h))
     try:
         model(input_ids=ids, attention_mask=torch.ones_like(ids))
     except _Stop:
@@ -200,15 +293,25 @@ def run_hooked(model: torch.nn.Module, point: HookPoint, ids: torch.Tensor) -> t
         raise
     except Exception as e:  # e.g. a model that needs more inputs than token ids
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CaptureError(f"model forward pass failed before reaching {point.hook}: {msg}") from None
+        raise CaptureError(f"model forward pass failed before reaching {', '.join(p.hook for p in points)}: "
+                           f"{msg}") from None
     finally:
-        handle.remove()
-    if not got:
-        raise CaptureError(f"module {point.name} did not run in the model's forward pass")
-    x = got[0]
-    if x.ndim != 3 or tuple(x.shape[:2]) != tuple(ids.shape):
-        raise CaptureError(f"hook {point.hook} has shape {list(x.shape)}, expected [batch, {ids.shape[1]}, width]")
-    return x.to(torch.float32)
+        for _, h in handles:
+            h.remove()
+    out = []
+    for p in points:
+        x = got.get((p.name, p.on_input))
+        if x is None:
+            raise CaptureError(f"module {p.name} did not run in the model's forward pass")
+        if x.ndim != 3 or tuple(x.shape[:2]) != tuple(ids.shape):
+            raise CaptureError(f"hook {p.hook} has shape {list(x.shape)}, expected [batch, {ids.shape[1]}, width]")
+        out.append(x)
+    return out
+
+
+def run_hooked(model: torch.nn.Module, point: HookPoint, ids: torch.Tensor) -> torch.Tensor:
+    """The hook point's tensor [batch, seq, width] as float32, for one batch of full contexts."""
+    return run_hooks(model, [point], ids)[0].to(torch.float32)
 
 
 def tokenizer_identity(tokenizer, model_path: Path) -> str:

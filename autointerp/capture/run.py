@@ -1,178 +1,277 @@
-"""Live capture: run a local Hugging Face model over a text corpus and store a dictionary's activations.
+"""Live capture: run a local model over a corpus and store the activations of every dictionary it feeds.
 
-The model, a forward hook on one module, and optionally an SAE produce per-token features; only
-the nonzero ones are kept. Everything happens in one store transaction and streams batch by
-batch, so memory is bounded by `batch_size` whatever the corpus size, and any failure leaves
-the store exactly as it was.
+One forward pass per batch feeds every member (SAEs at their hooks, raw neurons) and stops after the deepest
+hooked module; only nonzeros leave the device, and a background thread writes them (capture/stream.py). The
+capture commits every `checkpoint_tokens`: killed at any point, the same command resumes from the last
+checkpoint and stores exactly what an uninterrupted run stores; run again once finished, it says the
+dictionaries are complete. When the last context is in, each member's rows become a dictionary (sorted by
+feature, with statistics, decoder neighbours, output directions and their logit lens) in one transaction.
+
+Everything a capture can refuse (a device that is not there, a bad SAE, a hook that does not fit, a name
+taken, a resume whose inputs changed) is refused before anything is written.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
 import torch
-from ..progress import Progress
 
 from ..errors import CaptureError
 from ..ingest.tokens import TokenStrings
+from ..progress import Progress
 from ..store import Store
-from .corpus import check_corpus_path, file_sha256, pack_contexts, read_corpus
+from ..store.captures import CaptureState, staging_table
+from .corpus import open_corpus, pack_contexts
+from .device import dtype_name, resolve_device, resolve_dtype
 from .lens import logit_lens, output_directions, unembedding
-from .model import load_model, model_label, resolve_hook, run_hooked, tokenizer_identity
-from .sae import SAE, load_sae
+from .model import load_model, tokenizer_identity
+from .plan import CaptureConfig, Member, capture_fingerprint, check_widths, plan_members
+from .stream import DeviceSide, StoreSide
 
 NEIGHBOR_BLOCK = 4096
 
 
-def corpus_fingerprint(tokenizer, model_path: Path, corpus: Path, ctx_len: int, max_tokens: int | None) -> str:
+@dataclass(frozen=True)
+class CaptureResult:
+    """What a capture did: `status` "done" (captured now), "complete" (it had been, nothing to do) or
+    "interrupted" (what was committed stays: run again to go on); one entry per dictionary."""
+
+    status: str
+    corpus_id: int
+    corpus_created: bool
+    contexts: int
+    ctx_len: int
+    nonzeros: int
+    resumed_from: int  # contexts already done when this run started
+    seconds: float
+    dictionaries: tuple[dict, ...]
+    device: str
+    dtype: str
+
+    @property
+    def tokens(self) -> int:
+        return self.contexts * self.ctx_len
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["tokens"] = self.tokens
+        d["dictionaries"] = list(self.dictionaries)
+        if len(self.dictionaries) == 1:  # one dictionary: its fields at the top, as before
+            d.update({k: v for k, v in self.dictionaries[0].items() if k != "name"},
+                     dictionary=self.dictionaries[0]["name"])
+        return d
+
+
+def corpus_fingerprint(tokenizer, model_path: Path, corpus, ctx_len: int, max_tokens: int | None) -> str:
     """Equal fingerprints mean equal packed contexts, so a second capture reuses them."""
-    parts = ["capture-v1", tokenizer_identity(tokenizer, model_path), file_sha256(corpus), str(ctx_len),
-             str(max_tokens)]
+    parts = ["capture-v2", corpus.kind, tokenizer_identity(tokenizer, model_path), corpus.fingerprint(),
+             str(ctx_len), str(max_tokens)]
     return "capture:" + hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
-def _batches(contexts, batch_size: int):
-    batch: list[list[int]] = []
-    for c in contexts:
-        batch.append(c)
-        if len(batch) == batch_size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+def context_batches(corpus, tokenizer, ctx_len: int, max_tokens: int | None, start: int,
+                    batch: int) -> Iterator[np.ndarray]:
+    """Token-id arrays [<= batch, ctx_len] from context `start` on: a token array sliced, or a text corpus
+    packed (and the contexts before `start` skipped: they are packed again, not run)."""
+    if corpus.kind == "tokens":
+        n = corpus.n_rows if max_tokens is None else min(corpus.n_rows, max_tokens // ctx_len)
+        for lo in range(start, n, batch):
+            yield corpus.rows(lo, min(lo + batch, n)).astype(np.int64, copy=False)
+        return
+    contexts = islice(pack_contexts(tokenizer, corpus.documents(), ctx_len, max_tokens, source=str(corpus.path)),
+                      start, None)
+    while True:
+        rows = list(islice(contexts, batch))
+        if not rows:
+            return
+        yield np.asarray(rows, dtype=np.int64)
 
 
-@dataclass(frozen=True)
-class CaptureConfig:
-    """One capture: the local `model`, the `corpus` file, the module `hook`, and either an `sae` folder
-    (SAELens layout) or `neurons`; the dictionary's name (default: model/hook/kind), `ctx_len` tokens a
-    context, at most `max_tokens` tokens, values above `threshold` kept, `batch_size` contexts a forward
-    pass, `neighbors` decoder-cosine neighbours per latent (SAEs only), `replace` an existing dictionary;
-    `outputs`: store the features' output directions and, on a causal LM, their logit-lens tokens
-    (capture/lens.py). Checked when made (CaptureError)."""
-
-    model: str | Path
-    corpus: str | Path
-    hook: str
-    sae: str | Path | None = None
-    neurons: bool = False
-    dictionary: str | None = None
-    ctx_len: int = 64
-    max_tokens: int | None = None
-    threshold: float = 0.0
-    batch_size: int = 16
-    neighbors: int = 0
-    replace: bool = False
-    outputs: bool = True
-
-    def __post_init__(self) -> None:
-        _check_args(self.sae, self.neurons, self.ctx_len, self.max_tokens, self.threshold, self.batch_size,
-                    self.neighbors)
+def total_contexts(corpus, ctx_len: int, max_tokens: int | None) -> int | None:
+    if corpus.kind == "tokens":
+        return corpus.n_rows if max_tokens is None else min(corpus.n_rows, max_tokens // ctx_len)
+    return None if max_tokens is None else max_tokens // ctx_len
 
 
-def _check_args(sae, neurons, ctx_len, max_tokens, threshold, batch_size, neighbors) -> None:
-    if (sae is None) == (not neurons):
-        raise CaptureError("pass exactly one of an SAE folder (--sae) or --neurons"
-                           + (", not both" if neurons else ""))
-    if ctx_len < 2:
-        raise CaptureError(f"ctx_len must be >= 2, got {ctx_len}")
-    if max_tokens is not None and max_tokens < 1:
-        raise CaptureError(f"max_tokens must be >= 1, got {max_tokens}")
-    if batch_size < 1:
-        raise CaptureError(f"batch_size must be >= 1, got {batch_size}")
-    if not np.isfinite(threshold):
-        raise CaptureError(f"threshold must be a finite number, got {threshold}")
-    if neighbors < 0:
-        raise CaptureError(f"neighbors must be >= 0, got {neighbors}")
-    if neighbors and neurons:
-        raise CaptureError("neighbors need an SAE's decoder directions; they are not available with --neurons")
-
-
-def capture(store: Store, config: CaptureConfig, progress: bool = False) -> dict:
-    """Capture one dictionary (SAE latents or raw neurons at `config.hook`) over a corpus into the store.
-
-    Values above `threshold` are stored (SAE latents are >= 0, so the default keeps every nonzero
-    latent). Positions holding special tokens ([CLS], [SEP], the document separator) are never
-    recorded: they carry no text to explain and often have outsized activations. Contexts are
-    reused when the same tokenizer, corpus file, ctx_len and max_tokens were captured before.
-    """
+def capture(store: Store, config: CaptureConfig, progress: bool = False) -> CaptureResult:
+    """Capture every member of `config` over its corpus into `store` (resuming an unfinished capture of the
+    same inputs). Values above `threshold` are stored; positions holding special tokens never are."""
     c = config
-    sae, hook, dictionary, ctx_len, max_tokens = c.sae, c.hook, c.dictionary, c.ctx_len, c.max_tokens
-    threshold, batch_size, replace, neighbors = c.threshold, c.batch_size, c.replace, c.neighbors
-    corpus_path = check_corpus_path(c.corpus).resolve()
-    enc: SAE | None = load_sae(sae) if sae is not None else None
+    device = resolve_device(c.device)
+    dtype, sae_dtype = resolve_dtype(c.dtype, device), resolve_dtype(c.sae_dtype, device)
+    corpus = open_corpus(c.corpus, c.text_column)
+    ctx_len = _ctx_len(corpus, c.ctx_len)
     model_path = Path(c.model).resolve()
-    net, tokenizer = load_model(model_path, quiet=True)
-    point = resolve_hook(net, hook)
+    net, tokenizer = load_model(model_path, quiet=True, device=device, dtype=dtype)
     max_pos = getattr(net.config, "max_position_embeddings", None)
     if isinstance(max_pos, int) and ctx_len > max_pos:
         raise CaptureError(f"ctx_len {ctx_len} exceeds the model's {max_pos} positions")
-    kind = "sae" if enc is not None else "neurons"
-    name = dictionary or f"{model_label(model_path)}/{hook}/{kind}"
-    if not replace and any(d.name == name for d in store.dictionaries()):
-        raise CaptureError(f"dictionary {name!r} already exists in {store.path}; pass --replace to overwrite it")
-    strings = TokenStrings(tokenizer, str(model_path))
+    if corpus.kind == "tokens":
+        top = corpus.max_id()
+        if top >= len(tokenizer):
+            raise CaptureError(f"corpus {corpus.path} holds token id {top}, beyond the vocabulary of "
+                               f"{model_path.name} ({len(tokenizer)} tokens): not tokenised for this model")
+    members = plan_members(net, model_path, c, device, sae_dtype)
     special = np.array(sorted(set(tokenizer.all_special_ids)), dtype=np.int64)
-    fp = corpus_fingerprint(tokenizer, model_path, corpus_path, ctx_len, max_tokens)
-    config: dict = {"threshold": threshold, "ctx_len": ctx_len, "max_tokens": max_tokens,
-                    "corpus": str(corpus_path)}
-    if enc is not None:
-        config["sae_cfg"] = enc.cfg
+    side = DeviceSide(net, members, device, c.threshold, special)
+    first = next(context_batches(corpus, tokenizer, ctx_len, c.max_tokens, 0, 1), None)
+    if first is None:
+        raise CaptureError(f"corpus {corpus.path} yields no full context of {ctx_len} tokens")
+    check_widths(members, side.widths(first))
+    corpus_fp = corpus_fingerprint(tokenizer, model_path, corpus, ctx_len, c.max_tokens)
+    fp = capture_fingerprint(corpus_fp, members, c, dtype, sae_dtype)
+    t0 = time.perf_counter()
+    base = dict(device=str(device), dtype=dtype_name(dtype), ctx_len=ctx_len)
 
-    contexts = pack_contexts(tokenizer, read_corpus(corpus_path), ctx_len, max_tokens, source=str(corpus_path))
-    n_ctx = nonzeros = 0
-    with Progress(max_tokens, f"capture {name}", "tok", progress, unit_scale=True) as bar, \
-            store.writer() as w:
-        cid, created = w.add_corpus(name=corpus_path.stem, tokenizer=str(model_path), ctx_len=ctx_len,
-                                    fingerprint=fp, source=str(corpus_path))
-        expected = None if created else store.corpus(cid).n_contexts
-        b = None
-        with torch.no_grad():
-            for batch in _batches(contexts, batch_size):
-                ids = np.asarray(batch, dtype=np.int64)
-                x = run_hooked(net, point, torch.from_numpy(ids))
-                if b is None:  # first batch: the width is known now
-                    if enc is not None and x.shape[-1] != enc.d_in:
-                        raise CaptureError(f"SAE d_in {enc.d_in} does not match hook {hook} output width "
-                                           f"{x.shape[-1]}")
-                    width = enc.d_sae if enc is not None else int(x.shape[-1])
-                    b = w.add_dictionary(name=name, corpus_id=cid, model=str(model_path), hook=hook, width=width,
-                                         kind=kind, source=str(Path(sae).resolve() if sae is not None else model_path),
-                                         config=config, replace=replace, sorted_input=False)
-                acts = enc.encode(x) if enc is not None else x
-                keep = acts > threshold
-                keep &= torch.from_numpy(~np.isin(ids, special))[..., None]
-                where = torch.nonzero(keep).numpy()
-                values = acts[keep].numpy()
-                if created:
-                    w.add_contexts(cid, list(ids), strings(ids))
-                elif expected is not None and n_ctx + len(batch) > expected:
-                    raise CaptureError(f"corpus {cid} in the store holds {expected} contexts but "
-                                       f"{corpus_path} now packs into more")
-                b.append(where[:, 2], where[:, 0] + n_ctx, where[:, 1], values)
-                n_ctx += len(batch)
-                nonzeros += len(values)
-                bar.update(ids.size)
-                del x, acts, keep, where, values
-        if expected is not None and n_ctx != expected:
-            raise CaptureError(f"corpus {cid} in the store holds {expected} contexts but {corpus_path} "
-                               f"packs into {n_ctx}")
-        nonzeros = b.finish()
-        if neighbors and enc is not None:
-            _add_neighbors(w, b.dictionary_id, enc.W_dec, neighbors)
-        outputs = _add_outputs(w, b.dictionary_id, net, point, enc, strings, progress) if c.outputs else {}
-    return {"dictionary": name, "corpus_id": cid, "corpus_created": created, "contexts": n_ctx,
-            "ctx_len": ctx_len, "tokens": n_ctx * ctx_len, "width": b.width, "nonzeros": nonzeros, "kind": kind,
-            "hook": hook, "model": str(model_path), **outputs}
+    state = _prepare(store, c, members, fp)
+    if isinstance(state, CaptureResult):  # complete already
+        return CaptureResult(**{**state.__dict__, **base})
+    if state is None:
+        state = _begin(store, c, members, fp, corpus, corpus_fp, model_path, ctx_len, dtype, sae_dtype)
+    resumed = state.contexts_done
+    strings = TokenStrings(tokenizer, str(model_path))
+    batch = state.batch_contexts
+    commit = max(1, -(-c.checkpoint_tokens // (batch * ctx_len))) * batch
+    writer = StoreSide(store, state, strings, state.creates_corpus, commit)
+    total = total_contexts(corpus, ctx_len, c.max_tokens)
+    interrupted = False
+    names = ", ".join(m.name for m in members)
+    with Progress(None if total is None else total * ctx_len, f"capture {names}", "tok", progress,
+                  unit_scale=True) as bar:
+        if resumed:
+            bar.update(resumed * ctx_len, f"resumed at context {resumed:,}")
+        writer.start()
+        nz, t_start, first = 0, time.perf_counter(), resumed
+        try:
+            for ids in context_batches(corpus, tokenizer, ctx_len, c.max_tokens, resumed, batch):
+                out, n = side.run(first, ids)
+                writer.put(out)
+                first += len(ids)
+                nz += n
+                bar.update(ids.size, f"{nz / max(time.perf_counter() - t_start, 1e-9):,.0f} nonzeros/s")
+        except KeyboardInterrupt:
+            interrupted = True
+        except BaseException:
+            writer.finish(failed=True)
+            raise
+        writer.finish(interrupted=interrupted)
+    state = next(s for s in store.captures() if s.capture_id == state.capture_id)
+    if interrupted:
+        return CaptureResult("interrupted", state.corpus_id, state.creates_corpus, state.contexts_done, ctx_len,
+                             state.nonzeros, resumed, time.perf_counter() - t0,
+                             tuple({"name": m.name} for m in members), **{k: base[k] for k in ("device", "dtype")})
+    _check_corpus(store, state, total)
+    done = _finish(store, c, state, members, net, strings, progress)
+    return CaptureResult("done", state.corpus_id, state.creates_corpus, state.contexts_done, ctx_len,
+                         sum(d["nonzeros"] for d in done), resumed, time.perf_counter() - t0, tuple(done),
+                         **{k: base[k] for k in ("device", "dtype")})
+
+
+def _ctx_len(corpus, ctx_len: int | None) -> int:
+    if corpus.kind == "tokens":
+        if ctx_len is not None and ctx_len != corpus.ctx_len:
+            raise CaptureError(f"corpus {corpus.path} holds contexts of {corpus.ctx_len} tokens, not the "
+                               f"{ctx_len} --ctx-len asks for (a token array is captured as it is)")
+        return corpus.ctx_len
+    return 64 if ctx_len is None else ctx_len
+
+
+def _prepare(store: Store, c: CaptureConfig, members: list[Member], fp: str) -> CaptureState | CaptureResult | None:
+    """Where this capture stands in the store: an unfinished capture of the same inputs to resume (its state),
+    a finished one (a "complete" result), or nothing yet (None). Refuses, before writing anything, a name
+    that is taken or an unfinished capture of other inputs (unless `replace`)."""
+    names = [m.name for m in members]
+    mine = store.captures_of(names)
+    same = [s for s in mine if s.fingerprint == fp and set(s.names) == set(names)]
+    existing = {d.name: d for d in store.dictionaries()}
+    if same and same[-1].status == "running":
+        return same[-1]
+    if same and not c.replace and all(n in existing for n in names):
+        s = same[-1]
+        return CaptureResult("complete", s.corpus_id, False, s.contexts_done, 0, s.nonzeros, s.contexts_done, 0.0,
+                             tuple({"name": n, "width": existing[n].width} for n in names), "", "")
+    running = [s for s in mine if s.status == "running"]
+    if running and not c.replace:
+        s = running[-1]
+        raise CaptureError(f"an unfinished capture of {', '.join(s.names)} from other inputs (another corpus, SAE, "
+                           f"hook or threshold; {s.contexts_done:,} contexts done) is in {store.path}: run its "
+                           "own command again to finish it, or pass --replace to start over")
+    taken = [n for n in names if n in existing]
+    if taken and not c.replace:
+        raise CaptureError(f"dictionary {taken[0]!r} already exists in {store.path}; pass --replace to overwrite "
+                           "it, or --dictionary NAME to capture under another name")
+    if running:
+        with store.writer() as w:
+            for s in running:
+                w.drop_capture(s)
+    return None
+
+
+def _begin(store: Store, c: CaptureConfig, members: list[Member], fp: str, corpus, corpus_fp: str, model_path: Path,
+           ctx_len: int, dtype, sae_dtype) -> CaptureState:
+    """Record a new capture (and the corpus it packs, unless the store holds it already)."""
+    found = store.corpus_by_fingerprint(corpus_fp)
+    if found is not None:
+        busy = store.corpus_in_progress(found.corpus_id)
+        if busy is not None:
+            raise CaptureError(f"corpus {found.name!r} is still being packed by an unfinished capture of "
+                               f"{', '.join(busy.names)}: run that command again to finish it first")
+    with store.writer() as w:
+        cid, created = w.add_corpus(name=Path(corpus.path).stem, tokenizer=str(model_path), ctx_len=ctx_len,
+                                    fingerprint=corpus_fp, source=str(Path(corpus.path).resolve()))
+        cfg = {"threshold": c.threshold, "ctx_len": ctx_len, "max_tokens": c.max_tokens,
+               "corpus": str(Path(corpus.path).resolve()), "text_column": c.text_column,
+               "model": str(model_path), "dtype": str(dtype), "sae_dtype": str(sae_dtype), "replace": c.replace}
+        w.begin_capture(fingerprint=fp, corpus_id=cid, creates_corpus=created,
+                        batch_contexts=c.batch_contexts(ctx_len), members=[m.describe() for m in members], config=cfg)
+    return next(s for s in store.captures() if s.fingerprint == fp and s.status == "running")
+
+
+def _check_corpus(store: Store, state: CaptureState, total: int | None) -> None:
+    """A capture over a corpus the store held already must have seen exactly its contexts."""
+    n = store.corpus(state.corpus_id).n_contexts
+    if state.contexts_done != n:
+        raise CaptureError(f"corpus {state.corpus_id} in the store holds {n:,} contexts but this corpus packs into "
+                           f"{state.contexts_done:,}: it changed since it was stored")
+    if state.contexts_done == 0:
+        raise CaptureError("the corpus yields no full context")
+
+
+def _finish(store: Store, c: CaptureConfig, state: CaptureState, members: list[Member], net, strings: TokenStrings,
+            progress: bool) -> list[dict]:
+    """Turn each member's staged rows into its dictionary, in one transaction."""
+    out = []
+    corpus = store.corpus(state.corpus_id)
+    with store.writer() as w:
+        for i, m in enumerate(members):
+            cfg = {**state.config, **m.config, "capture_id": state.capture_id}
+            b = w.add_dictionary(name=m.name, corpus_id=state.corpus_id, model=cfg["model"], hook=m.point.hook,
+                                 width=int(m.width), kind=m.kind, source=m.source or cfg["model"], config=cfg,
+                                 replace=c.replace, sorted_input=False)
+            b.take_staged(staging_table(state.capture_id, i))
+            nonzeros = b.finish()
+            if c.neighbors and m.sae is not None:
+                with torch.no_grad():
+                    for feature, neighbor, sim in decoder_neighbors(m.sae.W_dec, c.neighbors):
+                        w.add_neighbors(b.dictionary_id, feature, neighbor, sim)
+            outputs = _add_outputs(w, b.dictionary_id, net, m, strings, progress) if c.outputs else {}
+            out.append({"name": m.name, "kind": m.kind, "hook": m.point.hook, "width": int(m.width),
+                        "nonzeros": nonzeros, "model": cfg["model"], "corpus": corpus.name, **outputs})
+        w.end_capture(state)
+    return out
 
 
 def decoder_neighbors(W_dec: torch.Tensor, k: int, block: int = NEIGHBOR_BLOCK):
     """Yield (feature, neighbor, similarity) arrays: each latent's top-k others by decoder cosine.
 
-    Blocked so only a [block, d_sae] similarity matrix is held at a time.
+    Blocked so only a [block, d_sae] similarity matrix is held at a time (on W_dec's device).
     """
     W = torch.nn.functional.normalize(W_dec.to(torch.float32), dim=1)
     n = W.shape[0]
@@ -185,13 +284,13 @@ def decoder_neighbors(W_dec: torch.Tensor, k: int, block: int = NEIGHBOR_BLOCK):
         sim[torch.arange(hi - lo), torch.arange(lo, hi)] = -float("inf")
         top = torch.topk(sim, k, dim=1)
         feature = np.repeat(np.arange(lo, hi), k)
-        yield feature, top.indices.reshape(-1).numpy(), top.values.reshape(-1).numpy()
+        yield feature, top.indices.reshape(-1).cpu().numpy(), top.values.reshape(-1).cpu().numpy()
 
 
-def _add_outputs(w, dictionary_id: int, net, point, enc: SAE | None, strings: TokenStrings, progress: bool) -> dict:
+def _add_outputs(w, dictionary_id: int, net, m: Member, strings: TokenStrings, progress: bool) -> dict:
     """Store the dictionary's output directions and, when they live in the hidden space of a model with an
     unembedding, each feature's logit-lens tokens. Returns what was stored, for the capture summary."""
-    directions = output_directions(net, point, enc)
+    directions = output_directions(net, m.point, m.sae)
     if directions is None:
         return {"directions": None, "output_tokens": 0}
     w.add_directions(dictionary_id, directions.vectors.numpy())
@@ -202,14 +301,8 @@ def _add_outputs(w, dictionary_id: int, net, point, enc: SAE | None, strings: To
         raise CaptureError(f"the model's unembedding has {unembed.vocab} tokens but its tokenizer "
                            f"{len(strings.table)}")
     n = len(directions.vectors)
-    with Progress(n, "logit lens", "feat", progress) as bar:
+    with Progress(n, f"logit lens {m.name}", "feat", progress) as bar:
         for feats, up, up_v, down, down_v in logit_lens(unembed, directions.vectors):
             w.add_output_tokens(dictionary_id, feats, strings.table, (up, up_v), (down, down_v))
             bar.update(len(feats))
     return {"directions": directions.source, "output_tokens": n}
-
-
-def _add_neighbors(w, dictionary_id: int, W_dec: torch.Tensor, k: int) -> None:
-    with torch.no_grad():
-        for feature, neighbor, sim in decoder_neighbors(W_dec, k):
-            w.add_neighbors(dictionary_id, feature, neighbor, sim)

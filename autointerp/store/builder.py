@@ -54,6 +54,7 @@ class DictionaryBuilder:
     _carry: dict | None = None  # rows of the last feature seen, held until the feature is complete
     _last_feature: int = -1
     _staging: str | None = None
+    _checked: bool = False  # staged rows known to hold no cell twice
     _stats_parts: list = field(default_factory=list)
 
     def append(self, feature, context, position, value) -> None:
@@ -139,6 +140,13 @@ class DictionaryBuilder:
                              s["quantile_edges"].ravel(), s["quantile_edges"].shape[1]).cast(pa.list_(pa.float32())),
                          "max_context": s["max_context"], "max_position": s["max_position"]})
 
+    def take_staged(self, table: str) -> None:
+        """Adopt `table` (feature, context_id, position, value; any order; no cell twice: a capture writes each
+        cell once) as this dictionary's staged rows: `finish()` moves them into place and drops the table."""
+        if self.sorted_input or self._staging is not None:
+            raise IngestError("take_staged needs an unsorted builder with nothing staged yet")
+        self._staging, self._checked = table, True
+
     def _append_staged(self, f, c, p, v) -> None:
         con = self.writer.con
         if self._staging is None:
@@ -164,8 +172,8 @@ class DictionaryBuilder:
                 self._flush(*(self._carry[k] for k in "fcpv"))
                 self._carry = None
         elif self._staging is not None:
-            dup = self.writer.store._one(f"SELECT feature, context_id, position FROM {self._staging} "
-                                         "GROUP BY ALL HAVING count(*) > 1 LIMIT 1")
+            dup = None if self._checked else self.writer.store._one(
+                f"SELECT feature, context_id, position FROM {self._staging} GROUP BY ALL HAVING count(*) > 1 LIMIT 1")
             if dup is not None:
                 raise IngestError(f"duplicate activation for feature {dup[0]}, context {dup[1]}, position {dup[2]}")
             con.execute(f"INSERT INTO activations SELECT ?, * FROM {self._staging} "

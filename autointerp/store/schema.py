@@ -367,6 +367,28 @@ def _m011_run_ids(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE scores ADD COLUMN run_id VARCHAR")
 
 
+def _m012_captures(con: duckdb.DuckDBPyConnection) -> None:
+    # A live capture, committed every --checkpoint-tokens so the same command resumes it after a crash. Its
+    # rows wait in one staging table per member (capture_<id>_<member>, made and dropped by the writer) and
+    # become dictionaries, sorted by feature, when the last context is in. `fingerprint` is what a resume must
+    # match (model, corpus, SAEs, hooks, threshold, ctx_len, max_tokens); `members` lists the dictionaries.
+    con.execute("""
+        CREATE TABLE captures (
+            capture_id INTEGER PRIMARY KEY,
+            fingerprint VARCHAR NOT NULL,
+            corpus_id INTEGER NOT NULL,
+            creates_corpus BOOLEAN NOT NULL,  -- this capture packs the corpus's contexts as it goes
+            batch_contexts INTEGER NOT NULL,  -- contexts a forward pass: checkpoints fall on batch boundaries
+            contexts_done BIGINT NOT NULL,
+            nonzeros BIGINT NOT NULL,
+            status VARCHAR NOT NULL,          -- running | done
+            members JSON NOT NULL,            -- [{"name", "kind", "hook", "source", "width"}], in member order
+            config JSON NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            updated_at TIMESTAMP NOT NULL
+        )""")
+
+
 Migration = tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]
 
 MIGRATIONS: list[Migration] = [
@@ -381,6 +403,7 @@ MIGRATIONS: list[Migration] = [
     (9, "output directions and their logit lens", _m009_outputs),
     (10, "dictionary matches, carried labels", _m010_matches),
     (11, "the run that wrote each label and grade", _m011_run_ids),
+    (12, "resumable captures", _m012_captures),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

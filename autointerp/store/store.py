@@ -21,6 +21,7 @@ from ..clock import utcnow
 from ..errors import AutointerpError, OlderStoreError, StoreError
 from ..records import Corpus, Dictionary, FeatureStats
 from .browse import BrowseReads
+from .captures import CaptureReads
 from .diff import DiffReads
 from .labels import LabelReads
 from .ledger import LedgerReads
@@ -31,7 +32,7 @@ from .vectors import VectorReads
 from .writer import StoreWriter
 
 
-class Store(LabelReads, LedgerReads, VectorReads, OutputReads, MatchReads, BrowseReads, DiffReads):
+class Store(LabelReads, LedgerReads, VectorReads, OutputReads, MatchReads, BrowseReads, DiffReads, CaptureReads):
     """A store file. Open with `Store(path)` (creates and migrates) or `Store(path, read_only=True)`."""
 
     def __init__(self, path: str | Path, *, read_only: bool = False, memory_limit: str = "1GB",

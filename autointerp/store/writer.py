@@ -14,17 +14,19 @@ from ..clock import utcnow as _now
 from ..errors import IngestError
 from ..records import FeatureLabel, Grades, SamplerConfig, Score
 from .builder import MAX_POSITION, DictionaryBuilder
+from .captures import CaptureWrites
 
 if TYPE_CHECKING:
     from .store import Store
 
-class StoreWriter:
+class StoreWriter(CaptureWrites):
     """Handed out by `Store.writer()`; valid only inside that `with` block."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self._builders: list[DictionaryBuilder] = []
         self._ctx_lengths: dict[int, list[np.ndarray]] = {}
+        self._ctx_base: dict[int, int] = {}  # corpora continued from an earlier transaction: contexts already in
 
     @property
     def con(self):
@@ -50,6 +52,12 @@ class StoreWriter:
         self._ctx_lengths[cid] = []
         return cid, True
 
+    def continue_corpus(self, corpus_id: int) -> None:
+        """Append to a corpus made by an earlier transaction (a capture resumed after a checkpoint): its next
+        context gets the next id."""
+        self._ctx_base[corpus_id] = self.store.corpus(corpus_id).n_contexts
+        self._ctx_lengths[corpus_id] = []
+
     def add_contexts(self, corpus_id: int, token_ids: list[np.ndarray], tokens: list[list[str]]) -> int:
         """Append contexts in order; returns the first context id assigned. Ids are 0, 1, 2, ... per corpus."""
         if corpus_id not in self._ctx_lengths:
@@ -62,7 +70,7 @@ class StoreWriter:
         for i, (a, b) in enumerate(zip(token_ids, tokens)):
             if len(a) != len(b):
                 raise IngestError(f"context {i}: {len(a)} token ids but {len(b)} token strings")
-        first = sum(len(x) for x in self._ctx_lengths[corpus_id])
+        first = self._ctx_base.get(corpus_id, 0) + sum(len(x) for x in self._ctx_lengths[corpus_id])
         ids = np.arange(first, first + len(token_ids), dtype=np.uint32)
         tbl = pa.table({
             "corpus_id": pa.array(np.full(len(ids), corpus_id, dtype=np.int32)),
@@ -77,7 +85,7 @@ class StoreWriter:
         return first
 
     def context_lengths(self, corpus_id: int) -> np.ndarray:
-        if corpus_id in self._ctx_lengths:
+        if corpus_id in self._ctx_lengths and corpus_id not in self._ctx_base:
             parts = self._ctx_lengths[corpus_id]
             return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
         return self.store.context_lengths(corpus_id)
