@@ -6,6 +6,9 @@ sentence-transformers recipe), many at a time (`embed_many`: one forward pass pe
 length so little is padding) and kept in a cache, so every scorer of a label embeds it once. The model
 runs in bfloat16: ~2x faster on CPU than float32, cosine to the float32 embedding > 0.9999.
 
+The model runs on the CPU unless `use_device` (the `--device` of `label`, `encode` and `serve`: auto, cpu,
+cuda, cuda:N, mps) picks another; only the token ids go to the device and only the hidden states come back.
+
 Windows are embedded *in context*: each stored context is run through the model once, its text
 rebuilt from the stored token strings; every stored token gets the mean vector of the MiniLM pieces
 inside its characters; a window is the normalised mean of its tokens' vectors. Those per-token vectors
@@ -32,20 +35,38 @@ MAX_PIECES = 256  # the model was trained on inputs of up to 256 pieces; longer 
 TEXT_BATCH = 128
 
 
+_DEVICE = ["cpu"]  # where the encoder runs; set by use_device() (one process, one encoder)
+
+
+def use_device(name: str = "auto"):
+    """Run the encoder on `name` (capture/device.py: auto, cpu, cuda, cuda:N, mps); a device that is not here
+    is a CaptureError (exit 5) before anything runs. Moves the model if it is loaded already."""
+    from .capture.device import resolve_device
+
+    device = resolve_device(name)
+    _DEVICE[0] = str(device)
+    if _load.cache_info().currsize:
+        _load()[2].to(device)
+    return device
+
+
 @lru_cache(maxsize=1)
 def _load():
     import torch
 
     from .capture.model import bundled_model_path, load_model
 
-    model, tok = load_model(bundled_model_path())  # local files only, no weight-loading bar
-    return torch, tok, model.to(torch.bfloat16)  # ~2x faster than float32 on CPU; cosine to it > 0.9999
+    # bfloat16: ~2x faster than float32 on CPU, cosine to it > 0.9999 (float16 on Apple's MPS)
+    dtype = torch.float16 if _DEVICE[0] == "mps" else torch.bfloat16
+    model, tok = load_model(bundled_model_path(), device=_DEVICE[0], dtype=dtype)  # local files, no loading bar
+    return torch, tok, model
 
 
 def _hidden(enc) -> np.ndarray:
     torch, _, model = _load()
     with torch.inference_mode():
-        return model(**enc).last_hidden_state.float().numpy()
+        enc = {k: v.to(model.device) for k, v in enc.items()}
+        return model(**enc).last_hidden_state.float().cpu().numpy()
 
 
 def embed_texts(texts: list[str], batch_size: int = TEXT_BATCH) -> np.ndarray:

@@ -286,3 +286,55 @@ def test_bfloat16_on_the_cpu_is_the_same_code_path(tmp_path, docs, minilm_path):
         top = lambda t: {(f, c, p) for f, c, p, v in zip(t["feature"], t["context_id"], t["position"], t["value"])
                          if v > 1.0}
         assert len(top(x)) > 50 and len(top(x) ^ top(y)) < 0.1 * len(top(x))
+
+
+# -- SAE formats through capture ------------------------------------------------------------------------
+
+def test_a_sparsify_run_folder_and_a_gemma_scope_file_capture_in_one_pass(tmp_path, docs, minilm_path):
+    """One --sae on a folder of sparsify hookpoint folders (named as MiniLM's modules, relative to the base)
+    makes a dictionary per hookpoint, hooked where its folder says; a Gemma Scope params.npz names no hook and
+    takes PATH@HOOK. Each equals the capture of that SAE alone (the encodes are checked against each project's
+    own formula in test_sae_formats)."""
+    from test_sae_formats import sparsify
+
+    run = tmp_path / "sparsify-run"
+    sparsify(run / "layer.1.output", d_in=384, latents=40, k=8, seed=1)
+    sparsify(run / "layer.4.output", d_in=384, latents=40, k=8, seed=2)
+    g = np.random.default_rng(3)  # params.npz as Gemma Scope publishes it, 384 wide
+    (tmp_path / "gs" / "average_l0_20").mkdir(parents=True)
+    np.savez(tmp_path / "gs" / "average_l0_20" / "params.npz",
+             W_enc=(g.standard_normal((384, 32)) / 20).astype(np.float32), b_enc=np.zeros(32, np.float32),
+             W_dec=g.standard_normal((32, 384)).astype(np.float32), b_dec=np.zeros(384, np.float32),
+             threshold=g.uniform(0.1, 0.6, 32).astype(np.float32))
+    gs_spec = f"{tmp_path / 'gs' / 'average_l0_20'}@{RESID}"
+    base = dict(model=minilm_path, corpus=docs, ctx_len=CTX, device="cpu", max_tokens=40 * CTX)
+    with Store(tmp_path / "all.duckdb") as s:
+        r = run_capture(s, CaptureConfig(saes=(str(run), gs_spec), **base))
+    names = [d["name"] for d in r.dictionaries]
+    assert names == ["all-MiniLM-L6-v2/encoder.layer.1.output/layer.1.output",
+                     "all-MiniLM-L6-v2/encoder.layer.4.output/layer.4.output",
+                     "all-MiniLM-L6-v2/encoder.layer.3.output/average_l0_20"]
+    with Store(tmp_path / "all.duckdb", read_only=True) as s:
+        cfg = s.dictionary(names[0]).config
+        assert (cfg["sae_format"], cfg["sae_hook"]) == ("sparsify", "layer.1.output")
+        for i, spec in enumerate((str(run / "layer.4.output"), gs_spec)):
+            with Store(tmp_path / f"one{i}.duckdb") as one:
+                run_capture(one, CaptureConfig(saes=(spec,), **base))
+                same_dictionary(s, one, names[i + 1])
+    r = runner.invoke(app, ["capture", "--model", str(minilm_path), "--corpus", str(docs), "--store",
+                            str(tmp_path / "x.duckdb"), "--sae", str(tmp_path / "gs" / "average_l0_20")])
+    assert r.exit_code == 5 and "does not say which hook it reads: give it as --sae" in r.stderr
+    assert not (tmp_path / "x.duckdb").exists()
+
+
+def test_the_bundled_encoder_takes_the_same_device_option(ingested_path):
+    with Store(ingested_path) as s:
+        before = s.content_digest()
+    for cmd in ("label", "encode", "serve"):
+        r = runner.invoke(app, [cmd, "--store", str(ingested_path), "--device", "cuda:7"])
+        assert r.exit_code == 5 and r.stderr.count("\n") == 1 and "device 'cuda:7' is not available" in r.stderr
+    from autointerp import embed
+
+    assert str(embed.use_device("cpu")) == "cpu" and embed.embed_text("a month of the year").shape == (384,)
+    with Store(ingested_path) as s:
+        assert s.content_digest() == before

@@ -601,3 +601,25 @@ def test_a_bad_sae_is_one_line_naming_its_file(tmp_path, case):
     with pytest.raises(CaptureError, match=message) as e:
         load_saes(path)
     one_line(e, named)
+
+
+@pytest.mark.parametrize("make", ["standard", "topk", "jumprelu", "gated", "batchtopk", "sparsify-topk",
+                                  "sparsify-groupmax"])
+@pytest.mark.parametrize("threshold", [0.0, 0.2])
+def test_encode_sparse_holds_exactly_the_dense_encodes_nonzeros(tmp_path, make, threshold):
+    """What capture stores (encode_sparse: TopK and GroupMax never build the dense matrix) is every entry of
+    encode above the threshold, once."""
+    if make.startswith("sparsify"):
+        sparsify(tmp_path / "layers.1", activation=make.split("-")[1], k=6, dtype=torch.float32)
+        sae = load_sae(tmp_path / "layers.1")
+    else:
+        saelens(tmp_path / "sae", make)
+        sae = load_sae(tmp_path / "sae")
+    x = torch.from_numpy(inputs(seed=5)).float().reshape(-1, D_IN)  # encode_sparse takes rows of inputs
+    dense = sae.encode(x)
+    row, latent, value = sae.encode_sparse(x, threshold)
+    rebuilt = torch.zeros_like(dense)
+    rebuilt[row, latent] = value
+    want = torch.where(dense > threshold, dense, torch.zeros_like(dense))
+    assert len(row) == int((want != 0).sum()) > 0
+    torch.testing.assert_close(rebuilt, want)

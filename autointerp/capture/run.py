@@ -100,12 +100,25 @@ def total_contexts(corpus, ctx_len: int, max_tokens: int | None) -> int | None:
     return None if max_tokens is None else max_tokens // ctx_len
 
 
-def capture(store: Store, config: CaptureConfig, progress: bool = False) -> CaptureResult:
-    """Capture every member of `config` over its corpus into `store` (resuming an unfinished capture of the
-    same inputs). Values above `threshold` are stored; positions holding special tokens never are."""
-    c = config
-    device = resolve_device(c.device)
-    dtype, sae_dtype = resolve_dtype(c.dtype, device), resolve_dtype(c.sae_dtype, device)
+@dataclass
+class Inputs:
+    """A capture's inputs, resolved and checked: the corpus, the model on its device, the members with their
+    widths, and the fingerprints of the packed corpus and of the capture."""
+
+    corpus: object
+    ctx_len: int
+    model_path: Path
+    net: torch.nn.Module
+    tokenizer: object
+    members: list[Member]
+    side: DeviceSide
+    corpus_fp: str
+    fp: str
+
+
+def resolve_inputs(c: CaptureConfig, device: torch.device, dtype: torch.dtype, sae_dtype: torch.dtype) -> Inputs:
+    """Open the corpus, load the model and SAEs on `device`, resolve every hook and width; CaptureError (one
+    line) for anything that does not fit, before anything is written."""
     corpus = open_corpus(c.corpus, c.text_column)
     ctx_len = _ctx_len(corpus, c.ctx_len)
     model_path = Path(c.model).resolve()
@@ -127,6 +140,18 @@ def capture(store: Store, config: CaptureConfig, progress: bool = False) -> Capt
     check_widths(members, side.widths(first))
     corpus_fp = corpus_fingerprint(tokenizer, model_path, corpus, ctx_len, c.max_tokens)
     fp = capture_fingerprint(corpus_fp, members, c, dtype, sae_dtype)
+    return Inputs(corpus, ctx_len, model_path, net, tokenizer, members, side, corpus_fp, fp)
+
+
+def capture(store: Store, config: CaptureConfig, progress: bool = False) -> CaptureResult:
+    """Capture every member of `config` over its corpus into `store` (resuming an unfinished capture of the
+    same inputs). Values above `threshold` are stored; positions holding special tokens never are."""
+    c = config
+    device = resolve_device(c.device)
+    dtype, sae_dtype = resolve_dtype(c.dtype, device), resolve_dtype(c.sae_dtype, device)
+    x = resolve_inputs(c, device, dtype, sae_dtype)
+    corpus, ctx_len, model_path, net, tokenizer, members, side, corpus_fp, fp = (
+        x.corpus, x.ctx_len, x.model_path, x.net, x.tokenizer, x.members, x.side, x.corpus_fp, x.fp)
     t0 = time.perf_counter()
     base = dict(device=str(device), dtype=dtype_name(dtype), ctx_len=ctx_len)
 
@@ -217,21 +242,36 @@ def _prepare(store: Store, c: CaptureConfig, members: list[Member], fp: str) -> 
 def _begin(store: Store, c: CaptureConfig, members: list[Member], fp: str, corpus, corpus_fp: str, model_path: Path,
            ctx_len: int, dtype, sae_dtype) -> CaptureState:
     """Record a new capture (and the corpus it packs, unless the store holds it already)."""
+    check_corpus_free(store, corpus_fp)
+    with store.writer() as w:
+        record_capture(w, c, members, fp, corpus, corpus_fp, model_path, ctx_len, dtype, sae_dtype)
+    return next(s for s in store.captures() if s.fingerprint == fp and s.status == "running")
+
+
+def check_corpus_free(store: Store, corpus_fp: str) -> None:
+    """Refuse a corpus the store holds but an unfinished capture is still packing."""
     found = store.corpus_by_fingerprint(corpus_fp)
     if found is not None:
         busy = store.corpus_in_progress(found.corpus_id)
         if busy is not None:
             raise CaptureError(f"corpus {found.name!r} is still being packed by an unfinished capture of "
                                f"{', '.join(busy.names)}: run that command again to finish it first")
-    with store.writer() as w:
-        cid, created = w.add_corpus(name=Path(corpus.path).stem, tokenizer=str(model_path), ctx_len=ctx_len,
-                                    fingerprint=corpus_fp, source=str(Path(corpus.path).resolve()))
-        cfg = {"threshold": c.threshold, "ctx_len": ctx_len, "max_tokens": c.max_tokens,
-               "corpus": str(Path(corpus.path).resolve()), "text_column": c.text_column,
-               "model": str(model_path), "dtype": str(dtype), "sae_dtype": str(sae_dtype), "replace": c.replace}
-        w.begin_capture(fingerprint=fp, corpus_id=cid, creates_corpus=created,
-                        batch_contexts=c.batch_contexts(ctx_len), members=[m.describe() for m in members], config=cfg)
-    return next(s for s in store.captures() if s.fingerprint == fp and s.status == "running")
+
+
+def record_capture(w, c: CaptureConfig, members: list[Member], fp: str, corpus, corpus_fp: str, model_path: Path,
+                   ctx_len: int, dtype, sae_dtype, extra: dict | None = None) -> tuple[int, int, bool]:
+    """Inside `w`'s transaction: the corpus (reused when the store holds one of the same fingerprint) and a
+    capture row; (capture id, corpus id, whether the corpus was created)."""
+    cid, created = w.add_corpus(name=Path(corpus.path).stem, tokenizer=str(model_path), ctx_len=ctx_len,
+                                fingerprint=corpus_fp, source=str(Path(corpus.path).resolve()))
+    cfg = {"threshold": c.threshold, "ctx_len": ctx_len, "max_tokens": c.max_tokens,
+           "corpus": str(Path(corpus.path).resolve()), "text_column": c.text_column,
+           "model": str(model_path), "dtype": str(dtype), "sae_dtype": str(sae_dtype), "replace": c.replace,
+           **(extra or {})}
+    capture_id = w.begin_capture(fingerprint=fp, corpus_id=cid, creates_corpus=created,
+                                 batch_contexts=c.batch_contexts(ctx_len), members=[m.describe() for m in members],
+                                 config=cfg)
+    return capture_id, cid, created
 
 
 def _check_corpus(store: Store, state: CaptureState, total: int | None) -> None:
@@ -247,24 +287,32 @@ def _check_corpus(store: Store, state: CaptureState, total: int | None) -> None:
 def _finish(store: Store, c: CaptureConfig, state: CaptureState, members: list[Member], net, strings: TokenStrings,
             progress: bool) -> list[dict]:
     """Turn each member's staged rows into its dictionary, in one transaction."""
-    out = []
-    corpus = store.corpus(state.corpus_id)
     with store.writer() as w:
-        for i, m in enumerate(members):
-            cfg = {**state.config, **m.config, "capture_id": state.capture_id}
-            b = w.add_dictionary(name=m.name, corpus_id=state.corpus_id, model=cfg["model"], hook=m.point.hook,
-                                 width=int(m.width), kind=m.kind, source=m.source or cfg["model"], config=cfg,
-                                 replace=c.replace, sorted_input=False)
-            b.take_staged(staging_table(state.capture_id, i))
-            nonzeros = b.finish()
-            if c.neighbors and m.sae is not None:
-                with torch.no_grad():
-                    for feature, neighbor, sim in decoder_neighbors(m.sae.W_dec, c.neighbors):
-                        w.add_neighbors(b.dictionary_id, feature, neighbor, sim)
-            outputs = _add_outputs(w, b.dictionary_id, net, m, strings, progress) if c.outputs else {}
-            out.append({"name": m.name, "kind": m.kind, "hook": m.point.hook, "width": int(m.width),
-                        "nonzeros": nonzeros, "model": cfg["model"], "corpus": corpus.name, **outputs})
+        out = finish_members(w, c, state, members, net, strings, progress)
         w.end_capture(state)
+    return out
+
+
+def finish_members(w, c: CaptureConfig, state: CaptureState, members: list[Member], net, strings: TokenStrings,
+                   progress: bool) -> list[dict]:
+    """Inside `w`'s transaction: each member's staged rows become its dictionary (sorted by feature, with
+    statistics), with its decoder neighbours and output directions; what each dictionary got."""
+    out = []
+    corpus = w.store.corpus(state.corpus_id)
+    for i, m in enumerate(members):
+        cfg = {**state.config, **m.config, "capture_id": state.capture_id}
+        b = w.add_dictionary(name=m.name, corpus_id=state.corpus_id, model=cfg["model"], hook=m.point.hook,
+                             width=int(m.width), kind=m.kind, source=m.source or cfg["model"], config=cfg,
+                             replace=c.replace, sorted_input=False)
+        b.take_staged(staging_table(state.capture_id, i))
+        nonzeros = b.finish()
+        if c.neighbors and m.sae is not None:
+            with torch.no_grad():
+                for feature, neighbor, sim in decoder_neighbors(m.sae.W_dec, c.neighbors):
+                    w.add_neighbors(b.dictionary_id, feature, neighbor, sim)
+        outputs = _add_outputs(w, b.dictionary_id, net, m, strings, progress) if c.outputs else {}
+        out.append({"name": m.name, "kind": m.kind, "hook": m.point.hook, "width": int(m.width),
+                    "nonzeros": nonzeros, "model": cfg["model"], "corpus": corpus.name, **outputs})
     return out
 
 

@@ -62,13 +62,13 @@ class DeviceSide:
     @torch.no_grad()
     def widths(self, ids: np.ndarray) -> list[int]:
         """Each member's hook width, from one forward pass over `ids`."""
-        xs = run_hooks(self.net, self.points, torch.as_tensor(ids, dtype=torch.long, device=self.device))
+        xs = run_hooks(self.net, self.points, torch.tensor(ids, dtype=torch.long, device=self.device))
         return [int(x.shape[-1]) for x in xs]
 
     @torch.no_grad()
     def run(self, first: int, ids: np.ndarray) -> tuple[Batch, int]:
         """(the batch's nonzeros on their way to the host, how many there are)."""
-        t = torch.as_tensor(ids, dtype=torch.long).to(self.device, non_blocking=True)
+        t = torch.tensor(ids, dtype=torch.long).to(self.device, non_blocking=True)
         xs = run_hooks(self.net, self.points, t)
         keep = ~torch.isin(t, self.special).reshape(-1)  # special tokens are never recorded
         rows, n = [], 0
@@ -82,14 +82,21 @@ class DeviceSide:
         return batch, n
 
     def _nonzeros(self, m: Member, x: torch.Tensor, keep: torch.Tensor):
+        """(token, feature, value) of every value above the threshold at a token that is not special."""
         width = m.sae.d_sae if m.sae is not None else x.shape[-1]
         step = max(1, self.budget // (4 * width))
         parts = []
         for lo in range(0, len(x), step):
-            acts = m.sae.encode(x[lo:lo + step]) if m.sae is not None else x[lo:lo + step].float()
-            sel = (acts > self.threshold) & keep[lo:lo + step, None]
-            where = sel.nonzero()
-            parts.append(((where[:, 0] + lo).to(torch.int32), where[:, 1].to(torch.int32), acts[sel].float()))
+            if m.sae is not None and self.threshold >= 0:
+                row, feat, val = m.sae.encode_sparse(x[lo:lo + step], self.threshold)
+                ok = keep[lo:lo + step][row]
+                row, feat, val = row[ok], feat[ok], val[ok]
+            else:
+                acts = m.sae.encode(x[lo:lo + step]) if m.sae is not None else x[lo:lo + step]
+                sel = (acts > self.threshold) & keep[lo:lo + step, None]
+                where = sel.nonzero()
+                row, feat, val = where[:, 0], where[:, 1], acts[sel]
+            parts.append(((row + lo).to(torch.int32), feat.to(torch.int32), val.float()))
         if len(parts) == 1:
             return parts[0]
         return tuple(torch.cat(p) for p in zip(*parts))

@@ -67,13 +67,28 @@ def capture(corpus: Annotated[Path, typer.Option(help="Text: .txt (a document pe
                                                   help="Store output directions (SAE decoder rows; for NAME:input of "
                                                        "a linear layer, its weight columns) and, on a causal LM, each "
                                                        "feature's logit-lens tokens.")] = True,
+            executor: Annotated[str, typer.Option(help="local: this process; ray: the corpus split across Ray "
+                                                       "workers (one per GPU, or CPU workers), ingested in one "
+                                                       "transaction. A Ray capture does not resume: one that fails "
+                                                       "writes nothing; run it again.")] = "local",
+            workers: Annotated[int | None, typer.Option(help="ray: how many workers (default: the cluster's GPUs "
+                                                             "on CUDA, else its CPUs).")] = None,
+            ray_address: Annotated[str | None, typer.Option(help="ray: the cluster (host:port; default: "
+                                                                 "RAY_ADDRESS, else a Ray started here).")] = None,
             as_json: JsonOpt = False) -> None:
     """Capture SAE latents and raw neurons of a local model over a corpus, on a CPU or GPU, into the store:
     one forward pass for every dictionary, committed every --checkpoint-tokens (run the same command again to
-    resume a killed capture)."""
-    from ..capture import CaptureConfig
+    resume a killed capture). --executor ray splits the corpus across Ray workers (no resume)."""
+    from ..capture import CaptureConfig, RayOptions, capture_on_ray
     from ..capture import capture as run_capture
     from ..errors import EXIT, sigterm_as_interrupt
+
+    if executor not in ("local", "ray"):
+        raise UsageError(f"unknown executor {executor!r}: local or ray")
+    if workers is not None and workers < 1:
+        raise UsageError(f"--workers must be 1 or more, got {workers}")
+    if executor == "local" and (workers is not None or ray_address is not None):
+        raise UsageError("--workers and --ray-address go with --executor ray")
 
     if model is None:
         from ..capture.model import bundled_model_path
@@ -85,7 +100,10 @@ def capture(corpus: Annotated[Path, typer.Option(help="Text: .txt (a document pe
                            dtype=dtype, sae_dtype=sae_dtype, checkpoint_tokens=checkpoint_tokens,
                            neighbors=neighbors, replace=replace, outputs=outputs)
     with opened(store, create=True) as s, sigterm_as_interrupt():
-        out = run_capture(s, config, progress=show_progress(as_json))
+        if executor == "ray":
+            out = capture_on_ray(s, config, RayOptions(workers, ray_address), progress=show_progress(as_json))
+        else:
+            out = run_capture(s, config, progress=show_progress(as_json))
     if as_json:
         emit_json(out.to_dict())
     else:

@@ -21,6 +21,8 @@ StoreOpt = Annotated[Path, typer.Option("--store", envvar="AUTOINTERP_STORE", sh
 DictOpt = Annotated[str | None, typer.Option("--dictionary", help="Dictionary name (default: the store's only one).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of text.")]
 CandidatesOpt = Annotated[bool, typer.Option("--candidates", help="Every best-of-k candidate, not only the chosen labels.")]
+DeviceOpt = Annotated[str, typer.Option(help="Where the bundled all-MiniLM-L6-v2 encoder runs: auto (CUDA when "
+                                             "present), cpu, cuda, cuda:N or mps.")]
 LimitOpt = Annotated[int | None, typer.Option(help="Print at most this many (a positive number).")]
 FeaturesOpt = Annotated[str | None, typer.Option(help="Feature ids, e.g. 0-99,123 (default: all).")]
 
@@ -55,6 +57,13 @@ def _default(o):
     if hasattr(o, "to_dict"):
         return o.to_dict()
     return str(o)
+
+
+def encoder_device(device: str) -> None:
+    """Point the bundled encoder at `device` (an unknown or absent device: one line, exit 5)."""
+    from ..embed import use_device
+
+    use_device(device)
 
 
 def show_progress(as_json: bool) -> bool:

@@ -12,12 +12,14 @@ from ..errors import ExportError, LabelError
 from ..export import write_html, write_jsonl, write_neuronpedia, write_parquet
 from .common import (
     CandidatesOpt,
+    DeviceOpt,
     DictOpt,
     JsonOpt,
     StoreOpt,
     check_choice,
     check_features,
     emit_json,
+    encoder_device,
     handle_errors,
     opened,
 )
@@ -97,9 +99,11 @@ def export(store: StoreOpt, out: Annotated[Path, typer.Option("--out", help="Fil
 @handle_errors
 def serve(store: StoreOpt, dictionary: DictOpt = None,
           host: Annotated[str, typer.Option(help="Address to listen on (default: this machine only).")] = "127.0.0.1",
-          port: Annotated[int, typer.Option(help="Port (0: any free one).")] = 8000) -> None:
+          port: Annotated[int, typer.Option(help="Port (0: any free one).")] = 8000,
+          device: DeviceOpt = "auto") -> None:
     """Browse a store's features live (read-only): the browser's pages and a JSON API (/api/..., documented
     at /openapi.json and /api/docs), served from the store."""
+    encoder_device(device)
     from ..export.serve import make_server
 
     if not 0 <= port <= 65535:

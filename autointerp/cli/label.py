@@ -15,6 +15,7 @@ from ..pipeline import MIN_EVIDENCE, BatchOptions, CarryOptions, LabelRun, RunSu
 from ..pipeline import label as run_label
 from ..score import ScoringOptions, parse_scorers
 from .common import (
+    DeviceOpt,
     DictOpt,
     FeaturesOpt,
     AdaptiveCapOpt,
@@ -36,6 +37,7 @@ from .common import (
     StoreOpt,
     WindowOpt,
     emit_json,
+    encoder_device,
     handle_errors,
     opened,
     sampler_config,
@@ -117,10 +119,11 @@ def label(store: StoreOpt, dictionary: DictOpt = None, features: FeaturesOpt = N
           window: WindowOpt = 32, peak_offset: PeakOpt = None, n_top: NTopOpt = 20, n_quantile: NQuantileOpt = 20,
           n_score: NScoreOpt = 50, n_nonfiring: NNonfiringOpt = 50, n_neighbors: NNeighborsOpt = 0,
           n_quantiles: NQuantilesOpt = 10, min_windows: MinWindowsOpt = 10,
-          as_json: JsonOpt = False) -> None:
+          device: DeviceOpt = "auto", as_json: JsonOpt = False) -> None:
     """Label a dictionary's features and grade every label; resumes where an earlier run stopped, and grades
     labels that lack a grade of a scorer given here (no new explanation). Exit 22 if any feature or grade
     failed (the reasons are printed), 23 if interrupted."""
+    encoder_device(device)
     llm = LLMOptions(base_url=base_url, api_key_env=api_key_env, prompt=prompt, candidates=candidates,
                      outputs=output_tokens, requests_per_minute=rpm, input_tokens_per_minute=itpm,
                      output_tokens_per_minute=otpm, max_in_flight=max_in_flight, timeout=timeout, use_cache=not no_cache,

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from ..errors import UsageError
-from .common import DictOpt, JsonOpt, StoreOpt, check_limit, emit_json, handle_errors, opened, show_progress
+from .common import (DeviceOpt, DictOpt, JsonOpt, StoreOpt, check_limit, emit_json, encoder_device, handle_errors,
+                     opened, show_progress)
 
 
 @handle_errors
@@ -55,9 +56,10 @@ def search(query: Annotated[str, typer.Argument(help="What the features should m
 
 
 @handle_errors
-def encode(store: StoreOpt, dictionary: DictOpt = None, as_json: JsonOpt = False) -> None:
+def encode(store: StoreOpt, dictionary: DictOpt = None, device: DeviceOpt = "auto", as_json: JsonOpt = False) -> None:
     """Encode the corpus of a dictionary for the offline scorers, once per store (all-MiniLM-L6-v2 over every
     context, kept in the store); `label` does it as it goes otherwise. Resumes where a stopped run left off."""
+    encoder_device(device)
     from ..progress import Progress
     from ..embed import ENCODING, ContextEncoder
 

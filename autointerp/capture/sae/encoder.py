@@ -112,9 +112,8 @@ class SAE(torch.nn.Module):
         return (f"{self.format} {self.architecture}{k}, d_in={self.d_in}, d_sae={self.d_sae}, "
                 f"d_out={self.d_out}, hook={self.hook_name!r}, source={str(self.source)!r}")
 
-    @torch.no_grad()
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Latent activations [..., d_sae] of inputs [..., d_in], on the SAE's device and in its dtype."""
+    def _pre(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Pre-activations [..., d_sae] (gated: the (gate, magnitude) pre-activations)."""
         x = x.to(device=self.W_enc.device, dtype=self.W_enc.dtype)
         if self.normalize_activations == "constant_norm_rescale":
             x = x * (self.d_in ** 0.5 / x.norm(dim=-1, keepdim=True).clamp_min(1e-12))
@@ -125,19 +124,44 @@ class SAE(torch.nn.Module):
             x = x - self.b_in
         base = x @ self.W_enc
         if self.architecture == "gated":
-            gate = (base + self.b_gate) > 0
-            return torch.relu(base * self.r_mag.exp() + self.b_mag) * gate
+            return base + self.b_gate, base * self.r_mag.exp() + self.b_mag
         pre = base + self.b_enc
-        if self.dec_norm is not None:
-            pre = pre * self.dec_norm
+        return pre * self.dec_norm if self.dec_norm is not None else pre
+
+    def _selected(self, acts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """TopK / GroupMax: the (values, latent ids) [..., k] each input keeps."""
+        if self.architecture == "topk":
+            top = acts.topk(self.k, dim=-1, sorted=False)
+            return top.values, top.indices
+        values, index = acts.unflatten(-1, (self.k, -1)).max(dim=-1)
+        return values, index + torch.arange(0, self.d_sae, self.d_sae // self.k, device=index.device)
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Latent activations [..., d_sae] of inputs [..., d_in], on the SAE's device and in its dtype."""
+        pre = self._pre(x)
+        if self.architecture == "gated":
+            gate, mag = pre
+            return torch.relu(mag) * (gate > 0)
         acts = torch.relu(pre)
         if self.architecture in ("jumprelu", "batchtopk"):
             return acts * (pre > self.threshold)
-        if self.architecture == "topk":
-            top = acts.topk(self.k, dim=-1, sorted=False)
-            return torch.zeros_like(acts).scatter_(-1, top.indices, top.values)
-        if self.architecture == "groupmax":
-            values, index = acts.unflatten(-1, (self.k, -1)).max(dim=-1)
-            index = index + torch.arange(0, self.d_sae, self.d_sae // self.k, device=index.device)
+        if self.architecture in ("topk", "groupmax"):
+            values, index = self._selected(acts)
             return torch.zeros_like(acts).scatter_(-1, index, values)
         return acts
+
+    @torch.no_grad()
+    def encode_sparse(self, x: torch.Tensor, threshold: float = 0.0) -> tuple[torch.Tensor, ...]:
+        """The latents of x [n, d_in] above `threshold` (>= 0): (input row, latent id, value) [m] each, every
+        nonzero once, in no particular order. TopK and GroupMax keep k values a row and never build the
+        dense [n, d_sae] matrix (with a 2^20-wide SAE that is most of the cost)."""
+        if self.architecture in ("topk", "groupmax") and threshold >= 0:
+            values, index = self._selected(torch.relu(self._pre(x)))
+            keep = values > threshold
+            rows = torch.arange(len(values), device=values.device)[:, None].expand_as(index)
+            return rows[keep], index[keep], values[keep]
+        acts = self.encode(x)
+        keep = acts > threshold
+        where = keep.nonzero()
+        return where[:, 0], where[:, 1], acts[keep]
