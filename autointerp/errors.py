@@ -83,8 +83,8 @@ EXIT_CODES: dict[int, str] = {
        "a negative rate limit)",
     3: "store: missing (a typo never makes an empty store), locked, corrupt, newer, or no such dictionary",
     4: "ingest: malformed input; the store is unchanged, and a store file the ingest created is removed",
-    5: "capture and trace: unknown hook, SAE/model mismatch, empty corpus, a dictionary without its model (as "
-       "ingest: nothing left behind)",
+    5: "capture and trace: unknown hook or device, SAE/model mismatch, a bad SAE file or corpus, a resume whose "
+       "inputs changed, a dictionary without its model (as ingest: nothing left behind)",
     6: "sample: an unknown feature or a bad sampler config",
     7: "label: an unknown explainer, scorer or prompt; a feature id out of range",
     8: "export: bad names, a path whose folder is missing, or a folder that is not ours to replace (nothing written)",

@@ -108,10 +108,14 @@ def time_device_side(net, members, parts, device, special) -> tuple[float, int]:
 
 def store_capture(tmp: Path, model: Path, corpus: Path, saes: list[str], batch_tokens: int, device: str,
                   dtype: str = "auto", name: str = "s") -> tuple[float, int]:
+    """(seconds, nonzeros) of a capture into a new store: the loop and the final sort and statistics (the
+    model load is not counted); the loop alone is printed beside it."""
     with Store(tmp / f"{name}.duckdb") as s:
         r = capture(s, CaptureConfig(model=model, corpus=corpus, saes=tuple(saes), batch_tokens=batch_tokens,
                                      device=device, dtype=dtype, outputs=False))
     (tmp / f"{name}.duckdb").unlink()
+    print(f"    ({name}: loop {r.loop_seconds:.2f} s = {r.tokens / r.loop_seconds:,.0f} tok/s, then "
+          f"{r.seconds - r.loop_seconds:.2f} s to sort {r.nonzeros:,} rows into place)", flush=True)
     return r.seconds, r.nonzeros
 
 
@@ -185,7 +189,7 @@ GPU_MODELS = {
 }
 
 
-def build_model(name: str, folder: Path, dtype: torch.dtype) -> Path:
+def build_model(name: str, folder: Path, dtype: torch.dtype, device: torch.device) -> Path:
     """A model of `name`'s real config with random weights, saved with a word-level tokenizer of its vocabulary."""
     import transformers
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -193,8 +197,10 @@ def build_model(name: str, folder: Path, dtype: torch.dtype) -> Path:
     cfg_cls, model_cls, kw = GPU_MODELS[name]
     config = getattr(transformers, cfg_cls)(**kw)
     torch.manual_seed(0)
-    net = getattr(transformers, model_cls)(config).to(dtype)
+    with device:  # random weights made where they will run: seconds on a GPU, not minutes on its host
+        net = getattr(transformers, model_cls)(config).to(dtype)
     net.save_pretrained(folder)
+    del net
     vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3}
     vocab.update({f"<t{i}>": i for i in range(4, kw["vocab_size"])})
     t = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
@@ -212,7 +218,7 @@ def gpu(a) -> None:
             tmp = Path(tmp_)
             t = time.perf_counter()
             try:
-                folder = build_model(name, tmp / name, dtype)
+                folder = build_model(name, tmp / name, dtype, device)
             except (RuntimeError, MemoryError) as e:
                 print(f"{name}: could not build ({str(e).splitlines()[0]})", flush=True)
                 continue

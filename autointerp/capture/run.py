@@ -50,10 +50,11 @@ class CaptureResult:
     ctx_len: int
     nonzeros: int
     resumed_from: int  # contexts already done when this run started
-    seconds: float
+    seconds: float  # the whole capture after the model loaded: the loop, then the final sort and statistics
     dictionaries: tuple[dict, ...]
     device: str
     dtype: str
+    loop_seconds: float = 0.0  # of `seconds`, the forward passes and writes (the rest: the final sort, statistics)
 
     @property
     def tokens(self) -> int:
@@ -187,16 +188,18 @@ def capture(store: Store, config: CaptureConfig, progress: bool = False) -> Capt
             writer.finish(failed=True)
             raise
         writer.finish(interrupted=interrupted)
+    loop = time.perf_counter() - t_start
     state = next(s for s in store.captures() if s.capture_id == state.capture_id)
     if interrupted:
         return CaptureResult("interrupted", state.corpus_id, state.creates_corpus, state.contexts_done, ctx_len,
                              state.nonzeros, resumed, time.perf_counter() - t0,
-                             tuple({"name": m.name} for m in members), **{k: base[k] for k in ("device", "dtype")})
+                             tuple({"name": m.name} for m in members), **{k: base[k] for k in ("device", "dtype")},
+                             loop_seconds=loop)
     _check_corpus(store, state, total)
     done = _finish(store, c, state, members, net, strings, progress)
     return CaptureResult("done", state.corpus_id, state.creates_corpus, state.contexts_done, ctx_len,
                          sum(d["nonzeros"] for d in done), resumed, time.perf_counter() - t0, tuple(done),
-                         **{k: base[k] for k in ("device", "dtype")})
+                         **{k: base[k] for k in ("device", "dtype")}, loop_seconds=loop)
 
 
 def _ctx_len(corpus, ctx_len: int | None) -> int:

@@ -19,9 +19,11 @@ import queue
 import threading
 from dataclasses import dataclass
 
+import duckdb
 import numpy as np
 import torch
 
+from ..errors import StoreError
 from ..store import Store
 from ..store.captures import CaptureState
 from .model import run_hooks
@@ -180,6 +182,8 @@ class StoreSide(threading.Thread):
                     w.capture_progress(self.state.capture_id, self.done, self.nonzeros)
         except _Rollback:
             pass
+        except duckdb.Error as e:  # a full disk, a damaged file: one line, not a traceback
+            self.error = StoreError(f"writing to {self.store.path} failed: {str(e).strip().splitlines()[0]}")
         except BaseException as e:  # handed to the device side at its next put()
             self.error = e
 
