@@ -95,7 +95,7 @@ def write_sae(folder: Path, d_in: int = 384, d_sae: int = 48, seed: int = 0, hoo
 
 def test_one_pass_feeds_every_dictionary_as_separate_captures_would(tmp_path, docs, minilm_path):
     sae = write_sae(tmp_path / "resid-sae")
-    base = dict(model=minilm_path, corpus=docs, ctx_len=CTX, batch_tokens=7 * CTX, device="cpu")
+    base = dict(model=minilm_path, corpus=docs, ctx_len=CTX, batch_tokens=7 * CTX, device="cpu", max_tokens=60 * CTX)
     with Store(tmp_path / "many.duckdb") as many:
         r = run_capture(many, CaptureConfig(saes=(str(sae),), neurons=(NEURONS, RESID), **base))
         names = [d["name"] for d in r.dictionaries]
@@ -188,9 +188,21 @@ def test_token_arrays_that_do_not_fit_the_model_are_refused(tmp_path, minilm_pat
 # -- checkpoints and resume -----------------------------------------------------------------------------
 
 def cli_args(store: Path, corpus: Path, model: Path, *extra) -> list[str]:
+    """A capture of 100 contexts, 2 a batch, a checkpoint every 4."""
     return ["capture", "--model", str(model), "--corpus", str(corpus), "--store", str(store), "--neurons", RESID,
-            "--ctx-len", str(CTX), "--batch-tokens", str(2 * CTX), "--checkpoint-tokens", str(4 * CTX),
-            "--device", "cpu", *extra]
+            "--ctx-len", str(CTX), "--max-tokens", str(100 * CTX), "--batch-tokens", str(2 * CTX),
+            "--checkpoint-tokens", str(4 * CTX), "--device", "cpu", *extra]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, minilm_path) -> tuple[Path, Path]:
+    """(corpus, store): the capture of cli_args, run to its end without a stop."""
+    root = tmp_path_factory.mktemp("whole")
+    corpus = root / "docs.txt"
+    corpus.write_text("\n".join(DOCS.read_text().splitlines()[:60]) + "\n")
+    r = runner.invoke(app, cli_args(root / "whole.duckdb", corpus, minilm_path))
+    assert r.exit_code == 0, r.output
+    return corpus, root / "whole.duckdb"
 
 
 def start_and_stop(args: list[str], sig: int, after: int = 24) -> subprocess.CompletedProcess:
@@ -200,9 +212,9 @@ def start_and_stop(args: list[str], sig: int, after: int = 24) -> subprocess.Com
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env={**os.environ, "AUTOINTERP_STATUS_SECONDS": "0"})
     lines = []
-    for line in p.stderr:  # a status line a batch: "capture NAME: 384 tok, ..."
+    for line in p.stderr:  # a status line a batch: "capture NAME: 384/1,600 tok (24%), ..."
         lines.append(line)
-        m = re.search(r": ([\d,]+) tok", line)
+        m = re.search(r": ([\d,]+)(?:/[\d,]+)? tok", line)
         if m and int(m.group(1).replace(",", "")) >= after * CTX:
             break
     assert p.poll() is None, f"the capture ended before it could be stopped: {''.join(lines)}"
@@ -212,11 +224,10 @@ def start_and_stop(args: list[str], sig: int, after: int = 24) -> subprocess.Com
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_a_stopped_capture_resumes_and_stores_what_an_uninterrupted_one_does(tmp_path, minilm_path, sig):
-    corpus = tmp_path / "docs.txt"
-    corpus.write_text("\n".join(DOCS.read_text().splitlines()[:200]) + "\n")
-    whole, cut = tmp_path / "whole.duckdb", tmp_path / "cut.duckdb"
-    assert runner.invoke(app, cli_args(whole, corpus, minilm_path)).exit_code == 0
+def test_a_stopped_capture_resumes_and_stores_what_an_uninterrupted_one_does(tmp_path, minilm_path, uninterrupted,
+                                                                             sig):
+    corpus, whole = uninterrupted
+    cut = tmp_path / "cut.duckdb"
     r = start_and_stop(cli_args(cut, corpus, minilm_path), sig)
     if sig == signal.SIGTERM:  # stops as Ctrl-C does: what is queued is committed, exit 23
         assert r.returncode == 23 and "run the same command again to resume" in r.stderr, r.stderr
@@ -240,10 +251,10 @@ def test_a_stopped_capture_resumes_and_stores_what_an_uninterrupted_one_does(tmp
 
 def test_a_resume_whose_corpus_changed_is_refused_and_replace_starts_over(tmp_path, minilm_path):
     corpus = tmp_path / "docs.txt"
-    corpus.write_text("\n".join(DOCS.read_text().splitlines()[:200]) + "\n")
+    corpus.write_text("\n".join(DOCS.read_text().splitlines()[:60]) + "\n")
     store = tmp_path / "s.duckdb"
     start_and_stop(cli_args(store, corpus, minilm_path), signal.SIGKILL)
-    corpus.write_text("\n".join(DOCS.read_text().splitlines()[1:200]) + "\n")
+    corpus.write_text("\n".join(DOCS.read_text().splitlines()[1:60]) + "\n")
     with Store(store) as s:  # opened once for writing: the log replayed, so digests compare what is stored
         before = s.content_digest()
     r = runner.invoke(app, cli_args(store, corpus, minilm_path))

@@ -26,7 +26,6 @@ work folder, the corpus, the model and the SAEs must be at the same paths on eve
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import shutil
 import struct
@@ -47,7 +46,7 @@ from .corpus import open_corpus
 from .corpus_tokens import one_line
 from .device import DTYPES, dtype_name, resolve_device, resolve_dtype
 from .model import load_model
-from .plan import CaptureConfig, capture_fingerprint, plan_members, split_sae_spec
+from .plan import CaptureConfig, plan_members, split_sae_spec
 from .run import (CaptureResult, _prepare, check_corpus_free, context_batches, finish_members, record_capture,
                   resolve_inputs, total_contexts)
 from .stream import DeviceSide
@@ -114,8 +113,7 @@ def capture_part(plan: WorkerPlan, lo: int, hi: int) -> dict:
     finally:
         for w in writers:
             w.close()
-    return {"first": lo, "contexts": hi - lo, "nonzeros": counts, "host": os.uname().nodename, "pid": os.getpid(),
-            "seconds": time.perf_counter() - t0}
+    return {"first": lo, "contexts": hi - lo, "nonzeros": counts, "seconds": time.perf_counter() - t0}
 
 
 def capture_on_ray(store: Store, config: CaptureConfig, options: RayOptions = RayOptions(),
@@ -129,7 +127,7 @@ def capture_on_ray(store: Store, config: CaptureConfig, options: RayOptions = Ra
     c, t0 = config, time.perf_counter()
     device = _worker_device(c.device)
     dtype, sae_dtype = _worker_dtype(c.dtype, device), _worker_dtype(c.sae_dtype, device)
-    x = resolve_inputs(c, torch.device("cpu"), dtype, sae_dtype)  # the driver's copy: checks, then outputs
+    x = resolve_inputs(c, torch.device("cpu"), dtype, sae_dtype)  # 1. the driver's copy: checks, then outputs
     base = dict(device=device.type, dtype=dtype_name(dtype))
     state = _prepare(store, c, x.members, x.fp)
     if isinstance(state, CaptureResult):  # complete already
@@ -144,16 +142,15 @@ def capture_on_ray(store: Store, config: CaptureConfig, options: RayOptions = Ra
     check_corpus_free(store, x.corpus_fp)
     work = Path(f"{store.path}.capture-work")
     shutil.rmtree(work, ignore_errors=True)  # what a killed driver left: never resumed
-    refs: list = []
-    try:
+    try:  # 2. pack the corpus once
         work.mkdir(parents=True)
         tokens, n = _packed(x, c, work)
         found = store.corpus_by_fingerprint(x.corpus_fp)
         if found is not None and found.n_contexts != n:
             raise CaptureError(f"corpus {found.corpus_id} in the store holds {found.n_contexts:,} contexts but this "
                                f"corpus packs into {n:,}: it changed since it was stored")
-        ray.init(address=options.address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
-                 configure_logging=False)
+        ray.init(address=options.address, include_dashboard=False, log_to_driver=False,  # 3. one task per part
+                 ignore_reinit_error=True, configure_logging=False)
         have = ray.cluster_resources()
         if device.type == "cuda" and have.get("GPU", 0) < 1:
             raise CaptureError(f"device {c.device!r}: the Ray cluster has no GPU; use --device cpu")
@@ -162,17 +159,19 @@ def capture_on_ray(store: Store, config: CaptureConfig, options: RayOptions = Ra
         plan = WorkerPlan(_absolute(c, x.model_path), device.type, dtype_name(dtype), dtype_name(sae_dtype),
                           str(tokens), str(work / "shards"))
         task = ray.remote(capture_part).options(num_gpus=1 if device.type == "cuda" else 0, max_retries=0)
+        t_loop = time.perf_counter()
         refs = [task.remote(plan, lo, hi) for lo, hi in parts]
         done = _wait(ray, refs, n * x.ctx_len, x.ctx_len, ", ".join(m.name for m in x.members), progress)
-        refs = []  # all finished: nothing to cancel
+        loop = time.perf_counter() - t_loop
         strings = TokenStrings(x.tokenizer, str(x.model_path))
-        with store.writer() as w:
+        with store.writer() as w:  # 4. everything in one transaction
             capture_id, cid, created = record_capture(w, c, x.members, x.fp, x.corpus, x.corpus_fp, x.model_path,
                                                       x.ctx_len, dtype, sae_dtype,
                                                       {"executor": "ray", "workers": len(parts)})
             if created:
+                packed = open_corpus(tokens)
                 for lo in range(0, n, PACK_CONTEXTS):
-                    ids = _rows(tokens, x.corpus, lo, min(lo + PACK_CONTEXTS, n))
+                    ids = packed.rows(lo, min(lo + PACK_CONTEXTS, n))
                     w.add_contexts(cid, list(ids), strings(ids))
             nonzeros = sum(_ingest_shards(w, capture_id, i, work / "shards", done) for i in range(len(x.members)))
             w.capture_progress(capture_id, n, nonzeros)
@@ -183,13 +182,11 @@ def capture_on_ray(store: Store, config: CaptureConfig, options: RayOptions = Ra
         return CaptureResult("interrupted", 0, False, 0, x.ctx_len, 0, 0, time.perf_counter() - t0,
                              tuple({"name": m.name} for m in x.members), **base)
     finally:
-        if ray.is_initialized():
-            for r in refs:  # a failed or interrupted capture stops its other workers
-                ray.cancel(r, force=True)
-            ray.shutdown()
+        if ray.is_initialized():  # a failed driver's other tasks end with its job (ray.cancel(force=True)
+            ray.shutdown()        # can abort the driver when a task finishes meanwhile: a Ray bug, 2.60)
         shutil.rmtree(work, ignore_errors=True)
     return CaptureResult("done", cid, created, n, x.ctx_len, sum(d["nonzeros"] for d in dicts), 0,
-                         time.perf_counter() - t0, tuple(dicts), **base)
+                         time.perf_counter() - t0, tuple(dicts), **base, loop_seconds=loop)
 
 
 def _worker_device(name: str | None) -> torch.device:
@@ -235,13 +232,6 @@ def _packed(x, c: CaptureConfig, work: Path) -> tuple[Path, int]:
         f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", NPY_HEADER - 10) + text.ljust(NPY_HEADER - 11).encode()
                 + b"\n")
     return path, n
-
-
-def _rows(tokens: Path, corpus, lo: int, hi: int) -> np.ndarray:
-    """Contexts [lo, hi) of the token-id file the workers read."""
-    if corpus.kind == "tokens":
-        return corpus.rows(lo, hi)
-    return np.load(tokens, mmap_mode="r")[lo:hi].astype(np.int64)
 
 
 def _split(n: int, batch: int, workers: int) -> list[tuple[int, int]]:
