@@ -47,7 +47,7 @@ from .corpus_tokens import one_line
 from .device import DTYPES, dtype_name, resolve_device, resolve_dtype
 from .model import load_model
 from .plan import CaptureConfig, plan_members, split_sae_spec
-from .run import (CaptureResult, _prepare, check_corpus_free, context_batches, finish_members, record_capture,
+from .run import (CaptureResult, check_corpus_free, context_batches, finish_members, prepare_capture, record_capture,
                   resolve_inputs, total_contexts)
 from .stream import DeviceSide
 
@@ -129,7 +129,7 @@ def capture_on_ray(store: Store, config: CaptureConfig, options: RayOptions = Ra
     dtype, sae_dtype = _worker_dtype(c.dtype, device), _worker_dtype(c.sae_dtype, device)
     x = resolve_inputs(c, torch.device("cpu"), dtype, sae_dtype)  # 1. the driver's copy: checks, then outputs
     base = dict(device=device.type, dtype=dtype_name(dtype))
-    state = _prepare(store, c, x.members, x.fp)
+    state = prepare_capture(store, c, x.members, x.fp)
     if isinstance(state, CaptureResult):  # complete already
         return CaptureResult(**{**state.__dict__, **base, "ctx_len": x.ctx_len})
     if state is not None:

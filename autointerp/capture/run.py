@@ -156,7 +156,7 @@ def capture(store: Store, config: CaptureConfig, progress: bool = False) -> Capt
     t0 = time.perf_counter()
     base = dict(device=str(device), dtype=dtype_name(dtype), ctx_len=ctx_len)
 
-    state = _prepare(store, c, members, fp)
+    state = prepare_capture(store, c, members, fp)
     if isinstance(state, CaptureResult):  # complete already
         return CaptureResult(**{**state.__dict__, **base})
     if state is None:
@@ -211,7 +211,8 @@ def _ctx_len(corpus, ctx_len: int | None) -> int:
     return 64 if ctx_len is None else ctx_len
 
 
-def _prepare(store: Store, c: CaptureConfig, members: list[Member], fp: str) -> CaptureState | CaptureResult | None:
+def prepare_capture(store: Store, c: CaptureConfig, members: list[Member],
+                    fp: str) -> CaptureState | CaptureResult | None:
     """Where this capture stands in the store: an unfinished capture of the same inputs to resume (its state),
     a finished one (a "complete" result), or nothing yet (None). Refuses, before writing anything, a name
     that is taken or an unfinished capture of other inputs (unless `replace`)."""
