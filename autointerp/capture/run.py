@@ -333,7 +333,7 @@ def decoder_neighbors(W_dec: torch.Tensor, k: int, block: int = NEIGHBOR_BLOCK):
     for lo in range(0, n, block):
         hi = min(lo + block, n)
         sim = W[lo:hi] @ W.T
-        sim[torch.arange(hi - lo), torch.arange(lo, hi)] = -float("inf")
+        sim[torch.arange(hi - lo, device=W.device), torch.arange(lo, hi, device=W.device)] = -float("inf")
         top = torch.topk(sim, k, dim=1)
         feature = np.repeat(np.arange(lo, hi), k)
         yield feature, top.indices.reshape(-1).cpu().numpy(), top.values.reshape(-1).cpu().numpy()
