@@ -281,6 +281,10 @@ def test_a_device_that_is_not_there_is_one_line_and_writes_nothing(tmp_path, doc
     assert r.exit_code == 5 and "unknown device 'tpu'" in r.stderr
     r = runner.invoke(app, cli_args(store, docs, minilm_path) + ["--dtype", "float8"])
     assert r.exit_code == 5 and "unknown dtype 'float8'" in r.stderr
+    table = tmp_path.parent / f"{tmp_path.name}-docs.parquet"  # outside tmp_path, which must stay empty
+    pq.write_table(pa.table({"body": ["some text of a document"] * 4}), table)
+    r = runner.invoke(app, cli_args(store, table, minilm_path))
+    assert r.exit_code == 5 and r.stderr.count("\n") == 1 and "no column 'text'" in r.stderr, r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 

@@ -22,7 +22,7 @@ from .common import (
 @handle_errors
 def capture(corpus: Annotated[Path, typer.Option(help="Text: .txt (a document per line), .jsonl, .parquet (a file or "
                                                      "a folder of them), a Hugging Face `datasets` folder "
-                                                     "(save_to_disk); or token ids: .npy / .safetensors [n, ctx_len] "
+                                                     "(save_to_disk); or token ids: .npy / .safetensors of n rows of ctx_len ids "
                                                      "(as delphi caches them: no tokenizer pass).")],
             store: StoreOpt,
             sae: Annotated[list[str] | None, typer.Option(
