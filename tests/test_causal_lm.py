@@ -67,7 +67,7 @@ def test_mlp_neurons_keep_their_down_projection_columns_and_logit_lens(gemma, tm
     store = tmp_path / "g.duckdb"
     r = capture(store, folder, "model.layers.3.mlp.down_proj:input", "--neurons", "--threshold", "0.5")
     assert r.exit_code == 0, r.output
-    assert "2048 features" in r.output and "output directions: model.layers.3.mlp.down_proj.weight columns" in r.output
+    assert "2,048 features" in r.output and "output directions: model.layers.3.mlp.down_proj.weight columns" in r.output
     assert "logit-lens tokens of 2,048 features" in r.output
     W = model.model.layers[3].mlp.down_proj.weight.detach()  # [640, 2048]: neuron i writes column i
     feats = [0, 7, 2047]
