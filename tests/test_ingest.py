@@ -69,6 +69,25 @@ def test_delphi_tokenizer_option_and_missing_tokenizer(store, delphi_cache, mini
     assert out["dictionary"] == "mine"
 
 
+def test_delphi_big_shards_are_read_in_latent_ranges(store, delphi_cache, monkeypatch):
+    """A shard of more than SHARD_ROWS rows is read in parts, each a range of its latents, and a shard
+    wider than 2^16 latents is sorted by radix in two halves: the store holds the same rows either way."""
+    from autointerp.ingest import delphi
+
+    folder, facts = delphi_cache(width=140_000, n_seq=60, l0=8, n_splits=2, dead=(139_998, 139_999))
+    [whole] = ingest_delphi(store, folder, dictionary="whole")
+    monkeypatch.setattr(delphi, "SHARD_ROWS", 1_000)
+    monkeypatch.setattr(delphi, "BLOCK_ROWS", 777)
+    [parts] = ingest_delphi(store, folder, dictionary="parts")
+    assert whole["nonzeros"] == parts["nonzeros"] == facts["nonzeros"]
+    a, b = (store.dictionary(n).dictionary_id for n in ("whole", "parts"))
+    for x, y in zip(_all_rows(store, a, 140_000), _all_rows(store, b, 140_000)):
+        assert np.array_equal(x, y)
+    want = np.stack([facts["feature"], facts["seq"], facts["pos"]])
+    assert np.array_equal(np.stack(_all_rows(store, b, 140_000)[:3]), want[:, np.lexsort(want[::-1])])
+    assert [s.n_firing for s in store.feature_stats(a)] == [s.n_firing for s in store.feature_stats(b)]
+
+
 def _corrupt(folder, kind):
     shard = sorted(folder.glob("*.safetensors"))[1]
     data = load_file(str(shard))

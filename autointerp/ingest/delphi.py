@@ -4,6 +4,10 @@ Each shard holds `locations` [N, 3] = (sequence, position, latent - start) as ui
 `activations` [N] float16/float32 and `tokens` [n_seq, ctx_len] (the same array in every shard).
 `end` is inclusive (delphi names a shard of latents 0..1023 `0_1023`). A cache folder may hold one
 hookpoint (config.json and shards side by side) or several (one sub-folder each).
+
+Memory does not grow with the cache: a shard is read with plain file reads, whole when it has at most
+`SHARD_ROWS` rows, else in parts of about that many rows, each a range of its latents (one read of the
+latent column counts the rows of each latent, then one pass over the shard per part).
 """
 
 from __future__ import annotations
@@ -22,6 +26,11 @@ from .tokens import TokenStrings, fingerprint_tokens
 
 SHARD = re.compile(r"^(\d+)_(\d+)\.safetensors$")
 CONTEXT_BATCH = 4096
+SHARD_ROWS = 32_000_000  # a shard with more rows is read in parts of about this many (~1 GB of rows each)
+BLOCK_ROWS = 4_000_000  # rows one read of a big shard takes
+# safetensors dtypes as numpy reads them (little-endian); BF16 is read as its bits and widened to float32
+DTYPES = {"U16": "<u2", "U32": "<u4", "U64": "<u8", "I16": "<i2", "I32": "<i4", "I64": "<i8", "F16": "<f2",
+          "F32": "<f4", "F64": "<f8", "BF16": "<u2"}
 
 
 @dataclass(frozen=True)
@@ -55,13 +64,45 @@ def _header(path: Path) -> dict:
         raise IngestError(f"{path}: corrupt or truncated safetensors file ({str(e).splitlines()[0]})") from None
 
 
-def _load(path: Path) -> dict[str, np.ndarray]:
-    from safetensors.numpy import load_file
+class ShardFile:
+    """A shard's tensors, read by row range with plain file reads: a memory map (safetensors' own reader)
+    would leave every page it touched in the process's resident memory until the file is closed."""
 
-    try:
-        return load_file(str(path))
-    except Exception as e:
-        raise IngestError(f"{path}: corrupt or truncated safetensors file ({str(e).splitlines()[0]})") from None
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._f = open(path, "rb")
+        try:
+            n = int.from_bytes(self._f.read(8), "little")
+            self.header = json.loads(self._f.read(n))
+        except (ValueError, UnicodeDecodeError, MemoryError, OverflowError):
+            self._f.close()
+            raise IngestError(f"{path}: corrupt or truncated safetensors file (bad header)") from None
+        self.base = 8 + n
+
+    def __enter__(self) -> ShardFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._f.close()
+
+    def rows(self, name: str) -> int:
+        return int(self.header[name]["shape"][0])
+
+    def read(self, name: str, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        """Rows lo..hi (exclusive) of tensor `name`."""
+        info = self.header[name]
+        shape, dtype = info["shape"], np.dtype(DTYPES[info["dtype"]])
+        per_row = int(np.prod(shape[1:], dtype=np.int64))
+        hi = shape[0] if hi is None else hi
+        self._f.seek(self.base + int(info["data_offsets"][0]) + lo * per_row * dtype.itemsize)
+        count = (hi - lo) * per_row
+        out = np.fromfile(self._f, dtype=dtype, count=count)
+        if len(out) != count:
+            raise IngestError(f"{self.path}: corrupt or truncated safetensors file ({name} ends early)")
+        out = out.reshape(hi - lo, *shape[1:])
+        if info["dtype"] == "BF16":
+            out = (out.astype(np.uint32) << np.uint32(16)).view(np.float32)
+        return out
 
 
 def scan_module(folder: Path) -> DelphiModule:
@@ -166,19 +207,14 @@ def ingest_delphi(store: Store, cache_dir: str | Path, *, tokenizer: str | None 
                                  sorted_input=True)
             bar = Progress(sum(s.n for s in module.shards), f"ingest {name}", "nz", progress, unit_scale=True)
             for shard in module.shards:
-                data = _load(shard.path)
-                if "tokens" in data and not np.array_equal(data["tokens"], tokens):
-                    raise IngestError(f"{shard.path.name}: its tokens differ from the other shards'")
-                loc, act = data["locations"], data["activations"]
-                off = loc[:, 2]
-                width = shard.end - shard.start + 1
-                if len(off) and int(off.max()) >= width:
-                    raise IngestError(f"{shard.path.name}: latent offset {int(off.max())} out of range for a shard "
-                                      f"of {width} latents ({shard.start}..{shard.end})")
-                for rows in _partition_by_latent(loc, act, shard.start, width):
-                    b.append(*rows)
-                bar.update(shard.n)
-                del data, loc, act, off
+                with ShardFile(shard.path) as f:
+                    if "tokens" in f.header and not np.array_equal(f.read("tokens"), tokens):
+                        raise IngestError(f"{shard.path.name}: its tokens differ from the other shards'")
+                    for loc, act in _shard_parts(f, shard, SHARD_ROWS, BLOCK_ROWS):
+                        for rows in _partition_by_latent(loc, act, shard.start, shard.end - shard.start + 1):
+                            b.append(*rows)
+                        bar.update(len(act))
+                        del loc, act
             bar.close()
             n = b.finish()
             summaries.append({"dictionary": name, "corpus_id": cid, "corpus_created": created,
@@ -187,17 +223,67 @@ def ingest_delphi(store: Store, cache_dir: str | Path, *, tokenizer: str | None 
     return summaries
 
 
+def _check_offsets(shard: Shard, off: np.ndarray) -> None:
+    width = shard.end - shard.start + 1
+    if len(off) and (int(off.max()) >= width or int(off.min()) < 0):
+        bad = int(off.max()) if int(off.max()) >= width else int(off.min())
+        raise IngestError(f"{shard.path.name}: latent offset {bad} out of range for a shard "
+                          f"of {width} latents ({shard.start}..{shard.end})")
+
+
+def _shard_parts(f: ShardFile, shard: Shard, max_rows: int, block: int):
+    """A shard's (locations, activations) in parts of about `max_rows` rows, each every row of a range
+    of latents in file order: the whole shard when it has at most `max_rows` rows."""
+    n = f.rows("locations")
+    if n <= max_rows:
+        loc = f.read("locations")
+        _check_offsets(shard, loc[:, 2])
+        yield loc, f.read("activations")
+        return
+    width = shard.end - shard.start + 1
+    counts = np.zeros(width, np.int64)
+    for i in range(0, n, block):
+        off = f.read("locations", i, min(i + block, n))[:, 2]
+        _check_offsets(shard, off)
+        counts += np.bincount(off.astype(np.intp), minlength=width)
+    ends = np.cumsum(counts)
+    lo = 0
+    while lo < width:  # latents lo..hi-1: about max_rows rows, at least one latent
+        before = int(ends[lo - 1]) if lo else 0
+        hi = max(lo + 1, int(np.searchsorted(ends, before + max_rows, side="right")))
+        if int(ends[hi - 1]) > before:
+            locs, acts = [], []
+            for i in range(0, n, block):
+                loc = f.read("locations", i, min(i + block, n))
+                keep = (loc[:, 2] >= lo) & (loc[:, 2] < hi)
+                if keep.any():
+                    locs.append(loc[keep])
+                    acts.append(f.read("activations", i, min(i + block, n))[keep])
+            part = np.concatenate(locs), np.concatenate(acts)
+            del locs, acts  # the pieces go before the caller works on the part
+            yield part
+            del part
+        lo = hi
+
+
+def _stable_order(off: np.ndarray, width: int) -> np.ndarray:
+    """A stable argsort of latent offsets below `width`, by radix (numpy's stable sort of a 16-bit key is
+    a radix sort; a wider key is sorted by its low half, then stably by its high half)."""
+    if width <= 2**16:
+        return np.argsort(off.astype(np.uint16), kind="stable")
+    low = np.argsort((off & 0xFFFF).astype(np.uint16), kind="stable")
+    return low[np.argsort((off.take(low) >> 16).astype(np.uint16), kind="stable")]
+
+
 def _partition_by_latent(loc: np.ndarray, act: np.ndarray, start: int, width: int, slice_rows: int = 2_000_000):
     """A shard's rows as (feature, sequence, position, value) slices, partitioned by latent.
 
     The sort is stable, so rows keep delphi's (sequence, position) order within each latent: the
-    result is (feature, context, position)-sorted without a full sort (a 16-bit key sorts by radix).
+    result is (feature, context, position)-sorted without a full sort (a radix sort of the latent).
     Slices of `slice_rows` bound the memory a big shard needs beyond its own arrays.
     """
     off = loc[:, 2]
-    if width <= 2**16:
-        off = off.astype(np.uint16)
-    order = np.argsort(off, kind="stable")
+    order = _stable_order(off, width)
     for i in range(0, len(order), slice_rows):
         o = order[i:i + slice_rows]
         feature = off.take(o).astype(np.uint32)

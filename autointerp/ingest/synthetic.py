@@ -35,55 +35,111 @@ class SyntheticCache:
     act_dtype: type = np.float16
 
 
-def write_delphi_cache(folder: str | Path, spec: SyntheticCache) -> dict:
-    """Create `folder/config.json` and `<start>_<end>.safetensors` shards. Returns facts for checking."""
+def write_delphi_cache(folder: str | Path, spec: SyntheticCache, *, arrays: bool = True,
+                       block_tokens: int = 1 << 19) -> dict:
+    """Create `folder/config.json` and `<start>_<end>.safetensors` shards. Returns facts for checking:
+    the tokens, the trigger ids, the count of nonzeros and (unless `arrays` is False, for a cache too big
+    to hold) every nonzero's feature, sequence, position and value, in (token, feature) order.
+
+    Written `block_tokens` tokens at a time, each block's rows appended to per-shard spill files that
+    become the shards at the end: memory is one block's draws plus the largest shard, whatever the
+    corpus size. The output does not depend on `block_tokens`: each block draws its features, values
+    and detector values from its own place in the streams that one draw of everything would use.
+    """
     n_seq, ctx_len, width, l0, n_splits = spec.n_seq, spec.ctx_len, spec.width, spec.l0, spec.n_splits
-    vocab, model_name, n_token_features, dead = spec.vocab, spec.model_name, spec.n_token_features, spec.dead
-    act_dtype, seed = spec.act_dtype, spec.seed
-    rng = np.random.default_rng(seed)
+    vocab, n_token_features = spec.vocab, spec.n_token_features
+    rng = np.random.default_rng(spec.seed)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tokens = rng.integers(vocab[0], vocab[1], size=(n_seq, ctx_len), dtype=np.int64)
     n_tok = n_seq * ctx_len
     trigger_ids = rng.choice(np.arange(vocab[0], vocab[1]), size=n_token_features, replace=False)
-    # background: l0 draws per token from a power-law over features (duplicates collapse)
+    # background: l0 draws per token from a power-law over features (duplicates collapse); as
+    # `rng.choice(width, n_tok * l0, p=pop)`, which is a search of one uniform double per draw in the CDF
     pop = 1.0 / np.arange(1, width + 1) ** 0.7
-    pop[list(dead)] = 0
+    pop[list(spec.dead)] = 0
     pop[:n_token_features] = 0
     pop /= pop.sum()
-    flat_tok = np.repeat(np.arange(n_tok, dtype=np.int64), l0)
-    feat = rng.choice(width, size=n_tok * l0, p=pop)
-    vals = rng.exponential(1.0, size=len(feat)).astype(np.float32)
-    # token detectors
-    tf, tt = [], []
-    for i, tid in enumerate(trigger_ids):
-        where = np.flatnonzero(tokens.ravel() == tid)
-        tf.append(np.full(len(where), i))
-        tt.append(where)
+    cdf = pop.cumsum()
+    cdf /= cdf[-1]
+    # the values' stream starts where the draws' ends (a double takes one 64-bit step of PCG64)
+    value_rng = _fork(rng, advance=n_tok * l0)
+    # token detectors: (feature i, every token equal to trigger i), valued 5 + U(0, 1) from the stream
+    # after all the background values (the exponential's steps vary, so it is walked to its end)
+    det_tok = [np.flatnonzero(tokens.ravel() == tid) for tid in trigger_ids]
+    det_feat = np.concatenate([np.full(len(t), i, np.int64) for i, t in enumerate(det_tok)] or [np.zeros(0, np.int64)])
+    det_tok = np.concatenate(det_tok or [np.zeros(0, np.int64)])
+    det_val = np.zeros(0, np.float32)
     if n_token_features:
-        feat = np.concatenate([feat] + tf)
-        flat_tok = np.concatenate([flat_tok] + tt)
-        vals = np.concatenate([vals, 5.0 + rng.random(sum(len(x) for x in tt)).astype(np.float32)])
-    # one activation per (token, feature): keep the first draw
-    key = flat_tok * width + feat
-    key, first = np.unique(key, return_index=True)
-    flat_tok, feat, vals = key // width, key % width, vals[first]
-    seq, pos = flat_tok // ctx_len, flat_tok % ctx_len
+        walk = _fork(value_rng)
+        for i in range(0, n_tok * l0, block_tokens * l0):
+            walk.exponential(1.0, size=min(block_tokens * l0, n_tok * l0 - i))
+        det_val = 5.0 + walk.random(len(det_tok)).astype(np.float32)
     bounds = np.linspace(0, width, n_splits + 1).astype(np.int64)
-    for start, stop in zip(bounds[:-1], bounds[1:]):
-        m = (feat >= start) & (feat < stop)
-        order = np.lexsort((pos[m], seq[m]))  # delphi's order: by sequence, then position
-        loc = np.stack([seq[m][order], pos[m][order], feat[m][order] - start], axis=1)
-        small = loc[:, 2].max(initial=0) < 2**16 and loc[:, 0].max(initial=0) < 2**16
-        save_file({"locations": loc.astype(np.uint16 if small else np.uint32),
-                   "activations": vals[m][order].astype(act_dtype), "tokens": tokens},
-                  str(folder / f"{start}_{stop - 1}.safetensors"))
+    spill = [(folder / f".{a}_{b - 1}.locations.tmp", folder / f".{a}_{b - 1}.activations.tmp")
+             for a, b in zip(bounds[:-1], bounds[1:])]
+    kept: list[tuple] = []
+    nonzeros = 0
+    try:
+        files = [(open(lp, "wb"), open(ap, "wb")) for lp, ap in spill]
+        try:
+            for t0 in range(0, n_tok, block_tokens):
+                t1 = min(t0 + block_tokens, n_tok)
+                feat = cdf.searchsorted(rng.random((t1 - t0) * l0), side="right")
+                vals = value_rng.exponential(1.0, size=len(feat)).astype(np.float32)
+                flat_tok = np.repeat(np.arange(t0, t1, dtype=np.int64), l0)
+                here = (det_tok >= t0) & (det_tok < t1)
+                if here.any():
+                    feat = np.concatenate([feat, det_feat[here]])
+                    flat_tok = np.concatenate([flat_tok, det_tok[here]])
+                    vals = np.concatenate([vals, det_val[here]])
+                # one activation per (token, feature): keep the first draw; rows come out in (token, feature)
+                # order, which is delphi's (sequence, position) order within a shard
+                key = flat_tok * width + feat
+                key, first = np.unique(key, return_index=True)
+                flat_tok, feat, vals = key // width, key % width, vals[first]
+                seq, pos = flat_tok // ctx_len, flat_tok % ctx_len
+                nonzeros += len(feat)
+                cut = np.searchsorted(bounds, feat, side="right") - 1
+                for s, (lf, af) in enumerate(files):
+                    m = cut == s
+                    np.stack([seq[m], pos[m], feat[m] - bounds[s]], axis=1).astype(np.uint32).tofile(lf)
+                    vals[m].astype(spec.act_dtype).tofile(af)
+                if arrays:
+                    kept.append((feat, seq, pos, vals))
+        finally:
+            for lf, af in files:
+                lf.close()
+                af.close()
+        for (start, stop), (lp, ap) in zip(zip(bounds[:-1], bounds[1:]), spill):
+            loc = np.fromfile(lp, dtype=np.uint32).reshape(-1, 3)
+            small = loc[:, 2].max(initial=0) < 2**16 and loc[:, 0].max(initial=0) < 2**16
+            save_file({"locations": loc.astype(np.uint16) if small else loc,
+                       "activations": np.fromfile(ap, dtype=spec.act_dtype), "tokens": tokens},
+                      str(folder / f"{start}_{stop - 1}.safetensors"))
+            del loc
+    finally:
+        for lp, ap in spill:
+            lp.unlink(missing_ok=True)
+            ap.unlink(missing_ok=True)
     (folder / "config.json").write_text(json.dumps({
         "dataset_repo": "synthetic", "dataset_split": "train", "dataset_name": "", "dataset_column": "text",
         "batch_size": 8, "cache_ctx_len": ctx_len, "n_tokens": n_tok, "n_splits": n_splits,
-        "model_name": model_name}))
-    return {"tokens": tokens, "trigger_ids": trigger_ids, "nonzeros": int(len(feat)),
-            "feature": feat, "seq": seq, "pos": pos, "value": vals}
+        "model_name": spec.model_name}))
+    facts = {"tokens": tokens, "trigger_ids": trigger_ids, "nonzeros": nonzeros}
+    if arrays:
+        for k, parts in zip(("feature", "seq", "pos", "value"), zip(*kept) if kept else ([],) * 4):
+            facts[k] = np.concatenate(parts) if parts else np.zeros(0, np.float32 if k == "value" else np.int64)
+    return facts
+
+
+def _fork(rng: np.random.Generator, advance: int = 0) -> np.random.Generator:
+    """A generator at `rng`'s state (moved on `advance` 64-bit steps); `rng` itself is left as it was."""
+    bits = np.random.PCG64()
+    bits.state = rng.bit_generator.state
+    if advance:
+        bits.advance(advance)
+    return np.random.Generator(bits)
 
 
 def add_retrained_copy(store, dictionary, name: str, *, seed: int = 0, drop: float = 0.05, extra: float = 0.05,

@@ -82,7 +82,16 @@ class Store(LabelReads, LedgerReads, VectorReads, OutputReads, MatchReads, Brows
         self._pending = self._background.submit(self._insert_now, table, rows)
 
     def _insert_now(self, table: str, rows: pa.Table) -> None:
-        self._con.register("_insert_rows", rows)
+        # DuckDB keeps what a statement scanned referenced until the transaction ends, so a registered
+        # table would stay in memory for the whole transaction (an ingest of 540M rows: 8.6 GB more). A
+        # reader that hands its batches over one by one leaves nothing behind.
+        batches = rows.to_batches()[::-1]
+
+        def drain():
+            while batches:
+                yield batches.pop()
+
+        self._con.register("_insert_rows", pa.RecordBatchReader.from_batches(rows.schema, drain()))
         try:
             self._con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _insert_rows")
         finally:
@@ -279,19 +288,22 @@ class Store(LabelReads, LedgerReads, VectorReads, OutputReads, MatchReads, Brows
     # -- activations ------------------------------------------------------------------------------
 
     def plan_chunks(self, dictionary_id: int, features: np.ndarray, max_rows: int) -> list[np.ndarray]:
-        """Split sorted feature ids into runs whose activation rows total about `max_rows` each.
+        """Split sorted feature ids into runs whose range (first..last id, as `read_activations` reads
+        it) holds about `max_rows` activation rows at most, the rows of features between the ids
+        included: scattered ids are not one read of everything between them.
 
         A feature with more rows than `max_rows` gets a chunk of its own.
         """
-        counts = self.firing_counts(dictionary_id)[features]
-        chunks, lo, acc = [], 0, 0
-        for i, n in enumerate(counts):
-            if acc and acc + n > max_rows:
-                chunks.append(features[lo:i])
-                lo, acc = i, 0
-            acc += int(n)
-        if lo < len(features):
-            chunks.append(features[lo:])
+        features = np.asarray(features)
+        if not len(features):
+            return []
+        below = np.concatenate(([0], np.cumsum(self.firing_counts(dictionary_id))))  # rows of features < f
+        ends = below[features.astype(np.int64) + 1]  # rows of features <= each id
+        chunks, lo = [], 0
+        while lo < len(features):
+            hi = max(lo + 1, int(np.searchsorted(ends, below[int(features[lo])] + max_rows, side="right")))
+            chunks.append(features[lo:hi])
+            lo = hi
         return chunks
 
     def read_activations(self, dictionary_id: int, lo: int, hi: int) -> dict[str, np.ndarray]:
