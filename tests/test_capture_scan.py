@@ -353,3 +353,44 @@ def test_the_bundled_encoder_takes_the_same_device_option(ingested_path):
     assert str(embed.use_device("cpu")) == "cpu" and embed.embed_text("a month of the year").shape == (384,)
     with Store(ingested_path) as s:
         assert s.content_digest() == before
+
+
+def test_complete_means_the_dictionaries_are_the_ones_this_capture_made(tmp_path, docs, minilm_path):
+    base = dict(model=minilm_path, corpus=docs, neurons=(RESID,), ctx_len=CTX, max_tokens=20 * CTX, device="cpu")
+    with Store(tmp_path / "s.duckdb") as s:
+        first = run_capture(s, CaptureConfig(**base))
+        assert run_capture(s, CaptureConfig(**base)).status == "complete"
+        other = run_capture(s, CaptureConfig(**base, threshold=0.5, replace=True))  # the same name, other data
+        assert other.status == "done" and other.nonzeros < first.nonzeros
+        with pytest.raises(CaptureError, match="already exists"):  # not "complete": it holds the other capture's
+            run_capture(s, CaptureConfig(**base))
+        again = run_capture(s, CaptureConfig(**base, replace=True))
+        assert again.status == "done" and again.nonzeros == first.nonzeros
+        assert run_capture(s, CaptureConfig(**base)).status == "complete"
+
+
+def test_a_failure_after_checkpoints_keeps_the_new_store_to_resume_from(tmp_path, minilm_path):
+    corpus = tmp_path / "docs.jsonl"
+    lines = [json.dumps({"text": t}) for t in DOCS.read_text().splitlines()[:40]]
+    corpus.write_text("\n".join(lines[:30] + ["{not json"] + lines[30:]) + "\n")
+    store = tmp_path / "new.duckdb"
+    r = runner.invoke(app, ["capture", "--model", str(minilm_path), "--corpus", str(corpus), "--store", str(store),
+                            "--neurons", RESID, "--ctx-len", str(CTX), "--batch-tokens", str(2 * CTX),
+                            "--checkpoint-tokens", str(4 * CTX), "--device", "cpu"])
+    assert r.exit_code == 5 and r.stderr.count("\n") == 1 and "line 31: not valid JSON" in r.stderr, r.output
+    with Store(store, read_only=True) as s:  # kept: it holds committed checkpoints
+        (state,) = s.captures()
+        assert state.status == "running" and state.contexts_done > 0 and s.dictionaries() == []
+
+
+def test_values_that_are_not_finite_are_one_line(tmp_path, docs, minilm_path):
+    from safetensors.torch import load_file
+
+    sae = write_sae(tmp_path / "sae")
+    w = load_file(str(sae / "sae_weights.safetensors"))
+    w["b_enc"][3] = float("inf")
+    save_file(w, str(sae / "sae_weights.safetensors"))
+    with Store(tmp_path / "s.duckdb") as s:
+        with pytest.raises(CaptureError, match="not finite .*use --dtype float32 or bfloat16"):
+            run_capture(s, CaptureConfig(model=minilm_path, corpus=docs, saes=(str(sae),), ctx_len=CTX,
+                                         max_tokens=8 * CTX, device="cpu"))

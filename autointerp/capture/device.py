@@ -3,8 +3,9 @@ that runs a model (capture, trace, and the bundled MiniLM encoder of label, enco
 
 Devices: `auto` (CUDA when torch sees a GPU, else Apple's MPS when present, else the CPU), `cpu`, `cuda`,
 `cuda:N`, `mps`. A device that is not there is a CaptureError (exit 5) naming it, raised before anything is
-loaded or written. Dtypes: `auto` (bfloat16 on a CUDA GPU that supports it, float16 on MPS, float32 on the
-CPU), `float32`, `bfloat16`, `float16`. The GPU path is the CPU path: the same code with another device.
+loaded or written. Dtypes: `auto` (bfloat16 on a CUDA GPU that supports it, else float16; float32 on MPS,
+where float16 overflows in models such as Gemma, and on the CPU), `float32`, `bfloat16`, `float16`. The GPU
+path is the CPU path: the same code with another device.
 """
 
 from __future__ import annotations
@@ -52,13 +53,11 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
 
 
 def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
-    """The model's dtype: `auto` picks bfloat16 on a CUDA GPU that has it, float16 on MPS, else float32."""
+    """The model's dtype: `auto` picks bfloat16 on a CUDA GPU that has it (else float16), else float32."""
     name = (name or "auto").strip().lower()
     if name == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        if device.type == "mps":
-            return torch.float16
         return torch.float32
     if name not in DTYPES:
         raise CaptureError(f"unknown dtype {name!r} (choose from: auto, {', '.join(DTYPES)})")

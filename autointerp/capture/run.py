@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import torch
 
-from ..errors import CaptureError
+from ..errors import CaptureError, StoreError
 from ..ingest.tokens import TokenStrings
 from ..progress import Progress
 from ..store import Store
@@ -31,7 +32,7 @@ from ..store.captures import CaptureState, staging_table
 from .corpus import open_corpus, pack_contexts
 from .device import dtype_name, resolve_device, resolve_dtype
 from .lens import logit_lens, output_directions, unembedding
-from .model import load_model, tokenizer_identity
+from .model import load_model, model_identity, tokenizer_identity
 from .plan import CaptureConfig, Member, capture_fingerprint, check_widths, plan_members
 from .stream import DeviceSide, StoreSide
 
@@ -140,7 +141,7 @@ def resolve_inputs(c: CaptureConfig, device: torch.device, dtype: torch.dtype, s
         raise CaptureError(f"corpus {corpus.path} yields no full context of {ctx_len} tokens")
     check_widths(members, side.widths(first))
     corpus_fp = corpus_fingerprint(tokenizer, model_path, corpus, ctx_len, c.max_tokens)
-    fp = capture_fingerprint(corpus_fp, members, c, dtype, sae_dtype)
+    fp = capture_fingerprint(corpus_fp, model_identity(model_path), members, c, dtype, sae_dtype)
     return Inputs(corpus, ctx_len, model_path, net, tokenizer, members, side, corpus_fp, fp)
 
 
@@ -214,19 +215,21 @@ def _ctx_len(corpus, ctx_len: int | None) -> int:
 def prepare_capture(store: Store, c: CaptureConfig, members: list[Member],
                     fp: str) -> CaptureState | CaptureResult | None:
     """Where this capture stands in the store: an unfinished capture of the same inputs to resume (its state),
-    a finished one (a "complete" result), or nothing yet (None). Refuses, before writing anything, a name
-    that is taken or an unfinished capture of other inputs (unless `replace`)."""
+    a finished one whose dictionaries are still the ones it made (a "complete" result), or nothing yet (None).
+    Refuses a name that is taken or an unfinished capture of other inputs (unless `replace`); writes nothing
+    (what `replace` drops goes in the transaction that begins the new capture: `stale_captures`)."""
     names = [m.name for m in members]
     mine = store.captures_of(names)
     same = [s for s in mine if s.fingerprint == fp and set(s.names) == set(names)]
     existing = {d.name: d for d in store.dictionaries()}
     if same and same[-1].status == "running":
         return same[-1]
-    if same and not c.replace and all(n in existing for n in names):
+    if same and not c.replace and all(existing.get(n) is not None and
+                                      existing[n].config.get("capture_id") == same[-1].capture_id for n in names):
         s = same[-1]
         return CaptureResult("complete", s.corpus_id, False, s.contexts_done, 0, s.nonzeros, s.contexts_done, 0.0,
                              tuple({"name": n, "width": existing[n].width} for n in names), "", "")
-    running = [s for s in mine if s.status == "running"]
+    running = stale_captures(store, names)
     if running and not c.replace:
         s = running[-1]
         raise CaptureError(f"an unfinished capture of {', '.join(s.names)} from other inputs (another corpus, SAE, "
@@ -236,28 +239,33 @@ def prepare_capture(store: Store, c: CaptureConfig, members: list[Member],
     if taken and not c.replace:
         raise CaptureError(f"dictionary {taken[0]!r} already exists in {store.path}; pass --replace to overwrite "
                            "it, or --dictionary NAME to capture under another name")
-    if running:
-        with store.writer() as w:
-            for s in running:
-                w.drop_capture(s)
     return None
+
+
+def stale_captures(store: Store, names) -> list[CaptureState]:
+    """The unfinished captures of any of these names (a new capture of them with --replace drops them)."""
+    return [s for s in store.captures_of(names) if s.status == "running"]
 
 
 def _begin(store: Store, c: CaptureConfig, members: list[Member], fp: str, corpus, corpus_fp: str, model_path: Path,
            ctx_len: int, dtype, sae_dtype) -> CaptureState:
-    """Record a new capture (and the corpus it packs, unless the store holds it already)."""
-    check_corpus_free(store, corpus_fp)
+    """Record a new capture (and the corpus it packs, unless the store holds it already), dropping in the same
+    transaction the unfinished captures of its names that --replace starts over."""
+    stale = stale_captures(store, [m.name for m in members])
+    check_corpus_free(store, corpus_fp, ignoring={s.capture_id for s in stale})
     with store.writer() as w:
+        for s in stale:
+            w.drop_capture(s)
         record_capture(w, c, members, fp, corpus, corpus_fp, model_path, ctx_len, dtype, sae_dtype)
     return next(s for s in store.captures() if s.fingerprint == fp and s.status == "running")
 
 
-def check_corpus_free(store: Store, corpus_fp: str) -> None:
-    """Refuse a corpus the store holds but an unfinished capture is still packing."""
+def check_corpus_free(store: Store, corpus_fp: str, ignoring: set[int] = frozenset()) -> None:
+    """Refuse a corpus the store holds but an unfinished capture (other than those `ignoring`) is still packing."""
     found = store.corpus_by_fingerprint(corpus_fp)
     if found is not None:
         busy = store.corpus_in_progress(found.corpus_id)
-        if busy is not None:
+        if busy is not None and busy.capture_id not in ignoring:
             raise CaptureError(f"corpus {found.name!r} is still being packed by an unfinished capture of "
                                f"{', '.join(busy.names)}: run that command again to finish it first")
 
@@ -290,10 +298,14 @@ def _check_corpus(store: Store, state: CaptureState, total: int | None) -> None:
 
 def _finish(store: Store, c: CaptureConfig, state: CaptureState, members: list[Member], net, strings: TokenStrings,
             progress: bool) -> list[dict]:
-    """Turn each member's staged rows into its dictionary, in one transaction."""
-    with store.writer() as w:
-        out = finish_members(w, c, state, members, net, strings, progress)
-        w.end_capture(state)
+    """Turn each member's staged rows into its dictionary, in one transaction (a failure here, say the disk
+    filling up during the sort, is one line; the checkpoints stay and a rerun tries the finish again)."""
+    try:
+        with store.writer() as w:
+            out = finish_members(w, c, state, members, net, strings, progress)
+            w.end_capture(state)
+    except duckdb.Error as e:
+        raise StoreError(f"finishing the capture in {store.path} failed: {str(e).strip().splitlines()[0]}") from None
     return out
 
 
@@ -307,7 +319,7 @@ def finish_members(w, c: CaptureConfig, state: CaptureState, members: list[Membe
         cfg = {**state.config, **m.config, "capture_id": state.capture_id}
         b = w.add_dictionary(name=m.name, corpus_id=state.corpus_id, model=cfg["model"], hook=m.point.hook,
                              width=int(m.width), kind=m.kind, source=m.source or cfg["model"], config=cfg,
-                             replace=c.replace, sorted_input=False)
+                             replace=c.replace or bool(state.config.get("replace")), sorted_input=False)
         b.take_staged(staging_table(state.capture_id, i))
         nonzeros = b.finish()
         if c.neighbors and m.sae is not None:
@@ -349,12 +361,13 @@ def _add_outputs(w, dictionary_id: int, net, m: Member, strings: TokenStrings, p
     unembed = unembedding(net) if directions.hidden else None
     if unembed is None:
         return {"directions": directions.source, "output_tokens": 0}
-    if unembed.vocab > len(strings.table):
-        raise CaptureError(f"the model's unembedding has {unembed.vocab} tokens but its tokenizer "
-                           f"{len(strings.table)}")
+    table = strings.table
+    if unembed.vocab > len(table):  # a vocabulary padded for speed (Pythia, Qwen): ids no tokenizer writes
+        table = np.concatenate([table, np.array([f"<id {i}>" for i in range(len(table), unembed.vocab)],
+                                                dtype=object)])
     n = len(directions.vectors)
     with Progress(n, f"logit lens {m.name}", "feat", progress) as bar:
         for feats, up, up_v, down, down_v in logit_lens(unembed, directions.vectors):
-            w.add_output_tokens(dictionary_id, feats, strings.table, (up, up_v), (down, down_v))
+            w.add_output_tokens(dictionary_id, feats, table, (up, up_v), (down, down_v))
             bar.update(len(feats))
     return {"directions": directions.source, "output_tokens": n}

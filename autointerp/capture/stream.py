@@ -23,7 +23,7 @@ import duckdb
 import numpy as np
 import torch
 
-from ..errors import StoreError
+from ..errors import CaptureError, StoreError
 from ..store import Store
 from ..store.captures import CaptureState
 from .model import run_hooks
@@ -60,6 +60,7 @@ class DeviceSide:
         self.special = torch.as_tensor(special_ids, dtype=torch.long, device=device)
         self.copy_stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self.budget = ENCODE_BYTES.get(device.type, ENCODE_BYTES["cpu"])
+        self._first = 0  # the batch being run (for messages)
 
     @torch.no_grad()
     def widths(self, ids: np.ndarray) -> list[int]:
@@ -69,7 +70,16 @@ class DeviceSide:
 
     @torch.no_grad()
     def run(self, first: int, ids: np.ndarray) -> tuple[Batch, int]:
-        """(the batch's nonzeros on their way to the host, how many there are)."""
+        """(the batch's nonzeros on their way to the host, how many there are). Out of device memory, or a
+        value that is not finite (a model overflowing in float16), is one line naming what to change."""
+        try:
+            return self._run(first, ids)
+        except torch.OutOfMemoryError:
+            raise CaptureError(f"out of memory on {self.device} with batches of {ids.size:,} tokens: lower "
+                               "--batch-tokens") from None
+
+    def _run(self, first: int, ids: np.ndarray) -> tuple[Batch, int]:
+        self._first = first
         t = torch.tensor(ids, dtype=torch.long).to(self.device, non_blocking=True)
         xs = run_hooks(self.net, self.points, t)
         keep = ~torch.isin(t, self.special).reshape(-1)  # special tokens are never recorded
@@ -98,7 +108,13 @@ class DeviceSide:
                 sel = (acts > self.threshold) & keep[lo:lo + step, None]
                 where = sel.nonzero()
                 row, feat, val = where[:, 0], where[:, 1], acts[sel]
-            parts.append(((row + lo).to(torch.int32), feat.to(torch.int32), val.float()))
+            val = val.float()
+            if not bool(torch.isfinite(val).all()):
+                raise CaptureError(f"{m.name}: values that are not finite (NaN or infinity) at contexts from "
+                                   f"{self._first}: the model overflows in its dtype; use --dtype float32 or "
+                                   "bfloat16")
+            nz = val != 0  # a threshold below zero must not store the zeros
+            parts.append(((row[nz] + lo).to(torch.int32), feat[nz].to(torch.int32), val[nz]))
         if len(parts) == 1:
             return parts[0]
         return tuple(torch.cat(p) for p in zip(*parts))

@@ -99,17 +99,36 @@ def capture(corpus: Annotated[Path, typer.Option(help="Text: .txt (a document pe
                            max_tokens=max_tokens, threshold=threshold, batch_tokens=batch_tokens, device=device,
                            dtype=dtype, sae_dtype=sae_dtype, checkpoint_tokens=checkpoint_tokens,
                            neighbors=neighbors, replace=replace, outputs=outputs)
+    failed: BaseException | None = None
     with opened(store, create=True) as s, sigterm_as_interrupt():
-        if executor == "ray":
-            out = capture_on_ray(s, config, RayOptions(workers, ray_address), progress=show_progress(as_json))
-        else:
-            out = run_capture(s, config, progress=show_progress(as_json))
+        try:
+            if executor == "ray":
+                out = capture_on_ray(s, config, RayOptions(workers, ray_address), progress=show_progress(as_json))
+            else:
+                out = run_capture(s, config, progress=show_progress(as_json))
+        except BaseException as e:  # a new store that holds checkpoints is kept: run again to resume from them
+            if not _has_checkpoints(s):
+                raise
+            failed = e
+    if failed is not None:
+        if isinstance(failed, KeyboardInterrupt):
+            typer.echo("interrupted: what was committed stays; run the same command again to resume", err=True)
+            raise typer.Exit(EXIT["interrupted"])
+        raise failed
     if as_json:
         emit_json(out.to_dict())
     else:
         _say(out)
     if out.status == "interrupted":
         raise typer.Exit(EXIT["interrupted"])
+
+
+def _has_checkpoints(store) -> bool:
+    """Whether the store holds a capture's committed progress (never lose it to a later failure)."""
+    try:
+        return any(c.contexts_done for c in store.captures())
+    except Exception:  # the connection is unusable after the failure: keep the file, it may hold them
+        return True
 
 
 def _say(out) -> None:
