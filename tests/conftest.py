@@ -66,3 +66,17 @@ def llama_server(tmp_path_factory, request):
         yield server
     finally:
         server.stop()
+
+
+def ray_auth() -> dict[str, str]:
+    """The token-authentication settings of every Ray head the tests start, one token per test process: Ray's
+    driver reads RAY_AUTH_TOKEN once per process, so a second cluster with another token could not be reached."""
+    import secrets
+
+    global _RAY_AUTH
+    if _RAY_AUTH is None:
+        _RAY_AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    return dict(_RAY_AUTH)
+
+
+_RAY_AUTH: dict[str, str] | None = None

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -15,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from conftest import ray_auth
 from test_capture_scan import CTX, DOCS, NEURONS, contexts, same_dictionary, write_sae
 from typer.testing import CliRunner
 
@@ -41,7 +41,7 @@ def ray_head():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    auth = ray_auth()  # one token per test process (conftest)
     saved = {k: os.environ.get(k) for k in auth}
     os.environ.update(auth)
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths live under it

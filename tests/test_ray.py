@@ -3,7 +3,6 @@
 import json
 import time
 import os
-import secrets
 import shutil
 import socket
 import subprocess
@@ -11,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ray_auth
 from loopback import Loopback, explainer
 from typer.testing import CliRunner
 
@@ -27,7 +27,7 @@ def cluster():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    auth = ray_auth()  # one token per test process (conftest)
     saved = {k: os.environ.get(k) for k in auth}
     os.environ.update(auth)
     started = subprocess.run([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
