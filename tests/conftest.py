@@ -1,4 +1,6 @@
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -68,15 +70,31 @@ def llama_server(tmp_path_factory, request):
         server.stop()
 
 
-def ray_auth() -> dict[str, str]:
-    """The token-authentication settings of every Ray head the tests start, one token per test process: Ray's
-    driver reads RAY_AUTH_TOKEN once per process, so a second cluster with another token could not be reached."""
+
+@contextmanager
+def ray_env() -> Iterator[int]:
+    """Inside: a free loopback port for a Ray head, and token authentication set in the environment (Ray's own
+    RAY_AUTH_MODE / RAY_AUTH_TOKEN, which the driver in this process uses too); restored after. One token per
+    test process: Ray's driver reads RAY_AUTH_TOKEN once, so a second cluster with another could not be reached."""
     import secrets
+    import socket
 
     global _RAY_AUTH
     if _RAY_AUTH is None:
         _RAY_AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
-    return dict(_RAY_AUTH)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    saved = {k: os.environ.get(k) for k in _RAY_AUTH}
+    os.environ.update(_RAY_AUTH)
+    try:
+        yield port
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 _RAY_AUTH: dict[str, str] | None = None

@@ -7,14 +7,13 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import ray_auth
+from conftest import ray_env
 from test_capture_scan import CTX, DOCS, NEURONS, contexts, same_dictionary, write_sae
 from typer.testing import CliRunner
 
@@ -38,39 +37,29 @@ def ray_head():
     """A Ray head on 127.0.0.1 with 2 CPUs, token-authenticated as in test_ray.py, in a temp dir of its own;
     `ray start --block` in a session of its own, so the teardown stops exactly the processes it started (not
     `ray stop`, which stops every Ray on the machine)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    auth = ray_auth()  # one token per test process (conftest)
-    saved = {k: os.environ.get(k) for k in auth}
-    os.environ.update(auth)
-    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths live under it
-    head = subprocess.Popen([RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
-                             "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
-                             f"--temp-dir={temp}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            preexec_fn=_ended_with_this_process, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    seen = []
-    for line in head.stdout:
-        seen.append(line)
-        if "Ray runtime started" in line:
-            break
-    assert head.poll() is None, "".join(seen)[-2000:]
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        head.send_signal(signal.SIGTERM)
+    with ray_env() as port:
+        temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths live under it
+        head = subprocess.Popen([RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+                                 f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+                                 "--disable-usage-stats", f"--temp-dir={temp}"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                                preexec_fn=_ended_with_this_process, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        seen = []
+        for line in head.stdout:
+            seen.append(line)
+            if "Ray runtime started" in line:
+                break
+        assert head.poll() is None, "".join(seen)[-2000:]
         try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait()
-        shutil.rmtree(temp, ignore_errors=True)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+            yield f"127.0.0.1:{port}"
+        finally:
+            head.send_signal(signal.SIGTERM)
+            try:
+                head.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(head.pid, signal.SIGKILL)
+                head.wait()
+            shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

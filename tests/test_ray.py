@@ -4,13 +4,12 @@ import json
 import time
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import ray_auth
+from conftest import ray_env
 from loopback import Loopback, explainer
 from typer.testing import CliRunner
 
@@ -24,25 +23,15 @@ RAY = str(Path(sys.executable).parent / "ray")
 def cluster():
     """A Ray head on 127.0.0.1 with 2 CPUs, token-authenticated (Ray's own RAY_AUTH_MODE / RAY_AUTH_TOKEN,
     which the driver in this process then uses too)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    auth = ray_auth()  # one token per test process (conftest)
-    saved = {k: os.environ.get(k) for k in auth}
-    os.environ.update(auth)
-    started = subprocess.run([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
-                              "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
-                             capture_output=True, text=True)
-    assert started.returncode == 0, started.stderr[-2000:]
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        subprocess.run([RAY, "stop", "--force"], capture_output=True)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with ray_env() as port:
+        started = subprocess.run([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+                                  "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
+                                 capture_output=True, text=True)
+        assert started.returncode == 0, started.stderr[-2000:]
+        try:
+            yield f"127.0.0.1:{port}"
+        finally:
+            subprocess.run([RAY, "stop", "--force"], capture_output=True)
 
 
 def _run(store, cfg_text, tmp_path, *extra):

@@ -167,9 +167,7 @@ def capture_on_ray(store: Store, config: CaptureConfig, options: RayOptions = Ra
         with store.writer() as w:  # 4. everything in one transaction
             for s in stale:
                 w.drop_capture(s)
-            capture_id, cid, created = record_capture(w, c, x.members, x.fp, x.corpus, x.corpus_fp, x.model_path,
-                                                      x.ctx_len, dtype, sae_dtype,
-                                                      {"executor": "ray", "workers": len(parts)})
+            capture_id, cid, created = record_capture(w, c, x, {"executor": "ray", "workers": len(parts)})
             if created:
                 packed = open_corpus(tokens)
                 for lo in range(0, n, PACK_CONTEXTS):

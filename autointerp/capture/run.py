@@ -116,6 +116,8 @@ class Inputs:
     side: DeviceSide
     corpus_fp: str
     fp: str
+    dtype: torch.dtype
+    sae_dtype: torch.dtype
 
 
 def resolve_inputs(c: CaptureConfig, device: torch.device, dtype: torch.dtype, sae_dtype: torch.dtype) -> Inputs:
@@ -142,7 +144,7 @@ def resolve_inputs(c: CaptureConfig, device: torch.device, dtype: torch.dtype, s
     check_widths(members, side.widths(first))
     corpus_fp = corpus_fingerprint(tokenizer, model_path, corpus, ctx_len, c.max_tokens)
     fp = capture_fingerprint(corpus_fp, model_identity(model_path), members, c, dtype, sae_dtype)
-    return Inputs(corpus, ctx_len, model_path, net, tokenizer, members, side, corpus_fp, fp)
+    return Inputs(corpus, ctx_len, model_path, net, tokenizer, members, side, corpus_fp, fp, dtype, sae_dtype)
 
 
 def capture(store: Store, config: CaptureConfig, progress: bool = False) -> CaptureResult:
@@ -152,16 +154,15 @@ def capture(store: Store, config: CaptureConfig, progress: bool = False) -> Capt
     device = resolve_device(c.device)
     dtype, sae_dtype = resolve_dtype(c.dtype, device), resolve_dtype(c.sae_dtype, device)
     x = resolve_inputs(c, device, dtype, sae_dtype)
-    corpus, ctx_len, model_path, net, tokenizer, members, side, corpus_fp, fp = (
-        x.corpus, x.ctx_len, x.model_path, x.net, x.tokenizer, x.members, x.side, x.corpus_fp, x.fp)
+    corpus, ctx_len, model_path, tokenizer, members = x.corpus, x.ctx_len, x.model_path, x.tokenizer, x.members
     t0 = time.perf_counter()
     base = dict(device=str(device), dtype=dtype_name(dtype), ctx_len=ctx_len)
 
-    state = prepare_capture(store, c, members, fp)
+    state = prepare_capture(store, c, members, x.fp)
     if isinstance(state, CaptureResult):  # complete already
         return CaptureResult(**{**state.__dict__, **base})
     if state is None:
-        state = _begin(store, c, members, fp, corpus, corpus_fp, model_path, ctx_len, dtype, sae_dtype)
+        state = _begin(store, c, x)
     resumed = state.contexts_done
     strings = TokenStrings(tokenizer, str(model_path))
     batch = state.batch_contexts
@@ -178,7 +179,7 @@ def capture(store: Store, config: CaptureConfig, progress: bool = False) -> Capt
         nz, t_start, first = 0, time.perf_counter(), resumed
         try:
             for ids in context_batches(corpus, tokenizer, ctx_len, c.max_tokens, resumed, batch):
-                out, n = side.run(first, ids)
+                out, n = x.side.run(first, ids)
                 writer.put(out)
                 first += len(ids)
                 nz += n
@@ -197,7 +198,7 @@ def capture(store: Store, config: CaptureConfig, progress: bool = False) -> Capt
                              tuple({"name": m.name} for m in members), **{k: base[k] for k in ("device", "dtype")},
                              loop_seconds=loop)
     _check_corpus(store, state, total)
-    done = _finish(store, c, state, members, net, strings, progress)
+    done = _finish(store, c, state, members, x.net, strings, progress)
     return CaptureResult("done", state.corpus_id, state.creates_corpus, state.contexts_done, ctx_len,
                          sum(d["nonzeros"] for d in done), resumed, time.perf_counter() - t0, tuple(done),
                          **{k: base[k] for k in ("device", "dtype")}, loop_seconds=loop)
@@ -247,17 +248,16 @@ def stale_captures(store: Store, names) -> list[CaptureState]:
     return [s for s in store.captures_of(names) if s.status == "running"]
 
 
-def _begin(store: Store, c: CaptureConfig, members: list[Member], fp: str, corpus, corpus_fp: str, model_path: Path,
-           ctx_len: int, dtype, sae_dtype) -> CaptureState:
+def _begin(store: Store, c: CaptureConfig, x: Inputs) -> CaptureState:
     """Record a new capture (and the corpus it packs, unless the store holds it already), dropping in the same
     transaction the unfinished captures of its names that --replace starts over."""
-    stale = stale_captures(store, [m.name for m in members])
-    check_corpus_free(store, corpus_fp, ignoring={s.capture_id for s in stale})
+    stale = stale_captures(store, [m.name for m in x.members])
+    check_corpus_free(store, x.corpus_fp, ignoring={s.capture_id for s in stale})
     with store.writer() as w:
         for s in stale:
             w.drop_capture(s)
-        record_capture(w, c, members, fp, corpus, corpus_fp, model_path, ctx_len, dtype, sae_dtype)
-    return next(s for s in store.captures() if s.fingerprint == fp and s.status == "running")
+        record_capture(w, c, x)
+    return next(s for s in store.captures() if s.fingerprint == x.fp and s.status == "running")
 
 
 def check_corpus_free(store: Store, corpus_fp: str, ignoring: set[int] = frozenset()) -> None:
@@ -270,18 +270,17 @@ def check_corpus_free(store: Store, corpus_fp: str, ignoring: set[int] = frozens
                                f"{', '.join(busy.names)}: run that command again to finish it first")
 
 
-def record_capture(w, c: CaptureConfig, members: list[Member], fp: str, corpus, corpus_fp: str, model_path: Path,
-                   ctx_len: int, dtype, sae_dtype, extra: dict | None = None) -> tuple[int, int, bool]:
+def record_capture(w, c: CaptureConfig, x: Inputs, extra: dict | None = None) -> tuple[int, int, bool]:
     """Inside `w`'s transaction: the corpus (reused when the store holds one of the same fingerprint) and a
     capture row; (capture id, corpus id, whether the corpus was created)."""
-    cid, created = w.add_corpus(name=Path(corpus.path).stem, tokenizer=str(model_path), ctx_len=ctx_len,
-                                fingerprint=corpus_fp, source=str(Path(corpus.path).resolve()))
-    cfg = {"threshold": c.threshold, "ctx_len": ctx_len, "max_tokens": c.max_tokens,
-           "corpus": str(Path(corpus.path).resolve()), "text_column": c.text_column,
-           "model": str(model_path), "dtype": str(dtype), "sae_dtype": str(sae_dtype), "replace": c.replace,
-           **(extra or {})}
-    capture_id = w.begin_capture(fingerprint=fp, corpus_id=cid, creates_corpus=created,
-                                 batch_contexts=c.batch_contexts(ctx_len), members=[m.describe() for m in members],
+    source = str(Path(x.corpus.path).resolve())
+    cid, created = w.add_corpus(name=Path(x.corpus.path).stem, tokenizer=str(x.model_path), ctx_len=x.ctx_len,
+                                fingerprint=x.corpus_fp, source=source)
+    cfg = {"threshold": c.threshold, "ctx_len": x.ctx_len, "max_tokens": c.max_tokens, "corpus": source,
+           "text_column": c.text_column, "model": str(x.model_path), "dtype": str(x.dtype),
+           "sae_dtype": str(x.sae_dtype), "replace": c.replace, **(extra or {})}
+    capture_id = w.begin_capture(fingerprint=x.fp, corpus_id=cid, creates_corpus=created,
+                                 batch_contexts=c.batch_contexts(x.ctx_len), members=[m.describe() for m in x.members],
                                  config=cfg)
     return capture_id, cid, created
 

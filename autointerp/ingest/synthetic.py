@@ -85,19 +85,7 @@ def write_delphi_cache(folder: str | Path, spec: SyntheticCache, *, arrays: bool
         try:
             for t0 in range(0, n_tok, block_tokens):
                 t1 = min(t0 + block_tokens, n_tok)
-                feat = cdf.searchsorted(rng.random((t1 - t0) * l0), side="right")
-                vals = value_rng.exponential(1.0, size=len(feat)).astype(np.float32)
-                flat_tok = np.repeat(np.arange(t0, t1, dtype=np.int64), l0)
-                here = (det_tok >= t0) & (det_tok < t1)
-                if here.any():
-                    feat = np.concatenate([feat, det_feat[here]])
-                    flat_tok = np.concatenate([flat_tok, det_tok[here]])
-                    vals = np.concatenate([vals, det_val[here]])
-                # one activation per (token, feature): keep the first draw; rows come out in (token, feature)
-                # order, which is delphi's (sequence, position) order within a shard
-                key = flat_tok * width + feat
-                key, first = np.unique(key, return_index=True)
-                flat_tok, feat, vals = key // width, key % width, vals[first]
+                feat, flat_tok, vals = _draw_block(rng, value_rng, cdf, t0, t1, l0, width, (det_tok, det_feat, det_val))
                 seq, pos = flat_tok // ctx_len, flat_tok % ctx_len
                 nonzeros += len(feat)
                 cut = np.searchsorted(bounds, feat, side="right") - 1
@@ -111,13 +99,7 @@ def write_delphi_cache(folder: str | Path, spec: SyntheticCache, *, arrays: bool
             for lf, af in files:
                 lf.close()
                 af.close()
-        for (start, stop), (lp, ap) in zip(zip(bounds[:-1], bounds[1:]), spill):
-            loc = np.fromfile(lp, dtype=np.uint32).reshape(-1, 3)
-            small = loc[:, 2].max(initial=0) < 2**16 and loc[:, 0].max(initial=0) < 2**16
-            save_file({"locations": loc.astype(np.uint16) if small else loc,
-                       "activations": np.fromfile(ap, dtype=spec.act_dtype), "tokens": tokens},
-                      str(folder / f"{start}_{stop - 1}.safetensors"))
-            del loc
+        _shards_from_spill(folder, bounds, spill, tokens, spec.act_dtype)
     finally:
         for lp, ap in spill:
             lp.unlink(missing_ok=True)
@@ -131,6 +113,36 @@ def write_delphi_cache(folder: str | Path, spec: SyntheticCache, *, arrays: bool
         for k, parts in zip(("feature", "seq", "pos", "value"), zip(*kept) if kept else ([],) * 4):
             facts[k] = np.concatenate(parts) if parts else np.zeros(0, np.float32 if k == "value" else np.int64)
     return facts
+
+
+def _draw_block(rng, value_rng, cdf: np.ndarray, t0: int, t1: int, l0: int, width: int,
+                detectors: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, ...]:
+    """Tokens t0..t1-1: their background draws and the token detectors' rows among them, one activation per
+    (token, feature) (the first draw kept): (feature, token, value) in (token, feature) order, which is
+    delphi's (sequence, position) order within a shard."""
+    det_tok, det_feat, det_val = detectors
+    feat = cdf.searchsorted(rng.random((t1 - t0) * l0), side="right")
+    vals = value_rng.exponential(1.0, size=len(feat)).astype(np.float32)
+    flat_tok = np.repeat(np.arange(t0, t1, dtype=np.int64), l0)
+    here = (det_tok >= t0) & (det_tok < t1)
+    if here.any():
+        feat = np.concatenate([feat, det_feat[here]])
+        flat_tok = np.concatenate([flat_tok, det_tok[here]])
+        vals = np.concatenate([vals, det_val[here]])
+    key, first = np.unique(flat_tok * width + feat, return_index=True)
+    return key % width, key // width, vals[first]
+
+
+def _shards_from_spill(folder: Path, bounds: np.ndarray, spill: list[tuple[Path, Path]], tokens: np.ndarray,
+                       act_dtype) -> None:
+    """Each shard's spilled rows as `<start>_<end>.safetensors` (uint16 locations when they fit, as delphi)."""
+    for (start, stop), (lp, ap) in zip(zip(bounds[:-1], bounds[1:]), spill):
+        loc = np.fromfile(lp, dtype=np.uint32).reshape(-1, 3)
+        small = loc[:, 2].max(initial=0) < 2**16 and loc[:, 0].max(initial=0) < 2**16
+        save_file({"locations": loc.astype(np.uint16) if small else loc,
+                   "activations": np.fromfile(ap, dtype=act_dtype), "tokens": tokens},
+                  str(folder / f"{start}_{stop - 1}.safetensors"))
+        del loc
 
 
 def _fork(rng: np.random.Generator, advance: int = 0) -> np.random.Generator:
