@@ -92,7 +92,7 @@ def run_demo(store_path: str | Path, out: str | Path, *, max_tokens: int = 20_00
         d = s.dictionary(m.dictionary)
         summary = label(s, d, LabelRun(scorers=SCORERS), progress=progress).to_dict()
         # ranked by the lower end of the 95% interval: a label is "best" when it is surely good
-        ranked = {order: [_brief(r) for r in s.labels(d.dictionary_id, sort_by="simulation", descending=desc,
+        ranked = {order: [_brief(r) for r in s.labels.find(d.dictionary_id, sort_by="simulation", descending=desc,
                                                           limit=show, by=by)]
                   for order, desc, by in (("best", True, "lower"), ("worst", False, "value"))}
         lines = write_jsonl(s, out, m.dictionary)

@@ -144,7 +144,7 @@ class ContextEncoder:
     def encode(self, context_ids) -> dict[int, np.ndarray]:
         """Run the model on contexts: context id -> float16 [n_tokens, 384]."""
         _, tok, _ = _load()
-        ctx = self.store.read_contexts(self.corpus_id, np.asarray(context_ids), with_strings=True)
+        ctx = self.store.activations.read_contexts(self.corpus_id, np.asarray(context_ids), with_strings=True)
         texts, spans = [], []
         for i in range(len(ctx["context_id"])):
             toks = ctx["tokens"][ctx["offsets"][i]:ctx["offsets"][i + 1]]
@@ -191,16 +191,16 @@ class ContextEncoder:
 
     def _load(self, need: list[int]) -> None:
         if self.stored is None:
-            self.stored = set(self.store.encoded_contexts(self.corpus_id, ENCODING).tolist())
+            self.stored = set(self.store.vectors.encoded_contexts(self.corpus_id, ENCODING).tolist())
             if self.stored and self.fits:  # the whole corpus fits: read it all, 2,048 contexts a query
                 top = max(self.stored) + 1
                 for lo in range(0, top, 2048):
-                    for cid, vec in self.store.read_context_vectors(self.corpus_id, ENCODING,
+                    for cid, vec in self.store.vectors.read_context_vectors(self.corpus_id, ENCODING,
                                                                     range(lo, min(lo + 2048, top))).items():
                         self._keep(cid, vec)
         have = [c for c in need if c in self.stored and c not in self._slot]
         for i in range(0, len(have), 2048):
-            for cid, vec in self.store.read_context_vectors(self.corpus_id, ENCODING, have[i:i + 2048]).items():
+            for cid, vec in self.store.vectors.read_context_vectors(self.corpus_id, ENCODING, have[i:i + 2048]).items():
                 self._keep(cid, vec)
         todo = [c for c in need if c not in self._slot]
         for i in range(0, len(todo), 64):
@@ -286,7 +286,7 @@ class ContextEncoder:
     def encode_all(self, progress=None, batch: int = 64):
         """Encode every context of the corpus the store does not hold yet, `batch` at a time; yields
         each batch's encodings (for the caller to write) and updates `progress` (a Progress)."""
-        self.stored = set(self.store.encoded_contexts(self.corpus_id, ENCODING).tolist())
+        self.stored = set(self.store.vectors.encoded_contexts(self.corpus_id, ENCODING).tolist())
         todo = np.setdiff1d(np.arange(self.store.corpus(self.corpus_id).n_contexts), np.fromiter(self.stored, np.int64))
         for i in range(0, len(todo), batch):
             out = self.encode(todo[i:i + batch])

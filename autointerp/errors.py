@@ -24,6 +24,20 @@ class StoreError(AutointerpError):
     exit_code = 3
 
 
+class StoreBusy(StoreError):
+    """Another writer holds the store (one at a time), or a long transaction kept a reader out past its wait."""
+
+
+class StoreCorrupt(StoreError):
+    """The file is damaged or is not a DuckDB store: never reported as "in use"."""
+
+
+class DiskFull(AutointerpError):
+    """No space left where the store (or an export) is written; the transaction was rolled back."""
+
+    exit_code = 10
+
+
 class OlderStoreError(StoreError):
     """A store made by an earlier autointerp, opened read-only: it must be opened once for writing (which
     migrates it) before it can be read. The CLI does that by itself."""
@@ -80,18 +94,27 @@ EXIT_CODES: dict[int, str] = {
     0: "done: every selected feature has a label and every grade (or a reason it has none)",
     1: "an unexpected error (a bug: the traceback is printed, or logged by a job)",
     2: "bad usage: an unknown option, a bad value (negative `--limit`, unknown `--sort`, reversed `--features 5-2`, "
-       "a negative rate limit)",
-    3: "store: missing (a typo never makes an empty store), locked, corrupt, newer, or no such dictionary",
-    4: "ingest: malformed input; the store is unchanged, and a store file the ingest created is removed",
+       "a negative rate limit, `--concurrency` past 1024, a `--width` the store cannot hold)",
+    3: "store: missing (a typo never makes an empty store), held by another writer (the message names it), damaged, "
+       "newer, or no such dictionary",
+    4: "ingest: malformed input (a feature index past the dictionary's width, or with no width a stray one past "
+       "2^26 or far beyond the others; a labels line naming a dictionary the store lacks); the store is unchanged, "
+       "and a store file the ingest created is removed",
     5: "capture and trace: unknown hook or device, SAE/model mismatch, a bad SAE file or corpus, a resume whose "
        "inputs changed, a dictionary without its model (as ingest: nothing left behind)",
-    6: "sample: an unknown feature or a bad sampler config",
-    7: "label: an unknown explainer, scorer or prompt; a feature id out of range",
-    8: "export: bad names, a path whose folder is missing, or a folder that is not ours to replace (nothing written)",
+    6: "sample: an unknown feature or a bad sampler config (window 2..65535, at most 4096 windows a sample set, "
+       "1..100 quantile bins, a 64-bit seed)",
+    7: "label: an unknown explainer, scorer or prompt; a feature id out of range; a scoring value out of range "
+       "(`--min-evidence`, `--llm-windows`, `--adaptive-cap` up to 4096 windows)",
+    8: "export: bad names, a path whose folder is missing, a folder that is not ours to replace, or another export "
+       "writing the same path now (nothing written)",
     9: "match: dictionaries over other corpora, output directions of other widths, a dictionary matched with itself "
        "(nothing written)",
-    20: "job could not start: bad job file, store or dictionary; an unpriced model under a dollars budget; another "
-        "job holds the store",
+    10: "disk full: no space left where the store, its journal or an export is written (the message names the "
+        "path and the space free); the store is unchanged and no partial file is left",
+    20: "job could not start: bad job file (not UTF-8 TOML, an unknown key, a value out of range), store or "
+        "dictionary; an unpriced model under a dollars budget; another job or writer holds the store (the refusal "
+        "is in `job list`)",
     21: "stopped by a budget, or batches still pending: run again",
     22: "finished, but some features or grades failed: `label` prints the most common reasons; run again to retry "
         "them",

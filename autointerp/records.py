@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+import numbers
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Literal
 
@@ -89,6 +90,37 @@ class SamplerConfig:
         if self.min_windows < 2:
             raise SampleError(f"min_windows must be >= 2 (one to explain, one to score), got {self.min_windows}")
 
+    def check_limits(self) -> SamplerConfig:
+        """Every value within what the store and the sampler hold (SAMPLER_LIMITS), else a SampleError: what
+        `from_options` checks for the CLI, job files and imported labels. Not in `__post_init__`: a config the
+        store recorded under an earlier autointerp must stay readable."""
+        from .errors import SampleError
+
+        for f in fields(self):  # whole numbers: a float or a boolean from a file is an error, not a count
+            v = getattr(self, f.name)
+            if (v is not None or f.name != "peak_offset") and (isinstance(v, bool)
+                                                                 or not isinstance(v, numbers.Integral)):
+                raise SampleError(f"{_named(f.name)} must be a whole number, got {v!r}")
+        if self.window > MAX_WINDOW:
+            raise SampleError(f"window must be at most {MAX_WINDOW} tokens (a stored window's start and length are "
+                              f"16-bit), got {self.window}")
+        sets = {"explain": ("n_top", "n_quantile_explain"),
+                "score": ("n_score_activating", "n_score_nonfiring", "n_neighbor_negatives")}
+        for which, names in sets.items():
+            for name in names:
+                if not 0 <= getattr(self, name) <= MAX_SET_WINDOWS:
+                    raise SampleError(f"{_named(name)} must be from 0 to {MAX_SET_WINDOWS}, got {getattr(self, name)}")
+            total = sum(getattr(self, n) for n in names)
+            if total > MAX_SET_WINDOWS:
+                short = ' + '.join(next((k for k, v in SAMPLER_OPTION_FIELDS.items() if v == n), n) for n in names)
+                raise SampleError(f"the {which} set ({short} = {total}) may hold at most {MAX_SET_WINDOWS} windows")
+        if not 1 <= self.n_quantiles <= MAX_QUANTILES:
+            raise SampleError(f"n_quantiles must be from 1 to {MAX_QUANTILES}, got {self.n_quantiles}")
+        if self.min_windows > MAX_MIN_WINDOWS:
+            raise SampleError(f"min_windows must be at most {MAX_MIN_WINDOWS} (a feature's window count is 32-bit), "
+                              f"got {self.min_windows}")
+        return self
+
     @property
     def offset(self) -> int:
         return self.window * 3 // 4 if self.peak_offset is None else self.peak_offset
@@ -96,8 +128,9 @@ class SamplerConfig:
     @classmethod
     def from_options(cls, **options) -> SamplerConfig:
         """From the options as `sample` and `label` name them (`n_score`, ...: SAMPLER_OPTION_FIELDS) or
-        by field name: the CLI and job files' [sampler] take the same names."""
-        return cls(**{SAMPLER_OPTION_FIELDS.get(k, k): v for k, v in options.items()})
+        by field name: the CLI and job files' [sampler] take the same names. Values beyond what the store
+        and the sampler hold are a SampleError (`check_limits`)."""
+        return cls(**{SAMPLER_OPTION_FIELDS.get(k, k): v for k, v in options.items()}).check_limits()
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -113,6 +146,34 @@ class SamplerConfig:
 # are named as their fields are: window, peak_offset, n_top, n_quantiles, min_windows)
 SAMPLER_OPTION_FIELDS = {"n_quantile": "n_quantile_explain", "n_score": "n_score_activating",
                          "n_nonfiring": "n_score_nonfiring", "n_neighbors": "n_neighbor_negatives"}
+
+# What a SamplerConfig and a seed may hold (beyond: SampleError, exit 6; in a job file, exit 20).
+MAX_WINDOW = 2**16 - 1  # tokens a window: a stored window's start and length are 16-bit
+# windows of one sample set (explain: n_top + n_quantile; score: n_score + n_nonfiring + n_neighbors): the
+# sampler draws every feature of a batch at once (~1.25 x n_nonfiring draws each: 65,535 took 8.4 GB for 256
+# features), and 4,096 windows of 32 tokens already fill the largest LLM prompt
+MAX_SET_WINDOWS = 4096
+MAX_QUANTILES = 100  # bins: the sampler holds a features x bins table; finer than percentiles splits nothing
+MAX_MIN_WINDOWS = 2**31 - 1  # a feature's count of windows is a 32-bit integer in the store
+SEED_RANGE = (-2**63, 2**63 - 1)  # seeds are stored as 64-bit integers (and hashed modulo 2^64: no two collide)
+SAMPLER_LIMITS = (f"window 2..{MAX_WINDOW}; peak offset 0..window-1; n_top + n_quantile and n_score + n_nonfiring + "
+                  f"n_neighbors each 0..{MAX_SET_WINDOWS}; n_quantiles 1..{MAX_QUANTILES}; min_windows "
+                  f"2..{MAX_MIN_WINDOWS}; seed a 64-bit integer")
+
+
+def _named(field_name: str) -> str:
+    """A SamplerConfig field as a message names it: with its option name when that differs."""
+    option = next((k for k, v in SAMPLER_OPTION_FIELDS.items() if v == field_name), None)
+    return f"{field_name} (--{option.replace('_', '-')})" if option else field_name
+
+
+def check_seed(seed) -> int:
+    """A sampler seed: a 64-bit integer (the store's seed columns), else a SampleError."""
+    from .errors import SampleError
+
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise SampleError(f"seed must be a 64-bit integer ({SEED_RANGE[0]} to {SEED_RANGE[1]}), got {seed!r}")
+    return int(seed)
 
 
 @dataclass(frozen=True)

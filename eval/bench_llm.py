@@ -138,10 +138,10 @@ def run_label(db: Path, url: str, rpm: float, concurrency: int, features=None) -
         out = label(s, d, LabelRun(features=features, explainer="anthropic:claude-haiku-bench", scorers=(),
                                    concurrency=concurrency, llm=opts, force=True)).to_dict()
         cpu, main_cpu = time.process_time() - c0, time.thread_time() - m0
-        t = s.con.execute("SELECT count(*), epoch(max(created_at)) - epoch(min(created_at)), sum(attempts), "
+        t = s.query("SELECT count(*), epoch(max(created_at)) - epoch(min(created_at)), sum(attempts), "
                           "avg(input_tokens), avg(output_tokens) FROM llm_calls WHERE run_id = ? AND status = 'ok'",
                           [out["run_id"]]).fetchone()
-        dups = s.con.execute("SELECT count(*) FROM (SELECT feature FROM explanations WHERE explainer = ? "
+        dups = s.query("SELECT count(*) FROM (SELECT feature FROM explanations WHERE explainer = ? "
                              "GROUP BY feature, prompt_hash HAVING count(*) > 1)", [out["explainer"]]).fetchone()[0]
     return {"summary": out, "cpu_s": cpu, "main_cpu_s": main_cpu, "calls": t[0], "span_s": t[1], "attempts": t[2], "duplicates": dups,
             "in_tokens": t[3], "out_tokens": t[4]}

@@ -33,7 +33,7 @@ def prepare(store_path: Path, name: str, copy: str, dim: int) -> np.ndarray:
         d = s.dictionary(name)
         t = time.perf_counter()
         with s.writer() as w:
-            w.add_directions(d.dictionary_id, np.random.default_rng(0).standard_normal((d.width, dim)))
+            w.activations.add_directions(d.dictionary_id, np.random.default_rng(0).standard_normal((d.width, dim)))
         perm = add_retrained_copy(s, d, copy, seed=1)
         print(f"directions and retrained copy of {name}: {time.perf_counter() - t:.0f} s", flush=True)
     return perm
@@ -44,10 +44,10 @@ def recovered(store_path: Path, a: str, b: str, perm: np.ndarray) -> dict:
 
     with Store(store_path, read_only=True) as s:
         da, db = s.dictionary(a), s.dictionary(b)
-        live = np.flatnonzero(s.firing_counts(db.dictionary_id) > 0)
+        live = np.flatnonzero(s.activations.firing_counts(db.dictionary_id) > 0)
         out = {}
-        for method in s.match_methods(da.dictionary_id, db.dictionary_id):
-            m = s.matches(da.dictionary_id, db.dictionary_id, method, features=live)
+        for method in s.matches.match_methods(da.dictionary_id, db.dictionary_id):
+            m = s.matches.pairs(da.dictionary_id, db.dictionary_id, method, features=live)
             out[method] = round(float((perm[m["from_feature"]] == m["to_feature"]).sum() / len(live)), 4)
         return out
 

@@ -107,12 +107,12 @@ def measure_sample(db: Path) -> dict:
     store = Store(db)
     d = store.dictionary()
     t = time.perf_counter()
-    store.con.execute("SELECT count(*), sum(value), max(context_id) FROM activations").fetchone()
+    store.query("SELECT count(*), sum(value), max(context_id) FROM activations").fetchone()
     t_scan_sql = time.perf_counter() - t
     t = time.perf_counter()
     n = 0
-    for ch in store.plan_chunks(d.dictionary_id, np.arange(d.width), 1_000_000):
-        n += len(store.read_activations(d.dictionary_id, int(ch[0]), int(ch[-1]))["value"])
+    for ch in store.activations.plan_chunks(d.dictionary_id, np.arange(d.width), 1_000_000):
+        n += len(store.activations.read_activations(d.dictionary_id, int(ch[0]), int(ch[-1]))["value"])
     t_scan_np = time.perf_counter() - t
 
     sampler = Sampler(store, d, seed=0)
@@ -131,7 +131,7 @@ def measure_sample(db: Path) -> dict:
     t_single = (time.perf_counter() - t) / len(picks)
     t = time.perf_counter()
     for f in picks:
-        store.con.execute("SELECT context_id, position, value FROM activations WHERE dictionary_id = ? AND "
+        store.query("SELECT context_id, position, value FROM activations WHERE dictionary_id = ? AND "
                           "feature = ? ORDER BY value DESC LIMIT 20", [d.dictionary_id, int(f)]).fetchall()
     t_sql_topk = (time.perf_counter() - t) / len(picks)
     store.close()

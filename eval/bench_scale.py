@@ -155,14 +155,14 @@ def fill_vectors(store_path: Path, dictionary: str) -> int:
     from autointerp.store import Store
 
     with Store(store_path) as s:
-        todo = s.unindexed_labels(LABELS, s.dictionary(dictionary).dictionary_id)
+        todo = s.vectors.unindexed_labels(LABELS, s.dictionary(dictionary).dictionary_id)
         rng = np.random.default_rng(2)
         for i in range(0, len(todo), 100_000):
             part = todo[i:i + 100_000]
             v = rng.standard_normal((len(part), 384)).astype(np.float32)
             v /= np.linalg.norm(v, axis=1, keepdims=True)
             with s.writer(checkpoint=False) as w:
-                w.add_label_vectors(part[0][0], LABELS, [(e, f, t) for _, e, f, t in part], v)
+                w.vectors.add_label_vectors(part[0][0], LABELS, [(e, f, t) for _, e, f, t in part], v)
     return len(todo)
 
 
@@ -348,7 +348,7 @@ def compare(a, sizes: list[int]) -> None:
         lab = run(f"label offline, slice of {a.slice:,}, {n:,} tokens",
                   ["label", *S, "--features", spec, "--force", "--json"], None, store)
         with Store(store, read_only=True) as s:
-            firing = s.firing_counts(s.dictionary("wide").dictionary_id)
+            firing = s.activations.firing_counts(s.dictionary("wide").dictionary_id)
         ids = np.concatenate([np.arange(int(b.split("-")[0]), int(b.split("-")[-1]) + 1) for b in spec.split(",")])
         labelled = lab["result"]["explained"]
         steady = (lab["result"]["seconds"] - fixed["result"]["seconds"]) * 1000 / max(labelled, 1)
@@ -418,7 +418,7 @@ def labelling(a, store: Path, S: list[str]) -> None:
 
     with Store(store, read_only=True) as s:
         d = s.dictionary("wide")
-        firing = s.firing_counts(d.dictionary_id)
+        firing = s.activations.firing_counts(d.dictionary_id)
     lf = a.out / "labels.jsonl"
     n_labels = labels_file(lf, a.width, firing)
     store2 = a.out / "import.duckdb"

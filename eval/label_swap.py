@@ -40,8 +40,8 @@ def label_swap(store, dictionary, n: int, seed: int, scorers: list[str]) -> list
     other = derangement(len(samples), rng)
     bg = Background.from_store(store, dictionary.corpus_id)
     variants = [("inputs only", OfflineExplainer(bg), samples)]
-    if store.has_output_tokens(dictionary.dictionary_id):
-        outputs = store.output_tokens(dictionary.dictionary_id, [s.feature for s in samples])
+    if store.activations.has_output_tokens(dictionary.dictionary_id):
+        outputs = store.activations.output_tokens(dictionary.dictionary_id, [s.feature for s in samples])
         variants.append(("with output tokens", OfflineExplainer(bg, outputs=True),
                          [replace(s, outputs=outputs.get(s.feature)) for s in samples]))
     grade = make_scorers(scorers, store, dictionary)

@@ -62,7 +62,7 @@ def pick_samples(store, dictionary, n: int, seed: int, rng: np.random.Generator 
     """n samples (in a seeded random order) of features the sampler can label: firing, not too rare."""
     rng = rng or np.random.default_rng(seed)
     sampler = Sampler(store, dictionary, SamplerConfig(), seed)
-    pool = rng.permutation(np.flatnonzero(store.firing_counts(dictionary.dictionary_id) > 0))
+    pool = rng.permutation(np.flatnonzero(store.activations.firing_counts(dictionary.dictionary_id) > 0))
     samples = []
     for i in range(0, len(pool), max(n, 64)):  # draw until n features the sampler can label
         samples += [s for s in sampler.sample_many(pool[i:i + max(n, 64)]) if s.status == "ok"]
@@ -132,7 +132,7 @@ def quality(store, dictionary, *, n: int, seed: int, explainer: str, scorers: tu
         out = label(store, dictionary, LabelRun(features=feats, explainer=name, scorers=scorers, seed=seed,
                                                 scorer_model=scorer_model, llm=llm, concurrency=8, force=True,
                                                 scoring=options)).to_dict()
-        rows = {r["feature_id"]: r for r in store.labels(dictionary.dictionary_id, feats.tolist())
+        rows = {r["feature_id"]: r for r in store.labels.find(dictionary.dictionary_id, feats.tolist())
                 if (r["explainer"], r["prompt_hash"], r["sampler_hash"], r["seed"])
                 == (out["explainer"], out["prompt_hash"], out["sampler_hash"], seed)}
         stored[name] = rows
@@ -259,7 +259,7 @@ def _doc(score) -> dict:
 
 
 def _costs(store, run_id: str, n: int) -> dict:
-    by = store.call_costs(run_id)
+    by = store.ledger.call_costs(run_id)
     out = {p: {"calls": round(v["calls"] / n, 2), "input_tokens": round(v["input_tokens"] / n),
                "output_tokens": round(v["output_tokens"] / n), "usd": round(v["cost_usd"] / n, 6)}
            for p, v in by.items()}

@@ -42,8 +42,8 @@ def test_features_are_sorted_filtered_and_paged_by_the_server(served):
     assert scorers == ["embedding", "simulation"]
     with open_store(path, read_only=True) as s:  # the truth, from the store
         d = s.dictionary("evil")
-        stats = {st.feature: st for st in s.feature_stats(d.dictionary_id)}
-        labels = {r["feature_id"]: r for r in s.labels(d.dictionary_id)}
+        stats = {st.feature: st for st in s.activations.feature_stats(d.dictionary_id)}
+        labels = {r["feature_id"]: r for r in s.labels.find(d.dictionary_id)}
     status, first = get(url, "api/features", limit=7)
     assert status == 200 and first["total"] == WIDTH and [r["feature"] for r in first["rows"]] == list(range(7))
     for r in first["rows"]:
@@ -110,7 +110,7 @@ def test_search_finds_labels_by_meaning(served):
     url, path = served
     with open_store(path, read_only=True) as s:
         d = s.dictionary("evil")
-        labels = {r["feature_id"]: r["explanation"] for r in s.labels(d.dictionary_id)}
+        labels = {r["feature_id"]: r["explanation"] for r in s.labels.find(d.dictionary_id)}
     target = 5  # a word detector: its label names its word
     status, res = get(url, "api/search", q=labels[target], limit=5)
     assert status == 200 and res["rows"][0]["feature"] == target and res["rows"][0]["label"] == labels[target]
@@ -173,7 +173,7 @@ def test_label_vectors_are_written_with_labels(served):
     from autointerp.search import LABELS
 
     with open_store(path, read_only=True) as s:
-        ids, keys, m = s.label_matrix(LABELS)
-        assert len(ids) == s.labelled_count(s.dictionary("evil").dictionary_id) == WIDTH
+        ids, keys, m = s.vectors.label_matrix(LABELS)
+        assert len(ids) == s.labels.labelled_count(s.dictionary("evil").dictionary_id) == WIDTH
         assert m.dtype == np.float16 and np.allclose(np.linalg.norm(m.astype(np.float32), axis=1), 1, atol=1e-2)
-        assert not s.unindexed_labels(LABELS)
+        assert not s.vectors.unindexed_labels(LABELS)

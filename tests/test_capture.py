@@ -134,13 +134,13 @@ def capture(store: Store, config: CaptureConfig) -> dict:
 
 
 def stored_contexts(store: Store, corpus_id: int) -> tuple[np.ndarray, list[list[str]]]:
-    rows = store.con.execute("SELECT token_ids, tokens FROM contexts WHERE corpus_id = ? ORDER BY context_id",
+    rows = store.query("SELECT token_ids, tokens FROM contexts WHERE corpus_id = ? ORDER BY context_id",
                              [corpus_id]).fetchall()
     return np.array([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows]
 
 
 def dense_activations(store: Store, did: int, shape: tuple[int, int, int]) -> np.ndarray:
-    a = store.con.execute("SELECT feature, context_id, position, value FROM activations WHERE dictionary_id = ?",
+    a = store.query("SELECT feature, context_id, position, value FROM activations WHERE dictionary_id = ?",
                           [did]).fetchnumpy()
     out = np.zeros(shape, dtype=np.float32)
     out[a["context_id"].astype(int), a["position"].astype(int), a["feature"].astype(int)] = a["value"]
@@ -227,7 +227,7 @@ def test_neurons_match_independent_forward(store, corpus, bert):
     assert_same_activations(got, want)
     assert not got[special].any()  # [CLS]/[SEP] positions are never recorded
     assert s["nonzeros"] == int((got != 0).sum()) > 1000
-    stats = store.feature_stats(d.dictionary_id)
+    stats = store.activations.feature_stats(d.dictionary_id)
     assert len(stats) == 1536
     f = int(np.argmax((got != 0).sum(axis=(0, 1))))
     assert stats[f].n_firing == int((got[..., f] != 0).sum())
@@ -296,11 +296,11 @@ def test_second_capture_reuses_corpus_and_neighbors(store, corpus, tmp_path):
                 ctx_len=CTX, neighbors=3))
     assert a["corpus_created"] and not b["corpus_created"]
     assert a["corpus_id"] == b["corpus_id"] and a["contexts"] == b["contexts"]
-    assert store.con.execute("SELECT count(*) FROM corpora").fetchone()[0] == 1
-    assert store.con.execute("SELECT count(*) FROM contexts").fetchone()[0] == a["contexts"]
+    assert store.query("SELECT count(*) FROM corpora").fetchone()[0] == 1
+    assert store.query("SELECT count(*) FROM contexts").fetchone()[0] == a["contexts"]
     assert len(store.dictionaries()) == 2
     did = store.dictionary(b["dictionary"]).dictionary_id
-    nb = store.con.execute("SELECT feature, neighbor, similarity FROM feature_neighbors WHERE dictionary_id = ? "
+    nb = store.query("SELECT feature, neighbor, similarity FROM feature_neighbors WHERE dictionary_id = ? "
                            "ORDER BY feature, similarity DESC", [did]).fetchnumpy()
     assert len(nb["feature"]) == 64 * 3 and not (nb["feature"] == nb["neighbor"]).any()
     W = torch.nn.functional.normalize(w["W_dec"], dim=1)
@@ -388,7 +388,7 @@ def test_bad_input_leaves_store_unchanged(populated, tmp_path, corpus, case):
             capture(store, CaptureConfig(**kw))
         assert "\n" not in str(e.value)
         assert store.content_digest() == before
-        assert store.con.execute("SELECT count(*) FROM corpora").fetchone()[0] == 1
+        assert store.query("SELECT count(*) FROM corpora").fetchone()[0] == 1
 
 
 # -- command line -----------------------------------------------------------------------------------

@@ -95,8 +95,8 @@ def test_a_ray_capture_stores_what_a_local_capture_does(ray_head, tmp_path, docs
             same_dictionary(a, b, name)  # every (feature, context, position, value) and every feature_stats row
             cfg = b.dictionary(name).config
             assert (cfg["executor"], cfg["workers"]) == ("ray", 2)
-        assert [s.status for s in b.captures()] == ["done"]
-        assert not b.con.execute("SELECT count(*) FROM information_schema.tables "
+        assert [s.status for s in b.captures.all()] == ["done"]
+        assert not b.query("SELECT count(*) FROM information_schema.tables "
                                  "WHERE table_name LIKE 'capture\\_%' ESCAPE '\\'").fetchone()[0]
     again = runner.invoke(app, args(ray, docs, minilm, sae, "--executor", "ray", "--ray-address", ray_head))
     assert again.exit_code == 0 and json.loads(again.stdout)["status"] == "complete", again.output

@@ -54,18 +54,18 @@ def docs(tmp_path_factory) -> Path:
 
 def activations(store: Store, name: str) -> dict[str, np.ndarray]:
     d = store.dictionary(name)
-    return store.con.execute("SELECT feature, context_id, position, value FROM activations WHERE dictionary_id = ? "
+    return store.query("SELECT feature, context_id, position, value FROM activations WHERE dictionary_id = ? "
                              "ORDER BY feature, context_id, position", [d.dictionary_id]).fetchnumpy()
 
 
 def stats(store: Store, name: str) -> list[tuple]:
     d = store.dictionary(name)
-    return store.con.execute("SELECT feature, n_firing, n_contexts, max_value, quantile_edges, act_hash FROM "
+    return store.query("SELECT feature, n_firing, n_contexts, max_value, quantile_edges, act_hash FROM "
                              "feature_stats WHERE dictionary_id = ? ORDER BY feature", [d.dictionary_id]).fetchall()
 
 
 def contexts(store: Store) -> list[tuple]:
-    return store.con.execute("SELECT context_id, token_ids, tokens FROM contexts ORDER BY context_id").fetchall()
+    return store.query("SELECT context_id, token_ids, tokens FROM contexts ORDER BY context_id").fetchall()
 
 
 def same_dictionary(a: Store, b: Store, name_a: str, name_b: str | None = None) -> None:
@@ -102,8 +102,8 @@ def test_one_pass_feeds_every_dictionary_as_separate_captures_would(tmp_path, do
         assert names == ["all-MiniLM-L6-v2/encoder.layer.3.output/resid-sae",
                          "all-MiniLM-L6-v2/encoder.layer.2.intermediate/neurons",
                          "all-MiniLM-L6-v2/encoder.layer.3.output/neurons"]
-        assert r.status == "done" and r.corpus_created and len(many.captures()) == 1
-        assert many.con.execute("SELECT count(*) FROM corpora").fetchone()[0] == 1  # one corpus, shared
+        assert r.status == "done" and r.corpus_created and len(many.captures.all()) == 1
+        assert many.query("SELECT count(*) FROM corpora").fetchone()[0] == 1  # one corpus, shared
         for name, single in zip(names, [dict(saes=(str(sae),)), dict(neurons=(NEURONS,)), dict(neurons=(RESID,))]):
             with Store(tmp_path / f"one-{len(name)}-{single.get('neurons', ('sae',))[0]}.duckdb") as one:
                 run_capture(one, CaptureConfig(**single, **base))
@@ -111,7 +111,7 @@ def test_one_pass_feeds_every_dictionary_as_separate_captures_would(tmp_path, do
                 assert contexts(many) == contexts(one)
         d = many.dictionary(names[0])
         assert (d.kind, d.width, d.hook, d.source) == ("sae", 48, RESID, str(sae.resolve()))
-        assert not many.con.execute("SELECT count(*) FROM information_schema.tables "
+        assert not many.query("SELECT count(*) FROM information_schema.tables "
                                     "WHERE table_name LIKE 'capture\\_%' ESCAPE '\\'").fetchone()[0]
 
 
@@ -234,7 +234,7 @@ def test_a_stopped_capture_resumes_and_stores_what_an_uninterrupted_one_does(tmp
     else:
         assert r.returncode == -9
     with Store(cut, read_only=True) as s:
-        (state,) = s.captures()
+        (state,) = s.captures.all()
         assert state.status == "running" and 0 < state.contexts_done and state.contexts_done % 2 == 0
         assert s.dictionaries() == []  # a reader never sees a half capture as a dictionary
         done = state.contexts_done
@@ -266,8 +266,8 @@ def test_a_resume_whose_corpus_changed_is_refused_and_replace_starts_over(tmp_pa
     r = runner.invoke(app, cli_args(store, corpus, minilm_path, "--replace"))
     assert r.exit_code == 0, r.output
     with Store(store, read_only=True) as s:
-        assert [c.status for c in s.captures()] == ["done"] and len(s.dictionaries()) == 1
-        assert s.con.execute("SELECT count(*) FROM corpora").fetchone()[0] == 1  # the half-packed one is gone
+        assert [c.status for c in s.captures.all()] == ["done"] and len(s.dictionaries()) == 1
+        assert s.query("SELECT count(*) FROM corpora").fetchone()[0] == 1  # the half-packed one is gone
 
 
 # -- devices ------------------------------------------------------------------------------------------
@@ -379,7 +379,7 @@ def test_a_failure_after_checkpoints_keeps_the_new_store_to_resume_from(tmp_path
                             "--checkpoint-tokens", str(4 * CTX), "--device", "cpu"])
     assert r.exit_code == 5 and r.stderr.count("\n") == 1 and "line 31: not valid JSON" in r.stderr, r.output
     with Store(store, read_only=True) as s:  # kept: it holds committed checkpoints
-        (state,) = s.captures()
+        (state,) = s.captures.all()
         assert state.status == "running" and state.contexts_done > 0 and s.dictionaries() == []
 
 

@@ -74,10 +74,10 @@ def test_mlp_neurons_keep_their_down_projection_columns_and_logit_lens(gemma, tm
     up, down = lens_of(model, W[:, feats].T)
     with open_store(store, read_only=True) as s:
         d = s.dictionary()
-        ids, vec = s.directions(d.dictionary_id)
+        ids, vec = s.activations.directions(d.dictionary_id)
         assert ids.tolist() == list(range(2048)) and vec.shape == (2048, 640)
         np.testing.assert_allclose(vec.astype(np.float32), W.T.numpy(), rtol=1e-3, atol=1e-4)  # float16
-        outs = s.output_tokens(d.dictionary_id, feats)
+        outs = s.activations.output_tokens(d.dictionary_id, feats)
     for f, u, dn in zip(feats, up, down):
         assert list(outs[f].promoted_ids) == u and list(outs[f].suppressed_ids) == dn
         assert [t for t, _ in outs[f].promoted] == [tokenizer.decode([i]) for i in u]  # display strings
@@ -101,7 +101,7 @@ def test_mlp_neurons_keep_their_down_projection_columns_and_logit_lens(gemma, tm
     assert r.exit_code == 0 and "output directions" not in r.output
     with open_store(store, read_only=True) as s:
         d = s.dictionary("resid2")
-        assert not s.has_output_tokens(d.dictionary_id) and len(s.directions(d.dictionary_id)[0]) == 0
+        assert not s.activations.has_output_tokens(d.dictionary_id) and len(s.activations.directions(d.dictionary_id)[0]) == 0
 
 
 def test_an_sae_on_the_residual_stream_keeps_its_decoder_rows_and_the_explainers_read_their_lens(gemma, tmp_path):
@@ -124,15 +124,15 @@ def test_an_sae_on_the_residual_stream_keeps_its_decoder_rows_and_the_explainers
     up, _ = lens_of(model, W_dec[:4])
     with open_store(store, read_only=True) as s:
         d = s.dictionary()
-        _, vec = s.directions(d.dictionary_id)
+        _, vec = s.activations.directions(d.dictionary_id)
         np.testing.assert_allclose(vec.astype(np.float32), W_dec.numpy(), rtol=1e-3, atol=1e-4)
-        outs = s.output_tokens(d.dictionary_id, range(4))
+        outs = s.activations.output_tokens(d.dictionary_id, range(4))
         assert [list(outs[f].promoted_ids) for f in range(4)] == up
     # the offline explainer may name output tokens, so its labels here are of another method version
     r = runner.invoke(app, ["label", "--store", str(store), "--features", "0-15", "--scorer", "embedding"])
     assert r.exit_code in (0, 22), r.output
     with open_store(store, read_only=True) as s:
-        rows = s.labels(s.dictionary().dictionary_id, range(16))
+        rows = s.labels.find(s.dictionary().dictionary_id, range(16))
     assert rows and all(x["prompt_hash"] == "logodds-v1+outputs-v1" for x in rows)
     # an LLM explainer shown the output tokens: its prompt lists them after the examples
     seen = []
@@ -147,7 +147,7 @@ def test_an_sae_on_the_residual_stream_keeps_its_decoder_rows_and_the_explainers
                                 "--force"])
     assert r.exit_code in (0, 22), r.output
     with open_store(store, read_only=True) as s:
-        two = s.output_tokens(s.dictionary().dictionary_id, [2])[2]
+        two = s.activations.output_tokens(s.dictionary().dictionary_id, [2])[2]
     turn = seen[0]
     assert "pushes the model's next-token prediction towards these tokens" in turn
     assert turn.index("</examples>") < turn.index(json.dumps(two.promoted[0][0], ensure_ascii=False))

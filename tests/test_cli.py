@@ -39,7 +39,7 @@ def test_features_json_matches_store(ingested):
     dens = [f["density"] for f in doc["features"]]
     assert dens == sorted(dens, reverse=True) and len(dens) == 5
     with Store(ingested, read_only=True) as s:
-        top = s.feature_stats(1, order_by="density", limit=1)[0]
+        top = s.activations.feature_stats(1, order_by="density", limit=1)[0]
     assert doc["features"][0]["feature"] == top.feature and doc["summary"]["dead"] == 2
 
 

@@ -100,7 +100,7 @@ def test_label_with_an_llm_through_the_real_sdk(store, delphi_cache, monkeypatch
     from autointerp.store import open_store
 
     with open_store(path, read_only=True) as s:
-        rows = s.labels(d.dictionary_id)
+        rows = s.labels.find(d.dictionary_id)
     assert len(rows) == 4  # --force replaced, never duplicated
     for r in rows:  # the scripted model names the marked token: each label names its feature's trigger
         assert r["explanation"] == f'the token "{triggers[r["feature_id"]]}"'
@@ -124,8 +124,8 @@ def test_unparseable_and_failed_replies_are_typed_failures(ingested_path, monkey
     from autointerp.store import open_store
 
     with open_store(path, read_only=True) as s:
-        status = s.con.execute("SELECT feature, status, reason FROM label_status ORDER BY feature").fetchall()
-        texts = [r["explanation"] for r in s.labels()]
+        status = s.query("SELECT feature, status, reason FROM label_status ORDER BY feature").fetchall()
+        texts = [r["explanation"] for r in s.labels.find()]
     reasons = " | ".join(x[2] for x in status)
     assert "unparseable" in reasons and "declined" in reasons and "HTTP 400" in reasons
     assert "repeats the prompt's example label" in reasons  # a small model's parroting is not a label
@@ -164,9 +164,9 @@ def test_kill_9_mid_run_loses_no_paid_reply(ingested_path, tmp_path):
     from autointerp.store import open_store
 
     with open_store(path, read_only=True) as s:
-        rows = s.labels()
-        st = s.label_summary(s.dictionary().dictionary_id)
-        calls = s.con.execute("SELECT count(*), count(DISTINCT call_id), count(DISTINCT cache_key) FROM llm_calls "
+        rows = s.labels.find()
+        st = s.labels.label_summary(s.dictionary().dictionary_id)
+        calls = s.query("SELECT count(*), count(DISTINCT call_id), count(DISTINCT cache_key) FROM llm_calls "
                               "WHERE NOT cached").fetchone()
     assert st == {"ok": 60} and out["already_done"] + out["explained"] == 60
     assert len(rows) == len({r["feature_id"] for r in rows}) == 60  # every feature once, no duplicates
@@ -203,10 +203,10 @@ def test_batch_mode_submits_once_survives_a_restart_and_labels(kind, ingested_pa
     from autointerp.store import open_store
 
     with open_store(path, read_only=True) as s:
-        paid = s.con.execute("SELECT count(*), sum(cost_usd), sum(input_tokens), sum(output_tokens) FROM llm_calls "
+        paid = s.query("SELECT count(*), sum(cost_usd), sum(input_tokens), sum(output_tokens) FROM llm_calls "
                              "WHERE NOT cached").fetchone()
-        assert s.con.execute("SELECT status FROM llm_batches").fetchall() == [("collected",)]
-        assert len(s.labels()) == 10
+        assert s.query("SELECT status FROM llm_batches").fetchall() == [("collected",)]
+        assert len(s.labels.find()) == 10
     # billed at half the list price: $1 / $5 per million input / output tokens
     assert paid[0] == 10 and abs(paid[1] - 0.5 * (paid[2] * 1.0 + paid[3] * 5.0) / 1e6) < 1e-12
 
@@ -232,7 +232,7 @@ def test_best_of_k_labels_the_best_candidate_and_keeps_them_all(ingested_path, m
     from autointerp.store import open_store
 
     with open_store(path, read_only=True) as s:
-        labels, every = s.labels(), s.labels(candidates=True)
+        labels, every = s.labels.find(), s.labels.find(candidates=True)
     assert len(every) == 6 and sorted(r["evidence"]["candidate"] for r in every) == [0, 0, 1, 1, 2, 2]
     # the label is the candidate the selector graded best (the right one); the others carry only that grade
     assert len(labels) == 2 and all(r["chosen"] and r["evidence"]["candidate"] == 1 for r in labels)
@@ -278,8 +278,8 @@ def test_batch_mode_plans_explain_select_and_score_stages(ingested_path, monkeyp
     from autointerp.store import open_store
 
     with open_store(ingested_path, read_only=True) as s:
-        every = s.labels(candidates=True)
-        purposes = dict(s.con.execute("SELECT purpose, count(*) FROM llm_calls WHERE NOT cached GROUP BY 1").fetchall())
+        every = s.labels.find(candidates=True)
+        purposes = dict(s.query("SELECT purpose, count(*) FROM llm_calls WHERE NOT cached GROUP BY 1").fetchall())
     assert all(r["evidence"]["candidate"] == 1 for r in every if r["chosen"]) and len(every) == 12
     assert all(set(r["scores"]) == ({"detection", "simulation"} if r["chosen"] else {"detection"}) for r in every)
     # 4 explain calls (n = 3 each); detection and simulation in calls of 10 windows, only the chosen simulated

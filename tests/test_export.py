@@ -153,7 +153,7 @@ def test_neuronpedia_and_saedashboard_activations_import_and_label(ingested_path
     out = tmp_path / "np"
     with open_store(ingested_path) as s:
         label(s, s.dictionary(), LabelRun(features=range(4), scorers=()))
-        triggers = [trigger(r["explanation"]) for r in s.labels()]
+        triggers = [trigger(r["explanation"]) for r in s.labels.find()]
     _np_export(ingested_path, out)
     src = out / "v1" / "test-model" / "3-res-test"
     rows = [x for p in sorted((src / "activations").iterdir()) for x in _lines(p)]
@@ -175,7 +175,7 @@ def test_neuronpedia_and_saedashboard_activations_import_and_label(ingested_path
         with open_store(db) as s:
             nd = s.dictionary(name)
             assert label(s, nd, LabelRun(features=range(4), scorers=())).explained == 4
-            assert [trigger(r["explanation"]) for r in s.labels(nd.dictionary_id)] == triggers
+            assert [trigger(r["explanation"]) for r in s.labels.find(nd.dictionary_id)] == triggers
     assert got["np"]["model"] == "test-model" and got["np"]["hook"] == "3-res-test"
     assert got["dash"]["hook"] == "3-res-test" and got["dash"]["nonzeros"] == got["np"]["nonzeros"]
     assert got["np"]["contexts"] <= got["np"]["records"]  # a text shown for several features is one context

@@ -11,7 +11,7 @@ from autointerp.ingest import TokenStrings, ingest_delphi, ingest_parquet, load_
 
 
 def _all_rows(store, did, width):
-    r = store.read_activations(did, 0, width - 1)
+    r = store.activations.read_activations(did, 0, width - 1)
     return r["feature"].astype(np.int64), r["context_id"].astype(np.int64), r["position"].astype(np.int64), r["value"]
 
 
@@ -31,7 +31,7 @@ def test_delphi_round_trip(store, delphi_cache, minilm):
                                                    facts["value"].astype(np.float16).astype(np.float32))}
     assert all(ref[(a, b, e)] == val for a, b, e, val in zip(f[:500], c[:500], p[:500], v[:500]))
     # statistics against an independent computation
-    stats = {s.feature: s for s in store.feature_stats(d.dictionary_id)}
+    stats = {s.feature: s for s in store.activations.feature_stats(d.dictionary_id)}
     for feat in (5, 17, 100):
         vals = v[f == feat].astype(np.float64)
         s = stats[feat]
@@ -43,7 +43,7 @@ def test_delphi_round_trip(store, delphi_cache, minilm):
     assert stats[200].n_firing == 0 and stats[201].n_firing == 0
     # token strings come from the tokenizer named in config.json
     strings = TokenStrings(load_tokenizer(minilm), "m")
-    ctx = store.read_contexts(d.corpus_id, np.array([7]), with_strings=True)
+    ctx = store.activations.read_contexts(d.corpus_id, np.array([7]), with_strings=True)
     assert ctx["token_ids"].tolist() == facts["tokens"][7].tolist()
     assert ctx["tokens"] == strings(facts["tokens"][7:8])[0]
 
@@ -57,7 +57,7 @@ def test_delphi_uint32_float32_and_several_hookpoints(store, delphi_cache):
     out = ingest_delphi(store, a.parent)
     assert [o["dictionary"] for o in out] == ["layers.2", "layers.4"]
     assert out[0]["corpus_created"] and not out[1]["corpus_created"]  # same tokens: one corpus
-    assert store.con.execute("SELECT count(*) FROM corpora").fetchone()[0] == 1
+    assert store.query("SELECT count(*) FROM corpora").fetchone()[0] == 1
     assert out[0]["nonzeros"] == fa["nonzeros"] and out[1]["nonzeros"] == fb["nonzeros"]
 
 
@@ -85,7 +85,7 @@ def test_delphi_big_shards_are_read_in_latent_ranges(store, delphi_cache, monkey
         assert np.array_equal(x, y)
     want = np.stack([facts["feature"], facts["seq"], facts["pos"]])
     assert np.array_equal(np.stack(_all_rows(store, b, 140_000)[:3]), want[:, np.lexsort(want[::-1])])
-    assert [s.n_firing for s in store.feature_stats(a)] == [s.n_firing for s in store.feature_stats(b)]
+    assert [s.n_firing for s in store.activations.feature_stats(a)] == [s.n_firing for s in store.activations.feature_stats(b)]
 
 
 def _corrupt(folder, kind):
@@ -179,10 +179,10 @@ def test_parquet_round_trip(store, tmp_path):
     assert out["nonzeros"] == 3  # the explicit zero is dropped
     d = store.dictionary("ext")
     assert (d.width, d.model, d.hook) == (8, "m", "h")
-    r = store.read_activations(d.dictionary_id, 0, 7)
+    r = store.activations.read_activations(d.dictionary_id, 0, 7)
     assert list(zip(r["feature"].tolist(), r["context_id"].tolist(), r["position"].tolist())) == \
         [(0, 0, 3), (3, 0, 0), (3, 1, 2)]
-    assert store.context_lengths(d.corpus_id).tolist() == [4, 3]  # contexts of different lengths
+    assert store.activations.context_lengths(d.corpus_id).tolist() == [4, 3]  # contexts of different lengths
 
 
 @pytest.mark.parametrize("acts,contexts,message", [

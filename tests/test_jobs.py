@@ -47,7 +47,7 @@ def test_job_files_are_checked_before_anything_runs(tmp_path, ingested_path):
     code, _, out = _run(ingested_path, _job(tmp_path, '[job]\ndictionary = "nope"'))
     assert code == EXIT["could_not_start"] and "nope" in out
     with open_store(ingested_path, read_only=True) as s:
-        assert s.job_runs() == []  # nothing started, nothing in the ledger
+        assert s.ledger.job_runs() == []  # nothing started, nothing in the ledger
 
 
 def test_a_job_is_incremental_budgeted_logged_and_in_the_ledger(tmp_path, ingested_path):
@@ -123,7 +123,7 @@ def test_dollar_budget_stops_an_llm_job(tmp_path, ingested_path, monkeypatch):
     assert 0.01 <= s["cost"][0]["cost_usd"] <= 0.01 + 2 * per_call  # stops at the limit, in-flight calls finish
     assert 0 < s["explained"] < 240
     with open_store(ingested_path, read_only=True) as st:
-        assert st.job_runs()[0]["dollars"] == pytest.approx(s["cost"][0]["cost_usd"])
+        assert st.ledger.job_runs()[0]["dollars"] == pytest.approx(s["cost"][0]["cost_usd"])
 
 
 def test_kill_9_a_job_three_times_then_finish(tmp_path, ingested_path):
@@ -151,11 +151,11 @@ def test_kill_9_a_job_three_times_then_finish(tmp_path, ingested_path):
         bodies = Counter(json.dumps(r["body"], sort_keys=True) for r in server.requests
                          if r["path"].endswith("/v1/messages") and r["body"].get("messages"))
     with open_store(ingested_path, read_only=True) as s:
-        rows = s.labels()
-        calls = s.con.execute("SELECT count(*), count(DISTINCT call_id), count(DISTINCT cache_key) FROM llm_calls "
+        rows = s.labels.find()
+        calls = s.query("SELECT count(*), count(DISTINCT call_id), count(DISTINCT cache_key) FROM llm_calls "
                               "WHERE NOT cached AND status = 'ok'").fetchone()
-        runs = s.job_runs()
-        labelled = s.label_summary(s.dictionary().dictionary_id)
+        runs = s.ledger.job_runs()
+        labelled = s.labels.label_summary(s.dictionary().dictionary_id)
     assert sum(labelled.values()) == 80 and labelled.get("failed", 0) == 0
     assert len(rows) == len({r["feature_id"] for r in rows})  # no feature twice
     assert calls[0] == calls[1] == calls[2] == len(bodies)  # one paid reply per prompt in the ledger
@@ -181,6 +181,6 @@ def test_sigterm_stops_a_job_cleanly_and_a_time_budget_of_zero_starts_nothing(tm
     assert child.returncode == EXIT["interrupted"], err[-2000:]
     res = json.loads(out)
     with open_store(ingested_path, read_only=True) as s:
-        run = s.job_runs()[0]
+        run = s.ledger.job_runs()[0]
         assert run["status"] == "interrupted" and run["features_done"] == res["summary"]["explained"] > 0
-        assert len(s.labels()) >= res["summary"]["explained"]  # what finished before the signal is committed
+        assert len(s.labels.find()) >= res["summary"]["explained"]  # what finished before the signal is committed

@@ -48,13 +48,13 @@ def test_reply_is_cached_priced_and_the_key_never_stored(kind, store, monkeypatc
         assert sent["body"]["model"] == "claude-haiku-x"
         if kind == "anthropic":
             assert "temperature" not in sent["body"] and sent["body"]["system"] == REQ.system
-        calls = store.con.execute("SELECT cached, status, attempts, input_tokens, cost_usd FROM llm_calls "
+        calls = store.query("SELECT cached, status, attempts, input_tokens, cost_usd FROM llm_calls "
                                   "ORDER BY created_at").fetchall()
         assert [c[0] for c in calls] == [False, True] and calls[0][1] == "ok" and calls[0][2] == 1
         assert calls[0][3] > 0 and calls[0][4] > 0 and calls[1][4] == 0  # priced once, the cache hit is free
-        assert store.cost_summary("run-1")[0]["calls"] == 1
+        assert store.ledger.cost_summary("run-1")[0]["calls"] == 1
     for table in ("llm_cache", "llm_calls"):
-        dump = str(store.con.execute(f"SELECT * FROM {table}").fetchall())
+        dump = str(store.query(f"SELECT * FROM {table}").fetchall())
         assert KEY not in dump
 
 
@@ -65,7 +65,7 @@ def test_transient_faults_are_retried_until_a_reply(kind, store, monkeypatch):
         client = _client(kind, server, store, monkeypatch)
         assert _run(client).texts == ("a reply",)
         assert server.count() == 6
-        assert store.con.execute("SELECT attempts, status FROM llm_calls").fetchall() == [(6, "ok")]
+        assert store.query("SELECT attempts, status FROM llm_calls").fetchall() == [(6, "ok")]
         assert client.limiter.throttles == 2  # 429 and 529 slow the client down
         assert client.limiter.slots.limit < client.limiter.slots.maximum
 
@@ -80,9 +80,9 @@ def test_client_errors_are_never_retried(kind, status, store, monkeypatch):
             _run(client)
         assert err.value.status == int(status) and not err.value.retryable
         assert server.count() == 1
-        row = store.con.execute("SELECT status, attempts, error FROM llm_calls").fetchone()
+        row = store.query("SELECT status, attempts, error FROM llm_calls").fetchone()
         assert row[0] == "error" and row[1] == 1 and status in row[2] and KEY not in row[2]
-        assert store.cache_get(REQ.key(client.provider.name)) is None  # a failure is never cached
+        assert store.ledger.cache_get(REQ.key(client.provider.name)) is None  # a failure is never cached
 
 
 def test_a_spent_budget_is_a_typed_failure_and_timeouts_count(store, monkeypatch):
@@ -198,7 +198,7 @@ def test_no_cache_asks_again_and_records_both_calls(store, monkeypatch):
         _run(_client("openai", server, store, monkeypatch))
         _run(_client("openai", server, store, monkeypatch, use_cache=False))
         assert server.count() == 2
-    assert store.con.execute("SELECT count(*) FROM llm_calls WHERE NOT cached").fetchone()[0] == 2
+    assert store.query("SELECT count(*) FROM llm_calls WHERE NOT cached").fetchone()[0] == 2
 
 
 def test_journal_recovery_takes_crashed_journals_and_leaves_live_ones(store):
@@ -212,16 +212,16 @@ def test_journal_recovery_takes_crashed_journals_and_leaves_live_ones(store):
     live = CallLog(store)
     live.record(call("a" * 64), {"texts": ["EXPLANATION: x"], "usage": {"input_tokens": 5}, "stop_reasons": []})
     other = CallLog(store)  # the live journal is locked by its owner: not taken
-    assert other.get("a" * 64) is None and store.cache_get("a" * 64) is None
+    assert other.get("a" * 64) is None and store.ledger.cache_get("a" * 64) is None
     live._fh.close()  # the owner dies without folding (kill -9 leaves the same file behind, unlocked)
     with live.path.open("a") as fh:
         fh.write('{"call": {"torn')  # and a half-written last line
     again = CallLog(store)
-    assert store.cache_get("a" * 64)["texts"] == ["EXPLANATION: x"] and again.get("a" * 64) is not None
-    assert store.con.execute("SELECT count(*) FROM llm_calls").fetchone()[0] == 1
+    assert store.ledger.cache_get("a" * 64)["texts"] == ["EXPLANATION: x"] and again.get("a" * 64) is not None
+    assert store.query("SELECT count(*) FROM llm_calls").fetchone()[0] == 1
     assert not live.path.exists()
     CallLog(store)  # recovering again adds nothing
-    assert store.con.execute("SELECT count(*) FROM llm_calls").fetchone()[0] == 1
+    assert store.query("SELECT count(*) FROM llm_calls").fetchone()[0] == 1
     other.close()
     again.close()
 
@@ -334,5 +334,5 @@ def test_a_server_that_is_down_fails_calls_at_once_and_is_probed_until_back(stor
         "connection failed", "not sent"]
     assert "the server is unreachable" in texts[2] and texts[6:] == ["fine", "fine"]
     # refused calls are not calls: the ledger holds the three that were sent and failed, and the two that succeeded
-    rows = store.con.execute("SELECT status, attempts FROM llm_calls").fetchall()
+    rows = store.query("SELECT status, attempts FROM llm_calls").fetchall()
     assert sorted(rows) == sorted([("error", a), ("error", 1), ("error", a), ("ok", 1), ("ok", 1)])

@@ -32,7 +32,7 @@ def pair(ingested_path):
     with Store(ingested_path) as s:
         d = s.dictionary()
         with s.writer() as w:
-            w.add_directions(d.dictionary_id, np.random.default_rng(3).standard_normal((d.width, 48)))
+            w.activations.add_directions(d.dictionary_id, np.random.default_rng(3).standard_normal((d.width, 48)))
         perm = add_retrained_copy(s, d, "retrained", seed=1)
     return ingested_path, perm
 
@@ -45,22 +45,22 @@ def test_a_permuted_noised_copy_recovers_its_partners_by_both_methods(pair):
     assert set(doc["methods"]) == {"coactivation", "decoder"} and doc["methods"]["decoder"]["search"] == "exhaustive"
     with Store(path, read_only=True) as s:
         a, b = s.dictionary("layers.3"), s.dictionary("retrained")
-        live = np.flatnonzero(s.firing_counts(b.dictionary_id) > 0)
+        live = np.flatnonzero(s.activations.firing_counts(b.dictionary_id) > 0)
         for method in ("coactivation", "decoder"):
-            m = s.matches(a.dictionary_id, b.dictionary_id, method)
+            m = s.matches.pairs(a.dictionary_id, b.dictionary_id, method)
             right = perm[m["from_feature"]] == m["to_feature"]
             on_live = np.isin(m["to_feature"], live)
             assert right[on_live].sum() >= 0.95 * len(live), (method, right[on_live].sum(), len(live))
             assert np.all(m["similarity"] <= 1.0 + 1e-5)
-        co = s.matches(a.dictionary_id, b.dictionary_id, "coactivation")
+        co = s.matches.pairs(a.dictionary_id, b.dictionary_id, "coactivation")
         assert set(co["to_feature"].tolist()) == set(live.tolist())  # a feature that never fires has no partner
         assert doc["live_to"] == len(live) and doc["methods"]["coactivation"]["pairs"] == len(live)
         assert doc["agreement"] >= 0.95
-        assert set(s.match_methods(a.dictionary_id, b.dictionary_id)) == {"coactivation", "decoder"}
+        assert set(s.matches.match_methods(a.dictionary_id, b.dictionary_id)) == {"coactivation", "decoder"}
     # matching again replaces, never duplicates
     assert cli("match", "--store", path, "--from", "layers.3", "--to", "retrained", "--json").exit_code == 0
     with Store(path, read_only=True) as s:
-        assert len(s.matches(1, 2, "coactivation")["to_feature"]) == len(live)
+        assert len(s.matches.pairs(1, 2, "coactivation")["to_feature"]) == len(live)
 
 
 def test_co_activation_is_found_in_small_ranges_and_decoder_among_its_candidates(pair):
@@ -70,16 +70,16 @@ def test_co_activation_is_found_in_small_ranges_and_decoder_among_its_candidates
     with Store(path) as s:
         a, b = s.dictionary("layers.3"), s.dictionary("retrained")
         whole = match_dictionaries(s, a, b, MatchConfig())
-        before = {m: s.matches(a.dictionary_id, b.dictionary_id, m) for m in ("coactivation", "decoder")}
+        before = {m: s.matches.pairs(a.dictionary_id, b.dictionary_id, m) for m in ("coactivation", "decoder")}
         small = match_dictionaries(s, a, b, MatchConfig(pairs_per_chunk=200, exhaustive_flops=0))
         assert small.methods["decoder"]["search"] == "coactivation candidates"
         for m in ("coactivation", "decoder"):
-            after = s.matches(a.dictionary_id, b.dictionary_id, m)
+            after = s.matches.pairs(a.dictionary_id, b.dictionary_id, m)
             live = after["to_feature"]
             agree = before[m]["from_feature"][np.isin(before[m]["to_feature"], live)] == after["from_feature"]
             assert agree.mean() >= 0.99, m
         assert small.methods["coactivation"]["pairs"] == whole.methods["coactivation"]["pairs"]
-        np.testing.assert_allclose(s.matches(a.dictionary_id, b.dictionary_id, "coactivation")["similarity"],
+        np.testing.assert_allclose(s.matches.pairs(a.dictionary_id, b.dictionary_id, "coactivation")["similarity"],
                                    before["coactivation"]["similarity"], atol=1e-5)
 
 
@@ -92,7 +92,7 @@ def test_bad_pairs_are_one_line_errors_and_write_nothing(pair, delphi_cache):
         ingest_delphi(s, other, dictionary="other")
         a = s.dictionary("layers.3")
         with s.writer() as w:  # directions of another width
-            w.add_directions(s.dictionary("other").dictionary_id, np.ones((s.dictionary("other").width, 8)))
+            w.activations.add_directions(s.dictionary("other").dictionary_id, np.ones((s.dictionary("other").width, 8)))
         digest = s.content_digest()
     base = ["match", "--store", path]
     _one_line_error(cli(*base, "--from", "layers.3", "--to", "layers.3"), 9, "match a dictionary with another")
@@ -104,13 +104,13 @@ def test_bad_pairs_are_one_line_errors_and_write_nothing(pair, delphi_cache):
         assert s.content_digest() == digest
     with Store(path) as s:
         with s.writer() as w:  # a third dictionary over the same corpus, with 8-wide directions
-            b = w.add_dictionary(name="narrow", corpus_id=a.corpus_id, model="m", hook="h", width=4, kind="external",
+            b = w.activations.add_dictionary(name="narrow", corpus_id=a.corpus_id, model="m", hook="h", width=4, kind="external",
                                  source="test")
             b.append([0, 1], [0, 1], [0, 0], [1.0, 2.0])
             b.finish()
-            w.add_directions(b.dictionary_id, np.ones((4, 8)))
+            w.activations.add_directions(b.dictionary_id, np.ones((4, 8)))
         with s.writer() as w:
-            b = w.add_dictionary(name="bare", corpus_id=a.corpus_id, model="m", hook="h", width=4, kind="external",
+            b = w.activations.add_dictionary(name="bare", corpus_id=a.corpus_id, model="m", hook="h", width=4, kind="external",
                                  source="test")
             b.append([0], [0], [0], [1.0])
             b.finish()
@@ -145,10 +145,10 @@ def test_carry_keeps_matched_labels_and_explains_only_the_rest(pair, monkeypatch
         calls = server.count("/v1/messages") - before
         with Store(path, read_only=True) as s:
             b = s.dictionary("retrained")
-            live = int((s.firing_counts(b.dictionary_id) > 0).sum())
-            assert "coactivation" in s.match_methods(1, b.dictionary_id)  # matched first, as it was not stored
-            rows = s.labels(b.dictionary_id)
-            old = {r["feature_id"]: r["explanation"] for r in s.labels(1)}
+            live = int((s.activations.firing_counts(b.dictionary_id) > 0).sum())
+            assert "coactivation" in s.matches.match_methods(1, b.dictionary_id)  # matched first, as it was not stored
+            rows = s.labels.find(b.dictionary_id)
+            old = {r["feature_id"]: r["explanation"] for r in s.labels.find(1)}
         assert out["carried"] >= 0.9 * live and out["carried"] + out["explained"] + out["skipped"] == b.width
         assert calls == out["explained"]  # an explainer call only for what was not carried
         carried = [r for r in rows if r["carried"]]
@@ -176,8 +176,8 @@ def test_a_carried_label_that_grades_too_low_is_explained_anew_and_kept_as_a_can
     assert out["carry_rejected"] >= 30
     with Store(path, read_only=True) as s:
         b = s.dictionary("retrained")
-        rows = s.labels(b.dictionary_id, candidates=True)
-        reasons = {o["feature_id"]: o["reason"] for o in s.label_outcomes(b.dictionary_id, "ok")}
+        rows = s.labels.find(b.dictionary_id, candidates=True)
+        reasons = {o["feature_id"]: o["reason"] for o in s.labels.label_outcomes(b.dictionary_id, "ok")}
     kept = [r for r in rows if r["carried"] and r["chosen"]]  # kept: only where no label can be graded
     assert len(kept) == out["carried"] and all(r["scores"]["embedding"]["status"] == "undefined" for r in kept)
     tried = [r for r in rows if r["carried"] and not r["chosen"]]
@@ -236,7 +236,7 @@ def test_diff_of_two_runs_counts_added_gone_relabelled_and_moved_grades(delphi_c
     scorers = ["--scorer", "embedding,simulation"]
     a = json.loads(cli("label", "--store", path, "--features", "0-29", *scorers, "--json").stdout)
     with Store(path, read_only=True) as s:
-        own = {x["feature_id"]: x["explanation"] for x in s.labels(1)}
+        own = {x["feature_id"]: x["explanation"] for x in s.labels.find(1)}
     texts = {f: own[f + 10] if f < 20 else own[f] if f < 30 else f"the word number {f}" for f in range(10, 40)}
     elsewhere = tmp_path / "elsewhere.jsonl"
     elsewhere.write_text("".join(json.dumps({"feature_id": f, "explanation": t}) + "\n" for f, t in texts.items()))
@@ -249,7 +249,7 @@ def test_diff_of_two_runs_counts_added_gone_relabelled_and_moved_grades(delphi_c
     doc = json.loads(r.stdout)
     assert _digest(path) == before  # a diff of runs reads only
     with Store(path, read_only=True) as s:  # the truth: each side's labels and grades as the store holds them
-        rows = s.labels(1)
+        rows = s.labels.find(1)
     la = {x["feature_id"]: x for x in rows if x["run_id"] == a["run_id"]}
     lb = {x["feature_id"]: x for x in rows if x["imported"]}
     c = doc["counts"]
@@ -298,9 +298,9 @@ def test_diff_of_a_dictionary_and_its_retrained_copy_and_its_page(pair, tmp_path
     doc = json.loads(r.stdout)
     with Store(path, read_only=True) as s:
         a, b = s.dictionary("layers.3"), s.dictionary("retrained")
-        m = s.matches(a.dictionary_id, b.dictionary_id, "coactivation", 0.8)
-        live = np.flatnonzero(s.firing_counts(b.dictionary_id) > 0)
-        live_a = np.flatnonzero(s.firing_counts(a.dictionary_id) > 0)
+        m = s.matches.pairs(a.dictionary_id, b.dictionary_id, "coactivation", 0.8)
+        live = np.flatnonzero(s.activations.firing_counts(b.dictionary_id) > 0)
+        live_a = np.flatnonzero(s.activations.firing_counts(a.dictionary_id) > 0)
     c = doc["counts"]
     assert c["added"] == len(set(live.tolist()) - set(m["to_feature"].tolist()))
     assert c["gone"] == len(set(live_a.tolist()) - set(m["from_feature"].tolist()))

@@ -75,11 +75,11 @@ def test_ray_labels_like_a_local_run(cluster, ingested_path, tmp_path):
     with open_store(ingested_path, read_only=True) as a, open_store(local, read_only=True) as b:
         # the same labels and grades as a run in one process (to bfloat16 noise: a shard embeds its labels
         # in batches of other labels, padded to other lengths)
-        ray_rows = {r["feature_id"]: (r["explanation"], r["scores"]["simulation"]["value"]) for r in a.labels()}
-        local_rows = {r["feature_id"]: (r["explanation"], r["scores"]["simulation"]["value"]) for r in b.labels()}
+        ray_rows = {r["feature_id"]: (r["explanation"], r["scores"]["simulation"]["value"]) for r in a.labels.find()}
+        local_rows = {r["feature_id"]: (r["explanation"], r["scores"]["simulation"]["value"]) for r in b.labels.find()}
         assert {f: t for f, (t, _) in ray_rows.items()} == {f: t for f, (t, _) in local_rows.items()}
         assert all(abs(ray_rows[f][1] - local_rows[f][1]) < 2e-3 for f in ray_rows)
-        assert a.job_runs()[0]["executor"] == "ray" and a.job_runs()[0]["status"] == "done"
+        assert a.ledger.job_runs()[0]["executor"] == "ray" and a.ledger.job_runs()[0]["status"] == "done"
     assert not list(Path(f"{ingested_path}.ray").rglob("*.*"))  # snapshot and shards merged and removed
     code, again, _ = _run(ingested_path, job, tmp_path, "--executor", "ray", "--address", cluster)
     assert code == 0 and again["summary"]["already_done"] == 40 and again["summary"]["explained"] == 0
@@ -100,9 +100,9 @@ def test_ray_workers_share_one_rate_limit_and_one_budget(cluster, ingested_path,
     # two workers, one limiter: together they stay under the server's limit (a 1-second burst aside)
     assert over <= 2 and sent - over == s["explained"]
     with open_store(ingested_path, read_only=True) as st:
-        paid = st.con.execute("SELECT count(*) FROM llm_calls WHERE run_id = ? AND NOT cached AND status = 'ok'",
+        paid = st.query("SELECT count(*) FROM llm_calls WHERE run_id = ? AND NOT cached AND status = 'ok'",
                               [res["run_id"]]).fetchone()[0]
-        assert paid == s["explained"] and st.job_runs()[0]["status"] == "budget"  # every worker's ledger rows merged
+        assert paid == s["explained"] and st.ledger.job_runs()[0]["status"] == "budget"  # every worker's ledger rows merged
 
 
 def test_kill_9_the_ray_driver_then_rerun(cluster, ingested_path, tmp_path):
@@ -134,8 +134,8 @@ def test_kill_9_the_ray_driver_then_rerun(cluster, ingested_path, tmp_path):
                          if r["path"].endswith("/v1/messages") and r["body"].get("messages"))  # no body
     assert merged["summary"]["explained"] + merged["summary"]["skipped"] + merged["summary"]["already_done"] == 60
     with open_store(ingested_path, read_only=True) as st:
-        paid = st.con.execute("SELECT count(*), count(DISTINCT cache_key) FROM llm_calls WHERE NOT cached "
+        paid = st.query("SELECT count(*), count(DISTINCT cache_key) FROM llm_calls WHERE NOT cached "
                               "AND status = 'ok'").fetchone()
-        assert st.job_runs()[1]["status"] == "crashed"
+        assert st.ledger.job_runs()[1]["status"] == "crashed"
     assert paid[0] == paid[1] == len(bodies)  # one paid reply per prompt
     assert sum(n - 1 for n in bodies.values()) <= 2 * 2  # resent: at most what was in flight (2 workers x 2)

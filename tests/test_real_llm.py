@@ -28,9 +28,9 @@ def test_a_real_model_labels_or_fails_every_feature_with_a_reason(llama_server, 
     out = json.loads(r.stdout)
     assert out["explained"] + out["failed"] == 3
     with open_store(ingested_path, read_only=True) as s:
-        status = s.con.execute("SELECT feature, status, reason FROM label_status ORDER BY feature").fetchall()
-        rows = s.labels()
-        calls = s.con.execute("SELECT status, error, output_tokens FROM llm_calls").fetchall()
+        status = s.query("SELECT feature, status, reason FROM label_status ORDER BY feature").fetchall()
+        rows = s.labels.find()
+        calls = s.query("SELECT status, error, output_tokens FROM llm_calls").fetchall()
     assert [f for f, _, _ in status] == [0, 1, 2]
     for f, st, reason in status:
         assert st == "ok" or (st == "failed" and reason.startswith("explainer: ") and len(reason) > 12), (f, reason)

@@ -69,12 +69,12 @@ def test_deterministic_and_independent_of_batching(sampled):
     out = s.sample_all(workers=3)
     assert out["features"] == d.width and out["dead"] == 2
     assert s.load(17).explain == a.explain and s.load(17).score == a.score
-    assert store.sample_summary(d.dictionary_id)["dead"] == 2
-    stored = store.con.execute("SELECT * EXCLUDE (created_at) FROM sample_status ORDER BY feature").fetchall()
-    windows = store.con.execute("SELECT * FROM samples ORDER BY ALL").fetchall()
+    assert store.samples.sample_summary(d.dictionary_id)["dead"] == 2
+    stored = store.query("SELECT * EXCLUDE (created_at) FROM sample_status ORDER BY feature").fetchall()
+    windows = store.query("SELECT * FROM samples ORDER BY ALL").fetchall()
     Sampler(store, d, seed=7).sample_all(workers=1)  # one chunk, this thread only
-    assert store.con.execute("SELECT * EXCLUDE (created_at) FROM sample_status ORDER BY feature").fetchall() == stored
-    assert store.con.execute("SELECT * FROM samples ORDER BY ALL").fetchall() == windows
+    assert store.query("SELECT * EXCLUDE (created_at) FROM sample_status ORDER BY feature").fetchall() == stored
+    assert store.query("SELECT * FROM samples ORDER BY ALL").fetchall() == windows
 
 
 def test_batched_samples_equal_one_at_a_time(sampled):

@@ -41,7 +41,7 @@ def twin(tmp_path, delphi_cache):
 
 def _labels(path):
     with open_store(path, read_only=True) as s:
-        return {r["feature_id"]: r for r in s.labels(s.dictionary().dictionary_id)}
+        return {r["feature_id"]: r for r in s.labels.find(s.dictionary().dictionary_id)}
 
 
 def _delphi_results(folder, texts: dict[int, str], hook="layers.3"):
@@ -72,8 +72,8 @@ def test_label_import_round_trips_each_format_and_gets_graded(labelled, twin, tm
         assert r.exit_code == 0, r.output
         assert json.loads(r.output)["labels"] == 24
         with open_store(twin, read_only=True) as s:
-            rows = [x for x in s.labels(s.dictionary().dictionary_id) if x["explainer"] == explainer]
-            assert not s.unindexed_labels(LABELS)  # embedded for search as they were written
+            rows = [x for x in s.labels.find(s.dictionary().dictionary_id) if x["explainer"] == explainer]
+            assert not s.vectors.unindexed_labels(LABELS)  # embedded for search as they were written
         assert {x["feature_id"]: x["explanation"] for x in rows} == {f: x["explanation"] for f, x in ours.items()}
         assert all(x["imported"].startswith(f"{fmt}: ") for x in rows)
         if fmt == "jsonl":  # grades come back as they were: value, interval, evidence counts
@@ -92,7 +92,7 @@ def test_label_import_round_trips_each_format_and_gets_graded(labelled, twin, tm
     done = json.loads(r.output)
     assert done["explained"] == 0 and done["graded"] == 24  # the newest import of each feature (delphi's)
     with open_store(twin, read_only=True) as s:
-        rows = [x for x in s.labels(s.dictionary().dictionary_id) if x["explainer"] == "delphi"]
+        rows = [x for x in s.labels.find(s.dictionary().dictionary_id) if x["explainer"] == "delphi"]
     assert all(x["scores"]["embedding"]["status"] in ("ok", "undefined") for x in rows)
     again = json.loads(cli("label", "--store", twin, "--explainer", "imported", "--scorer", "embedding",
                            "--json").output)
@@ -181,15 +181,16 @@ def test_context_encoding_is_paid_once_per_store(labelled):
 
     with open_store(labelled, read_only=True) as s:
         d = s.dictionary()
-        assert len(s.encoded_contexts(d.corpus_id, ENCODING)) == s.corpus(d.corpus_id).n_contexts  # labelling kept them
+        assert len(s.vectors.encoded_contexts(d.corpus_id, ENCODING)) == s.corpus(d.corpus_id).n_contexts  # labelling kept them
     with Store(labelled) as s:  # as if a run had stopped half way
-        s.con.execute("DELETE FROM context_vectors WHERE context_id >= 100")
+        with s.transaction() as w:
+            w.raw.con.execute("DELETE FROM context_vectors WHERE context_id >= 100")
     kept = 100
     r = cli("encode", "--store", labelled, "--json")
     assert r.exit_code == 0, r.output
     with open_store(labelled, read_only=True) as s:
         n = s.corpus(d.corpus_id).n_contexts
-        assert json.loads(r.output)["encoded"] == n - kept and len(s.encoded_contexts(d.corpus_id, ENCODING)) == n
+        assert json.loads(r.output)["encoded"] == n - kept and len(s.vectors.encoded_contexts(d.corpus_id, ENCODING)) == n
         emb, = make_scorers(["embedding"], s, d)
         for smp in Sampler(s, d).sample_many(range(30, 40)):
             if smp.status == "ok":
@@ -207,7 +208,7 @@ def _expl(smp):
 
 def test_search_cli_finds_a_detector_by_its_label(labelled, tmp_path):
     with open_store(labelled, read_only=True) as s:
-        texts = {r["feature_id"]: r["explanation"] for r in s.labels(s.dictionary().dictionary_id)}
+        texts = {r["feature_id"]: r["explanation"] for r in s.labels.find(s.dictionary().dictionary_id)}
     r = cli("search", texts[2], "--store", labelled, "--limit", "3", "--json")
     assert r.exit_code == 0, r.output
     hits = json.loads(r.output)["rows"]
@@ -222,6 +223,7 @@ def test_search_cli_finds_a_detector_by_its_label(labelled, tmp_path):
     old = tmp_path / "old.duckdb"
     shutil.copyfile(labelled, old)
     with Store(old) as s:
-        s.con.execute("DELETE FROM label_vectors")
+        with s.transaction() as w:
+            w.raw.con.execute("DELETE FROM label_vectors")
     r = cli("search", texts[2], "--store", old, "--limit", "1", "--json")
     assert r.exit_code == 0 and json.loads(r.output)["rows"][0]["feature"] == 2

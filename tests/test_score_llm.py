@@ -58,7 +58,7 @@ def test_llm_simulation_scores_labels_through_the_pipeline(kind, ingested_path, 
         from autointerp.store import open_store
 
         with open_store(path, read_only=True) as s:
-            rows = s.labels()
+            rows = s.labels.find()
         own = rows[0]
         # the held-out windows go in calls of 20 (ScoringOptions.windows_per_call): one call a group, each sent once
         groups = sum(-(-len(r["scores"]["simulation"]["details"]["per_window_correlation"]) // 20) for r in rows)
@@ -87,7 +87,7 @@ def test_a_misaligned_reply_is_a_typed_failure_never_zeros(ingested_path, monkey
     from autointerp.store import open_store
 
     with open_store(path, read_only=True) as s:
-        sc = s.labels()[0]["scores"]["simulation"]
+        sc = s.labels.find()[0]["scores"]["simulation"]
     assert sc["value"] is None and "values for" in sc["reason"] and sc["reason"].startswith("reply:")
 
 
@@ -115,7 +115,7 @@ def _label_and_score_wrong(path, server, scorer):
     r = CliRunner().invoke(app, ["label", "--features", "0-3", "--rpm", "60000", "--json", *base])
     assert r.exit_code == 0, r.output
     with open_store(path, read_only=True) as s:
-        rows = s.labels()
+        rows = s.labels.find()
     wrong = CliRunner().invoke(app, ["score", "--feature", "0", "--explanation", 'the token "zebra"', "--json", *base])
     return json.loads(r.stdout), rows, json.loads(wrong.stdout)
 
@@ -221,7 +221,7 @@ def test_logprob_simulation_scores_the_expected_value(ingested_path, monkeypatch
         sent = [x["body"] for x in server.requests]
         assert sent and all(b["logprobs"] is True and b["top_logprobs"] == 10 for b in sent)
         with open_store(ingested_path, read_only=True) as s:
-            rows = s.labels()
+            rows = s.labels.find()
         sim = rows[0]["scores"]["simulation"]
         assert sim["details"]["from_logprobs"] == 1.0 and sim["value"] > 0.5
         assert {x for p in sim["details"]["predicted"] for x in p} == {0.0, 3.2}  # 0.4 * 8
@@ -259,7 +259,7 @@ def test_all_at_once_simulation_reads_the_prompts_logprobs(tokenizer, ingested_p
         assert sent and all(x["body"]["echo"] is True and x["body"]["logprobs"] == 20 and x["body"]["max_tokens"] == 1
                             for x in sent)
         with open_store(ingested_path, read_only=True) as s:
-            sim = s.labels()[0]["scores"]["simulation"]
+            sim = s.labels.find()[0]["scores"]["simulation"]
         d = sim["details"]
         assert d["simulator"] == "prompt" and sim["value"] > 0.5
         assert d["unread_unspelled"] == d["unread_joined"] == d["unread_no_digit"] == 0
@@ -301,7 +301,7 @@ def test_all_at_once_simulation_that_cannot_read_the_prompt_is_a_typed_failure(s
     out = json.loads(r.stdout)
     assert r.exit_code == 22 and out["scores"] == {"simulation": {"failed": 1}}
     with open_store(ingested_path, read_only=True) as s:
-        sc = s.labels()[0]["scores"]["simulation"]
+        sc = s.labels.find()[0]["scores"]["simulation"]
     assert sc["value"] is None and re.search(reason, sc["reason"]), sc["reason"]
 
 

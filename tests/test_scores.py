@@ -72,7 +72,7 @@ def test_every_grade_has_its_interval_evidence_and_rank_by_lower_bound(ingested_
     # features 0-3 detect a token; the rest fire densely, with no non-firing window to make a question of
     assert out["scores"]["intruder"] == {"ok": 3, "undefined": 5}
     with open_store(ingested_path, read_only=True) as s:
-        rows = s.labels()
+        rows = s.labels.find()
     for r in rows:
         for name, g in r["scores"].items():
             if g["status"] != "ok":
@@ -146,11 +146,11 @@ def test_sparse_simulation_agrees_with_dense_at_a_fraction_of_the_output(ingeste
     with Loopback(reply=scripted) as server:
         _label(ingested_path, *base, "--base-url", server.url)
         with open_store(ingested_path, read_only=True) as s:
-            dense = {r["feature_id"]: r["scores"]["simulation"] for r in s.labels()}
+            dense = {r["feature_id"]: r["scores"]["simulation"] for r in s.labels.find()}
         out = _label(ingested_path, *base, "--base-url", server.url, "--simulator", "simulate_sparse")
         assert out["graded"] == 8 and out["explained"] == 0  # a new simulator is a new scorer version: regraded
         with open_store(ingested_path, read_only=True) as s:
-            sparse = {r["feature_id"]: r["scores"]["simulation"] for r in s.labels()}
+            sparse = {r["feature_id"]: r["scores"]["simulation"] for r in s.labels.find()}
         dense_out, sparse_out = _reply_chars(server, "simulating one feature") - _reply_chars(server, "List only"), \
             _reply_chars(server, "List only")
     assert all(sparse[f]["details"]["simulator"] == "sparse" for f in sparse)
@@ -169,7 +169,7 @@ def test_llm_intruder_grades_the_feature_without_its_label(ingested_path, monkey
     assert out["scores"] == {"intruder": {"ok": 3}}
     assert all("<question id=" in a and "Feature description" not in a for a in asked)
     with open_store(ingested_path, read_only=True) as s:
-        grades = [r["scores"]["intruder"] for r in s.labels()]
+        grades = [r["scores"]["intruder"] for r in s.labels.find()]
         # the label is never shown: another label of the same feature is graded from the cache, free
         from autointerp.pipeline import LabelRun, score_text
         from autointerp.llm import LLMOptions
@@ -200,7 +200,7 @@ def test_unusable_intruder_replies_are_typed_failures(ingested_path, monkeypatch
                                      server.url, "--json"])
     assert r.exit_code == 22
     with open_store(ingested_path, read_only=True) as s:
-        g = s.labels()[0]["scores"]["intruder"]
+        g = s.labels.find()[0]["scores"]["intruder"]
     assert g["status"] == "failed" and g["value"] is None and "intruder 6 is not one of its windows 1..5" in g["reason"]
 
 
@@ -211,7 +211,7 @@ def test_adaptive_budget_stops_once_the_interval_is_narrow(ingested_path, monkey
     out = _label(ingested_path, "--scorer", "embedding,simulation", "--adaptive", "0.15")
     assert out["graded"] == 8 and out["explained"] == 0
     with open_store(ingested_path, read_only=True) as s:
-        rows = s.labels()
+        rows = s.labels.find()
         versions = {g["version"] for r in rows for g in r["scores"].values()}
         grades = [g for r in rows for g in r["scores"].values() if "adaptive" in g["details"]]
     assert any("adaptive=0.15" in v for v in versions)
@@ -246,7 +246,7 @@ def test_bad_scoring_options_are_one_line_errors(ingested_path, args, code, mess
     assert r.exit_code == code, r.output
     assert message in r.output and "Traceback" not in r.output
     with open_store(ingested_path, read_only=True) as s:
-        assert s.labels() == []
+        assert s.labels.find() == []
 
 
 def test_job_files_take_a_scoring_section(tmp_path):

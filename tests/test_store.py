@@ -1,16 +1,17 @@
+import os
 import duckdb
 import numpy as np
 import pytest
 
-from autointerp.errors import IngestError, StoreError
+from autointerp.errors import IngestError, StoreCorrupt, StoreError
 from autointerp.store import LATEST_VERSION, Store
 
 
 def _tiny(w, name="d", values=(1.0, 2.0, 0.5)):
-    cid, created = w.add_corpus(name="c", tokenizer="t", ctx_len=4, fingerprint="fp", source="s")
+    cid, created = w.activations.add_corpus(name="c", tokenizer="t", ctx_len=4, fingerprint="fp", source="s")
     if created:
-        w.add_contexts(cid, [np.array([1, 2, 3, 4]), np.array([5, 6, 7, 8])], [list("abcd"), list("efgh")])
-    b = w.add_dictionary(name=name, corpus_id=cid, model="m", hook="h", width=3, kind="external", source="s",
+        w.activations.add_contexts(cid, [np.array([1, 2, 3, 4]), np.array([5, 6, 7, 8])], [list("abcd"), list("efgh")])
+    b = w.activations.add_dictionary(name=name, corpus_id=cid, model="m", hook="h", width=3, kind="external", source="s",
                          sorted_input=False)
     b.append([2, 0, 0], [1, 0, 1], [3, 1, 0], list(values))
     b.finish()
@@ -18,7 +19,7 @@ def _tiny(w, name="d", values=(1.0, 2.0, 0.5)):
 
 def test_migrations_are_recorded(store):
     assert store.schema_version() == LATEST_VERSION
-    rows = store.con.execute("SELECT version, name FROM schema_migrations ORDER BY version").fetchall()
+    rows = store.query("SELECT version, name FROM schema_migrations ORDER BY version").fetchall()
     assert [r[0] for r in rows] == list(range(1, LATEST_VERSION + 1))
 
 
@@ -37,7 +38,7 @@ def test_newer_schema_is_refused_and_left_alone(tmp_path):
 def test_not_a_store_is_a_clear_error(tmp_path):
     p = tmp_path / "junk.duckdb"
     p.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(StoreError, match="cannot open store"):
+    with pytest.raises(StoreCorrupt, match="damaged or not a DuckDB store"):
         Store(p)
     with pytest.raises(StoreError, match="no store at"):
         Store(tmp_path / "missing.duckdb", read_only=True)
@@ -47,17 +48,17 @@ def test_round_trip_and_stats(store):
     with store.writer() as w:
         _tiny(w)
     d = store.dictionary()
-    r = store.read_activations(d.dictionary_id, 0, 2)
+    r = store.activations.read_activations(d.dictionary_id, 0, 2)
     # clustered by (feature, context, position)
     assert r["feature"].tolist() == [0, 0, 2]
     assert r["context_id"].tolist() == [0, 1, 1]
-    st = {s.feature: s for s in store.feature_stats(d.dictionary_id)}
+    st = {s.feature: s for s in store.activations.feature_stats(d.dictionary_id)}
     assert st[0].n_firing == 2 and st[0].max_value == 2.0 and st[0].mean_value == pytest.approx(1.25)
     assert st[0].density == pytest.approx(2 / 8)
     assert st[0].quantile_edges[4] == pytest.approx(np.quantile([2.0, 0.5], 0.5))
     assert (st[0].max_context, st[0].max_position) == (0, 1)
     assert st[1].n_firing == 0 and st[1].max_value is None  # dead features are listed too
-    ctx = store.read_contexts(1, np.array([1]), with_strings=True)
+    ctx = store.activations.read_contexts(1, np.array([1]), with_strings=True)
     assert ctx["tokens"] == list("efgh") and ctx["token_ids"].tolist() == [5, 6, 7, 8]
 
 
@@ -85,7 +86,7 @@ def test_second_writer_process_gets_clear_error(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     s.close()
     assert out.returncode != 0
-    assert "in use by another process" in out.stderr
+    assert f"is being written by pid {os.getpid()}" in out.stderr and "one writer at a time" in out.stderr
 
 
 def test_failed_background_insert_rolls_back(store):
@@ -99,8 +100,8 @@ def test_failed_background_insert_rolls_back(store):
     with pytest.raises(StoreError, match="writing to .* failed"):
         with store.writer() as w:
             _tiny(w, name="e")
-            store._insert_background("activations", bad)
-            w.con.execute("SELECT 1")  # the next statement waits for the insert, and raises its error
+            w.raw.insert_background("activations", bad)
+            w.raw.con.execute("SELECT 1")  # the next statement waits for the insert, and raises its error
     assert store.content_digest() == before
 
 
@@ -121,7 +122,7 @@ def test_migration_4_makes_the_first_of_old_candidates_the_label(tmp_path):
                     [eid, feature, prompt])
     con.close()
     with Store(p) as s:
-        chosen = s.con.execute("SELECT explanation_id FROM explanations WHERE chosen ORDER BY 1").fetchall()
+        chosen = s.query("SELECT explanation_id FROM explanations WHERE chosen ORDER BY 1").fetchall()
         assert s.schema_version() == LATEST_VERSION and [r[0] for r in chosen] == [1, 4, 5]
 
 
@@ -138,6 +139,7 @@ def test_a_read_only_command_migrates_a_store_from_an_earlier_autointerp_first(t
     con = duckdb.connect(str(path))
     con.execute("DELETE FROM schema_migrations WHERE version >= 11")
     con.execute("DROP TABLE captures")  # migration 12
+    con.execute("DROP TABLE label_changes")  # migration 13
     con.execute("ALTER TABLE explanations DROP COLUMN run_id")
     con.execute("ALTER TABLE scores DROP COLUMN run_id")
     con.close()

@@ -65,7 +65,7 @@ def traced(tmp_path_factory, request):
                                              vocab=(2000, 2100)))
     with Store(path) as s:
         ingest_delphi(s, cache, dictionary="ingested")
-        label = s.labels(s.dictionary("tok").dictionary_id, [0])[0]["explanation"]
+        label = s.labels.find(s.dictionary("tok").dictionary_id, [0])[0]["explanation"]
     assert WORD in label  # the offline explainer named the detector's token
     return path, label
 

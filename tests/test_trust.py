@@ -52,7 +52,7 @@ def test_adding_a_scorer_grades_the_labels_without_explaining_again(ingested_pat
         bodies = [r["body"] for r in server.requests[explains:]]
         assert bodies and all(b["model"] == "judge-x" for b in bodies)
     with open_store(ingested_path, read_only=True) as s:
-        rows = s.labels(s.dictionary().dictionary_id)
+        rows = s.labels.find(s.dictionary().dictionary_id)
     assert len(rows) == 6 and all(set(r["scores"]) == {"embedding", "simulation", "detection"} for r in rows)
 
 
@@ -86,7 +86,7 @@ def test_a_new_scorer_version_regrades_and_a_failed_grade_is_retried(store, delp
     v2 = _Versioned("v2.0")
     out = label(store, d, LabelRun(features=range(4), scorers=(v2,)))
     assert v2.calls == 4 and (out.explained, out.graded) == (0, 4)
-    row = store.labels(d.dictionary_id, [0])[0]
+    row = store.labels.find(d.dictionary_id, [0])[0]
     assert row["scores"]["plugin"]["version"] == "v2.0" and row["scores"]["plugin"]["value"] == 4.0
 
     class Broken(_Versioned):
@@ -98,7 +98,7 @@ def test_a_new_scorer_version_regrades_and_a_failed_grade_is_retried(store, delp
     fixed = _Versioned("b1")
     out = label(store, d, LabelRun(features=range(4), scorers=(fixed,)))  # the failed grades are retried, replaced
     assert fixed.calls == 4 and out.failed_grades == 0
-    n = store.con.execute("SELECT count(*) FROM scores WHERE scorer_version = 'b1'").fetchone()[0]
+    n = store.query("SELECT count(*) FROM scores WHERE scorer_version = 'b1'").fetchone()[0]
     assert n == 4
 
 
@@ -127,7 +127,7 @@ def test_label_reads_the_samples_sample_all_stored_under_its_config(ingested_pat
                          "--json").stdout)
     assert out["samples_stored"] == 10 and out["samples_drawn"] == 0
     with open_store(ingested_path, read_only=True) as s:
-        row = s.labels(s.dictionary().dictionary_id, [0])[0]
+        row = s.labels.find(s.dictionary().dictionary_id, [0])[0]
         assert row["sampler"]["n_score_activating"] == 30 and row["seed"] == 3
         d = s.dictionary()
         from autointerp.records import SamplerConfig
@@ -162,11 +162,11 @@ def test_best_of_k_on_anthropic_is_k_requests_and_a_retry_resends_only_the_faile
         out = json.loads(r.stdout)
         assert out["explained"] == 1
     with open_store(ingested_path, read_only=True) as s:
-        calls = s.con.execute("SELECT count(*) FILTER (NOT cached AND status = 'ok'), count(*) FILTER (cached), "
+        calls = s.query("SELECT count(*) FILTER (NOT cached AND status = 'ok'), count(*) FILTER (cached), "
                               "count(*) FILTER (status = 'error'), sum(cost_usd) FILTER (NOT cached) > 0, "
                               "count(DISTINCT cache_key) FROM llm_calls").fetchone()
         assert calls == (3, 2, 1, True, 3)  # 3 paid replies, each priced; the rerun's 2 cache hits free
-        assert len(s.labels(s.dictionary().dictionary_id, candidates=True)) == 3
+        assert len(s.labels.find(s.dictionary().dictionary_id, candidates=True)) == 3
 
 
 def test_an_unpriced_model_cannot_hold_a_dollar_budget_and_is_shown_unpriced(tmp_path, ingested_path, monkeypatch):
@@ -233,7 +233,7 @@ def test_an_interrupted_label_is_exit_23_and_keeps_what_finished(ingested_path, 
     said = [x for x in err.splitlines() if x.startswith("interrupted: ")]
     assert len(said) == 1 and "run again to go on" in said[0] and "Traceback" not in err, err[-2000:]
     with open_store(ingested_path, read_only=True) as s:
-        assert 0 < len(s.labels()) < 60
+        assert 0 < len(s.labels.find()) < 60
 
 
 def _default_sigint():

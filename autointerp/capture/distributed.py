@@ -143,7 +143,7 @@ def capture_on_ray(store: Store, config: CaptureConfig, options: RayOptions = Ra
     try:  # 2. pack the corpus once
         work.mkdir(parents=True)
         tokens, n = _packed(x, c, work)
-        found = store.corpus_by_fingerprint(x.corpus_fp)
+        found = store.activations.corpus_by_fingerprint(x.corpus_fp)
         if found is not None and any(s.creates_corpus and s.corpus_id == found.corpus_id for s in stale):
             found = None  # half packed by a capture this one replaces: dropped with it
         if found is not None and found.n_contexts != n:
@@ -166,18 +166,18 @@ def capture_on_ray(store: Store, config: CaptureConfig, options: RayOptions = Ra
         strings = TokenStrings(x.tokenizer, str(x.model_path))
         with store.writer() as w:  # 4. everything in one transaction
             for s in stale:
-                w.drop_capture(s)
+                w.captures.drop_capture(s)
             capture_id, cid, created = record_capture(w, c, x, {"executor": "ray", "workers": len(parts)})
             if created:
                 packed = open_corpus(tokens)
                 for lo in range(0, n, PACK_CONTEXTS):
                     ids = packed.rows(lo, min(lo + PACK_CONTEXTS, n))
-                    w.add_contexts(cid, list(ids), strings(ids))
+                    w.activations.add_contexts(cid, list(ids), strings(ids))
             nonzeros = sum(_ingest_shards(w, capture_id, i, work / "shards", done) for i in range(len(x.members)))
-            w.capture_progress(capture_id, n, nonzeros)
-            state = next(s for s in store.captures() if s.capture_id == capture_id)
+            w.captures.capture_progress(capture_id, n, nonzeros)
+            state = next(s for s in store.captures.all() if s.capture_id == capture_id)
             dicts = finish_members(w, c, state, x.members, x.net, strings, progress)
-            w.end_capture(state)
+            w.captures.end_capture(state)
     except KeyboardInterrupt:
         return CaptureResult("interrupted", 0, False, 0, x.ctx_len, 0, 0, time.perf_counter() - t0,
                              tuple({"name": m.name} for m in x.members), **base)
@@ -269,7 +269,7 @@ def _ingest_shards(w, capture_id: int, member: int, shards: Path, parts: list[di
     for part in parts:
         with pq.ParquetFile(shards / str(member) / f"part-{part['first']}.parquet") as pf:
             for b in pf.iter_batches(batch_size=READ_ROWS, columns=list(SHARD_SCHEMA.names)):
-                w.add_capture_rows(capture_id, member, *(b.column(k).to_numpy() for k in SHARD_SCHEMA.names))
+                w.captures.add_capture_rows(capture_id, member, *(b.column(k).to_numpy() for k in SHARD_SCHEMA.names))
                 n += b.num_rows
     want = sum(p["nonzeros"][member] for p in parts)
     if n != want:

@@ -191,7 +191,7 @@ def capture(store: Store, config: CaptureConfig, progress: bool = False) -> Capt
             raise
         writer.finish(interrupted=interrupted)
     loop = time.perf_counter() - t_start
-    state = next(s for s in store.captures() if s.capture_id == state.capture_id)
+    state = next(s for s in store.captures.all() if s.capture_id == state.capture_id)
     if interrupted:
         return CaptureResult("interrupted", state.corpus_id, state.creates_corpus, state.contexts_done, ctx_len,
                              state.nonzeros, resumed, time.perf_counter() - t0,
@@ -220,7 +220,7 @@ def prepare_capture(store: Store, c: CaptureConfig, members: list[Member],
     Refuses a name that is taken or an unfinished capture of other inputs (unless `replace`); writes nothing
     (what `replace` drops goes in the transaction that begins the new capture: `stale_captures`)."""
     names = [m.name for m in members]
-    mine = store.captures_of(names)
+    mine = store.captures.captures_of(names)
     same = [s for s in mine if s.fingerprint == fp and set(s.names) == set(names)]
     existing = {d.name: d for d in store.dictionaries()}
     if same and same[-1].status == "running":
@@ -245,7 +245,7 @@ def prepare_capture(store: Store, c: CaptureConfig, members: list[Member],
 
 def stale_captures(store: Store, names) -> list[CaptureState]:
     """The unfinished captures of any of these names (a new capture of them with --replace drops them)."""
-    return [s for s in store.captures_of(names) if s.status == "running"]
+    return [s for s in store.captures.captures_of(names) if s.status == "running"]
 
 
 def _begin(store: Store, c: CaptureConfig, x: Inputs) -> CaptureState:
@@ -255,16 +255,16 @@ def _begin(store: Store, c: CaptureConfig, x: Inputs) -> CaptureState:
     check_corpus_free(store, x.corpus_fp, ignoring={s.capture_id for s in stale})
     with store.writer() as w:
         for s in stale:
-            w.drop_capture(s)
+            w.captures.drop_capture(s)
         record_capture(w, c, x)
-    return next(s for s in store.captures() if s.fingerprint == x.fp and s.status == "running")
+    return next(s for s in store.captures.all() if s.fingerprint == x.fp and s.status == "running")
 
 
 def check_corpus_free(store: Store, corpus_fp: str, ignoring: set[int] = frozenset()) -> None:
     """Refuse a corpus the store holds but an unfinished capture (other than those `ignoring`) is still packing."""
-    found = store.corpus_by_fingerprint(corpus_fp)
+    found = store.activations.corpus_by_fingerprint(corpus_fp)
     if found is not None:
-        busy = store.corpus_in_progress(found.corpus_id)
+        busy = store.captures.corpus_in_progress(found.corpus_id)
         if busy is not None and busy.capture_id not in ignoring:
             raise CaptureError(f"corpus {found.name!r} is still being packed by an unfinished capture of "
                                f"{', '.join(busy.names)}: run that command again to finish it first")
@@ -274,12 +274,12 @@ def record_capture(w, c: CaptureConfig, x: Inputs, extra: dict | None = None) ->
     """Inside `w`'s transaction: the corpus (reused when the store holds one of the same fingerprint) and a
     capture row; (capture id, corpus id, whether the corpus was created)."""
     source = str(Path(x.corpus.path).resolve())
-    cid, created = w.add_corpus(name=Path(x.corpus.path).stem, tokenizer=str(x.model_path), ctx_len=x.ctx_len,
+    cid, created = w.activations.add_corpus(name=Path(x.corpus.path).stem, tokenizer=str(x.model_path), ctx_len=x.ctx_len,
                                 fingerprint=x.corpus_fp, source=source)
     cfg = {"threshold": c.threshold, "ctx_len": x.ctx_len, "max_tokens": c.max_tokens, "corpus": source,
            "text_column": c.text_column, "model": str(x.model_path), "dtype": str(x.dtype),
            "sae_dtype": str(x.sae_dtype), "replace": c.replace, **(extra or {})}
-    capture_id = w.begin_capture(fingerprint=x.fp, corpus_id=cid, creates_corpus=created,
+    capture_id = w.captures.begin_capture(fingerprint=x.fp, corpus_id=cid, creates_corpus=created,
                                  batch_contexts=c.batch_contexts(x.ctx_len), members=[m.describe() for m in x.members],
                                  config=cfg)
     return capture_id, cid, created
@@ -302,7 +302,7 @@ def _finish(store: Store, c: CaptureConfig, state: CaptureState, members: list[M
     try:
         with store.writer() as w:
             out = finish_members(w, c, state, members, net, strings, progress)
-            w.end_capture(state)
+            w.captures.end_capture(state)
     except duckdb.Error as e:
         raise StoreError(f"finishing the capture in {store.path} failed: {str(e).strip().splitlines()[0]}") from None
     return out
@@ -313,10 +313,10 @@ def finish_members(w, c: CaptureConfig, state: CaptureState, members: list[Membe
     """Inside `w`'s transaction: each member's staged rows become its dictionary (sorted by feature, with
     statistics), with its decoder neighbours and output directions; what each dictionary got."""
     out = []
-    corpus = w.store.corpus(state.corpus_id)
+    corpus = w.activations.corpus(state.corpus_id)
     for i, m in enumerate(members):
         cfg = {**state.config, **m.config, "capture_id": state.capture_id}
-        b = w.add_dictionary(name=m.name, corpus_id=state.corpus_id, model=cfg["model"], hook=m.point.hook,
+        b = w.activations.add_dictionary(name=m.name, corpus_id=state.corpus_id, model=cfg["model"], hook=m.point.hook,
                              width=int(m.width), kind=m.kind, source=m.source or cfg["model"], config=cfg,
                              replace=c.replace or bool(state.config.get("replace")), sorted_input=False)
         b.take_staged(staging_table(state.capture_id, i))
@@ -324,7 +324,7 @@ def finish_members(w, c: CaptureConfig, state: CaptureState, members: list[Membe
         if c.neighbors and m.sae is not None:
             with torch.no_grad():
                 for feature, neighbor, sim in decoder_neighbors(m.sae.W_dec, c.neighbors):
-                    w.add_neighbors(b.dictionary_id, feature, neighbor, sim)
+                    w.activations.add_neighbors(b.dictionary_id, feature, neighbor, sim)
         outputs = _add_outputs(w, b.dictionary_id, net, m, strings, progress) if c.outputs else {}
         out.append({"name": m.name, "kind": m.kind, "hook": m.point.hook, "width": int(m.width),
                     "nonzeros": nonzeros, "model": cfg["model"], "corpus": corpus.name, **outputs})
@@ -356,7 +356,7 @@ def _add_outputs(w, dictionary_id: int, net, m: Member, strings: TokenStrings, p
     directions = output_directions(net, m.point, m.sae)
     if directions is None:
         return {"directions": None, "output_tokens": 0}
-    w.add_directions(dictionary_id, directions.vectors.numpy())
+    w.activations.add_directions(dictionary_id, directions.vectors.numpy())
     unembed = unembedding(net) if directions.hidden else None
     if unembed is None:
         return {"directions": directions.source, "output_tokens": 0}
@@ -367,6 +367,6 @@ def _add_outputs(w, dictionary_id: int, net, m: Member, strings: TokenStrings, p
     n = len(directions.vectors)
     with Progress(n, f"logit lens {m.name}", "feat", progress) as bar:
         for feats, up, up_v, down, down_v in logit_lens(unembed, directions.vectors):
-            w.add_output_tokens(dictionary_id, feats, table, (up, up_v), (down, down_v))
+            w.activations.add_output_tokens(dictionary_id, feats, table, (up, up_v), (down, down_v))
             bar.update(len(feats))
     return {"directions": directions.source, "output_tokens": n}

@@ -185,7 +185,7 @@ class StoreSide(threading.Thread):
             while not finished:
                 with self.store.writer(checkpoint=False) as w:
                     if self.writes_contexts:
-                        w.continue_corpus(self.state.corpus_id)
+                        w.activations.continue_corpus(self.state.corpus_id)
                     since = 0
                     while since < self.commit_contexts:
                         item = self.queue.get()
@@ -195,7 +195,7 @@ class StoreSide(threading.Thread):
                             finished = True
                             break
                         since += self._write(w, item)
-                    w.capture_progress(self.state.capture_id, self.done, self.nonzeros)
+                    w.captures.capture_progress(self.state.capture_id, self.done, self.nonzeros)
         except _Rollback:
             pass
         except duckdb.Error as e:  # a full disk, a damaged file: one line, not a traceback
@@ -207,11 +207,11 @@ class StoreSide(threading.Thread):
         if b.first != self.done:
             raise RuntimeError(f"capture batches out of order: got context {b.first}, expected {self.done}")
         if self.writes_contexts:
-            w.add_contexts(self.state.corpus_id, list(b.ids), self.strings(b.ids))
+            w.activations.add_contexts(self.state.corpus_id, list(b.ids), self.strings(b.ids))
         ctx_len = b.ids.shape[1]
         for m, (tok, feat, val) in enumerate(b.host()):
             tok = tok.astype(np.int64)
-            w.add_capture_rows(self.state.capture_id, m, feat, tok // ctx_len + b.first, tok % ctx_len, val)
+            w.captures.add_capture_rows(self.state.capture_id, m, feat, tok // ctx_len + b.first, tok % ctx_len, val)
             self.nonzeros += len(val)
         self.done += len(b.ids)
         return len(b.ids)

@@ -94,7 +94,7 @@ def trace_text(store: Store, tracer: Tracer, text: str, config: TraceConfig = Tr
     top = [(int(starts[i]), int(min(starts[i + 1], starts[i] + config.top))) for i in range(len(tokens))]
     shown = sorted({int(f) for lo, hi in top for f in m["feature"][lo:hi]})
     labels = {}
-    for r in store.labels(d.dictionary_id, shown):  # newest chosen label of each feature
+    for r in store.labels.find(d.dictionary_id, shown):  # newest chosen label of each feature
         if r["feature_id"] not in labels or r["created_at"] > labels[r["feature_id"]][1]:
             labels[r["feature_id"]] = (r["explanation"], r["created_at"])
     return {"dictionary": d.name, "text": text, "tokens": tokens,

@@ -15,6 +15,7 @@ from .common import (
     emit_json,
     handle_errors,
     opened,
+    safe,
     show_progress,
 )
 
@@ -126,7 +127,7 @@ def capture(corpus: Annotated[Path, typer.Option(help="Text: .txt (a document pe
 def _has_checkpoints(store) -> bool:
     """Whether the store holds a capture's committed progress (never lose it to a later failure)."""
     try:
-        return any(c.contexts_done for c in store.captures())
+        return any(c.contexts_done for c in store.captures.all())
     except Exception:  # the connection is unusable after the failure: keep the file, it may hold them
         return True
 
@@ -174,7 +175,7 @@ def trace(text: Annotated[str, typer.Argument(help="The text to trace (at most 2
     if as_json:
         emit_json(doc)
         return
-    typer.echo(f"{d.name}: {len(doc['tokens'])} tokens, {len(doc['matrix']['feature'])} activations")
+    typer.echo(f"{safe(d.name)}: {len(doc['tokens'])} tokens, {len(doc['matrix']['feature'])} activations")
     for i, (tok, feats) in enumerate(zip(doc["tokens"], doc["top"])):
-        shown = "; ".join(f"#{x['feature']} {x['value']:.2f} {x['label'] or '(no label)'}" for x in feats)
+        shown = "; ".join(f"#{x['feature']} {x['value']:.2f} {safe(x['label'] or '(no label)')}" for x in feats)
         typer.echo(f"{i}\t{tok!r}\t{shown or '-'}")

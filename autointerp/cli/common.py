@@ -3,6 +3,7 @@ before any SQL runs (limits, sort keys, feature lists, store paths, sampler opti
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -13,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from ..errors import AutointerpError, OlderStoreError, StoreError, UsageError
+from ..errors import AutointerpError, StoreError, UsageError
 from ..records import SamplerConfig
 
 StoreOpt = Annotated[Path, typer.Option("--store", envvar="AUTOINTERP_STORE", show_envvar=True,
@@ -37,12 +38,31 @@ def handle_errors(fn):
         except AutointerpError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(e.exit_code) from None
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            from ..store.db import disk_full
+
+            err = disk_full(e.filename)
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(err.exit_code) from None
 
     return wrapper
 
 
 def emit_json(doc) -> None:
     typer.echo(json.dumps(doc, default=_default))
+
+
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_CONTROL = {c: _ESCAPES.get(chr(c), f"\\x{c:02x}") for c in (*range(0x20), *range(0x7f, 0xa0))}
+
+
+def safe(text) -> str:
+    """`text` for a terminal: every C0 and C1 control character (ESC, BEL, CSI, newline, tab...) shown as an
+    escape (`\\x1b`, `\\n`, `\\t`), ordinary unicode kept. A label or token, imported or written by an LLM,
+    is data: raw, an escape sequence in it could retitle, clear or rewrite the user's terminal."""
+    return str(text).translate(_CONTROL)
 
 
 def _default(o):
@@ -108,19 +128,17 @@ def opened(path: Path, *, read_only: bool = False, create: bool = False) -> Iter
     if not path.exists() and not create:
         raise StoreError(f"no store at {path} (ingest or capture into it first)")
     with removed_unless_done(path):
-        try:
-            s = open_store(path, read_only=read_only)
-        except OlderStoreError:  # made by an earlier autointerp: migrated once (a writer), then read
-            open_store(path).close()
-            s = open_store(path, read_only=read_only)
+        s = open_store(path, read_only=read_only)  # made by an earlier autointerp: migrated first
         with s:
             yield s
 
 
 @contextmanager
 def removed_unless_done(path: Path) -> Iterator[None]:
-    """A store file made inside the block (it did not exist before) is removed, with its write-ahead log,
-    if the block fails: a failed first ingest, capture or demo leaves nothing behind."""
+    """A store file made inside the block (it did not exist before) is removed, with its write-ahead log
+    and lock files, if the block fails: a failed first ingest, capture or demo leaves nothing behind."""
+    from ..store.gate import lock_files
+
     path = Path(path)
     new = not path.exists()
     if new and not path.parent.exists():
@@ -131,28 +149,28 @@ def removed_unless_done(path: Path) -> Iterator[None]:
         ok = True
     finally:
         if new and not ok:
-            for p in (path, Path(f"{path}.wal")):
+            for p in (path, Path(f"{path}.wal"), *lock_files(path)):
                 if p.exists():
                     os.unlink(p)
 
 
 # -- sampler options, shared by `sample` and `label` -------------------------------------------------
 
-WindowOpt = Annotated[int, typer.Option(help="Sampler: tokens per window.", rich_help_panel="Sampler")]
-PeakOpt = Annotated[int | None, typer.Option(help="Sampler: offset of the peak token (default 3/4 of the window).",
+WindowOpt = Annotated[int, typer.Option(help="Sampler: tokens per window (2..65535).", rich_help_panel="Sampler")]
+PeakOpt = Annotated[int | None, typer.Option(help="Sampler: offset of the peak token, 0..window-1 (default 3/4 of the window).",
                                              rich_help_panel="Sampler")]
-NTopOpt = Annotated[int, typer.Option(help="Sampler: explain, top windows.", rich_help_panel="Sampler")]
-NQuantileOpt = Annotated[int, typer.Option(help="Sampler: explain, quantile-stratified windows.",
+NTopOpt = Annotated[int, typer.Option(help="Sampler: explain, top windows (with --n-quantile, 0..4096 in all).", rich_help_panel="Sampler")]
+NQuantileOpt = Annotated[int, typer.Option(help="Sampler: explain, quantile-stratified windows (with --n-top, 0..4096 in all).",
                                            rich_help_panel="Sampler")]
-NScoreOpt = Annotated[int, typer.Option(help="Sampler: score, held-out activating windows.", rich_help_panel="Sampler")]
-NNonfiringOpt = Annotated[int, typer.Option(help="Sampler: score, random non-firing windows.",
+NScoreOpt = Annotated[int, typer.Option(help="Sampler: score, held-out activating windows (with --n-nonfiring and --n-neighbors, 0..4096 in all).", rich_help_panel="Sampler")]
+NNonfiringOpt = Annotated[int, typer.Option(help="Sampler: score, random non-firing windows (see --n-score).",
                                             rich_help_panel="Sampler")]
-NNeighborsOpt = Annotated[int, typer.Option(help="Sampler: score, hard negatives from neighbouring features.",
+NNeighborsOpt = Annotated[int, typer.Option(help="Sampler: score, hard negatives from neighbouring features (see --n-score).",
                                             rich_help_panel="Sampler")]
-NQuantilesOpt = Annotated[int, typer.Option(help="Sampler: quantile bins.", rich_help_panel="Sampler")]
-MinWindowsOpt = Annotated[int, typer.Option(help="Sampler: fewer activating windows than this: too rare.",
+NQuantilesOpt = Annotated[int, typer.Option(help="Sampler: quantile bins (1..100).", rich_help_panel="Sampler")]
+MinWindowsOpt = Annotated[int, typer.Option(help="Sampler: fewer activating windows than this: too rare (2..2^31-1).",
                                             rich_help_panel="Sampler")]
-SeedOpt = Annotated[int, typer.Option(help="Sampler seed (the windows, and so the held-out set, depend on it).")]
+SeedOpt = Annotated[int, typer.Option(help="Sampler seed, a 64-bit integer (the windows, and so the held-out set, depend on it).")]
 
 
 def sampler_config(window: int, peak_offset: int | None, n_top: int, n_quantile: int, n_score: int,
@@ -165,22 +183,22 @@ def sampler_config(window: int, peak_offset: int | None, n_top: int, n_quantile:
 
 MinEvidenceOpt = Annotated[int, typer.Option(help="Windows of each class (activating, non-firing) a classification "
                                                   "grade (embedding, detection, fuzzing) needs, and intruder "
-                                                  "questions an intruder grade needs; fewer: undefined.",
+                                                  "questions an intruder grade needs; fewer: undefined (1..4096).",
                                              rich_help_panel="Scoring")]
 SimulatorOpt = Annotated[str, typer.Option(help="LLM simulation: simulate_json (a number for every token), "
                                                 "simulate_sparse (only the tokens predicted to fire: several times "
                                                 "fewer output tokens), simulate_prompt (all at once from the "
                                                 "prompt's logprobs; compat servers with echo + logprobs), or a "
                                                 "template path.", rich_help_panel="Scoring")]
-IntruderKOpt = Annotated[int, typer.Option(help="Intruder: activating windows per question (chance 1/(k+1)).",
+IntruderKOpt = Annotated[int, typer.Option(help="Intruder: activating windows per question (chance 1/(k+1)), 2..9.",
                                            rich_help_panel="Scoring")]
 AdaptiveOpt = Annotated[float | None, typer.Option(help="Adaptive window budget: judge held-out windows in rounds "
                                                         "of 20 until the grade's 95% interval half-width is at most "
-                                                        "this (e.g. 0.05).", rich_help_panel="Scoring")]
+                                                        "this (e.g. 0.05; between 0 and 1).", rich_help_panel="Scoring")]
 LLMWindowsOpt = Annotated[int, typer.Option(help="LLM simulation, detection and fuzzing: judge at most this many "
-                                                "held-out windows, half activating and half non-firing; 0: every "
-                                                "held-out window.", rich_help_panel="Scoring")]
-AdaptiveCapOpt = Annotated[int | None, typer.Option(help="Adaptive window budget: at most this many windows.",
+                                                "held-out windows (2..4096), half activating and half non-firing; "
+                                                "0: every held-out window.", rich_help_panel="Scoring")]
+AdaptiveCapOpt = Annotated[int | None, typer.Option(help="Adaptive window budget: at most this many windows (2..4096).",
                                                     rich_help_panel="Scoring")]
 
 

@@ -53,7 +53,8 @@ def export(store: StoreOpt, out: Annotated[Path, typer.Option("--out", help="Fil
            model_id: Annotated[str | None, typer.Option(help="neuronpedia: the model's id there, e.g. gpt2-small.")] = None,
            source_id: Annotated[str | None, typer.Option(help="neuronpedia: the source (SAE) id, e.g. 6-res-jb.")] = None,
            as_json: JsonOpt = False) -> None:
-    """Write labels, scores and provenance out of the store."""
+    """Write labels, scores and provenance out of the store. One export to a path at a time: a second one to
+    the same --out while the first writes stops at once with one line (exit 8), writing nothing."""
     check_choice(format, EXPORT_FORMATS, "--format")
     check_out(out, folder=format in ("neuronpedia", "html"))
     check_features(features)
@@ -100,6 +101,12 @@ def export(store: StoreOpt, out: Annotated[Path, typer.Option("--out", help="Fil
 def serve(store: StoreOpt, dictionary: DictOpt = None,
           host: Annotated[str, typer.Option(help="Address to listen on (default: this machine only).")] = "127.0.0.1",
           port: Annotated[int, typer.Option(help="Port (0: any free one).")] = 8000,
+          allowed_host: Annotated[list[str] | None, typer.Option(
+              "--allowed-host", metavar="NAME",
+              help="Also answer requests whose Host header is NAME (repeat for several). Always answered: "
+                   "localhost, 127.0.0.1, [::1] and the --host address; with --host 0.0.0.0 (or ::), also this "
+                   "machine's hostname and any IP address. Any other Host is refused (400): a web page on another "
+                   "name cannot reach the API by DNS rebinding.")] = None,
           device: DeviceOpt = "auto") -> None:
     """Browse a store's features live (read-only): the browser's pages and a JSON API (/api/..., documented
     at /openapi.json and /api/docs), served from the store."""
@@ -110,7 +117,7 @@ def serve(store: StoreOpt, dictionary: DictOpt = None,
         raise typer.BadParameter(f"--port must be 0..65535, got {port}")
     with opened(store, read_only=True) as s:
         try:
-            server = make_server(s, dictionary, host, port)
+            server = make_server(s, dictionary, host, port, allowed_host or ())
         except OSError as e:
             raise ExportError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
         typer.echo(f"serving {server.dictionary.name} from {store} at {server.url} (API: {server.url}api/docs; "

@@ -9,7 +9,7 @@ import numpy as np
 import typer
 
 from ..errors import SampleError
-from ..records import FeatureSample, Window
+from ..records import FeatureSample, Window, check_seed
 from ..sample import Sampler
 from .common import (
     DictOpt,
@@ -33,6 +33,7 @@ from .common import (
     handle_errors,
     opened,
     check_features,
+    safe,
     sampler_config,
     show_progress,
 )
@@ -45,13 +46,13 @@ def dictionaries(store: StoreOpt, as_json: JsonOpt = False) -> None:
     """List the store's feature dictionaries."""
     with opened(store, read_only=True) as s:
         rows = [{"name": d.name, "model": d.model, "hook": d.hook, "width": d.width, "kind": d.kind,
-                 "source": d.source, **s.dictionary_summary(d.dictionary_id)} for d in s.dictionaries()]
+                 "source": d.source, **s.activations.dictionary_summary(d.dictionary_id)} for d in s.dictionaries()]
     if as_json:
         emit_json({"store": str(store), "dictionaries": rows})
         return
     for r in rows:
-        typer.echo(f"{r['name']}\t{r['kind']}\t{r['width']} features ({r['dead']} dead)\t{r['nonzeros']:,} nonzeros"
-                   f"\t{r['model']} @ {r['hook']}")
+        typer.echo(f"{safe(r['name'])}\t{r['kind']}\t{r['width']} features ({r['dead']} dead)\t"
+                   f"{r['nonzeros']:,} nonzeros\t{safe(r['model'])} @ {safe(r['hook'])}")
 
 
 @handle_errors
@@ -64,15 +65,16 @@ def features(store: StoreOpt, dictionary: DictOpt = None,
     check_limit(limit)
     with opened(store, read_only=True) as s:
         d = s.dictionary(dictionary)
-        stats = s.feature_stats(d.dictionary_id, order_by=sort, limit=limit)
-        summary = s.dictionary_summary(d.dictionary_id)
+        stats = s.activations.feature_stats(d.dictionary_id, order_by=sort, limit=limit)
+        summary = s.activations.dictionary_summary(d.dictionary_id)
     if as_json:
         emit_json({"dictionary": d.name, "summary": summary, "features": [
             {"feature": f.feature, "n_firing": f.n_firing, "n_contexts": f.n_contexts, "density": f.density,
              "max": f.max_value, "mean": f.mean_value, "quantile_edges": list(f.quantile_edges),
              "max_context": f.max_context, "max_position": f.max_position} for f in stats]})
         return
-    typer.echo(f"{d.name}: {summary['features']} features, {summary['dead']} dead, {summary['nonzeros']:,} nonzeros")
+    typer.echo(f"{safe(d.name)}: {summary['features']} features, {summary['dead']} dead, "
+               f"{summary['nonzeros']:,} nonzeros")
     typer.echo("feature\tn_firing\tcontexts\tdensity\tmax\tmean")
     for f in stats:
         mx = "-" if f.max_value is None else f"{f.max_value:.4g}"
@@ -83,7 +85,7 @@ def features(store: StoreOpt, dictionary: DictOpt = None,
 def render_window(w: Window, vmax: float, color: bool) -> str:
     out = []
     for tok, a in zip(w.tokens, w.activations):
-        tok = tok.replace("\n", "\\n")
+        tok = safe(tok)  # a token is data: its control characters are shown, never sent to the terminal
         if a <= 0:
             out.append(tok)
         elif color:
@@ -96,7 +98,8 @@ def render_window(w: Window, vmax: float, color: bool) -> str:
 
 def _print_sample(fs: FeatureSample) -> None:
     color = sys.stdout.isatty()
-    typer.echo(f"feature {fs.feature} of {fs.dictionary}: {fs.status}" + (f" ({fs.reason})" if fs.reason else ""))
+    typer.echo(f"feature {fs.feature} of {safe(fs.dictionary)}: {fs.status}"
+               + (f" ({safe(fs.reason)})" if fs.reason else ""))
     vmax = max([w.peak for w in fs.explain + fs.score], default=0.0)
     for title, wins in (("explain", fs.explain), ("score", fs.score)):
         typer.echo(f"-- {title}: {len(wins)} windows")
@@ -122,6 +125,7 @@ def sample(store: StoreOpt,
         raise SampleError("pass either --feature ID or --all")
     cfg = sampler_config(window, peak_offset, n_top, n_quantile, n_score, n_nonfiring, n_neighbors, n_quantiles,
                          min_windows)
+    check_seed(seed)
     check_features(features)
     with opened(store, read_only=not all_) as s:
         d = s.dictionary(dictionary)

@@ -66,7 +66,10 @@ def list_(store: StoreOpt, limit: LimitOpt = 20, as_json: JsonOpt = False) -> No
     """Job runs of a store, newest first."""
     check_limit(limit)
     with opened(store, read_only=True) as s:
-        rows = s.job_runs(limit)
+        rows = s.ledger.job_runs(limit)
+    from ..job.run import refused_rows
+
+    rows = sorted([*rows, *refused_rows(Path(store))], key=lambda r: r["started_at"], reverse=True)[:limit]
     if as_json:
         emit_json({"runs": rows})
         return
@@ -84,7 +87,7 @@ def show(store: StoreOpt, run_id: Annotated[str, typer.Argument(help="A run id (
          as_json: JsonOpt = False) -> None:
     """One job run: its config, counts, cost and summary."""
     with opened(store, read_only=True) as s:
-        r = s.job_run(run_id)
+        r = s.ledger.job_run(run_id)
     if r is None:
         raise StoreError(f"no single job run matches {run_id!r}")
     if as_json:

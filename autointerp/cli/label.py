@@ -63,7 +63,7 @@ def label(store: StoreOpt, dictionary: DictOpt = None, features: FeaturesOpt = N
           seed: SeedOpt = 0,
           force: Annotated[bool, typer.Option(help="Redo features that already have a label.")] = False,
           concurrency: Annotated[int, typer.Option(help="Features explained and scored at once (LLM methods; "
-                                                        "offline methods run one at a time).")] = 8,
+                                                        "offline methods run one at a time), 1..1024.")] = 8,
           min_evidence: MinEvidenceOpt = MIN_EVIDENCE, simulator: SimulatorOpt = "simulate_json",
           intruder_k: IntruderKOpt = 4, adaptive: AdaptiveOpt = None, adaptive_cap: AdaptiveCapOpt = None,
           llm_windows: LLMWindowsOpt = LLM_WINDOWS,

@@ -8,9 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ..errors import SampleError, UsageError
-from ..records import SamplerConfig
-from ..sample import Sampler
+from ..errors import UsageError
 from ..score import known_scorers
 from .common import (
     CandidatesOpt,
@@ -23,6 +21,7 @@ from .common import (
     emit_json,
     handle_errors,
     opened,
+    safe,
 )
 from .features import render_window
 from .label import fmt, fmt_ci
@@ -52,18 +51,18 @@ def labels(store: StoreOpt, dictionary: DictOpt = None,
     with opened(store, read_only=True) as s:
         d = s.dictionary(dictionary)
         if status != "ok":
-            rows = s.label_outcomes(d.dictionary_id, status, limit)
+            rows = s.labels.label_outcomes(d.dictionary_id, status, limit)
             if as_json:
                 emit_json({"dictionary": d.name, "status": status, "features": rows})
                 return
             typer.echo("feature\texplainer\tseed\treason")
             for r in rows:
-                typer.echo(f"{r['feature_id']}\t{r['explainer']}\t{r['seed']}\t{r['reason']}")
+                typer.echo(f"{r['feature_id']}\t{safe(r['explainer'])}\t{r['seed']}\t{safe(r['reason'])}")
             return
-        check_choice(sort, ["feature", *dict.fromkeys([*known_scorers(), *s.scorer_names(d.dictionary_id)])], "--sort")
+        check_choice(sort, ["feature", *dict.fromkeys([*known_scorers(), *s.labels.scorer_names(d.dictionary_id)])], "--sort")
         if by != "value" and sort in (None, "feature"):
             raise UsageError("--by lower ranks by a scorer: give --sort SCORER")
-        rows = s.labels(d.dictionary_id, sort_by=None if sort == "feature" else sort, descending=not ascending,
+        rows = s.labels.find(d.dictionary_id, sort_by=None if sort == "feature" else sort, descending=not ascending,
                         limit=limit, candidates=candidates, by=by)
     if as_json:
         emit_json({"dictionary": d.name, "labels": rows})
@@ -72,7 +71,7 @@ def labels(store: StoreOpt, dictionary: DictOpt = None,
     typer.echo("feature\t" + "".join(f"{n}\t{n} 95%\t" for n in names) + "explanation")
     for r in rows:
         cells = [(fmt(g.get("value")), fmt_ci(g.get("ci"))) for g in (r["scores"].get(n, {}) for n in names)]
-        typer.echo(f"{r['feature_id']}\t" + "".join(f"{v}\t{c}\t" for v, c in cells) + r["explanation"])
+        typer.echo(f"{r['feature_id']}\t" + "".join(f"{v}\t{c}\t" for v, c in cells) + safe(r["explanation"]))
 
 
 @handle_errors
@@ -81,46 +80,40 @@ def show(store: StoreOpt, feature: Annotated[int, typer.Option(help="Feature id.
     """One feature in full: statistics, its labels with every grade (and the evidence each rests on),
     provenance, and its top windows with the firing tokens highlighted."""
     check_limit(windows, "--windows")
+    from ..workspace import FeatureView
+
     with opened(store, read_only=True) as s:
-        d = s.dictionary(dictionary)
-        if not 0 <= feature < d.width:
-            raise SampleError(f"feature {feature} out of range: dictionary {d.name!r} has features 0..{d.width - 1}")
-        stats = s.feature_stats(d.dictionary_id, [feature])[0]
-        rows = s.labels(d.dictionary_id, [feature], candidates=True)
-        outcomes = [o for st in ("failed", "skipped") for o in s.label_outcomes(d.dictionary_id, st)
-                    if o["feature_id"] == feature]
-        chosen = next((r for r in rows if r["chosen"]), None)
-        config = SamplerConfig(**chosen["sampler"]) if chosen else SamplerConfig()
-        sample = Sampler(s, d, config, chosen["seed"] if chosen else 0).sample(feature)
-        outputs = s.output_tokens(d.dictionary_id, [feature]).get(feature)
+        view = FeatureView.read(s, s.dictionary(dictionary), feature)
     if as_json:
-        emit_json({"dictionary": d.name, "feature": feature, "stats": stats.__dict__, "labels": rows,
-                   "outcomes": outcomes, "sample": sample.to_json(), "outputs": outputs.to_json() if outputs else None})
+        emit_json(view.to_json())
         return
+    d, stats, rows, outcomes, sample, outputs = (view.dictionary, view.stats, view.labels, view.outcomes, view.sample,
+                                                 view.outputs)
     mx = "-" if stats.max_value is None else f"{stats.max_value:.4g}"
-    typer.echo(f"feature {feature} of {d.name} ({d.model} @ {d.hook}): fires on {stats.n_firing:,} tokens in "
+    typer.echo(f"feature {feature} of {safe(d.name)} ({safe(d.model)} @ {safe(d.hook)}): fires on "
+               f"{stats.n_firing:,} tokens in "
                f"{stats.n_contexts:,} contexts (density {stats.density:.3g}), max {mx}")
     if not rows:
-        typer.echo("no label" + "".join(f"; {o['status']}: {o['reason']}" for o in outcomes))
+        typer.echo("no label" + "".join(f"; {o['status']}: {safe(o['reason'])}" for o in outcomes))
     for r in rows:
         mark = "label" if r["chosen"] else "candidate"
-        typer.echo(f"\n{mark}: {r['explanation']}")
-        typer.echo(f"  by {r['explainer']} (prompt {r['prompt_hash']}), sampler {r['sampler_hash']}, seed {r['seed']}, "
+        typer.echo(f"\n{mark}: {safe(r['explanation'])}")
+        typer.echo(f"  by {safe(r['explainer'])} (prompt {r['prompt_hash']}), sampler {r['sampler_hash']}, seed {r['seed']}, "
                    f"{r['created_at'][:19]}")
         for origin in ("imported", "carried"):
             if r.get(origin):
-                typer.echo(f"  {origin} from {r[origin]}")
+                typer.echo(f"  {origin} from {safe(r[origin])}")
         for name, g in sorted(r["scores"].items()):
             det = g["details"]
             ev = ", ".join(f"{k[2:]} {det[k]}" for k in ("n_activating", "n_nonfiring", "n_correct", "n_fuzzed", "n_questions",
                                                             "n_tokens") if k in det)
             typer.echo(f"  {name:<11}{fmt(g['value']):>7} {fmt_ci(g.get('ci')) if g.get('ci') else '':<17}"
                        f"{g['status']}" + (f" ({ev})" if ev else "")
-                       + (f": {g['reason']}" if g["reason"] else "") + f"  [{g['version']}]")
+                       + (f": {safe(g['reason'])}" if g["reason"] else "") + f"  [{g['version']}]")
     if outputs:
         typer.echo("\noutput (logit lens of its direction):")
         for name, pairs in (("promotes", outputs.promoted), ("suppresses", outputs.suppressed)):
-            typer.echo(f"  {name:<11}" + "  ".join(f"{json.dumps(t, ensure_ascii=False)} {v:.3g}" for t, v in pairs))
+            typer.echo(f"  {name:<11}" + "  ".join(f"{safe(json.dumps(t, ensure_ascii=False))} {v:.3g}" for t, v in pairs))
     top = [w for w in sample.explain if w.kind == "top"][:windows]
     if top:
         color = sys.stdout.isatty()
@@ -136,7 +129,7 @@ def cost(store: StoreOpt, run: Annotated[str | None, typer.Option(help="One run 
     """LLM calls, tokens and dollars per run, provider, model and purpose (cache hits cost nothing; calls to a
     model with no price are counted as unpriced, never as $0)."""
     with opened(store, read_only=True) as s:
-        rows = s.cost_summary(run)
+        rows = s.ledger.cost_summary(run)
     if run is not None and not rows:
         raise UsageError(f"--run {run!r}: no LLM call of that run in the store (`autointerp cost` lists every run)")
     unpriced = sum(r["unpriced_calls"] for r in rows)

@@ -83,7 +83,7 @@ def diff(store: StoreOpt,
 
     with opened(store, read_only=True) as s:
         a, b = (x.dictionary for x in sides(s))
-        missing = a.dictionary_id != b.dictionary_id and method not in s.match_methods(a.dictionary_id,
+        missing = a.dictionary_id != b.dictionary_id and method not in s.matches.match_methods(a.dictionary_id,
                                                                                           b.dictionary_id)
     if missing:  # two dictionaries: their pairs, matched and stored first (the one write a diff makes)
         from ..match import MatchConfig, check_pair, match_dictionaries

@@ -9,7 +9,7 @@ import typer
 
 from ..errors import UsageError
 from .common import (DeviceOpt, DictOpt, JsonOpt, StoreOpt, check_limit, emit_json, encoder_device, handle_errors,
-                     opened, show_progress)
+                     opened, safe, show_progress)
 
 
 @handle_errors
@@ -30,7 +30,7 @@ def search(query: Annotated[str, typer.Argument(help="What the features should m
         raise UsageError("the query is empty")
     with opened(store, read_only=True) as s:
         d = s.dictionary(dictionary) if dictionary else None
-        missing = len(s.unindexed_labels(LABELS, None if d is None else d.dictionary_id))
+        missing = len(s.vectors.unindexed_labels(LABELS, None if d is None else d.dictionary_id))
     if missing:
         with opened(store) as s:
             bar = Progress(missing, "index labels for search", "label", show_progress(as_json))
@@ -48,11 +48,12 @@ def search(query: Annotated[str, typer.Argument(help="What the features should m
         typer.echo("no labelled features to search")
     for h in hits:
         grades = " ".join(f"{k}={'–' if v is None else f'{v:.3f}'}" for k, v in h["scores"].items())
-        typer.echo(f"{h['similarity']:.3f}\t{h['dictionary']}#{h['feature']}\t{h['label']}" + (f"\t{grades}" if grades else ""))
+        typer.echo(f"{h['similarity']:.3f}\t{safe(h['dictionary'])}#{h['feature']}\t{safe(h['label'])}"
+                   + (f"\t{grades}" if grades else ""))
         if h["top"]:
             t = h["top"]
-            text = "".join(f"[{x}]" if i == t["peak"] else x for i, x in enumerate(t["tokens"]))
-            typer.echo("\t\t" + text.replace("\n", "\\n"))
+            typer.echo("\t\t" + "".join(f"[{safe(x)}]" if i == t["peak"] else safe(x)
+                                          for i, x in enumerate(t["tokens"])))
 
 
 @handle_errors
@@ -66,7 +67,7 @@ def encode(store: StoreOpt, dictionary: DictOpt = None, device: DeviceOpt = "aut
     with opened(store) as s:
         d = s.dictionary(dictionary)
         enc = ContextEncoder(s, d.corpus_id, cache_tokens=0)
-        todo = s.corpus(d.corpus_id).n_contexts - len(s.encoded_contexts(d.corpus_id, ENCODING))
+        todo = s.corpus(d.corpus_id).n_contexts - len(s.vectors.encoded_contexts(d.corpus_id, ENCODING))
         bar = Progress(todo, f"encode {s.corpus(d.corpus_id).name}", "ctx", show_progress(as_json))
         done, pending = 0, {}
 
@@ -74,7 +75,7 @@ def encode(store: StoreOpt, dictionary: DictOpt = None, device: DeviceOpt = "aut
             nonlocal done, pending
             if pending:
                 with s.writer(checkpoint=False) as w:
-                    w.add_context_vectors(d.corpus_id, ENCODING, pending)
+                    w.vectors.add_context_vectors(d.corpus_id, ENCODING, pending)
                 done, pending = done + len(pending), {}
 
         try:

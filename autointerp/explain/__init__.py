@@ -29,7 +29,7 @@ class ImportedLabels:
 def make_explainer(name: str, store: Store, dictionary: Dictionary, llm: LLMOptions | None = None):
     if name == IMPORTED:
         return ImportedLabels()
-    outputs = store.has_output_tokens(dictionary.dictionary_id)
+    outputs = store.activations.has_output_tokens(dictionary.dictionary_id)
     if name == "offline":  # corpus statistics read when first used; output tokens named where borne out
         return OfflineExplainer(lambda: Background.from_store(store, dictionary.corpus_id), outputs=outputs)
     if ":" in name:

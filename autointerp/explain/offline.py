@@ -47,7 +47,7 @@ class Background:
         n = corpus.n_contexts
         take = max(1, min(n, max_tokens // max(corpus.ctx_len, 1)))
         ids = np.unique(np.linspace(0, n - 1, take).astype(np.int64))
-        ctx = store.read_contexts(corpus_id, ids, with_strings=True)
+        ctx = store.activations.read_contexts(corpus_id, ids, with_strings=True)
         tok, off = ctx["token_ids"].astype(np.int64), ctx["offsets"]
         first = np.zeros(len(tok), dtype=bool)
         first[off[:-1][off[:-1] < len(tok)]] = True

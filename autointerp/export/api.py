@@ -14,8 +14,14 @@ readers: every request reads through a DuckDB cursor of its own, never a shared 
 - `GET /api/search`: the features whose labels are nearest a query in meaning (see `search`).
 - `GET /api/trace`: a text through the model (and SAE) a dictionary was captured from: per token its
   strongest features with their labels (see capture/trace.py); one text at a time per model.
+- `GET /api/docs`: the OpenAPI document as a page made here (docs.py): no CDN, no script.
 
 Bad parameters are 400 with a one-line JSON error ({"error": ...}); an unknown feature is 404.
+
+Search and trace run on pools of their own (safety.SlowPool: a few threads and a short queue each), not on
+the threads the other endpoints answer on: a slow trace never holds up the feature list. When a pool's
+threads and queue are full, the request is answered 503 at once with `Retry-After`. Served by `autointerp
+serve`, a request whose Host header does not name the server is 400 (safety.HostGuard: DNS rebinding).
 """
 
 
@@ -27,15 +33,18 @@ import duckdb
 from fastapi import FastAPI, HTTPException, Path, Query, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
 
 from ..errors import AutointerpError
 from ..records import TRACE_MAX_CHARS, Dictionary, TraceConfig
 from ..store import FIXED_SORTS, FeatureIndex, Store
+from .docs import DOCS_CSP, docs_page
 from .html import ASSETS, WEB, feature_docs
+from .safety import Busy, HostGuard, SlowPool, on_pool
 
 MAX_LIMIT = 1000
+SLOW = (4, 8)  # each slow endpoint's pool: threads, and requests that may wait for one (then 503)
 
 
 class DictionaryInfo(BaseModel):
@@ -114,23 +123,34 @@ class Error(BaseModel):
     error: str
 
 
+BUSY = {503: {"model": Error, "description": "Busy: the endpoint's threads and queue are full; try again after "
+                                            "Retry-After seconds"}}
+
+
 class BadRequest(ValueError):
     """A parameter the API cannot answer (400)."""
 
 
+REFRESH_SECONDS = 5.0  # how often the server looks for a writer's commits (and takes them into its indexes)
+
+
 class Browser:
-    """What the app reads: the store (read-only) and, per dictionary, its feature index."""
+    """What the app reads: the store and, per dictionary, its feature index (and the label search index), kept
+    current while writers commit: `refresh` reads only the features whose labels or grades changed."""
 
     def __init__(self, store: Store, dictionary: str | None = None) -> None:
         self.store = store
         self.default = store.dictionary(dictionary)  # raises on an unknown name, before the server starts
-        # read once: the store is read-only, and request threads never touch its shared connection
+        self.seq = store.labels.change_seq()  # the last change the indexes hold
         self.dictionaries = store.dictionaries()
+        self.refreshed = {"refreshes": 0, "features": 0, "labels": 0, "rebuilt": 0, "at": None}
         self.db = duckdb.connect(":memory:")
         self._indexes: dict[int, FeatureIndex] = {}
         self._labels = None  # the label search index, loaded on the first search
-        self._lock = threading.Lock()  # held only while an index is built, never by a read
+        self._lock = threading.Lock()  # held only while an index is built or refreshed, never by a read
+        self._built = 0
         self._tracers: dict[int, tuple] = {}  # dictionary id -> (Tracer, its lock): one text at a time per model
+        self._tracer_lock = threading.Lock()  # held while a model loads: an index build never waits for it
 
     def dictionary(self, name: str | None) -> Dictionary:
         if not name:
@@ -144,23 +164,61 @@ class Browser:
         if d.dictionary_id not in self._indexes:
             with self._lock:
                 if d.dictionary_id not in self._indexes:
-                    cur = self.store.cursor()
-                    try:
-                        self._indexes[d.dictionary_id] = FeatureIndex(cur, d.dictionary_id, d.width, self.db,
-                                                                      f"idx_{d.dictionary_id}")
-                    finally:
-                        cur.close()
+                    self._indexes[d.dictionary_id] = FeatureIndex(self.store, d.dictionary_id, d.width, self.db,
+                                                                  f"idx_{d.dictionary_id}")
         return self._indexes[d.dictionary_id]
 
     def tracer(self, d: Dictionary):
         """(the dictionary's Tracer, the lock a trace holds while it runs), loaded on first use."""
         if d.dictionary_id not in self._tracers:
-            with self._lock:
+            with self._tracer_lock:
                 if d.dictionary_id not in self._tracers:
                     from ..capture import Tracer
 
                     self._tracers[d.dictionary_id] = (Tracer(d), threading.Lock())
         return self._tracers[d.dictionary_id]
+
+    def refresh(self) -> bool:
+        """Take in what writers committed since the last look: the features whose labels or grades changed
+        are read again into the built indexes (the search index reads new labels' vectors), in place, while
+        requests go on reading. Returns whether anything changed."""
+        seq, changed = self.store.labels.changes_after(self.seq)
+        if seq == self.seq:
+            return False
+        from ..clock import utc_iso
+
+        with self._lock:
+            self.dictionaries = self.store.dictionaries()
+            for did, ix in list(self._indexes.items()):
+                if did not in changed:
+                    continue
+                n = ix.update(self.store, changed[did])
+                if n is None:  # every feature, or a new scorer: built anew, then swapped in
+                    d = next((x for x in self.dictionaries if x.dictionary_id == did), None)
+                    if d is None:
+                        del self._indexes[did]
+                        continue
+                    self._built += 1
+                    self._indexes[did] = FeatureIndex(self.store, did, d.width, self.db, f"idx_{did}_{self._built}")
+                    self.db.execute(f"DROP TABLE IF EXISTS {ix.table}")
+                    self.refreshed["rebuilt"] += 1
+                else:
+                    self.refreshed["features"] += n
+            if self._labels is not None:
+                self.refreshed["labels"] += self._labels.update(self.store)
+            self.seq = seq
+            self.refreshed["refreshes"] += 1
+            self.refreshed["at"] = utc_iso("seconds")
+        return True
+
+    def watch(self, stop: threading.Event, every: float = REFRESH_SECONDS) -> None:
+        """Refresh every `every` seconds until `stop` is set (the server's thread); a long transaction of a
+        writer (StoreBusy) or a failed refresh is tried again at the next look."""
+        while not stop.wait(every):
+            try:
+                self.refresh()
+            except Exception:  # noqa: BLE001 - a look that failed is retried; requests are not affected
+                continue
 
     def labels(self):
         if self._labels is None:
@@ -168,21 +226,23 @@ class Browser:
                 if self._labels is None:
                     from ..search import LabelIndex
 
-                    cur = self.store.cursor()
-                    try:
-                        self._labels = LabelIndex(cur)
-                    finally:
-                        cur.close()
+                    self._labels = LabelIndex(self.store)
         return self._labels
 
 
-def make_app(store: Store, dictionary: str | None = None) -> FastAPI:
-    """The API and pages over one store opened read-only; `dictionary`: the one shown by default."""
+def make_app(store: Store, dictionary: str | None = None, *, hosts: tuple[frozenset[str], bool] | None = None,
+             slow: tuple[int, int] = SLOW) -> FastAPI:
+    """The API and pages over one store opened read-only; `dictionary`: the one shown by default.
+    `hosts`: (the Host names answered, whether any IP address is too), as safety.allowed_hosts gives them
+    (None: no Host check, for an app called in-process). `slow`: threads and queue of the search and of
+    the trace pool (each its own)."""
     b = Browser(store, dictionary)
     app = FastAPI(title="autointerp", version="1", summary="Feature labels and grades of an autointerp store "
-                  "(read-only).", docs_url="/api/docs", redoc_url=None,
+                  "(read-only).", docs_url=None, redoc_url=None,
                   responses={400: {"model": Error, "description": "A bad parameter"}})
     app.state.browser = b
+    app.state.pools = pools = {"search": SlowPool("search", *slow, retry_after=1),
+                               "trace": SlowPool("trace", *slow, retry_after=2)}
     get = ["GET"]  # HEAD is a GET without its body (the middleware): the OpenAPI lists GET
 
     @app.middleware("http")
@@ -201,6 +261,9 @@ def make_app(store: Store, dictionary: str | None = None) -> FastAPI:
             return Response(status_code=response.status_code, headers=dict(response.headers))
         return response
 
+    if hosts is not None:  # added last: the outermost, before anything else looks at the request
+        app.add_middleware(HostGuard, names=hosts[0], any_ip=hosts[1])
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, err: RequestValidationError):
         e = err.errors()[0] if err.errors() else {}
@@ -214,6 +277,10 @@ def make_app(store: Store, dictionary: str | None = None) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)  # FastAPI's own and the router's (an unknown path: 404)
     async def http_error(request: Request, err: StarletteHTTPException):
         return JSONResponse({"error": str(err.detail).replace("\n", " ")}, err.status_code)
+
+    @app.exception_handler(Busy)
+    async def busy(request: Request, err: Busy):
+        return JSONResponse({"error": str(err)}, 503, headers={"retry-after": str(err.retry_after)})
 
     @app.exception_handler(AutointerpError)
     async def ours(request: Request, err: AutointerpError):
@@ -231,7 +298,7 @@ def make_app(store: Store, dictionary: str | None = None) -> FastAPI:
         return out
 
     names = [d.name for d in b.dictionaries]  # the store is read-only: these are all there will be
-    sorts = [*FIXED_SORTS, *sorted({n for d in b.dictionaries for n in store.scorer_names(d.dictionary_id)})]
+    sorts = [*FIXED_SORTS, *sorted({n for d in b.dictionaries for n in store.labels.scorer_names(d.dictionary_id)})]
     DictName = Enum("DictName", {n: n for n in names}, type=str)  # noqa: N806 - a type, made here
     SortKey = Enum("SortKey", {n: n for n in sorts}, type=str)  # noqa: N806
 
@@ -263,14 +330,11 @@ def make_app(store: Store, dictionary: str | None = None) -> FastAPI:
         d = _dict(dictionary)
         if feature >= d.width:
             raise HTTPException(404, f"no feature {feature} in {d.name} (width {d.width})")
-        cur = b.store.cursor()
-        try:
-            docs = dict(feature_docs(cur, d, [feature], unsampled=True))
-        finally:
-            cur.close()
+        docs = dict(feature_docs(b.store, d, [feature], unsampled=True))
         return {"dictionary": d.name, **docs[feature]}
 
-    @app.api_route("/api/search", methods=get, response_model=SearchResult, responses={400: {"model": Error}})
+    @app.api_route("/api/search", methods=get, response_model=SearchResult, responses={400: {"model": Error}, **BUSY})
+    @on_pool(pools["search"], SearchResult)
     def search(q: Annotated[str, Query(min_length=1, max_length=500, pattern=r"\S",
                                        description="What the features should mean")],
                dictionary: Annotated[DictName | None, Query()] = None,
@@ -280,13 +344,10 @@ def make_app(store: Store, dictionary: str | None = None) -> FastAPI:
             raise BadRequest("q: the query is empty")
         d = _dict(dictionary) if dictionary else None
         hits = b.labels().query(q, limit, None if d is None else d.dictionary_id)
-        cur = b.store.cursor()
-        try:
-            return {"query": q, "rows": describe_hits(cur, hits)}
-        finally:
-            cur.close()
+        return {"query": q, "rows": describe_hits(b.store, hits)}
 
-    @app.api_route("/api/trace", methods=get, response_model=TraceResult, responses={400: {"model": Error}})
+    @app.api_route("/api/trace", methods=get, response_model=TraceResult, responses={400: {"model": Error}, **BUSY})
+    @on_pool(pools["trace"], TraceResult)
     def trace(text: Annotated[str, Query(min_length=1, max_length=TRACE_MAX_CHARS, pattern=r"\S",
                                          description="The text to run through the dictionary's model")],
               dictionary: Annotated[DictName | None, Query()] = None,
@@ -299,12 +360,13 @@ def make_app(store: Store, dictionary: str | None = None) -> FastAPI:
 
         d = _dict(dictionary)
         tracer, lock = b.tracer(d)
-        cur = b.store.cursor()
-        try:
-            with lock:  # one text at a time per model
-                return trace_text(cur, tracer, text, TraceConfig(top=top, matrix=matrix))
-        finally:
-            cur.close()
+        with lock:  # one text at a time per model
+            return trace_text(b.store, tracer, text, TraceConfig(top=top, matrix=matrix))
+
+    @app.api_route("/api/docs", methods=get, include_in_schema=False)
+    def docs():
+        return HTMLResponse(docs_page(app.openapi(), app.openapi_url),
+                            headers={"content-security-policy": DOCS_CSP})
 
     @app.api_route("/", methods=get, include_in_schema=False)
     def home():
@@ -320,14 +382,14 @@ def make_app(store: Store, dictionary: str | None = None) -> FastAPI:
 def describe_hits(store: Store, hits: list[dict]) -> list[dict]:
     """Search hits with their dictionary name, label, its grades (newest per scorer) and a top window."""
     names = {d.dictionary_id: d for d in store.dictionaries()}
-    texts = store.explanations([h["explanation_id"] for h in hits])
-    grades = store.grade_values([h["explanation_id"] for h in hits])
+    texts = store.labels.explanations([h["explanation_id"] for h in hits])
+    grades = store.labels.grade_values([h["explanation_id"] for h in hits])
     tops: dict[tuple[int, int], dict] = {}
     for did in {h["dictionary_id"] for h in hits}:
         feats = [h["feature"] for h in hits if h["dictionary_id"] == did]
-        spots = [(st.feature, st.max_context, st.max_position) for st in store.feature_stats(did, feats)
+        spots = [(st.feature, st.max_context, st.max_position) for st in store.activations.feature_stats(did, feats)
                  if st.max_context is not None]
-        for (f, _, _), w in zip(spots, store.top_windows(names[did].corpus_id, [(c, p) for _, c, p in spots])):
+        for (f, _, _), w in zip(spots, store.activations.top_windows(names[did].corpus_id, [(c, p) for _, c, p in spots])):
             tops[(did, f)] = w
     return [{"dictionary": names[h["dictionary_id"]].name, "feature": h["feature"],
              "label": texts[h["explanation_id"]].text, "similarity": h["similarity"],

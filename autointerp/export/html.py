@@ -37,6 +37,7 @@ from ..errors import ExportError
 from ..records import Dictionary, SamplerConfig
 from ..sample import Sampler
 from ..store import Store
+from .lock import one_export_at_a_time
 
 WEB = Path(__file__).with_name("web")
 ASSETS = ("index.html", "feature.html", "app.js", "app.css")
@@ -64,12 +65,12 @@ def _primary(rows: list[dict]) -> dict | None:
 
 def site_meta(store: Store, d: Dictionary) -> dict:
     return {"dictionary": d.name, "model": d.model, "hook": d.hook, "kind": d.kind, "width": d.width,
-            "scorers": store.scorer_names(d.dictionary_id), "labelled": store.labelled_count(d.dictionary_id)}
+            "scorers": store.labels.scorer_names(d.dictionary_id), "labelled": store.labels.labelled_count(d.dictionary_id)}
 
 
 def index_table(store: Store, d: Dictionary, scorers: list[str], features=None, all_features: bool = False):
     """The rows of the static index (Arrow): labelled features (or every feature), optionally only `features`."""
-    t = store.feature_table(d.dictionary_id, scorers)
+    t = store.labels.feature_table(d.dictionary_id, scorers)
     if not all_features:
         t = t.filter(pa.compute.is_valid(t.column("explanation_id")))
     if features is not None:
@@ -110,10 +111,10 @@ def feature_docs(store: Store, d: Dictionary, features: list[int], unsampled: bo
     """(feature, page data) for each feature that has windows (with `unsampled`, every feature: one
     without windows says why in `sample`); its label rows and windows read in batches."""
     by_f: dict[int, list] = {}
-    for r in store.labels(d.dictionary_id, features, candidates=True):
+    for r in store.labels.find(d.dictionary_id, features, candidates=True):
         by_f.setdefault(r["feature_id"], []).append(r)
-    stats = {s.feature: s for s in store.feature_stats(d.dictionary_id, features)}
-    outputs = store.output_tokens(d.dictionary_id, features)
+    stats = {s.feature: s for s in store.activations.feature_stats(d.dictionary_id, features)}
+    outputs = store.activations.output_tokens(d.dictionary_id, features)
     groups: dict[tuple[str, int], list[int]] = {}
     for f in features:  # windows drawn as the feature's label drew them (default config when unlabelled)
         lab = _primary(by_f.get(f, []))
@@ -191,6 +192,7 @@ def write_diff_html(doc: dict, out: str | Path) -> dict:
     return {"out": str(out), "page": str(out / "diff.html")}
 
 
+@one_export_at_a_time
 def write_html(store: Store, out: str | Path, dictionary: str | None = None, features=None,
                all_features: bool = False, progress=None) -> dict:
     """Write the browser of one dictionary to the folder `out` (replaced if it holds an earlier export):

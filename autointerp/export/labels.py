@@ -2,7 +2,8 @@
 the shape `autointerp/export/schema.py` defines and `labels.schema.json` publishes.
 
 Both are paged by feature (bounded memory, however many labels) and written to a temporary file that
-is renamed into place: a failed export never leaves half a file.
+is renamed into place: a failed export never leaves half a file. One export to a path at a time
+(export/lock.py): a second one at once stops with one line.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..store import Store
+from .lock import one_export_at_a_time
 from .schema import arrow_row, arrow_schema, label_row
 
 PAGE = 20_000  # features read per query
@@ -27,7 +29,7 @@ def iter_rows(store: Store, dictionary: str | None = None, candidates: bool = Fa
     dicts = [store.dictionary(dictionary)] if dictionary else store.dictionaries()
     for d in dicts:
         for lo in range(0, d.width, PAGE):
-            rows = store.labels(d.dictionary_id, range(lo, min(lo + PAGE, d.width)), candidates=candidates)
+            rows = store.labels.find(d.dictionary_id, range(lo, min(lo + PAGE, d.width)), candidates=candidates)
             if rows:
                 yield [label_row(r, d) for r in rows]
 
@@ -45,6 +47,7 @@ def atomic(out: str | Path) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+@one_export_at_a_time
 def write_jsonl(store: Store, out: str | Path, dictionary: str | None = None, candidates: bool = False) -> int:
     """Write the labels of one dictionary (default: every dictionary); returns the number of lines.
     `candidates`: every candidate of best-of-k too, not only the chosen ones."""
@@ -57,6 +60,7 @@ def write_jsonl(store: Store, out: str | Path, dictionary: str | None = None, ca
     return n
 
 
+@one_export_at_a_time
 def write_parquet(store: Store, out: str | Path, dictionary: str | None = None, candidates: bool = False) -> int:
     """The same rows as Parquet (schema: `arrow_schema()`); returns the number of rows."""
     schema, n = arrow_schema(), 0

@@ -38,6 +38,7 @@ from ..records import SamplerConfig
 from ..sample import Sampler
 from ..score.base import FEATURE_LEVEL
 from ..store import Store
+from .lock import one_export_at_a_time
 
 BATCH = 1024
 CREATOR = "autointerp"
@@ -109,6 +110,7 @@ def _bins(edges: tuple[float, ...], peak: float) -> tuple[float, float, float]:
     return e[i], e[i + 1] if np.isfinite(e[i + 1]) else peak, 1.0 / (len(e) - 1)
 
 
+@one_export_at_a_time
 def write_neuronpedia(store: Store, out: str | Path, *, model_id: str, source_id: str, dictionary: str | None = None,
                       candidates: bool = False, activations: bool = True, seed: int = 0) -> dict:
     """Write one dictionary's features, labels, grades and activation windows in Neuronpedia's layout."""
@@ -124,12 +126,12 @@ def write_neuronpedia(store: Store, out: str | Path, *, model_id: str, source_id
     types: dict[str, set] = {"explanation_type": set(), "explanation_model_type": set(), "explanation_score_type": set(),
                              "explanation_score_model": set()}
     base = {"modelId": model_id, "layer": source_id}
-    has_lens = store.has_output_tokens(d.dictionary_id)
+    has_lens = store.activations.has_output_tokens(d.dictionary_id)
     try:
         feats = _Batches(tmp / "features")
         for lo in range(0, d.width, 65_536):  # statistics a slice at a time: never the whole table in Python
-            stats = {s.feature: s for s in store.feature_stats(d.dictionary_id, range(lo, min(lo + 65_536, d.width)))}
-            lens = store.output_tokens(d.dictionary_id, range(lo, min(lo + 65_536, d.width))) if has_lens else {}
+            stats = {s.feature: s for s in store.activations.feature_stats(d.dictionary_id, range(lo, min(lo + 65_536, d.width)))}
+            lens = store.activations.output_tokens(d.dictionary_id, range(lo, min(lo + 65_536, d.width))) if has_lens else {}
             for f in range(lo, min(lo + 65_536, d.width)):
                 s, o = stats.get(f), lens.get(f)
                 feats.add({**base, "index": str(f), "creatorId": CREATOR, "hookName": d.hook,
@@ -142,7 +144,7 @@ def write_neuronpedia(store: Store, out: str | Path, *, model_id: str, source_id
         feats.flush()
         expl, scores = _Batches(tmp / "explanations"), _Batches(tmp / "explanation_scores")
         for lo in range(0, d.width, 20_000):
-            for r in store.labels(d.dictionary_id, range(lo, min(lo + 20_000, d.width)), candidates=candidates):
+            for r in store.labels.find(d.dictionary_id, range(lo, min(lo + 20_000, d.width)), candidates=candidates):
                 eid = _id(model_id, source_id, r["feature_id"], r["explainer"], r["prompt_hash"], r["sampler_hash"],
                           r["seed"], r["evidence"].get("candidate", 0), r["explanation"])
                 tname, mname = _type_name(r), _model_name(r["explainer"])
@@ -177,7 +179,7 @@ def write_neuronpedia(store: Store, out: str | Path, *, model_id: str, source_id
             sampler = Sampler(store, d, SamplerConfig(n_score_activating=0, n_score_nonfiring=0), seed)
             corpus = store.corpus(d.corpus_id).name
             for lo in range(0, d.width, 256):
-                stats = {s.feature: s for s in store.feature_stats(d.dictionary_id, range(lo, min(lo + 256, d.width)))}
+                stats = {s.feature: s for s in store.activations.feature_stats(d.dictionary_id, range(lo, min(lo + 256, d.width)))}
                 for smp in sampler.sample_many(list(range(lo, min(lo + 256, d.width)))):
                     st = stats.get(smp.feature)
                     for k, w in enumerate(smp.explain):

@@ -3,7 +3,9 @@
 Each shard holds `locations` [N, 3] = (sequence, position, latent - start) as uint16/uint32,
 `activations` [N] float16/float32 and `tokens` [n_seq, ctx_len] (the same array in every shard).
 `end` is inclusive (delphi names a shard of latents 0..1023 `0_1023`). A cache folder may hold one
-hookpoint (config.json and shards side by side) or several (one sub-folder each).
+hookpoint (config.json and shards side by side) or several (one sub-folder each). A dictionary's width
+is `--width` or the last shard's end + 1; a shard name that would make it implausible is refused
+(`module_width`).
 
 Memory does not grow with the cache: a shard is read with plain file reads, whole when it has at most
 `SHARD_ROWS` rows, else in parts of about that many rows, each a range of its latents (one read of the
@@ -23,6 +25,7 @@ from ..progress import Progress
 from ..errors import IngestError
 from ..store import Store
 from .tokens import TokenStrings, fingerprint_tokens
+from .width import checked_width, implausible, outside
 
 SHARD = re.compile(r"^(\d+)_(\d+)\.safetensors$")
 CONTEXT_BATCH = 4096
@@ -180,29 +183,53 @@ def _token_strings(module: DelphiModule, tokenizer: str | None) -> TokenStrings:
                       f"(config.json model_name {model!r} is not a local folder)")
 
 
+def module_width(module: DelphiModule, width: int | None = None) -> int:
+    """The width of a hookpoint's dictionary: `width` (--width; a shard reaching past it is an error), else
+    the last shard's end + 1. delphi splits latents evenly (linspace), so with no width given a shard far
+    wider than the others (a stray name such as 192_19999999) or an end past 2^26 is an error naming it."""
+    last = module.shards[-1]
+    if width is not None:
+        if last.end >= checked_width(width, "--width"):
+            raise outside(str(last.path), last.end, width)
+        return width
+    spans = [s.end - s.start + 1 for s in module.shards]
+    usual = sorted(spans)[(len(spans) - 1) // 2]
+    for s, n in zip(module.shards, spans):
+        if abs(n - usual) > 2 + usual // 100:
+            raise IngestError(f"{s.path}: feature index {s.end} (latents {s.start}..{s.end}: {n} where the other "
+                              f"shards hold about {usual}; delphi splits latents evenly) would make a dictionary of "
+                              f"{last.end + 1} features: pass --width if it really is that wide")
+    if (e := implausible(str(last.path), last.end)) is not None:
+        raise e
+    return last.end + 1
+
+
 def ingest_delphi(store: Store, cache_dir: str | Path, *, tokenizer: str | None = None,
-                  dictionary: str | None = None, replace: bool = False, progress: bool = False) -> list[dict]:
-    """Ingest every hookpoint of a delphi cache in one transaction. Returns one summary per dictionary."""
+                  dictionary: str | None = None, replace: bool = False, progress: bool = False,
+                  width: int | None = None) -> list[dict]:
+    """Ingest every hookpoint of a delphi cache in one transaction. Returns one summary per dictionary.
+    `width`: every hookpoint's number of features (default: from its shard names, see `module_width`)."""
     modules = scan_cache(cache_dir)
     if dictionary is not None and len(modules) > 1:
         raise IngestError(f"{cache_dir} holds {len(modules)} hookpoints; --dictionary names one dictionary "
                           "(leave it out to name each after its hookpoint)")
+    widths = [module_width(m, width) for m in modules]  # every width checked before anything is written
     summaries = []
     with store.writer() as w:
-        for module in modules:
+        for module, d_width in zip(modules, widths):
             strings = _token_strings(module, tokenizer)
             tokens = _first_tokens(module)
             fp = fingerprint_tokens(tokens)
-            cid, created = w.add_corpus(name=str(module.config.get("dataset_repo") or module.folder.name),
+            cid, created = w.activations.add_corpus(name=str(module.config.get("dataset_repo") or module.folder.name),
                                         tokenizer=strings.name, ctx_len=int(tokens.shape[1]), fingerprint=fp,
                                         source=str(module.folder.resolve()))
             if created:
                 for i in range(0, len(tokens), CONTEXT_BATCH):
                     block = tokens[i:i + CONTEXT_BATCH]
-                    w.add_contexts(cid, list(block), strings(block))
+                    w.activations.add_contexts(cid, list(block), strings(block))
             name = dictionary or module.hookpoint
-            b = w.add_dictionary(name=name, corpus_id=cid, model=str(module.config.get("model_name", "")),
-                                 hook=module.hookpoint, width=module.width, kind="delphi",
+            b = w.activations.add_dictionary(name=name, corpus_id=cid, model=str(module.config.get("model_name", "")),
+                                 hook=module.hookpoint, width=d_width, kind="delphi",
                                  source=str(module.folder.resolve()), config=module.config, replace=replace,
                                  sorted_input=True)
             bar = Progress(sum(s.n for s in module.shards), f"ingest {name}", "nz", progress, unit_scale=True)
@@ -219,7 +246,7 @@ def ingest_delphi(store: Store, cache_dir: str | Path, *, tokenizer: str | None 
             n = b.finish()
             summaries.append({"dictionary": name, "corpus_id": cid, "corpus_created": created,
                               "contexts": int(tokens.shape[0]), "ctx_len": int(tokens.shape[1]),
-                              "width": module.width, "nonzeros": n, "shards": len(module.shards)})
+                              "width": d_width, "nonzeros": n, "shards": len(module.shards)})
     return summaries
 
 

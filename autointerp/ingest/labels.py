@@ -10,7 +10,11 @@ Three formats:
   delphi's files carry no model or prompt. A classifier score (detection, fuzz: a list of examples
   with `activating` and `prediction`) is stored as its balanced accuracy, the examples' counts in
   its details.
-- `jsonl`: our own `export --format jsonl` (a round trip keeps text, provenance and grades).
+- `jsonl`: our own `export --format jsonl` (a round trip keeps text, provenance and grades). Each
+  line goes to the dictionary its `dictionary` field names (an export of several dictionaries goes
+  back into each); a line naming none goes to `dictionary` (default: the store's only one). A line
+  naming a dictionary the store lacks, or another than `dictionary` when that is given, is an
+  error naming the file, line and dictionary: labels never land in a dictionary they were not made for.
 
 An imported label's explainer is "FORMAT:THEIR-MODEL" (so it never replaces one of ours), its
 `imported` column says where it came from, and it is a current label of its feature: `label
@@ -43,13 +47,14 @@ class _Label:
     """One imported explanation before it becomes a FeatureLabel."""
 
     __slots__ = ("feature", "text", "explainer", "kind", "sampler", "seed", "chosen", "created", "evidence",
-                 "scores")
+                 "scores", "dictionary")
 
     def __init__(self, feature, text, explainer, kind, sampler=None, seed=0, chosen=True, created=None,
-                 evidence=None, scores=()):
+                 evidence=None, scores=(), dictionary=None):
         self.feature, self.text, self.explainer, self.kind = feature, text, explainer, kind
         self.sampler, self.seed, self.chosen, self.created = sampler or SamplerConfig(), seed, chosen, created
         self.evidence, self.scores = evidence or {}, list(scores)
+        self.dictionary = dictionary  # jsonl: the Dictionary its line names (None: the import's dictionary)
 
 
 def _fail(where: str, msg: str):
@@ -234,10 +239,16 @@ def _delphi(path: Path, width: int) -> Iterator[_Label]:
                      evidence={"hookpoint": m["hook"]}, scores=grades)
 
 
-def _jsonl(path: Path, width: int) -> Iterator[_Label]:
+def _jsonl(path: Path, width: int | None, dictionary_of=None) -> Iterator[_Label]:
+    """`dictionary_of(where, name)`: the Dictionary a line's `dictionary` field names (a one-line error when
+    the store has none of that name); its width bounds the line's feature."""
     for where, row in _lines(path):
+        d = dictionary_of(where, row.get("dictionary")) if dictionary_of is not None else None
+        if d is not None:
+            width = d.width
         try:
-            sampler = SamplerConfig(**row["sampler"]) if isinstance(row.get("sampler"), dict) else SamplerConfig()
+            sampler = (SamplerConfig.from_options(**row["sampler"]) if isinstance(row.get("sampler"), dict)
+                       else SamplerConfig())  # within what the store and sampler hold: the browser re-draws it
         except (TypeError, AutointerpError) as e:
             _fail(where, f"bad sampler config ({e})")
         grades = []
@@ -253,7 +264,7 @@ def _jsonl(path: Path, width: int) -> Iterator[_Label]:
                      f"jsonl:{row.get('explainer', 'unknown')}", str(row.get("prompt_hash", "")), sampler,
                      seed, bool(row.get("chosen", True)),
                      _time(row.get("created_at")), row.get("evidence") if isinstance(row.get("evidence"), dict) else {},
-                     grades)
+                     grades, d)
 
 
 READERS = {"neuronpedia": _neuronpedia, "delphi": _delphi, "jsonl": _jsonl}
@@ -287,36 +298,80 @@ def import_labels(store: Store, path: str | Path, fmt: str, dictionary: str | No
     path = Path(path)
     if not path.exists():
         raise IngestError(f"{path}: no such file or folder")
-    d = store.dictionary(dictionary)
+    if fmt == "jsonl":  # each line names its dictionary: --dictionary only for lines that name none
+        d = store.dictionary(dictionary) if dictionary is not None else None
+        reader = _jsonl(path, None, _line_dictionary(store, d))
+    else:
+        d = store.dictionary(dictionary)
+        reader = READERS[fmt](path, d.width)
     source = f"{fmt}: {path.resolve()}"
     counts = {"labels": 0, "features": 0, "scores": 0}
-    features: set[int] = set()
+    features: set[tuple[int, int]] = set()  # (dictionary id, feature) written
+    names: list[str] = []  # the dictionaries written to, in order
     with store.writer() as w:
         batch: list[_Label] = []
 
         def flush() -> None:
-            rows = _feature_labels(d, batch, source)
-            written = w.add_labels(d.dictionary_id, rows)
+            bd = batch[0].dictionary or d
+            rows = _feature_labels(bd, batch, source)
+            written = w.labels.add_labels(bd.dictionary_id, rows)
             if index:
-                index_labels(w, d.dictionary_id, written)
+                index_labels(w, bd.dictionary_id, written)
             counts["labels"] += sum(len(r.explanations) for r in rows)
             counts["scores"] += sum(len(s) for r in rows for _, s in r.explanations)
-            features.update(x.feature for x in batch)
+            features.update((bd.dictionary_id, x.feature) for x in batch)
+            if bd.name not in names:
+                names.append(bd.name)
             if progress is not None:
                 progress.update(len(batch))
             batch.clear()
 
-        for x in READERS[fmt](path, d.width):
-            if len(batch) >= CHUNK and x.feature != batch[-1].feature:  # a feature's candidates stay together
-                flush()
-            if x.feature in features and (not batch or x.feature != batch[-1].feature):
-                # written with an earlier chunk: this one would replace it, not join it
-                raise IngestError(f"{path}: feature {x.feature} appears again after {CHUNK:,}+ other labels; "
-                                  "a large file must keep each feature's labels together (sort it by feature)")
+        for x in reader:
+            x.dictionary = x.dictionary or d
+            last = batch[-1] if batch else None
+            if last is not None and (x.dictionary.dictionary_id != last.dictionary.dictionary_id
+                                     or (len(batch) >= CHUNK and x.feature != last.feature)):
+                flush()  # one dictionary a batch; a feature's candidates stay together
+                last = None
+            if (x.dictionary.dictionary_id, x.feature) in features and (last is None or x.feature != last.feature):
+                # written with an earlier batch: this one would replace it, not join it
+                raise IngestError(f"{path}: feature {x.feature} of {x.dictionary.name} appears again after other "
+                                  "labels; a file must keep each feature's labels together (sort it by dictionary "
+                                  "and feature)")
             batch.append(x)
         if batch:
             flush()
         if not counts["labels"]:
             raise IngestError(f"{path}: no labels found")
     counts["features"] = len(features)
-    return {"dictionary": d.name, "format": fmt, "source": str(path), "indexed": index, **counts}
+    return {"dictionary": ", ".join(names), "dictionaries": names, "format": fmt, "source": str(path),
+            "indexed": index, **counts}
+
+
+def _line_dictionary(store: Store, given: Dictionary | None):
+    """For `_jsonl`: the Dictionary a line's `dictionary` field names. A line naming none goes to `given`
+    (--dictionary), else to the store's only dictionary; a name the store lacks, or another than `given`,
+    is a one-line error naming the file, line and dictionary."""
+    known: dict[str, Dictionary] = {}
+
+    def dictionary_of(where: str, name) -> Dictionary:
+        if name is not None and not isinstance(name, str):
+            _fail(where, f"dictionary must be a dictionary's name, not {repr(name)[:40]}")
+        if given is not None and name in (None, given.name):
+            return given
+        if given is not None:
+            _fail(where, f"the line is of dictionary {name!r}, not --dictionary {given.name!r} (leave --dictionary "
+                         "out to import each line into the dictionary it names)")
+        if not known:
+            known.update((x.name, x) for x in store.dictionaries())
+        if name is None:
+            if len(known) != 1:
+                _fail(where, "the line names no dictionary and the store has "
+                             + (f"{len(known)} ({', '.join(sorted(known))}): pass --dictionary" if known else "none"))
+            return next(iter(known.values()))
+        if name not in known:
+            _fail(where, f"dictionary {name!r} is not in the store (it has "
+                         + (", ".join(repr(k) for k in sorted(known)) or "none") + ")")
+        return known[name]
+
+    return dictionary_of

@@ -14,7 +14,8 @@ Each distinct token sequence becomes a context (token strings interned to ids: t
 context, and a feature is zero wherever it has no value, so other features' windows serve as its
 non-firing windows. Negative values are dropped (counted in the summary); a (feature, text, position)
 given twice keeps its largest value. Bad input is a one-line IngestError naming the file and record,
-and the store is left as it was.
+and the store is left as it was. The width is `--width` (an index at or past it is such an error), else
+the highest index + 1, unless that index is past 2^26 or far beyond every other (a stray: ingest/width.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import numpy as np
 
 from ..errors import IngestError
 from ..store import Store
+from .width import checked_width, implausible, inferred_width, outside
 
 
 def _files(root: Path) -> list[Path]:
@@ -106,6 +108,8 @@ def _feature(x, where: str) -> int:
 def ingest_neuronpedia(store: Store, path: str | Path, *, dictionary: str, width: int | None = None,
                        model: str | None = None, hook: str | None = None, replace: bool = False) -> dict:
     root = Path(path)
+    if width is not None:
+        checked_width(width, "--width")
     files = _files(root)
     meta: dict = {}
     vocab: dict[str, int] = {}
@@ -114,9 +118,14 @@ def ingest_neuronpedia(store: Store, path: str | Path, *, dictionary: str, width
     best: dict[tuple[int, int, int], float] = {}
     negatives = 0
     n_records = 0
+    top, second, top_where = -1, None, ""  # the highest indices with a positive value, and where the highest is
     for p in files:
         for feat, tokens, values, where in _records(p, meta):
             f = _feature(feat, where)
+            if width is not None and f >= width:
+                raise outside(where, f, width)
+            if width is None and (e := implausible(where, f)) is not None:
+                raise e
             if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens) or not tokens:
                 raise IngestError(f"{where}: 'tokens' must be a non-empty list of strings")
             if not isinstance(values, list) or len(values) != len(tokens):
@@ -130,34 +139,38 @@ def ingest_neuronpedia(store: Store, path: str | Path, *, dictionary: str, width
                 c = texts[ids] = len(contexts)
                 contexts.append(ids)
             n_records += 1
+            positive = False
             for pos, v in enumerate(values):
                 if v > 0:
+                    positive = True
                     k = (f, c, pos)
                     if v > best.get(k, 0.0):
                         best[k] = float(v)
                 elif v < 0:
                     negatives += 1
+            if positive and f > top:
+                second, top, top_where = (top if top >= 0 else second), f, where
+            elif positive and f < top and (second is None or f > second):
+                second = f
     if not best:
         raise IngestError(f"{root}: no positive activation in {n_records} records")
     keys = np.array(list(best), dtype=np.int64)
     feats = keys[:, 0]
-    if width is None:
-        width = int(feats.max()) + 1
-    elif feats.max() >= width:
-        raise IngestError(f"{root}: feature {int(feats.max())} is outside --width {width}")
+    if width is None:  # the highest index + 1, unless it is a stray (checked above as each record came)
+        width = inferred_width(top, second, top_where)
     strings = [None] * len(vocab)
     for t, i in vocab.items():
         strings[i] = t
     h = hashlib.sha256(json.dumps([strings, contexts]).encode())
     model, hook = model or meta.get("model") or "", hook or meta.get("hook") or ""
     with store.writer() as w:
-        cid, created = w.add_corpus(name=f"neuronpedia:{dictionary}", tokenizer="external",
+        cid, created = w.activations.add_corpus(name=f"neuronpedia:{dictionary}", tokenizer="external",
                                     ctx_len=max(len(c) for c in contexts), fingerprint="neuronpedia:" + h.hexdigest(),
                                     source=str(root.resolve()))
         if created:
-            w.add_contexts(cid, [np.array(c, dtype=np.int64) for c in contexts],
+            w.activations.add_contexts(cid, [np.array(c, dtype=np.int64) for c in contexts],
                            [[strings[i] for i in c] for c in contexts])
-        b = w.add_dictionary(name=dictionary, corpus_id=cid, model=str(model), hook=str(hook), width=int(width),
+        b = w.activations.add_dictionary(name=dictionary, corpus_id=cid, model=str(model), hook=str(hook), width=int(width),
                              kind="external", source=str(root.resolve()), config={"from": "neuronpedia", **meta},
                              replace=replace, sorted_input=False)
         b.append(feats, keys[:, 1], keys[:, 2], np.array(list(best.values()), dtype=np.float32))

@@ -8,6 +8,10 @@ A folder (or the two files named explicitly) holding:
 - `activations.parquet` (or a folder of Parquet files): `feature`, `context_id`, `position`
   (integers) and `value` (float), one row per nonzero activation, in any order.
 - optionally `dictionary.json`: {"model": ..., "hook": ..., "width": ...}.
+
+The width is `--width`, else dictionary.json's, else the highest feature id + 1 (an id past 2^26 or far
+beyond every other is refused as a stray: ingest/width.py); an id at or past a given width is a one-line
+error naming the file and the id.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from ..progress import Progress
 from ..errors import IngestError
 from ..store import Store
 from .tokens import TokenStrings
+from .width import checked_width, inferred_width, outside
 
 BATCH_ROWS = 2_000_000
 CONTEXT_BATCH = 4096
@@ -85,7 +90,12 @@ def ingest_parquet(store: Store, path: str | Path, *, dictionary: str, contexts:
         act_path = root / "activations.parquet" if (root / "activations.parquet").exists() else root / "activations"
         ctx_path = Path(contexts) if contexts else root / "contexts.parquet"
         if (root / "dictionary.json").exists():
-            meta = json.loads((root / "dictionary.json").read_text())
+            try:
+                meta = json.loads((root / "dictionary.json").read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise IngestError(f"{root / 'dictionary.json'}: not valid JSON ({str(e).splitlines()[0][:120]})") from None
+            if not isinstance(meta, dict):
+                raise IngestError(f"{root / 'dictionary.json'}: must be a JSON object (model, hook, width)")
     else:
         act_path, ctx_path = root, Path(contexts) if contexts else root.with_name("contexts.parquet")
     if not act_path.exists():
@@ -100,13 +110,20 @@ def ingest_parquet(store: Store, path: str | Path, *, dictionary: str, contexts:
             raise IngestError(f"{act_path}: column {col} is {acts.schema.field(col).type}, expected an integer")
     if not (pa.types.is_floating(acts.schema.field("value").type) or pa.types.is_integer(acts.schema.field("value").type)):
         raise IngestError(f"{act_path}: column value is {acts.schema.field('value').type}, expected a float")
-    if width is None:
-        width = meta.get("width")
-    if width is None:
-        width = int(pc.max(acts.to_table(columns=["feature"]).column("feature")).as_py() or 0) + 1
+    if width is not None:
+        given = checked_width(width, "--width")
+        what = "--width"
+    elif meta.get("width") is not None:
+        given = width = checked_width(meta["width"], f"{root / 'dictionary.json'}: width")
+        what = "dictionary.json width"
+    else:  # the highest id + 1, unless it is a stray far beyond the others (ingest/width.py)
+        given, col = None, acts.to_table(columns=["feature"]).column("feature")
+        top = pc.max(col).as_py()
+        second = None if top is None else pc.max(pc.filter(col, pc.less(col, top))).as_py()
+        width = 1 if top is None or top < 0 else inferred_width(int(top), second, str(act_path))
     lengths = pc.list_value_length(ctx_table.column("token_ids")).to_numpy()
     with store.writer() as w:
-        cid, created = w.add_corpus(name=ctx_path.stem, tokenizer=strings.name if strings else "external",
+        cid, created = w.activations.add_corpus(name=ctx_path.stem, tokenizer=strings.name if strings else "external",
                                     ctx_len=int(lengths.max()), fingerprint=_fingerprint(ctx_table),
                                     source=str(ctx_path.resolve()))
         if created:
@@ -116,8 +133,8 @@ def ingest_parquet(store: Store, path: str | Path, *, dictionary: str, contexts:
                 toks = block.column("tokens").to_pylist() if strings is None else [strings(x[None])[0] for x in ids]
                 if any(t is None for t in toks):
                     raise IngestError(f"{ctx_path}: null token strings in contexts {i}..{i + len(toks) - 1}")
-                w.add_contexts(cid, ids, toks)
-        b = w.add_dictionary(name=dictionary, corpus_id=cid, model=model or meta.get("model", ""),
+                w.activations.add_contexts(cid, ids, toks)
+        b = w.activations.add_dictionary(name=dictionary, corpus_id=cid, model=model or meta.get("model", ""),
                              hook=hook or meta.get("hook", ""), width=int(width), kind="external",
                              source=str(act_path.resolve()), config=meta, replace=replace, sorted_input=False)
         bar = Progress(acts.count_rows(), f"ingest {dictionary}", "nz", progress, unit_scale=True)
@@ -125,6 +142,8 @@ def ingest_parquet(store: Store, path: str | Path, *, dictionary: str, contexts:
             cols = [batch.column(c).to_numpy(zero_copy_only=False) for c in ACT_COLUMNS]
             if any(batch.column(c).null_count for c in ACT_COLUMNS):
                 raise IngestError(f"{act_path}: null values in the activation columns")
+            if given is not None and len(cols[0]) and int(cols[0].max()) >= given:
+                raise outside(str(act_path), int(cols[0].max()), given, what)
             b.append(*cols)
             bar.update(batch.num_rows)
         bar.close()

@@ -163,14 +163,14 @@ def add_retrained_copy(store, dictionary, name: str, *, seed: int = 0, drop: flo
     (the true partner of new feature perm[f] is f). One transaction; reads a feature range at a time."""
     rng = np.random.default_rng(seed)
     perm = rng.permutation(dictionary.width)
-    lengths = store.context_lengths(dictionary.corpus_id)
+    lengths = store.activations.context_lengths(dictionary.corpus_id)
     with store.writer() as w:
-        b = w.add_dictionary(name=name, corpus_id=dictionary.corpus_id, model=dictionary.model,
+        b = w.activations.add_dictionary(name=name, corpus_id=dictionary.corpus_id, model=dictionary.model,
                              hook=dictionary.hook, width=dictionary.width, kind="external",
                              source=f"retrained copy of {dictionary.name} (seed {seed})", sorted_input=False)
         feats = np.arange(dictionary.width)
-        for part in store.plan_chunks(dictionary.dictionary_id, feats, chunk):
-            t = store.read_activations(dictionary.dictionary_id, int(part[0]), int(part[-1]))
+        for part in store.activations.plan_chunks(dictionary.dictionary_id, feats, chunk):
+            t = store.activations.read_activations(dictionary.dictionary_id, int(part[0]), int(part[-1]))
             f, c, p, v = (np.asarray(t[k]) for k in ("feature", "context_id", "position", "value"))
             keep = rng.random(len(f)) >= drop
             f, c, p, v = f[keep], c[keep], p[keep], v[keep].astype(np.float32)
@@ -190,10 +190,10 @@ def add_retrained_copy(store, dictionary, name: str, *, seed: int = 0, drop: flo
                                                                                         (v, ev)))
             b.append(perm[f], c, p, v)
         b.finish()
-        if store.direction_dim(dictionary.dictionary_id):  # its output directions, moved and perturbed alike
-            _, va = store.directions(dictionary.dictionary_id)
+        if store.activations.direction_dim(dictionary.dictionary_id):  # its output directions, moved and perturbed alike
+            _, va = store.activations.directions(dictionary.dictionary_id)
             vb = np.empty_like(va)
             scale = np.linalg.norm(va.astype(np.float32), axis=1, keepdims=True) / np.sqrt(va.shape[1])
             vb[perm] = va + (direction_noise * scale * rng.standard_normal(va.shape)).astype(np.float16)
-            w.add_directions(b.dictionary_id, vb)
+            w.activations.add_directions(b.dictionary_id, vb)
     return perm

@@ -39,8 +39,9 @@
 The file becomes a `pipeline.LabelRun` (the same object `autointerp label` builds). A dollars budget
 over a model with no price is an error: the budget could never stop the run.
 
-Unknown sections or keys, and values of the wrong type, are errors that name them: a typo must not
-silently run the default.
+Unknown sections or keys, and values of the wrong type or beyond what the store and sampler hold (the
+same bounds as the CLI's options: records.SAMPLER_LIMITS), are errors that name them: a typo must not
+silently run the default. A file that is not UTF-8 text (a binary file) is one such error too.
 """
 
 from __future__ import annotations
@@ -218,4 +219,7 @@ def load_config(path: str | Path) -> JobConfig:
         text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise JobConfigError(f"cannot read job file {p}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:  # a binary file, or text in another encoding
+        raise JobConfigError(f"job file {p} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}): "
+                             "a job file is TOML") from None
     return parse_config(text, str(p))

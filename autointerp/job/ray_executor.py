@@ -125,8 +125,7 @@ class _ShardLog(CallLog):
     def __init__(self, store: Store, path: Path) -> None:
         self.store, self.path = store, path
         self._cache, self._calls, self._fh = {}, [], None
-        if store.llm_key_index is None:
-            store.llm_key_index = store.cache_key_prefixes()
+        store.ledger.key_prefixes()
 
     def fold(self) -> None:
         return None
@@ -172,7 +171,7 @@ def label_shard(snapshot: str, out_dir: str, shard: int, dictionary: str, featur
                       budget=_RemoteBudget(coordinator))
         summary = label(store, d, run, sink=outcomes.extend)
         # the activations these labels were made from: the snapshot's, whatever the store holds at merge time
-        hashes = store.activation_hashes(d.dictionary_id, features)
+        hashes = store.activations.activation_hashes(d.dictionary_id, features)
     tmp = out / f"labels-{shard}.pkl.tmp"
     tmp.write_bytes(pickle.dumps({"labels": [x for x in outcomes if isinstance(x, FeatureLabel)],
                                   "grades": [x for x in outcomes if isinstance(x, Grades)], "act_hash": hashes}))
@@ -207,14 +206,14 @@ def merge_results(store: Store, root: Path) -> dict:
         calls += k
     if journals or shards:
         with store.writer() as w:
-            w.add_llm_records(cache, calls)
+            w.ledger.add_llm_records(cache, calls)
             for (name, run_id), (labels, hashes) in by_dict.items():
                 did = store.dictionary(name).dictionary_id
-                written = w.add_labels(did, labels, act_hashes=hashes, run_id=run_id)
+                written = w.labels.add_labels(did, labels, act_hashes=hashes, run_id=run_id)
                 index_labels(w, did, written)  # search sees them too
             for run_id, got in grades:
-                w.add_grades(got, run_id=run_id)
-        store.llm_key_index = None  # new cache keys: re-read on next use
+                w.labels.add_grades(got, run_id=run_id)
+        store.ledger.forget_keys()  # new cache keys: re-read on next use
     if root.exists():
         for run in root.iterdir():  # merged: the runs' folders (and a crashed run's snapshot) can go
             if run.is_dir():

@@ -153,7 +153,7 @@ class LLMClient:
         """
         if not hasattr(self.provider, "submit_batch"):
             raise ProviderError(f"{self.provider.name} has no batch API here (use it without --batch)")
-        pending = self.store.pending_batch_keys(self.provider.name, self.provider.model)
+        pending = self.store.ledger.pending_batch_keys(self.provider.name, self.provider.model)
         todo: dict[str, ChatRequest] = {}
         for r in requests:
             k = r.key(self.provider.name)
@@ -164,7 +164,7 @@ class LLMClient:
             chunk = items[i:i + max_per_batch]
             batch_id = await self._retrying(self.provider.submit_batch, [(cid, r) for cid, _, r in chunk])
             with self.store.writer(checkpoint=False) as w:
-                w.add_batch(batch_id, self.provider.name, self.provider.model, purpose, self.run_id,
+                w.ledger.add_batch(batch_id, self.provider.name, self.provider.model, purpose, self.run_id,
                             [(cid, k) for cid, k, _ in chunk])
         return len(items)
 
@@ -173,12 +173,12 @@ class LLMClient:
         it is collected, until none is pending or `max_wait` seconds have passed."""
         t0 = time.monotonic()
         got = {"batches": 0, "replies": 0, "errors": 0}
-        while pending := self.store.pending_batches(self.provider.name, self.provider.model):
+        while pending := self.store.ledger.pending_batches(self.provider.name, self.provider.model):
             for batch_id, purpose, run_id in pending:
                 if not await self._retrying(self.provider.batch_done, batch_id):
                     continue
                 results = await self._retrying(self.provider.batch_results, batch_id)
-                keys = self.store.batch_items(batch_id)
+                keys = self.store.ledger.batch_items(batch_id)
                 for cid, res in results.items():
                     key = keys.get(cid)
                     if key is None:
@@ -191,14 +191,14 @@ class LLMClient:
                     got["replies" if ok else "errors"] += 1
                 self.log.fold()
                 with self.store.writer(checkpoint=False) as w:
-                    w.batch_collected(batch_id)
+                    w.ledger.batch_collected(batch_id)
                 got["batches"] += 1
-            if not self.store.pending_batches(self.provider.name, self.provider.model):
+            if not self.store.ledger.pending_batches(self.provider.name, self.provider.model):
                 break
             if max_wait is not None and time.monotonic() - t0 >= max_wait:
                 break
             await asyncio.sleep(poll_seconds)
-        got["pending"] = len(self.store.pending_batches(self.provider.name, self.provider.model))
+        got["pending"] = len(self.store.ledger.pending_batches(self.provider.name, self.provider.model))
         return got
 
     def fold(self) -> None:

@@ -46,14 +46,13 @@ class CallLog:
         self._cache: dict[str, tuple[str, str, str]] = {}  # key -> (provider, model, response JSON), not folded
         self._calls: list[dict] = []
         self._fh = None
-        if store.llm_key_index is None:
-            store.llm_key_index = store.cache_key_prefixes()
+        store.ledger.key_prefixes()
         self.recover()
 
     @property
     def _prefixes(self) -> np.ndarray:
         """The store's cache keys (prefixes), as every client of this process has folded them."""
-        return self.store.llm_key_index
+        return self.store.ledger.key_prefixes()
 
     # -- reading ------------------------------------------------------------------------------------
 
@@ -65,7 +64,7 @@ class CallLog:
         i = int(np.searchsorted(self._prefixes, p))
         if i == len(self._prefixes) or self._prefixes[i] != p:
             return None  # certainly not in the store
-        return self.store.cache_get(key)
+        return self.store.ledger.cache_get(key)
 
     # -- writing ------------------------------------------------------------------------------------
 
@@ -97,9 +96,8 @@ class CallLog:
         if not self._cache and not self._calls:
             return
         with self.store.writer(checkpoint=False) as w:
-            w.add_llm_records([(k, *v) for k, v in self._cache.items()], self._calls)
-        new = np.array([int(k[:16], 16) for k in self._cache], dtype=np.uint64)
-        self.store.llm_key_index = np.union1d(self._prefixes, new)
+            w.ledger.add_llm_records([(k, *v) for k, v in self._cache.items()], self._calls)
+        self.store.ledger.remember_keys(self._cache)
         self._cache.clear()
         self._calls.clear()
         if self._fh is not None:

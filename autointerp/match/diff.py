@@ -96,7 +96,7 @@ class DiffResult:
 
 def run_side(store: Store, run_id: str) -> Side:
     """The side of a run: the dictionary its labels and grades belong to."""
-    ds = store.run_dictionaries(run_id)
+    ds = store.labels.run_dictionaries(run_id)
     if not ds:
         raise UsageError(f"no label or grade of run {run_id!r} in the store (`autointerp job list` and `label "
                          "--json`'s run_id name runs)")
@@ -112,7 +112,7 @@ def diff(store: Store, a: Side, b: Side, config: DiffConfig = DiffConfig()) -> D
     same = a.dictionary.dictionary_id == b.dictionary.dictionary_id
     if same and a.run_id == b.run_id:
         raise UsageError("both sides are the same labels: give two runs, or two dictionaries")
-    if same and a.run_id and b.run_id and store.run_keys(a.run_id) & store.run_keys(b.run_id):
+    if same and a.run_id and b.run_id and store.labels.run_keys(a.run_id) & store.labels.run_keys(b.run_id):
         # a rerun under the same explainer, prompt, sampler and seed replaces the earlier run's labels
         raise UsageError(f"run {b.run_id} labelled under run {a.run_id}'s settings (explainer, prompt, sampler, "
                          "seed), which replaces its labels: there is no earlier label left to compare; diff runs "
@@ -120,8 +120,8 @@ def diff(store: Store, a: Side, b: Side, config: DiffConfig = DiffConfig()) -> D
     pairs = None if same else _pairs(store, a.dictionary, b.dictionary, config)
     res = DiffResult(a.name, b.name, "feature id" if same else
                      f"{config.method} match, similarity >= {config.min_similarity:g}")
-    fires_a = store.firing_counts(a.dictionary.dictionary_id)
-    fires_b = fires_a if same else store.firing_counts(b.dictionary.dictionary_id)
+    fires_a = store.activations.firing_counts(a.dictionary.dictionary_id)
+    fires_b = fires_a if same else store.activations.firing_counts(b.dictionary.dictionary_id)
     w = _Walk(store, a, b, config, same, res, _Top(config.limit), fires_a, fires_b,
               np.log1p(max(int(fires_a.max(initial=0)), int(fires_b.max(initial=0)), 1)),
               np.zeros(a.dictionary.width, bool))
@@ -142,16 +142,16 @@ def diff(store: Store, a: Side, b: Side, config: DiffConfig = DiffConfig()) -> D
 
 def _pairs(store: Store, a: Dictionary, b: Dictionary, config: DiffConfig) -> dict[str, np.ndarray]:
     check_pair(store, a, b, config.method)
-    if config.method not in store.match_methods(a.dictionary_id, b.dictionary_id):
+    if config.method not in store.matches.match_methods(a.dictionary_id, b.dictionary_id):
         if store.read_only:
             raise MatchError(f"no {config.method} match from {a.name!r} to {b.name!r} in the store: run "
                              f"`autointerp match --from {a.name} --to {b.name}` first")
         match_dictionaries(store, a, b, MatchConfig(method=config.method))
-    return store.matches(a.dictionary_id, b.dictionary_id, config.method, config.min_similarity)
+    return store.matches.pairs(a.dictionary_id, b.dictionary_id, config.method, config.min_similarity)
 
 
 def _grades(store: Store, eids: np.ndarray, run_id: str | None) -> dict[int, dict[str, tuple]]:
-    g = store.side_grades(eids, run_id)
+    g = store.labels.side_grades(eids, run_id)
     out: dict[int, dict[str, tuple]] = {}
     for e, s, v, lo, hi in zip(g["explanation_id"].tolist(), g["scorer"].tolist(), g["value"].tolist(),
                                g["ci_low"].tolist(), g["ci_high"].tolist()):
@@ -166,7 +166,7 @@ def _distances(store: Store, pairs: list[tuple[int, str, int, str]]) -> list[flo
 
     if not pairs:
         return []
-    stored = store.label_vectors_of(LABELS, np.array([p[0] for p in pairs] + [p[2] for p in pairs]))
+    stored = store.vectors.label_vectors_of(LABELS, np.array([p[0] for p in pairs] + [p[2] for p in pairs]))
     missing = [t for ea, ta, eb, tb in pairs for e, t in ((ea, ta), (eb, tb)) if e not in stored]
     fresh = dict(zip(missing, embed_many(missing))) if missing else {}
 
@@ -219,9 +219,9 @@ def _block(w: _Walk, fa: np.ndarray, fb: np.ndarray) -> None:
     """One range of B's features `fb` and their partners `fa` in A (-1: none)."""
     store, a, b, config, res, top, same = w.store, w.a, w.b, w.config, w.res, w.top, w.same
     fires_b, scale, partnered = w.fires_b, w.scale, w.partnered
-    lab_b = store.label_side(b.dictionary.dictionary_id, fb, b.run_id)
+    lab_b = store.labels.label_side(b.dictionary.dictionary_id, fb, b.run_id)
     want_a = np.unique(fa[fa >= 0])
-    lab_a = store.label_side(a.dictionary.dictionary_id, want_a, a.run_id)
+    lab_a = store.labels.label_side(a.dictionary.dictionary_id, want_a, a.run_id)
     res.counts["labelled_b"] += len(lab_b["feature"])
     if same:
         res.counts["labelled_a"] += len(lab_a["feature"])
@@ -286,12 +286,12 @@ def _gone(w: _Walk) -> None:
     for lo in range(0, a.dictionary.width, config.block):
         fa = np.arange(lo, min(lo + config.block, a.dictionary.width), dtype=np.int64)
         if same:
-            lab = store.label_side(a.dictionary.dictionary_id, fa, a.run_id)
+            lab = store.labels.label_side(a.dictionary.dictionary_id, fa, a.run_id)
             alone = [(f, t) for f, t in zip(lab["feature"].tolist(), lab["text"].tolist()) if not partnered[f]]
         else:
             cand = fa[(fires_a[fa] > 0) & ~partnered[fa]]
-            lab = store.label_side(a.dictionary.dictionary_id, cand, a.run_id)
-            res.counts["labelled_a"] += len(store.label_side(a.dictionary.dictionary_id, fa, a.run_id)["feature"])
+            lab = store.labels.label_side(a.dictionary.dictionary_id, cand, a.run_id)
+            res.counts["labelled_a"] += len(store.labels.label_side(a.dictionary.dictionary_id, fa, a.run_id)["feature"])
             texts = dict(zip(lab["feature"].tolist(), lab["text"].tolist()))
             alone = [(f, texts.get(f)) for f in cand.tolist()]
         for f, t in alone:

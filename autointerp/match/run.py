@@ -84,7 +84,7 @@ def check_pair(store: Store, a: Dictionary, b: Dictionary, method: str) -> tuple
         ca, cb = store.corpus(a.corpus_id), store.corpus(b.corpus_id)
         raise MatchError(f"{a.name!r} is over corpus {ca.name!r} and {b.name!r} over {cb.name!r}: co-activation "
                          "needs both dictionaries over the same tokens (capture or ingest them over one corpus)")
-    dims = {d.name: store.direction_dim(d.dictionary_id) for d in (a, b)}
+    dims = {d.name: store.activations.direction_dim(d.dictionary_id) for d in (a, b)}
     has = all(dims.values())
     if method == "decoder" and not has:
         lacking = [repr(n) for n, v in dims.items() if not v]
@@ -113,8 +113,8 @@ def match_dictionaries(store: Store, a: Dictionary, b: Dictionary, config: Match
         if decoder:
             _decoder(store, w, a, b, config, res, None if exhaustive else cands, progress)
     if "coactivation" in res.methods and "decoder" in res.methods:
-        co = store.matches(a.dictionary_id, b.dictionary_id, "coactivation")
-        de = store.matches(a.dictionary_id, b.dictionary_id, "decoder", features=co["to_feature"])
+        co = store.matches.pairs(a.dictionary_id, b.dictionary_id, "coactivation")
+        de = store.matches.pairs(a.dictionary_id, b.dictionary_id, "decoder", features=co["to_feature"])
         same = np.isin(co["to_feature"], de["to_feature"])
         both = co["from_feature"][same] == de["from_feature"]
         res.agreement = round(float(both.mean()), 4) if len(both) else None
@@ -133,24 +133,24 @@ def _coactivation(store: Store, w, a: Dictionary, b: Dictionary, config: MatchCo
                   keep: int, store_pairs: bool, progress: bool) -> dict[str, np.ndarray] | None:
     """Co-activation partners of B's live features; stores the best of each (`store_pairs`) and returns the
     `keep` best per feature when the decoder method needs them as candidates."""
-    n_tokens = store.corpus_tokens(b.corpus_id)
-    firing_b = store.firing_counts(b.dictionary_id)
+    n_tokens = store.activations.corpus_tokens(b.corpus_id)
+    firing_b = store.activations.firing_counts(b.dictionary_id)
     live = np.flatnonzero(firing_b > 0)
     res.live = int(len(live))
     moments = []
     for d in (b, a):
-        s, q = store.activation_moments(d.dictionary_id, d.width)
+        s, q = store.matches.activation_moments(d.dictionary_id, d.width)
         moments.append(pa.table({"feature": pa.array(np.arange(d.width, dtype=np.int64)), "s": s, "q": q}))
-    l0_a = store.dictionary_summary(a.dictionary_id)["nonzeros"] / max(n_tokens, 1)
+    l0_a = store.activations.dictionary_summary(a.dictionary_id)["nonzeros"] / max(n_tokens, 1)
     if store_pairs:
-        w.clear_matches(a.dictionary_id, b.dictionary_id, "coactivation")
+        w.matches.clear_matches(a.dictionary_id, b.dictionary_id, "coactivation")
     kept, sims = [], []
     bar = Progress(2 * len(live), f"match {a.name} -> {b.name}: coactivation", "feat", progress)
     try:
         # 1. candidates: a range's probe rows x A's features per token stay within the budget
         cands = []
         for lo, hi in _ranges(np.minimum(firing_b[live], config.probes) * max(l0_a, 1.0), config.pairs_per_chunk):
-            cands.append(store.match_candidates(b.dictionary_id, a.dictionary_id, int(live[lo]), int(live[hi - 1]),
+            cands.append(store.matches.match_candidates(b.dictionary_id, a.dictionary_id, int(live[lo]), int(live[hi - 1]),
                                                 config.probes, config.candidates))
             bar.update(hi - lo)
         cand = {k: np.concatenate([c[k] for c in cands]) if cands else np.zeros(0, np.int64)
@@ -161,12 +161,12 @@ def _coactivation(store: Store, w, a: Dictionary, b: Dictionary, config: MatchCo
         per = firing_b[tf[starts]] * np.diff(np.r_[starts, len(tf)])
         for lo, hi in _ranges(per, config.pairs_per_chunk):
             i, j = starts[lo], starts[hi] if hi < len(starts) else len(tf)
-            r = store.pair_correlations(b.dictionary_id, a.dictionary_id, {k: v[i:j] for k, v in cand.items()},
+            r = store.matches.pair_correlations(b.dictionary_id, a.dictionary_id, {k: v[i:j] for k, v in cand.items()},
                                         n_tokens, moments[0], moments[1], top=keep)
             first = np.r_[True, r["to_feature"][1:] != r["to_feature"][:-1]] if len(r["to_feature"]) else \
                 np.zeros(0, bool)
             if store_pairs and first.any():
-                w.add_matches(a.dictionary_id, b.dictionary_id, "coactivation", r["to_feature"][first],
+                w.matches.add_matches(a.dictionary_id, b.dictionary_id, "coactivation", r["to_feature"][first],
                               r["from_feature"][first], r["similarity"][first])
             sims.append(r["similarity"][first])
             if keep > 1:
@@ -176,7 +176,7 @@ def _coactivation(store: Store, w, a: Dictionary, b: Dictionary, config: MatchCo
         bar.close()
     similarity = np.concatenate(sims) if sims else np.zeros(0)
     if store_pairs:
-        w.end_match(a.dictionary_id, b.dictionary_id, "coactivation", {
+        w.matches.end_match(a.dictionary_id, b.dictionary_id, "coactivation", {
             "similarity": "pearson correlation of activations over every token", "tokens": n_tokens})
         res.methods["coactivation"] = _summary(similarity, config.threshold, unpaired_live=int(len(live) -
                                                                                               len(similarity)))
@@ -209,20 +209,20 @@ def _normalized(x: np.ndarray) -> np.ndarray:
 def _decoder(store: Store, w, a: Dictionary, b: Dictionary, config: MatchConfig, res: MatchResult,
              candidates: dict | None, progress: bool) -> None:
     """Decoder-cosine partners: exhaustive (candidates None), or among the given candidate pairs."""
-    w.clear_matches(a.dictionary_id, b.dictionary_id, "decoder")
+    w.matches.clear_matches(a.dictionary_id, b.dictionary_id, "decoder")
     sims = []
     bar = Progress(b.width, f"match {a.name} -> {b.name}: decoder", "feat", progress)
     try:
         if candidates is None:
-            fa, va = store.directions(a.dictionary_id)
+            fa, va = store.activations.directions(a.dictionary_id)
             va = _normalized(va)
             for lo in range(0, b.width, config.block):
-                fb, vb = store.directions(b.dictionary_id, lo, lo + config.block - 1)
+                fb, vb = store.activations.directions(b.dictionary_id, lo, lo + config.block - 1)
                 if len(fb):
                     sim = _normalized(vb) @ va.T
                     best = sim.argmax(axis=1)
                     s = sim[np.arange(len(fb)), best]
-                    w.add_matches(a.dictionary_id, b.dictionary_id, "decoder", fb, fa[best], s)
+                    w.matches.add_matches(a.dictionary_id, b.dictionary_id, "decoder", fb, fa[best], s)
                     sims.append(s)
                 bar.update(min(config.block, b.width - lo))
         else:
@@ -233,18 +233,18 @@ def _decoder(store: Store, w, a: Dictionary, b: Dictionary, config: MatchConfig,
                 t, f = tf[lo:hi], ff[lo:hi]
                 ub, ib = np.unique(t, return_inverse=True)
                 ua, ia = np.unique(f, return_inverse=True)
-                vb, va = (_normalized(store.directions_of(d.dictionary_id, u)) for d, u in ((b, ub), (a, ua)))
+                vb, va = (_normalized(store.activations.directions_of(d.dictionary_id, u)) for d, u in ((b, ub), (a, ua)))
                 s = np.einsum("ij,ij->i", vb[ib], va[ia])
                 order = np.lexsort((-s, t))
                 t, f, s = t[order], f[order], s[order]
                 first = np.r_[True, t[1:] != t[:-1]]
-                w.add_matches(a.dictionary_id, b.dictionary_id, "decoder", t[first], f[first], s[first])
+                w.matches.add_matches(a.dictionary_id, b.dictionary_id, "decoder", t[first], f[first], s[first])
                 sims.append(s[first])
                 bar.update(int(first.sum()))
     finally:
         bar.close()
     similarity = np.concatenate(sims) if sims else np.zeros(0)
-    w.end_match(a.dictionary_id, b.dictionary_id, "decoder", {
+    w.matches.end_match(a.dictionary_id, b.dictionary_id, "decoder", {
         "similarity": "cosine of output directions",
         "search": "exhaustive" if candidates is None else f"among the {config.candidates} best co-activation partners"})
     res.methods["decoder"] = _summary(similarity, config.threshold,

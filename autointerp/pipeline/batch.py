@@ -26,7 +26,7 @@ async def plan_batches(feed, parts, opts: BatchOptions) -> dict:
     got = {"submitted": 0, "batches": 0, "replies": 0, "errors": 0, "pending": 0, "stages": 0}
     tried: set[tuple[int, str]] = set()
     t0 = time.monotonic()
-    cursor = feed.store.cursor()
+    cursor = feed.store
     try:
         while True:
             wanted: dict[tuple[int, str], tuple] = {}
@@ -68,5 +68,4 @@ async def plan_batches(feed, parts, opts: BatchOptions) -> dict:
             if got["pending"] or not new:
                 return got
     finally:
-        cursor.close()
         await parts.aclose()

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import LabelError, UsageError
 from ..llm import LLMOptions
-from ..records import SamplerConfig
+from ..records import SamplerConfig, check_seed
 from ..score.base import ScoringOptions
 
 
@@ -116,6 +116,10 @@ class LabelRun:
         for name in ("concurrency", "sample_batch", "flush_every"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.concurrency > MAX_CONCURRENCY:
+            raise UsageError(f"concurrency must be at most {MAX_CONCURRENCY} (features in flight at once; the "
+                             f"provider's --max-in-flight bounds the calls), got {self.concurrency}")
+        check_seed(self.seed)  # a 64-bit integer, else SampleError (exit 6)
         if isinstance(self.scorers, str):
             object.__setattr__(self, "scorers", (self.scorers,))
         else:
@@ -139,6 +143,7 @@ def _out_of_range(bad: int, width: int) -> None:
 
 
 MAX_FEATURE_ID = 2**32 - 1  # the store's feature column is a UINTEGER
+MAX_CONCURRENCY = 1024  # features explained and scored at once: each holds its sample and a worker
 
 
 def parse_ranges(spec: str) -> list[tuple[int, int]]:

@@ -25,6 +25,7 @@ The summary counts each kind.
 from __future__ import annotations
 
 import asyncio
+import copy
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -99,7 +100,7 @@ def plan(store: Store, dictionary: Dictionary, run: LabelRun, parts: Parts) -> W
         c = run.carry
         source = store.dictionary(c.source)
         decide = parts.decider
-        work.carry = store.carry_partners(source.dictionary_id, dictionary.dictionary_id, c.method, c.min_similarity,
+        work.carry = store.matches.carry_partners(source.dictionary_id, dictionary.dictionary_id, c.method, c.min_similarity,
                                           work.explain, *parts.key,
                                           None if decide is None else (decide.name, decide.version))
         work.carry_from = source.name
@@ -117,7 +118,7 @@ def ensure_match(store: Store, dictionary: Dictionary, run: LabelRun, progress: 
     source = store.dictionary(c.source)
     if source.dictionary_id == dictionary.dictionary_id:
         raise LabelError(f"--carry-from {c.source!r} is the dictionary being labelled: carry from another one")
-    if c.method in store.match_methods(source.dictionary_id, dictionary.dictionary_id):
+    if c.method in store.matches.match_methods(source.dictionary_id, dictionary.dictionary_id):
         return
     if store.read_only:
         raise LabelError(f"no {c.method} match from {source.name!r} to {dictionary.name!r} in the store: run "
@@ -134,8 +135,8 @@ def _plan(store: Store, dictionary: Dictionary, run: LabelRun, parts: Parts) -> 
     if parts.explainer.name == IMPORTED:  # grade labels made elsewhere; explain nothing
         explain, key = empty, None
     else:
-        explain = np.setdiff1d(feats, store.done_features(dictionary.dictionary_id, key), assume_unique=True)
-    gf, ge, gm = store.grading_todo(dictionary.dictionary_id, key, [(s.name, s.version) for s in parts.grade],
+        explain = np.setdiff1d(feats, store.labels.done_features(dictionary.dictionary_id, key), assume_unique=True)
+    gf, ge, gm = store.labels.grading_todo(dictionary.dictionary_id, key, [(s.name, s.version) for s in parts.grade],
                                     None if run.features is None else feats)
     return WorkPlan(explain, gf, ge, gm, len(feats))
 
@@ -148,8 +149,8 @@ class _Feed:
         self.store, self.sampler, self.work, self.parts, self.batch, self.summary = \
             store, sampler, work, parts, batch, summary
         d = sampler.dictionary
-        self.stored = store.current_samples(d.dictionary_id, sampler.config.hash, sampler.seed)
-        self.other = store.sampled_features(d.dictionary_id)  # stored under any config (to say why not read)
+        self.stored = store.samples.current_samples(d.dictionary_id, sampler.config.hash, sampler.seed)
+        self.other = store.samples.sampled_features(d.dictionary_id)  # stored under any config (to say why not read)
         self.todo = work.features
 
     def batches(self) -> range:
@@ -166,9 +167,9 @@ class _Feed:
         lo, hi = np.searchsorted(w.grade_features, [feats[0], feats[-1] + 1]) if len(feats) else (0, 0)
         regrade = dict(zip(w.grade_features[lo:hi].tolist(), zip(w.grade_explanations[lo:hi].tolist(),
                                                                    w.grade_masks[lo:hi].tolist())))
-        texts = cursor.explanations([e for e, _ in regrade.values()]) if regrade else {}
+        texts = cursor.labels.explanations([e for e, _ in regrade.values()]) if regrade else {}
         if getattr(self.parts.explainer, "uses_outputs", False):  # its logit-lens tokens, for the explainer
-            outputs = cursor.output_tokens(self.sampler.dictionary.dictionary_id, [s.feature for s in samples])
+            outputs = cursor.activations.output_tokens(self.sampler.dictionary.dictionary_id, [s.feature for s in samples])
             samples = [replace(s, outputs=outputs.get(s.feature)) for s in samples]
         carried = self._carried(feats, cursor)
         out = []
@@ -190,7 +191,7 @@ class _Feed:
         lo, hi = np.searchsorted(c["to_feature"], [feats[0], feats[-1] + 1])
         if lo == hi:
             return {}
-        partners = cursor.explanations(c["explanation_id"][lo:hi].tolist())
+        partners = cursor.labels.explanations(c["explanation_id"][lo:hi].tolist())
         d, name, (explainer, prompt_hash) = self.sampler.dictionary, self.work.carry_from, self.parts.key
         method = self.parts.carry.method
         out = {}
@@ -242,17 +243,47 @@ def label(store: Store, dictionary: Dictionary, run: LabelRun | None = None, *, 
                 raise LabelError("--batch needs an LLM explainer or scorer (anthropic:MODEL, ...)")
             if not all(c.use_cache for c in clients):
                 raise LabelError("--batch collects replies into the response cache: it cannot run with --no-cache")
-            summary.batch = asyncio.run(plan_batches(_Feed(store, sampler, work, parts, run.sample_batch,
+            summary.batch = run_sync(plan_batches(_Feed(store, sampler, work, parts, run.sample_batch,
                                                            RunSummary()), parts, run.batch))
         if not run.batch.enabled or not summary.batch["pending"]:  # batches still pending: the next run collects
             feed = _Feed(store, sampler, work, parts, run.sample_batch, summary)
-            asyncio.run(_run(store, dictionary, feed, parts, run, summary, progress, on_flush, sink))
+            if run_sync(_interruptible(_run(store, dictionary, feed, parts, run, summary, progress, on_flush,
+                                               sink))):
+                raise KeyboardInterrupt  # caught in the run's task (see _interruptible): raised out here instead
     finally:
         summary.seconds = round(time.perf_counter() - t0, 2)
         summary.run_id = run.llm.run_id  # on every label and grade it wrote (`diff --runs`)
         if clients:  # an LLM explainer or scorer: what this run cost (they share the run id)
-            summary.cost = store.cost_summary(run.llm.run_id)
+            summary.cost = store.ledger.cost_summary(run.llm.run_id)
     return summary
+
+
+def run_sync(coro):
+    """Run a coroutine to its end from synchronous code: on this thread, or, when this thread already runs an
+    event loop (a Jupyter notebook's), on a thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="autointerp-run") as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+async def _interruptible(coro) -> bool:
+    """Await `coro` in the run's main task; True if a KeyboardInterrupt stopped it.
+
+    SIGTERM stops a run as Ctrl-C does (errors.sigterm_as_interrupt), but it raises KeyboardInterrupt
+    wherever the main thread is, often inside a worker task (an offline explainer's torch call). The task
+    group re-raises it in the main task; were it to leave the task, asyncio would report the task's
+    exception as "never retrieved" with a long traceback. Caught here, the run ends as an interrupted one:
+    `label` raises KeyboardInterrupt again, outside the event loop, and the caller prints its summary."""
+    try:
+        await coro
+    except KeyboardInterrupt:
+        return True
+    return False
 
 
 async def _run(store, dictionary, feed: _Feed, parts: Parts, run: LabelRun, summary: RunSummary, progress,
@@ -264,7 +295,7 @@ async def _run(store, dictionary, feed: _Feed, parts: Parts, run: LabelRun, summ
     started = 0
     stop = asyncio.Event()  # a budget was reached: no new feature starts
     bar = Progress(len(feed.todo), f"label {dictionary.name}", "feat", progress)
-    cursor = store.cursor()  # the sampling thread reads through a connection of its own
+    cursor = store  # the sampling thread reads through it too (each thread gets a connection of its own)
     clients = parts.clients
     # The sampling thread is Python-bound; each torch or DuckDB call of the workers gives up the GIL and
     # waits up to the switch interval to get it back: 0.5 ms instead of 5 labels offline ~25% faster.
@@ -288,12 +319,16 @@ async def _run(store, dictionary, feed: _Feed, parts: Parts, run: LabelRun, summ
             else:
                 labels = [x for x in done if isinstance(x, FeatureLabel)]
                 grades = [x for x in done if isinstance(x, Grades)]
+                after = copy.deepcopy(summary)  # the counts once these are in: a job's ledger row, same commit
+                for r in done:
+                    after.count(r)
                 with store.writer(checkpoint=False) as w:
                     index_labels(w, dictionary.dictionary_id,
-                                 w.add_labels(dictionary.dictionary_id, labels, run_id=run.llm.run_id))
-                    w.add_grades(grades, run_id=run.llm.run_id)
+                                 w.labels.add_labels(dictionary.dictionary_id, labels, run_id=run.llm.run_id))
+                    w.labels.add_grades(grades, run_id=run.llm.run_id)
                     for enc in parts.encoders:  # the context encoding, paid once per store
-                        w.add_context_vectors(dictionary.corpus_id, ENCODING, enc.take_fresh())
+                        w.vectors.add_context_vectors(dictionary.corpus_id, ENCODING, enc.take_fresh())
+                    w.ledger.job_progress(run.llm.run_id, {**after.to_dict(), "failed_grades": after.failed_grades})
             finished.clear()  # at once: an interrupt from here on must not write or count them twice
             for r in done:
                 summary.count(r)
@@ -359,7 +394,6 @@ async def _run(store, dictionary, feed: _Feed, parts: Parts, run: LabelRun, summ
             flush()
         finally:
             await parts.aclose()
-            cursor.close()
             bar.close()
             if not store.read_only:
                 store.checkpoint()
@@ -388,5 +422,5 @@ def score_text(store: Store, dictionary: Dictionary, feature: int, text: str, ru
             for c in clients_of(*grade):
                 await c.aclose()
 
-    return sample, list(asyncio.run(go()))
+    return sample, list(run_sync(go()))
 

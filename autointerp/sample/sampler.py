@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -14,7 +13,7 @@ from ..progress import Progress
 
 from ..arrays import is_sorted_rows, sort_rows
 from ..errors import SampleError
-from ..records import Dictionary, FeatureSample, SamplerConfig, Window
+from ..records import Dictionary, FeatureSample, SamplerConfig, Window, check_seed
 from ..store import Store
 from .keys import MAX_CHUNK_FEATURES
 from .select import EXPLAIN, SAMPLE_SETS, WINDOW_KINDS, select_chunk
@@ -49,11 +48,11 @@ class Sampler:
         self.store = store
         self.dictionary = dictionary
         self.config = config or SamplerConfig()
-        self.seed = int(seed)
+        self.seed = check_seed(seed)  # a 64-bit integer, else SampleError
         self.max_rows = max_rows
         self.corpus = store.corpus(dictionary.corpus_id)
         # read now, on the caller's connection: worker threads share it and never touch that connection
-        self.lengths = store.context_lengths(self.corpus.corpus_id)
+        self.lengths = store.activations.context_lengths(self.corpus.corpus_id)
 
     def _check(self, feature: int) -> None:
         if not 0 <= feature < self.dictionary.width:
@@ -65,9 +64,9 @@ class Sampler:
         store = store or self.store
         peaks = None
         if self.config.n_neighbor_negatives:
-            peaks = store.neighbor_peaks(self.dictionary.dictionary_id, features, self.config.n_neighbor_negatives * 4)
+            peaks = store.activations.neighbor_peaks(self.dictionary.dictionary_id, features, self.config.n_neighbor_negatives * 4)
         read = ((lambda ids: take_contexts(corpus, ids)) if corpus is not None
-                else (lambda ids: store.read_contexts(self.corpus.corpus_id, ids)))
+                else (lambda ids: store.activations.read_contexts(self.corpus.corpus_id, ids)))
         return select_chunk(features, rows, self.lengths, self.config, self.seed, read, peaks)
 
     # -- one feature ------------------------------------------------------------------------------
@@ -80,23 +79,23 @@ class Sampler:
         """Sample several features now (nothing is stored), in ascending feature order.
 
         Reads their activations in feature-range chunks and each chunk's contexts once, so a batch
-        costs about one query per chunk rather than two per feature. `store` lets a worker thread
-        read through its own cursor.
+        costs about one query per chunk rather than two per feature. `store`: another store object to
+        read through (any thread may read through the same one).
         """
         store = store or self.store
         feats = np.unique(np.asarray(features, dtype=np.int64))
         for f in feats[[0, -1]] if len(feats) else []:
             self._check(int(f))
         out: list[FeatureSample] = []
-        for ch in store.plan_chunks(self.dictionary.dictionary_id, feats, self.max_rows):
+        for ch in store.activations.plan_chunks(self.dictionary.dictionary_id, feats, self.max_rows):
             for sub in np.array_split(ch, -(-len(ch) // MAX_CHUNK_FEATURES)):
-                rows = store.read_activations(self.dictionary.dictionary_id, int(sub[0]), int(sub[-1]))
+                rows = store.activations.read_activations(self.dictionary.dictionary_id, int(sub[0]), int(sub[-1]))
                 if not is_sorted_rows(rows["feature"], rows["context_id"], rows["position"]):
                     rows = dict(zip(("feature", "context_id", "position", "value"),
                                     sort_rows(rows["feature"], rows["context_id"], rows["position"], rows["value"])))
                 status, refs = self._select(sub, rows, store)
                 ctx = np.unique(refs["context_id"])
-                toks = store.read_contexts(self.corpus.corpus_id, ctx, with_strings=True) if len(ctx) else None
+                toks = store.activations.read_contexts(self.corpus.corpus_id, ctx, with_strings=True) if len(ctx) else None
                 # rows and refs are both in feature order: each feature's part is one slice
                 r_lo, r_hi = np.searchsorted(rows["feature"], sub), np.searchsorted(rows["feature"], sub, "right")
                 w_lo, w_hi = np.searchsorted(refs["feature"], sub), np.searchsorted(refs["feature"], sub, "right")
@@ -113,12 +112,12 @@ class Sampler:
     def load(self, feature: int) -> FeatureSample | None:
         """The stored sample of a feature (from `sample_all`), with tokens and activations; None if absent."""
         self._check(feature)
-        st, refs = self.store.sample_refs(self.dictionary.dictionary_id, feature)
+        st, refs = self.store.samples.sample_refs(self.dictionary.dictionary_id, feature)
         if st is None:
             return None
-        rows = self.store.read_activations(self.dictionary.dictionary_id, feature, feature)
+        rows = self.store.activations.read_activations(self.dictionary.dictionary_id, feature, feature)
         ctx = np.array(sorted({int(r[2]) for r in refs}), dtype=np.int64)
-        toks = self.store.read_contexts(self.corpus.corpus_id, ctx, with_strings=True) if len(ctx) else None
+        toks = self.store.activations.read_contexts(self.corpus.corpus_id, ctx, with_strings=True) if len(ctx) else None
         return self._materialize(feature, st["status"], st["reason"], st["n_candidates"], refs, rows, toks,
                                  SamplerConfig(**st["config"]), st["seed"], st["created_at"])
 
@@ -130,19 +129,19 @@ class Sampler:
         feats = np.unique(np.asarray(features, dtype=np.int64))
         if not len(feats):
             return []
-        st, refs = store.sample_rows(self.dictionary.dictionary_id, feats)
+        st, refs = store.samples.sample_rows(self.dictionary.dictionary_id, feats)
         if len(st["feature"]) != len(feats):
             raise SampleError(f"{len(feats) - len(st['feature'])} of the features have no stored sample")
         configs: dict[str, SamplerConfig] = {}
         out: list[FeatureSample] = []
         w_lo = np.searchsorted(refs["feature"], feats)
         w_hi = np.searchsorted(refs["feature"], feats, "right")
-        for ch in store.plan_chunks(self.dictionary.dictionary_id, feats, self.max_rows):
-            rows = store.read_activations(self.dictionary.dictionary_id, int(ch[0]), int(ch[-1]))
+        for ch in store.activations.plan_chunks(self.dictionary.dictionary_id, feats, self.max_rows):
+            rows = store.activations.read_activations(self.dictionary.dictionary_id, int(ch[0]), int(ch[-1]))
             i0 = int(np.searchsorted(feats, ch[0]))
             lo, hi = w_lo[i0], w_hi[i0 + len(ch) - 1]
             ctx = np.unique(refs["context_id"][lo:hi])
-            toks = store.read_contexts(self.corpus.corpus_id, ctx, with_strings=True) if len(ctx) else None
+            toks = store.activations.read_contexts(self.corpus.corpus_id, ctx, with_strings=True) if len(ctx) else None
             r_lo, r_hi = np.searchsorted(rows["feature"], ch), np.searchsorted(rows["feature"], ch, "right")
             for j, f in enumerate(ch.tolist()):
                 i = i0 + j
@@ -196,27 +195,23 @@ class Sampler:
         for f in feats[[0, -1]] if len(feats) else []:
             self._check(int(f))
         chunks = []
-        for ch in self.store.plan_chunks(d.dictionary_id, feats, self.max_rows):
+        for ch in self.store.activations.plan_chunks(d.dictionary_id, feats, self.max_rows):
             chunks.extend(np.array_split(ch, -(-len(ch) // MAX_CHUNK_FEATURES)))
         workers = max(1, min(workers or min(os.cpu_count() or 1, 4), len(chunks) or 1))
-        local, cursors = threading.local(), []
         corpus = None
         if len(chunks) > 1 and int(self.lengths.sum()) <= CORPUS_TOKENS_IN_MEMORY:
-            corpus = self.store.read_contexts(self.corpus.corpus_id, np.arange(len(self.lengths)))
+            corpus = self.store.activations.read_contexts(self.corpus.corpus_id, np.arange(len(self.lengths)))
 
         def work(ch: np.ndarray):
-            if not hasattr(local, "store"):
-                local.store = self.store.cursor()
-                cursors.append(local.store)
-            rows = local.store.read_activations(d.dictionary_id, int(ch[0]), int(ch[-1]))
-            return self._select(ch, rows, local.store, corpus)
+            rows = self.store.activations.read_activations(d.dictionary_id, int(ch[0]), int(ch[-1]))
+            return self._select(ch, rows, self.store, corpus)
 
         counts: dict[str, int] = {}
         n_windows = 0
         bar = Progress(len(feats), f"sample {d.name}", "feat", progress)
         try:
             with self.store.writer() as w, ThreadPoolExecutor(workers) as pool:
-                w.clear_samples(d.dictionary_id, None if features is None else feats)
+                w.samples.clear_samples(d.dictionary_id, None if features is None else feats)
                 pending: deque = deque()
                 for ch in chunks:  # keep `workers + 1` chunks in flight; write them in order
                     pending.append((ch, pool.submit(work, ch)))
@@ -225,8 +220,6 @@ class Sampler:
                 while pending:
                     n_windows += self._write(w, *pending.popleft(), counts, bar)
         finally:
-            for c in cursors:
-                c.close()
             bar.close()
         return {"dictionary": d.name, "features": int(len(feats)), "windows": n_windows,
                 "sampler": self.config.to_dict(), "sampler_hash": self.config.hash, "seed": self.seed,
@@ -234,7 +227,7 @@ class Sampler:
 
     def _write(self, w, ch: np.ndarray, future, counts: dict, bar) -> int:
         status, refs = future.result()
-        w.add_samples(self.dictionary.dictionary_id, self.config, self.seed, status, refs, SAMPLE_SETS, WINDOW_KINDS)
+        w.samples.add_samples(self.dictionary.dictionary_id, self.config, self.seed, status, refs, SAMPLE_SETS, WINDOW_KINDS)
         for s in status["status"]:
             counts[s] = counts.get(s, 0) + 1
         bar.update(len(ch))

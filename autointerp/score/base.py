@@ -24,11 +24,12 @@ import numpy as np
 from ..clock import utcnow as _now
 from ..errors import LabelError
 from ..llm import ProviderError, ReplyFailure
-from ..records import Explanation, FeatureSample, Score
+from ..records import MAX_SET_WINDOWS, Explanation, FeatureSample, Score
 from . import interval as ci
 from . import metrics
 
 NEGATIVE_KINDS = ("random", "neighbor")
+MAX_BOOT = 10_000  # bootstrap replicates: ten times the default; each pool is 4 x n_boot x windows counts
 FEATURE_LEVEL = ("intruder",)  # scorers that grade the feature, not its label: kept apart in exports
 
 
@@ -51,6 +52,10 @@ class AdaptiveBudget:
             raise LabelError(f"adaptive target must be a half-width in (0, 1), got {self.target}")
         if self.start < 2 or self.step < 1 or (self.cap is not None and self.cap < self.start):
             raise LabelError("adaptive budget needs start >= 2, step >= 1 and cap >= start")
+        for name in ("start", "step", "cap"):  # windows: a sample holds at most MAX_SET_WINDOWS held out
+            if (getattr(self, name) or 0) > MAX_SET_WINDOWS:
+                raise LabelError(f"adaptive {name} must be at most {MAX_SET_WINDOWS} windows (what a sample holds), "
+                                 f"got {getattr(self, name)}")
 
     @property
     def key(self) -> str:
@@ -92,14 +97,23 @@ class ScoringOptions:
     def __post_init__(self) -> None:
         if self.min_evidence < 1:
             raise LabelError(f"min_evidence must be at least 1, got {self.min_evidence}")
+        if self.min_evidence > MAX_SET_WINDOWS:  # never met: every grade would be undefined
+            raise LabelError(f"min_evidence must be at most {MAX_SET_WINDOWS} (the held-out windows a sample holds), "
+                             f"got {self.min_evidence}")
         if not 2 <= self.intruder_k <= 9:
             raise LabelError(f"intruder_k must be from 2 to 9, got {self.intruder_k}")
         if self.n_boot < 100:
             raise LabelError(f"n_boot must be at least 100, got {self.n_boot}")
-        if self.windows_per_call < 1:
-            raise LabelError(f"windows_per_call must be at least 1, got {self.windows_per_call}")
+        if self.n_boot > MAX_BOOT:
+            raise LabelError(f"n_boot must be at most {MAX_BOOT} (each interval holds n_boot x windows draw counts), "
+                             f"got {self.n_boot}")
+        if not 1 <= self.windows_per_call <= MAX_SET_WINDOWS:
+            raise LabelError(f"windows_per_call must be from 1 to {MAX_SET_WINDOWS}, got {self.windows_per_call}")
         if self.windows is not None and self.windows < 2:
             raise LabelError(f"windows must be at least 2 (one of each class), got {self.windows}")
+        if self.windows is not None and self.windows > MAX_SET_WINDOWS:
+            raise LabelError(f"windows must be at most {MAX_SET_WINDOWS} (the held-out windows a sample holds; 0: "
+                             f"all of them), got {self.windows}")
 
     def suffix(self, budgeted: bool = False) -> str:
         """What the options add to a scorer's version (a grade made otherwise is another version);

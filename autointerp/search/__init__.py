@@ -22,14 +22,14 @@ def index_labels(w, dictionary_id: int, rows: list[tuple[int, int, str]], progre
     """Embed and store the label vectors of explanations (explanation_id, feature, text), in chunks."""
     for i in range(0, len(rows), EMBED_CHUNK):
         part = rows[i:i + EMBED_CHUNK]
-        w.add_label_vectors(dictionary_id, LABELS, part, embed_many([t for _, _, t in part]))
+        w.vectors.add_label_vectors(dictionary_id, LABELS, part, embed_many([t for _, _, t in part]))
         if progress is not None:
             progress.update(len(part))
 
 
 def index_missing(store, dictionary_id: int | None = None, progress=None) -> int:
     """Index the chosen labels that have no vector yet (labels from before search existed); returns how many."""
-    todo = store.unindexed_labels(LABELS, dictionary_id)
+    todo = store.vectors.unindexed_labels(LABELS, dictionary_id)
     by_dict: dict[int, list] = {}
     for d, e, f, t in todo:
         by_dict.setdefault(d, []).append((e, f, t))
@@ -46,10 +46,30 @@ class LabelIndex:
     def __init__(self, store, dictionary_id: int | None = None) -> None:
         import torch
 
-        self.explanation_ids, keys, vectors = store.label_matrix(LABELS, dictionary_id)
+        self.dictionary_id = dictionary_id
+        self.explanation_ids, keys, vectors = store.vectors.label_matrix(LABELS, dictionary_id)
         self.dictionary_ids, self.features = keys >> 32, keys & 0xFFFFFFFF
         self._matrix = torch.from_numpy(np.ascontiguousarray(vectors))  # shares the float16 array
         self._torch = torch
+        # what a writer did since: labels added (ids above the base's), labels gone from the base
+        self._base_n = len(self.explanation_ids)
+        self._base_max = int(self.explanation_ids.max()) if self._base_n else 0
+        self._gone: np.ndarray | None = None  # bool over the base: replaced or removed since
+        self._delta: torch.Tensor | None = None
+
+    def update(self, store) -> int:
+        """Take in what a writer committed since the index was read: new labels' vectors (read; the base's
+        matrix is not copied) and labels gone. Returns how many labels changed."""
+        alive = store.vectors.label_ids(LABELS, self.dictionary_id, upto=self._base_max)
+        base_ids = self.explanation_ids[:self._base_n]
+        gone = ~np.isin(base_ids, alive, assume_unique=True)
+        ids, keys, vectors = store.vectors.label_matrix(LABELS, self.dictionary_id, after=self._base_max)
+        self._gone = gone if gone.any() else None
+        self.explanation_ids = np.concatenate([base_ids, ids])
+        self.dictionary_ids = np.concatenate([self.dictionary_ids[:self._base_n], keys >> 32])
+        self.features = np.concatenate([self.features[:self._base_n], keys & 0xFFFFFFFF])
+        self._delta = self._torch.from_numpy(np.ascontiguousarray(vectors)) if len(ids) else None
+        return int(gone.sum()) + len(ids)
 
     def __len__(self) -> int:
         return len(self.explanation_ids)
@@ -65,6 +85,10 @@ class LabelIndex:
             return []
         q = self._torch.from_numpy(embed_text(text).astype(np.float16))
         sims = self._torch.mv(self._matrix, q).float().numpy()
+        if self._gone is not None:
+            sims[self._gone] = -np.inf
+        if self._delta is not None:
+            sims = np.concatenate([sims, self._torch.mv(self._delta, q).float().numpy()])
         if dictionary_id is not None:
             sims = np.where(self.dictionary_ids == dictionary_id, sims, -np.inf)
         out: list[dict] = []

@@ -1,11 +1,11 @@
 """A dictionary's activations and per-feature statistics, streamed into the store inside one transaction
-(`StoreWriter.add_dictionary` hands a DictionaryBuilder out): checked, clustered by (feature, context,
+(`ActivationRepo.add_dictionary` hands a DictionaryBuilder out): checked, clustered by (feature, context,
 position), appended on a background thread, statistics computed in numpy as rows arrive."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -14,9 +14,27 @@ from ..arrays import feature_stats, is_sorted_rows, sort_rows
 from ..errors import IngestError
 
 if TYPE_CHECKING:
-    from .writer import StoreWriter
+    import duckdb
+
+    from .db import Transaction
 
 MAX_POSITION = 2**16 - 1  # positions are stored as USMALLINT
+
+
+class Rows(Protocol):
+    """What a builder needs of the repository that made it (an ActivationRepo bound to the transaction)."""
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection: ...
+
+    @property
+    def writing(self) -> Transaction: ...
+
+    def _one(self, sql: str, params: list | None = None) -> tuple | None: ...
+
+    def context_lengths(self, corpus_id: int) -> np.ndarray: ...
+
+    def read_activations(self, dictionary_id: int, lo: int, hi: int) -> dict[str, np.ndarray]: ...
 
 
 def set_activation_hashes(con, dictionary_id: int) -> None:
@@ -44,7 +62,7 @@ def _sorted_cells(f, c, p, v):
 class DictionaryBuilder:
     """Appends one dictionary's activations, validating every chunk; `finish()` writes its statistics."""
 
-    writer: StoreWriter
+    repo: Rows  # the ActivationRepo bound to the transaction the dictionary is made in
     dictionary_id: int
     corpus_id: int
     width: int
@@ -88,7 +106,7 @@ class DictionaryBuilder:
 
     def _check_ranges(self, feature, context, position) -> None:
         if self._lengths is None or len(self._lengths) == 0 or context.max() >= len(self._lengths):
-            self._lengths = self.writer.context_lengths(self.corpus_id)
+            self._lengths = self.repo.context_lengths(self.corpus_id)
         n_ctx = len(self._lengths)
         if feature.min() < 0 or feature.max() >= self.width:
             raise IngestError(f"feature id {int(feature.max() if feature.max() >= self.width else feature.min())} "
@@ -128,7 +146,7 @@ class DictionaryBuilder:
     def _flush(self, f, c, p, v) -> None:
         tbl = pa.table({"dictionary_id": np.full(len(f), self.dictionary_id, np.uint16),
                         "feature": f, "context_id": c, "position": p, "value": v})
-        self.writer.store._insert_background("activations", tbl)
+        self.repo.writing.insert_background("activations", tbl)
         self.n_rows += len(f)
         self._stats_parts.append(self._stats_table(f, c, p, v))
 
@@ -148,35 +166,35 @@ class DictionaryBuilder:
         self._staging, self._checked = table, True
 
     def _append_staged(self, f, c, p, v) -> None:
-        con = self.writer.con
+        con = self.repo.con
         if self._staging is None:
             self._staging = f"_staging_{self.dictionary_id}"
             con.execute(f"CREATE TEMP TABLE {self._staging} (feature UINTEGER, context_id UINTEGER, "
                         "position USMALLINT, value FLOAT)")
         tbl = pa.table({"feature": f, "context_id": c, "position": p, "value": v})
-        con.execute(f"INSERT INTO {self._staging} SELECT * FROM tbl")
+        con.execute(f"INSERT INTO {self._staging} BY NAME SELECT * FROM tbl")
 
     def _drop_staging(self) -> None:
         if self._staging is not None:
             try:
-                self.writer.con.execute(f"DROP TABLE IF EXISTS {self._staging}")
+                self.repo.con.execute(f"DROP TABLE IF EXISTS {self._staging}")
             except Exception:
                 pass  # the transaction is being rolled back; the temp table goes with the connection
             self._staging = None
 
     def finish(self, max_rows_per_chunk: int = 4_000_000) -> int:
         """Complete the dictionary: move staged rows into place and write per-feature statistics."""
-        con = self.writer.con
+        con = self.repo.con
         if self.sorted_input:
             if self._carry is not None:
                 self._flush(*(self._carry[k] for k in "fcpv"))
                 self._carry = None
         elif self._staging is not None:
-            dup = None if self._checked else self.writer.store._one(
+            dup = None if self._checked else self.repo._one(
                 f"SELECT feature, context_id, position FROM {self._staging} GROUP BY ALL HAVING count(*) > 1 LIMIT 1")
             if dup is not None:
                 raise IngestError(f"duplicate activation for feature {dup[0]}, context {dup[1]}, position {dup[2]}")
-            con.execute(f"INSERT INTO activations SELECT ?, * FROM {self._staging} "
+            con.execute(f"INSERT INTO activations BY NAME SELECT ?::USMALLINT AS dictionary_id, * FROM {self._staging} "
                         "ORDER BY feature, context_id, position", [self.dictionary_id])
             self._drop_staging()
             counts = con.execute("SELECT feature, count(*) AS n FROM activations WHERE dictionary_id = ? "
@@ -186,7 +204,7 @@ class DictionaryBuilder:
             while lo_i < len(bounds):
                 base = bounds[lo_i - 1] if lo_i else 0
                 hi_i = max(lo_i, int(np.searchsorted(bounds, base + max_rows_per_chunk, side="right")) - 1)
-                r = self.writer.store.read_activations(self.dictionary_id, int(counts["feature"][lo_i]),
+                r = self.repo.read_activations(self.dictionary_id, int(counts["feature"][lo_i]),
                                                        int(counts["feature"][hi_i]))
                 self.n_rows += len(r["feature"])
                 self._stats_parts.append(self._stats_table(r["feature"], r["context_id"], r["position"], r["value"]))
@@ -195,8 +213,8 @@ class DictionaryBuilder:
         return self.n_rows
 
     def _write_stats(self) -> None:
-        con = self.writer.con
-        n_tokens = int(self.writer.context_lengths(self.corpus_id).sum())
+        con = self.repo.con
+        n_tokens = int(self.repo.context_lengths(self.corpus_id).sum())
         schema = pa.schema([("feature", pa.uint32()), ("n_firing", pa.int64()), ("n_contexts", pa.int64()),
                             ("max_value", pa.float32()), ("mean_value", pa.float64()),
                             ("quantile_edges", pa.list_(pa.float32())), ("max_context", pa.uint32()),

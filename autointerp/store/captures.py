@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..clock import utcnow
-
+from .repo import Repo, reads
 
 def staging_table(capture_id: int, member: int) -> str:
     return f"capture_{int(capture_id)}_{int(member)}"
@@ -43,34 +43,37 @@ class CaptureState:
         return tuple(m["name"] for m in self.members)
 
 
-class CaptureReads:
-    """Mixed into Store."""
 
-    def captures(self) -> list[CaptureState]:
+
+class CaptureRepo(Repo):
+    # -- reads --------------------------------------------------------------------------------------
+
+    @reads
+    def all(self) -> list[CaptureState]:
         """Every capture row, newest last (a handful: one per capture command ever run on this store)."""
         rows = self.con.execute(
             "SELECT capture_id, fingerprint, corpus_id, creates_corpus, batch_contexts, contexts_done, nonzeros, "
             "status, members, config FROM captures ORDER BY capture_id").fetchall()
         return [CaptureState(*r[:8], members=tuple(json.loads(r[8])), config=json.loads(r[9])) for r in rows]
 
+    @reads
     def captures_of(self, names) -> list[CaptureState]:
         """The captures that make (or made) a dictionary of any of these names."""
         want = set(names)
-        return [c for c in self.captures() if want & set(c.names)]
+        return [c for c in self.all() if want & set(c.names)]
 
+    @reads
     def corpus_in_progress(self, corpus_id: int) -> CaptureState | None:
         """The unfinished capture still packing this corpus's contexts, if any."""
-        return next((c for c in self.captures() if c.corpus_id == corpus_id and c.creates_corpus
+        return next((c for c in self.all() if c.corpus_id == corpus_id and c.creates_corpus
                      and c.status == "running"), None)
 
-
-class CaptureWrites:
-    """Mixed into StoreWriter."""
+    # -- writes (inside a transaction) --------------------------------------------------------------
 
     def begin_capture(self, *, fingerprint: str, corpus_id: int, creates_corpus: bool, batch_contexts: int,
                       members: list[dict], config: dict) -> int:
         """A new capture row (status running, nothing done) and an empty staging table per member."""
-        cid = self.store._one("SELECT coalesce(max(capture_id), 0) + 1 FROM captures")[0]
+        cid = self._one("SELECT coalesce(max(capture_id), 0) + 1 FROM captures")[0]
         now = utcnow()
         self.con.execute("INSERT INTO captures (capture_id, fingerprint, corpus_id, creates_corpus, batch_contexts, "
                          "contexts_done, nonzeros, status, members, config, created_at, updated_at) "
@@ -89,7 +92,7 @@ class CaptureWrites:
                          "context_id": pa.array(np.asarray(context, np.uint32)),
                          "position": pa.array(np.asarray(position, np.uint16)),
                          "value": pa.array(np.asarray(value, np.float32))})
-        self.store._insert_now(staging_table(capture_id, member), rows)
+        self.tx.insert(staging_table(capture_id, member), rows)
 
     def capture_progress(self, capture_id: int, contexts_done: int, nonzeros: int) -> None:
         self.con.execute("UPDATE captures SET contexts_done = ?, nonzeros = ?, updated_at = ? WHERE capture_id = ?",
@@ -109,7 +112,8 @@ class CaptureWrites:
             self.con.execute(f"DROP TABLE IF EXISTS {staging_table(state.capture_id, m)}")
         self.con.execute("DELETE FROM captures WHERE capture_id = ?", [state.capture_id])
         if state.creates_corpus and state.status == "running":
-            used = self.store._one("SELECT count(*) FROM dictionaries WHERE corpus_id = ?", [state.corpus_id])[0]
+            used = self._one("SELECT count(*) FROM dictionaries WHERE corpus_id = ?", [state.corpus_id])[0]
             if not used:
                 self.con.execute("DELETE FROM contexts WHERE corpus_id = ?", [state.corpus_id])
                 self.con.execute("DELETE FROM corpora WHERE corpus_id = ?", [state.corpus_id])
+

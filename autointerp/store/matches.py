@@ -11,11 +11,14 @@ import json
 import numpy as np
 import pyarrow as pa
 
+from ..clock import utcnow as _now
+from .repo import Repo, reads
 
-class MatchReads:
-    def corpus_tokens(self, corpus_id: int) -> int:
-        return int(self._one("SELECT n_tokens FROM corpora WHERE corpus_id = ?", [corpus_id])[0])
 
+class MatchRepo(Repo):
+    # -- reads --------------------------------------------------------------------------------------
+
+    @reads
     def activation_moments(self, dictionary_id: int, width: int) -> tuple[np.ndarray, np.ndarray]:
         """(sum of values, sum of squared values) per feature, indexed by feature id (zeros for dead ones)."""
         t = self.con.execute("SELECT feature, sum(value::DOUBLE) AS s, sum(value::DOUBLE * value) AS q "
@@ -25,6 +28,7 @@ class MatchReads:
         s[f], q[f] = t["s"], t["q"]
         return s, q
 
+    @reads
     def match_candidates(self, to_id: int, from_id: int, lo: int, hi: int, probes: int,
                          candidates: int) -> dict[str, np.ndarray]:
         """For each feature lo..hi of `to_id`, the features of `from_id` firing most often at its `probes`
@@ -45,6 +49,7 @@ class MatchReads:
                               "cands": candidates}).fetchnumpy()
         return {k: np.asarray(t[k], np.int64) for k in ("to_feature", "from_feature")}
 
+    @reads
     def pair_correlations(self, to_id: int, from_id: int, pairs: dict[str, np.ndarray], n_tokens: int,
                           moments_to: pa.Table, moments_from: pa.Table, top: int = 1) -> dict[str, np.ndarray]:
         """The Pearson correlation over all `n_tokens` tokens (0 where a feature does not fire) of each pair
@@ -88,8 +93,7 @@ class MatchReads:
                                                                                                  np.int64),
                 "both": np.asarray(t["both"], np.int64), "similarity": np.asarray(t["similarity"], np.float64)}
 
-    # -- stored matches ----------------------------------------------------------------------------
-
+    @reads
     def match_methods(self, from_id: int, to_id: int) -> dict[str, dict]:
         """method -> {params, n_pairs, created_at} of the stored matches from one dictionary to another."""
         rows = self.con.execute("SELECT method, params, n_pairs, created_at FROM dictionary_matches "
@@ -97,7 +101,8 @@ class MatchReads:
                                 [from_id, to_id]).fetchall()
         return {m: {"params": json.loads(p), "n_pairs": n, "created_at": c.isoformat()} for m, p, n, c in rows}
 
-    def matches(self, from_id: int, to_id: int, method: str, min_similarity: float = -1.0,
+    @reads
+    def pairs(self, from_id: int, to_id: int, method: str, min_similarity: float = -1.0,
                 features=None) -> dict[str, np.ndarray]:
         """{to_feature, from_feature, similarity}: each matched feature of `to_id` with its partner in
         `from_id` by `method`, similarity at least `min_similarity`, by to_feature (`features`: only these)."""
@@ -112,6 +117,7 @@ class MatchReads:
                 "from_feature": np.asarray(t["from_feature"], np.int64),
                 "similarity": np.asarray(t["similarity"], np.float64)}
 
+    @reads
     def carry_partners(self, from_id: int, to_id: int, method: str, min_similarity: float, features: np.ndarray,
                        explainer: str, prompt_hash: str, scorer: tuple[str, str] | None) -> dict[str, np.ndarray]:
         """For those of `features` (sorted) of `to_id` with a partner in `from_id` by `method` at
@@ -146,3 +152,28 @@ class MatchReads:
                 "similarity": np.asarray(t["similarity"], np.float64),
                 "explanation_id": np.asarray(t["explanation_id"], np.int64),
                 "partner_value": np.ma.filled(np.ma.asarray(pv, np.float64), np.nan) if len(pv) else np.zeros(0)}
+
+    # -- writes (inside a transaction) --------------------------------------------------------------
+
+    def clear_matches(self, from_id: int, to_id: int, method: str) -> None:
+        for t in ("feature_matches", "dictionary_matches"):
+            self.con.execute(f"DELETE FROM {t} WHERE from_dictionary = ? AND to_dictionary = ? AND method = ?",
+                             [from_id, to_id, method])
+
+    def add_matches(self, from_id: int, to_id: int, method: str, to_feature: np.ndarray, from_feature: np.ndarray,
+                    similarity: np.ndarray) -> None:
+        """Append pairs of one match (after `clear_matches`; `end_match` writes its header)."""
+        n = len(to_feature)
+        self.tx.insert_background("feature_matches", pa.table({
+            "from_dictionary": np.full(n, from_id, np.uint16), "to_dictionary": np.full(n, to_id, np.uint16),
+            "method": pa.array([method] * n, pa.string()), "to_feature": np.asarray(to_feature, np.uint32),
+            "from_feature": np.asarray(from_feature, np.uint32), "similarity": np.asarray(similarity, np.float32)}))
+
+    def end_match(self, from_id: int, to_id: int, method: str, params: dict) -> int:
+        n = self._one("SELECT count(*) FROM feature_matches WHERE from_dictionary = ? AND to_dictionary = ? "
+                            "AND method = ?", [from_id, to_id, method])[0]
+        self.con.execute("INSERT INTO dictionary_matches (from_dictionary, to_dictionary, method, params, n_pairs, "
+                         "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                         [from_id, to_id, method, json.dumps(params, sort_keys=True), n, _now()])
+        return n
+

@@ -391,6 +391,19 @@ def _m012_captures(con: duckdb.DuckDBPyConnection) -> None:
 
 Migration = tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]
 
+def _m013_label_changes(con: duckdb.DuckDBPyConnection) -> None:
+    # What each commit did to labels and grades, in commit order, so a reader that holds a copy (the
+    # browser's index, its search) reads again only what changed: the features a write touched (NULL: every
+    # feature of the dictionary, after its activations were replaced). Rows older than a week are dropped.
+    con.execute("""
+        CREATE TABLE label_changes (
+            seq BIGINT NOT NULL,
+            dictionary_id USMALLINT NOT NULL,
+            features UINTEGER[],
+            written_at TIMESTAMP NOT NULL
+        )""")
+
+
 MIGRATIONS: list[Migration] = [
     (1, "initial", _m001_initial),
     (2, "labels", _m002_labels),
@@ -404,6 +417,7 @@ MIGRATIONS: list[Migration] = [
     (10, "dictionary matches, carried labels", _m010_matches),
     (11, "the run that wrote each label and grade", _m011_run_ids),
     (12, "resumable captures", _m012_captures),
+    (13, "label changes, for readers beside a writer", _m013_label_changes),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -7,8 +7,11 @@ column's data buffer is one contiguous block.
 
 from __future__ import annotations
 
+
 import numpy as np
 import pyarrow as pa
+
+from .repo import Repo, reads
 
 DIM = 384
 
@@ -26,13 +29,17 @@ def _blobs(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return flat, (offsets - offsets[0]) // 2
 
 
-class VectorReads:
+class VectorRepo(Repo):
+    # -- reads --------------------------------------------------------------------------------------
+
+    @reads
     def encoded_contexts(self, corpus_id: int, encoding: str) -> np.ndarray:
         """Sorted ids of the contexts whose encoding under `encoding` the store holds."""
         t = self.con.execute("SELECT context_id FROM context_vectors WHERE corpus_id = ? AND encoding = ? "
                              "ORDER BY context_id", [corpus_id, encoding]).fetchnumpy()
         return np.asarray(t["context_id"], np.int64)
 
+    @reads
     def read_context_vectors(self, corpus_id: int, encoding: str, context_ids=None) -> dict[int, np.ndarray]:
         """context id -> float16 [n_tokens, dim] for those of `context_ids` (None: all) the store holds."""
         sql = "SELECT context_id, vectors FROM context_vectors WHERE corpus_id = ? AND encoding = ?"
@@ -46,13 +53,28 @@ class VectorReads:
         return {int(c): flat[off[i]:off[i + 1]].reshape(-1, DIM)
                 for i, c in enumerate(t.column("context_id").to_numpy())}
 
-    def label_matrix(self, encoding: str, dictionary_id: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    @reads
+    def label_ids(self, encoding: str, dictionary_id: int | None = None, upto: int | None = None) -> np.ndarray:
+        """Sorted ids of the explanations with a stored label embedding (`upto`: only ids up to it)."""
+        where = "" if dictionary_id is None else f" AND dictionary_id = {int(dictionary_id)}"
+        if upto is not None:
+            where += f" AND explanation_id <= {int(upto)}"
+        t = self.con.execute(f"SELECT explanation_id FROM label_vectors WHERE encoding = ?{where} ORDER BY 1",
+                             [encoding]).fetchnumpy()
+        return np.asarray(t["explanation_id"], dtype=np.int64)
+
+    @reads
+    def label_matrix(self, encoding: str, dictionary_id: int | None = None,
+                     after: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every stored label embedding: (explanation ids, dictionary_id << 32 | feature, float16 [n, dim]),
         in the order stored; `dictionary_id` limits it to one dictionary. Only chosen labels have one, and
         replacing a label removes its vector (`add_labels`), so no join is needed: one scan. Read a batch at
         a time into arrays made once, so memory is the matrix (768 bytes a label) and one batch, never the
-        whole column twice; Arrow's pool gives the batches back after."""
+        whole column twice; Arrow's pool gives the batches back after. `after`: only explanation ids above it
+        (what was written since a reader read up to it)."""
         where = "" if dictionary_id is None else f"AND dictionary_id = {int(dictionary_id)}"
+        if after is not None:
+            where += f" AND explanation_id > {int(after)}"
         n = self.con.execute(f"SELECT count(*) FROM label_vectors WHERE encoding = ? {where}", [encoding]).fetchall()[0][0]
         ids, keys, matrix = np.empty(n, np.int64), np.empty(n, np.int64), np.empty((n, DIM), np.float16)
         reader = self.con.sql(f"SELECT explanation_id, dictionary_id, feature, vector FROM label_vectors "
@@ -67,9 +89,10 @@ class VectorReads:
             i += k
             del batch, flat
         pa.default_memory_pool().release_unused()
-        self.release_cache()  # the vectors' pages, cached as they were read, would double the memory held
+        self.db.release_cache()  # the vectors' pages, cached as they were read, would double the memory held
         return ids[:i], keys[:i], matrix[:i]
 
+    @reads
     def unindexed_labels(self, encoding: str, dictionary_id: int | None = None) -> list[tuple[int, int, int, str]]:
         """Chosen explanations with no label embedding under `encoding`: (dictionary_id, explanation_id,
         feature, text)."""
@@ -78,3 +101,42 @@ class VectorReads:
             "SELECT e.dictionary_id, e.explanation_id, e.feature, e.text FROM explanations e WHERE e.chosen "
             f"{where} AND NOT EXISTS (SELECT 1 FROM label_vectors v WHERE v.explanation_id = e.explanation_id "
             "AND v.encoding = ?) ORDER BY e.explanation_id", [encoding]).fetchall()
+
+    @reads
+    def label_vectors_of(self, encoding: str, explanation_ids: np.ndarray) -> dict[int, np.ndarray]:
+        """The stored label embeddings (float32) of those of `explanation_ids` that have one."""
+        ids = np.asarray(explanation_ids, np.int64).tolist()
+        rows = self.con.execute("SELECT explanation_id, vector FROM label_vectors WHERE encoding = ? AND "
+                                "explanation_id IN (SELECT unnest(?::BIGINT[]))", [encoding, ids]).fetchall()
+        return {int(e): np.frombuffer(v, np.float16).astype(np.float32) for e, v in rows}
+
+    # -- writes (inside a transaction) --------------------------------------------------------------
+
+    def add_label_vectors(self, dictionary_id: int, encoding: str, rows: list[tuple[int, int, str]],
+                          vectors: np.ndarray) -> None:
+        """Label embeddings (float16) of explanations (explanation_id, feature, text), for search."""
+        if not rows:
+            return
+        v = np.ascontiguousarray(vectors, dtype=np.float16)
+        ids = pa.array([r[0] for r in rows], pa.int64())
+        self.con.register("_vec_ids", pa.table({"explanation_id": ids}))
+        try:
+            self.con.execute("DELETE FROM label_vectors WHERE encoding = ? AND explanation_id IN "
+                             "(SELECT explanation_id FROM _vec_ids)", [encoding])
+        finally:
+            self.con.unregister("_vec_ids")
+        self.tx.insert("label_vectors", pa.table({
+            "explanation_id": ids, "dictionary_id": pa.array([dictionary_id] * len(rows), pa.uint16()),
+            "feature": pa.array([r[1] for r in rows], pa.uint32()), "encoding": [encoding] * len(rows),
+            "vector": pa.array([x.tobytes() for x in v], pa.binary())}))
+
+    def add_context_vectors(self, corpus_id: int, encoding: str, vectors: dict[int, np.ndarray]) -> None:
+        """A corpus's context encoding: context id -> float16 [n_tokens, dim]."""
+        if not vectors:
+            return
+        ids = sorted(vectors)
+        self.tx.insert("context_vectors", pa.table({
+            "corpus_id": pa.array([corpus_id] * len(ids), pa.int32()), "context_id": pa.array(ids, pa.uint32()),
+            "encoding": [encoding] * len(ids),
+            "vectors": pa.array([np.ascontiguousarray(vectors[c], np.float16).tobytes() for c in ids], pa.binary())}))
+

@@ -1,0 +1,176 @@
+"""A service that stays up: `serve` and the read commands work while jobs and imports write the same store, as an
+operator runs them (real processes, a real server, kill -9), and the store lock files and errors that make it so."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from loopback import Loopback, explainer
+from typer.testing import CliRunner
+
+from autointerp.cli import app
+from autointerp.store import open_store
+
+AUTOINTERP = [sys.executable, "-m", "autointerp"]
+
+
+def _job_file(tmp_path: Path, url: str) -> Path:
+    p = tmp_path / "nightly.toml"
+    p.write_text(f'[job]\nexplainer = "anthropic:claude-haiku-4-5"\nscorers = []\nconcurrency = 2\n'
+                 f'features = "0-119"\n[limits]\nbase_url = "{url}"\napi_key_env = "K"\nrpm = 60000\n')
+    return p
+
+
+class _Reader:
+    """Reads the API of a running `serve` over and over on a thread: every answer's status and the labelled
+    count it showed."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.seen, self.statuses = url, [], []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _get(self, path: str):
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=30) as r:
+                self.statuses.append(r.status)
+                return json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            self.statuses.append(e.code)
+            return None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            doc = self._get("api/dictionaries")
+            if doc is not None:
+                self.seen.append(doc[0]["labelled"])
+            self._get("api/features?limit=5&sort=feature")
+            time.sleep(0.05)
+
+    def labelled(self) -> int:
+        return self.seen[-1] if self.seen else -1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+
+def _serve(store: Path):
+    proc = subprocess.Popen([*AUTOINTERP, "serve", "--store", str(store), "--port", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert line.startswith("serving"), line + proc.stderr.read()
+    return proc, line.split(" at ")[1].split(" ")[0]
+
+
+def _labels(store: Path) -> dict[int, str]:
+    with open_store(store, read_only=True) as s:
+        rows = s.labels.find()
+    assert len(rows) == len({r["feature_id"] for r in rows})  # no feature twice
+    return {r["feature_id"]: r["explanation"] for r in rows}
+
+
+@pytest.fixture
+def two_stores(tmp_path, ingested_path):
+    """The same ingested store twice: one served while a job writes it, one labelled alone."""
+    alone = tmp_path / "alone.duckdb"
+    shutil.copyfile(ingested_path, alone)
+    return Path(ingested_path), alone
+
+
+def test_serve_stays_up_while_a_job_labels_the_store_and_is_killed(tmp_path, two_stores):
+    """serve is up; a nightly job labels the store, committing as it goes, is killed with -9 once the server
+    shows some of its labels, and is run again to the end. Every request answers 200, the labelled count
+    only grows and reaches the job's, the killed run's ledger row counts what it committed, and the labels
+    equal those of the same job on a copy with no server beside it."""
+    served, alone = two_stores
+    with Loopback(reply=explainer, latency=0.05) as llm:
+        cfg = _job_file(tmp_path, llm.url)
+        env = {**os.environ, "K": "sk-x"}
+        job = [*AUTOINTERP, "job", "run", "--config", str(cfg), "--json"]
+        assert subprocess.run([*job, "--store", str(alone)], env=env, capture_output=True).returncode == 0
+        server, url = _serve(served)
+        reader = _Reader(url)
+        try:
+            child = subprocess.Popen([*job, "--store", str(served)], env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+            deadline = time.monotonic() + 120  # once the server shows some of its labels, the job dies mid-run
+            while reader.labelled() <= 0 and time.monotonic() < deadline and child.poll() is None:
+                time.sleep(0.02)
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait()
+            assert 0 < reader.labelled() < 120
+            child = subprocess.Popen([*job, "--store", str(served)], env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+            out, err = child.communicate(timeout=300)
+            assert child.returncode == 0, err[-2000:]
+            final = len(_labels(served))  # read beside the running server
+            deadline = time.monotonic() + 60
+            while reader.labelled() < final and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            reader.stop()
+            server.terminate()
+            server.wait(30)
+    assert reader.statuses and set(reader.statuses) == {200}, set(reader.statuses)
+    assert reader.seen == sorted(reader.seen), "the labelled count went down"
+    assert reader.seen[0] == 0 and reader.labelled() == final == 120
+    assert _labels(served) == _labels(alone)
+    with open_store(served, read_only=True) as s:
+        runs = s.ledger.job_runs()
+    assert [r["status"] for r in runs] == ["done", "crashed"]
+    assert runs[1]["features_done"] > 0 and runs[0]["features_done"] + runs[1]["features_done"] >= 120
+
+
+def test_read_commands_work_while_a_writer_holds_the_store(ingested_path):
+    """`labels`, `show`, `features` and `export` beside an open writer (a label run in this process): they
+    read what it committed; a second writer is refused with who holds the store, or waits with --wait."""
+    from autointerp.pipeline import LabelRun, label
+
+    s = open_store(ingested_path)
+    try:
+        d = s.dictionary()
+        label(s, d, LabelRun(features=[0, 1, 2], scorers=()))
+        r = CliRunner().invoke(app, ["labels", "--store", str(ingested_path), "--json"])
+        assert r.exit_code == 0, r.output
+        assert {row["feature_id"] for row in json.loads(r.stdout)["labels"]} == {0, 1, 2}
+        for cmd in (["show", "--store", str(ingested_path), "--feature", "1", "--json"],
+                    ["features", "--store", str(ingested_path), "--limit", "3", "--json"]):
+            assert CliRunner().invoke(app, cmd).exit_code == 0
+        other = subprocess.run([*AUTOINTERP, "label", "--store", str(ingested_path), "--features", "5"],
+                               capture_output=True, text=True)
+        assert other.returncode == 3 and len(other.stderr.strip().splitlines()) == 1, other.stderr
+        assert f"being written by pid {os.getpid()}" in other.stderr and "one writer at a time" in other.stderr
+    finally:
+        s.close()
+
+
+def test_a_refused_job_is_in_the_job_list(tmp_path, ingested_path):
+    """A job refused because another writer holds the store (no --wait): exit 20, and `job list` shows it
+    with its reason once the store is free; with --wait it waits for the writer, then runs."""
+    cfg = tmp_path / "j.toml"
+    cfg.write_text('[job]\nfeatures = "0-3"\nscorers = []\n')
+    s = open_store(ingested_path)
+    try:
+        r = subprocess.run([*AUTOINTERP, "job", "run", "--store", str(ingested_path), "--config", str(cfg), "--json"],
+                           capture_output=True, text=True)
+        assert r.returncode == 20 and "one writer at a time" in r.stderr, r.stderr
+        threading.Timer(2.0, s.close).start()
+        r = subprocess.run([*AUTOINTERP, "job", "run", "--store", str(ingested_path), "--config", str(cfg), "--json",
+                            "--wait", "60"], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    finally:
+        s.close()
+    r = CliRunner().invoke(app, ["job", "list", "--store", str(ingested_path), "--json"])
+    runs = json.loads(r.stdout)["runs"]
+    assert [x["status"] for x in runs] == ["done", "could_not_start"]
+    assert "one writer at a time" in runs[1]["stop_reason"] and runs[1]["exit_code"] == 20
