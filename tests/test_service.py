@@ -174,3 +174,66 @@ def test_a_refused_job_is_in_the_job_list(tmp_path, ingested_path):
     runs = json.loads(r.stdout)["runs"]
     assert [x["status"] for x in runs] == ["done", "could_not_start"]
     assert "one writer at a time" in runs[1]["stop_reason"] and runs[1]["exit_code"] == 20
+
+
+def test_a_damaged_store_says_so_never_in_use(tmp_path, ingested_path):
+    """Blocks of the file overwritten: every command says the store is damaged (exit 3, one line), never that
+    another process holds it."""
+    damaged = tmp_path / "damaged.duckdb"
+    shutil.copyfile(ingested_path, damaged)
+    size = damaged.stat().st_size
+    with damaged.open("r+b") as fh:
+        for off in range(300_000, size, 262_144):
+            fh.seek(off)
+            fh.write(os.urandom(4096))
+    for cmd in (["features", "--limit", "3"], ["labels"], ["label", "--features", "0-3"],
+                ["export", "--out", str(tmp_path / "x.jsonl")]):
+        r = subprocess.run([*AUTOINTERP, *cmd, "--store", str(damaged)], capture_output=True, text=True)
+        assert r.returncode == 3 and len(r.stderr.strip().splitlines()) == 1, (cmd, r.stderr)
+        assert "damaged" in r.stderr and "in use" not in r.stderr, r.stderr
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+FULL_DISK = r"""
+set -u
+mount -t tmpfs -o size={size}k tmpfs {disk}
+cp {store} {disk}/s.duckdb
+py={py}
+run() {{ "$py" -m autointerp "$@" --store {disk}/s.duckdb --json > /dev/null 2>> {out}/$1.err; echo $? > {out}/$1.code; }}
+"$py" -m autointerp label --features 0-31 --scorer "" --store {disk}/s.duckdb --json > /dev/null || exit 1
+"$py" -c "from autointerp.store import Store; print(Store('{disk}/s.duckdb', read_only=True).content_digest())" > {out}/before
+run ingest labels {labels} --format jsonl --no-index
+"$py" -c "from autointerp.store import Store; print(Store('{disk}/s.duckdb', read_only=True).content_digest())" > {out}/after
+run label --features 0-255 --force
+dd if=/dev/zero of={disk}/filler bs=4k 2> /dev/null  # what the label run left free, taken
+run export --out {disk}/labels.jsonl
+ls -a {disk} > {out}/files
+"""
+
+
+def test_a_full_disk_is_one_line_naming_the_path_and_the_space_left(tmp_path, ingested_path):
+    """The store on a small file system (tmpfs, in a mount namespace of the test's own): an import, a label
+    run and an export that run out of space each say so in one line (exit 10) naming the path and the space
+    free; the import leaves the store as it was, and no partial file is left."""
+    labels = tmp_path / "labels.jsonl"
+    with labels.open("w") as fh:  # far more than the disk holds
+        for f in range(256):
+            for k in range(40):
+                fh.write(json.dumps({"feature_id": f, "explanation": f"label {k} of {f} " + "x" * 2000,
+                                     "chosen": k == 0, "explainer": "elsewhere", "prompt_hash": f"h{k}",
+                                     "seed": 0}) + "\n")
+    disk, out = tmp_path / "disk", tmp_path / "out"
+    disk.mkdir()
+    out.mkdir()
+    size = Path(ingested_path).stat().st_size // 1024 + 1500
+    script = FULL_DISK.format(size=size, disk=disk, store=ingested_path, py=sys.executable, out=out, labels=labels)
+    r = subprocess.run(["unshare", "--mount", "--map-root-user", "bash", "-c", script], capture_output=True,
+                       text=True, cwd=Path(__file__).parents[1])
+    assert r.returncode == 0 and (out / "before").exists(), r.stderr
+    assert (out / "before").read_text() == (out / "after").read_text()  # the import left the store as it was
+    for name in ("ingest", "label", "export"):
+        code, err = int((out / f"{name}.code").read_text()), (out / f"{name}.err").read_text()
+        assert code == 10 and len(err.strip().splitlines()) == 1, (name, code, err)
+        assert "no space left on the device of" in err and "free" in err and str(disk) in err, err
+    left = set((out / "files").read_text().split())
+    assert not any(n.endswith((".tmp", ".autointerp-lock")) or n.startswith("labels.jsonl") for n in left), left

@@ -23,6 +23,7 @@ from .features import dictionaries, features, sample
 from .label import label, score
 from .labels import cost, labels, show
 from .match import diff, match
+from .plugins import plugins
 from .search import encode, search
 
 
@@ -101,6 +102,7 @@ app.command("diff")(diff)
 app.command("encode")(encode)
 app.command("demo")(demo)
 app.command("cost")(cost)
+app.command("plugins")(plugins)
 
 
 def main() -> None:

@@ -134,6 +134,19 @@ def opened(path: Path, *, read_only: bool = False, create: bool = False) -> Iter
 
 
 @contextmanager
+def no_space_names(path: Path) -> Iterator[None]:
+    """A full disk while writing `path` (an export, its temporary files already removed): one line naming it."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT) and "no space left" not in str(e).lower():
+            raise
+        from ..store.db import disk_full
+
+        raise disk_full(path, "while writing it: nothing was written") from None
+
+
+@contextmanager
 def removed_unless_done(path: Path) -> Iterator[None]:
     """A store file made inside the block (it did not exist before) is removed, with its write-ahead log
     and lock files, if the block fails: a failed first ingest, capture or demo leaves nothing behind."""

@@ -21,6 +21,7 @@ from .common import (
     emit_json,
     encoder_device,
     handle_errors,
+    no_space_names,
     opened,
 )
 
@@ -60,7 +61,7 @@ def export(store: StoreOpt, out: Annotated[Path, typer.Option("--out", help="Fil
     check_features(features)
     if format == "neuronpedia" and (not model_id or not source_id):
         raise ExportError("--format neuronpedia needs --model-id and --source-id (Neuronpedia's names)")
-    with opened(store, read_only=True) as s:
+    with opened(store, read_only=True) as s, no_space_names(out):
         if format == "neuronpedia":
             res = write_neuronpedia(s, out, model_id=model_id, source_id=source_id, dictionary=dictionary,
                                     candidates=candidates, activations=not no_activations)

@@ -47,7 +47,7 @@ from .common import (
 
 LLM_WINDOWS = ScoringOptions.windows
 SCORER_HELP = ("Comma-separated: embedding, simulation, intruder (offline); with --scorer-model, simulation and "
-               "intruder run on it, and detection and fuzzing too.")
+               "intruder run on it, and detection and fuzzing too; or a plugin's scorer (`autointerp plugins`).")
 LogprobsOpt = Annotated[bool, typer.Option("--logprobs/--no-logprobs", help=(
     "LLM simulation on OpenAI or compatible servers: predict the expected value over top_logprobs (off for "
     "models that refuse logprobs, e.g. reasoning models)."))]
@@ -58,7 +58,8 @@ def label(store: StoreOpt, dictionary: DictOpt = None, features: FeaturesOpt = N
           explainer: Annotated[str, typer.Option(help="offline (no model, no network), anthropic:MODEL, "
                                                      "openai:MODEL, or compat:MODEL with --base-url; imported: "
                                                      "grade the labels `ingest labels` brought in, explain "
-                                                     "nothing.")] = "offline",
+                                                     "nothing; or a plugin's explainer or PROVIDER:MODEL "
+                                                     "(`autointerp plugins`).")] = "offline",
           scorer: Annotated[str, typer.Option(help=SCORER_HELP)] = "embedding,simulation",
           seed: SeedOpt = 0,
           force: Annotated[bool, typer.Option(help="Redo features that already have a label.")] = False,

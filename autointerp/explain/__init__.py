@@ -4,6 +4,7 @@ cannot label raises ExplainFailure."""
 
 from __future__ import annotations
 
+from ..contracts import ExplainerBase
 from ..errors import LabelError
 from ..llm import LLMOptions
 from ..records import Dictionary
@@ -14,7 +15,7 @@ EXPLAINERS = ("offline", "anthropic:MODEL", "openai:MODEL", "compat:MODEL (with 
 IMPORTED = "imported"
 
 
-class ImportedLabels:
+class ImportedLabels(ExplainerBase):
     """Not an explainer: a run with it grades the labels imported into the store (`ingest labels`) with
     its scorers, on its own held-out windows, and explains nothing."""
 
@@ -27,8 +28,12 @@ class ImportedLabels:
 
 
 def make_explainer(name: str, store: Store, dictionary: Dictionary, llm: LLMOptions | None = None):
+    from .. import plugins
+
     if name == IMPORTED:
         return ImportedLabels()
+    if name in plugins.registered("explainer") and name not in ("offline", IMPORTED):
+        return plugins.make("explainer", name, plugins.PluginContext(store, dictionary, llm or LLMOptions()))
     outputs = store.activations.has_output_tokens(dictionary.dictionary_id)
     if name == "offline":  # corpus statistics read when first used; output tokens named where borne out
         return OfflineExplainer(lambda: Background.from_store(store, dictionary.corpus_id), outputs=outputs)
@@ -43,7 +48,8 @@ def make_explainer(name: str, store: Store, dictionary: Dictionary, llm: LLMOpti
             raise LabelError(f"dictionary {dictionary.name!r} has no output tokens to show the explainer (capture "
                              "a causal LM's SAE, or NAME:input of a linear layer, with --outputs)")
         return LLMExplainer(make_client(name, store, o), template, candidates=o.candidates, outputs=o.outputs)
-    raise LabelError(f"unknown explainer {name!r}; available: {', '.join(EXPLAINERS)}")
+    raise LabelError(f"unknown explainer {name!r}; available: {', '.join(EXPLAINERS)}"
+                     + "".join(f", {p} (plugin)" for p in plugins.registered("explainer")))
 
 
 __all__ = ["EXPLAINERS", "IMPORTED", "ImportedLabels", "Background", "LLMOptions", "OfflineExplainer", "make_explainer"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 
+from ..contracts import ExplainerBase
 from ..clock import utcnow
 from ..errors import ExplainFailure
 from ..llm import ChatRequest, LLMClient, ProviderError
@@ -45,7 +46,7 @@ def _norm(label: str) -> str:
     return " ".join(label.lower().split())
 
 
-class LLMExplainer:
+class LLMExplainer(ExplainerBase):
     def __init__(self, client: LLMClient, template: Template, *, candidates: int = 1, max_examples: int = 40,
                  max_tokens: int = 400, temperature: float | None = None, outputs: bool = False) -> None:
         if candidates < 1:

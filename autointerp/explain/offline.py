@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..contracts import ExplainerBase
 from ..clock import utcnow
 from ..errors import ExplainFailure
 from ..records import Explanation, FeatureSample
@@ -80,7 +81,7 @@ def _show(s: str) -> str:
     return json.dumps(t if t else s, ensure_ascii=False)
 
 
-class OfflineExplainer:
+class OfflineExplainer(ExplainerBase):
     """Explains a feature from its explain set and corpus statistics; no model, no network."""
 
     name = METHOD

@@ -86,7 +86,7 @@ class LLMClient:
 
     def _wait(self, state) -> float:
         err = state.outcome.exception() if state.outcome else None
-        after = getattr(err, "retry_after", None)
+        after = err.retry_after if isinstance(err, ProviderError) else None
         return min(after, self.retry.max_wait) if after is not None else self._backoff(state)
 
     async def complete(self, req: ChatRequest | PromptRequest, purpose: str = "explain") -> ChatResponse:
@@ -94,7 +94,7 @@ class LLMClient:
         gets n requests, each one candidate: each is cached, rate-limited, retried, journalled and priced
         on its own, so a retry resends only the candidates that failed and a rerun pays for none twice.
         A PromptRequest (the prompt's own logprobs) goes the same way: cached, paced, retried, priced."""
-        if req.n > 1 and not getattr(self.provider, "native_n", True):
+        if req.n > 1 and not self.provider.native_n:
             parts = await asyncio.gather(*(self.complete(replace(req, n=1, candidate=i), purpose)
                                            for i in range(req.n)), return_exceptions=True)
             for i, p in enumerate(parts):
@@ -151,7 +151,7 @@ class LLMClient:
         Each batch is recorded in the store as soon as the provider accepts it, so a restarted run
         collects it rather than submitting the same requests again.
         """
-        if not hasattr(self.provider, "submit_batch"):
+        if not self.provider.supports_batch:
             raise ProviderError(f"{self.provider.name} has no batch API here (use it without --batch)")
         pending = self.store.ledger.pending_batch_keys(self.provider.name, self.provider.model)
         todo: dict[str, ChatRequest] = {}

@@ -16,6 +16,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 
+from ..contracts import ProviderBase
 from ..errors import LabelError
 
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
@@ -167,7 +168,7 @@ def _classify(err: Exception, sdk) -> ProviderError:
     raise err  # anything else is a bug here, not the server's fault
 
 
-class _SDKClient:
+class _SDKClient(ProviderBase):
     """The SDK client is made on first use, inside the running event loop (its connection pool belongs
     to that loop), and closed by `aclose()` at the end of a run; a later run makes a new one."""
 
@@ -217,6 +218,7 @@ class AnthropicProvider(_SDKClient):
     has_logprobs = False
     has_prompt_logprobs = False
     native_n = False
+    supports_batch = True  # the Message Batches API
 
     def __init__(self, model: str, *, api_key: str | None, base_url: str | None = None, timeout: float = 60.0):
         import anthropic
@@ -281,6 +283,7 @@ class OpenAIProvider(_SDKClient):
 
     has_logprobs = True  # `logprobs` / `top_logprobs` (not on reasoning models: those answer 400)
     native_n = True  # one request gives n choices
+    supports_batch = True  # the Batch API (/v1/batches)
 
     def __init__(self, model: str, *, api_key: str | None, base_url: str | None = None, timeout: float = 60.0,
                  name: str = "openai", self_hosted: bool = False):
@@ -457,9 +460,14 @@ def make_provider(spec: str, *, base_url: str | None = None, api_key_env: str | 
     `timeout` (seconds a call may take before it is retried): default 60 for hosted APIs, 600 for a
     compat server, which generates on local hardware.
     """
+    from .. import plugins
+
     kind, _, model = spec.partition(":")
+    if model and kind not in ("anthropic", "openai", "compat") and kind in plugins.registered("provider"):
+        return plugins.make("provider", kind, model, base_url=base_url, api_key_env=api_key_env, timeout=timeout)
     if not model or kind not in ("anthropic", "openai", "compat"):
-        raise LabelError(f"bad model {spec!r}: use anthropic:MODEL, openai:MODEL or compat:MODEL with --base-url")
+        raise LabelError(f"bad model {spec!r}: use anthropic:MODEL, openai:MODEL or compat:MODEL with --base-url"
+                         + "".join(f", or {p}:MODEL (plugin)" for p in plugins.registered("provider")))
     if kind == "compat" and not base_url:
         raise LabelError(f"{spec}: an OpenAI-compatible server needs --base-url")
     var = api_key_env or KEY_VARIABLES.get(kind)

@@ -22,7 +22,7 @@ async def plan_batches(feed, parts, opts: BatchOptions) -> dict:
     """
     clients = parts.clients
     # offline scorers are not planned: they cost nothing and would only slow the plan down
-    llm = Parts(parts.explainer, [s for s in parts.grade if getattr(s, "client", None) is not None], parts.select)
+    llm = Parts(parts.explainer, [s for s in parts.grade if s.client is not None], parts.select)
     got = {"submitted": 0, "batches": 0, "replies": 0, "errors": 0, "pending": 0, "stages": 0}
     tried: set[tuple[int, str]] = set()
     t0 = time.monotonic()

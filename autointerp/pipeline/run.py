@@ -34,6 +34,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ..clock import utcnow as _now
+from ..contracts import adopt
 from ..errors import LabelError
 from ..explain import IMPORTED, make_explainer
 from ..progress import Progress
@@ -61,13 +62,14 @@ def build(store: Store, dictionary: Dictionary, run: LabelRun) -> Parts:
     llm = run.llm
     expl = make_explainer(run.explainer, store, dictionary, llm) if isinstance(run.explainer, str) else run.explainer
     names = [s for s in run.scorers if isinstance(s, str)]
+    given = {id(s): adopt(s, "scorer") for s in (*run.scorers, run.select_by) if not isinstance(s, (str, type(None)))}
     grade = make_scorers(names, store, dictionary, run.scorer_model, llm, options=run.scoring) + \
-        [s for s in run.scorers if not isinstance(s, str)]
-    select = run.select_by
+        [given[id(s)] for s in run.scorers if not isinstance(s, str)]
+    select = run.select_by if run.select_by is None or isinstance(run.select_by, str) else given[id(run.select_by)]
     if isinstance(select, str):  # one of the scorers, or a scorer of its own
         select = next((s for s in grade if s.name == select), None) or \
             make_scorers([select], store, dictionary, run.scorer_model, llm, options=run.scoring)[0]
-    return Parts(expl, grade, select or (grade[0] if grade else None), run.carry)
+    return Parts(adopt(expl, "explainer"), grade, select or (grade[0] if grade else None), run.carry)
 
 
 @dataclass
@@ -168,7 +170,7 @@ class _Feed:
         regrade = dict(zip(w.grade_features[lo:hi].tolist(), zip(w.grade_explanations[lo:hi].tolist(),
                                                                    w.grade_masks[lo:hi].tolist())))
         texts = cursor.labels.explanations([e for e, _ in regrade.values()]) if regrade else {}
-        if getattr(self.parts.explainer, "uses_outputs", False):  # its logit-lens tokens, for the explainer
+        if self.parts.explainer.uses_outputs:  # its logit-lens tokens, for the explainer
             outputs = cursor.activations.output_tokens(self.sampler.dictionary.dictionary_id, [s.feature for s in samples])
             samples = [replace(s, outputs=outputs.get(s.feature)) for s in samples]
         carried = self._carried(feats, cursor)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from ..clock import utcnow as _now
 from ..errors import ExplainFailure
 from ..records import Explanation, FeatureLabel, FeatureSample, Grades, Score
+from ..contracts import Explainer, Scorer
 from .config import CarryOptions
 
 
@@ -29,16 +30,16 @@ async def grade_one(scorer, sample: FeatureSample, explanation) -> Score:
 
 def clients_of(*components) -> list:
     """The distinct LLM clients of an explainer and scorers (offline ones have none)."""
-    return list({id(c.client): c.client for c in components if getattr(c, "client", None) is not None}.values())
+    return list({id(c.client): c.client for c in components if c.client is not None}.values())
 
 
 @dataclass
 class Parts:
     """A run's explainer, scorers and selector, made once."""
 
-    explainer: object
-    grade: list
-    select: object | None
+    explainer: Explainer
+    grade: list[Scorer]
+    select: Scorer | None
     carry: CarryOptions = field(default_factory=CarryOptions)
 
     @property
@@ -59,7 +60,7 @@ class Parts:
     @property
     def encoders(self) -> list:
         """The distinct context encoders of the offline scorers (what they encoded is written at commits)."""
-        return list({id(e): e for s in self.scorers if (e := getattr(s, "encoder", None)) is not None}.values())
+        return list({id(s.encoder): s.encoder for s in self.scorers if s.encoder is not None}.values())
 
     @property
     def decider(self):
@@ -105,7 +106,7 @@ async def do_batch(items: list[Item], parts: Parts, planning: list | None = None
     texts = [e.text for m in made if isinstance(m, list) for e in m] + \
         [it.explanation.text for it in items if it.explanation is not None and it.sample.status == "ok"]
     for s in parts.scorers:
-        if texts and hasattr(s, "prepare"):
+        if texts:
             s.prepare(texts)
     out = []
     for it, m in zip(items, made):
@@ -134,8 +135,7 @@ async def _grade_carried(items: list[Item], parts: Parts, planning: list | None)
     if not todo:
         return {}
     for s in parts.scorers:
-        if hasattr(s, "prepare"):
-            s.prepare([it.carried.text for it in todo])
+        s.prepare([it.carried.text for it in todo])
     kept = {}
     decider = parts.decider
     for it in todo:

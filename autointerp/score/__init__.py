@@ -25,8 +25,11 @@ TOP_LOGPROBS = 10  # alternatives asked for per output token: "0".."10" rarely s
 
 
 def known_scorers() -> list[str]:
-    """Every scorer name `--scorer` takes (offline and LLM forms)."""
-    return list(SCORERS) + [n for n in LLM_SCORERS if n not in SCORERS]
+    """Every scorer name `--scorer` takes (offline and LLM forms, then the plugins')."""
+    from ..plugins import registered
+
+    builtin = list(SCORERS) + [n for n in LLM_SCORERS if n not in SCORERS]
+    return builtin + [n for n in registered("scorer") if n not in builtin]
 
 
 def parse_scorers(names: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -45,10 +48,14 @@ def make_scorers(names, store: Store, dictionary: Dictionary, model: str | None 
                  options: ScoringOptions = ScoringOptions()) -> list:
     """Scorers by name. With `model` (anthropic:MODEL, ...), the scorers that have an LLM form use it
     (through a client of their own, paced by `llm`, an LLMOptions); the others stay offline."""
+    from .. import plugins
+
     names = parse_scorers(names)
     out, encoder, client = [], None, None
     for n in names:
-        if model and n in LLM_SCORERS:
+        if n not in SCORERS and n not in LLM_SCORERS:  # a plugin's
+            out.append(plugins.make("scorer", n, plugins.PluginContext(store, dictionary, llm, options, model)))
+        elif model and n in LLM_SCORERS:
             from ..explain.prompts import load_template
             from ..llm import LLMOptions, make_client
             from ..simulate import make_llm_simulator
@@ -58,8 +65,9 @@ def make_scorers(names, store: Store, dictionary: Dictionary, model: str | None 
             client = client or make_client(model, store, llm)
             if n == "simulation":  # expected values over "0".."10" where the provider gives top_logprobs
                 lp = TOP_LOGPROBS if llm.logprobs and client.provider.has_logprobs else 0
-                out.append(LLMSimulationScorer(make_llm_simulator(client, options.simulator, options.windows_per_call,
-                                                                  lp), options))
+                out.append(LLMSimulationScorer(make_llm_simulator(
+                    client, options.simulator, options.windows_per_call, lp,
+                    plugins.PluginContext(store, dictionary, llm, options, model)), options))
             elif n == "intruder":
                 out.append(IntruderScorer(client, load_template(LLM_SCORERS[n]), options))
             else:

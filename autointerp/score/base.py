@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..contracts import ScorerBase
 from ..clock import utcnow as _now
 from ..errors import LabelError
 from ..llm import ProviderError, ReplyFailure
@@ -146,7 +147,7 @@ def windows_of(units) -> list:
     return out
 
 
-class Scorer:
+class Scorer(ScorerBase):
     """The shared loop (see the module's doc). Subclasses set `name`, `version` and `options` and give
     `units`, `judge` and `grade`; `too_little` may refuse a grade before anything is judged."""
 

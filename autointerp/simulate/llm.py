@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..contracts import SimulatorBase
 from ..errors import LabelError
 from ..explain.prompts import PROMPT_TOP, Template, load_template, render_prompt, render_scoring, show_token
 from ..llm import ChatRequest, LLMClient, PromptRequest
@@ -180,7 +181,7 @@ def _groups(windows: list[Window], per_call: int) -> list[list[Window]]:
     return [windows[i:i + per_call] for i in range(0, len(windows), per_call)]
 
 
-class _LLMSimulator:
+class _LLMSimulator(SimulatorBase):
     """A client, a template, windows per call; the version names the model and hashes the template with
     the settings."""
 
@@ -312,7 +313,7 @@ def read_slots(prompt: str, slots: list[list[int]], tokens, top: int = 9) -> tup
     return out, unread
 
 
-class PromptSimulator:
+class PromptSimulator(SimulatorBase):
     """All at once from the prompt's logprobs (prompts/simulate_prompt.toml): see the module's notes."""
 
     name = "prompt"
@@ -348,22 +349,32 @@ class PromptSimulator:
 
 
 def check_simulator(prompt: str) -> None:
-    """A LabelError unless `prompt` names a simulator template (simulate, simulate_sparse, simulate_prompt)."""
+    """A LabelError unless `prompt` names a simulator template (simulate, simulate_sparse, simulate_prompt) or a
+    simulator plugin."""
+    from ..plugins import registered
+
+    if prompt in registered("simulator"):
+        return
     t = load_template(prompt)
     if t.format not in ("simulate", "simulate_sparse", "simulate_prompt"):
         raise LabelError(f"simulator prompt {prompt!r} has format {t.format!r}; a simulator needs simulate, "
                          "simulate_sparse or simulate_prompt")
 
 
-def make_llm_simulator(client: LLMClient, prompt: str, windows_per_call: int, top_logprobs: int):
+def make_llm_simulator(client: LLMClient, prompt: str, windows_per_call: int, top_logprobs: int, context=None):
     """The simulator a prompt template's format calls for: `simulate` (dense JSON), `simulate_sparse`, or
-    `simulate_prompt` (all at once, from the prompt's logprobs: a compat server's completions)."""
+    `simulate_prompt` (all at once, from the prompt's logprobs: a compat server's completions); or the
+    simulator plugin named `prompt`, made with `context` (a PluginContext) and the client."""
+    from .. import plugins
+
+    if prompt in plugins.registered("simulator"):
+        return plugins.make("simulator", prompt, context, client)
     check_simulator(prompt)
     t = load_template(prompt)
     if t.format == "simulate":
         return JSONSimulator(client, t, windows_per_call, top_logprobs=top_logprobs)
     if t.format == "simulate_prompt":
-        if not getattr(client.provider, "has_prompt_logprobs", False):
+        if not client.provider.has_prompt_logprobs:
             raise LabelError(f"simulator {prompt!r} reads the prompt's logprobs, which {client.model_id} does not "
                              "give: use a compat: server with echo + logprobs (llama-cpp-python's, vLLM)")
         return PromptSimulator(client, t, windows_per_call)

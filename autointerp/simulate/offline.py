@@ -11,6 +11,7 @@ import re
 
 import numpy as np
 
+from ..contracts import SimulatorBase
 from ..records import Window
 from ..embed import ENCODING, ContextEncoder, embed_many, embed_text
 from .llm import Predictions
@@ -26,7 +27,7 @@ def terms(explanation: str) -> set[str]:
     return {w.strip().lower() for w in words if w.strip()}
 
 
-class OfflineSimulator:
+class OfflineSimulator(SimulatorBase):
     name = "offline"
     version = f"{ENCODING}/match+similarity-v2"
 
