@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
-from .client import DEFERRED, LLMClient, RetryConfig
+from .client import BatchPlan, Deferred, LLMClient, RetryConfig
 from ..errors import UsageError
 from .limits import COMPAT_IN_FLIGHT, DEFAULT_IN_FLIGHT, LimitConfig, RateLimiter
 from .replies import ReplyFailure
@@ -69,5 +69,5 @@ def make_client(spec: str, store, o: LLMOptions) -> LLMClient:
                      limiter=o.hooks.limiter(limits) if o.hooks else None)
 
 
-__all__ = ["DEFERRED", "ChatRequest", "ChatResponse", "LLMClient", "LLMOptions", "LimitConfig", "PromptRequest", "ProviderError", "RateLimiter",
+__all__ = ["BatchPlan", "Deferred", "ChatRequest", "ChatResponse", "LLMClient", "LLMOptions", "LimitConfig", "PromptRequest", "ProviderError", "RateLimiter",
            "ReplyFailure", "RetryConfig", "Usage", "make_client", "make_provider"]

@@ -38,10 +38,30 @@ BATCH_DISCOUNT = 0.5  # both providers' batch APIs bill half the list price
 # it is back.
 DOWN_AFTER, DOWN_FOR, PROBE_EVERY = 6, 10.0, 30.0
 
-# Planning a batch: while this holds a list (in the running task and the tasks it starts), a call that
-# misses the cache is appended to it as (client, request, purpose) and fails with ProviderError instead
-# of being sent. The pipeline plans a run's batches this way, stage by stage (see pipeline._batch).
-DEFERRED: ContextVar[list | None] = ContextVar("autointerp_deferred", default=None)
+class Deferred(Exception):
+    """A call not sent: a batch is being planned (`BatchPlan`), and the request is in the plan. Not a failure:
+    the work that needed the reply stops here, and a later pass, with the batch's replies in the cache, goes on."""
+
+
+class BatchPlan:
+    """Planning a batch: while the block runs (in the running task and the tasks it starts), every client's
+    call that misses the cache is noted in `requests` as (client, request, purpose) and raises Deferred
+    instead of being sent; a cache hit is answered as usual, and is not a call (no ledger row). The
+    pipeline plans a run's batches this way, stage by stage (pipeline/batch.py)."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[LLMClient, ChatRequest, str]] = []
+        self._token = None
+
+    def __enter__(self) -> BatchPlan:
+        self._token = _PLAN.set(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _PLAN.reset(self._token)
+
+
+_PLAN: ContextVar[BatchPlan | None] = ContextVar("autointerp_batch_plan", default=None)
 
 
 @dataclass(frozen=True)
@@ -105,14 +125,14 @@ class LLMClient:
                     raise p
             return ChatResponse.merge(parts)
         key = req.key(self.provider.name)
-        wanted = DEFERRED.get()
+        plan = _PLAN.get()
         if self.use_cache and (hit := self.log.get(key)) is not None:
-            if wanted is None:  # a batch plan's look at the cache is not a call
+            if plan is None:  # a batch plan's look at the cache is not a call
                 self._record(key, purpose, cached=True, status="ok", usage=Usage(), attempts=0, latency=0.0)
             return ChatResponse.from_json(hit)
-        if wanted is not None:
-            wanted.append((self, req, purpose))
-            raise ProviderError("deferred to a batch")
+        if plan is not None:
+            plan.requests.append((self, req, purpose))
+            raise Deferred(f"{purpose} request deferred to a batch")
         est_input = req.est_input()
         attempts, t0 = 0, time.perf_counter()
         probe = self._refuse_if_down()  # before the rate limiter's queue, so a refusal costs no wait

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from ..llm import DEFERRED
+from ..llm import BatchPlan
 from .config import BatchOptions
 from .work import Item, Parts, do_item
 
@@ -12,7 +12,7 @@ from .work import Item, Parts, do_item
 async def plan_batches(feed, parts, opts: BatchOptions) -> dict:
     """Send every LLM request of the run through the providers' batch APIs, stage by stage.
 
-    A planning pass labels every feature with the clients in deferring mode (llm.client.DEFERRED): what
+    A planning pass labels every feature inside a BatchPlan (llm/client.py): what
     is cached is used, what is not is noted and not sent, and a feature stops at the first stage with a
     missing reply (explain; the candidates' selector grades; the other scorers; for a label that only
     lacks grades, those). The noted requests are submitted as batches and collected into the cache; the
@@ -47,13 +47,9 @@ async def plan_batches(feed, parts, opts: BatchOptions) -> dict:
                 for item in feed.items(i, cursor):
                     if item.explanation is not None:
                         item = Item(item.sample, item.explanation, [s for s in item.scorers if s in llm.grade])
-                    noted: list = []
-                    token = DEFERRED.set(noted)
-                    try:
-                        await do_item(item, llm, planning=noted)
-                    finally:
-                        DEFERRED.reset(token)
-                    for c, req, purpose in noted:
+                    with BatchPlan() as plan:
+                        await do_item(item, llm)
+                    for c, req, purpose in plan.requests:
                         k = (id(c), req.key(c.provider.name))
                         if k not in tried and k not in wanted:
                             wanted[k] = (c, req, purpose)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 
 from ..clock import utcnow as _now
 from ..errors import ExplainFailure
+from ..llm import Deferred
 from ..records import Explanation, FeatureLabel, FeatureSample, Grades, Score
 from ..contracts import Explainer, Scorer
 from .config import CarryOptions
@@ -24,8 +25,28 @@ async def call(fn, *args):
 async def grade_one(scorer, sample: FeatureSample, explanation) -> Score:
     try:
         return await call(scorer.score, sample, explanation)
+    except Deferred:
+        raise  # a batch plan holds the request: not a grade at all
     except Exception as err:  # a scorer bug or a provider failure grades this label "failed", not the run
         return Score(scorer.name, scorer.version, "failed", None, f"{type(err).__name__}: {err}", {}, _now())
+
+
+async def grades(*calls) -> tuple[Score, ...]:
+    """Several grades at once. Every call runs to its end before a deferral (a batch plan holding a
+    request, llm.Deferred) stops the work: each call's request is in the plan, none is sent after it."""
+    got = await asyncio.gather(*calls, return_exceptions=True)
+    for g in got:
+        if isinstance(g, BaseException):
+            raise g
+    return tuple(got)
+
+
+@dataclass(frozen=True)
+class Postponed:
+    """A feature's outcome while a batch is planned: its work stopped at a stage whose replies the plan
+    deferred (llm.Deferred); the requests are in the plan, and a later pass goes on from the cache."""
+
+    feature: int
 
 
 def clients_of(*components) -> list:
@@ -90,18 +111,18 @@ class Item:
     carry_reason: str = ""  # why the carried label was not kept
 
 
-async def do_item(item: Item, parts: Parts, planning: list | None = None):
-    """A feature's label (FeatureLabel), or, for a label that only lacks grades, its new Grades."""
-    return (await do_batch([item], parts, planning))[0]
+async def do_item(item: Item, parts: Parts):
+    """A feature's label (FeatureLabel), or, for a label that only lacks grades, its new Grades; Postponed
+    while a batch is planned and a reply it needs is deferred."""
+    return (await do_batch([item], parts))[0]
 
 
-async def do_batch(items: list[Item], parts: Parts, planning: list | None = None) -> list:
+async def do_batch(items: list[Item], parts: Parts) -> list:
     """`do_item` for several features: every explanation first, then each scorer's `prepare` with all
-    their texts (the offline scorers embed a batch of labels in one model pass), then the grades.
-    `planning` (a batch plan, see batch.py): the list the deferred requests go to; a stage that
-    deferred any ends the feature there."""
-    carried = await _grade_carried(items, parts, planning)
-    made = [await _explain(it.sample, parts.explainer) if it.explanation is None and id(it) not in carried else None
+    their texts (the offline scorers embed a batch of labels in one model pass), then the grades. While a
+    batch is planned (llm.BatchPlan), a feature whose stage needs a deferred reply ends there: Postponed."""
+    carried = await _grade_carried(items, parts)
+    made = [await _explain_or_postpone(it, parts) if it.explanation is None and id(it) not in carried else None
             for it in items]
     texts = [e.text for m in made if isinstance(m, list) for e in m] + \
         [it.explanation.text for it in items if it.explanation is not None and it.sample.status == "ok"]
@@ -111,23 +132,38 @@ async def do_batch(items: list[Item], parts: Parts, planning: list | None = None
     out = []
     for it, m in zip(items, made):
         kept = carried.get(id(it))
-        if it.explanation is not None:
-            out.append(await _regrade(it))
-        elif kept is not None:
-            out.append(kept)
-        elif isinstance(m, FeatureLabel):  # skipped or failed
-            out.append(m)
-        else:
-            lab = await _grade_label(it.sample, m, parts, planning)
-            if it.carried is not None and it.sample.status == "ok" and lab.status == "ok":
-                # carried, graded too low: the new label is chosen, the carried one kept as a candidate
-                lab = replace(lab, explanations=lab.explanations + ((it.carried, it.carried_scores),),
-                              reason=it.carry_reason, carry="rejected")
-            out.append(lab)
+        try:
+            out.append(await _outcome(it, m, kept, parts))
+        except Deferred:
+            out.append(Postponed(it.sample.feature))
     return out
 
 
-async def _grade_carried(items: list[Item], parts: Parts, planning: list | None) -> dict[int, FeatureLabel]:
+async def _explain_or_postpone(it: Item, parts: Parts):
+    try:
+        return await _explain(it.sample, parts.explainer)
+    except Deferred:
+        return Postponed(it.sample.feature)
+
+
+async def _outcome(it: Item, made, kept, parts: Parts):
+    """One item's outcome, once its explanations (`made`) are in: its new grades, the carried label kept, the
+    explainer's skip or failure, or its explanations graded."""
+    if it.explanation is not None:
+        return await _regrade(it)
+    if kept is not None:
+        return kept
+    if isinstance(made, (FeatureLabel, Postponed)):  # skipped or failed; or a stage deferred
+        return made
+    lab = await _grade_label(it.sample, made, parts)
+    if it.carried is not None and it.sample.status == "ok" and lab.status == "ok":
+        # carried, graded too low: the new label is chosen, the carried one kept as a candidate
+        lab = replace(lab, explanations=lab.explanations + ((it.carried, it.carried_scores),),
+                      reason=it.carry_reason, carry="rejected")
+    return lab
+
+
+async def _grade_carried(items: list[Item], parts: Parts) -> dict[int, FeatureLabel | Postponed]:
     """Grade each item's carried label on the feature's own held-out windows, by every scorer of the run.
     Returns, by id(item), the labels kept; an item whose carried label graded too low gets its scores and
     the reason on the item, and is explained."""
@@ -139,11 +175,12 @@ async def _grade_carried(items: list[Item], parts: Parts, planning: list | None)
     kept = {}
     decider = parts.decider
     for it in todo:
-        scores = tuple(await asyncio.gather(*(grade_one(s, it.sample, it.carried) for s in parts.scorers)))
-        it.carried_scores = scores
-        if planning:  # a batch plan: the grades are deferred, so the verdict waits for the next run
-            kept[id(it)] = FeatureLabel(**_base(it.sample, parts.explainer), status="failed", reason="planning")
+        try:
+            scores = await grades(*(grade_one(s, it.sample, it.carried) for s in parts.scorers))
+        except Deferred:  # a batch plan: the grades are deferred, so the verdict waits for the next pass
+            kept[id(it)] = Postponed(it.sample.feature)
             continue
+        it.carried_scores = scores
         verdict = next((x for x in scores if decider is not None and x.scorer == decider.name), None)
         why = _carry_rejected(verdict, it.partner_value, parts.carry)
         origin = f"carried from {it.carried.carried}"
@@ -179,7 +216,7 @@ async def _regrade(item: Item) -> Grades:
         scores = tuple(Score(g.name, g.version, "undefined", None, f"sample: {s.reason}", {}, _now())
                        for g in item.scorers)
     else:
-        scores = tuple(await asyncio.gather(*(grade_one(g, s, item.explanation) for g in item.scorers)))
+        scores = await grades(*(grade_one(g, s, item.explanation) for g in item.scorers))
     return Grades(s.dictionary, s.feature, item.explanation.explanation_id, scores)
 
 
@@ -196,25 +233,24 @@ async def _explain(sample: FeatureSample, expl) -> list[Explanation] | FeatureLa
         out = await call(expl.explain, sample)
     except ExplainFailure as err:
         return FeatureLabel(**_base(sample, expl), status="failed", reason=f"explainer: {err}")
+    except Deferred:
+        raise  # a batch plan holds the request
     except Exception as err:  # an explainer bug fails this feature, visibly, not the run
         return FeatureLabel(**_base(sample, expl), status="failed",
                             reason=f"explainer error: {type(err).__name__}: {err}")
     return list(out) if isinstance(out, (list, tuple)) else [out]  # an explainer may give n candidates
 
 
-async def _grade_label(sample: FeatureSample, candidates: list[Explanation], parts: Parts,
-                       planning: list | None = None) -> FeatureLabel:
+async def _grade_label(sample: FeatureSample, candidates: list[Explanation], parts: Parts) -> FeatureLabel:
     """Grade a feature's explanations; with several, best-of-k: every candidate graded by the selector,
     the best one alone by the other scorers; all are kept with their grades."""
     grade, select, base = parts.grade, parts.select, _base(sample, parts.explainer)
     if len(candidates) == 1 or select is None:
-        graded = [(e, tuple(await asyncio.gather(*(grade_one(s, sample, e) for s in grade)))) for e in candidates]
+        graded = [(e, await grades(*(grade_one(s, sample, e) for s in grade))) for e in candidates]
         return FeatureLabel(**base, status="ok", explanations=tuple(graded))
-    first = await asyncio.gather(*(grade_one(select, sample, e) for e in candidates))
-    if planning:  # the selector's replies are not all in yet: which candidate wins is not known
-        return FeatureLabel(**base, status="failed", reason="planning")
-    chosen = _best(first)
-    rest = await asyncio.gather(*(grade_one(s, sample, candidates[chosen]) for s in grade if s is not select))
+    first = await grades(*(grade_one(select, sample, e) for e in candidates))  # every candidate, then the best
+    chosen = _best(list(first))
+    rest = await grades(*(grade_one(s, sample, candidates[chosen]) for s in grade if s is not select))
     graded = [(e, (first[i], *(rest if i == chosen else ()))) for i, e in enumerate(candidates)]
     return FeatureLabel(**base, status="ok", explanations=tuple(graded), chosen=chosen)
 
