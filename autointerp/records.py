@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import numbers
@@ -136,8 +137,9 @@ class SamplerConfig:
         return asdict(self)
 
 
-    @property
+    @functools.cached_property
     def hash(self) -> str:
+        """The config's identity (stored with every sample and label); computed once per config object."""
         blob = json.dumps(self.to_dict(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -216,11 +216,13 @@ def test_journal_recovery_takes_crashed_journals_and_leaves_live_ones(store):
     live._fh.close()  # the owner dies without folding (kill -9 leaves the same file behind, unlocked)
     with live.path.open("a") as fh:
         fh.write('{"call": {"torn')  # and a half-written last line
-    again = CallLog(store)
-    assert store.ledger.cache_get("a" * 64)["texts"] == ["EXPLANATION: x"] and again.get("a" * 64) is not None
+    again = CallLog(store)  # made: nothing read or written yet (a constructor has no side effects)
+    assert store.ledger.cache_get("a" * 64) is None and live.path.exists()
+    assert again.get("a" * 64) is not None  # its first use folds the crashed journal in
+    assert store.ledger.cache_get("a" * 64)["texts"] == ["EXPLANATION: x"]
     assert store.query("SELECT count(*) FROM llm_calls").fetchone()[0] == 1
     assert not live.path.exists()
-    CallLog(store)  # recovering again adds nothing
+    CallLog(store).get("b" * 64)  # recovering again adds nothing
     assert store.query("SELECT count(*) FROM llm_calls").fetchone()[0] == 1
     other.close()
     again.close()

@@ -46,8 +46,12 @@ class CallLog:
         self._cache: dict[str, tuple[str, str, str]] = {}  # key -> (provider, model, response JSON), not folded
         self._calls: list[dict] = []
         self._fh = None
-        store.ledger.key_prefixes()
-        self.recover()
+        self._recovered = False  # the journals of crashed runs are folded in before this log's first use
+
+    def _ready(self) -> None:
+        if not self._recovered:
+            self._recovered = True
+            self.recover()
 
     @property
     def _prefixes(self) -> np.ndarray:
@@ -57,6 +61,7 @@ class CallLog:
     # -- reading ------------------------------------------------------------------------------------
 
     def get(self, key: str) -> dict | None:
+        self._ready()
         hit = self._cache.get(key)
         if hit is not None:
             return json.loads(hit[2])
@@ -77,6 +82,7 @@ class CallLog:
 
     def record(self, call: dict, response: dict | None = None) -> None:
         """One ledger row, and the reply to cache when there is one."""
+        self._ready()
         call = {**call, "call_id": uuid.uuid4().hex,
                 "created_at": utcnow().isoformat()}
         doc: dict = {"call": call}

@@ -6,12 +6,12 @@ current activations; it is *graded* when its label exists but lacks a grade (ok 
 this run's scorers at its current version (name, version, scorer model): only the missing scorers run,
 with no explainer call. Everything else is already done. `force` explains every selected feature again.
 
-Three stages overlap: a thread samples the next features in batches (on its own DuckDB cursor; a
-feature whose stored sample, from `sample --all`, was drawn under the same config and seed from its
+Three stages overlap in a LabelRunner: a thread samples the next features in batches (a feature whose stored sample, from `sample --all`, was drawn under the same config and seed from its
 current activations is read, not drawn again); `concurrency` workers explain and score (offline methods
 are plain functions and run one at a time; LLM methods are coroutines and run up to `concurrency` at
-once); finished features are committed every `flush_every` results or `flush_seconds`, whichever comes
-first, and at the end, also when the run is interrupted.
+once); finished features are committed (`LabelRunner.commit`, the one place that writes) every
+`flush_every` results or `flush_seconds`, whichever comes first, and at the end, also when the run is
+interrupted.
 
 Best-of-k: an explainer that gives several candidates has each graded by one (cheap) scorer, `select_by`
 (default: the first scorer); the best becomes the feature's label and is graded by every other scorer;
@@ -249,8 +249,8 @@ def label(store: Store, dictionary: Dictionary, run: LabelRun | None = None, *, 
                                                            RunSummary()), parts, run.batch))
         if not run.batch.enabled or not summary.batch["pending"]:  # batches still pending: the next run collects
             feed = _Feed(store, sampler, work, parts, run.sample_batch, summary)
-            if run_sync(_interruptible(_run(store, dictionary, feed, parts, run, summary, progress, on_flush,
-                                               sink))):
+            runner = LabelRunner(store, dictionary, feed, parts, run, summary, progress, on_flush, sink)
+            if run_sync(_interruptible(runner.go())):
                 raise KeyboardInterrupt  # caught in the run's task (see _interruptible): raised out here instead
     finally:
         summary.seconds = round(time.perf_counter() - t0, 2)
@@ -288,117 +288,139 @@ async def _interruptible(coro) -> bool:
     return False
 
 
-async def _run(store, dictionary, feed: _Feed, parts: Parts, run: LabelRun, summary: RunSummary, progress,
-               on_flush, sink) -> None:
-    workers = 1 if parts.offline else run.concurrency
-    queue: asyncio.Queue = asyncio.Queue(maxsize=max(run.sample_batch, 2 * workers))
-    finished: list = []
-    last_flush = t0 = time.monotonic()
-    started = 0
-    stop = asyncio.Event()  # a budget was reached: no new feature starts
-    bar = Progress(len(feed.todo), f"label {dictionary.name}", "feat", progress)
-    cursor = store  # the sampling thread reads through it too (each thread gets a connection of its own)
-    clients = parts.clients
-    # The sampling thread is Python-bound; each torch or DuckDB call of the workers gives up the GIL and
-    # waits up to the switch interval to get it back: 0.5 ms instead of 5 labels offline ~25% faster.
-    switch = sys.getswitchinterval()
-    sys.setswitchinterval(min(switch, 0.0005))
-    # numpy's BLAS on one thread: the grades' small products (a window-by-label similarity, a bootstrap's
-    # 1,000 replicates) gain nothing from two, and two BLAS threads spinning beside torch's own pool made
-    # each torch call after a numpy product wait ~30 ms (offline labelling 1.4x slower)
-    blas = threadpool_limits(1, user_api="blas")
+class LabelRunner:
+    """One labelling run in flight, as explicit state: a producer samples the features to do (a thread, the
+    `_Feed`), `workers` explain and grade them (LLM parts: one feature at a time per worker, `concurrency`
+    workers; offline parts: what the queue holds, a batch at a time, in one worker), and `commit` is the
+    one place their outcomes are written: every `flush_every` outcomes or `flush_seconds`, and at the end
+    (also after an error or an interrupt: what finished is kept). A budget stops new features from starting
+    (`admit`); those in flight finish."""
 
-    def flush() -> None:
-        nonlocal last_flush
-        for c in clients:  # journalled LLM replies and ledger rows first: labels never outrun their cost
+    def __init__(self, store: Store, dictionary: Dictionary, feed: _Feed, parts: Parts, run: LabelRun,
+                 summary: RunSummary, progress: bool, on_flush=None, sink=None) -> None:
+        self.store, self.dictionary, self.feed, self.parts, self.run = store, dictionary, feed, parts, run
+        self.summary, self.on_flush, self.sink = summary, on_flush, sink
+        self.workers = 1 if parts.offline else run.concurrency
+        self.clients = parts.clients
+        self.finished: list = []  # outcomes not yet committed
+        self.started = 0  # features admitted
+        self.t0 = self.last_commit = time.monotonic()
+        self.bar = Progress(len(feed.todo), f"label {dictionary.name}", "feat", progress)
+        self.queue: asyncio.Queue | None = None  # made in the run's event loop
+        self.stop: asyncio.Event | None = None  # set when a budget is reached: no new feature starts
+
+    async def go(self) -> None:
+        self.queue = asyncio.Queue(maxsize=max(self.run.sample_batch, 2 * self.workers))
+        self.stop = asyncio.Event()
+        # The sampling thread is Python-bound; each torch or DuckDB call of the workers gives up the GIL and
+        # waits up to the switch interval to get it back: 0.5 ms instead of 5 labels offline ~25% faster.
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(min(switch, 0.0005))
+        # numpy's BLAS on one thread: the grades' small products (a window-by-label similarity, a bootstrap's
+        # 1,000 replicates) gain nothing from two, and two BLAS threads spinning beside torch's own pool made
+        # each torch call after a numpy product wait ~30 ms (offline labelling 1.4x slower)
+        blas = threadpool_limits(1, user_api="blas")
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.produce())
+                for _ in range(self.workers):
+                    tg.create_task(self.work_batches() if self.parts.offline else self.work())
+        finally:  # also on error or interrupt: what finished is kept
+            sys.setswitchinterval(switch)
+            blas.restore_original_limits()
+            try:
+                self.commit()
+            finally:
+                await self.parts.aclose()
+                self.bar.close()
+
+    def commit(self) -> None:
+        """Write what finished (one transaction: labels, grades, label vectors, new context encodings, a job's
+        counts), after the LLM clients' journals (labels never outrun their cost); then count it."""
+        for c in self.clients:
             c.fold()
-        if finished:
-            done = list(finished)
-            if sink is not None:
-                sink(done)
-                for enc in parts.encoders:  # a read-only snapshot keeps no encodings
+        if self.finished:
+            done = list(self.finished)
+            if self.sink is not None:  # a Ray worker: to its result shard, not the store
+                self.sink(done)
+                for enc in self.parts.encoders:  # a read-only snapshot keeps no encodings
                     enc.take_fresh()
             else:
-                labels = [x for x in done if isinstance(x, FeatureLabel)]
-                grades = [x for x in done if isinstance(x, Grades)]
-                after = copy.deepcopy(summary)  # the counts once these are in: a job's ledger row, same commit
-                for r in done:
-                    after.count(r)
-                with store.writer(checkpoint=False) as w:
-                    index_labels(w, dictionary.dictionary_id,
-                                 w.labels.add_labels(dictionary.dictionary_id, labels, run_id=run.llm.run_id))
-                    w.labels.add_grades(grades, run_id=run.llm.run_id)
-                    for enc in parts.encoders:  # the context encoding, paid once per store
-                        w.vectors.add_context_vectors(dictionary.corpus_id, ENCODING, enc.take_fresh())
-                    w.ledger.job_progress(run.llm.run_id, {**after.to_dict(), "failed_grades": after.failed_grades})
-            finished.clear()  # at once: an interrupt from here on must not write or count them twice
+                self._write(done)
+            self.finished.clear()  # at once: an interrupt from here on must not write or count them twice
             for r in done:
-                summary.count(r)
-            bar.update(len(done), f"{summary.explained} explained, " +
-                       (f"{summary.carried} carried, " if summary.carry_from else "") +
-                       f"{summary.graded} graded, {summary.skipped} skipped, {summary.failed} failed")
-        last_flush = time.monotonic()
-        if on_flush is not None:
-            on_flush(summary)
+                self.summary.count(r)
+            s = self.summary
+            self.bar.update(len(done), f"{s.explained} explained, " + (f"{s.carried} carried, " if s.carry_from else "")
+                            + f"{s.graded} graded, {s.skipped} skipped, {s.failed} failed")
+        self.last_commit = time.monotonic()
+        if self.on_flush is not None:
+            self.on_flush(self.summary)
 
-    async def produce() -> None:
-        for i in feed.batches():
-            if stop.is_set():
+    def _write(self, done: list) -> None:
+        d, run_id = self.dictionary, self.run.llm.run_id
+        labels = [x for x in done if isinstance(x, FeatureLabel)]
+        grades = [x for x in done if isinstance(x, Grades)]
+        after = copy.deepcopy(self.summary)  # the counts once these are in: a job's ledger row, same commit
+        for r in done:
+            after.count(r)
+        with self.store.transaction() as w:
+            index_labels(w, d.dictionary_id, w.labels.add_labels(d.dictionary_id, labels, run_id=run_id))
+            w.labels.add_grades(grades, run_id=run_id)
+            for enc in self.parts.encoders:  # the context encoding, paid once per store
+                w.vectors.add_context_vectors(d.corpus_id, ENCODING, enc.take_fresh())
+            w.ledger.job_progress(run_id, {**after.to_dict(), "failed_grades": after.failed_grades})
+
+    def _due(self) -> bool:
+        return (len(self.finished) >= self.run.flush_every
+                or time.monotonic() - self.last_commit >= self.run.flush_seconds)
+
+    async def produce(self) -> None:
+        """Sampled features into the queue, a batch at a time (sampled on a thread: the store reads and numpy
+        release the GIL), then one end marker per worker."""
+        for i in self.feed.batches():
+            if self.stop.is_set():
                 break
-            for item in await asyncio.to_thread(feed.items, i, cursor):
-                if stop.is_set():
+            for item in await asyncio.to_thread(self.feed.items, i, self.store):
+                if self.stop.is_set():
                     break
-                await queue.put(item)
-        for _ in range(workers):  # a worker that stopped drained the queue: there is room
-            await queue.put(None)
+                await self.queue.put(item)
+        for _ in range(self.workers):  # a worker that stopped drained the queue: there is room
+            await self.queue.put(None)
 
-    async def admit() -> bool:
+    async def admit(self) -> bool:
         """May one more feature start? (No, once a budget is reached.)"""
-        nonlocal started
-        if stop.is_set():
+        if self.stop.is_set():
             return False
-        if (why := await call(run.budget.reached, clients, started, time.monotonic() - t0)) is not None:
-            summary.stopped = why
-            stop.set()
+        why = await call(self.run.budget.reached, self.clients, self.started, time.monotonic() - self.t0)
+        if why is not None:
+            self.summary.stopped = why
+            self.stop.set()
             return False
-        started += 1
+        self.started += 1
         return True
 
-    async def work() -> None:  # LLM methods: one feature at a time per worker, `concurrency` workers
-        while (item := await queue.get()) is not None:
-            if not await admit():
+    async def work(self) -> None:
+        """LLM parts: one feature at a time (this is one of `concurrency` workers)."""
+        while (item := await self.queue.get()) is not None:
+            if not await self.admit():
                 continue  # drain to the end marker: the producer must never block on a full queue
-            finished.append(await do_item(item, parts))
-            if len(finished) >= run.flush_every or time.monotonic() - last_flush >= run.flush_seconds:
-                flush()
+            self.finished.append(await do_item(item, self.parts))
+            if self._due():
+                self.commit()
 
-    async def work_batches() -> None:  # offline methods: what the queue holds, up to a batch, at once
+    async def work_batches(self) -> None:
+        """Offline parts: what the queue holds, up to a batch, at once."""
         end = False
         while not end:
-            got = [await queue.get()]
-            while len(got) < run.sample_batch and not queue.empty():
-                got.append(queue.get_nowait())
+            got = [await self.queue.get()]
+            while len(got) < self.run.sample_batch and not self.queue.empty():
+                got.append(self.queue.get_nowait())
             end = None in got
-            batch = [x for x in got if x is not None and await admit()]
-            for i in range(0, len(batch), run.flush_every):
-                finished.extend(await do_batch(batch[i:i + run.flush_every], parts))
-                flush()
-
-    try:
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(produce())
-            for _ in range(workers):
-                tg.create_task(work_batches() if parts.offline else work())
-    finally:  # also on error or interrupt: what finished is kept
-        sys.setswitchinterval(switch)
-        blas.restore_original_limits()
-        try:
-            flush()
-        finally:
-            await parts.aclose()
-            bar.close()
-            if not store.read_only:
-                store.checkpoint()
+            batch = [x for x in got if x is not None and await self.admit()]
+            for i in range(0, len(batch), self.run.flush_every):
+                self.finished.extend(await do_batch(batch[i:i + self.run.flush_every], self.parts))
+                self.commit()
 
 
 def score_text(store: Store, dictionary: Dictionary, feature: int, text: str, run: LabelRun | None = None,
