@@ -237,3 +237,32 @@ def test_a_full_disk_is_one_line_naming_the_path_and_the_space_left(tmp_path, in
         assert "no space left on the device of" in err and "free" in err and str(disk) in err, err
     left = set((out / "files").read_text().split())
     assert not any(n.endswith((".tmp", ".autointerp-lock")) or n.startswith("labels.jsonl") for n in left), left
+
+
+def test_a_long_transaction_keeps_readers_out_with_a_clear_answer(ingested_path):
+    """A writer inside one long transaction (an ingest, a capture's final sort): a read command waits, then
+    says who writes (exit 3); the server answers 503 with Retry-After, and answers again once it ends."""
+    from autointerp.errors import StoreBusy
+    from autointerp.store import Store
+
+    writer = Store(ingested_path)
+    server, url = _serve(ingested_path)
+    try:
+        with urllib.request.urlopen(url + "api/dictionaries", timeout=30) as r:
+            assert r.status == 200
+        with writer.transaction():
+            with pytest.raises(StoreBusy, match="one long transaction") as err:
+                Store(ingested_path, read_only=True, read_wait=0.5)
+            assert err.value.exit_code == 3
+            with urllib.request.urlopen(url + "api/features?limit=3", timeout=30) as r:
+                assert r.status == 200  # the index pages come from the server's memory
+            with pytest.raises(urllib.error.HTTPError) as http:  # a feature page reads the store
+                urllib.request.urlopen(url + "api/features/0", timeout=60)
+            assert http.value.code == 503 and http.value.headers["retry-after"] == "10"
+            assert "being written by" in json.loads(http.value.read())["error"]
+        with urllib.request.urlopen(url + "api/features/0", timeout=30) as r:
+            assert r.status == 200
+    finally:
+        server.terminate()
+        server.wait(30)
+        writer.close()

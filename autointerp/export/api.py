@@ -36,7 +36,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
 
-from ..errors import AutointerpError
+from ..errors import AutointerpError, StoreBusy
 from ..records import TRACE_MAX_CHARS, Dictionary, TraceConfig
 from ..store import FIXED_SORTS, FeatureIndex, Store
 from .docs import DOCS_CSP, docs_page
@@ -281,6 +281,10 @@ def make_app(store: Store, dictionary: str | None = None, *, hosts: tuple[frozen
     @app.exception_handler(Busy)
     async def busy(request: Request, err: Busy):
         return JSONResponse({"error": str(err)}, 503, headers={"retry-after": str(err.retry_after)})
+
+    @app.exception_handler(StoreBusy)
+    async def store_busy(request: Request, err: StoreBusy):  # a writer's long transaction (an ingest, a capture)
+        return JSONResponse({"error": str(err).splitlines()[0]}, 503, headers={"retry-after": "10"})
 
     @app.exception_handler(AutointerpError)
     async def ours(request: Request, err: AutointerpError):

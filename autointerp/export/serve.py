@@ -21,6 +21,8 @@ from ..store import Store
 from .api import SLOW, make_app
 from .safety import allowed_hosts as host_names
 
+SERVE_READ_WAIT = 10.0  # seconds a request waits for a writer's long transaction before its 503
+
 
 class BrowserServer:
     """The app on a bound socket; `serve()` blocks until `stop()` (or Ctrl-C)."""
@@ -30,6 +32,7 @@ class BrowserServer:
         import uvicorn
 
         self.hosts = host_names(host, allowed_hosts)
+        store.db.read_wait = SERVE_READ_WAIT  # a request does not wait long for a writer's long transaction: 503
         self.app = make_app(store, dictionary, hosts=self.hosts, slow=slow)
         self.dictionary = self.app.state.browser.default
         self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)

@@ -27,7 +27,7 @@ from ..errors import AutointerpError, OlderStoreError, StoreError
 from ..records import Corpus, Dictionary
 from .activations import ActivationRepo
 from .captures import CaptureRepo
-from .db import Database, Transaction
+from .db import READ_WAIT, Database, Transaction
 from .labels import LabelRepo
 from .ledger import LedgerRepo
 from .matches import MatchRepo
@@ -79,12 +79,13 @@ class Store(Repos):
     work side by side; see db.py and gate.py."""
 
     def __init__(self, path: str | Path, *, read_only: bool = False, wait: float | None = None,
-                 memory_limit: str = "1GB", threads: int | None = None) -> None:
+                 memory_limit: str = "1GB", threads: int | None = None, read_wait: float = READ_WAIT) -> None:
         self.path = Path(path)
         self.read_only = read_only
         if read_only and not self.path.exists():
             raise StoreError(f"no store at {self.path}")
-        self.db = Database(self.path, write=not read_only, wait=wait, memory_limit=memory_limit, threads=threads)
+        self.db = Database(self.path, write=not read_only, wait=wait, memory_limit=memory_limit, threads=threads,
+                           read_wait=read_wait)
         super().__init__(self.db)
 
     # -- lifecycle ---------------------------------------------------------------------------------
