@@ -149,3 +149,27 @@ def test_a_read_only_command_migrates_a_store_from_an_earlier_autointerp_first(t
     assert r.exit_code == 0, r.output
     with Store(path, read_only=True) as s:
         assert s.schema_version() == LATEST_VERSION
+
+
+def test_a_commit_holds_the_turnstile_until_it_ends(tmp_path):
+    """While a transaction is open, other processes' readers are held at the turnstile (with this process's
+    watcher looking at it every few ms all along); once it ends, they pass."""
+    import subprocess
+    import sys
+    import time
+
+    p = tmp_path / "s.duckdb"
+    probe = ("import fcntl, sys\nfh = open(sys.argv[1], 'a+')\n"
+             "try:\n    fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)\n    print('free')\n"
+             "except BlockingIOError:\n    print('held')\n")
+
+    def turnstile() -> str:
+        return subprocess.run([sys.executable, "-c", probe, f"{p}.turn.lock"], capture_output=True,
+                              text=True).stdout.strip()
+
+    with Store(p) as s:
+        s.dictionaries()  # a read: the read-only instance is open, and its watcher runs
+        with s.transaction():
+            time.sleep(0.2)  # ten looks of the watcher
+            assert turnstile() == "held"
+        assert turnstile() == "free"

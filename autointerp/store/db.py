@@ -344,11 +344,14 @@ class Database:
             raise StoreError(f"store {self.path} is open read-only")
         if self.in_transaction():
             raise StoreError("a transaction is already open on this thread")
+        if self.holding():
+            raise StoreError("a transaction inside a read of the same thread (read results in full first)")
         with self._tx_mutex:
-            self.gate.announce_commit()
-            tx, committed = None, False
+            tx, committed, announced = None, False, False
             try:
-                with self._swap.exclusive():
+                with self._swap.exclusive():  # this process's reads wait from here until the file is open to write
+                    self.gate.announce_commit()
+                    announced = True
                     self._close_instance()
                     self.gate.enter_commit()
                     self._open(rw=True)
@@ -377,7 +380,8 @@ class Database:
                     try:
                         self._close_instance()
                     finally:
-                        self.gate.leave_commit()
+                        if announced:
+                            self.gate.leave_commit()
 
     def release_cache(self) -> None:
         """Give back the pages DuckDB cached while reading (after a one-off scan whose data now lives
