@@ -26,7 +26,7 @@ import duckdb
 import pyarrow as pa
 
 from ..clock import utcnow
-from ..errors import DiskFull, OlderStoreError, StoreBusy, StoreCorrupt, StoreError
+from ..errors import AutointerpError, DiskFull, OlderStoreError, StoreBusy, StoreCorrupt, StoreError
 from .gate import Gate
 from .schema import LATEST_VERSION, MIGRATIONS
 
@@ -83,7 +83,6 @@ class Transaction:
         self.thread = threading.current_thread()
         self._pending = None  # an INSERT running on the background thread
         self._background = None
-        self._before_commit: list[Callable[[], None]] = []
         self._on_close: list[Callable[[], None]] = []
         self.scratch: dict = {}  # what a repository keeps for the length of the transaction
 
@@ -147,10 +146,6 @@ class Transaction:
             if raise_errors:
                 raise
 
-    def before_commit(self, fn: Callable[[], None]) -> None:
-        """Run `fn` just before COMMIT (a builder's last rows, a capture's staging tables)."""
-        self._before_commit.append(fn)
-
     def on_close(self, fn: Callable[[], None]) -> None:
         """Run `fn` when the transaction ends, committed or not (drop a staging table)."""
         self._on_close.append(fn)
@@ -196,7 +191,7 @@ class Database:
 
     # -- errors ------------------------------------------------------------------------------------
 
-    def error(self, e: Exception, doing: str = "reading") -> StoreError:
+    def error(self, e: Exception, doing: str = "reading") -> AutointerpError:
         """A DuckDB failure as one line of the right kind."""
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         low = msg.lower()
@@ -209,8 +204,8 @@ class Database:
             return StoreBusy(f"store {self.path} is held by a process outside autointerp (another DuckDB "
                              "client, or an older autointerp): close it and try again")
         if isinstance(e, (duckdb.SerializationException,)) or any(
-                w in low for w in ("corrupt", "checksum", "not a valid duckdb", "invalid database", "wal",
-                                   "failed to read", "malformed")):
+                w in low for w in ("corrupt", "checksum", "not a valid duckdb", "invalid database", "wal file",
+                                   "replaying wal", "failed to read", "malformed")):
             return StoreCorrupt(f"store {self.path} is damaged or not a DuckDB store: {msg}")
         return StoreError(f"{doing} {self.path} failed: {msg}")
 
@@ -359,8 +354,6 @@ class Database:
                 try:
                     tx.con.execute("BEGIN")
                     yield tx
-                    for fn in tx._before_commit:
-                        fn()
                     tx._close(raise_errors=True)
                     tx.con.execute("COMMIT")
                     committed = True

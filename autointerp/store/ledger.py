@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
