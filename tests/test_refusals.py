@@ -184,12 +184,20 @@ def test_a_feature_index_past_the_width_or_a_stray_one_is_one_line_naming_file_a
 
 
 def test_a_far_index_is_taken_when_width_says_so(tmp_path):
-    source, file = _saedashboard(tmp_path, [0, 1, 2, 3, 5000])  # a stray by the rule, but the width is given
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    # a partial export of a smaller dictionary (features 0-3 and 5000 of a 16k SAE) is no stray
+    source, _ = _saedashboard(tmp_path / "a", [0, 1, 2, 3, 5000])
+    r = cli("ingest", "neuronpedia", source, "--store", tmp_path / "a.duckdb", "--dictionary", "d", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["ingested"][0]["width"] == 5001, r.output
+    # one that would make a dictionary of millions is, unless --width says the dictionary is that wide
+    source, file = _saedashboard(tmp_path / "b", [0, 1, 2, 3, 3_000_000])
     new = tmp_path / "new.duckdb"
     args = ["ingest", "neuronpedia", source, "--store", new, "--dictionary", "d"]
-    _one_line_error(cli(*args), 4, str(file), "feature index 5000 is far beyond every other (the next highest is 3)")
-    r = cli(*args, "--width", "6000", "--json")
-    assert r.exit_code == 0 and json.loads(r.stdout)["ingested"][0]["width"] == 6000, r.output
+    _one_line_error(cli(*args), 4, str(file),
+                    "feature index 3000000 is far beyond every other (the next highest is 3)")
+    r = cli(*args, "--width", "3000001", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["ingested"][0]["width"] == 3000001, r.output
 
 
 @pytest.mark.parametrize("args,code,message", [
