@@ -290,8 +290,11 @@ def _feature_labels(d: Dictionary, labels: list[_Label], source: str) -> list[Fe
 
 def import_labels(store: Store, path: str | Path, fmt: str, dictionary: str | None = None, index: bool = True,
                   progress=None) -> dict:
-    """Read every label of `path` (format `fmt`) into the dictionary, in one transaction."""
-    from ..search import index_labels
+    """Read every label of `path` (format `fmt`) into the dictionary, in one transaction (a bad line anywhere:
+    nothing is imported). With `index`, the new labels are then embedded for search in commits of their own
+    (readers read between them; what a stopped run left unembedded, `search` embeds on first use): the
+    transaction holds the file for the reading and the inserts only, not for the embedding."""
+    from ..search import index_missing
 
     if fmt not in READERS:
         raise IngestError(f"unknown label format {fmt!r}; choose from {', '.join(FORMATS)}")
@@ -314,9 +317,7 @@ def import_labels(store: Store, path: str | Path, fmt: str, dictionary: str | No
         def flush() -> None:
             bd = batch[0].dictionary or d
             rows = _feature_labels(bd, batch, source)
-            written = w.labels.add_labels(bd.dictionary_id, rows)
-            if index:
-                index_labels(w, bd.dictionary_id, written)
+            w.labels.add_labels(bd.dictionary_id, rows)
             counts["labels"] += sum(len(r.explanations) for r in rows)
             counts["scores"] += sum(len(s) for r in rows for _, s in r.explanations)
             features.update((bd.dictionary_id, x.feature) for x in batch)
@@ -344,6 +345,9 @@ def import_labels(store: Store, path: str | Path, fmt: str, dictionary: str | No
         if not counts["labels"]:
             raise IngestError(f"{path}: no labels found")
     counts["features"] = len(features)
+    if index:
+        for did in sorted({did for did, _ in features}):
+            index_missing(store, did)
     return {"dictionary": ", ".join(names), "dictionaries": names, "format": fmt, "source": str(path),
             "indexed": index, **counts}
 

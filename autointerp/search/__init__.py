@@ -28,15 +28,21 @@ def index_labels(w, dictionary_id: int, rows: list[tuple[int, int, str]], progre
 
 
 def index_missing(store, dictionary_id: int | None = None, progress=None) -> int:
-    """Index the chosen labels that have no vector yet (labels from before search existed); returns how many."""
+    """Index the chosen labels that have no vector yet (labels imported, or from before search existed);
+    returns how many. Each chunk is embedded first and then written in a commit of its own: the file is held
+    for the writes only, so readers go on meanwhile, and a stopped run keeps what it wrote."""
     todo = store.vectors.unindexed_labels(LABELS, dictionary_id)
     by_dict: dict[int, list] = {}
     for d, e, f, t in todo:
         by_dict.setdefault(d, []).append((e, f, t))
     for d, rows in by_dict.items():
-        for i in range(0, len(rows), 65_536):  # a commit per 64k labels: a long index keeps what it did
-            with store.writer(checkpoint=False) as w:
-                index_labels(w, d, rows[i:i + 65_536], progress)
+        for i in range(0, len(rows), EMBED_CHUNK):
+            part = rows[i:i + EMBED_CHUNK]
+            vectors = embed_many([t for _, _, t in part])
+            with store.transaction() as w:
+                w.vectors.add_label_vectors(d, LABELS, part, vectors)
+            if progress is not None:
+                progress.update(len(part))
     return len(todo)
 
 
