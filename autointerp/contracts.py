@@ -33,10 +33,23 @@ from .errors import LabelError
 
 if TYPE_CHECKING:
     from .embed import ContextEncoder
-    from .llm.client import LLMClient
     from .records import Explanation, FeatureSample, Score, Window
 
     Explained = Explanation | Sequence[Explanation]
+
+
+@runtime_checkable
+class LLMClient(Protocol):
+    """What the pipeline asks of a part's LLM client (llm.client.LLMClient is the one autointerp makes; named
+    here, not imported, so the contracts stay below the LLM layer that implements them)."""
+
+    provider: Provider
+    use_cache: bool
+    run_id: str
+
+    def fold(self) -> None: ...
+
+    async def aclose(self) -> None: ...
 
 
 @runtime_checkable
