@@ -32,7 +32,7 @@ def prepare(store_path: Path, name: str, copy: str, dim: int) -> np.ndarray:
     with Store(store_path) as s:
         d = s.dictionary(name)
         t = time.perf_counter()
-        with s.writer() as w:
+        with s.transaction() as w:
             w.activations.add_directions(d.dictionary_id, np.random.default_rng(0).standard_normal((d.width, dim)))
         perm = add_retrained_copy(s, d, copy, seed=1)
         print(f"directions and retrained copy of {name}: {time.perf_counter() - t:.0f} s", flush=True)

@@ -161,7 +161,7 @@ def fill_vectors(store_path: Path, dictionary: str) -> int:
             part = todo[i:i + 100_000]
             v = rng.standard_normal((len(part), 384)).astype(np.float32)
             v /= np.linalg.norm(v, axis=1, keepdims=True)
-            with s.writer(checkpoint=False) as w:
+            with s.transaction() as w:
                 w.vectors.add_label_vectors(part[0][0], LABELS, [(e, f, t) for _, e, f, t in part], v)
     return len(todo)
 

@@ -75,7 +75,7 @@ def make_evil_store(tmp_path):
     with Store(tmp_path / "evil.duckdb") as s:
         ingest_parquet(s, folder, dictionary="evil", width=WIDTH, model="toy", hook="layer.0")
         did = s.dictionary("evil").dictionary_id
-        with s.writer() as w:  # logit-lens tokens of features 0..9, the evil ones among them
+        with s.transaction() as w:  # logit-lens tokens of features 0..9, the evil ones among them
             strings = np.array([EVIL_IMG, EVIL_SCRIPT, " ok", "\n"], dtype=object)
             up, down = np.tile([0, 1, 2], (10, 1)), np.tile([3, 2, 1], (10, 1))
             w.activations.add_output_tokens(did, np.arange(10), strings, (up, np.tile([3.0, 2.0, 1.0], (10, 1))),

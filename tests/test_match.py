@@ -31,7 +31,7 @@ def pair(ingested_path):
     """The ingested dictionary with random output directions, and a retrained copy of it: (path, perm)."""
     with Store(ingested_path) as s:
         d = s.dictionary()
-        with s.writer() as w:
+        with s.transaction() as w:
             w.activations.add_directions(d.dictionary_id, np.random.default_rng(3).standard_normal((d.width, 48)))
         perm = add_retrained_copy(s, d, "retrained", seed=1)
     return ingested_path, perm
@@ -91,7 +91,7 @@ def test_bad_pairs_are_one_line_errors_and_write_nothing(pair, delphi_cache):
     with Store(path) as s:
         ingest_delphi(s, other, dictionary="other")
         a = s.dictionary("layers.3")
-        with s.writer() as w:  # directions of another width
+        with s.transaction() as w:  # directions of another width
             w.activations.add_directions(s.dictionary("other").dictionary_id, np.ones((s.dictionary("other").width, 8)))
         digest = s.content_digest()
     base = ["match", "--store", path]
@@ -103,13 +103,13 @@ def test_bad_pairs_are_one_line_errors_and_write_nothing(pair, delphi_cache):
     with Store(path, read_only=True) as s:
         assert s.content_digest() == digest
     with Store(path) as s:
-        with s.writer() as w:  # a third dictionary over the same corpus, with 8-wide directions
+        with s.transaction() as w:  # a third dictionary over the same corpus, with 8-wide directions
             b = w.activations.add_dictionary(name="narrow", corpus_id=a.corpus_id, model="m", hook="h", width=4, kind="external",
                                  source="test")
             b.append([0, 1], [0, 1], [0, 0], [1.0, 2.0])
             b.finish()
             w.activations.add_directions(b.dictionary_id, np.ones((4, 8)))
-        with s.writer() as w:
+        with s.transaction() as w:
             b = w.activations.add_dictionary(name="bare", corpus_id=a.corpus_id, model="m", hook="h", width=4, kind="external",
                                  source="test")
             b.append([0], [0], [0], [1.0])

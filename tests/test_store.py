@@ -45,7 +45,7 @@ def test_not_a_store_is_a_clear_error(tmp_path):
 
 
 def test_round_trip_and_stats(store):
-    with store.writer() as w:
+    with store.transaction() as w:
         _tiny(w)
     d = store.dictionary()
     r = store.activations.read_activations(d.dictionary_id, 0, 2)
@@ -63,15 +63,15 @@ def test_round_trip_and_stats(store):
 
 
 def test_failed_write_leaves_store_unchanged(store):
-    with store.writer() as w:
+    with store.transaction() as w:
         _tiny(w)
     before = store.content_digest()
     with pytest.raises(IngestError, match="NaN or Inf"):
-        with store.writer() as w:
+        with store.transaction() as w:
             _tiny(w, name="e", values=(1.0, float("nan"), 2.0))
     assert store.content_digest() == before
     with pytest.raises(IngestError, match="already exists"):
-        with store.writer() as w:
+        with store.transaction() as w:
             _tiny(w)
     assert store.content_digest() == before
 
@@ -93,12 +93,12 @@ def test_failed_background_insert_rolls_back(store):
     """Activation rows are appended on a background thread; its failure surfaces and nothing is kept."""
     import pyarrow as pa
 
-    with store.writer() as w:
+    with store.transaction() as w:
         _tiny(w)
     before = store.content_digest()
     bad = pa.table({"x": ["not", "a", "row"]})  # wrong shape for the activations table
     with pytest.raises(StoreError, match="writing to .* failed"):
-        with store.writer() as w:
+        with store.transaction() as w:
             _tiny(w, name="e")
             w.raw.insert_background("activations", bad)
             w.raw.con.execute("SELECT 1")  # the next statement waits for the insert, and raises its error

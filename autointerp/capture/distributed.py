@@ -164,7 +164,7 @@ def capture_on_ray(store: Store, config: CaptureConfig, options: RayOptions = Ra
         done = _wait(ray, refs, n * x.ctx_len, x.ctx_len, ", ".join(m.name for m in x.members), progress)
         loop = time.perf_counter() - t_loop
         strings = TokenStrings(x.tokenizer, str(x.model_path))
-        with store.writer() as w:  # 4. everything in one transaction
+        with store.transaction() as w:  # 4. everything in one transaction
             for s in stale:
                 w.captures.drop_capture(s)
             capture_id, cid, created = record_capture(w, c, x, {"executor": "ray", "workers": len(parts)})

@@ -253,7 +253,7 @@ def _begin(store: Store, c: CaptureConfig, x: Inputs) -> CaptureState:
     transaction the unfinished captures of its names that --replace starts over."""
     stale = stale_captures(store, [m.name for m in x.members])
     check_corpus_free(store, x.corpus_fp, ignoring={s.capture_id for s in stale})
-    with store.writer() as w:
+    with store.transaction() as w:
         for s in stale:
             w.captures.drop_capture(s)
         record_capture(w, c, x)
@@ -300,7 +300,7 @@ def _finish(store: Store, c: CaptureConfig, state: CaptureState, members: list[M
     """Turn each member's staged rows into its dictionary, in one transaction (a failure here, say the disk
     filling up during the sort, is one line; the checkpoints stay and a rerun tries the finish again)."""
     try:
-        with store.writer() as w:
+        with store.transaction() as w:
             out = finish_members(w, c, state, members, net, strings, progress)
             w.captures.end_capture(state)
     except duckdb.Error as e:

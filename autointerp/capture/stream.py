@@ -183,7 +183,7 @@ class StoreSide(threading.Thread):
         try:
             finished = False
             while not finished:
-                with self.store.writer(checkpoint=False) as w:
+                with self.store.transaction() as w:
                     if self.writes_contexts:
                         w.activations.continue_corpus(self.state.corpus_id)
                     since = 0

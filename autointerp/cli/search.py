@@ -74,7 +74,7 @@ def encode(store: StoreOpt, dictionary: DictOpt = None, device: DeviceOpt = "aut
         def commit() -> None:
             nonlocal done, pending
             if pending:
-                with s.writer(checkpoint=False) as w:
+                with s.transaction() as w:
                     w.vectors.add_context_vectors(d.corpus_id, ENCODING, pending)
                 done, pending = done + len(pending), {}
 

@@ -215,7 +215,7 @@ def ingest_delphi(store: Store, cache_dir: str | Path, *, tokenizer: str | None 
                           "(leave it out to name each after its hookpoint)")
     widths = [module_width(m, width) for m in modules]  # every width checked before anything is written
     summaries = []
-    with store.writer() as w:
+    with store.transaction() as w:
         for module, d_width in zip(modules, widths):
             strings = _token_strings(module, tokenizer)
             tokens = _first_tokens(module)

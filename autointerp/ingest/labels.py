@@ -311,7 +311,7 @@ def import_labels(store: Store, path: str | Path, fmt: str, dictionary: str | No
     counts = {"labels": 0, "features": 0, "scores": 0}
     features: set[tuple[int, int]] = set()  # (dictionary id, feature) written
     names: list[str] = []  # the dictionaries written to, in order
-    with store.writer() as w:
+    with store.transaction() as w:
         batch: list[_Label] = []
 
         def flush() -> None:

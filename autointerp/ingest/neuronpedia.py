@@ -163,7 +163,7 @@ def ingest_neuronpedia(store: Store, path: str | Path, *, dictionary: str, width
         strings[i] = t
     h = hashlib.sha256(json.dumps([strings, contexts]).encode())
     model, hook = model or meta.get("model") or "", hook or meta.get("hook") or ""
-    with store.writer() as w:
+    with store.transaction() as w:
         cid, created = w.activations.add_corpus(name=f"neuronpedia:{dictionary}", tokenizer="external",
                                     ctx_len=max(len(c) for c in contexts), fingerprint="neuronpedia:" + h.hexdigest(),
                                     source=str(root.resolve()))

@@ -122,7 +122,7 @@ def ingest_parquet(store: Store, path: str | Path, *, dictionary: str, contexts:
         second = None if top is None else pc.max(pc.filter(col, pc.less(col, top))).as_py()
         width = 1 if top is None or top < 0 else inferred_width(int(top), second, str(act_path))
     lengths = pc.list_value_length(ctx_table.column("token_ids")).to_numpy()
-    with store.writer() as w:
+    with store.transaction() as w:
         cid, created = w.activations.add_corpus(name=ctx_path.stem, tokenizer=strings.name if strings else "external",
                                     ctx_len=int(lengths.max()), fingerprint=_fingerprint(ctx_table),
                                     source=str(ctx_path.resolve()))

@@ -164,7 +164,7 @@ def add_retrained_copy(store, dictionary, name: str, *, seed: int = 0, drop: flo
     rng = np.random.default_rng(seed)
     perm = rng.permutation(dictionary.width)
     lengths = store.activations.context_lengths(dictionary.corpus_id)
-    with store.writer() as w:
+    with store.transaction() as w:
         b = w.activations.add_dictionary(name=name, corpus_id=dictionary.corpus_id, model=dictionary.model,
                              hook=dictionary.hook, width=dictionary.width, kind="external",
                              source=f"retrained copy of {dictionary.name} (seed {seed})", sorted_input=False)

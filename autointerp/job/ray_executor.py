@@ -205,7 +205,7 @@ def merge_results(store: Store, root: Path) -> dict:
         cache += c
         calls += k
     if journals or shards:
-        with store.writer() as w:
+        with store.transaction() as w:
             w.ledger.add_llm_records(cache, calls)
             for (name, run_id), (labels, hashes) in by_dict.items():
                 did = store.dictionary(name).dictionary_id
@@ -230,8 +230,7 @@ def run_on_ray(store: Store, d, todo: list[int], cfg, run_id: str, summary: RunS
     root = results_root(store.path, snapshot_dir)
     run_dir = root / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    store.checkpoint()
-    snapshot = run_dir / "snapshot.duckdb"
+    snapshot = run_dir / "snapshot.duckdb"  # whole: every transaction ends with the file folded and closed
     shutil.copyfile(store.path, snapshot)
     shards = []
     try:

@@ -210,7 +210,7 @@ def _run_job(store: Store, store_path: Path, cfg: JobConfig, run_id: str, log: J
     with store:
         refused = read_refused(store_path, take=True)
         try:
-            with store.writer() as w:
+            with store.transaction() as w:
                 crashed = w.ledger.mark_crashed_jobs()
                 w.ledger.add_refused_jobs(refused)
         except BaseException:  # not in the ledger: noted again for the next job
@@ -226,7 +226,7 @@ def _run_job(store: Store, store_path: Path, cfg: JobConfig, run_id: str, log: J
         except AutointerpError as e:
             log("error", status="could_not_start", error=str(e))
             raise JobConfigError(str(e)) from None
-        with store.writer() as w:
+        with store.transaction() as w:
             w.ledger.start_job(run_id, dictionary=d.name, config=cfg.text, config_hash=cfg.hash, executor=executor,
                         host=socket.gethostname(), pid=os.getpid())
         log("start", dictionary=d.name, config_hash=cfg.hash, force=force, crashed_before=crashed,
@@ -262,7 +262,7 @@ def _run_job(store: Store, store_path: Path, cfg: JobConfig, run_id: str, log: J
         tokens_out = sum(r["output_tokens"] for r in cost)
         dollars = sum(r["cost_usd"] for r in cost)
         unpriced = sum(r["unpriced_calls"] for r in cost)
-        with store.writer() as w:
+        with store.transaction() as w:
             w.ledger.end_job(run_id, status=status, exit_code=code, stop_reason=reason, summary=summary.to_dict(),
                       input_tokens=tokens_in, output_tokens=tokens_out, dollars=dollars,
                       duration_s=round(time.monotonic() - t0, 3), unpriced_calls=unpriced)

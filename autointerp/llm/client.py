@@ -183,7 +183,7 @@ class LLMClient:
         for i in range(0, len(items), max_per_batch):
             chunk = items[i:i + max_per_batch]
             batch_id = await self._retrying(self.provider.submit_batch, [(cid, r) for cid, _, r in chunk])
-            with self.store.writer(checkpoint=False) as w:
+            with self.store.transaction() as w:
                 w.ledger.add_batch(batch_id, self.provider.name, self.provider.model, purpose, self.run_id,
                             [(cid, k) for cid, k, _ in chunk])
         return len(items)
@@ -210,7 +210,7 @@ class LLMClient:
                                  batch=True)
                     got["replies" if ok else "errors"] += 1
                 self.log.fold()
-                with self.store.writer(checkpoint=False) as w:
+                with self.store.transaction() as w:
                     w.ledger.batch_collected(batch_id)
                 got["batches"] += 1
             if not self.store.ledger.pending_batches(self.provider.name, self.provider.model):

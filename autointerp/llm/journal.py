@@ -101,7 +101,7 @@ class CallLog:
         """Write what the journal holds into the store (one transaction), then empty the journal."""
         if not self._cache and not self._calls:
             return
-        with self.store.writer(checkpoint=False) as w:
+        with self.store.transaction() as w:
             w.ledger.add_llm_records([(k, *v) for k, v in self._cache.items()], self._calls)
         self.store.ledger.remember_keys(self._cache)
         self._cache.clear()

@@ -105,7 +105,7 @@ def match_dictionaries(store: Store, a: Dictionary, b: Dictionary, config: Match
     res = MatchResult(a.name, b.name, width_from=a.width, width_to=b.width)
     exhaustive = decoder and float(a.width) * b.width * dim <= config.exhaustive_flops
     coact = config.method != "decoder" or not exhaustive
-    with store.writer() as w:
+    with store.transaction() as w:
         cands = None
         if coact:
             cands = _coactivation(store, w, a, b, config, res, keep=config.candidates if decoder else 1,

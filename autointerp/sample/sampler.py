@@ -210,7 +210,7 @@ class Sampler:
         n_windows = 0
         bar = Progress(len(feats), f"sample {d.name}", "feat", progress)
         try:
-            with self.store.writer() as w, ThreadPoolExecutor(workers) as pool:
+            with self.store.transaction() as w, ThreadPoolExecutor(workers) as pool:
                 w.samples.clear_samples(d.dictionary_id, None if features is None else feats)
                 pending: deque = deque()
                 for ch in chunks:  # keep `workers + 1` chunks in flight; write them in order

@@ -91,13 +91,11 @@ class Store(Repos):
     # -- lifecycle ---------------------------------------------------------------------------------
 
     @contextmanager
-    def transaction(self, checkpoint: bool = True) -> Iterator[StoreTx]:
-        """One transaction: commits when the block ends, rolls back (store unchanged) when it raises.
-        (`checkpoint` is kept for callers: every transaction ends with the file closed, its log folded in.)"""
+    def transaction(self) -> Iterator[StoreTx]:
+        """One transaction: commits when the block ends, rolls back (store unchanged) when it raises. Every
+        transaction ends with the file closed for writing, its log folded in (readers open it next)."""
         with self.db.transaction() as tx:
             yield StoreTx(self.db, tx)
-
-    writer = transaction  # the name callers used before the store was split by domain
 
     @contextmanager
     def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -131,9 +129,6 @@ class Store(Repos):
 
     def release_cache(self) -> None:
         self.db.release_cache()
-
-    def checkpoint(self) -> None:
-        """Kept for callers: each transaction already ends with the log folded into the file."""
 
     # -- the catalogue (what most callers ask first) -------------------------------------------------
 
