@@ -28,7 +28,7 @@ from autointerp.ingest import ingest_delphi
 from autointerp.records import SamplerConfig
 from autointerp.sample import Sampler, select_chunk
 from autointerp.sample.sampler import take_contexts
-from autointerp.sample.select import SAMPLE_SETS, WINDOW_KINDS, SampleSet, WindowKind
+from autointerp.sample.windows import SAMPLE_SETS, WINDOW_KINDS, SampleSet, WindowKind
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("AUTOINTERP_UPDATE_GOLDEN") == "1"

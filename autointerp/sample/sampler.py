@@ -16,7 +16,8 @@ from ..errors import SampleError
 from ..records import Dictionary, FeatureSample, SamplerConfig, Window, check_seed
 from ..store import Store
 from .keys import MAX_CHUNK_FEATURES
-from .select import EXPLAIN, SAMPLE_SETS, WINDOW_KINDS, select_chunk
+from .select import select_chunk
+from .windows import EXPLAIN, SAMPLE_SETS, WINDOW_KINDS
 
 # `sample_all` over several chunks holds a corpus of at most this many tokens in memory (4 bytes a token,
 # 256 MB): each chunk's de-duplication then gathers its windows' contexts in numpy instead of a query that
