@@ -230,20 +230,8 @@ class Browser:
         return self._labels
 
 
-def make_app(store: Store, dictionary: str | None = None, *, hosts: tuple[frozenset[str], bool] | None = None,
-             slow: tuple[int, int] = SLOW) -> FastAPI:
-    """The API and pages over one store opened read-only; `dictionary`: the one shown by default.
-    `hosts`: (the Host names answered, whether any IP address is too), as safety.allowed_hosts gives them
-    (None: no Host check, for an app called in-process). `slow`: threads and queue of the search and of
-    the trace pool (each its own)."""
-    b = Browser(store, dictionary)
-    app = FastAPI(title="autointerp", version="1", summary="Feature labels and grades of an autointerp store "
-                  "(read-only).", docs_url=None, redoc_url=None,
-                  responses={400: {"model": Error, "description": "A bad parameter"}})
-    app.state.browser = b
-    app.state.pools = pools = {"search": SlowPool("search", *slow, retry_after=1),
-                               "trace": SlowPool("trace", *slow, retry_after=2)}
-    get = ["GET"]  # HEAD is a GET without its body (the middleware): the OpenAPI lists GET
+def _read_only_get_and_head(app: FastAPI) -> None:
+    """GET and HEAD only (anything else: 405); a HEAD is the GET without its body; nothing is cached."""
 
     @app.middleware("http")
     async def read_only(request: Request, call_next):
@@ -261,8 +249,10 @@ def make_app(store: Store, dictionary: str | None = None, *, hosts: tuple[frozen
             return Response(status_code=response.status_code, headers=dict(response.headers))
         return response
 
-    if hosts is not None:  # added last: the outermost, before anything else looks at the request
-        app.add_middleware(HostGuard, names=hosts[0], any_ip=hosts[1])
+
+def _errors_as_json(app: FastAPI) -> None:
+    """Every error as one line of JSON ({"error": ...}): bad parameters 400, unknown paths 404, a full slow
+    pool or a writer's long transaction 503 with Retry-After."""
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, err: RequestValidationError):
@@ -289,6 +279,27 @@ def make_app(store: Store, dictionary: str | None = None, *, hosts: tuple[frozen
     @app.exception_handler(AutointerpError)
     async def ours(request: Request, err: AutointerpError):
         return JSONResponse({"error": str(err).splitlines()[0]}, 400)
+
+
+def make_app(store: Store, dictionary: str | None = None, *, hosts: tuple[frozenset[str], bool] | None = None,
+             slow: tuple[int, int] = SLOW) -> FastAPI:
+    """The API and pages over one store opened read-only; `dictionary`: the one shown by default.
+    `hosts`: (the Host names answered, whether any IP address is too), as safety.allowed_hosts gives them
+    (None: no Host check, for an app called in-process). `slow`: threads and queue of the search and of
+    the trace pool (each its own)."""
+    b = Browser(store, dictionary)
+    app = FastAPI(title="autointerp", version="1", summary="Feature labels and grades of an autointerp store "
+                  "(read-only).", docs_url=None, redoc_url=None,
+                  responses={400: {"model": Error, "description": "A bad parameter"}})
+    app.state.browser = b
+    app.state.pools = pools = {"search": SlowPool("search", *slow, retry_after=1),
+                               "trace": SlowPool("trace", *slow, retry_after=2)}
+    get = ["GET"]  # HEAD is a GET without its body (the middleware): the OpenAPI lists GET
+
+    _read_only_get_and_head(app)
+    if hosts is not None:  # added last: the outermost, before anything else looks at the request
+        app.add_middleware(HostGuard, names=hosts[0], any_ip=hosts[1])
+    _errors_as_json(app)
 
     @app.api_route("/api/dictionaries", methods=get, response_model=list[DictionaryInfo])
     def dictionaries():
