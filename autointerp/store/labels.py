@@ -66,9 +66,7 @@ class LabelRepo(Repo):
                          "scorer": [s for s, _ in scorers], "version": [v for _, v in scorers]})
         sel = pa.table({"feature": pa.array(np.asarray(features if features is not None else [], np.int64))})
         key = "e.imported IS NOT NULL" if run_key is None else "e." + _KEY.replace(" AND ", " AND e.")
-        self.con.register("_want_scorers", want)
-        self.con.register("_selected", sel)
-        try:
+        with self.tables(_want_scorers=want, _selected=sel):
             t = self.con.execute(f"""
                 WITH ex AS (
                     SELECT e.feature, e.explanation_id FROM explanations e
@@ -85,9 +83,6 @@ class LabelRepo(Repo):
                                   AND s.status IN ('ok', 'undefined'))
                 GROUP BY ex.feature, ex.explanation_id ORDER BY ex.feature""",
                                  [dictionary_id, *(run_key or ()), features is None]).fetchnumpy()
-        finally:
-            self.con.unregister("_want_scorers")
-            self.con.unregister("_selected")
         return tuple(np.asarray(t[k], dtype=np.int64) for k in ("feature", "explanation_id", "mask"))
 
     @reads
@@ -314,15 +309,12 @@ class LabelRepo(Repo):
                          **{c: pa.array([lab.run_key[i] for lab in labels], pa.int64() if c == "seed" else pa.string())
                             for i, c in enumerate(key_cols[2:])}})
         match = " AND ".join(f"t.{c} = k.{c}" for c in key_cols)
-        self.con.register("_label_keys", keys)
-        try:
+        with self.tables(_label_keys=keys) as con:
             for table in ("scores", "label_vectors"):
-                self.con.execute(f"DELETE FROM {table} WHERE explanation_id IN (SELECT t.explanation_id FROM "
-                                 f"explanations t JOIN _label_keys k ON {match})")
-            self.con.execute(f"DELETE FROM explanations t USING _label_keys k WHERE {match}")
-            self.con.execute(f"DELETE FROM label_status t USING _label_keys k WHERE {match}")
-        finally:
-            self.con.unregister("_label_keys")
+                con.execute(f"DELETE FROM {table} WHERE explanation_id IN (SELECT t.explanation_id FROM "
+                            f"explanations t JOIN _label_keys k ON {match})")
+            con.execute(f"DELETE FROM explanations t USING _label_keys k WHERE {match}")
+            con.execute(f"DELETE FROM label_status t USING _label_keys k WHERE {match}")
         next_id = self._one("SELECT coalesce(max(explanation_id), 0) + 1 FROM explanations")[0]
         now = _now()
         ex: dict[str, list] = {k: [] for k in ("explanation_id", "feature", "text", "explainer", "prompt_hash",
@@ -371,12 +363,9 @@ class LabelRepo(Repo):
         if not rows:
             return
         t = _score_table(rows, _now(), run_id)
-        self.con.register("_grade_rows", t)
-        try:
-            self.con.execute("DELETE FROM scores s USING _grade_rows g WHERE s.explanation_id = g.explanation_id "
-                             "AND s.scorer = g.scorer AND s.scorer_version = g.scorer_version")
-        finally:
-            self.con.unregister("_grade_rows")
+        with self.tables(_grade_rows=t) as con:
+            con.execute("DELETE FROM scores s USING _grade_rows g WHERE s.explanation_id = g.explanation_id "
+                        "AND s.scorer = g.scorer AND s.scorer_version = g.scorer_version")
         self.tx.insert("scores", t)
         touched = self.con.execute("SELECT dictionary_id, list(DISTINCT feature) FROM explanations WHERE explanation_id "
                                    "IN (SELECT unnest(?::BIGINT[])) GROUP BY ALL", [[e for e, _ in rows]]).fetchall()

@@ -130,12 +130,9 @@ class LedgerRepo(Repo):
             t = pa.table({"cache_key": [r[0] for r in cache_rows], "provider": [r[1] for r in cache_rows],
                           "model": [r[2] for r in cache_rows], "response": [r[3] for r in cache_rows],
                           "created_at": pa.array([_now()] * len(cache_rows), pa.timestamp("us"))})
-            self.con.register("_cache_rows", t)
-            try:
-                self.con.execute("INSERT INTO llm_cache BY NAME SELECT DISTINCT ON (cache_key) * FROM _cache_rows r "
-                                 "WHERE NOT EXISTS (SELECT 1 FROM llm_cache c WHERE c.cache_key = r.cache_key)")
-            finally:
-                self.con.unregister("_cache_rows")
+            with self.tables(_cache_rows=t) as con:
+                con.execute("INSERT INTO llm_cache BY NAME SELECT DISTINCT ON (cache_key) * FROM _cache_rows r "
+                            "WHERE NOT EXISTS (SELECT 1 FROM llm_cache c WHERE c.cache_key = r.cache_key)")
         if calls:
             cols = ("call_id", "run_id", "cache_key", "provider", "model", "purpose", "cached", "status", "error",
                     "attempts", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
@@ -144,12 +141,10 @@ class LedgerRepo(Repo):
             t = pa.table({c: [r.get(c, True) if c == "priced" else r[c] for r in calls] for c in cols[:-1]}
                          | {"created_at": pa.array([datetime.fromisoformat(r["created_at"]) for r in calls],
                                                    pa.timestamp("us"))})
-            self.con.register("_call_rows", t)
-            try:
-                self.con.execute(f"INSERT INTO llm_calls ({', '.join(cols)}) SELECT DISTINCT ON (call_id) {', '.join(cols)} FROM "
-                                 "_call_rows r WHERE NOT EXISTS (SELECT 1 FROM llm_calls c WHERE c.call_id = r.call_id)")
-            finally:
-                self.con.unregister("_call_rows")
+            with self.tables(_call_rows=t) as con:
+                con.execute(f"INSERT INTO llm_calls ({', '.join(cols)}) SELECT DISTINCT ON (call_id) "
+                            f"{', '.join(cols)} FROM _call_rows r WHERE NOT EXISTS "
+                            "(SELECT 1 FROM llm_calls c WHERE c.call_id = r.call_id)")
 
     def add_batch(self, batch_id: str, provider: str, model: str, purpose: str, run_id: str,
                   items: list[tuple[str, str]]) -> None:

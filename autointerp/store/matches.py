@@ -124,8 +124,7 @@ class MatchRepo(Repo):
         `min_similarity` or more whose partner has a label (chosen, status ok) by `explainer` and
         `prompt_hash`: {to_feature, from_feature, similarity, explanation_id (the partner's newest such
         label), partner_value (its ok grade by `scorer` (name, version), NaN without one)}."""
-        self.con.register("_carry_sel", pa.table({"feature": pa.array(np.asarray(features, np.int64))}))
-        try:
+        with self.tables(_carry_sel=pa.table({"feature": pa.array(np.asarray(features, np.int64))})):
             t = self.con.execute("""
                 SELECT m.to_feature, m.from_feature, m.similarity, e.explanation_id,
                        (SELECT s.value FROM scores s WHERE s.explanation_id = e.explanation_id AND s.scorer = $scorer
@@ -144,8 +143,6 @@ class MatchRepo(Repo):
                 {"from": from_id, "to": to_id, "method": method, "min": min_similarity, "explainer": explainer,
                  "prompt": prompt_hash, "scorer": scorer[0] if scorer else "", "version": scorer[1] if scorer else ""}
             ).fetchnumpy()
-        finally:
-            self.con.unregister("_carry_sel")
         pv = t["partner_value"]
         return {"to_feature": np.asarray(t["to_feature"], np.int64),
                 "from_feature": np.asarray(t["from_feature"], np.int64),

@@ -8,6 +8,8 @@ writes, and its reads see that transaction's own writes.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from ..errors import StoreError
@@ -56,6 +58,19 @@ class Repo:
         if self.tx is None:
             raise StoreError(f"a write to {self.db.path} outside a transaction (use Store.transaction())")
         return self.tx
+
+    @contextmanager
+    def tables(self, **tables) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Arrow tables known to the statements of the block under these names (registered on this
+        repository's connection, unregistered after, also on an error); yields the connection."""
+        con = self.con
+        for name, t in tables.items():
+            con.register(name, t)
+        try:
+            yield con
+        finally:
+            for name in tables:
+                con.unregister(name)
 
     def _one(self, sql: str, params: list | None = None) -> tuple | None:
         """The first row of a query, or None. Reads the result to its end: DuckDB 2 refuses other work on a

@@ -119,12 +119,9 @@ class VectorRepo(Repo):
             return
         v = np.ascontiguousarray(vectors, dtype=np.float16)
         ids = pa.array([r[0] for r in rows], pa.int64())
-        self.con.register("_vec_ids", pa.table({"explanation_id": ids}))
-        try:
-            self.con.execute("DELETE FROM label_vectors WHERE encoding = ? AND explanation_id IN "
-                             "(SELECT explanation_id FROM _vec_ids)", [encoding])
-        finally:
-            self.con.unregister("_vec_ids")
+        with self.tables(_vec_ids=pa.table({"explanation_id": ids})) as con:
+            con.execute("DELETE FROM label_vectors WHERE encoding = ? AND explanation_id IN "
+                        "(SELECT explanation_id FROM _vec_ids)", [encoding])
         self.tx.insert("label_vectors", pa.table({
             "explanation_id": ids, "dictionary_id": pa.array([dictionary_id] * len(rows), pa.uint16()),
             "feature": pa.array([r[1] for r in rows], pa.uint32()), "encoding": [encoding] * len(rows),
