@@ -30,6 +30,7 @@ import json
 import math
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -43,18 +44,27 @@ CHUNK = 20_000  # labels written per statement batch
 _LATENT = re.compile(r"^(?P<hook>.+)_latent(?P<n>\d+)\.txt$")
 
 
+@dataclass(slots=True)
 class _Label:
-    """One imported explanation before it becomes a FeatureLabel."""
+    """One imported explanation before it becomes a FeatureLabel (a sampler, evidence or scores given as None
+    or empty mean the defaults)."""
 
-    __slots__ = ("feature", "text", "explainer", "kind", "sampler", "seed", "chosen", "created", "evidence",
-                 "scores", "dictionary")
+    feature: int
+    text: str
+    explainer: str
+    kind: str
+    sampler: SamplerConfig | None = None
+    seed: int = 0
+    chosen: bool = True
+    created: object = None
+    evidence: dict | None = None
+    scores: list = field(default_factory=list)
+    dictionary: Dictionary | None = None  # jsonl: the Dictionary its line names (None: the import's dictionary)
 
-    def __init__(self, feature, text, explainer, kind, sampler=None, seed=0, chosen=True, created=None,
-                 evidence=None, scores=(), dictionary=None):
-        self.feature, self.text, self.explainer, self.kind = feature, text, explainer, kind
-        self.sampler, self.seed, self.chosen, self.created = sampler or SamplerConfig(), seed, chosen, created
-        self.evidence, self.scores = evidence or {}, list(scores)
-        self.dictionary = dictionary  # jsonl: the Dictionary its line names (None: the import's dictionary)
+    def __post_init__(self) -> None:
+        self.sampler = self.sampler or SamplerConfig()
+        self.evidence = self.evidence or {}
+        self.scores = list(self.scores)
 
 
 def _fail(where: str, msg: str):
