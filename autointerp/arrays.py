@@ -23,8 +23,8 @@ def orderable_u32(values: np.ndarray) -> np.ndarray:
 def from_orderable_u32(keys: np.ndarray) -> np.ndarray:
     """Inverse of `orderable_u32`."""
     keys = keys.astype(np.uint32, copy=False)
-    flip = (~keys).view(np.int32) >> 31  # all ones where the sign bit of the key is clear (negatives)
-    flip = flip.view(np.uint32) | np.uint32(0x80000000)
+    sign = (~keys).view(np.int32) >> 31  # all ones where the sign bit of the key is clear (negatives)
+    flip = sign.view(np.uint32) | np.uint32(0x80000000)
     return (keys ^ flip).view(np.float32)
 
 

@@ -52,12 +52,18 @@ class LLMClient(Protocol):
     async def aclose(self) -> None: ...
 
 
+# `client` and `encoder` are read-only members (properties here): the run only reads them, so a part may
+# declare the narrower type it holds (llm.client.LLMClient; a ContextEncoder that is never None).
+
+
 @runtime_checkable
 class Explainer(Protocol):
     name: str
     prompt_hash: str
     uses_outputs: bool
-    client: LLMClient | None
+
+    @property
+    def client(self) -> LLMClient | None: ...
 
     def explain(self, sample: FeatureSample) -> Explained | Awaitable[Explained]: ...
 
@@ -66,8 +72,12 @@ class Explainer(Protocol):
 class Scorer(Protocol):
     name: str
     version: str
-    client: LLMClient | None
-    encoder: ContextEncoder | None
+
+    @property
+    def client(self) -> LLMClient | None: ...
+
+    @property
+    def encoder(self) -> ContextEncoder | None: ...
 
     def prepare(self, texts: Sequence[str]) -> None: ...
 
@@ -78,7 +88,9 @@ class Scorer(Protocol):
 class Simulator(Protocol):
     name: str
     version: str
-    client: LLMClient | None
+
+    @property
+    def client(self) -> LLMClient | None: ...
 
     def prepare(self, texts: Sequence[str]) -> None: ...
 

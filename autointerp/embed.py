@@ -23,11 +23,15 @@ from __future__ import annotations
 from collections import OrderedDict
 from functools import lru_cache
 from itertools import chain
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .store import Store
 from .store.vectors import DIM
+
+if TYPE_CHECKING:
+    import torch
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 ENCODING = f"{MODEL_NAME}/bf16-tokens-v1"  # what a stored context encoding is: change it when the recipe changes
@@ -129,13 +133,15 @@ class ContextEncoder:
         self.ctx_len = max(corpus.ctx_len, 1)
         self.n_slots = max(1, min(corpus.n_contexts, cache_tokens // self.ctx_len))
         self.fits = self.n_slots >= corpus.n_contexts
-        self._slab = self._norms = None  # allocated on first use
+        self._slab: torch.Tensor | None = None  # allocated on first use (_slabs)
+        self._norms: torch.Tensor | None = None
         self._slot: OrderedDict[int, int] = OrderedDict()  # context id -> slot, least recently used first
         self._free = list(range(self.n_slots - 1, -1, -1))
         self.fresh: dict[int, np.ndarray] = {}  # encoded here, not yet in the store
         self.stored: set[int] | None = None  # context ids the store holds an encoding of (read once)
         self.encoded = 0  # contexts this encoder ran the model on
-        self._last = None  # (windows, gather(windows))
+        # (windows, gather(windows))
+        self._last: tuple[object, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
         self._id_norm = np.full(0, -1, np.int64)  # token id -> id of its stripped, lower-cased text (-1: unseen)
         self._norm_ids: dict[str, int] = {}
 
@@ -171,11 +177,17 @@ class ContextEncoder:
 
     # -- what is kept ----------------------------------------------------------------------------
 
-    def _keep(self, cid: int, vec: np.ndarray) -> None:
-        torch = _load()[0]
-        if self._slab is None:
+    def _slabs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The slab of token vectors [n_slots, ctx_len, 384] and that of their norms, allocated on first use."""
+        if self._slab is None or self._norms is None:
+            torch = _load()[0]
             self._slab = torch.zeros((self.n_slots, self.ctx_len, DIM), dtype=torch.float16)
             self._norms = torch.zeros((self.n_slots, self.ctx_len))
+        return self._slab, self._norms
+
+    def _keep(self, cid: int, vec: np.ndarray) -> None:
+        torch = _load()[0]
+        slab, norms = self._slabs()
         if cid in self._slot:
             slot = self._slot[cid]
         elif self._free:
@@ -183,10 +195,10 @@ class ContextEncoder:
         else:
             _, slot = self._slot.popitem(last=False)  # one not yet written stays in `fresh`
         t = torch.from_numpy(np.ascontiguousarray(vec[:self.ctx_len], np.float16))
-        self._slab[slot, :len(t)] = t
-        self._slab[slot, len(t):] = 0
-        self._norms[slot] = 0
-        self._norms[slot, :len(t)] = torch.linalg.vector_norm(t.float(), dim=1)
+        slab[slot, :len(t)] = t
+        slab[slot, len(t):] = 0
+        norms[slot] = 0
+        norms[slot, :len(t)] = torch.linalg.vector_norm(t.float(), dim=1)
         self._slot[cid] = slot
 
     def _load(self, need: list[int]) -> None:
@@ -246,8 +258,9 @@ class ContextEncoder:
         torch = _load()[0]
         rows, owner = self._rows(windows)
         r = torch.from_numpy(rows)
-        vecs = self._slab.view(-1, DIM).index_select(0, r).float()
-        norms = self._norms.view(-1).index_select(0, r)
+        slab, slab_norms = self._slabs()  # allocated already unless `windows` is empty
+        vecs = slab.view(-1, DIM).index_select(0, r).float()
+        norms = slab_norms.view(-1).index_select(0, r)
         self._last = (windows, (vecs, norms, torch.from_numpy(owner)))
         return self._last[1]
 

@@ -93,8 +93,12 @@ EXIT = {"done": 0, "error": 1, "could_not_start": 20, "budget": 21, "failed": 22
 EXIT_CODES: dict[int, str] = {
     0: "done: every selected feature has a label and every grade (or a reason it has none)",
     1: "an unexpected error (a bug: the traceback is printed, or logged by a job)",
-    2: "bad usage: an unknown option, a bad value (negative `--limit`, unknown `--sort`, reversed `--features 5-2`, "
-       "a negative rate limit, `--concurrency` past 1024, a `--width` the store cannot hold)",
+    2: "bad usage, whatever the command (a Python API call raises UsageError for the same values): an unknown "
+       "option; a value out of its range or of the wrong kind (negative `--limit`, `--window 1`, `--concurrency 0`, "
+       "`--min-similarity 2`, `--min-evidence 0`, a seed past 64 bits, NaN); an unknown explainer, scorer, prompt "
+       "name or `--sort`; a model without its provider (`gpt-4o` for `openai:gpt-4o`); a feature id past the "
+       "dictionary's width; reversed `--features 5-2`; options that do not go together; a `--width` the store "
+       "cannot hold",
     3: "store: missing (a typo never makes an empty store), held by another writer (the message names it), damaged, "
        "newer, or no such dictionary",
     4: "ingest: malformed input (a feature index past the dictionary's width, or with no width a stray one past "
@@ -102,10 +106,12 @@ EXIT_CODES: dict[int, str] = {
        "and a store file the ingest created is removed",
     5: "capture and trace: unknown hook or device, SAE/model mismatch, a bad SAE file or corpus, a resume whose "
        "inputs changed, a dictionary without its model (as ingest: nothing left behind)",
-    6: "sample: an unknown feature or a bad sampler config (window 2..65535, at most 4096 windows a sample set, "
-       "1..100 quantile bins, a 64-bit seed)",
-    7: "label: an unknown explainer, scorer or prompt; a feature id out of range; a scoring value out of range "
-       "(`--min-evidence`, `--llm-windows`, `--adaptive-cap` up to 4096 windows)",
+    6: "sample: a feature with no stored sample where one is read (`sample --feature` reads `sample --all`'s), "
+       "windows whose contexts are missing from the corpus",
+    7: "label: a prompt or prices file that cannot be read, a prompt of the wrong format for its use, a plugin "
+       "that fails to load, a dictionary with no output tokens to show the explainer, a `--carry-from` that is "
+       "the dictionary itself or lacks its match, a feature that cannot be scored (dead), a simulator reading "
+       "logprobs the model does not give, an API key missing from the environment",
     8: "export: bad names, a path whose folder is missing, a folder that is not ours to replace, or another export "
        "writing the same path now (nothing written)",
     9: "match: dictionaries over other corpora, output directions of other widths, a dictionary matched with itself "

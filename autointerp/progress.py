@@ -25,7 +25,7 @@ class Progress:
     """`enabled`: report at all (the CLI turns it off for --json). `tty`: draw a bar (default: stderr is a
     terminal); else print "desc: done/total unit (rate/s) note" lines every `every` seconds, and a last one."""
 
-    def __init__(self, total: int, desc: str, unit: str = "it", enabled: bool = True, *, tty: bool | None = None,
+    def __init__(self, total: int | None, desc: str, unit: str = "it", enabled: bool = True, *, tty: bool | None = None,
                  every: float | None = None, stream=None, unit_scale: bool = False) -> None:
         self.total, self.desc, self.unit = total, desc, unit
         self.every = status_seconds() if every is None else every

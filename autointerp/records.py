@@ -76,49 +76,49 @@ class SamplerConfig:
     min_windows: int = 10  # fewer distinct activating windows than this: "too_rare"
 
     def __post_init__(self) -> None:
-        from .errors import SampleError
+        from .errors import UsageError
 
         if self.window < 2:
-            raise SampleError(f"window must be at least 2 tokens, got {self.window}")
+            raise UsageError(f"window must be at least 2 tokens, got {self.window}")
         if self.peak_offset is not None and not 0 <= self.peak_offset < self.window:
-            raise SampleError(f"peak_offset must be in [0, {self.window}), got {self.peak_offset}")
+            raise UsageError(f"peak_offset must be in [0, {self.window}), got {self.peak_offset}")
         for name in ("n_top", "n_quantile_explain", "n_score_activating", "n_score_nonfiring",
                      "n_neighbor_negatives"):
             if getattr(self, name) < 0:
-                raise SampleError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise UsageError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.n_quantiles < 1:
-            raise SampleError(f"n_quantiles must be >= 1, got {self.n_quantiles}")
+            raise UsageError(f"n_quantiles must be >= 1, got {self.n_quantiles}")
         if self.min_windows < 2:
-            raise SampleError(f"min_windows must be >= 2 (one to explain, one to score), got {self.min_windows}")
+            raise UsageError(f"min_windows must be >= 2 (one to explain, one to score), got {self.min_windows}")
 
     def check_limits(self) -> SamplerConfig:
         """Every value within what the store and the sampler hold (SAMPLER_LIMITS), else a SampleError: what
         `from_options` checks for the CLI, job files and imported labels. Not in `__post_init__`: a config the
         store recorded under an earlier autointerp must stay readable."""
-        from .errors import SampleError
+        from .errors import UsageError
 
         for f in fields(self):  # whole numbers: a float or a boolean from a file is an error, not a count
             v = getattr(self, f.name)
             if (v is not None or f.name != "peak_offset") and (isinstance(v, bool)
                                                                  or not isinstance(v, numbers.Integral)):
-                raise SampleError(f"{_named(f.name)} must be a whole number, got {v!r}")
+                raise UsageError(f"{_named(f.name)} must be a whole number, got {v!r}")
         if self.window > MAX_WINDOW:
-            raise SampleError(f"window must be at most {MAX_WINDOW} tokens (a stored window's start and length are "
+            raise UsageError(f"window must be at most {MAX_WINDOW} tokens (a stored window's start and length are "
                               f"16-bit), got {self.window}")
         sets = {"explain": ("n_top", "n_quantile_explain"),
                 "score": ("n_score_activating", "n_score_nonfiring", "n_neighbor_negatives")}
         for which, names in sets.items():
             for name in names:
                 if not 0 <= getattr(self, name) <= MAX_SET_WINDOWS:
-                    raise SampleError(f"{_named(name)} must be from 0 to {MAX_SET_WINDOWS}, got {getattr(self, name)}")
+                    raise UsageError(f"{_named(name)} must be from 0 to {MAX_SET_WINDOWS}, got {getattr(self, name)}")
             total = sum(getattr(self, n) for n in names)
             if total > MAX_SET_WINDOWS:
                 short = ' + '.join(next((k for k, v in SAMPLER_OPTION_FIELDS.items() if v == n), n) for n in names)
-                raise SampleError(f"the {which} set ({short} = {total}) may hold at most {MAX_SET_WINDOWS} windows")
+                raise UsageError(f"the {which} set ({short} = {total}) may hold at most {MAX_SET_WINDOWS} windows")
         if not 1 <= self.n_quantiles <= MAX_QUANTILES:
-            raise SampleError(f"n_quantiles must be from 1 to {MAX_QUANTILES}, got {self.n_quantiles}")
+            raise UsageError(f"n_quantiles must be from 1 to {MAX_QUANTILES}, got {self.n_quantiles}")
         if self.min_windows > MAX_MIN_WINDOWS:
-            raise SampleError(f"min_windows must be at most {MAX_MIN_WINDOWS} (a feature's window count is 32-bit), "
+            raise UsageError(f"min_windows must be at most {MAX_MIN_WINDOWS} (a feature's window count is 32-bit), "
                               f"got {self.min_windows}")
         return self
 
@@ -171,10 +171,11 @@ def _named(field_name: str) -> str:
 
 def check_seed(seed) -> int:
     """A sampler seed: a 64-bit integer (the store's seed columns), else a SampleError."""
-    from .errors import SampleError
+    from .errors import UsageError
 
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
-        raise SampleError(f"seed must be a 64-bit integer ({SEED_RANGE[0]} to {SEED_RANGE[1]}), got {seed!r}")
+    if (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
+            or not SEED_RANGE[0] <= int(seed) <= SEED_RANGE[1]):
+        raise UsageError(f"seed must be a 64-bit integer ({SEED_RANGE[0]} to {SEED_RANGE[1]}), got {seed!r}")
     return int(seed)
 
 

@@ -21,14 +21,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 
-from .errors import SampleError, UsageError
+from .errors import UsageError
 from .records import Dictionary, FeatureSample, FeatureStats, OutputTokens, SamplerConfig
 from .store import FIXED_SORTS, FeatureIndex, open_store
+
+if TYPE_CHECKING:
+    from .search import LabelIndex
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,7 @@ class FeatureView:
         from .sample import Sampler
 
         if not 0 <= feature < d.width:
-            raise SampleError(f"feature {feature} out of range: dictionary {d.name!r} has features 0..{d.width - 1}")
+            raise UsageError(f"feature {feature} out of range: dictionary {d.name!r} has features 0..{d.width - 1}")
         stats = store.activations.feature_stats(d.dictionary_id, [feature])[0]
         rows = store.labels.find(d.dictionary_id, [feature], candidates=True)
         outcomes = [o for st in ("failed", "skipped") for o in store.labels.label_outcomes(d.dictionary_id, st)
@@ -79,7 +83,7 @@ class Workspace:
         self.store = open_store(path, read_only=not write, wait=wait)
         self._mem = duckdb.connect(":memory:")
         self._indexes: dict[int, tuple[int, FeatureIndex]] = {}  # dictionary id -> (change seq, its index)
-        self._search = None
+        self._search: tuple[int, LabelIndex] | None = None  # (the change seq it was read at, the index)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 

@@ -72,8 +72,8 @@ def test_sample_all_stores_and_reads_back(ingested):
 
 
 @pytest.mark.parametrize("args,code,message", [
-    (["sample", "--feature", 99999], 6, "out of range"),
-    (["sample"], 6, "either --feature ID or --all"),
+    (["sample", "--feature", 99999], 2, "out of range"),
+    (["sample"], 2, "either --feature ID or --all"),
     (["features", "--dictionary", "nope"], 3, "no dictionary named 'nope'"),
     (["sample", "--all", "--features", "9-3"], 2, "bad feature list"),
 ])

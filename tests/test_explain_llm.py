@@ -10,7 +10,7 @@ from loopback import Loopback, detector, explainer, simulator
 from typer.testing import CliRunner
 
 from autointerp.cli import app
-from autointerp.errors import ExplainFailure, LabelError
+from autointerp.errors import ExplainFailure, LabelError, UsageError
 from autointerp.explain.llm import parse_explanation
 from autointerp.explain.prompts import load_template, show_token
 from autointerp.ingest import ingest_delphi
@@ -56,7 +56,7 @@ def test_bad_templates_are_refused(tmp_path):
         with pytest.raises(LabelError, match=message):
             load_template(str(p))
     have = ", ".join(sorted(x.stem for x in (Path(__file__).parent.parent / "prompts").glob("*.toml")))
-    with pytest.raises(LabelError, match=f"available: {have}$"):
+    with pytest.raises(UsageError, match=f"available: {have}$"):
         load_template("nope")
 
 

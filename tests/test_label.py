@@ -175,7 +175,7 @@ def test_score_command_grades_any_text_on_the_held_out_set(store, delphi_cache):
     assert set(right["scores"]) == {"embedding", "simulation"}
     code, wrong = score('the token "zebra"')
     assert right["scores"]["simulation"]["value"] > wrong["scores"]["simulation"]["value"] + 0.3
-    assert score("   ")[0] == 7  # an empty label is refused, with the labelling error's exit code
+    assert score("   ")[0] == 2  # an empty label is a bad value: exit 2, as everywhere
     code, out = score("anything", 200)  # a dead feature has no held-out set
     assert code == 7 and "cannot be scored" in out and "dead" in out
 

@@ -157,11 +157,11 @@ def test_reset_headers_of_both_providers():
 
 
 def test_model_specs():
-    from autointerp.errors import LabelError
+    from autointerp.errors import UsageError
 
-    with pytest.raises(LabelError, match="compat"):
+    with pytest.raises(UsageError, match="compat"):
         make_provider("gpt-4o")
-    with pytest.raises(LabelError, match="base-url"):
+    with pytest.raises(UsageError, match="base-url"):
         make_provider("compat:llama")
     assert make_provider("compat:llama", base_url="http://127.0.0.1:1/v1").name == "compat@http://127.0.0.1:1/v1"
 

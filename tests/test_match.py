@@ -200,8 +200,8 @@ def test_carry_bad_input_is_one_line_and_writes_nothing(pair, delphi_cache, tmp_
     _one_line_error(cli(*base, "--carry-from", "nope"), 3, "no dictionary named 'nope'")
     _one_line_error(cli(*base, "--carry-from", "retrained"), 7, "is the dictionary being labelled")
     _one_line_error(cli(*base, "--carry-from", "other"), 9, "over the same tokens")
-    _one_line_error(cli(*base, "--carry-from", "layers.3", "--carry-method", "bogus"), 7, "carry method must be")
-    _one_line_error(cli(*base, "--carry-from", "layers.3", "--min-similarity", "2"), 7, "--min-similarity")
+    _one_line_error(cli(*base, "--carry-from", "layers.3", "--carry-method", "bogus"), 2, "carry method must be")
+    _one_line_error(cli(*base, "--carry-from", "layers.3", "--min-similarity", "2"), 2, "--min-similarity")
     with Store(path, read_only=True) as s:
         assert s.content_digest() == digest
     cfg = parse_config('[job]\ncarry_from = "layers.3"\n[carry]\nmin_similarity = 0.9\nmargin = 0.05\n')

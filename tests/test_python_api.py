@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import autointerp
-from autointerp.errors import SampleError, StoreError, UsageError
+from autointerp.errors import StoreError, UsageError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,7 +51,7 @@ def test_a_workspace_reads_what_a_writer_commits(ingested_path):
         assert len(reader.labels()) > len(rows)  # the next read sees the next commit
         with pytest.raises(UsageError, match="sort 'nope'"):
             reader.features(sort="nope")
-        with pytest.raises(SampleError, match="out of range"):
+        with pytest.raises(UsageError, match="out of range"):
             reader.show(10**6)
         with pytest.raises(StoreError, match="read-only"):
             reader.label(autointerp.LabelRun(features=[30]))

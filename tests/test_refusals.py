@@ -213,23 +213,35 @@ def test_a_width_the_store_cannot_hold_is_a_usage_error(tmp_path, args, code, me
 # -- 3. sampler and scoring numbers within what the store and the sampler hold --------------------------
 
 @pytest.mark.parametrize("args,code,message", [
-    (["label", "--features", "0", "--window", "65536"], 6, "window must be at most 65535"),
-    (["sample", "--feature", "0", "--window", "65536"], 6, "window must be at most 65535"),
-    (["score", "--feature", "0", "--explanation", "x", "--window", "70000"], 6, "window must be at most 65535"),
-    (["label", "--features", "0", "--n-nonfiring", "5000"], 6, "n_score_nonfiring (--n-nonfiring) must be from 0"),
-    (["label", "--features", "0", "--n-score", "3000", "--n-nonfiring", "3000"], 6,
+    (["label", "--features", "0", "--window", "65536"], 2, "window must be at most 65535"),
+    (["sample", "--feature", "0", "--window", "65536"], 2, "window must be at most 65535"),
+    (["score", "--feature", "0", "--explanation", "x", "--window", "70000"], 2, "window must be at most 65535"),
+    (["label", "--features", "0", "--n-nonfiring", "5000"], 2, "n_score_nonfiring (--n-nonfiring) must be from 0"),
+    (["label", "--features", "0", "--n-score", "3000", "--n-nonfiring", "3000"], 2,
      "the score set (n_score + n_nonfiring + n_neighbors = 6000) may hold at most 4096"),
-    (["sample", "--feature", "0", "--n-top", "4000", "--n-quantile", "100"], 6, "the explain set"),
-    (["label", "--features", "0", "--n-top", "-1"], 6, "n_top must be >= 0"),
-    (["label", "--features", "0", "--n-quantiles", "101"], 6, "n_quantiles must be from 1 to 100"),
-    (["label", "--features", "0", "--min-windows", str(2**31)], 6, "min_windows must be at most 2147483647"),
-    (["label", "--features", "0", "--peak-offset", "32"], 6, "peak_offset must be in [0, 32)"),
-    (["label", "--features", "0", "--seed", str(2**63)], 6, "seed must be a 64-bit integer"),
-    (["sample", "--feature", "0", "--seed", str(-2**63 - 1)], 6, "seed must be a 64-bit integer"),
-    (["label", "--features", "0", "--min-evidence", "5000"], 7, "min_evidence must be at most 4096"),
-    (["label", "--features", "0", "--llm-windows", "5000"], 7, "windows must be at most 4096"),
-    (["label", "--features", "0", "--adaptive", "0.1", "--adaptive-cap", "5000"], 7, "adaptive cap must be at most"),
+    (["sample", "--feature", "0", "--n-top", "4000", "--n-quantile", "100"], 2, "the explain set"),
+    (["label", "--features", "0", "--n-top", "-1"], 2, "n_top must be >= 0"),
+    (["label", "--features", "0", "--n-quantiles", "101"], 2, "n_quantiles must be from 1 to 100"),
+    (["label", "--features", "0", "--min-windows", str(2**31)], 2, "min_windows must be at most 2147483647"),
+    (["label", "--features", "0", "--peak-offset", "32"], 2, "peak_offset must be in [0, 32)"),
+    (["label", "--features", "0", "--seed", str(2**63)], 2, "seed must be a 64-bit integer"),
+    (["sample", "--feature", "0", "--seed", str(-2**63 - 1)], 2, "seed must be a 64-bit integer"),
+    (["label", "--features", "0", "--min-evidence", "5000"], 2, "min_evidence must be at most 4096"),
+    (["label", "--features", "0", "--llm-windows", "5000"], 2, "windows must be at most 4096"),
+    (["label", "--features", "0", "--adaptive", "0.1", "--adaptive-cap", "5000"], 2, "adaptive cap must be at most"),
     (["label", "--features", "0", "--concurrency", "5000"], 2, "concurrency must be at most 1024"),
+    # the same kind of bad value exits 2 whatever the command (README: exit codes)
+    (["label", "--features", "0", "--carry-from", "x", "--min-similarity", "2"], 2, "--min-similarity must be between"),
+    (["diff", "--runs", "a", "b", "--min-similarity", "2"], 2, "--min-similarity must be between"),
+    (["label", "--features", "0", "--carry-from", "x", "--carry-margin", "nan"], 2, "--carry-margin must be from 0"),
+    (["label", "--features", "0", "--carry-from", "x", "--carry-min-score", "nan"], 2, "--carry-min-score must be"),
+    (["label", "--features", "0", "--candidates", "1000"], 2, "--candidates must be from 1 to 32"),
+    (["label", "--features", "99999"], 2, "feature 99999 is out of range"),
+    (["sample", "--feature", "99999"], 2, "feature 99999 out of range"),
+    (["score", "--feature", "99999", "--explanation", "x"], 2, "feature 99999 is out of range"),
+    (["label", "--features", "0", "--explainer", "nonesuch"], 2, "unknown explainer 'nonesuch'"),
+    (["label", "--features", "0", "--scorer", "nonesuch"], 2, "unknown scorer nonesuch"),
+    (["score", "--feature", "0", "--explanation", "   "], 2, "the explanation is empty"),
 ])
 def test_sampler_and_scoring_values_beyond_their_range_are_one_line(ingested_path, args, code, message):
     before = _digest(ingested_path)
@@ -238,14 +250,14 @@ def test_sampler_and_scoring_values_beyond_their_range_are_one_line(ingested_pat
 
 
 def test_limits_hold_at_the_edge_and_a_stored_config_stays_readable(ingested_path, tmp_path):
-    from autointerp.errors import SampleError
+    from autointerp.errors import UsageError
     from autointerp.records import SamplerConfig
 
     wide = {**SamplerConfig().to_dict(), "n_score_nonfiring": 5000}
     assert SamplerConfig(**wide).n_score_nonfiring == 5000  # as the store rebuilds one it recorded earlier
-    with pytest.raises(SampleError, match="must be from 0 to 4096"):
+    with pytest.raises(UsageError, match="must be from 0 to 4096"):
         SamplerConfig.from_options(**wide)
-    with pytest.raises(SampleError, match="must be a whole number"):
+    with pytest.raises(UsageError, match="must be a whole number"):
         SamplerConfig.from_options(window=32.5)
     f = tmp_path / "labels.jsonl"  # an imported label's sampler is re-drawn (the browser): checked as options are
     f.write_text(json.dumps({"feature_id": 1, "explanation": "x", "sampler": {"window": 70000}}) + "\n")

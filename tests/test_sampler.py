@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from autointerp.errors import SampleError
+from autointerp.errors import UsageError
 from autointerp.ingest import ingest_delphi
 from autointerp.records import SamplerConfig
 from autointerp.sample import Sampler
@@ -98,7 +98,7 @@ def test_dead_and_rare_features_are_reported(sampled):
     assert dead.status == "dead" and "never fires" in dead.reason and not dead.explain
     rare = Sampler(store, d, SamplerConfig(min_windows=10_000)).sample(5)
     assert rare.status == "too_rare" and "min_windows=10000" in rare.reason
-    with pytest.raises(SampleError, match="out of range"):
+    with pytest.raises(UsageError, match="out of range"):
         Sampler(store, d).sample(d.width)
 
 

@@ -137,7 +137,7 @@ def test_detection_separates_own_labels_from_wrong_ones(ingested_path, monkeypat
     assert wrong["scores"]["detection"]["value"] == 0.5  # says "no" to everything: chance
     r = CliRunner().invoke(app, ["score", "--store", str(ingested_path), "--feature", "0", "--explanation", "x",
                                  "--scorer", "detection"])
-    assert r.exit_code == 7 and "needs an LLM" in r.output
+    assert r.exit_code == 2 and "needs an LLM" in r.output
 
 
 def test_fuzzing_tells_true_marks_from_fuzzed_ones(ingested_path, monkeypatch):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -100,7 +100,7 @@ class TextCorpus:
             return [self.path / f for f in _dataset_files(self.path)]
         return sorted(self.path.glob("*.parquet"))
 
-    def documents(self) -> Iterator[str]:
+    def documents(self) -> Generator[str, None, None]:
         """Yield the documents in order; blank lines and null values skipped."""
         form = self.format
         if form in ("txt", "jsonl"):

@@ -42,13 +42,13 @@ from ..errors import CaptureError
 from ..ingest.tokens import TokenStrings
 from ..progress import Progress
 from ..store import Store
-from .corpus import open_corpus
+from .corpus import TokenCorpus, open_corpus
 from .corpus_tokens import one_line
 from .device import DTYPES, dtype_name, resolve_device, resolve_dtype
 from .model import load_model
 from .plan import CaptureConfig, plan_members, split_sae_spec
-from .run import (CaptureResult, check_corpus_free, context_batches, finish_members, prepare_capture, record_capture,
-                  resolve_inputs, stale_captures, total_contexts)
+from .run import (CaptureResult, Inputs, check_corpus_free, context_batches, finish_members, prepare_capture,
+                  record_capture, resolve_inputs, stale_captures, total_contexts)
 from .stream import DeviceSide
 
 SHARD_SCHEMA = pa.schema([("feature", pa.uint32()), ("context_id", pa.uint32()), ("position", pa.uint16()),
@@ -93,6 +93,7 @@ def capture_part(plan: WorkerPlan, lo: int, hi: int) -> dict:
     members = plan_members(net, Path(c.model), c, device, DTYPES[plan.sae_dtype])
     special = np.array(sorted(set(tokenizer.all_special_ids)), dtype=np.int64)
     side, tokens = DeviceSide(net, members, device, c.threshold, special), open_corpus(plan.tokens)
+    assert isinstance(tokens, TokenCorpus)  # plan.tokens is a token array (_packed)
     batch, counts = c.batch_contexts(tokens.ctx_len), [0] * len(members)
     paths = [Path(plan.out) / str(i) / f"part-{lo}.parquet" for i in range(len(members))]
     writers = []
@@ -128,7 +129,8 @@ def capture_on_ray(store: Store, config: CaptureConfig, options: RayOptions = Ra
     device = _worker_device(c.device)
     dtype, sae_dtype = _worker_dtype(c.dtype, device), _worker_dtype(c.sae_dtype, device)
     x = resolve_inputs(c, torch.device("cpu"), dtype, sae_dtype)  # 1. the driver's copy: checks, then outputs
-    base = dict(device=device.type, dtype=dtype_name(dtype))
+    device_name, dtype_str = device.type, dtype_name(dtype)
+    base = dict(device=device_name, dtype=dtype_str)
     state = prepare_capture(store, c, x.members, x.fp)
     if isinstance(state, CaptureResult):  # complete already
         return CaptureResult(**{**state.__dict__, **base, "ctx_len": x.ctx_len})
@@ -170,6 +172,7 @@ def capture_on_ray(store: Store, config: CaptureConfig, options: RayOptions = Ra
             capture_id, cid, created = record_capture(w, c, x, {"executor": "ray", "workers": len(parts)})
             if created:
                 packed = open_corpus(tokens)
+                assert isinstance(packed, TokenCorpus)  # a token array (_packed)
                 for lo in range(0, n, PACK_CONTEXTS):
                     ids = packed.rows(lo, min(lo + PACK_CONTEXTS, n))
                     w.activations.add_contexts(cid, list(ids), strings(ids))
@@ -180,13 +183,13 @@ def capture_on_ray(store: Store, config: CaptureConfig, options: RayOptions = Ra
             w.captures.end_capture(state)
     except KeyboardInterrupt:
         return CaptureResult("interrupted", 0, False, 0, x.ctx_len, 0, 0, time.perf_counter() - t0,
-                             tuple({"name": m.name} for m in x.members), **base)
+                             tuple({"name": m.name} for m in x.members), device_name, dtype_str)
     finally:
         if ray.is_initialized():  # a failed driver's other tasks end with its job (ray.cancel(force=True)
             ray.shutdown()        # can abort the driver when a task finishes meanwhile: a Ray bug, 2.60)
         shutil.rmtree(work, ignore_errors=True)
     return CaptureResult("done", cid, created, n, x.ctx_len, sum(d["nonzeros"] for d in dicts), 0,
-                         time.perf_counter() - t0, tuple(dicts), **base, loop_seconds=loop)
+                         time.perf_counter() - t0, tuple(dicts), device_name, dtype_str, loop_seconds=loop)
 
 
 def _worker_device(name: str | None) -> torch.device:
@@ -216,11 +219,13 @@ def _absolute(c: CaptureConfig, model_path: Path) -> CaptureConfig:
     return dataclasses.replace(c, model=str(model_path), saes=tuple(saes))
 
 
-def _packed(x, c: CaptureConfig, work: Path) -> tuple[Path, int]:
+def _packed(x: Inputs, c: CaptureConfig, work: Path) -> tuple[Path, int]:
     """(a token-id file the workers read, its contexts): a token array as it is, or a text corpus packed into
     `work/tokens.npy` (int32) a block of contexts at a time, the header written once the count is known."""
-    if x.corpus.kind == "tokens":
-        return x.corpus.path, total_contexts(x.corpus, x.ctx_len, c.max_tokens)
+    if isinstance(x.corpus, TokenCorpus):
+        n = total_contexts(x.corpus, x.ctx_len, c.max_tokens)
+        assert n is not None  # known for a token array
+        return x.corpus.path, n
     path, n = work / "tokens.npy", 0
     with path.open("wb") as f:
         f.write(bytes(NPY_HEADER))

@@ -90,6 +90,7 @@ def logit_lens(unembed: Unembedding, vectors: torch.Tensor, k: int = TOP,
     features, promoted in falling and suppressed in rising order of logit."""
     k = min(k, unembed.vocab)
     weight = unembed.head.weight  # the head's device and dtype: blocks go where the model is
+    assert isinstance(weight, torch.Tensor)  # a linear map's [vocab, dim] weight (see unembedding)
     for lo in range(0, len(vectors), block):
         x = vectors[lo:lo + block].to(device=weight.device, dtype=weight.dtype)
         if unembed.norm is not None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.utils.hooks import RemovableHandle
 
 from ..errors import CaptureError
 from .corpus import file_sha256
@@ -104,7 +105,8 @@ def load_model(path: str | Path, quiet: bool = True, device: torch.device | str 
         if quiet and bar_was_on:
             hf_logging.disable_progress_bar()
         try:
-            model = cls.from_pretrained(str(folder), dtype=dtype, **kwargs)
+            # a PreTrainedModel (a Module): its `to` is typed as a functools.wraps wrapper mypy cannot call
+            model: torch.nn.Module = cls.from_pretrained(str(folder), dtype=dtype, **kwargs)
         finally:
             if quiet and bar_was_on:
                 hf_logging.enable_progress_bar()
@@ -153,9 +155,9 @@ def hook_names(model: torch.nn.Module) -> list[str]:
         key = re.sub(r"(?<=\.)\d+(?=\.|$)", "{N}", name)
         seen.setdefault(key, set()).update(nums[:1])
     out = []
-    for key, nums in seen.items():
-        if "{N}" in key and nums:
-            key = key.replace("{N}", f"{{{min(nums)}..{max(nums)}}}", 1).replace("{N}", "{..}")
+    for key, numbers in seen.items():
+        if "{N}" in key and numbers:
+            key = key.replace("{N}", f"{{{min(numbers)}..{max(numbers)}}}", 1).replace("{N}", "{..}")
         out.append(key)
     return out
 
@@ -190,12 +192,12 @@ _ATTN_OUT_PROJ = ("o_proj", "c_proj", "dense", "out_proj")
 
 def _layers(modules: dict[str, torch.nn.Module]) -> str | None:
     """The name of the model's list of transformer blocks (the longest ModuleList of blocks)."""
-    best = None
+    best, size = None, 0
     for name, m in modules.items():
         if isinstance(m, torch.nn.ModuleList) and len(m) and name.rsplit(".", 1)[-1] in ("layers", "h", "layer",
                                                                                            "blocks"):
-            if best is None or len(m) > len(modules[best]):
-                best = name
+            if best is None or len(m) > size:
+                best, size = name, len(m)
     return best
 
 
@@ -268,7 +270,7 @@ def run_hooks(model: torch.nn.Module, points: list[HookPoint], ids: torch.Tensor
     deepest hooked module are never computed. A point given twice is read once."""
     keys = list(dict.fromkeys((p.name, p.on_input) for p in points))
     got: dict[tuple[str, bool], torch.Tensor] = {}
-    handles = []
+    handles: list[tuple[tuple[str, bool], RemovableHandle]] = []
 
     def keep(key, hook, value):
         if key not in got:  # a module called twice in one pass: its first call

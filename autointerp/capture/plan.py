@@ -14,11 +14,15 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import CaptureError
 from .model import HookPoint, model_label, resolve_hook
+
+if TYPE_CHECKING:
+    from .sae import SAE
 
 DEFAULT_BATCH_TOKENS = 4096
 DEFAULT_CHECKPOINT_TOKENS = 1 << 20
@@ -87,7 +91,7 @@ class Member:
     name: str
     kind: str  # "sae" | "neurons"
     point: HookPoint
-    sae: torch.nn.Module | None = None
+    sae: SAE | None = None
     width: int | None = None  # neurons: known after the first forward pass
     config: dict = field(default_factory=dict)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -29,7 +30,7 @@ from ..ingest.tokens import TokenStrings
 from ..progress import Progress
 from ..store import Store
 from ..store.captures import CaptureState, staging_table
-from .corpus import open_corpus, pack_contexts
+from .corpus import TextCorpus, TokenCorpus, open_corpus, pack_contexts
 from .device import dtype_name, resolve_device, resolve_dtype
 from .lens import logit_lens, output_directions, unembedding
 from .model import load_model, model_identity, tokenizer_identity
@@ -107,7 +108,7 @@ class Inputs:
     """A capture's inputs, resolved and checked: the corpus, the model on its device, the members with their
     widths, and the fingerprints of the packed corpus and of the capture."""
 
-    corpus: object
+    corpus: TextCorpus | TokenCorpus
     ctx_len: int
     model_path: Path
     net: torch.nn.Module
@@ -130,7 +131,7 @@ def resolve_inputs(c: CaptureConfig, device: torch.device, dtype: torch.dtype, s
     max_pos = getattr(net.config, "max_position_embeddings", None)
     if isinstance(max_pos, int) and ctx_len > max_pos:
         raise CaptureError(f"ctx_len {ctx_len} exceeds the model's {max_pos} positions")
-    if corpus.kind == "tokens":
+    if isinstance(corpus, TokenCorpus):
         top = corpus.max_id()
         if top >= len(tokenizer):
             raise CaptureError(f"corpus {corpus.path} holds token id {top}, beyond the vocabulary of "
@@ -156,7 +157,8 @@ def capture(store: Store, config: CaptureConfig, progress: bool = False) -> Capt
     x = resolve_inputs(c, device, dtype, sae_dtype)
     corpus, ctx_len, model_path, tokenizer, members = x.corpus, x.ctx_len, x.model_path, x.tokenizer, x.members
     t0 = time.perf_counter()
-    base = dict(device=str(device), dtype=dtype_name(dtype), ctx_len=ctx_len)
+    device_name, dtype_str = str(device), dtype_name(dtype)
+    base = dict(device=device_name, dtype=dtype_str, ctx_len=ctx_len)
 
     state = prepare_capture(store, c, members, x.fp)
     if isinstance(state, CaptureResult):  # complete already
@@ -171,8 +173,8 @@ def capture(store: Store, config: CaptureConfig, progress: bool = False) -> Capt
     total = total_contexts(corpus, ctx_len, c.max_tokens)
     interrupted = False
     names = ", ".join(m.name for m in members)
-    with Progress(None if total is None else total * ctx_len, f"capture {names}", "tok", progress,
-                  unit_scale=True) as bar:
+    total_tokens = None if total is None else total * ctx_len
+    with Progress(total_tokens, f"capture {names}", "tok", progress, unit_scale=True) as bar:
         if resumed:
             bar.update(resumed * ctx_len, f"resumed at context {resumed:,}")
         writer.start()
@@ -195,13 +197,12 @@ def capture(store: Store, config: CaptureConfig, progress: bool = False) -> Capt
     if interrupted:
         return CaptureResult("interrupted", state.corpus_id, state.creates_corpus, state.contexts_done, ctx_len,
                              state.nonzeros, resumed, time.perf_counter() - t0,
-                             tuple({"name": m.name} for m in members), **{k: base[k] for k in ("device", "dtype")},
-                             loop_seconds=loop)
+                             tuple({"name": m.name} for m in members), device_name, dtype_str, loop_seconds=loop)
     _check_corpus(store, state, total)
     done = _finish(store, c, state, members, x.net, strings, progress)
     return CaptureResult("done", state.corpus_id, state.creates_corpus, state.contexts_done, ctx_len,
                          sum(d["nonzeros"] for d in done), resumed, time.perf_counter() - t0, tuple(done),
-                         **{k: base[k] for k in ("device", "dtype")}, loop_seconds=loop)
+                         device_name, dtype_str, loop_seconds=loop)
 
 
 def _ctx_len(corpus, ctx_len: int | None) -> int:
@@ -260,7 +261,7 @@ def _begin(store: Store, c: CaptureConfig, x: Inputs) -> CaptureState:
     return next(s for s in store.captures.all() if s.fingerprint == x.fp and s.status == "running")
 
 
-def check_corpus_free(store: Store, corpus_fp: str, ignoring: set[int] = frozenset()) -> None:
+def check_corpus_free(store: Store, corpus_fp: str, ignoring: AbstractSet[int] = frozenset()) -> None:
     """Refuse a corpus the store holds but an unfinished capture (other than those `ignoring`) is still packing."""
     found = store.activations.corpus_by_fingerprint(corpus_fp)
     if found is not None:
@@ -316,6 +317,7 @@ def finish_members(w, c: CaptureConfig, state: CaptureState, members: list[Membe
     corpus = w.activations.corpus(state.corpus_id)
     for i, m in enumerate(members):
         cfg = {**state.config, **m.config, "capture_id": state.capture_id}
+        assert m.width is not None  # an SAE's d_sae, or the neurons' width check_widths set
         b = w.activations.add_dictionary(name=m.name, corpus_id=state.corpus_id, model=cfg["model"], hook=m.point.hook,
                              width=int(m.width), kind=m.kind, source=m.source or cfg["model"], config=cfg,
                              replace=c.replace or bool(state.config.get("replace")), sorted_input=False)

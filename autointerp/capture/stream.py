@@ -47,7 +47,7 @@ class Batch:
     def host(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         if self.ready is not None:
             self.ready.synchronize()
-        return [tuple(t.cpu().numpy() for t in r) for r in self.rows]
+        return [(tok.cpu().numpy(), feat.cpu().numpy(), val.cpu().numpy()) for tok, feat, val in self.rows]
 
 
 class DeviceSide:
@@ -90,7 +90,7 @@ class DeviceSide:
             n += len(val)
         batch = Batch(first, ids, rows)
         if self.copy_stream is not None:
-            batch.rows, batch.ready = self._to_host(rows)
+            batch.rows, batch.ready = self._to_host(self.copy_stream, rows)
         return batch, n
 
     def _nonzeros(self, m: Member, x: torch.Tensor, keep: torch.Tensor):
@@ -119,9 +119,8 @@ class DeviceSide:
             return parts[0]
         return tuple(torch.cat(p) for p in zip(*parts))
 
-    def _to_host(self, rows):
+    def _to_host(self, stream: torch.cuda.Stream, rows):
         """Issue the device-to-host copies on the side stream; the writer thread waits on the event."""
-        stream = self.copy_stream
         stream.wait_stream(torch.cuda.current_stream(self.device))
         out = []
         with torch.cuda.stream(stream):

@@ -11,6 +11,7 @@ positions), so one request cannot hold a server for long.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -73,9 +74,9 @@ class Tracer:
                                    f"{self.width}: not the model it was captured from")
             acts = (self.sae.encode(x) if self.sae is not None else x)[0, len(self.prefix):len(self.prefix) + len(body)]
         keep = (acts > self.threshold) & torch.tensor([t not in self.special for t in body])[:, None]
-        pos, feat = torch.nonzero(keep, as_tuple=True)
-        values = acts[pos, feat].numpy().astype(np.float32)
-        pos, feat = pos.numpy().astype(np.int64), feat.numpy().astype(np.int64)
+        at, latent = torch.nonzero(keep, as_tuple=True)
+        values = acts[at, latent].numpy().astype(np.float32)
+        pos, feat = at.numpy().astype(np.int64), latent.numpy().astype(np.int64)
         order = np.lexsort((-values, pos))
         tokens = self.strings(np.asarray([body], np.int64))[0]
         return tokens, {"position": pos[order], "feature": feat[order], "value": values[order]}
@@ -93,7 +94,7 @@ def trace_text(store: Store, tracer: Tracer, text: str, config: TraceConfig = Tr
     starts = np.searchsorted(m["position"], np.arange(len(tokens) + 1))
     top = [(int(starts[i]), int(min(starts[i + 1], starts[i] + config.top))) for i in range(len(tokens))]
     shown = sorted({int(f) for lo, hi in top for f in m["feature"][lo:hi]})
-    labels = {}
+    labels: dict[int, tuple[str, datetime]] = {}  # feature -> (explanation, created_at)
     for r in store.labels.find(d.dictionary_id, shown):  # newest chosen label of each feature
         if r["feature_id"] not in labels or r["created_at"] > labels[r["feature_id"]][1]:
             labels[r["feature_id"]] = (r["explanation"], r["created_at"])

@@ -217,13 +217,12 @@ AdaptiveCapOpt = Annotated[int | None, typer.Option(help="Adaptive window budget
 
 def scoring_options(min_evidence: int, simulator: str, intruder_k: int, adaptive: float | None,
                     adaptive_cap: int | None, llm_windows: int):
-    """The scoring options of `label` and `score` -> a ScoringOptions (bad values: LabelError, exit 7)."""
-    from ..errors import LabelError
+    """The scoring options of `label` and `score` -> a ScoringOptions (bad values: UsageError, exit 2)."""
     from ..score.base import AdaptiveBudget, ScoringOptions
     from ..simulate import check_simulator
 
     if adaptive_cap is not None and adaptive is None:
-        raise LabelError("--adaptive-cap needs --adaptive TARGET")
+        raise UsageError("--adaptive-cap needs --adaptive TARGET")
     if simulator != ScoringOptions.simulator:
         check_simulator(simulator)
     return ScoringOptions(min_evidence=min_evidence, simulator=simulator, intruder_k=intruder_k,

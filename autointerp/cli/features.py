@@ -8,7 +8,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from ..errors import SampleError
+from ..errors import SampleError, UsageError
 from ..records import FeatureSample, Window, check_seed
 from ..sample import Sampler
 from .common import (
@@ -122,7 +122,7 @@ def sample(store: StoreOpt,
     """Sample windows to explain and to score a feature, or (--all) every feature into the store. `label`
     takes the same sampler options, and reads what `sample --all` stored under them (while current)."""
     if (feature is None) == (not all_):
-        raise SampleError("pass either --feature ID or --all")
+        raise UsageError("pass either --feature ID or --all")
     cfg = sampler_config(window, peak_offset, n_top, n_quantile, n_score, n_nonfiring, n_neighbors, n_quantiles,
                          min_windows)
     check_seed(seed)
@@ -149,11 +149,7 @@ def sample(store: StoreOpt,
 
 
 def _ids(spec: str, width: int) -> np.ndarray:
-    """--features as ids of this dictionary (an id past its width: an unknown feature, exit 6)."""
-    from ..errors import LabelError
+    """--features as ids of this dictionary (an id past its width: a bad value, exit 2)."""
     from ..pipeline import parse_features
 
-    try:
-        return parse_features(spec, width)
-    except LabelError as e:
-        raise SampleError(str(e)) from None
+    return parse_features(spec, width)

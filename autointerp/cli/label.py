@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ..errors import EXIT, LabelError, sigterm_as_interrupt
+from ..errors import EXIT, LabelError, UsageError, sigterm_as_interrupt
 from ..llm import LLMOptions
 from ..llm.prices import parse_prices
 from ..pipeline import MIN_EVIDENCE, BatchOptions, CarryOptions, LabelRun, RunSummary, score_text
@@ -235,7 +235,7 @@ def score(store: StoreOpt, feature: Annotated[int, typer.Option(help="Feature id
     with opened(store, read_only=scorer_model is None) as s:
         d = s.dictionary(dictionary)
         if not 0 <= feature < d.width:
-            raise LabelError(f"feature {feature} is out of range: the dictionary has features 0..{d.width - 1}")
+            raise UsageError(f"feature {feature} is out of range: the dictionary has features 0..{d.width - 1}")
         sample, scores = score_text(s, d, feature, explanation, run)
     held = {"activating": sum(w.kind not in ("random", "neighbor") for w in sample.score),
             "nonfiring": sum(w.kind in ("random", "neighbor") for w in sample.score)}

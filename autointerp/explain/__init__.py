@@ -5,7 +5,7 @@ cannot label raises ExplainFailure."""
 from __future__ import annotations
 
 from ..contracts import ExplainerBase
-from ..errors import LabelError
+from ..errors import LabelError, UsageError
 from ..llm import LLMOptions
 from ..records import Dictionary
 from ..store import Store
@@ -48,7 +48,7 @@ def make_explainer(name: str, store: Store, dictionary: Dictionary, llm: LLMOpti
             raise LabelError(f"dictionary {dictionary.name!r} has no output tokens to show the explainer (capture "
                              "a causal LM's SAE, or NAME:input of a linear layer, with --outputs)")
         return LLMExplainer(make_client(name, store, o), template, candidates=o.candidates, outputs=o.outputs)
-    raise LabelError(f"unknown explainer {name!r}; available: {', '.join(EXPLAINERS)}"
+    raise UsageError(f"unknown explainer {name!r}; available: {', '.join(EXPLAINERS)}"
                      + "".join(f", {p} (plugin)" for p in plugins.registered("explainer")))
 
 

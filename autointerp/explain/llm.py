@@ -47,6 +47,8 @@ def _norm(label: str) -> str:
 
 
 class LLMExplainer(ExplainerBase):
+    client: LLMClient
+
     def __init__(self, client: LLMClient, template: Template, *, candidates: int = 1, max_examples: int = 40,
                  max_tokens: int = 400, temperature: float | None = None, outputs: bool = False) -> None:
         if candidates < 1:

@@ -56,7 +56,7 @@ class Background:
         pk = (tok[:-1].astype(_U64) << _U64(32)) | tok[1:].astype(_U64)
         pk = pk[~first[1:]]  # no bigram across a context boundary
         pu, pc = np.unique(pk, return_counts=True)
-        strings = {}
+        strings: dict[int, str] = {}
         for t, s in zip(tok.tolist(), ctx["tokens"]):
             strings.setdefault(t, s)
         return cls(u, c, pu, pc, strings)
@@ -110,15 +110,15 @@ class OfflineExplainer(ExplainerBase):
         peak = max((max(w.activations) for w in wins), default=0.0)
         if peak <= 0:
             raise ExplainFailure(f"feature {sample.feature}: the explain set has no firing token")
-        cur, prev, nxt = [], [], []
+        curs, prevs, nxts = [], [], []
         for w in wins:
             ids = np.asarray(w.token_ids, dtype=np.int64)
             acts = np.asarray(w.activations)
             at = np.flatnonzero(acts >= self.threshold * peak)
-            cur.append(ids[at])
-            prev.append(np.where(at > 0, ids[np.maximum(at - 1, 0)], -1))
-            nxt.append(np.where(at + 1 < len(ids), ids[np.minimum(at + 1, len(ids) - 1)], -1))
-        cur, prev, nxt = np.concatenate(cur), np.concatenate(prev), np.concatenate(nxt)
+            curs.append(ids[at])
+            prevs.append(np.where(at > 0, ids[np.maximum(at - 1, 0)], -1))
+            nxts.append(np.where(at + 1 < len(ids), ids[np.minimum(at + 1, len(ids) - 1)], -1))
+        cur, prev, nxt = np.concatenate(curs), np.concatenate(prevs), np.concatenate(nxts)
         n_fire = len(cur)
         n_bg, n_pairs = int(self.bg.counts.sum()), int(self.bg.pair_counts.sum())
         items = []

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
 
-from ..errors import LabelError
+from ..errors import LabelError, UsageError
 from ..records import Window
 
 FORMATS = ("highlight", "activations", "simulate", "simulate_sparse", "simulate_prompt", "detect", "fuzz", "intruder")
@@ -116,6 +116,8 @@ def render_scoring(template: Template, explanation: str, windows: list[Window],
         if template.format in ("simulate", "simulate_sparse"):
             body = "\n".join(f"{j}\t{show_token(t)}" for j, t in enumerate(w.tokens))
         elif template.format == "fuzz":
+            if marks is None:
+                raise ValueError(f"a {template.format} template shows marked windows: marks are needed")
             body = _highlight(w.tokens, [float(m) for m in marks[i - 1]], 0.5)
         else:
             body = "".join(show_token(t) for t in w.tokens)
@@ -212,7 +214,7 @@ def _find(name_or_path: str) -> tuple[str, str]:
     res = folder / f"{name_or_path}.toml"
     if not res.is_file():
         have = sorted(x.stem for x in folder.glob("*.toml"))
-        raise LabelError(f"no prompt template {name_or_path!r}; available: {', '.join(have)}")
+        raise UsageError(f"no prompt template {name_or_path!r}; available: {', '.join(have)}")
     return res.read_text(encoding="utf-8"), f"prompts/{name_or_path}.toml"
 
 

@@ -29,10 +29,11 @@ import gzip
 import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Literal, NoReturn, overload
 
 from ..clock import utcnow
 from ..errors import AutointerpError, IngestError
@@ -46,28 +47,26 @@ _LATENT = re.compile(r"^(?P<hook>.+)_latent(?P<n>\d+)\.txt$")
 
 @dataclass(slots=True)
 class _Label:
-    """One imported explanation before it becomes a FeatureLabel (a sampler, evidence or scores given as None
-    or empty mean the defaults)."""
+    """One imported explanation before it becomes a FeatureLabel (a sampler, evidence or scores left out mean
+    the defaults)."""
 
     feature: int
     text: str
     explainer: str
     kind: str
-    sampler: SamplerConfig | None = None
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
     seed: int = 0
     chosen: bool = True
-    created: object = None
-    evidence: dict | None = None
-    scores: list = field(default_factory=list)
+    created: datetime | None = None
+    evidence: dict = field(default_factory=dict)
+    scores: list[Score] = field(default_factory=list)
     dictionary: Dictionary | None = None  # jsonl: the Dictionary its line names (None: the import's dictionary)
 
     def __post_init__(self) -> None:
-        self.sampler = self.sampler or SamplerConfig()
-        self.evidence = self.evidence or {}
         self.scores = list(self.scores)
 
 
-def _fail(where: str, msg: str):
+def _fail(where: str, msg: str) -> NoReturn:
     raise IngestError(f"{where}: {msg}")
 
 
@@ -116,6 +115,10 @@ def _time(value) -> datetime | None:
     return None
 
 
+@overload
+def _number(where: str, what: str, value, *, optional: Literal[False] = False) -> float: ...
+@overload
+def _number(where: str, what: str, value, *, optional: bool) -> float | None: ...
 def _number(where: str, what: str, value, *, optional: bool = False) -> float | None:
     """A finite number (a grade's value, an interval's end); NaN, Infinity, text or a boolean: a one-line error."""
     if value is None and optional:
@@ -145,14 +148,14 @@ def _grade(where: str, name: str, sc) -> Score:
     value = _number(where, f"score {name!r} value", sc.get("value"), optional=not ok)
     lo = _number(where, f"score {name!r} ci_low", sc.get("ci_low"), optional=True)
     hi = _number(where, f"score {name!r} ci_high", sc.get("ci_high"), optional=True)
-    if (lo is None) != (hi is None) or (lo is not None and not lo <= hi):
+    if (lo is None) != (hi is None) or (lo is not None and hi is not None and not lo <= hi):
         _fail(where, f"score {name!r} interval must have both ends, low <= high (got {lo!r}, {hi!r})")
     counts = [sc.get(k) or 0 for k in ("n_windows", "n_tokens")]
     if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
         _fail(where, f"score {name!r} n_windows and n_tokens must be counts")
     return Score(name, str(sc.get("version", "")), sc["status"], value if ok else None, str(sc.get("reason", "")),
                  _details(where, f"score {name!r}", sc.get("details")), _time(sc.get("created_at")) or utcnow(),
-                 None if lo is None else (lo, hi), *counts)
+                 None if lo is None or hi is None else (lo, hi), *counts)
 
 
 # -- the three readers ------------------------------------------------------------------------------
@@ -165,7 +168,7 @@ def _neuronpedia(path: Path, width: int) -> Iterator[_Label]:
         score_files = sorted((path / "explanation_scores").glob("batch-*.jsonl*"), key=lambda p: _batch_no(p))
         if not files:
             _fail(str(path), "no explanations/batch-N.jsonl.gz here (a Neuronpedia export source folder)")
-    scores: dict[str, list] = {}
+    scores: dict[str, list[Score]] = {}
     for sf in score_files:
         for where, row in _lines(sf):
             eid = row.get("explanationId")
@@ -185,11 +188,12 @@ def _neuronpedia(path: Path, width: int) -> Iterator[_Label]:
     for f in files:
         for where, row in _lines(f):
             model = str(row.get("explanationModelName") or "unknown")
+            rid = row.get("id")
             yield _Label(_feature(where, row.get("index"), width), _text(where, row.get("description")),
                          f"neuronpedia:{model}", str(row.get("typeName") or "neuronpedia"),
-                         evidence={"neuronpedia_id": row.get("id"), "modelId": row.get("modelId"),
+                         evidence={"neuronpedia_id": rid, "modelId": row.get("modelId"),
                                    "layer": row.get("layer"), "authorId": row.get("authorId")},
-                         scores=scores.get(row.get("id"), ()))
+                         scores=scores.get(rid, []) if isinstance(rid, str) else [])
 
 
 def _batch_no(p: Path) -> int:
@@ -249,13 +253,17 @@ def _delphi(path: Path, width: int) -> Iterator[_Label]:
                      evidence={"hookpoint": m["hook"]}, scores=grades)
 
 
-def _jsonl(path: Path, width: int | None, dictionary_of=None) -> Iterator[_Label]:
+def _jsonl(path: Path, width: int | None,
+           dictionary_of: Callable[[str, object], Dictionary] | None = None) -> Iterator[_Label]:
     """`dictionary_of(where, name)`: the Dictionary a line's `dictionary` field names (a one-line error when
-    the store has none of that name); its width bounds the line's feature."""
+    the store has none of that name); its width bounds the line's feature (else `width` does: one of the two
+    is given)."""
     for where, row in _lines(path):
         d = dictionary_of(where, row.get("dictionary")) if dictionary_of is not None else None
         if d is not None:
             width = d.width
+        if width is None:
+            raise ValueError("_jsonl needs a width or dictionary_of")
         try:
             sampler = (SamplerConfig.from_options(**row["sampler"]) if isinstance(row.get("sampler"), dict)
                        else SamplerConfig())  # within what the store and sampler hold: the browser re-draws it
@@ -270,10 +278,11 @@ def _jsonl(path: Path, width: int | None, dictionary_of=None) -> Iterator[_Label
         seed = row.get("seed", 0)
         if isinstance(seed, bool) or not isinstance(seed, int) or not -2**63 <= seed < 2**63:
             _fail(where, f"seed must be a 64-bit integer, not {repr(seed)[:40]}")
+        evidence = row.get("evidence")
         yield _Label(_feature(where, row.get("feature_id"), width), _text(where, row.get("explanation")),
                      f"jsonl:{row.get('explainer', 'unknown')}", str(row.get("prompt_hash", "")), sampler,
                      seed, bool(row.get("chosen", True)),
-                     _time(row.get("created_at")), row.get("evidence") if isinstance(row.get("evidence"), dict) else {},
+                     _time(row.get("created_at")), evidence if isinstance(evidence, dict) else {},
                      grades, d)
 
 
@@ -322,10 +331,10 @@ def import_labels(store: Store, path: str | Path, fmt: str, dictionary: str | No
     features: set[tuple[int, int]] = set()  # (dictionary id, feature) written
     names: list[str] = []  # the dictionaries written to, in order
     with store.transaction() as w:
-        batch: list[_Label] = []
+        batch: list[_Label] = []  # labels of one dictionary, `batch_d`
+        batch_d: Dictionary | None = None
 
-        def flush() -> None:
-            bd = batch[0].dictionary or d
+        def flush(bd: Dictionary) -> None:
             rows = _feature_labels(bd, batch, source)
             w.labels.add_labels(bd.dictionary_id, rows)
             counts["labels"] += sum(len(r.explanations) for r in rows)
@@ -338,20 +347,23 @@ def import_labels(store: Store, path: str | Path, fmt: str, dictionary: str | No
             batch.clear()
 
         for x in reader:
-            x.dictionary = x.dictionary or d
+            xd = x.dictionary = x.dictionary or d
+            # a jsonl line's dictionary_of gives it one; the other formats' labels all go to d
+            assert xd is not None
             last = batch[-1] if batch else None
-            if last is not None and (x.dictionary.dictionary_id != last.dictionary.dictionary_id
-                                     or (len(batch) >= CHUNK and x.feature != last.feature)):
-                flush()  # one dictionary a batch; a feature's candidates stay together
+            if last is not None and batch_d is not None and (xd.dictionary_id != batch_d.dictionary_id
+                                                             or (len(batch) >= CHUNK and x.feature != last.feature)):
+                flush(batch_d)  # one dictionary a batch; a feature's candidates stay together
                 last = None
-            if (x.dictionary.dictionary_id, x.feature) in features and (last is None or x.feature != last.feature):
+            if (xd.dictionary_id, x.feature) in features and (last is None or x.feature != last.feature):
                 # written with an earlier batch: this one would replace it, not join it
-                raise IngestError(f"{path}: feature {x.feature} of {x.dictionary.name} appears again after other "
+                raise IngestError(f"{path}: feature {x.feature} of {xd.name} appears again after other "
                                   "labels; a file must keep each feature's labels together (sort it by dictionary "
                                   "and feature)")
             batch.append(x)
-        if batch:
-            flush()
+            batch_d = xd
+        if batch and batch_d is not None:
+            flush(batch_d)
         if not counts["labels"]:
             raise IngestError(f"{path}: no labels found")
     counts["features"] = len(features)
@@ -362,13 +374,13 @@ def import_labels(store: Store, path: str | Path, fmt: str, dictionary: str | No
             "indexed": index, **counts}
 
 
-def _line_dictionary(store: Store, given: Dictionary | None):
+def _line_dictionary(store: Store, given: Dictionary | None) -> Callable[[str, object], Dictionary]:
     """For `_jsonl`: the Dictionary a line's `dictionary` field names. A line naming none goes to `given`
     (--dictionary), else to the store's only dictionary; a name the store lacks, or another than `given`,
     is a one-line error naming the file, line and dictionary."""
     known: dict[str, Dictionary] = {}
 
-    def dictionary_of(where: str, name) -> Dictionary:
+    def dictionary_of(where: str, name: object) -> Dictionary:
         if name is not None and not isinstance(name, str):
             _fail(where, f"dictionary must be a dictionary's name, not {repr(name)[:40]}")
         if given is not None and name in (None, given.name):

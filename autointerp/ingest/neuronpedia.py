@@ -158,9 +158,7 @@ def ingest_neuronpedia(store: Store, path: str | Path, *, dictionary: str, width
     feats = keys[:, 0]
     if width is None:  # the highest index + 1, unless it is a stray (checked above as each record came)
         width = inferred_width(top, second, top_where)
-    strings = [None] * len(vocab)
-    for t, i in vocab.items():
-        strings[i] = t
+    strings = list(vocab)  # a token's id is its place in the order first seen (vocab.setdefault above)
     h = hashlib.sha256(json.dumps([strings, contexts]).encode())
     model, hook = model or meta.get("model") or "", hook or meta.get("hook") or ""
     with store.transaction() as w:

@@ -66,9 +66,9 @@ def write_delphi_cache(folder: str | Path, spec: SyntheticCache, *, arrays: bool
     value_rng = _fork(rng, advance=n_tok * l0)
     # token detectors: (feature i, every token equal to trigger i), valued 5 + U(0, 1) from the stream
     # after all the background values (the exponential's steps vary, so it is walked to its end)
-    det_tok = [np.flatnonzero(tokens.ravel() == tid) for tid in trigger_ids]
-    det_feat = np.concatenate([np.full(len(t), i, np.int64) for i, t in enumerate(det_tok)] or [np.zeros(0, np.int64)])
-    det_tok = np.concatenate(det_tok or [np.zeros(0, np.int64)])
+    det_hits = [np.flatnonzero(tokens.ravel() == tid) for tid in trigger_ids]
+    det_feat = np.concatenate([np.full(len(t), i, np.int64) for i, t in enumerate(det_hits)] or [np.zeros(0, np.int64)])
+    det_tok = np.concatenate(det_hits or [np.zeros(0, np.int64)])
     det_val = np.zeros(0, np.float32)
     if n_token_features:
         walk = _fork(value_rng)
@@ -147,8 +147,11 @@ def _shards_from_spill(folder: Path, bounds: np.ndarray, spill: list[tuple[Path,
 
 def _fork(rng: np.random.Generator, advance: int = 0) -> np.random.Generator:
     """A generator at `rng`'s state (moved on `advance` 64-bit steps); `rng` itself is left as it was."""
+    src = rng.bit_generator
+    if not isinstance(src, np.random.PCG64):  # the state copied below is a PCG64's (np.random.default_rng's)
+        raise TypeError(f"a PCG64 generator is needed, not {type(src).__name__}")
     bits = np.random.PCG64()
-    bits.state = rng.bit_generator.state
+    bits.state = src.state
     if advance:
         bits.advance(advance)
     return np.random.Generator(bits)

@@ -129,11 +129,11 @@ def parse_config(text: str, source: str = "job file") -> JobConfig:
     limits = _check("limits", doc.get("limits", {}), LIMIT_KEYS)
     scoring = scoring_options(_check("scoring", doc.get("scoring", {}), SCORING_KEYS), job)
     budget = _check("budget", doc.get("budget", {}), BUDGET_KEYS)
-    carry = _check("carry", doc.get("carry", {}), CARRY_KEYS)
-    if carry and "carry_from" not in job:
+    carry_keys = _check("carry", doc.get("carry", {}), CARRY_KEYS)
+    if carry_keys and "carry_from" not in job:
         raise JobConfigError("[carry] needs [job] carry_from (the dictionary to carry labels from)")
     try:
-        carry = CarryOptions(source=job.get("carry_from"), **carry)
+        carry = CarryOptions(source=job.get("carry_from"), **carry_keys)
     except AutointerpError as e:
         raise JobConfigError(f"[carry] {e}") from None
     for k, v in budget.items():
@@ -163,6 +163,8 @@ def parse_config(text: str, source: str = "job file") -> JobConfig:
                           ("--max-in-flight", "max_in_flight"), ("--base-url", "base_url")):
             msg = msg.replace(flag, f"[limits] {key}")
         raise JobConfigError(msg.replace("--candidates", "[job] candidates")) from None
+    spend = Budget(dollars=budget.get("dollars"), tokens=budget.get("tokens"), features=budget.get("features"),
+                   seconds=None if budget.get("minutes") is None else 60.0 * budget["minutes"])
     try:
         run = LabelRun(explainer=job.get("explainer", "offline"),
                        scorers=tuple(job.get("scorers", LabelRun.scorers)), scorer_model=job.get("scorer_model"),
@@ -170,15 +172,12 @@ def parse_config(text: str, source: str = "job file") -> JobConfig:
                        features=job.get("features"), concurrency=job.get("concurrency", 8), llm=llm,
                        batch=BatchOptions(enabled=job.get("batch", False),
                                           wait=None if budget.get("minutes") is None else 60.0 * budget["minutes"]),
-                       budget=Budget(dollars=budget.get("dollars"), tokens=budget.get("tokens"),
-                                     features=budget.get("features"),
-                                     seconds=None if budget.get("minutes") is None else 60.0 * budget["minutes"]),
-                       scoring=scoring, carry=carry)
+                       budget=spend, scoring=scoring, carry=carry)
         if isinstance(run.features, str):
             parse_ranges(run.features)  # the spec parses (ranges are checked against the width at run time)
     except AutointerpError as e:
         raise JobConfigError(f"[job] {e}") from None
-    if run.budget.dollars is not None:
+    if spend.dollars is not None:
         unpriced = unpriced_models(run)
         if unpriced:
             raise JobConfigError(f"[budget] dollars cannot hold: {', '.join(unpriced)} has no price; give it one in "

@@ -54,7 +54,8 @@ class Coordinator:
     def __init__(self, limits: LimitConfig, budget: Budget, started_at: float) -> None:
         self.config, self.budget, self.started_at = limits, budget, started_at  # started_at: time.time()
         self.limiter: RateLimiter | None = None  # made in the actor's event loop
-        self.usd, self.tokens, self.started, self.stopped = 0.0, 0, 0, None
+        self.usd, self.tokens, self.started = 0.0, 0, 0
+        self.stopped: str | None = None  # the budget reached, once one is
 
     def _lim(self) -> RateLimiter:
         if self.limiter is None:
@@ -167,6 +168,7 @@ def label_shard(snapshot: str, out_dir: str, shard: int, dictionary: str, featur
     outcomes: list = []
     with Store(snapshot, read_only=True) as store:
         d = store.dictionary(dictionary)
+        # the coordinator's budget, asked before each feature (a BudgetCheck whose answer is awaited)
         run = replace(cfg.with_run_id(run_id, hooks=_Hooks(out, shard, coordinator)), features=features, force=force,
                       budget=_RemoteBudget(coordinator))
         summary = label(store, d, run, sink=outcomes.extend)
@@ -190,7 +192,7 @@ def merge_results(store: Store, root: Path) -> dict:
     redone by the next run rather than taken as current."""
     journals = sorted(root.glob("*/journal-*.jsonl"))
     shards = sorted(root.glob("*/labels-*.pkl"))
-    by_dict: dict[str, tuple[list, dict]] = {}
+    by_dict: dict[tuple[str, str], tuple[list[FeatureLabel], dict[int, int]]] = {}  # (dictionary, run)
     grades: list = []
     for p in shards:  # <root>/<run id>/labels-<shard>.pkl
         doc = pickle.loads(p.read_bytes())  # written by our workers in this store's own folder
@@ -252,7 +254,9 @@ def run_on_ray(store: Store, d, todo: list[int], cfg, run_id: str, summary: RunS
             shards.append({"shard": part["shard"], "host": part["host"], "pid": part["pid"],
                            "explained": got.explained, "graded": got.graded, "skipped": got.skipped,
                            "failed": got.failed})
-        state = ray.get(coordinator.state.remote())
+        # ray types an actor as `ActorHandle[T] | type[T]`: a method's `.remote` is typed only under @ray.method
+        state_ref = coordinator.state.remote()  # type: ignore[attr-defined]
+        state = ray.get(state_ref)
         summary.stopped = state["stopped"]
         summary.extra["coordinator"] = state
     finally:

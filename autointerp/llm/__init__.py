@@ -4,12 +4,28 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 from .client import BatchPlan, Deferred, LLMClient, RetryConfig
 from ..errors import UsageError
-from .limits import COMPAT_IN_FLIGHT, DEFAULT_IN_FLIGHT, LimitConfig, RateLimiter
+from .journal import CallLog
+from .limits import COMPAT_IN_FLIGHT, DEFAULT_IN_FLIGHT, LimitConfig, Limiter, RateLimiter
 from .replies import ReplyFailure
 from .providers import ChatRequest, ChatResponse, PromptRequest, ProviderError, Usage, make_provider
+
+if TYPE_CHECKING:
+    from ..store import Store
+
+
+class LLMHooks(Protocol):
+    """What replaces a client's journal and limiter (a Ray worker's: job/ray_executor.py)."""
+
+    def log(self, store: Store) -> CallLog: ...
+
+    def limiter(self, config: LimitConfig) -> Limiter: ...
+
+MAX_CANDIDATES = 32  # labels drawn per feature (best-of-k): each is a full explainer reply
+MAX_IN_FLIGHT = 1024  # requests at once to one provider (as `--concurrency`'s features at once)
 
 
 @dataclass(frozen=True)
@@ -31,18 +47,18 @@ class LLMOptions:
     logprobs: bool = True  # simulation: expected values from top_logprobs where the provider has them
     prices: dict = field(default_factory=dict)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-    hooks: object = field(default=None, compare=False)  # .log(store) and .limiter(config): see job/ray_executor.py
+    hooks: LLMHooks | None = field(default=None, compare=False)  # a Ray worker's journal and limiter
 
     def __post_init__(self) -> None:
         """Every value checked here, once, for the CLI and job files alike (UsageError, one line)."""
-        if self.candidates < 1:
-            raise UsageError(f"--candidates must be at least 1, got {self.candidates}")
+        if not 1 <= self.candidates <= MAX_CANDIDATES:
+            raise UsageError(f"--candidates must be from 1 to {MAX_CANDIDATES}, got {self.candidates}")
         for flag, v in (("--rpm", self.requests_per_minute), ("--itpm", self.input_tokens_per_minute),
                         ("--otpm", self.output_tokens_per_minute), ("--timeout", self.timeout)):
             if v is not None and not v > 0:  # also NaN
                 raise UsageError(f"{flag} must be a positive number, got {v}")
-        if self.max_in_flight is not None and self.max_in_flight < 1:
-            raise UsageError(f"--max-in-flight must be at least 1, got {self.max_in_flight}")
+        if self.max_in_flight is not None and not 1 <= self.max_in_flight <= MAX_IN_FLIGHT:
+            raise UsageError(f"--max-in-flight must be from 1 to {MAX_IN_FLIGHT}, got {self.max_in_flight}")
         if self.attempts < 1:
             raise UsageError(f"attempts must be at least 1, got {self.attempts}")
         if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, replace
 
 from tenacity import (
@@ -26,7 +26,7 @@ from tenacity import (
 
 from ..store import Store
 from .journal import CallLog
-from .limits import LimitConfig, RateLimiter
+from .limits import LimitConfig, Limiter, RateLimiter
 from .prices import price_of
 from .providers import ChatRequest, ChatResponse, PromptRequest, ProviderError, Usage
 
@@ -50,14 +50,15 @@ class BatchPlan:
     pipeline plans a run's batches this way, stage by stage (pipeline/batch.py)."""
 
     def __init__(self) -> None:
-        self.requests: list[tuple[LLMClient, ChatRequest, str]] = []
-        self._token = None
+        self.requests: list[tuple[LLMClient, ChatRequest | PromptRequest, str]] = []
+        self._token: Token[BatchPlan | None] | None = None
 
     def __enter__(self) -> BatchPlan:
         self._token = _PLAN.set(self)
         return self
 
     def __exit__(self, *exc) -> None:
+        assert self._token is not None  # set by __enter__
         _PLAN.reset(self._token)
 
 
@@ -85,12 +86,12 @@ def _retryable(err: BaseException) -> bool:
 class LLMClient:
     def __init__(self, provider, store: Store, *, run_id: str, limits: LimitConfig | None = None,
                  retry: RetryConfig | None = None, use_cache: bool = True, prices: dict | None = None,
-                 log=None, limiter=None) -> None:
+                 log: CallLog | None = None, limiter: Limiter | None = None) -> None:
         """`log` and `limiter` replace the store's journal and this process's limiter (a Ray worker
         journals to its result shard and shares one limiter with every worker)."""
         self.provider, self.store, self.run_id = provider, store, run_id
         self.log = log if log is not None else CallLog(store)
-        self.limiter = limiter if limiter is not None else RateLimiter(limits or LimitConfig())
+        self.limiter: Limiter = limiter if limiter is not None else RateLimiter(limits or LimitConfig())
         self.retry = retry or RetryConfig()
         self.use_cache = use_cache
         self.prices = prices
@@ -115,15 +116,18 @@ class LLMClient:
         on its own, so a retry resends only the candidates that failed and a rerun pays for none twice.
         A PromptRequest (the prompt's own logprobs) goes the same way: cached, paced, retried, priced."""
         if req.n > 1 and not self.provider.native_n:
+            assert isinstance(req, ChatRequest)  # a PromptRequest is always one candidate
             parts = await asyncio.gather(*(self.complete(replace(req, n=1, candidate=i), purpose)
                                            for i in range(req.n)), return_exceptions=True)
+            replies: list[ChatResponse] = []
             for i, p in enumerate(parts):
                 if isinstance(p, ProviderError):  # the others are cached: a rerun asks for this one alone
                     raise ProviderError(f"candidate {i + 1} of {req.n}: {p}", status=p.status,
                                         retryable=p.retryable) from None
                 if isinstance(p, BaseException):
                     raise p
-            return ChatResponse.merge(parts)
+                replies.append(p)
+            return ChatResponse.merge(replies)
         key = req.key(self.provider.name)
         plan = _PLAN.get()
         if self.use_cache and (hit := self.log.get(key)) is not None:

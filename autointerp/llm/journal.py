@@ -16,6 +16,7 @@ import json
 import os
 import uuid
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -45,7 +46,7 @@ class CallLog:
         self.path = Path(f"{store.path}.llm-journal-{uuid.uuid4().hex[:12]}")
         self._cache: dict[str, tuple[str, str, str]] = {}  # key -> (provider, model, response JSON), not folded
         self._calls: list[dict] = []
-        self._fh = None
+        self._fh: TextIO | None = None
         self._recovered = False  # the journals of crashed runs are folded in before this log's first use
 
     def _ready(self) -> None:

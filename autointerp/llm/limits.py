@@ -19,6 +19,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Protocol
 
 
 class TokenBucket:
@@ -129,6 +130,19 @@ def _reset_seconds(value: str) -> float | None:
     except ValueError:
         return None
     return max(0.0, (t - datetime.now(timezone.utc)).total_seconds())
+
+
+class Limiter(Protocol):
+    """What LLMClient asks of its limiter: a RateLimiter, or a Ray worker's share of the coordinator's
+    (job/ray_executor.py)."""
+
+    slots: AdaptiveLimit
+
+    async def acquire(self, input_tokens: int, output_tokens: int) -> None: ...
+
+    def throttled(self, retry_after: float | None) -> None: ...
+
+    def done(self, reserved_output: int, used_output: int, headers: dict) -> None: ...
 
 
 class RateLimiter:

@@ -14,10 +14,18 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
 from ..contracts import ProviderBase
-from ..errors import LabelError
+from ..errors import LabelError, UsageError
+
+if TYPE_CHECKING:
+    import anthropic
+    import openai
+    from anthropic.types.message_create_params import MessageCreateParamsNonStreaming
+    from anthropic.types.messages.batch_create_params import Request
 
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 KEY_VARIABLES = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
@@ -100,7 +108,8 @@ class ChatResponse:
     logprobs: tuple[tuple[TokenLogprobs, ...] | None, ...] = ()  # per text, when asked for and given
 
     def to_json(self) -> dict:
-        d = {"texts": list(self.texts), "usage": asdict(self.usage), "stop_reasons": list(self.stop_reasons)}
+        d: dict[str, object] = {"texts": list(self.texts), "usage": asdict(self.usage),
+                                "stop_reasons": list(self.stop_reasons)}
         if any(lp is not None for lp in self.logprobs):  # compact: a certain token is [token]
             d["logprobs"] = [None if lp is None else
                              [[t] if len(alts) == 1 and alts[0][0] == t and alts[0][1] >= CERTAIN
@@ -168,15 +177,18 @@ def _classify(err: Exception, sdk) -> ProviderError:
     raise err  # anything else is a bug here, not the server's fault
 
 
-class _SDKClient(ProviderBase):
+_SDK = TypeVar("_SDK", "anthropic.AsyncAnthropic", "openai.AsyncOpenAI")
+
+
+class _SDKClient(ProviderBase, Generic[_SDK]):
     """The SDK client is made on first use, inside the running event loop (its connection pool belongs
     to that loop), and closed by `aclose()` at the end of a run; a later run makes a new one."""
 
-    _make = None
-    _client = None
+    _make: Callable[[], _SDK]
+    _client: _SDK | None = None
 
     @property
-    def client(self):
+    def client(self) -> _SDK:
         if self._client is None:
             self._client = self._make()
         return self._client
@@ -187,7 +199,7 @@ class _SDKClient(ProviderBase):
             self._client = None
 
 
-def _anthropic_params(req: ChatRequest) -> dict:
+def _anthropic_params(req: ChatRequest) -> MessageCreateParamsNonStreaming:
     """Messages parameters. With a shared prefix, the system prompt and the prefix's last message carry
     cache_control, so the provider caches them (reads bill at 0.1x; it applies only above the model's
     minimum cacheable length, and is a no-op below it)."""
@@ -197,7 +209,9 @@ def _anthropic_params(req: ChatRequest) -> dict:
         system = [{"type": "text", "text": req.system, "cache_control": {"type": "ephemeral"}}]
         last = msgs[req.shared_prefix - 1]
         last["content"] = [{"type": "text", "text": last["content"], "cache_control": {"type": "ephemeral"}}]
-    return {"model": req.model, "max_tokens": req.max_tokens, "system": system, "messages": msgs}
+    # the SDK's TypedDict: the messages' roles are ChatRequest's (user | assistant), their content text blocks
+    return cast("MessageCreateParamsNonStreaming",
+                {"model": req.model, "max_tokens": req.max_tokens, "system": system, "messages": msgs})
 
 
 def _anthropic_reply(msg) -> ChatResponse:
@@ -211,7 +225,7 @@ def _anthropic_reply(msg) -> ChatResponse:
                         (str(msg.stop_reason),))
 
 
-class AnthropicProvider(_SDKClient):
+class AnthropicProvider(_SDKClient["anthropic.AsyncAnthropic"]):
     """Claude through the Messages API. No temperature is sent (current models reject it); Messages
     gives no logprobs and has no `n`: the client sends one request per candidate."""
 
@@ -228,7 +242,7 @@ class AnthropicProvider(_SDKClient):
                                                       timeout=timeout)
         self._client = None
 
-    async def complete(self, req: ChatRequest) -> ChatResponse:
+    async def complete(self, req: ChatRequest | PromptRequest) -> ChatResponse:
         if isinstance(req, PromptRequest):
             raise ProviderError("the Messages API gives no prompt logprobs (simulate_prompt needs a compat: "
                                 "server with echo + logprobs)")
@@ -248,7 +262,7 @@ class AnthropicProvider(_SDKClient):
         """Submit (custom_id, request) pairs, each one candidate, as one Message Batch; returns its id."""
         if any(r.n != 1 for _, r in items):
             raise ValueError("Messages has no n: LLMClient sends one request per candidate")
-        reqs = [{"custom_id": cid, "params": _anthropic_params(r)} for cid, r in items]
+        reqs: list[Request] = [{"custom_id": cid, "params": _anthropic_params(r)} for cid, r in items]
         try:
             return (await self.client.messages.batches.create(requests=reqs)).id
         except Exception as err:  # noqa: BLE001 - SDK errors are classified, others re-raised
@@ -266,6 +280,7 @@ class AnthropicProvider(_SDKClient):
         try:
             async for entry in await self.client.messages.batches.results(batch_id):
                 res = entry.result
+                one: ChatResponse | ProviderError
                 if res.type == "succeeded":
                     one = _anthropic_reply(res.message)
                 else:
@@ -278,7 +293,7 @@ class AnthropicProvider(_SDKClient):
         return out
 
 
-class OpenAIProvider(_SDKClient):
+class OpenAIProvider(_SDKClient["openai.AsyncOpenAI"]):
     """OpenAI chat completions, or any server that speaks them (`base_url`)."""
 
     has_logprobs = True  # `logprobs` / `top_logprobs` (not on reasoning models: those answer 400)
@@ -466,10 +481,10 @@ def make_provider(spec: str, *, base_url: str | None = None, api_key_env: str | 
     if model and kind not in ("anthropic", "openai", "compat") and kind in plugins.registered("provider"):
         return plugins.make("provider", kind, model, base_url=base_url, api_key_env=api_key_env, timeout=timeout)
     if not model or kind not in ("anthropic", "openai", "compat"):
-        raise LabelError(f"bad model {spec!r}: use anthropic:MODEL, openai:MODEL or compat:MODEL with --base-url"
+        raise UsageError(f"bad model {spec!r}: use anthropic:MODEL, openai:MODEL or compat:MODEL with --base-url"
                          + "".join(f", or {p}:MODEL (plugin)" for p in plugins.registered("provider")))
     if kind == "compat" and not base_url:
-        raise LabelError(f"{spec}: an OpenAI-compatible server needs --base-url")
+        raise UsageError(f"{spec}: an OpenAI-compatible server needs --base-url")
     var = api_key_env or KEY_VARIABLES.get(kind)
     key = os.environ.get(var) if var else None
     if kind in KEY_VARIABLES and not key and not base_url:

@@ -127,7 +127,7 @@ def diff(store: Store, a: Side, b: Side, config: DiffConfig = DiffConfig()) -> D
               np.zeros(a.dictionary.width, bool))
     for lo in range(0, b.dictionary.width, config.block):
         fb = np.arange(lo, min(lo + config.block, b.dictionary.width), dtype=np.int64)
-        if same:
+        if pairs is None:  # the same dictionary
             fa = fb.copy()
         else:
             i, j = np.searchsorted(pairs["to_feature"], [lo, lo + len(fb)])
@@ -181,7 +181,8 @@ class _Top:
     """The `limit` most impactful rows seen, in bounded memory (ties: the first seen ranks first)."""
 
     def __init__(self, limit: int) -> None:
-        self.limit, self.heap, self.seen = limit, [], 0
+        self.limit, self.seen = limit, 0
+        self.heap: list[tuple[float, int, dict]] = []
 
     def push(self, impact: float, row: dict) -> None:
         row["impact"] = round(impact, 4)

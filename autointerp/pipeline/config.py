@@ -3,14 +3,34 @@ files (`autointerp job run`), and the `Budget` that may stop it."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
-from ..errors import LabelError, UsageError
+from ..errors import UsageError
 from ..llm import LLMOptions
 from ..records import SamplerConfig, check_seed
 from ..score.base import ScoringOptions
+
+
+class Spending(Protocol):
+    """What a budget reads of each LLM client: what this run's calls cost so far."""
+
+    @property
+    def spent_usd(self) -> float: ...
+
+    @property
+    def spent_tokens(self) -> int: ...
+
+
+class BudgetCheck(Protocol):
+    """Asked before each feature starts: which limit is reached (a reason), or None. `Budget` answers at
+    once; a Ray worker's stand-in asks the run's coordinator (an awaitable answer)."""
+
+    def reached(self, clients: Sequence[Spending], started: int,
+                elapsed: float) -> str | None | Awaitable[str | None]: ...
 
 
 @dataclass(frozen=True)
@@ -25,7 +45,7 @@ class Budget:
     features: int | None = None
     seconds: float | None = None
 
-    def reached(self, clients, started: int, elapsed: float) -> str | None:
+    def reached(self, clients: Sequence[Spending], started: int, elapsed: float) -> str | None:
         return self.exceeded(sum(c.spent_usd for c in clients), sum(c.spent_tokens for c in clients), started,
                              elapsed)
 
@@ -70,11 +90,13 @@ class CarryOptions:
 
     def __post_init__(self) -> None:
         if self.method not in ("coactivation", "decoder"):
-            raise LabelError(f"carry method must be coactivation or decoder, not {self.method!r}")
+            raise UsageError(f"carry method must be coactivation or decoder, not {self.method!r}")
         if not -1.0 <= self.min_similarity <= 1.0:
-            raise LabelError(f"--min-similarity must be between -1 and 1, got {self.min_similarity}")
-        if self.margin < 0:
-            raise LabelError(f"--carry-margin must be at least 0, got {self.margin}")
+            raise UsageError(f"--min-similarity must be between -1 and 1, got {self.min_similarity}")
+        if not 0 <= self.margin <= 2:  # grades lie in [-1, 1]; NaN fails this too
+            raise UsageError(f"--carry-margin must be from 0 to 2, got {self.margin}")
+        if self.min_score is not None and not -1.0 <= self.min_score <= 1.0:
+            raise UsageError(f"--carry-min-score must be between -1 and 1, got {self.min_score}")
 
 
 MIN_EVIDENCE = ScoringOptions.min_evidence  # activating and non-firing windows a classification grade needs, each
@@ -104,7 +126,7 @@ class LabelRun:
     concurrency: int = 8
     llm: LLMOptions = field(default_factory=LLMOptions)
     batch: BatchOptions = field(default_factory=BatchOptions)
-    budget: Budget = field(default_factory=Budget)
+    budget: BudgetCheck = field(default_factory=Budget)
     force: bool = False
     scoring: ScoringOptions = field(default_factory=ScoringOptions)
     carry: CarryOptions = field(default_factory=CarryOptions)
@@ -139,7 +161,7 @@ class LabelRun:
 
 
 def _out_of_range(bad: int, width: int) -> None:
-    raise LabelError(f"feature {bad} is out of range: the dictionary has features 0..{width - 1}")
+    raise UsageError(f"feature {bad} is out of range: the dictionary has features 0..{width - 1}")
 
 
 MAX_FEATURE_ID = 2**32 - 1  # the store's feature column is a UINTEGER

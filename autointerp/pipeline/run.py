@@ -35,7 +35,7 @@ from threadpoolctl import threadpool_limits
 
 from ..clock import utcnow as _now
 from ..contracts import adopt
-from ..errors import LabelError
+from ..errors import LabelError, UsageError
 from ..explain import IMPORTED, make_explainer
 from ..progress import Progress
 from ..records import (
@@ -133,9 +133,9 @@ def _plan(store: Store, dictionary: Dictionary, run: LabelRun, parts: Parts) -> 
     empty = np.zeros(0, np.int64)
     if run.force:
         return WorkPlan(feats, empty, empty, empty, len(feats))
-    key = (*parts.key, run.sampler.hash, run.seed)
-    if parts.explainer.name == IMPORTED:  # grade labels made elsewhere; explain nothing
-        explain, key = empty, None
+    key = None if parts.explainer.name == IMPORTED else (*parts.key, run.sampler.hash, run.seed)
+    if key is None:  # grade labels made elsewhere; explain nothing
+        explain = empty
     else:
         explain = np.setdiff1d(feats, store.labels.done_features(dictionary.dictionary_id, key), assume_unique=True)
     gf, ge, gm = store.labels.grading_todo(dictionary.dictionary_id, key, [(s.name, s.version) for s in parts.grade],
@@ -240,14 +240,16 @@ def label(store: Store, dictionary: Dictionary, run: LabelRun | None = None, *, 
     clients = parts.clients
     sampler = Sampler(store, dictionary, run.sampler, run.seed)
     try:
+        pending = False  # batches still pending: the next run collects them
         if run.batch.enabled:
             if not clients:
-                raise LabelError("--batch needs an LLM explainer or scorer (anthropic:MODEL, ...)")
+                raise UsageError("--batch needs an LLM explainer or scorer (anthropic:MODEL, ...)")
             if not all(c.use_cache for c in clients):
-                raise LabelError("--batch collects replies into the response cache: it cannot run with --no-cache")
-            summary.batch = run_sync(plan_batches(_Feed(store, sampler, work, parts, run.sample_batch,
-                                                           RunSummary()), parts, run.batch))
-        if not run.batch.enabled or not summary.batch["pending"]:  # batches still pending: the next run collects
+                raise UsageError("--batch collects replies into the response cache: it cannot run with --no-cache")
+            summary.batch = batched = run_sync(plan_batches(_Feed(store, sampler, work, parts, run.sample_batch,
+                                                                     RunSummary()), parts, run.batch))
+            pending = bool(batched["pending"])
+        if not pending:
             feed = _Feed(store, sampler, work, parts, run.sample_batch, summary)
             runner = LabelRunner(store, dictionary, feed, parts, run, summary, progress, on_flush, sink)
             if run_sync(_interruptible(runner.go())):
@@ -306,8 +308,8 @@ class LabelRunner:
         self.started = 0  # features admitted
         self.t0 = self.last_commit = time.monotonic()
         self.bar = Progress(len(feed.todo), f"label {dictionary.name}", "feat", progress)
-        self.queue: asyncio.Queue | None = None  # made in the run's event loop
-        self.stop: asyncio.Event | None = None  # set when a budget is reached: no new feature starts
+        self.queue: asyncio.Queue[Item | None]  # made in the run's event loop (go)
+        self.stop: asyncio.Event  # set when a budget is reached: no new feature starts (made in go)
 
     async def go(self) -> None:
         self.queue = asyncio.Queue(maxsize=max(self.run.sample_batch, 2 * self.workers))
@@ -430,7 +432,7 @@ def score_text(store: Store, dictionary: Dictionary, feature: int, text: str, ru
     Nothing is written to the store but the LLM calls' cache and ledger rows."""
     run = run or LabelRun(scorers=("embedding",))
     if not text.strip():
-        raise LabelError("the explanation is empty")
+        raise UsageError("the explanation is empty")
     sample = Sampler(store, dictionary, run.sampler, run.seed).sample(feature)
     if sample.status != "ok":
         raise LabelError(f"feature {feature} cannot be scored: {sample.reason}")

@@ -75,7 +75,7 @@ class RunSummary:
             self.graded += 1
             self._count_scores(outcome.scores)
             return
-        name = "explained" if outcome.status == "ok" else outcome.status  # skipped | failed
+        name: str = "explained" if outcome.status == "ok" else outcome.status  # skipped | failed
         if outcome.carry == "kept":
             name = "carried"
         self.carry_rejected += outcome.carry == "rejected"

@@ -35,10 +35,12 @@ async def grades(*calls) -> tuple[Score, ...]:
     """Several grades at once. Every call runs to its end before a deferral (a batch plan holding a
     request, llm.Deferred) stops the work: each call's request is in the plan, none is sent after it."""
     got = await asyncio.gather(*calls, return_exceptions=True)
+    out: list[Score] = []
     for g in got:
         if isinstance(g, BaseException):
             raise g
-    return tuple(got)
+        out.append(g)
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,7 @@ async def _outcome(it: Item, made, kept, parts: Parts):
     """One item's outcome, once its explanations (`made`) are in: its new grades, the carried label kept, the
     explainer's skip or failure, or its explanations graded."""
     if it.explanation is not None:
-        return await _regrade(it)
+        return await _regrade(it, it.explanation)
     if kept is not None:
         return kept
     if isinstance(made, (FeatureLabel, Postponed)):  # skipped or failed; or a stage deferred
@@ -167,26 +169,27 @@ async def _grade_carried(items: list[Item], parts: Parts) -> dict[int, FeatureLa
     """Grade each item's carried label on the feature's own held-out windows, by every scorer of the run.
     Returns, by id(item), the labels kept; an item whose carried label graded too low gets its scores and
     the reason on the item, and is explained."""
-    todo = [it for it in items if it.carried is not None and it.explanation is None and it.sample.status == "ok"]
+    todo = [(it, it.carried) for it in items
+            if it.carried is not None and it.explanation is None and it.sample.status == "ok"]
     if not todo:
         return {}
     for s in parts.scorers:
-        s.prepare([it.carried.text for it in todo])
-    kept = {}
+        s.prepare([carried.text for _, carried in todo])
+    kept: dict[int, FeatureLabel | Postponed] = {}
     decider = parts.decider
-    for it in todo:
+    for it, carried in todo:
         try:
-            scores = await grades(*(grade_one(s, it.sample, it.carried) for s in parts.scorers))
+            scores = await grades(*(grade_one(s, it.sample, carried) for s in parts.scorers))
         except Deferred:  # a batch plan: the grades are deferred, so the verdict waits for the next pass
             kept[id(it)] = Postponed(it.sample.feature)
             continue
         it.carried_scores = scores
         verdict = next((x for x in scores if decider is not None and x.scorer == decider.name), None)
         why = _carry_rejected(verdict, it.partner_value, parts.carry)
-        origin = f"carried from {it.carried.carried}"
+        origin = f"carried from {carried.carried}"
         if why is None:
             kept[id(it)] = FeatureLabel(**_base(it.sample, parts.explainer), status="ok", reason=origin,
-                                        explanations=((it.carried, scores),), carry="kept")
+                                        explanations=((carried, scores),), carry="kept")
         else:
             it.carry_reason = f"{origin}: {why}; explained anew"
     return kept
@@ -201,6 +204,8 @@ def _carry_rejected(grade: Score | None, partner: float | None, carry: CarryOpti
         return None
     if grade.status != "ok":
         return f"its {grade.scorer} grade failed ({grade.reason})"
+    if grade.value is None:  # "ok" without a value (a plugin's scorer may give one): nothing to compare, as undefined
+        return None
     if carry.min_score is not None and grade.value < carry.min_score:
         return f"{grade.scorer} {grade.value:.3f} < {carry.min_score:g}"
     upper = grade.interval[1] if grade.interval else grade.value  # below beyond its own noise
@@ -210,14 +215,16 @@ def _carry_rejected(grade: Score | None, partner: float | None, carry: CarryOpti
     return None
 
 
-async def _regrade(item: Item) -> Grades:
+async def _regrade(item: Item, explanation: Explanation) -> Grades:
+    """New grades of `explanation`, the item's stored label."""
+    assert explanation.explanation_id is not None  # a label that lacks grades is one the store holds
     s = item.sample
     if s.status != "ok":  # cannot happen for current activations and the same config; typed all the same
         scores = tuple(Score(g.name, g.version, "undefined", None, f"sample: {s.reason}", {}, _now())
                        for g in item.scorers)
     else:
-        scores = await grades(*(grade_one(g, s, item.explanation) for g in item.scorers))
-    return Grades(s.dictionary, s.feature, item.explanation.explanation_id, scores)
+        scores = await grades(*(grade_one(g, s, explanation) for g in item.scorers))
+    return Grades(s.dictionary, s.feature, explanation.explanation_id, scores)
 
 
 def _base(sample: FeatureSample, expl) -> dict:

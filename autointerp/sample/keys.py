@@ -53,7 +53,7 @@ _INV_POW: np.ndarray | None = None  # _BASE ** -j
 
 def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
     global _POW, _INV_POW
-    if _POW is None or len(_POW) < n:
+    if _POW is None or _INV_POW is None or len(_POW) < n:  # made together
         n = max(n, 1024)
         one = np.ones(1, dtype=np.uint64)
         with np.errstate(over="ignore"):

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import os
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 
 import numpy as np
 from ..progress import Progress
 
 from ..arrays import is_sorted_rows, sort_rows
-from ..errors import SampleError
+from ..errors import SampleError, UsageError
 from ..records import Dictionary, FeatureSample, SamplerConfig, Window, check_seed
 from ..store import Store
 from .keys import MAX_CHUNK_FEATURES
@@ -57,7 +57,7 @@ class Sampler:
 
     def _check(self, feature: int) -> None:
         if not 0 <= feature < self.dictionary.width:
-            raise SampleError(f"feature {feature} out of range: dictionary {self.dictionary.name!r} has "
+            raise UsageError(f"feature {feature} out of range: dictionary {self.dictionary.name!r} has "
                               f"{self.dictionary.width} features (0..{self.dictionary.width - 1})")
 
     def _select(self, features: np.ndarray, rows: dict, store: Store | None = None, corpus: dict | None = None):
@@ -158,12 +158,13 @@ class Sampler:
                      created_at: datetime | None = None) -> FeatureSample:
         """Windows with tokens and activations from window refs, the feature's rows and the read contexts."""
         # one feature's rows are in (context, position) order: each window's rows are one slice
-        explain, score = [], []
+        explain: list[Window] = []
+        score: list[Window] = []
         if refs:
             p, v = rows["position"].astype(np.int64), rows["value"]
             cells = (rows["context_id"].astype(np.int64) << 17) | p
-            sets, kinds, ctx, start, length = zip(*refs)
-            ctx, start, length = (np.asarray(x, np.int64) for x in (ctx, start, length))
+            sets, kinds, ctxs, starts, lengths = zip(*refs)
+            ctx, start, length = (np.asarray(x, np.int64) for x in (ctxs, starts, lengths))
             first = toks["offsets"][np.searchsorted(toks["context_id"], ctx)] + start
             lo = np.searchsorted(cells, (ctx << 17) | start)
             hi = np.searchsorted(cells, (ctx << 17) | (start + length))
@@ -213,7 +214,7 @@ class Sampler:
         try:
             with self.store.transaction() as w, ThreadPoolExecutor(workers) as pool:
                 w.samples.clear_samples(d.dictionary_id, None if features is None else feats)
-                pending: deque = deque()
+                pending: deque[tuple[np.ndarray, Future]] = deque()
                 for ch in chunks:  # keep `workers + 1` chunks in flight; write them in order
                     pending.append((ch, pool.submit(work, ch)))
                     if len(pending) > workers:

@@ -9,7 +9,7 @@ Offline (all-MiniLM-L6-v2): embedding, simulation (simulate/offline.py), intrude
 
 from __future__ import annotations
 
-from ..errors import LabelError
+from ..errors import UsageError
 from ..records import Dictionary
 from ..store import Store
 from .base import FEATURE_LEVEL, AdaptiveBudget, Scorer, ScoringOptions
@@ -38,9 +38,9 @@ def parse_scorers(names: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
     known = known_scorers()
     unknown = [s for s in out if s not in known]
     if unknown:
-        raise LabelError(f"unknown scorer {', '.join(unknown)}; available: {', '.join(known)}")
+        raise UsageError(f"unknown scorer {', '.join(unknown)}; available: {', '.join(known)}")
     if len(set(out)) != len(out):
-        raise LabelError(f"scorer named twice in {', '.join(out)}")
+        raise UsageError(f"scorer named twice in {', '.join(out)}")
     return out
 
 
@@ -74,7 +74,7 @@ def make_scorers(names, store: Store, dictionary: Dictionary, model: str | None 
                 cls = {"detection": LLMDetectionScorer, "fuzzing": LLMFuzzingScorer}[n]
                 out.append(cls(client, load_template(LLM_SCORERS[n]), options))
         elif n not in SCORERS:
-            raise LabelError(f"scorer {n!r} needs an LLM: pass --scorer-model anthropic:MODEL (or openai:, compat:)")
+            raise UsageError(f"scorer {n!r} needs an LLM: pass --scorer-model anthropic:MODEL (or openai:, compat:)")
         else:
             encoder = encoder or ContextEncoder(store, dictionary.corpus_id)  # shared: one pass per context
             out.append(SCORERS[n](encoder, options))

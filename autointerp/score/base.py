@@ -17,15 +17,16 @@ is reached. The grade records how many units it used and why it stopped.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..contracts import ScorerBase
 from ..clock import utcnow as _now
-from ..errors import LabelError
+from ..errors import UsageError
 from ..llm import ProviderError, ReplyFailure
-from ..records import MAX_SET_WINDOWS, Explanation, FeatureSample, Score
+from ..records import MAX_SET_WINDOWS, Explanation, FeatureSample, Score, Window
 from . import interval as ci
 from . import metrics
 
@@ -50,12 +51,12 @@ class AdaptiveBudget:
 
     def __post_init__(self) -> None:
         if not 0 < self.target < 1:
-            raise LabelError(f"adaptive target must be a half-width in (0, 1), got {self.target}")
+            raise UsageError(f"adaptive target must be a half-width in (0, 1), got {self.target}")
         if self.start < 2 or self.step < 1 or (self.cap is not None and self.cap < self.start):
-            raise LabelError("adaptive budget needs start >= 2, step >= 1 and cap >= start")
+            raise UsageError("adaptive budget needs start >= 2, step >= 1 and cap >= start")
         for name in ("start", "step", "cap"):  # windows: a sample holds at most MAX_SET_WINDOWS held out
             if (getattr(self, name) or 0) > MAX_SET_WINDOWS:
-                raise LabelError(f"adaptive {name} must be at most {MAX_SET_WINDOWS} windows (what a sample holds), "
+                raise UsageError(f"adaptive {name} must be at most {MAX_SET_WINDOWS} windows (what a sample holds), "
                                  f"got {getattr(self, name)}")
 
     @property
@@ -97,23 +98,23 @@ class ScoringOptions:
 
     def __post_init__(self) -> None:
         if self.min_evidence < 1:
-            raise LabelError(f"min_evidence must be at least 1, got {self.min_evidence}")
+            raise UsageError(f"min_evidence must be at least 1, got {self.min_evidence}")
         if self.min_evidence > MAX_SET_WINDOWS:  # never met: every grade would be undefined
-            raise LabelError(f"min_evidence must be at most {MAX_SET_WINDOWS} (the held-out windows a sample holds), "
+            raise UsageError(f"min_evidence must be at most {MAX_SET_WINDOWS} (the held-out windows a sample holds), "
                              f"got {self.min_evidence}")
         if not 2 <= self.intruder_k <= 9:
-            raise LabelError(f"intruder_k must be from 2 to 9, got {self.intruder_k}")
+            raise UsageError(f"intruder_k must be from 2 to 9, got {self.intruder_k}")
         if self.n_boot < 100:
-            raise LabelError(f"n_boot must be at least 100, got {self.n_boot}")
+            raise UsageError(f"n_boot must be at least 100, got {self.n_boot}")
         if self.n_boot > MAX_BOOT:
-            raise LabelError(f"n_boot must be at most {MAX_BOOT} (each interval holds n_boot x windows draw counts), "
+            raise UsageError(f"n_boot must be at most {MAX_BOOT} (each interval holds n_boot x windows draw counts), "
                              f"got {self.n_boot}")
         if not 1 <= self.windows_per_call <= MAX_SET_WINDOWS:
-            raise LabelError(f"windows_per_call must be from 1 to {MAX_SET_WINDOWS}, got {self.windows_per_call}")
+            raise UsageError(f"windows_per_call must be from 1 to {MAX_SET_WINDOWS}, got {self.windows_per_call}")
         if self.windows is not None and self.windows < 2:
-            raise LabelError(f"windows must be at least 2 (one of each class), got {self.windows}")
+            raise UsageError(f"windows must be at least 2 (one of each class), got {self.windows}")
         if self.windows is not None and self.windows > MAX_SET_WINDOWS:
-            raise LabelError(f"windows must be at most {MAX_SET_WINDOWS} (the held-out windows a sample holds; 0: "
+            raise UsageError(f"windows must be at most {MAX_SET_WINDOWS} (the held-out windows a sample holds; 0: "
                              f"all of them), got {self.windows}")
 
     def suffix(self, budgeted: bool = False) -> str:
@@ -139,17 +140,18 @@ def n_tokens(windows) -> int:
     return int(sum(len(w.tokens) for w in windows))
 
 
-def windows_of(units) -> list:
+def windows_of(units) -> list[Window]:
     """The windows behind judged units: windows themselves, shown windows (`.window`), questions (`.windows`)."""
-    out = []
+    out: list[Window] = []
     for u in units:
         out += u.windows if hasattr(u, "windows") else [u.window] if hasattr(u, "window") else [u]
     return out
 
 
-class Scorer(ScorerBase):
+class ScoringLoop(ScorerBase):
     """The shared loop (see the module's doc). Subclasses set `name`, `version` and `options` and give
-    `units`, `judge` and `grade`; `too_little` may refuse a grade before anything is judged."""
+    `units` and `grade`, and `judge` through `Scorer` (plain) or `AsyncScorer` (awaited); `too_little` may
+    refuse a grade before anything is judged."""
 
     name = ""
     version = ""
@@ -165,9 +167,6 @@ class Scorer(ScorerBase):
 
     def too_little(self, sample: FeatureSample, units: list) -> Score | None:
         return None
-
-    def judge(self, sample: FeatureSample, explanation: Explanation, units: list) -> list:
-        raise NotImplementedError
 
     def grade(self, sample: FeatureSample, units: list, observations: list) -> Score:
         raise NotImplementedError
@@ -228,7 +227,7 @@ class Scorer(ScorerBase):
                            {**score.details, "adaptive": how}, score.created_at, score.interval, score.n_windows,
                            score.n_tokens)
 
-    def _rounds(self, sample: FeatureSample):
+    def _rounds(self, sample: FeatureSample) -> Generator[list, list, Score]:
         """The loop, once for the plain and the awaited `judge`: yields the units of each round, is sent
         their observations, and returns the grade (StopIteration's value)."""
         units, ends, early = self._plan(sample)
@@ -244,6 +243,13 @@ class Scorer(ScorerBase):
                 return out
         raise AssertionError("unreachable: the last round always settles")
 
+
+class Scorer(ScoringLoop):
+    """A scorer whose `judge` is a plain function (the offline scorers)."""
+
+    def judge(self, sample: FeatureSample, explanation: Explanation, units: list) -> list:
+        raise NotImplementedError
+
     def score(self, sample: FeatureSample, explanation: Explanation) -> Score:
         rounds = self._rounds(sample)
         try:
@@ -258,13 +264,13 @@ class Scorer(ScorerBase):
             return done.value
 
 
-class AsyncScorer(Scorer):
+class AsyncScorer(ScoringLoop):
     """A scorer whose `judge` is a coroutine (the LLM scorers): the same loop, awaited."""
 
     async def judge(self, sample: FeatureSample, explanation: Explanation, units: list) -> list:
         raise NotImplementedError
 
-    async def score(self, sample: FeatureSample, explanation: Explanation) -> Score:  # type: ignore[override]
+    async def score(self, sample: FeatureSample, explanation: Explanation) -> Score:
         rounds = self._rounds(sample)
         try:
             todo = next(rounds)

@@ -27,7 +27,7 @@ from ..llm import ChatRequest, LLMClient
 from ..llm.replies import ReplyFailure, is_int, json_list, reply_text
 from ..records import Explanation, FeatureSample, Score, Window
 from . import interval as ci
-from .base import NEGATIVE_KINDS, AsyncScorer, Scorer, ScoringOptions
+from .base import NEGATIVE_KINDS, AsyncScorer, Scorer, ScoringLoop, ScoringOptions
 from ..embed import ENCODING, ContextEncoder
 
 
@@ -53,7 +53,7 @@ def questions(sample: FeatureSample, k: int) -> list[Question]:
     return out
 
 
-class _Intruder:
+class _Intruder(ScoringLoop):
     name = "intruder"  # in FEATURE_LEVEL: the grade does not depend on the explanation
 
     def units(self, sample: FeatureSample) -> list:
@@ -91,6 +91,8 @@ class OfflineIntruderScorer(_Intruder, Scorer):
     matches in the other windows add up highest, and the intruder is the window matching it worst (the
     window that lacks what the others share). On the demo's neurons it names the intruder in ~40% of
     questions (chance 20%); on synthetic token detectors ~90%."""
+
+    encoder: ContextEncoder
 
     def __init__(self, encoder: ContextEncoder, options: ScoringOptions = ScoringOptions()) -> None:
         self.encoder, self.options = encoder, options
@@ -143,6 +145,7 @@ def parse_intruder(reply: str, sizes: list[int]) -> list[int]:
 
 class IntruderScorer(_Intruder, AsyncScorer):
     max_tokens = 600
+    client: LLMClient
 
     def __init__(self, client: LLMClient, template: Template, options: ScoringOptions = ScoringOptions()) -> None:
         self.client, self.template, self.options = client, template, options

@@ -66,6 +66,7 @@ class LLMDetectionScorer(AsyncScorer):
     count_keys = ("n_activating", "n_nonfiring")
     max_tokens = 400  # the reply lists window ids: a few tokens
     budgeted = True
+    client: LLMClient
 
     def __init__(self, client: LLMClient, template: Template, options: ScoringOptions = ScoringOptions()) -> None:
         self.client, self.template, self.options = client, template, options

@@ -5,6 +5,8 @@ The offline simulator is in autointerp/simulate/offline.py, its grade in score/s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from ..records import Explanation, FeatureSample, Score
@@ -18,6 +20,7 @@ class EmbeddingScorer(Scorer):
     """AUROC of cosine similarity (explanation vs window) separating activating from non-firing windows."""
 
     name = "embedding"
+    encoder: ContextEncoder
 
     def __init__(self, encoder: ContextEncoder, options: ScoringOptions = ScoringOptions()) -> None:
         if isinstance(options, int):  # EmbeddingScorer(encoder, min_evidence)
@@ -25,9 +28,9 @@ class EmbeddingScorer(Scorer):
         self.encoder, self.options = encoder, options
         self.version = f"{ENCODING}/context-mean-v2/min{options.min_evidence}/{options.suffix()}"
 
-    def prepare(self, texts: list[str]) -> None:
+    def prepare(self, texts: Sequence[str]) -> None:
         """Embed the labels of a batch of features at once (before their grades are asked for)."""
-        embed_many(texts)
+        embed_many(list(texts))
 
     def too_little(self, sample: FeatureSample, units: list) -> Score | None:
         counts, short = evidence(activating(units), self.options.min_evidence)

@@ -6,13 +6,15 @@ in the details, and its 95% interval from a bootstrap over windows (activating a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from ..records import Explanation, FeatureSample, Score, Window
 from ..simulate import OfflineSimulator
 from . import interval as ci
 from . import metrics
-from .base import NEGATIVE_KINDS, AsyncScorer, Scorer, ScoringOptions, activating, n_tokens
+from .base import NEGATIVE_KINDS, AsyncScorer, Scorer, ScoringLoop, ScoringOptions, activating, n_tokens
 
 SHOW_ACTIVE, SHOW_QUIET = 20, 5  # windows whose predictions a grade keeps (what the browser shows)
 
@@ -25,7 +27,7 @@ def shown_windows(kinds) -> list[int]:
     return sorted(active + quiet)
 
 
-class _Grading:
+class _Grading(ScoringLoop):
     """The grade of a simulation (shared by the offline and LLM forms)."""
 
     keep_predictions = True
@@ -74,7 +76,7 @@ class SimulationScorer(_Grading, Scorer):
         self.encoder, self.options, self.keep_predictions = encoder, options, keep_predictions
         self.version = f"{self.simulator.version}/{options.suffix()}"
 
-    def prepare(self, texts: list[str]) -> None:
+    def prepare(self, texts: Sequence[str]) -> None:
         self.simulator.prepare(texts)
 
     def too_little(self, sample: FeatureSample, units: list) -> Score | None:

@@ -34,7 +34,7 @@ import numpy as np
 from ..contracts import SimulatorBase
 from ..errors import LabelError
 from ..explain.prompts import PROMPT_TOP, Template, load_template, render_prompt, render_scoring, show_token
-from ..llm import ChatRequest, LLMClient, PromptRequest
+from ..llm import ChatRequest, ChatResponse, LLMClient, PromptRequest
 from ..llm.replies import ReplyFailure, is_int, json_list, reply_text
 from ..records import Window
 
@@ -188,6 +188,7 @@ class _LLMSimulator(SimulatorBase):
     name = ""
     max_tokens = 4000
     fit_rule = ""  # how `fit` sizes a call's max_tokens, when it does (part of the version)
+    client: LLMClient
 
     def __init__(self, client: LLMClient, template: Template, windows_per_call: int = 10,
                  max_tokens: int | None = None, top_logprobs: int = 0) -> None:
@@ -205,7 +206,7 @@ class _LLMSimulator(SimulatorBase):
         """The output tokens a call on `group` may use."""
         return self.max_tokens
 
-    async def _replies(self, explanation: str, windows: list[Window]) -> list[tuple[list[Window], object]]:
+    async def _replies(self, explanation: str, windows: list[Window]) -> list[tuple[list[Window], ChatResponse]]:
         groups = _groups(windows, self.windows_per_call)
         reqs = [ChatRequest(model=self.client.provider.model, system=self.template.system,
                             messages=(("user", render_scoring(self.template, explanation, g)),),
@@ -226,7 +227,8 @@ class JSONSimulator(_LLMSimulator):
         return min(self.max_tokens, 100 + sum(20 + 5 * len(w.tokens) for w in group))
 
     async def predict(self, explanation: str, windows: list[Window]) -> Predictions:
-        values, n_expected, why = [], 0, {}
+        values, n_expected = [], 0
+        why: dict[str, int] = {}
         for group, reply in await self._replies(explanation, windows):
             text = reply_text(reply)
             written = parse_simulation(text, [len(w.tokens) for w in group])
@@ -236,7 +238,7 @@ class JSONSimulator(_LLMSimulator):
             got = expected_values(text, tokens, written, why) if tokens else [(p, 0) for p in written]
             values += [np.asarray(p, np.float64) for p, _ in got]
             n_expected += sum(n for _, n in got)
-        info = {"simulator": "json"}
+        info: dict[str, object] = {"simulator": "json"}
         if self.top_logprobs:  # how many values are expected values; the others, as written, and why
             info["from_logprobs"] = round(n_expected / max(1, sum(len(v) for v in values)), 4)
             info.update({f"written_{k}": why.get(k, 0) for k in (*FALLBACKS, "not_returned")})
@@ -317,6 +319,7 @@ class PromptSimulator(SimulatorBase):
     """All at once from the prompt's logprobs (prompts/simulate_prompt.toml): see the module's notes."""
 
     name = "prompt"
+    client: LLMClient
 
     def __init__(self, client: LLMClient, template: Template, windows_per_call: int = 10,
                  top_logprobs: int = 20) -> None:

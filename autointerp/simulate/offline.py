@@ -8,6 +8,7 @@ embedding, floored at 0.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -34,9 +35,9 @@ class OfflineSimulator(SimulatorBase):
     def __init__(self, encoder: ContextEncoder) -> None:
         self.encoder = encoder
 
-    def prepare(self, texts: list[str]) -> None:
+    def prepare(self, texts: Sequence[str]) -> None:
         """Embed the labels of a batch of features at once (before their predictions are asked for)."""
-        embed_many(texts)
+        embed_many(list(texts))
 
     def predict(self, explanation: str, windows: list[Window]) -> Predictions:
         if not windows:

@@ -5,9 +5,11 @@ stream in through `builder.py` (`add_dictionary` hands a DictionaryBuilder out).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 
 import numpy as np
 import pyarrow as pa
+from numpy.typing import ArrayLike
 
 from ..clock import utcnow as _now
 from ..errors import IngestError, StoreError
@@ -38,7 +40,7 @@ class ActivationRepo(Repo):
     def dictionaries(self) -> list[Dictionary]:
         rows = self.con.execute("SELECT dictionary_id, name, corpus_id, model, hook, width, kind, source, config "
                                 "FROM dictionaries ORDER BY dictionary_id").fetchall()
-        return [Dictionary(*r[:8], config=json.loads(r[8])) for r in rows]
+        return [Dictionary(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], config=json.loads(r[8])) for r in rows]
 
     @reads
     def dictionary(self, name: str | None = None) -> Dictionary:
@@ -58,7 +60,7 @@ class ActivationRepo(Repo):
         raise StoreError(f"no dictionary named {name!r} in {self.path} (known: {known})")
 
     @reads
-    def feature_stats(self, dictionary_id: int, features: list[int] | None = None,
+    def feature_stats(self, dictionary_id: int, features: Iterable[int] | None = None,
                       order_by: str = "feature", limit: int | None = None) -> list[FeatureStats]:
         orders = {"feature": "feature", "density": "density DESC, feature", "max": "max_value DESC NULLS LAST, feature"}
         if order_by not in orders:
@@ -84,7 +86,7 @@ class ActivationRepo(Repo):
 
     @reads
     def dictionary_summary(self, dictionary_id: int) -> dict:
-        row = self._one("""
+        row = self._row("""
             SELECT count(*), count(*) FILTER (WHERE n_firing = 0), sum(n_firing),
                    avg(density) FILTER (WHERE n_firing > 0)
             FROM feature_stats WHERE dictionary_id = ?""", [dictionary_id])
@@ -134,7 +136,7 @@ class ActivationRepo(Repo):
         return {k: np.asarray(t[k]).astype(np.int64) for k in ("feature", "context", "position")}
 
     @reads
-    def read_contexts(self, corpus_id: int, context_ids: np.ndarray, with_strings: bool = False) -> dict:
+    def read_contexts(self, corpus_id: int, context_ids: ArrayLike, with_strings: bool = False) -> dict:
         """Token ids (and optionally strings) of the given contexts, as flat arrays plus offsets.
 
         Returns {"context_id": sorted unique ids, "offsets": int64 [n+1], "token_ids": int32 flat,
@@ -166,7 +168,7 @@ class ActivationRepo(Repo):
 
     @reads
     def corpus_tokens(self, corpus_id: int) -> int:
-        return int(self._one("SELECT n_tokens FROM corpora WHERE corpus_id = ?", [corpus_id])[0])
+        return int(self._row("SELECT n_tokens FROM corpora WHERE corpus_id = ?", [corpus_id])[0])
 
     @reads
     def top_windows(self, corpus_id: int, spots: list[tuple[int, int]], width: int = 16) -> list[dict]:
@@ -262,7 +264,7 @@ class ActivationRepo(Repo):
             return existing.corpus_id, False
         if ctx_len > MAX_POSITION + 1:
             raise IngestError(f"contexts of {ctx_len} tokens exceed the store's limit of {MAX_POSITION + 1}")
-        cid = self._one("SELECT coalesce(max(corpus_id), 0) + 1 FROM corpora")[0]
+        cid = self._row("SELECT coalesce(max(corpus_id), 0) + 1 FROM corpora")[0]
         self.writing.con.execute(
             "INSERT INTO corpora (corpus_id, name, tokenizer, ctx_len, n_contexts, n_tokens, fingerprint, source, "
             "created_at) VALUES (?, ?, ?, ?, 0, 0, ?, ?, ?)", [cid, name, tokenizer, ctx_len, fingerprint, source, _now()])
@@ -336,7 +338,7 @@ class ActivationRepo(Repo):
             self.con.execute("DELETE FROM dictionaries WHERE dictionary_id = ?", [did])
             note_change(self.con, did, None)  # readers that keep a copy read its labels anew
         else:
-            did = self._one("SELECT coalesce(max(dictionary_id), 0) + 1 FROM dictionaries")[0]
+            did = self._row("SELECT coalesce(max(dictionary_id), 0) + 1 FROM dictionaries")[0]
         self.con.execute("INSERT INTO dictionaries (dictionary_id, name, corpus_id, model, hook, width, kind, source, "
                          "config, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          [did, name, corpus_id, model, hook, width, kind, source,
@@ -360,7 +362,7 @@ class ActivationRepo(Repo):
             n, width = v.shape[0], v.shape[1] * 2
             blobs = pa.LargeBinaryArray.from_buffers(pa.large_binary(), n, [
                 None, pa.py_buffer(np.arange(n + 1, dtype=np.int64) * width), pa.py_buffer(v)])
-            self.tx.insert("feature_directions", pa.table({
+            self.writing.insert("feature_directions", pa.table({
                 "dictionary_id": pa.array(np.full(n, dictionary_id, np.uint16)),
                 "feature": pa.array(np.arange(lo, lo + n, dtype=np.uint32)), "direction": blobs}))
 
@@ -374,5 +376,5 @@ class ActivationRepo(Repo):
             cols[f"{name}_ids"] = pa.array(ids.astype(np.int32).tolist(), pa.list_(pa.int32()))
             cols[name] = pa.array(strings[ids].tolist(), pa.list_(pa.string()))
             cols[f"{name}_logits"] = pa.array(logits.astype(np.float32).tolist(), pa.list_(pa.float32()))
-        self.tx.insert("output_tokens", pa.table(cols))
+        self.writing.insert("output_tokens", pa.table(cols))
 

@@ -65,6 +65,7 @@ class FeatureIndex:
             col = f"{'l' if by == 'lower' else 's'}{self.scorers.index(sort)}"
         else:  # a scorer of another dictionary only: no feature here has its grade
             col = "NULL"
+        params: list[str | int]
         where, params = "TRUE", []
         text = q.strip().lower()
         if text:

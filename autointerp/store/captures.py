@@ -54,7 +54,8 @@ class CaptureRepo(Repo):
         rows = self.con.execute(
             "SELECT capture_id, fingerprint, corpus_id, creates_corpus, batch_contexts, contexts_done, nonzeros, "
             "status, members, config FROM captures ORDER BY capture_id").fetchall()
-        return [CaptureState(*r[:8], members=tuple(json.loads(r[8])), config=json.loads(r[9])) for r in rows]
+        return [CaptureState(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], members=tuple(json.loads(r[8])),
+                             config=json.loads(r[9])) for r in rows]
 
     @reads
     def captures_of(self, names) -> list[CaptureState]:
@@ -73,7 +74,7 @@ class CaptureRepo(Repo):
     def begin_capture(self, *, fingerprint: str, corpus_id: int, creates_corpus: bool, batch_contexts: int,
                       members: list[dict], config: dict) -> int:
         """A new capture row (status running, nothing done) and an empty staging table per member."""
-        cid = self._one("SELECT coalesce(max(capture_id), 0) + 1 FROM captures")[0]
+        cid = self._row("SELECT coalesce(max(capture_id), 0) + 1 FROM captures")[0]
         now = utcnow()
         self.con.execute("INSERT INTO captures (capture_id, fingerprint, corpus_id, creates_corpus, batch_contexts, "
                          "contexts_done, nonzeros, status, members, config, created_at, updated_at) "
@@ -92,7 +93,7 @@ class CaptureRepo(Repo):
                          "context_id": pa.array(np.asarray(context, np.uint32)),
                          "position": pa.array(np.asarray(position, np.uint16)),
                          "value": pa.array(np.asarray(value, np.float32))})
-        self.tx.insert(staging_table(capture_id, member), rows)
+        self.writing.insert(staging_table(capture_id, member), rows)
 
     def capture_progress(self, capture_id: int, contexts_done: int, nonzeros: int) -> None:
         self.con.execute("UPDATE captures SET contexts_done = ?, nonzeros = ?, updated_at = ? WHERE capture_id = ?",
@@ -112,7 +113,7 @@ class CaptureRepo(Repo):
             self.con.execute(f"DROP TABLE IF EXISTS {staging_table(state.capture_id, m)}")
         self.con.execute("DELETE FROM captures WHERE capture_id = ?", [state.capture_id])
         if state.creates_corpus and state.status == "running":
-            used = self._one("SELECT count(*) FROM dictionaries WHERE corpus_id = ?", [state.corpus_id])[0]
+            used = self._row("SELECT count(*) FROM dictionaries WHERE corpus_id = ?", [state.corpus_id])[0]
             if not used:
                 self.con.execute("DELETE FROM contexts WHERE corpus_id = ?", [state.corpus_id])
                 self.con.execute("DELETE FROM corpora WHERE corpus_id = ?", [state.corpus_id])

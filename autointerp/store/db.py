@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
@@ -29,6 +30,9 @@ from ..clock import utcnow
 from ..errors import AutointerpError, DiskFull, OlderStoreError, StoreBusy, StoreCorrupt, StoreError
 from .gate import Gate
 from .schema import LATEST_VERSION, MIGRATIONS
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 READ_WAIT = 60.0  # seconds a reader waits for a writer's transaction before it gives up (StoreBusy)
 WATCH = 0.02  # seconds between a reader's looks for a commit waiting
@@ -81,8 +85,8 @@ class Transaction:
     def __init__(self, db: Database, con: duckdb.DuckDBPyConnection) -> None:
         self.db, self._con = db, con
         self.thread = threading.current_thread()
-        self._pending = None  # an INSERT running on the background thread
-        self._background = None
+        self._pending: Future[None] | None = None  # an INSERT running on the background thread
+        self._background: ThreadPoolExecutor | None = None
         self._on_close: list[Callable[[], None]] = []
         self.scratch: dict = {}  # what a repository keeps for the length of the transaction
 
@@ -211,8 +215,8 @@ class Database:
 
     # -- the instance ------------------------------------------------------------------------------
 
-    def _open(self, rw: bool) -> None:
-        """Open the instance (the caller holds the swap lock and the gate's side for it)."""
+    def _open(self, rw: bool) -> duckdb.DuckDBPyConnection:
+        """Open the instance (the caller holds the swap lock and the gate's side for it); returns it."""
         deadline = time.monotonic() + self.read_wait
         while True:
             try:
@@ -234,6 +238,7 @@ class Database:
             raise
         self._instance, self._rw = con, rw
         self.generation += 1
+        return con
 
     def _close_instance(self) -> None:
         con, self._instance = self._instance, None
@@ -278,6 +283,8 @@ class Database:
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         loc = self._local
         if getattr(loc, "generation", None) != self.generation:
+            # the caller holds the swap lock shared and saw the instance open: no swap can close it meanwhile
+            assert self._instance is not None
             loc.cursor, loc.generation = self._instance.cursor(), self.generation
         return loc.cursor
 
@@ -322,8 +329,9 @@ class Database:
 
     def held(self) -> duckdb.DuckDBPyConnection:
         """The connection of the read (or transaction) this thread is inside."""
-        if self.in_transaction():
-            return self._tx.con
+        tx = self._tx
+        if tx is not None and tx.thread is threading.current_thread():  # in_transaction()
+            return tx.con
         if not getattr(self._local, "depth", 0):
             raise StoreError(f"a read of {self.path} outside Database.read()")
         return self._local.held
@@ -349,8 +357,7 @@ class Database:
                     announced = True
                     self._close_instance()
                     self.gate.enter_commit()
-                    self._open(rw=True)
-                    tx = self._tx = Transaction(self, self._instance)
+                    tx = self._tx = Transaction(self, self._open(rw=True))
                 try:
                     tx.con.execute("BEGIN")
                     yield tx
@@ -406,10 +413,10 @@ class Database:
         version, has = 0, False
         if self.path.exists():
             with self.read() as con:
-                has = con.execute("SELECT count(*) FROM information_schema.tables "
-                                  "WHERE table_name = 'schema_migrations'").fetchone()[0] > 0
+                has = one_row(con.execute("SELECT count(*) FROM information_schema.tables "
+                                          "WHERE table_name = 'schema_migrations'"))[0] > 0
                 if has:
-                    version = con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0]
+                    version = one_row(con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations"))[0]
         if version > LATEST_VERSION:
             raise StoreError(f"store {self.path} has schema version {version}, newer than this autointerp "
                              f"supports ({LATEST_VERSION}); upgrade autointerp to read it")
@@ -429,6 +436,15 @@ class Database:
                                [number, name, utcnow()])
 
 
+def one_row(result: duckdb.DuckDBPyConnection) -> tuple[Any, ...]:
+    """`result.fetchone()` of a statement that always returns a row (an aggregate; an INSERT or UPDATE, its
+    count); a statement that returned none is a StoreError, not a `None` indexed further on."""
+    r = result.fetchone()
+    if r is None:
+        raise StoreError("a statement that returns one row returned none")
+    return r
+
+
 def disk_full(path, what: str = "") -> DiskFull:
     """The one line a full disk gets: the path, and the space left on its device."""
     path = Path(path or ".")
@@ -437,7 +453,7 @@ def disk_full(path, what: str = "") -> DiskFull:
 
 def _free(path: Path) -> str:
     try:
-        n = shutil.disk_usage(path if path.is_dir() else path.parent).free
+        n: float = shutil.disk_usage(path if path.is_dir() else path.parent).free
     except OSError:
         return "unknown"
     for unit in ("B", "KB", "MB", "GB", "TB"):

@@ -28,6 +28,7 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 from ..clock import utc_iso
 from ..errors import StoreBusy, StoreError
@@ -41,7 +42,7 @@ class Gate:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._files: dict[str, object] = {}
+        self._files: dict[str, TextIO] = {}
         self.enabled = True
         try:
             for name in ("write", "read", "turn"):

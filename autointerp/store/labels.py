@@ -4,6 +4,7 @@ what it did, what the browser's index and `diff` read. Reads and writes in one p
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -83,7 +84,8 @@ class LabelRepo(Repo):
                                   AND s.status IN ('ok', 'undefined'))
                 GROUP BY ex.feature, ex.explanation_id ORDER BY ex.feature""",
                                  [dictionary_id, *(run_key or ()), features is None]).fetchnumpy()
-        return tuple(np.asarray(t[k], dtype=np.int64) for k in ("feature", "explanation_id", "mask"))
+        feats, ids, masks = (np.asarray(t[k], dtype=np.int64) for k in ("feature", "explanation_id", "mask"))
+        return feats, ids, masks
 
     @reads
     def explanations(self, ids: list[int]) -> dict[int, Explanation]:
@@ -99,11 +101,12 @@ class LabelRepo(Repo):
     @reads
     def labelled_count(self, dictionary_id: int) -> int:
         """Features with at least one label."""
-        return self._one("SELECT count(DISTINCT feature) FROM explanations WHERE dictionary_id = ? AND chosen",
+        return self._row("SELECT count(DISTINCT feature) FROM explanations WHERE dictionary_id = ? AND chosen",
                          [dictionary_id])[0]
 
     @reads
     def label_summary(self, dictionary_id: int, run_key: tuple[str, str, str, int] | None = None) -> dict[str, int]:
+        params: list[str | int]
         where, params = "dictionary_id = ?", [dictionary_id]
         if run_key is not None:
             where += " AND " + _KEY
@@ -130,7 +133,7 @@ class LabelRepo(Repo):
             "WHERE e.dictionary_id = ? ORDER BY 1", [dictionary_id]).fetchall()]
 
     @reads
-    def find(self, dictionary_id: int | None = None, features: list[int] | None = None,
+    def find(self, dictionary_id: int | None = None, features: Iterable[int] | None = None,
                sort_by: str | None = None, descending: bool = True, limit: int | None = None,
                candidates: bool = False, by: str = "value") -> list[dict]:
         """Labels with provenance and their scores, one dict per explanation: each feature's chosen
@@ -141,6 +144,7 @@ class LabelRepo(Repo):
         (dictionary, feature) order; `by`: "value", or "lower" (the lower end of the grade's 95% interval:
         a grade resting on little evidence ranks below an equal one resting on much).
         """
+        params: list[int | list[int]]
         where, params = ["TRUE" if candidates else "e.chosen"], []
         if dictionary_id is not None:
             where.append("e.dictionary_id = ?")
@@ -207,14 +211,14 @@ class LabelRepo(Repo):
     @reads
     def change_seq(self) -> int:
         """The last change recorded (`note_change`); 0 when none."""
-        return int(self._one("SELECT coalesce(max(seq), 0) FROM label_changes")[0])
+        return int(self._row("SELECT coalesce(max(seq), 0) FROM label_changes")[0])
 
     @reads
     def changes_after(self, seq: int) -> tuple[int, dict[int, np.ndarray | None]]:
         """(the last change's seq, dictionary id -> sorted features whose labels or grades changed after `seq`,
         None for all of them). A reader that is more than a week behind (the changes were dropped) gets None
         for every dictionary."""
-        last, first = self._one("SELECT coalesce(max(seq), 0), coalesce(min(seq), 0) FROM label_changes")
+        last, first = self._row("SELECT coalesce(max(seq), 0), coalesce(min(seq), 0) FROM label_changes")
         if last <= seq:
             return seq, {}
         if first > seq + 1:  # the oldest changes this reader missed were dropped: read everything again
@@ -315,7 +319,7 @@ class LabelRepo(Repo):
                             f"explanations t JOIN _label_keys k ON {match})")
             con.execute(f"DELETE FROM explanations t USING _label_keys k WHERE {match}")
             con.execute(f"DELETE FROM label_status t USING _label_keys k WHERE {match}")
-        next_id = self._one("SELECT coalesce(max(explanation_id), 0) + 1 FROM explanations")[0]
+        next_id = self._row("SELECT coalesce(max(explanation_id), 0) + 1 FROM explanations")[0]
         now = _now()
         ex: dict[str, list] = {k: [] for k in ("explanation_id", "feature", "text", "explainer", "prompt_hash",
                                                "sampler_hash", "sampler", "seed", "evidence", "created_at",
@@ -332,7 +336,7 @@ class LabelRepo(Repo):
                 next_id += 1
         ts = pa.timestamp("us")
         if ex["explanation_id"]:
-            self.tx.insert("explanations", pa.table({
+            self.writing.insert("explanations", pa.table({
                 "explanation_id": pa.array(ex["explanation_id"], pa.int64()),
                 "dictionary_id": pa.array([dictionary_id] * len(ex["feature"]), pa.uint16()),
                 "feature": pa.array(ex["feature"], pa.uint32()),
@@ -343,12 +347,12 @@ class LabelRepo(Repo):
                 "imported": pa.array(ex["imported"], pa.string()), "carried": pa.array(ex["carried"], pa.string()),
                 "run_id": pa.array([run_id] * len(ex["feature"]), pa.string())}))
         if sc:
-            self.tx.insert("scores", _score_table(sc, now, run_id))
+            self.writing.insert("scores", _score_table(sc, now, run_id))
         # the fingerprint of the activations the labels were made from: given (labels made elsewhere, from
         # a snapshot), or the store's now (labels made from it just now)
         hashes = act_hashes if act_hashes is not None else ActivationRepo(self.db, self.tx).activation_hashes(
             dictionary_id, {lab.feature for lab in labels})
-        self.tx.insert("label_status", keys.append_column("status", pa.array([lab.status for lab in labels]))
+        self.writing.insert("label_status", keys.append_column("status", pa.array([lab.status for lab in labels]))
                                .append_column("reason", pa.array([lab.reason for lab in labels]))
                                .append_column("created_at", pa.array([now] * len(labels), ts))
                                .append_column("act_hash", pa.array([hashes.get(lab.feature) for lab in labels],
@@ -366,7 +370,7 @@ class LabelRepo(Repo):
         with self.tables(_grade_rows=t) as con:
             con.execute("DELETE FROM scores s USING _grade_rows g WHERE s.explanation_id = g.explanation_id "
                         "AND s.scorer = g.scorer AND s.scorer_version = g.scorer_version")
-        self.tx.insert("scores", t)
+        self.writing.insert("scores", t)
         touched = self.con.execute("SELECT dictionary_id, list(DISTINCT feature) FROM explanations WHERE explanation_id "
                                    "IN (SELECT unnest(?::BIGINT[])) GROUP BY ALL", [[e for e, _ in rows]]).fetchall()
         for dictionary_id, features in touched:

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..clock import utcnow as _now
+from .db import one_row
 from .repo import Repo, reads
 
 
@@ -152,7 +153,7 @@ class LedgerRepo(Repo):
         self.con.execute("INSERT INTO llm_batches (batch_id, provider, model, purpose, run_id, status, n_requests, "
                          "submitted_at) VALUES (?, ?, ?, ?, ?, 'submitted', ?, ?)",
                          [batch_id, provider, model, purpose, run_id, len(items), _now()])
-        self.tx.insert("llm_batch_items", pa.table({"batch_id": [batch_id] * len(items),
+        self.writing.insert("llm_batch_items", pa.table({"batch_id": [batch_id] * len(items),
                                                            "custom_id": [c for c, _ in items],
                                                            "cache_key": [k for _, k in items]}))
 
@@ -185,13 +186,13 @@ class LedgerRepo(Repo):
         write: job/run.py), as ledger rows with status could_not_start; a run id already there is skipped."""
         n = 0
         for r in refused:
-            n += self.con.execute(
+            n += one_row(self.con.execute(
                 "INSERT INTO job_runs (run_id, dictionary, config, config_hash, executor, host, pid, status, exit_code, "
                 "stop_reason, started_at, ended_at) SELECT ?, ?, ?, ?, ?, ?, ?, 'could_not_start', ?, ?, ?, ? "
                 "WHERE NOT EXISTS (SELECT 1 FROM job_runs WHERE run_id = ?)",
                 [r["run_id"], r["dictionary"], r["config"], r["config_hash"], r["executor"], r["host"], r["pid"],
                  r["exit_code"], r["stop_reason"], datetime.fromisoformat(r["started_at"]),
-                 datetime.fromisoformat(r["started_at"]), r["run_id"]]).fetchone()[0]
+                 datetime.fromisoformat(r["started_at"]), r["run_id"]]))[0]
         return n
 
     def job_progress(self, run_id: str, summary: dict) -> None:
@@ -204,6 +205,6 @@ class LedgerRepo(Repo):
 
     def mark_crashed_jobs(self) -> int:
         """Jobs still 'running' when the job lock is free (the caller holds it) died without ending."""
-        return self.con.execute("UPDATE job_runs SET status = 'crashed', stop_reason = 'process ended without "
-                                "finishing (killed or crashed)' WHERE status = 'running'").fetchone()[0]
+        return one_row(self.con.execute("UPDATE job_runs SET status = 'crashed', stop_reason = 'process ended "
+                                        "without finishing (killed or crashed)' WHERE status = 'running'"))[0]
 

@@ -161,13 +161,13 @@ class MatchRepo(Repo):
                     similarity: np.ndarray) -> None:
         """Append pairs of one match (after `clear_matches`; `end_match` writes its header)."""
         n = len(to_feature)
-        self.tx.insert_background("feature_matches", pa.table({
+        self.writing.insert_background("feature_matches", pa.table({
             "from_dictionary": np.full(n, from_id, np.uint16), "to_dictionary": np.full(n, to_id, np.uint16),
             "method": pa.array([method] * n, pa.string()), "to_feature": np.asarray(to_feature, np.uint32),
             "from_feature": np.asarray(from_feature, np.uint32), "similarity": np.asarray(similarity, np.float32)}))
 
     def end_match(self, from_id: int, to_id: int, method: str, params: dict) -> int:
-        n = self._one("SELECT count(*) FROM feature_matches WHERE from_dictionary = ? AND to_dictionary = ? "
+        n = self._row("SELECT count(*) FROM feature_matches WHERE from_dictionary = ? AND to_dictionary = ? "
                             "AND method = ?", [from_id, to_id, method])[0]
         self.con.execute("INSERT INTO dictionary_matches (from_dictionary, to_dictionary, method, params, n_pairs, "
                          "created_at) VALUES (?, ?, ?, ?, ?, ?)",

@@ -77,3 +77,11 @@ class Repo:
         connection (such as registering a table) while a result is left half-read."""
         rows = self.con.execute(sql, params or []).fetchall()
         return rows[0] if rows else None
+
+    def _row(self, sql: str, params: list | None = None) -> tuple[Any, ...]:
+        """The first row of a query that always returns one (an aggregate, a row known to exist), read as
+        `_one` reads; none is a StoreError."""
+        row = self._one(sql, params)
+        if row is None:
+            raise StoreError(f"a query of {self.db.path} found no row where one is expected")
+        return row

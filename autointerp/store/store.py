@@ -27,7 +27,7 @@ from ..errors import AutointerpError, OlderStoreError, StoreError
 from ..records import Corpus, Dictionary
 from .activations import ActivationRepo
 from .captures import CaptureRepo
-from .db import READ_WAIT, Database, Transaction
+from .db import READ_WAIT, Database, Transaction, one_row
 from .labels import LabelRepo
 from .ledger import LedgerRepo
 from .matches import MatchRepo
@@ -152,7 +152,7 @@ class Store(Repos):
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
                 "AND table_name NOT IN ('schema_migrations', 'label_changes') ORDER BY table_name").fetchall()]
             for t in tables:
-                n, x = con.execute(f"SELECT count(*), coalesce(sum(hash(t)), 0) FROM {t} t").fetchone()
+                n, x = one_row(con.execute(f"SELECT count(*), coalesce(sum(hash(t)), 0) FROM {t} t"))
                 h.update(f"{t}:{n}:{x};".encode())
         return h.hexdigest()
 

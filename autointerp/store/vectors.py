@@ -122,7 +122,7 @@ class VectorRepo(Repo):
         with self.tables(_vec_ids=pa.table({"explanation_id": ids})) as con:
             con.execute("DELETE FROM label_vectors WHERE encoding = ? AND explanation_id IN "
                         "(SELECT explanation_id FROM _vec_ids)", [encoding])
-        self.tx.insert("label_vectors", pa.table({
+        self.writing.insert("label_vectors", pa.table({
             "explanation_id": ids, "dictionary_id": pa.array([dictionary_id] * len(rows), pa.uint16()),
             "feature": pa.array([r[1] for r in rows], pa.uint32()), "encoding": [encoding] * len(rows),
             "vector": pa.array([x.tobytes() for x in v], pa.binary())}))
@@ -132,7 +132,7 @@ class VectorRepo(Repo):
         if not vectors:
             return
         ids = sorted(vectors)
-        self.tx.insert("context_vectors", pa.table({
+        self.writing.insert("context_vectors", pa.table({
             "corpus_id": pa.array([corpus_id] * len(ids), pa.int32()), "context_id": pa.array(ids, pa.uint32()),
             "encoding": [encoding] * len(ids),
             "vectors": pa.array([np.ascontiguousarray(vectors[c], np.float16).tobytes() for c in ids], pa.binary())}))

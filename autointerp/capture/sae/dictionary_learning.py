@@ -106,7 +106,9 @@ def load(folder: Path, *, dtype: torch.dtype = torch.float32, device=None) -> SA
     config_path, ae_path = folder / CONFIG, folder / AE
     config = read_json(config_path)
     trainer = config.get("trainer")
-    dict_class = trainer.get("dict_class") if isinstance(trainer, dict) else None
+    if not isinstance(trainer, dict):
+        trainer = {}
+    dict_class = trainer.get("dict_class")
     if dict_class not in CLASSES:
         found = f"{dict_class!r}" if dict_class is not None else "none"
         raise CaptureError(f"{config_path}: trainer.dict_class is {found}, expected one of {', '.join(CLASSES)}")
@@ -117,11 +119,12 @@ def load(folder: Path, *, dtype: torch.dtype = torch.float32, device=None) -> SA
     dims, says = _dims(config_path, trainer, w, layout.tensors)
     check_shapes(ae_path, w, layout.tensors, dims, says)
     k = _k(config_path, ae_path, trainer, w) if arch in ("topk", "batchtopk") else None
-    if arch == "topk" and not 1 <= k <= dims[F]:
+    if arch == "topk" and (k is None or not 1 <= k <= dims[F]):
         raise CaptureError(f"{ae_path}: k must be in 1..{dims[F]} (dict_size), got {k}")
     t = dict(w)
+    b_enc = t.get("b_enc")
     if "encoder.weight" in t:  # nn.Linear layouts
-        t["W_enc"], t["b_enc"], t["W_dec"] = t["encoder.weight"].T, t.get("encoder.bias"), t["decoder.weight"].T
+        t["W_enc"], b_enc, t["W_dec"] = t["encoder.weight"].T, t.get("encoder.bias"), t["decoder.weight"].T
     if arch == "batchtopk":  # one scalar threshold for every latent
         t["threshold"] = torch.full((dims[F],), scalar(ae_path, w, "threshold"), dtype=torch.float64)
         if "group_sizes" in w and int(w["group_sizes"].sum()) != dims[F]:
@@ -130,7 +133,7 @@ def load(folder: Path, *, dtype: torch.dtype = torch.float32, device=None) -> SA
     threshold = t["threshold"] if arch in ("jumprelu", "batchtopk") else None
     if threshold is not None and not torch.isfinite(threshold).all():
         raise CaptureError(f"{ae_path}: threshold holds a non-finite value")
-    tensors = {"W_enc": t["W_enc"], "b_enc": t.get("b_enc"), "W_dec": t["W_dec"], "b_dec": t[layout.b_dec],
+    tensors = {"W_enc": t["W_enc"], "b_enc": b_enc, "W_dec": t["W_dec"], "b_dec": t[layout.b_dec],
                "b_in": t[layout.b_in] if layout.b_in else None, "threshold": threshold,
                "b_gate": t.get("gate_bias"), "b_mag": t.get("mag_bias"), "r_mag": t.get("r_mag")}
     hook = trainer.get("submodule_name")

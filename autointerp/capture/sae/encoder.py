@@ -18,6 +18,7 @@ encode(x) = act(pre), pre = (norm(x) - b_in) @ W_enc + b_enc, times ||W_dec[i]||
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,7 +59,19 @@ class SAE(torch.nn.Module):
     and dtype. Attributes: d_in, d_sae, d_out, W_dec [d_sae, d_out], format, architecture, k, hook_name,
     out_hook, transcoder, name, source, cfg, fingerprint."""
 
-    def __init__(self, tensors: dict[str, torch.Tensor | None], spec: Spec, *,
+    # the buffers (registered in __init__; None where the architecture has no such tensor)
+    W_enc: torch.Tensor
+    W_dec: torch.Tensor
+    b_enc: torch.Tensor | None
+    b_dec: torch.Tensor | None
+    b_in: torch.Tensor | None
+    threshold: torch.Tensor | None
+    b_gate: torch.Tensor | None
+    b_mag: torch.Tensor | None
+    r_mag: torch.Tensor | None
+    dec_norm: torch.Tensor | None
+
+    def __init__(self, tensors: Mapping[str, torch.Tensor | None], spec: Spec, *,
                  dtype: torch.dtype = torch.float32, device: str | torch.device | None = None) -> None:
         super().__init__()
         arch = spec.architecture
@@ -73,11 +86,13 @@ class SAE(torch.nn.Module):
         missing = [n for n in need if tensors.get(n) is None]
         if missing:
             raise CaptureError(f"{spec.source}: SAE lacks {', '.join(missing)}")
-        if tensors["W_enc"].ndim != 2 or tensors["W_dec"].ndim != 2:
+        w_enc, w_dec = tensors["W_enc"], tensors["W_dec"]
+        assert w_enc is not None and w_dec is not None  # both in `need`, so not missing
+        if w_enc.ndim != 2 or w_dec.ndim != 2:
             raise CaptureError(f"{spec.source}: SAE W_enc and W_dec must be matrices, got shapes "
-                               f"{list(tensors['W_enc'].shape)} and {list(tensors['W_dec'].shape)}")
-        d_in, d_sae = tensors["W_enc"].shape
-        d_out = tensors["W_dec"].shape[1]
+                               f"{list(w_enc.shape)} and {list(w_dec.shape)}")
+        d_in, d_sae = w_enc.shape
+        d_out = w_dec.shape[1]
         shapes = {"W_enc": [d_in, d_sae], "W_dec": [d_sae, d_out], "b_enc": [d_sae], "b_dec": [d_out],
                   "b_in": [d_in], "threshold": [d_sae], "b_gate": [d_sae], "b_mag": [d_sae], "r_mag": [d_sae]}
         for name, shape in shapes.items():
@@ -91,7 +106,7 @@ class SAE(torch.nn.Module):
                 raise CaptureError(f"{spec.source}: groupmax needs k ({spec.k}) to divide the {d_sae} latents")
         weights = {n: tensors.get(n) for n in BUFFERS if n != "dec_norm"}
         if spec.rescale_acts_by_decoder_norm:
-            weights["dec_norm"] = weights["W_dec"].double().norm(dim=1)
+            weights["dec_norm"] = w_dec.double().norm(dim=1)
         for name in BUFFERS:
             t = weights.get(name)
             self.register_buffer(name, None if t is None else t.detach().to(dtype).contiguous())
@@ -124,27 +139,33 @@ class SAE(torch.nn.Module):
             x = x - self.b_in
         base = x @ self.W_enc
         if self.architecture == "gated":
-            return base + self.b_gate, base * self.r_mag.exp() + self.b_mag
+            b_gate, b_mag, r_mag = self.b_gate, self.b_mag, self.r_mag
+            assert b_gate is not None and b_mag is not None and r_mag is not None  # gated needs them (__init__)
+            return base + b_gate, base * r_mag.exp() + b_mag
+        assert self.b_enc is not None  # every other architecture needs it (__init__)
         pre = base + self.b_enc
         return pre * self.dec_norm if self.dec_norm is not None else pre
 
     def _selected(self, acts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """TopK / GroupMax: the (values, latent ids) [..., k] each input keeps."""
+        k = self.k
+        assert isinstance(k, int)  # topk and groupmax SAEs have an int k (__init__)
         if self.architecture == "topk":
-            top = acts.topk(self.k, dim=-1, sorted=False)
+            top = acts.topk(k, dim=-1, sorted=False)
             return top.values, top.indices
-        values, index = acts.unflatten(-1, (self.k, -1)).max(dim=-1)
-        return values, index + torch.arange(0, self.d_sae, self.d_sae // self.k, device=index.device)
+        values, index = acts.unflatten(-1, (k, -1)).max(dim=-1)
+        return values, index + torch.arange(0, self.d_sae, self.d_sae // k, device=index.device)
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Latent activations [..., d_sae] of inputs [..., d_in], on the SAE's device and in its dtype."""
         pre = self._pre(x)
-        if self.architecture == "gated":
+        if isinstance(pre, tuple):  # gated
             gate, mag = pre
             return torch.relu(mag) * (gate > 0)
         acts = torch.relu(pre)
         if self.architecture in ("jumprelu", "batchtopk"):
+            assert self.threshold is not None  # both need it (__init__)
             return acts * (pre > self.threshold)
         if self.architecture in ("topk", "groupmax"):
             values, index = self._selected(acts)
@@ -157,7 +178,9 @@ class SAE(torch.nn.Module):
         nonzero once, in no particular order. TopK and GroupMax keep k values a row and never build the
         dense [n, d_sae] matrix (with a 2^20-wide SAE that is most of the cost)."""
         if self.architecture in ("topk", "groupmax") and threshold >= 0:
-            values, index = self._selected(torch.relu(self._pre(x)))
+            pre = self._pre(x)
+            assert isinstance(pre, torch.Tensor)  # only gated pre-activations are a (gate, magnitude) pair
+            values, index = self._selected(torch.relu(pre))
             keep = values > threshold
             rows = torch.arange(len(values), device=values.device)[:, None].expand_as(index)
             return rows[keep], index[keep], values[keep]

@@ -109,7 +109,7 @@ def load(folder: Path, *, dtype: torch.dtype = torch.float32, device=None) -> SA
     if transcoder:
         dims["d_out"] = positive_int(cfg_path, cfg, "d_out", w["W_dec"].shape[-1] if w["W_dec"].ndim else d_in)
         says += f", d_out={dims['d_out']}"
-    if arch == "topk" and k > d_sae:
+    if arch == "topk" and k is not None and k > d_sae:
         raise CaptureError(f"{cfg_path}: k must be in 1..{d_sae} (d_sae), got {k}")
     if arch == "batchtopk" and "threshold" not in w:  # one threshold for every latent, as SAELens saves it
         w["threshold"] = torch.full((d_sae,), scalar(w_path, w, "topk_threshold"), dtype=torch.float64)
@@ -118,7 +118,9 @@ def load(folder: Path, *, dtype: torch.dtype = torch.float32, device=None) -> SA
                              "r_mag": ("d_sae",), "W_skip": (out, "d_in")}, dims, says)
     if arch in ("jumprelu", "batchtopk") and not torch.isfinite(w["threshold"]).all():
         raise CaptureError(f"{w_path}: threshold holds a non-finite value")
-    meta = cfg.get("metadata") if isinstance(cfg.get("metadata"), dict) else {}
+    meta = cfg.get("metadata")
+    if not isinstance(meta, dict):
+        meta = {}
     hook = _text(cfg_path, cfg, "hook_name") or _text(cfg_path, meta, "hook_name") or _text(cfg_path, cfg, "hook_point")
     out_hook = (_text(cfg_path, cfg, "hook_name_out") or _text(cfg_path, meta, "hook_name_out")) if transcoder else None
     rescale = arch in ("topk", "batchtopk") and flag(cfg_path, cfg, "rescale_acts_by_decoder_norm",
