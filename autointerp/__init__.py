@@ -6,6 +6,9 @@ The Python API (see workspace.py):
     ws = autointerp.open("sae.duckdb")            # a Workspace: dictionaries(), features(), labels(), show(), search()
     autointerp.label(store, dictionary, autointerp.LabelRun(...))
     autointerp.capture(store, autointerp.CaptureConfig(...))
+    # a model, an SAE and texts already in memory (a notebook's): no file needed
+    autointerp.capture(store, autointerp.CaptureConfig(model=autointerp.HeldModel(net, tokenizer, "gpt2"),
+                       corpus=autointerp.TextList(texts), saes=(autointerp.HeldSAE(sae.encode, 768, 24576, hook),)))
 
 Names are loaded on first use: `import autointerp` stays cheap (the CLI starts without torch).
 """
@@ -16,7 +19,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .capture import CaptureConfig, capture
+    from .capture import CaptureConfig, HeldModel, HeldSAE, TextList, capture
     from .pipeline import LabelRun, label
     from .records import Dictionary, Explanation, FeatureLabel, FeatureSample, SamplerConfig, Score
     from .store import Store
@@ -26,7 +29,8 @@ _NAMES = {
     "open": ".workspace", "Workspace": ".workspace",
     "Store": ".store",
     "label": ".pipeline", "LabelRun": ".pipeline",
-    "capture": ".capture", "CaptureConfig": ".capture",
+    "capture": ".capture", "CaptureConfig": ".capture", "HeldModel": ".capture", "HeldSAE": ".capture",
+    "TextList": ".capture",
     "Dictionary": ".records", "Explanation": ".records", "FeatureLabel": ".records", "FeatureSample": ".records",
     "SamplerConfig": ".records", "Score": ".records",
 }

@@ -7,6 +7,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# progress status lines come every 10 s of wall time: on a loaded machine a capture that fails after a while
+# would print some before its one-line error. Tests that read status lines ask for them (0: at every update).
+os.environ.setdefault("AUTOINTERP_STATUS_SECONDS", "3600")
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """The LLM explainer: templates, rendering (golden files), parsing, and labelling through the real SDKs."""
 
 import json
+import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -12,7 +13,7 @@ from typer.testing import CliRunner
 from autointerp.cli import app
 from autointerp.errors import ExplainFailure, LabelError, UsageError
 from autointerp.explain.llm import parse_explanation
-from autointerp.explain.prompts import load_template, show_token
+from autointerp.explain.prompts import load_template, render_prompt, render_questions, render_scoring, show_token
 from autointerp.ingest import ingest_delphi
 from autointerp.records import Window
 
@@ -24,11 +25,37 @@ PLAIN = Window(kind="quantile", context_id=4, start=2, token_ids=(1, 2, 3), toke
                activations=(0.0, 1.0, 0.0))
 
 
-@pytest.mark.parametrize("name", ["explain_highlight", "explain_activations"])
-def test_rendered_prompts_match_golden_files(name):
+PROMPTS = sorted(p.stem for p in (Path(__file__).parent.parent / "prompts").glob("*.toml"))
+UPDATE = os.environ.get("AUTOINTERP_UPDATE_GOLDEN") == "1"  # rewrite the files after an intended change
+
+
+def _rendered(name: str) -> str:
+    """Every packaged prompt as its model reads it, on the same two windows (one with every kind of
+    character that must be escaped): the system text, then each turn (an explainer's few-shot turns, then
+    this feature's; a scorer sends its one user turn)."""
     t = load_template(name)
-    rendered = f"SYSTEM:\n{t.system}\n" + "".join(f"\n{role.upper()}:\n{text}\n" for role, text in t.messages([ODD, PLAIN]))
-    path = GOLDEN / f"{name}.txt"
+    explanation = 'the word "world" & <tags> </window>'
+    if t.format in ("highlight", "activations"):
+        turns = t.messages([ODD, PLAIN])
+    elif t.format == "simulate_prompt":  # one completion prompt; the slots are where the levels are read
+        text, slots = render_prompt(t, explanation, [ODD, PLAIN])
+        return f"PROMPT:\n{text}\n\nSLOTS:\n{slots}\n"
+    elif t.format == "intruder":
+        turns = (("user", render_questions(t, [[ODD, PLAIN], [PLAIN, ODD]])),)
+    else:  # simulate, simulate_sparse, detect, fuzz
+        marks = [[a > 1 for a in w.activations] for w in (ODD, PLAIN)] if t.format == "fuzz" else None
+        turns = (("user", render_scoring(t, explanation, [ODD, PLAIN], marks)),)
+    return f"SYSTEM:\n{t.system}\n" + "".join(f"\n{role.upper()}:\n{text}\n" for role, text in turns)
+
+
+@pytest.mark.parametrize("name", PROMPTS)
+def test_rendered_prompts_match_golden_files(name):
+    """Every packaged prompt has a golden file: a change to a template or to its rendering shows as a diff
+    to review (AUTOINTERP_UPDATE_GOLDEN=1 rewrites them)."""
+    rendered, path = _rendered(name), GOLDEN / f"{name}.txt"
+    if UPDATE:
+        path.write_text(rendered, encoding="utf-8")
+    assert path.is_file(), f"{name} has no golden file: run with AUTOINTERP_UPDATE_GOLDEN=1 and review {path}"
     assert rendered == path.read_text(encoding="utf-8"), f"prompt changed: review it, then update {path}"
 
 

@@ -234,7 +234,7 @@ def test_a_width_the_store_cannot_hold_is_a_usage_error(tmp_path, args, code, me
     (["label", "--features", "0", "--carry-from", "x", "--min-similarity", "2"], 2, "--min-similarity must be between"),
     (["diff", "--runs", "a", "b", "--min-similarity", "2"], 2, "--min-similarity must be between"),
     (["label", "--features", "0", "--carry-from", "x", "--carry-margin", "nan"], 2, "--carry-margin must be from 0"),
-    (["label", "--features", "0", "--carry-from", "x", "--carry-min-score", "nan"], 2, "--carry-min-score must be"),
+    (["label", "--features", "0", "--carry-from", "x", "--carry-min-score", "nan"], 2, "--carry-min-score must be a finite"),
     (["label", "--features", "0", "--candidates", "1000"], 2, "--candidates must be from 1 to 32"),
     (["label", "--features", "99999"], 2, "feature 99999 is out of range"),
     (["sample", "--feature", "99999"], 2, "feature 99999 out of range"),

@@ -45,7 +45,7 @@ from ..store import Store
 from .corpus import TokenCorpus, open_corpus
 from .corpus_tokens import one_line
 from .device import DTYPES, dtype_name, resolve_device, resolve_dtype
-from .model import load_model
+from .model import load_model, model_label
 from .plan import CaptureConfig, plan_members, split_sae_spec
 from .run import (CaptureResult, Inputs, check_corpus_free, context_batches, finish_members, prepare_capture,
                   record_capture, resolve_inputs, stale_captures, total_contexts)
@@ -89,8 +89,9 @@ def capture_part(plan: WorkerPlan, lo: int, hi: int) -> dict:
     written to `<out>/<member>/part-<lo>.parquet`; what it wrote."""
     t0 = time.perf_counter()
     c, device = plan.config, resolve_device(plan.device)
+    assert isinstance(c.model, (str, Path))  # held models never reach Ray (capture_on_ray refuses them)
     net, tokenizer = load_model(c.model, quiet=True, device=device, dtype=DTYPES[plan.dtype])
-    members = plan_members(net, Path(c.model), c, device, DTYPES[plan.sae_dtype])
+    members = plan_members(net, model_label(Path(c.model)), c, device, DTYPES[plan.sae_dtype])
     special = np.array(sorted(set(tokenizer.all_special_ids)), dtype=np.int64)
     side, tokens = DeviceSide(net, members, device, c.threshold, special), open_corpus(plan.tokens)
     assert isinstance(tokens, TokenCorpus)  # plan.tokens is a token array (_packed)
@@ -126,6 +127,10 @@ def capture_on_ray(store: Store, config: CaptureConfig, options: RayOptions = Ra
     except ImportError:
         raise CaptureError("--executor ray needs Ray: pip install 'autointerp[ray]'") from None
     c, t0 = config, time.perf_counter()
+    if not isinstance(c.model, (str, Path)) or not isinstance(c.corpus, (str, Path)) or \
+            not all(isinstance(s, str) for s in c.saes):
+        raise CaptureError("a Ray capture sends its workers files: a model, SAE or texts held in memory capture "
+                           "in this process (capture(store, config))")
     device = _worker_device(c.device)
     dtype, sae_dtype = _worker_dtype(c.dtype, device), _worker_dtype(c.sae_dtype, device)
     x = resolve_inputs(c, torch.device("cpu"), dtype, sae_dtype)  # 1. the driver's copy: checks, then outputs
@@ -158,14 +163,14 @@ def capture_on_ray(store: Store, config: CaptureConfig, options: RayOptions = Ra
             raise CaptureError(f"device {c.device!r}: the Ray cluster has no GPU; use --device cpu")
         workers = options.workers or max(1, int(have.get("GPU" if device.type == "cuda" else "CPU", 1)))
         parts = _split(n, c.batch_contexts(x.ctx_len), workers)
-        plan = WorkerPlan(_absolute(c, x.model_path), device.type, dtype_name(dtype), dtype_name(sae_dtype),
+        plan = WorkerPlan(_absolute(c, Path(x.model.ref)), device.type, dtype_name(dtype), dtype_name(sae_dtype),
                           str(tokens), str(work / "shards"))
         task = ray.remote(capture_part).options(num_gpus=1 if device.type == "cuda" else 0, max_retries=0)
         t_loop = time.perf_counter()
         refs = [task.remote(plan, lo, hi) for lo, hi in parts]
         done = _wait(ray, refs, n * x.ctx_len, x.ctx_len, ", ".join(m.name for m in x.members), progress)
         loop = time.perf_counter() - t_loop
-        strings = TokenStrings(x.tokenizer, str(x.model_path))
+        strings = TokenStrings(x.tokenizer, x.model.ref)
         with store.transaction() as w:  # 4. everything in one transaction
             for s in stale:
                 w.captures.drop_capture(s)
@@ -214,6 +219,7 @@ def _absolute(c: CaptureConfig, model_path: Path) -> CaptureConfig:
     """The config with absolute model and SAE paths: a Ray worker runs in a folder of its own."""
     saes = []
     for spec in c.saes:
+        assert isinstance(spec, str)  # held SAEs never reach Ray (capture_on_ray refuses them)
         path, hook = split_sae_spec(spec)
         saes.append(str(path.resolve()) + (f"@{hook}" if hook else ""))
     return dataclasses.replace(c, model=str(model_path), saes=tuple(saes))

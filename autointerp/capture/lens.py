@@ -20,12 +20,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .model import HookPoint
 from .sae import SAE
+
+if TYPE_CHECKING:
+    from .held import HeldSAE
 
 TOP = 10  # promoted and suppressed tokens kept per feature
 BLOCK = 64
@@ -50,10 +54,12 @@ def hidden_size(model: torch.nn.Module) -> int | None:
     return size if isinstance(size, int) else None
 
 
-def output_directions(model: torch.nn.Module, point: HookPoint, sae: SAE | None) -> Directions | None:
+def output_directions(model: torch.nn.Module, point: HookPoint, sae: SAE | HeldSAE | None) -> Directions | None:
     """The dictionary's output directions, or None when it has none (neurons read off a module's output)."""
     d_model = hidden_size(model)
     if sae is not None:
+        if sae.W_dec is None:  # a held SAE given without its decoder
+            return None
         return Directions(sae.W_dec.detach().float().cpu(), "sae decoder rows (W_dec)",
                           sae.W_dec.shape[1] == d_model)
     if point.on_input and isinstance(point.module, torch.nn.Linear):

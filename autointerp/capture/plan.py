@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..errors import CaptureError
-from .model import HookPoint, model_label, resolve_hook
+from .model import HookPoint, resolve_hook
 
 if TYPE_CHECKING:
+    from .held import HeldModel, HeldSAE, TextList
     from .sae import SAE
 
 DEFAULT_BATCH_TOKENS = 4096
@@ -38,11 +39,15 @@ class CaptureConfig:
     pass; `device`/`dtype` of the model (capture/device.py), `sae_dtype` of the SAEs' encode;
     `checkpoint_tokens` between commits (a killed capture resumes from the last); `neighbors` decoder-cosine
     neighbours per SAE latent; `replace` existing dictionaries (and start an unfinished capture over);
-    `outputs`: output directions and their logit lens. Checked when made (CaptureError)."""
+    `outputs`: output directions and their logit lens. Checked when made (CaptureError).
 
-    model: str | Path
-    corpus: str | Path
-    saes: tuple[str, ...] = ()
+    In a notebook, what is already in memory goes where a path would (capture/held.py): `model` a
+    `HeldModel` (a loaded model and its tokenizer), each of `saes` a `HeldSAE` (an `encode` callable),
+    `corpus` a `TextList`; no file is needed."""
+
+    model: str | Path | HeldModel
+    corpus: str | Path | TextList
+    saes: tuple[str | HeldSAE, ...] = ()
     neurons: tuple[str, ...] = ()
     hook: str | None = None
     dictionary: str | None = None
@@ -60,7 +65,13 @@ class CaptureConfig:
     outputs: bool = True
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "saes", tuple(str(s) for s in self.saes))
+        from .held import HeldModel, HeldSAE
+
+        if isinstance(self.saes, (str, Path, HeldSAE)):
+            raise CaptureError("saes takes a tuple of SAEs: (sae,), not one")
+        object.__setattr__(self, "saes", tuple(s if isinstance(s, HeldSAE) else str(s) for s in self.saes))
+        if any(isinstance(s, HeldSAE) for s in self.saes) and not isinstance(self.model, HeldModel):
+            raise CaptureError("a HeldSAE reads a HeldModel's activations: give the model as HeldModel(...) too")
         object.__setattr__(self, "neurons", tuple(self.neurons))
         if not self.saes and not self.neurons:
             raise CaptureError("nothing to capture: give --sae PATH[@HOOK] or --neurons HOOK (each may repeat)")
@@ -91,7 +102,7 @@ class Member:
     name: str
     kind: str  # "sae" | "neurons"
     point: HookPoint
-    sae: SAE | None = None
+    sae: SAE | HeldSAE | None = None
     width: int | None = None  # neurons: known after the first forward pass
     config: dict = field(default_factory=dict)
 
@@ -115,21 +126,26 @@ def split_sae_spec(spec: str) -> tuple[Path, str | None]:
     return Path(path), hook
 
 
-def plan_members(net: torch.nn.Module, model_path: Path, config: CaptureConfig, device: torch.device,
+def plan_members(net: torch.nn.Module, label: str, config: CaptureConfig, device: torch.device,
                  sae_dtype: torch.dtype) -> list[Member]:
-    """Load every SAE (on `device`, in `sae_dtype`), resolve every hook, and name every dictionary; one line
-    (CaptureError) for an SAE without a hook, an unknown hook, or two members that would share a name."""
-    label = model_label(model_path)
+    """Load every SAE (on `device`, in `sae_dtype`), resolve every hook, and name every dictionary
+    (`<label>/<hook>/<SAE>`); one line (CaptureError) for an SAE without a hook, an unknown hook, or two
+    members that would share a name."""
     members: list[Member] = []
     for spec in config.saes:
         from .sae import load_saes  # only a capture with SAEs needs the SAE readers
 
-        path, hook = split_sae_spec(spec)
-        for sae in load_saes(path):
+        if isinstance(spec, str):
+            path, hook = split_sae_spec(spec)
+            saes: list[SAE | HeldSAE] = list(load_saes(path))
+        else:
+            path, hook, saes = Path(spec.source), None, [spec]
+        for sae in saes:
             where = hook or sae.hook_name or config.hook
             if where is None:
-                raise CaptureError(f"SAE {sae.source} does not say which hook it reads: give it as "
-                                   f"--sae {path}@HOOK, or --hook HOOK")
+                how = (f"--sae {path}@HOOK, or --hook HOOK" if isinstance(spec, str)
+                       else "HeldSAE(..., hook=HOOK), or CaptureConfig(hook=HOOK)")
+                raise CaptureError(f"SAE {sae.source} does not say which hook it reads: give it as {how}")
             point = resolve_hook(net, where)
             sae = sae.to(device=device, dtype=sae_dtype)
             members.append(Member(f"{label}/{point.hook}/{sae.name}", "sae", point, sae, sae.d_sae,

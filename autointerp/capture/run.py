@@ -33,7 +33,8 @@ from ..store.captures import CaptureState, staging_table
 from .corpus import TextCorpus, TokenCorpus, open_corpus, pack_contexts
 from .device import dtype_name, resolve_device, resolve_dtype
 from .lens import logit_lens, output_directions, unembedding
-from .model import load_model, model_identity, tokenizer_identity
+from .held import HeldModel, HeldSAE, TextList
+from .model import load_model, model_identity, model_label, tokenizer_identity
 from .plan import CaptureConfig, Member, capture_fingerprint, check_widths, plan_members
 from .stream import DeviceSide, StoreSide
 
@@ -72,10 +73,9 @@ class CaptureResult:
         return d
 
 
-def corpus_fingerprint(tokenizer, model_path: Path, corpus, ctx_len: int, max_tokens: int | None) -> str:
+def corpus_fingerprint(tokenizer_id: str, corpus, ctx_len: int, max_tokens: int | None) -> str:
     """Equal fingerprints mean equal packed contexts, so a second capture reuses them."""
-    parts = ["capture-v2", corpus.kind, tokenizer_identity(tokenizer, model_path), corpus.fingerprint(),
-             str(ctx_len), str(max_tokens)]
+    parts = ["capture-v2", corpus.kind, tokenizer_id, corpus.fingerprint(), str(ctx_len), str(max_tokens)]
     return "capture:" + hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
@@ -103,14 +103,30 @@ def total_contexts(corpus, ctx_len: int, max_tokens: int | None) -> int | None:
     return None if max_tokens is None else max_tokens // ctx_len
 
 
+@dataclass(frozen=True)
+class ModelRef:
+    """A capture's model as the store records it. `ref`: its resolved path, or `memory:NAME` for a held one
+    (capture/held.py); `label`: the `<model>` of dictionary names; `identity` and `tokenizer_id`: what a
+    resume must find again (see model_identity, tokenizer_identity)."""
+
+    ref: str
+    label: str
+    identity: str
+    tokenizer_id: str
+
+    @property
+    def held(self) -> bool:
+        return self.ref.startswith("memory:")
+
+
 @dataclass
 class Inputs:
     """A capture's inputs, resolved and checked: the corpus, the model on its device, the members with their
     widths, and the fingerprints of the packed corpus and of the capture."""
 
-    corpus: TextCorpus | TokenCorpus
+    corpus: TextCorpus | TokenCorpus | TextList
     ctx_len: int
-    model_path: Path
+    model: ModelRef
     net: torch.nn.Module
     tokenizer: object
     members: list[Member]
@@ -123,11 +139,18 @@ class Inputs:
 
 def resolve_inputs(c: CaptureConfig, device: torch.device, dtype: torch.dtype, sae_dtype: torch.dtype) -> Inputs:
     """Open the corpus, load the model and SAEs on `device`, resolve every hook and width; CaptureError (one
-    line) for anything that does not fit, before anything is written."""
-    corpus = open_corpus(c.corpus, c.text_column)
+    line) for anything that does not fit, before anything is written. A held model (HeldModel) is used where
+    it is: `device` and `dtype` are its own (resolve_held)."""
+    corpus = c.corpus if isinstance(c.corpus, TextList) else open_corpus(c.corpus, c.text_column)
     ctx_len = _ctx_len(corpus, c.ctx_len)
-    model_path = Path(c.model).resolve()
-    net, tokenizer = load_model(model_path, quiet=True, device=device, dtype=dtype)
+    if isinstance(c.model, HeldModel):
+        net, tokenizer = c.model.module, c.model.tokenizer
+        ref = ModelRef(c.model.ref, c.model.name, c.model.identity(), c.model.tokenizer_identity())
+    else:
+        model_path = Path(c.model).resolve()
+        net, tokenizer = load_model(model_path, quiet=True, device=device, dtype=dtype)
+        ref = ModelRef(str(model_path), model_label(model_path), model_identity(model_path),
+                       tokenizer_identity(tokenizer, model_path))
     max_pos = getattr(net.config, "max_position_embeddings", None)
     if isinstance(max_pos, int) and ctx_len > max_pos:
         raise CaptureError(f"ctx_len {ctx_len} exceeds the model's {max_pos} positions")
@@ -135,27 +158,51 @@ def resolve_inputs(c: CaptureConfig, device: torch.device, dtype: torch.dtype, s
         top = corpus.max_id()
         if top >= len(tokenizer):
             raise CaptureError(f"corpus {corpus.path} holds token id {top}, beyond the vocabulary of "
-                               f"{model_path.name} ({len(tokenizer)} tokens): not tokenised for this model")
-    members = plan_members(net, model_path, c, device, sae_dtype)
+                               f"{Path(ref.ref).name} ({len(tokenizer)} tokens): not tokenised for this model")
+    members = plan_members(net, ref.label, c, device, sae_dtype)
+    for m in members:
+        if isinstance(m.sae, HeldSAE):
+            m.sae.to(device, dtype)  # a held SAE gets the model's activations as they are
+            if c.neighbors and m.sae.W_dec is None:
+                raise CaptureError(f"neighbors need decoder directions: give HeldSAE {m.sae.name!r} its W_dec")
     special = np.array(sorted(set(tokenizer.all_special_ids)), dtype=np.int64)
     side = DeviceSide(net, members, device, c.threshold, special)
     first = next(context_batches(corpus, tokenizer, ctx_len, c.max_tokens, 0, 1), None)
     if first is None:
         raise CaptureError(f"corpus {corpus.path} yields no full context of {ctx_len} tokens")
     check_widths(members, side.widths(first))
-    corpus_fp = corpus_fingerprint(tokenizer, model_path, corpus, ctx_len, c.max_tokens)
-    fp = capture_fingerprint(corpus_fp, model_identity(model_path), members, c, dtype, sae_dtype)
-    return Inputs(corpus, ctx_len, model_path, net, tokenizer, members, side, corpus_fp, fp, dtype, sae_dtype)
+    corpus_fp = corpus_fingerprint(ref.tokenizer_id, corpus, ctx_len, c.max_tokens)
+    fp = capture_fingerprint(corpus_fp, ref.identity, members, c, dtype, sae_dtype)
+    return Inputs(corpus, ctx_len, ref, net, tokenizer, members, side, corpus_fp, fp, dtype, sae_dtype)
+
+
+def resolve_held(c: CaptureConfig) -> tuple[torch.device, torch.dtype, torch.dtype] | None:
+    """A held model's own device and dtype (its SAEs get its activations as they are), or None for a model
+    loaded from a file. A `device` or `dtype` other than the model's is refused: capture does not move it."""
+    if not isinstance(c.model, HeldModel):
+        return None
+    device, dtype = c.model.device(), c.model.dtype()
+    if c.device != "auto" and resolve_device(c.device) != device:
+        raise CaptureError(f"the held model {c.model.name!r} is on {device}, not {c.device}: move it (model.to(...)) "
+                           "or leave device as auto")
+    if c.dtype != "auto" and resolve_dtype(c.dtype, device) != dtype:
+        raise CaptureError(f"the held model {c.model.name!r} is in {dtype_name(dtype)}, not {c.dtype}: convert it "
+                           "or leave dtype as auto")
+    return device, dtype, dtype
 
 
 def capture(store: Store, config: CaptureConfig, progress: bool = False) -> CaptureResult:
     """Capture every member of `config` over its corpus into `store` (resuming an unfinished capture of the
     same inputs). Values above `threshold` are stored; positions holding special tokens never are."""
     c = config
-    device = resolve_device(c.device)
-    dtype, sae_dtype = resolve_dtype(c.dtype, device), resolve_dtype(c.sae_dtype, device)
+    held = resolve_held(c)
+    if held is not None:
+        device, dtype, sae_dtype = held
+    else:
+        device = resolve_device(c.device)
+        dtype, sae_dtype = resolve_dtype(c.dtype, device), resolve_dtype(c.sae_dtype, device)
     x = resolve_inputs(c, device, dtype, sae_dtype)
-    corpus, ctx_len, model_path, tokenizer, members = x.corpus, x.ctx_len, x.model_path, x.tokenizer, x.members
+    corpus, ctx_len, tokenizer, members = x.corpus, x.ctx_len, x.tokenizer, x.members
     t0 = time.perf_counter()
     device_name, dtype_str = str(device), dtype_name(dtype)
     base = dict(device=device_name, dtype=dtype_str, ctx_len=ctx_len)
@@ -166,7 +213,7 @@ def capture(store: Store, config: CaptureConfig, progress: bool = False) -> Capt
     if state is None:
         state = _begin(store, c, x)
     resumed = state.contexts_done
-    strings = TokenStrings(tokenizer, str(model_path))
+    strings = TokenStrings(tokenizer, x.model.ref)
     batch = state.batch_contexts
     commit = max(1, -(-c.checkpoint_tokens // (batch * ctx_len))) * batch
     writer = StoreSide(store, state, strings, state.creates_corpus, commit)
@@ -274,11 +321,14 @@ def check_corpus_free(store: Store, corpus_fp: str, ignoring: AbstractSet[int] =
 def record_capture(w, c: CaptureConfig, x: Inputs, extra: dict | None = None) -> tuple[int, int, bool]:
     """Inside `w`'s transaction: the corpus (reused when the store holds one of the same fingerprint) and a
     capture row; (capture id, corpus id, whether the corpus was created)."""
-    source = str(Path(x.corpus.path).resolve())
-    cid, created = w.activations.add_corpus(name=Path(x.corpus.path).stem, tokenizer=str(x.model_path), ctx_len=x.ctx_len,
-                                fingerprint=x.corpus_fp, source=source)
+    if isinstance(x.corpus, TextList):
+        source, name = x.corpus.source, x.corpus.name
+    else:
+        source, name = str(Path(x.corpus.path).resolve()), Path(x.corpus.path).stem
+    cid, created = w.activations.add_corpus(name=name, tokenizer=x.model.ref, ctx_len=x.ctx_len,
+                                            fingerprint=x.corpus_fp, source=source)
     cfg = {"threshold": c.threshold, "ctx_len": x.ctx_len, "max_tokens": c.max_tokens, "corpus": source,
-           "text_column": c.text_column, "model": str(x.model_path), "dtype": str(x.dtype),
+           "text_column": c.text_column, "model": x.model.ref, "dtype": str(x.dtype),
            "sae_dtype": str(x.sae_dtype), "replace": c.replace, **(extra or {})}
     capture_id = w.captures.begin_capture(fingerprint=x.fp, corpus_id=cid, creates_corpus=created,
                                  batch_contexts=c.batch_contexts(x.ctx_len), members=[m.describe() for m in x.members],
@@ -323,7 +373,7 @@ def finish_members(w, c: CaptureConfig, state: CaptureState, members: list[Membe
                              replace=c.replace or bool(state.config.get("replace")), sorted_input=False)
         b.take_staged(staging_table(state.capture_id, i))
         nonzeros = b.finish()
-        if c.neighbors and m.sae is not None:
+        if c.neighbors and m.sae is not None and m.sae.W_dec is not None:
             with torch.no_grad():
                 for feature, neighbor, sim in decoder_neighbors(m.sae.W_dec, c.neighbors):
                     w.activations.add_neighbors(b.dictionary_id, feature, neighbor, sim)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sys
 from importlib.metadata import PackageNotFoundError, version
-from typing import Annotated
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperGroup
@@ -27,20 +28,26 @@ from .plugins import plugins
 from .search import encode, search
 
 
-# Typer's Click (vendored since Typer 0.20) names its error classes only through BadParameter's bases.
-UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
-ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+# Typer's Click (vendored since Typer 0.20) names its error classes only through BadParameter's bases; the
+# type checker reads them where the installed Typer keeps them.
+if TYPE_CHECKING:
+    from typer._click.exceptions import ClickException, UsageError
+else:
+    UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+    ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
 class OneLineErrors(TyperGroup):
     """Click's usage errors as one line ("error: No such option: --bogus (autointerp label --help)"), exit 2."""
 
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
         try:
-            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False,
+                              windows_expand_args=windows_expand_args, **extra)
             code = rv if isinstance(rv, int) else 0  # a typer.Exit(code) comes back as its code
         except UsageError as e:
-            where = f" (see {e.ctx.command_path} --help)" if getattr(e, "ctx", None) is not None else ""
+            where = f" (see {e.ctx.command_path} --help)" if e.ctx is not None else ""
             typer.echo(f"error: {e.format_message()}{where}", err=True)
             code = e.exit_code
         except ClickException as e:

@@ -139,6 +139,7 @@ def sample(store: StoreOpt,
                 typer.echo(f"sampled {out['features']} features of {d.name}: {out['ok']} ok, {out['too_rare']} too "
                            f"rare, {out['dead']} dead; {out['windows']:,} windows stored")
             return
+        assert feature is not None  # checked above: without --all, --feature
         fs = sampler.load(feature) if stored else sampler.sample(feature)
         if fs is None:
             raise SampleError(f"no stored sample for feature {feature}: run `autointerp sample --all` first")

@@ -45,7 +45,7 @@ from .common import (
     show_progress,
 )
 
-LLM_WINDOWS = ScoringOptions.windows
+LLM_WINDOWS = ScoringOptions.windows or 0  # the option's 0 is ScoringOptions' None: every held-out window
 SCORER_HELP = ("Comma-separated: embedding, simulation, intruder (offline); with --scorer-model, simulation and "
                "intruder run on it, and detection and fuzzing too; or a plugin's scorer (`autointerp plugins`).")
 LogprobsOpt = Annotated[bool, typer.Option("--logprobs/--no-logprobs", help=(

@@ -5,12 +5,15 @@ successor), by co-activation and by decoder cosine; the pairs are stored for `la
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ..errors import UsageError
 from .common import JsonOpt, StoreOpt, emit_json, handle_errors, opened, show_progress
+
+if TYPE_CHECKING:
+    from ..store import Store
 
 
 @handle_errors
@@ -76,9 +79,10 @@ def diff(store: StoreOpt,
     config = DiffConfig(method=method, min_similarity=min_similarity, meaning=meaning, limit=limit)
     if html is not None:
         check_diff_out(html)  # before anything is computed or stored
-    def sides(s):
+    def sides(s: Store) -> tuple[Side, Side]:
         if runs is not None:
             return run_side(s, runs[0]), run_side(s, runs[1])
+        assert dictionaries is not None  # checked above: --runs or --dictionaries, exactly one
         return Side(s.dictionary(dictionaries[0])), Side(s.dictionary(dictionaries[1]))
 
     with opened(store, read_only=True) as s:

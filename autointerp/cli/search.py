@@ -3,13 +3,16 @@ encoding, paid once per store)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ..errors import UsageError
 from .common import (DeviceOpt, DictOpt, JsonOpt, StoreOpt, check_limit, emit_json, encoder_device, handle_errors,
                      opened, safe, show_progress)
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @handle_errors
@@ -69,7 +72,8 @@ def encode(store: StoreOpt, dictionary: DictOpt = None, device: DeviceOpt = "aut
         enc = ContextEncoder(s, d.corpus_id, cache_tokens=0)
         todo = s.corpus(d.corpus_id).n_contexts - len(s.vectors.encoded_contexts(d.corpus_id, ENCODING))
         bar = Progress(todo, f"encode {s.corpus(d.corpus_id).name}", "ctx", show_progress(as_json))
-        done, pending = 0, {}
+        done = 0
+        pending: dict[int, np.ndarray] = {}  # context id -> its vectors, not yet committed
 
         def commit() -> None:
             nonlocal done, pending

@@ -27,7 +27,7 @@ serve`, a request whose Host header does not name the server is 400 (safety.Host
 
 import threading
 from enum import Enum
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
 
 import duckdb
 from fastapi import FastAPI, HTTPException, Path, Query, Request
@@ -42,6 +42,9 @@ from ..store import FIXED_SORTS, FeatureIndex, Store
 from .docs import DOCS_CSP, docs_page
 from .html import ASSETS, WEB, feature_docs
 from .safety import Busy, HostGuard, SlowPool, on_pool
+
+if TYPE_CHECKING:
+    from ..search import LabelIndex
 
 MAX_LIMIT = 1000
 SLOW = (4, 8)  # each slow endpoint's pool: threads, and requests that may wait for one (then 503)
@@ -123,8 +126,9 @@ class Error(BaseModel):
     error: str
 
 
-BUSY = {503: {"model": Error, "description": "Busy: the endpoint's threads and queue are full; try again after "
-                                            "Retry-After seconds"}}
+BUSY: dict[int | str, dict[str, Any]] = {  # the type of FastAPI's `responses`
+    503: {"model": Error, "description": "Busy: the endpoint's threads and queue are full; try again after "
+                                         "Retry-After seconds"}}
 
 
 class BadRequest(ValueError):
@@ -132,6 +136,16 @@ class BadRequest(ValueError):
 
 
 REFRESH_SECONDS = 5.0  # how often the server looks for a writer's commits (and takes them into its indexes)
+
+
+class Refreshed(TypedDict):
+    """What `Browser.refresh` took in so far: refreshes, features read again, labels, indexes rebuilt, when."""
+
+    refreshes: int
+    features: int
+    labels: int
+    rebuilt: int
+    at: str | None
 
 
 class Browser:
@@ -143,10 +157,10 @@ class Browser:
         self.default = store.dictionary(dictionary)  # raises on an unknown name, before the server starts
         self.seq = store.labels.change_seq()  # the last change the indexes hold
         self.dictionaries = store.dictionaries()
-        self.refreshed = {"refreshes": 0, "features": 0, "labels": 0, "rebuilt": 0, "at": None}
+        self.refreshed: Refreshed = {"refreshes": 0, "features": 0, "labels": 0, "rebuilt": 0, "at": None}
         self.db = duckdb.connect(":memory:")
         self._indexes: dict[int, FeatureIndex] = {}
-        self._labels = None  # the label search index, loaded on the first search
+        self._labels: LabelIndex | None = None  # the label search index, loaded on the first search
         self._lock = threading.Lock()  # held only while an index is built or refreshed, never by a read
         self._built = 0
         self._tracers: dict[int, tuple] = {}  # dictionary id -> (Tracer, its lock): one text at a time per model
@@ -220,7 +234,7 @@ class Browser:
             except Exception:  # noqa: BLE001 - a look that failed is retried; requests are not affected
                 continue
 
-    def labels(self):
+    def labels(self) -> "LabelIndex":
         if self._labels is None:
             with self._lock:
                 if self._labels is None:
@@ -314,8 +328,9 @@ def make_app(store: Store, dictionary: str | None = None, *, hosts: tuple[frozen
 
     names = [d.name for d in b.dictionaries]  # the store is read-only: these are all there will be
     sorts = [*FIXED_SORTS, *sorted({n for d in b.dictionaries for n in store.labels.scorer_names(d.dictionary_id)})]
-    DictName = Enum("DictName", {n: n for n in names}, type=str)  # noqa: N806 - a type, made here
-    SortKey = Enum("SortKey", {n: n for n in sorts}, type=str)  # noqa: N806
+    # members known only at run time (FastAPI lists them in the OpenAPI): mypy sees no members
+    DictName = Enum("DictName", {n: n for n in names}, type=str)  # type: ignore[misc]  # noqa: N806 - a type, made here
+    SortKey = Enum("SortKey", {n: n for n in sorts}, type=str)  # type: ignore[misc]  # noqa: N806
 
     def _dict(name) -> Dictionary:
         return b.dictionary(None if name is None else name.value)
@@ -380,6 +395,7 @@ def make_app(store: Store, dictionary: str | None = None, *, hosts: tuple[frozen
 
     @app.api_route("/api/docs", methods=get, include_in_schema=False)
     def docs():
+        assert app.openapi_url is not None  # FastAPI's default ("/openapi.json"): make_app never turns it off
         return HTMLResponse(docs_page(app.openapi(), app.openapi_url),
                             headers={"content-security-policy": DOCS_CSP})
 
@@ -403,7 +419,7 @@ def describe_hits(store: Store, hits: list[dict]) -> list[dict]:
     for did in {h["dictionary_id"] for h in hits}:
         feats = [h["feature"] for h in hits if h["dictionary_id"] == did]
         spots = [(st.feature, st.max_context, st.max_position) for st in store.activations.feature_stats(did, feats)
-                 if st.max_context is not None]
+                 if st.max_context is not None and st.max_position is not None]  # both set, or neither
         for (f, _, _), w in zip(spots, store.activations.top_windows(names[did].corpus_id, [(c, p) for _, c, p in spots])):
             tops[(did, f)] = w
     return [{"dictionary": names[h["dictionary_id"]].name, "feature": h["feature"],

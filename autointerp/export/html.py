@@ -220,7 +220,7 @@ def write_html(store: Store, out: str | Path, dictionary: str | None = None, fea
         feats = feats[np.asarray(t.column("n_firing").to_numpy()) > 0]
         pages = files = 0
         for k in np.unique(feats // FEATURE_SHARD).tolist():
-            docs = {}
+            docs: dict[int, dict] = {}
             part = feats[(feats >= k * FEATURE_SHARD) & (feats < (k + 1) * FEATURE_SHARD)]
             for lo in range(0, len(part), 256):
                 docs.update(feature_docs(store, d, part[lo:lo + 256].tolist()))

@@ -82,7 +82,8 @@ class _Batches:
     """Rows into `folder/batch-N.jsonl.gz`: N from the caller (activations) or every BATCH rows."""
 
     def __init__(self, folder: Path) -> None:
-        self.folder, self.n, self.rows, self.written = folder, 0, [], 0
+        self.folder, self.n, self.written = folder, 0, 0
+        self.rows: list[dict] = []
         folder.mkdir(parents=True)
 
     def add(self, row: dict, batch: int | None = None) -> None:
@@ -183,6 +184,7 @@ def write_neuronpedia(store: Store, out: str | Path, *, model_id: str, source_id
                 for smp in sampler.sample_many(list(range(lo, min(lo + 256, d.width)))):
                     st = stats.get(smp.feature)
                     for k, w in enumerate(smp.explain):
+                        assert st is not None and st.max_value is not None  # it has windows: it fired, so has stats
                         v = [float(x) for x in w.activations]
                         top = w.kind == "top"
                         bmin, bmax, bcont = (-1.0, float(st.max_value), -1.0) if top else _bins(st.quantile_edges,

@@ -98,7 +98,7 @@ def _json_type(tp, defs: dict) -> dict:
         return {"type": "object", "additionalProperties": _json_type(args[1], defs)}
     if origin is list:
         return {"type": "array", "items": _json_type(args[0], defs)}
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):  # a dataclass type (never an instance here)
         if tp.__name__ not in defs:
             defs[tp.__name__] = None  # placeholder: a recursive reference stops here
             defs[tp.__name__] = _object(tp, defs)

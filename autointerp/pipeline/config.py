@@ -3,6 +3,7 @@ files (`autointerp job run`), and the `Budget` that may stop it."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -95,8 +96,8 @@ class CarryOptions:
             raise UsageError(f"--min-similarity must be between -1 and 1, got {self.min_similarity}")
         if not 0 <= self.margin <= 2:  # grades lie in [-1, 1]; NaN fails this too
             raise UsageError(f"--carry-margin must be from 0 to 2, got {self.margin}")
-        if self.min_score is not None and not -1.0 <= self.min_score <= 1.0:
-            raise UsageError(f"--carry-min-score must be between -1 and 1, got {self.min_score}")
+        if self.min_score is not None and not math.isfinite(self.min_score):  # above every grade: never kept
+            raise UsageError(f"--carry-min-score must be a finite number, got {self.min_score}")
 
 
 MIN_EVIDENCE = ScoringOptions.min_evidence  # activating and non-firing windows a classification grade needs, each
