@@ -270,6 +270,34 @@ class Simulation:
 
 
 @dataclass(frozen=True)
+class Failure:
+    """Why a feature has no label (skipped, failed) or a grade no value: its `kind`, which summaries count
+    ("dead", "too rare", "explainer", "explainer error", "reply", "provider", or a scorer's exception type),
+    and the message. The store keeps it as its reason text, "kind: message"."""
+
+    kind: str
+    message: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.message}" if self.message else self.kind
+
+    @classmethod
+    def of_reason(cls, reason: str) -> Failure:
+        """The Failure a stored reason text says (what precedes its first colon is the kind)."""
+        kind, _, message = reason.partition(":")
+        return cls(kind.strip() or "unknown", message.strip())
+
+
+def _failure(record, status: str) -> None:
+    """A record's `failure` and `reason` kept as one: given a Failure, its text is the reason; given only a
+    reason (a row read back from the store), the Failure it says."""
+    if record.failure is not None and not record.reason:
+        object.__setattr__(record, "reason", str(record.failure))
+    elif record.failure is None and status in ("failed", "skipped"):
+        object.__setattr__(record, "failure", Failure.of_reason(record.reason))
+
+
+@dataclass(frozen=True)
 class Score:
     """One scorer's grade of one explanation. `value` is None unless status is "ok"; `interval` is its 95%
     bootstrap interval (score/interval.py), None when it has none; `n_windows` and `n_tokens` are the
@@ -285,6 +313,10 @@ class Score:
     interval: tuple[float, float] | None = None
     n_windows: int = 0
     n_tokens: int = 0
+    failure: Failure | None = field(default=None, compare=False)  # status "failed": why (its reason, typed)
+
+    def __post_init__(self) -> None:
+        _failure(self, self.status)
 
 
 @dataclass(frozen=True)
@@ -313,6 +345,10 @@ class FeatureLabel:
     explanations: tuple[tuple[Explanation, tuple[Score, ...]], ...] = ()
     chosen: int = 0  # which explanation is the feature's label (best-of-k); the others are kept as candidates
     carry: str | None = None  # "kept": the label is a carried one; "rejected": carried, graded too low, explained
+    failure: Failure | None = field(default=None, compare=False)  # skipped or failed: why (its reason, typed)
+
+    def __post_init__(self) -> None:
+        _failure(self, self.status)
 
     @property
     def run_key(self) -> tuple[str, str, str, int]:

@@ -7,9 +7,9 @@ import pytest
 
 from autointerp.errors import UsageError
 from autointerp.pipeline.config import CarryOptions
-from autointerp.pipeline.summary import reason_kind
+from autointerp.pipeline.summary import RunSummary
 from autointerp.pipeline.work import _best, _carry_rejected
-from autointerp.records import Score
+from autointerp.records import Failure, FeatureLabel, SamplerConfig, Score
 from autointerp.score.base import AdaptiveBudget
 
 
@@ -82,10 +82,27 @@ def test_an_adaptive_budget_refuses_what_a_sample_cannot_hold():
             AdaptiveBudget(**bad)
 
 
-# -- reasons: the kind a summary counts ------------------------------------------------------------------------
+# -- failures: typed where they happen, counted by kind --------------------------------------------------------
 
-def test_a_reasons_kind_is_what_precedes_its_first_colon():
-    assert reason_kind("dead: never fires in the corpus") == "dead"
-    assert reason_kind("explainer: reply: no JSON object") == "explainer"
-    assert reason_kind("too rare: 3 activating windows") == "too rare"
-    assert reason_kind("") == "unknown"
+def test_a_failure_is_its_kind_and_message_and_reads_back_from_its_stored_text():
+    f = Failure("explainer", "reply: no JSON object")
+    assert str(f) == "explainer: reply: no JSON object" and Failure.of_reason(str(f)) == f
+    assert Failure.of_reason("too rare: 3 activating windows") == Failure("too rare", "3 activating windows")
+    assert Failure.of_reason("") == Failure("unknown")
+    # a record given a Failure keeps its text as the reason; one read back from the store gets its Failure
+    made = Score("simulation", "v1", "failed", None, failure=Failure("provider", "budget spent"))
+    assert made.reason == "provider: budget spent"
+    read = Score("simulation", "v1", "failed", None, "reply: no JSON")
+    assert read.failure == Failure("reply", "no JSON")
+    assert Score("simulation", "v1", "undefined", None, "too few windows").failure is None  # not a failure
+    assert Score("simulation", "v1", "ok", 0.5).failure is None
+
+
+def test_a_summary_counts_failures_by_their_kind():
+    base = dict(dictionary="d", explainer="offline", prompt_hash="p", sampler=SamplerConfig(), seed=0)
+    summary = RunSummary()
+    summary.count(FeatureLabel(feature=1, status="skipped", failure=Failure("dead", "never fires"), **base))
+    summary.count(FeatureLabel(feature=2, status="failed", failure=Failure("explainer", "reply: empty"), **base))
+    summary.count(FeatureLabel(feature=3, status="failed", failure=Failure("explainer", "reply: prose"), **base))
+    assert summary.skipped_kinds == {"dead": 1} and summary.failed_kinds == {"explainer": 2}
+    assert summary.failure_reasons == {"explainer: reply: empty": 1, "explainer: reply: prose": 1}

@@ -150,12 +150,12 @@ def _grade(where: str, name: str, sc) -> Score:
     hi = _number(where, f"score {name!r} ci_high", sc.get("ci_high"), optional=True)
     if (lo is None) != (hi is None) or (lo is not None and hi is not None and not lo <= hi):
         _fail(where, f"score {name!r} interval must have both ends, low <= high (got {lo!r}, {hi!r})")
-    counts = [sc.get(k) or 0 for k in ("n_windows", "n_tokens")]
-    if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+    n_windows, n_tokens = (sc.get(k) or 0 for k in ("n_windows", "n_tokens"))
+    if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in (n_windows, n_tokens)):
         _fail(where, f"score {name!r} n_windows and n_tokens must be counts")
     return Score(name, str(sc.get("version", "")), sc["status"], value if ok else None, str(sc.get("reason", "")),
                  _details(where, f"score {name!r}", sc.get("details")), _time(sc.get("created_at")) or utcnow(),
-                 None if lo is None or hi is None else (lo, hi), *counts)
+                 None if lo is None or hi is None else (lo, hi), n_windows, n_tokens)
 
 
 # -- the three readers ------------------------------------------------------------------------------

@@ -11,11 +11,6 @@ from ..records import FeatureLabel, Grades
 MAX_REASONS = 50  # distinct failure reasons kept (most runs have a handful; a flood of unique ones is cut)
 
 
-def reason_kind(reason: str) -> str:
-    """The class of a skip or failure reason: 'dead', 'too rare', 'explainer', 'provider', ..."""
-    return reason.split(":", 1)[0].strip() or "unknown"
-
-
 def _add(into: dict, key: str, n: int = 1) -> None:
     into[key] = into.get(key, 0) + n
 
@@ -80,8 +75,8 @@ class RunSummary:
             name = "carried"
         self.carry_rejected += outcome.carry == "rejected"
         setattr(self, name, getattr(self, name) + 1)
-        if outcome.status != "ok":
-            _add(self.skipped_kinds if outcome.status == "skipped" else self.failed_kinds, reason_kind(outcome.reason))
+        if outcome.failure is not None:  # skipped or failed: counted by kind
+            _add(self.skipped_kinds if outcome.status == "skipped" else self.failed_kinds, outcome.failure.kind)
         if outcome.status == "failed":
             self._reason(outcome.reason)
         for _, scores in outcome.explanations:
@@ -90,8 +85,8 @@ class RunSummary:
     def _count_scores(self, scores) -> None:
         for s in scores:
             _add(self.scores.setdefault(s.scorer, {}), s.status)
-            if s.status == "failed":  # why, by kind: reply (unusable), provider (budget spent), or an error type
-                _add(self.score_failures.setdefault(s.scorer, {}), reason_kind(s.reason))
+            if s.failure is not None:  # failed: why, by kind: reply (unusable), provider (budget spent), an error type
+                _add(self.score_failures.setdefault(s.scorer, {}), s.failure.kind)
                 self._reason(f"{s.scorer}: {s.reason}")
 
     def _reason(self, reason: str) -> None:

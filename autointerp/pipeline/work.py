@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from ..clock import utcnow as _now
 from ..errors import ExplainFailure
 from ..llm import Deferred
-from ..records import Explanation, FeatureLabel, FeatureSample, Grades, Score
+from ..records import Explanation, Failure, FeatureLabel, FeatureSample, Grades, Score
 from ..contracts import Explainer, Scorer
 from .config import CarryOptions
 
@@ -28,7 +28,8 @@ async def grade_one(scorer, sample: FeatureSample, explanation) -> Score:
     except Deferred:
         raise  # a batch plan holds the request: not a grade at all
     except Exception as err:  # a scorer bug or a provider failure grades this label "failed", not the run
-        return Score(scorer.name, scorer.version, "failed", None, f"{type(err).__name__}: {err}", {}, _now())
+        return Score(scorer.name, scorer.version, "failed", None, details={}, created_at=_now(),
+                     failure=Failure(type(err).__name__, str(err)))
 
 
 async def grades(*calls) -> tuple[Score, ...]:
@@ -235,16 +236,16 @@ def _base(sample: FeatureSample, expl) -> dict:
 async def _explain(sample: FeatureSample, expl) -> list[Explanation] | FeatureLabel:
     """A feature's candidate explanations, or its outcome when it has none (skipped, failed)."""
     if sample.status != "ok":
-        return FeatureLabel(**_base(sample, expl), status="skipped", reason=sample.reason)
+        return FeatureLabel(**_base(sample, expl), status="skipped", failure=Failure.of_reason(sample.reason))
     try:
         out = await call(expl.explain, sample)
     except ExplainFailure as err:
-        return FeatureLabel(**_base(sample, expl), status="failed", reason=f"explainer: {err}")
+        return FeatureLabel(**_base(sample, expl), status="failed", failure=Failure("explainer", str(err)))
     except Deferred:
         raise  # a batch plan holds the request
     except Exception as err:  # an explainer bug fails this feature, visibly, not the run
         return FeatureLabel(**_base(sample, expl), status="failed",
-                            reason=f"explainer error: {type(err).__name__}: {err}")
+                            failure=Failure("explainer error", f"{type(err).__name__}: {err}"))
     return list(out) if isinstance(out, (list, tuple)) else [out]  # an explainer may give n candidates
 
 

@@ -26,7 +26,7 @@ from ..contracts import ScorerBase
 from ..clock import utcnow as _now
 from ..errors import UsageError
 from ..llm import ProviderError, ReplyFailure
-from ..records import MAX_SET_WINDOWS, Explanation, FeatureSample, Score, Window
+from ..records import MAX_SET_WINDOWS, Explanation, Failure, FeatureSample, Score, Window
 from . import interval as ci
 from . import metrics
 
@@ -197,7 +197,8 @@ class ScoringLoop(ScorerBase):
 
     def failed(self, err: Exception) -> Score:
         kind = "provider" if isinstance(err, ProviderError) else "reply"
-        return Score(self.name, self.version, "failed", None, f"{kind}: {err}", {}, _now())
+        return Score(self.name, self.version, "failed", None, details={}, created_at=_now(),
+                     failure=Failure(kind, str(err)))
 
     # -- the loop -----------------------------------------------------------------------------------
 
