@@ -54,6 +54,31 @@ def ingested_path(store, delphi_cache):
     return store.path
 
 
+@pytest.fixture
+def labelled_24(ingested_path):
+    """ingested_path with features 0-23 labelled offline and graded (embedding, simulation). Not called
+    `labelled`: test_export.py has a module fixture of that name (8 features) that would shadow it there."""
+    from autointerp.pipeline import LabelRun, label
+    from autointerp.store import open_store
+
+    with open_store(ingested_path) as s:
+        label(s, s.dictionary(), LabelRun(features="0-23", scorers=("embedding", "simulation")))
+    return ingested_path
+
+
+@pytest.fixture
+def twin(tmp_path, delphi_cache):
+    """A second store over the same activations (the same cache, ingested again): where imports go."""
+    from autointerp.ingest import ingest_delphi
+    from autointerp.store import Store
+
+    folder, _ = delphi_cache(n_seq=300)
+    path = tmp_path / "twin.duckdb"
+    with Store(path) as s:
+        ingest_delphi(s, folder)
+    return path
+
+
 @pytest.fixture(scope="session")
 def llama_server(tmp_path_factory, request):
     """A real llama.cpp OpenAI-compatible server on loopback with Gemma 3 270M (tests/llama_server.py).

@@ -1,7 +1,7 @@
 """The pipeline's small decision functions, one rule at a time: whether a carried label is kept, which of k
 candidate labels is chosen, how many windows each round of an adaptive grade judges, and what kind a
 skip or failure reason is. The end-to-end tests (test_match.py's carry, test_explain_llm.py's best-of-k,
-test_trust.py's adaptive budget) show them at work; these pin each rule's edges."""
+test_scores.py's adaptive budget) show them at work; these pin each rule's edges."""
 
 import pytest
 

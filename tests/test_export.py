@@ -8,9 +8,10 @@ import pytest
 from typer.testing import CliRunner
 
 from autointerp.cli import app
-from autointerp.export import arrow_schema, json_schema
+from autointerp.export import arrow_schema, html, json_schema
 from autointerp.export.schema import SCHEMA_PATH
 from autointerp.pipeline import LabelRun, label
+from autointerp.store import open_store
 
 
 def test_committed_schema_is_the_one_the_code_makes():
@@ -203,3 +204,35 @@ def test_neuronpedia_import_rejects_bad_records_and_keeps_the_store(tmp_path):
         assert r.exit_code == 4 and message in r.output and "line 2" in r.output, r.output
     with Store(store.path) as s:
         assert s.content_digest() == before
+
+
+# -- the static HTML export: sharded, and a killed export cleaned up -----------------------------------
+
+def test_static_export_shards_feature_data_and_survives_a_killed_export(labelled_24, tmp_path, monkeypatch):
+    monkeypatch.setattr(html, "FEATURE_SHARD", 8)
+    monkeypatch.setattr(html, "SHARD", 10)
+    out = tmp_path / "site"
+    stale = tmp_path / ".site.autointerp-tmp"  # what a killed export leaves
+    (stale / "data").mkdir(parents=True)
+    (stale / "data" / "junk.js").write_text("x")
+    with open_store(labelled_24, read_only=True) as s:
+        res = html.write_html(s, out)
+    assert not stale.exists()
+    files = sorted(p.name for p in (out / "data" / "f").iterdir())
+    assert files == ["0.js", "1.js", "2.js"]  # the 24 labelled features, 8 a file; none for the 232 others
+    assert res["pages"] == 24 and res["listed"] == 24 and res["shards"] == 3 and not res["capped"]
+    doc = (out / "data" / "f" / "1.js").read_text()
+    assert doc.startswith("AI.features(1, ") and '"8": ' in doc and '"16": ' not in doc
+    with open_store(labelled_24, read_only=True) as s:
+        sub = html.write_html(s, tmp_path / "sub", features=[3, 9, 100])
+        assert sub["listed"] == 2 and sub["pages"] == 2  # 100 has no label
+        monkeypatch.setattr(html, "INDEX_CAP", 5)
+        capped = html.write_html(s, tmp_path / "capped", all_features=True)
+    meta = (tmp_path / "capped" / "data" / "meta.js").read_text()
+    assert capped["capped"] and capped["index_rows"] == 5 and '"capped": true' in meta
+    assert capped["pages"] > 24  # unlabelled features that fire get pages when asked
+    (tmp_path / "notours").mkdir()
+    with open_store(labelled_24, read_only=True) as s:
+        with pytest.raises(Exception, match="not an autointerp browser"):
+            html.write_html(s, tmp_path / "notours")
+    assert not (tmp_path / ".notours.autointerp-tmp").exists()

@@ -184,3 +184,28 @@ def test_sigterm_stops_a_job_cleanly_and_a_time_budget_of_zero_starts_nothing(tm
         run = s.ledger.job_runs()[0]
         assert run["status"] == "interrupted" and run["features_done"] == res["summary"]["explained"] > 0
         assert len(s.labels.find()) >= res["summary"]["explained"]  # what finished before the signal is committed
+
+
+runner = CliRunner()
+
+
+def cli(*args, env=None):
+    return runner.invoke(app, [str(a) for a in args], env=env)
+
+
+# -- grades follow the scorers -------------------------------------------------------------------------
+
+def test_a_job_that_gains_a_scorer_grades_and_the_ledger_counts_it(tmp_path, ingested_path):
+    cfg = tmp_path / "job.toml"
+    cfg.write_text('[job]\nfeatures = "0-7"\nscorers = ["embedding"]\n')
+    cmd = ["job", "run", "--store", ingested_path, "--config", cfg, "--json"]
+    first = json.loads(cli(*cmd).stdout)
+    assert first["status"] == "done" and first["summary"]["explained"] + first["summary"]["skipped"] == 8
+    cfg.write_text('[job]\nfeatures = "0-7"\nscorers = ["embedding", "simulation"]\n')
+    r = cli(*cmd)
+    assert r.exit_code == 0, r.output
+    second = json.loads(r.stdout)
+    assert second["summary"]["explained"] == 0 and second["summary"]["graded"] == first["summary"]["explained"]
+    runs = json.loads(cli("job", "list", "--store", ingested_path, "--json").stdout)["runs"]
+    assert runs[0]["features_graded"] == second["summary"]["graded"] and runs[0]["features_done"] == 0
+    assert runs[1]["features_graded"] == 0 and runs[1]["features_done"] == first["summary"]["explained"]

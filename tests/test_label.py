@@ -1,8 +1,12 @@
 """Labelling end to end on a synthetic store whose features 0..3 are known token detectors."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
+import pytest
+from loopback import Loopback, explainer, scripted
 from typer.testing import CliRunner
 
 from autointerp.cli import app
@@ -12,6 +16,7 @@ from autointerp.pipeline import LabelRun, label
 from autointerp.sample import Sampler
 from autointerp.embed import ContextEncoder
 from autointerp.score import SimulationScorer
+from autointerp.store import open_store
 
 
 def _ingested(store, delphi_cache):
@@ -238,3 +243,142 @@ def test_a_reingest_relabels_only_the_features_whose_activations_changed(tmp_pat
         write(0.0, width=4)
         ingest_parquet(s, folder, dictionary="d", width=4, replace=True)  # shrunk: labels past the width go
         assert sorted(r["feature_id"] for r in s.labels.find(s.dictionary("d").dictionary_id)) == [0, 1, 2, 3]
+
+
+runner = CliRunner()
+
+
+def cli(*args, env=None):
+    return runner.invoke(app, [str(a) for a in args], env=env)
+
+
+# -- grades follow the scorers -------------------------------------------------------------------------
+
+def test_adding_a_scorer_grades_the_labels_without_explaining_again(ingested_path, monkeypatch):
+    monkeypatch.setenv("K", "sk-x")
+    with Loopback(reply=scripted) as server:
+        base = ["label", "--store", ingested_path, "--features", "0-5", "--explainer", "anthropic:claude-haiku-x",
+                "--base-url", server.url, "--api-key-env", "K", "--rpm", "60000", "--json"]
+        first = json.loads(cli(*base, "--scorer", "embedding").stdout)
+        assert first["explained"] == 6 and first["graded"] == 0
+        explains = server.count("/v1/messages")
+        r = cli(*base, "--scorer", "embedding,simulation")
+        assert r.exit_code == 0, r.output
+        second = json.loads(r.stdout)
+        assert (second["explained"], second["graded"], second["already_done"]) == (0, 6, 0)
+        assert second["scores"] == {"embedding": {}, "simulation": {"ok": 6}}  # embedding was there already
+        assert server.count("/v1/messages") == explains  # no explainer call: simulation is offline here
+        third = json.loads(cli(*base, "--scorer", "embedding,simulation").stdout)
+        assert third["already_done"] == 6 and third["graded"] == 0
+        # an LLM scorer is a scorer of its own (name, version, model): the labels get it, the explainer is not asked
+        fourth = json.loads(cli(*base, "--scorer", "detection", "--scorer-model", "anthropic:judge-x").stdout)
+        assert (fourth["explained"], fourth["graded"]) == (0, 6)
+        bodies = [r["body"] for r in server.requests[explains:]]
+        assert bodies and all(b["model"] == "judge-x" for b in bodies)
+    with open_store(ingested_path, read_only=True) as s:
+        rows = s.labels.find(s.dictionary().dictionary_id)
+    assert len(rows) == 6 and all(set(r["scores"]) == {"embedding", "simulation", "detection"} for r in rows)
+
+
+class _Versioned:
+    """A scorer plugin whose version the test changes: a new version regrades."""
+
+    name = "plugin"
+
+    def __init__(self, version):
+        self.version, self.calls = version, 0
+
+    def score(self, sample, explanation):
+        from autointerp.records import Score
+
+        self.calls += 1
+        return Score(self.name, self.version, "ok", float(len(self.version)), "", {"v": self.version})
+
+
+def test_a_new_scorer_version_regrades_and_a_failed_grade_is_retried(store, delphi_cache):
+    from autointerp.ingest import ingest_delphi
+
+    folder, _ = delphi_cache(n_seq=200)
+    ingest_delphi(store, folder)
+    d = store.dictionary()
+    v1 = _Versioned("v1")
+    label(store, d, LabelRun(features=range(4), scorers=(v1,)))
+    assert v1.calls == 4
+    again = _Versioned("v1")
+    out = label(store, d, LabelRun(features=range(4), scorers=(again,)))
+    assert again.calls == 0 and out.already_done == 4
+    v2 = _Versioned("v2.0")
+    out = label(store, d, LabelRun(features=range(4), scorers=(v2,)))
+    assert v2.calls == 4 and (out.explained, out.graded) == (0, 4)
+    row = store.labels.find(d.dictionary_id, [0])[0]
+    assert row["scores"]["plugin"]["version"] == "v2.0" and row["scores"]["plugin"]["value"] == 4.0
+
+    class Broken(_Versioned):
+        def score(self, sample, explanation):
+            raise RuntimeError("down")
+
+    out = label(store, d, LabelRun(features=range(4), scorers=(Broken("b1"),)))
+    assert out.graded == 4 and out.failed_grades == 4 and out.top_reasons(1)[0][0].startswith("plugin: RuntimeError")
+    fixed = _Versioned("b1")
+    out = label(store, d, LabelRun(features=range(4), scorers=(fixed,)))  # the failed grades are retried, replaced
+    assert fixed.calls == 4 and out.failed_grades == 0
+    n = store.query("SELECT count(*) FROM scores WHERE scorer_version = 'b1'").fetchone()[0]
+    assert n == 4
+
+
+# -- honest outcomes -----------------------------------------------------------------------------------
+
+def test_every_feature_failing_is_exit_22_with_the_reasons_and_labels_lists_them(ingested_path, monkeypatch):
+    monkeypatch.setenv("K", "sk-x")
+    with Loopback() as server:
+        url = server.url
+    # the server is gone: every call fails to connect
+    r = cli("label", "--store", ingested_path, "--features", "0-3", "--explainer", "anthropic:claude-haiku-4-5",
+            "--base-url", url, "--api-key-env", "K", "--scorer", "", "--rpm", "60000")
+    assert r.exit_code == 22, r.output
+    # the first calls spend their retries; once the failures span 10 s the rest are refused unsent
+    unreachable = ("explainer: provider: connection failed", "explainer: provider: not sent: the server is unreachable")
+    assert "4 failed" in r.stdout and any(f"x {u}" in r.stderr for u in unreachable), r.stderr
+    assert "Traceback" not in r.output
+    listed = cli("labels", "--store", ingested_path, "--status", "failed", "--json")
+    rows = json.loads(listed.stdout)["features"]
+    assert sorted(x["feature_id"] for x in rows) == [0, 1, 2, 3]
+    assert all(x["reason"].startswith(unreachable) for x in rows), rows
+    text = cli("labels", "--store", ingested_path, "--status", "failed").stdout.splitlines()
+    assert text[0] == "feature\texplainer\tseed\treason" and len(text) == 5
+
+
+@pytest.mark.parametrize("signum", [2, 15])  # Ctrl-C, and SIGTERM (a scheduler's stop)
+def test_an_interrupted_label_is_exit_23_and_keeps_what_finished(ingested_path, monkeypatch, signum):
+    monkeypatch.setenv("K", "sk-x")
+    with Loopback(reply=explainer, latency=0.05) as server:
+        cmd = [sys.executable, "-m", "autointerp", "label", "--store", str(ingested_path), "--features", "0-59",
+               "--explainer", "anthropic:claude-haiku-4-5", "--base-url", server.url, "--api-key-env", "K",
+               "--scorer", "", "--concurrency", "2", "--rpm", "60000"]
+        child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 preexec_fn=_default_sigint)
+        _wait_for(lambda: server.count("/v1/messages") >= 10 or child.poll() is not None)
+        child.send_signal(signum)
+        out, err = child.communicate(timeout=60)
+    assert child.returncode == 23, err[-2000:]
+    # progress status lines (every ~10 s when not on a terminal) may come first; the outcome is one line
+    said = [x for x in err.splitlines() if x.startswith("interrupted: ")]
+    assert len(said) == 1 and "run again to go on" in said[0] and "Traceback" not in err, err[-2000:]
+    with open_store(ingested_path, read_only=True) as s:
+        assert 0 < len(s.labels.find()) < 60
+
+
+def _default_sigint():
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # a background suite may inherit SIGINT ignored
+
+
+def _wait_for(cond, timeout=60.0):
+    import threading
+    import time
+
+    deadline, tick = time.monotonic() + timeout, threading.Event()
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        tick.wait(0.01)

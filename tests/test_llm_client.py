@@ -1,13 +1,17 @@
 """The provider layer through the real Anthropic and OpenAI SDKs, against a loopback server."""
 
 import asyncio
+import json
 import time
 
 import pytest
-from loopback import Loopback
+from loopback import Loopback, explainer
+from typer.testing import CliRunner
 
+from autointerp.cli import app
 from autointerp.llm import ChatRequest, LimitConfig, LLMClient, ProviderError, RetryConfig, make_provider
 from autointerp.llm.limits import AdaptiveLimit, TokenBucket, _reset_seconds
+from autointerp.store import Store, open_store
 
 KEY = "sk-test-SECRET-1234567890"
 FAST = RetryConfig(attempts=6, initial=0.01, max_wait=0.2)
@@ -338,3 +342,71 @@ def test_a_server_that_is_down_fails_calls_at_once_and_is_probed_until_back(stor
     # refused calls are not calls: the ledger holds the three that were sent and failed, and the two that succeeded
     rows = store.query("SELECT status, attempts FROM llm_calls").fetchall()
     assert sorted(rows) == sorted([("error", a), ("error", 1), ("error", a), ("ok", 1), ("ok", 1)])
+
+
+runner = CliRunner()
+
+
+def cli(*args, env=None):
+    return runner.invoke(app, [str(a) for a in args], env=env)
+
+
+def _one_line_error(r, code: int, message: str) -> None:
+    assert r.exit_code == code, (r.exit_code, r.output)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in r.output, r.output
+
+
+# -- spend counted once --------------------------------------------------------------------------------
+
+def test_best_of_k_on_anthropic_is_k_requests_and_a_retry_resends_only_the_failed_one(ingested_path, monkeypatch):
+    monkeypatch.setenv("K", "sk-x")
+    with Loopback(reply=explainer) as server:
+        server.fault("ok", "ok", "400")  # the third candidate of the first feature fails, not retryably
+        base = ["label", "--store", ingested_path, "--features", "0", "--explainer", "anthropic:claude-haiku-4-5",
+                "--base-url", server.url, "--api-key-env", "K", "--rpm", "60000", "--candidates", "3",
+                "--scorer", "embedding", "--json"]
+        r = cli(*base)
+        assert r.exit_code == 22 and "candidate" in r.stderr and "HTTP 400" in r.stderr
+        assert server.count("/v1/messages") == 3 and all(b["body"].get("n") is None for b in server.requests)
+        r = cli(*base)
+        assert r.exit_code == 0, r.output
+        assert server.count("/v1/messages") == 4  # only the failed candidate was sent again
+        out = json.loads(r.stdout)
+        assert out["explained"] == 1
+    with open_store(ingested_path, read_only=True) as s:
+        calls = s.query("SELECT count(*) FILTER (NOT cached AND status = 'ok'), count(*) FILTER (cached), "
+                              "count(*) FILTER (status = 'error'), sum(cost_usd) FILTER (NOT cached) > 0, "
+                              "count(DISTINCT cache_key) FROM llm_calls").fetchone()
+        assert calls == (3, 2, 1, True, 3)  # 3 paid replies, each priced; the rerun's 2 cache hits free
+        assert len(s.labels.find(s.dictionary().dictionary_id, candidates=True)) == 3
+
+
+def test_an_unpriced_model_cannot_hold_a_dollar_budget_and_is_shown_unpriced(tmp_path, ingested_path, monkeypatch):
+    monkeypatch.setenv("K", "sk-x")
+    before = _digest(ingested_path)
+    with Loopback(reply=explainer) as server:
+        cfg = tmp_path / "job.toml"
+        body = (f'[job]\nexplainer = "anthropic:my-finetune"\nscorers = []\nfeatures = "0-2"\n'
+                f'[limits]\nbase_url = "{server.url}"\napi_key_env = "K"\nrpm = 60000\n')
+        cfg.write_text(body + "[budget]\ndollars = 1.0\n")
+        r = cli("job", "run", "--store", ingested_path, "--config", cfg)
+        _one_line_error(r, 20, "anthropic:my-finetune has no price")
+        assert server.count() == 0 and _digest(ingested_path) == before
+        cfg.write_text(body + '[prices]\n"my-finetune" = [1.0, 5.0, 0.1, 1.25]\n[budget]\ndollars = 1.0\n')
+        r = cli("job", "run", "--store", ingested_path, "--config", cfg, "--json")
+        assert r.exit_code == 0, r.output
+        cfg.write_text(body.replace("0-2", "3-5"))  # no price, no budget: runs, and is shown as unpriced
+        assert cli("job", "run", "--store", ingested_path, "--config", cfg).exit_code == 0
+        bad = tmp_path / "bad.toml"
+        bad.write_text(body + '[prices]\n"my-finetune" = [1.0, "five"]\n')
+        _one_line_error(cli("job", "run", "--store", ingested_path, "--config", bad), 20, "[prices]")
+    r = cli("cost", "--store", ingested_path)
+    assert "unpriced" in r.stdout and "3 unpriced calls" in r.stdout.splitlines()[-1]
+    doc = json.loads(cli("cost", "--store", ingested_path, "--json").stdout)
+    assert doc["unpriced_calls"] == 3 and doc["total_usd"] > 0
+
+
+def _digest(path) -> str:
+    with Store(path, read_only=True) as s:
+        return s.content_digest()

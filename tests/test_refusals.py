@@ -395,3 +395,86 @@ def test_two_exports_to_one_path_at_once_one_wins_and_the_other_is_one_line(inge
                 *(["--model-id", "m", "--source-id", "s"] if fmt == "neuronpedia" else []))
     assert again.exit_code == 0, again.output  # the lock went with the first export
     assert sorted(p.name for p in out_dir.iterdir()) == [out.name]
+
+
+def _sql_one_line_error(r, code: int, message: str) -> None:
+    assert r.exit_code == code, (r.exit_code, r.output)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in r.output, r.output
+
+
+# -- 7. errors before SQL ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args,code,message", [
+    (["labels", "--limit", "-3"], 2, "--limit must be a positive number"),
+    (["features", "--limit", "-3"], 2, "--limit must be a positive number"),
+    (["job", "list", "--limit", "-1"], 2, "--limit must be a positive number"),
+    (["labels", "--sort", "bogus"], 2, "--sort 'bogus' is not one of: feature, embedding"),
+    (["features", "--sort", "bogus"], 2, "--sort 'bogus' is not one of: feature, density, max"),
+    (["labels", "--status", "maybe"], 2, "--status 'maybe' is not one of"),
+    (["label", "--features", "5-2"], 2, "the range 5-2 is reversed (did you mean 2-5?)"),
+    (["label", "--features", "0-x"], 2, "bad feature list"),
+    (["label", "--features", "999999"], 2, "feature 999999 is out of range"),
+    (["label", "--scorer", "bogus"], 2, "unknown scorer bogus"),
+    (["label", "--explainer", "nope"], 2, "unknown explainer 'nope'"),
+    (["label", "--window", "1"], 2, "window must be at least 2"),
+    (["label", "--concurrency", "0"], 2, "concurrency must be at least 1"),
+    (["label", "--features", "0-5000000000"], 2, "5000000000 is beyond any dictionary"),
+    (["label", "--features", "0-4000000000"], 2, "feature 4000000000 is out of range"),  # no 4e9-long list made
+    (["label", "--candidates", "0"], 2, "--candidates must be from 1 to 32"),
+    (["label", "--rpm", "-5"], 2, "--rpm must be a positive number, got -5"),
+    (["label", "--otpm", "0"], 2, "--otpm must be a positive number, got 0"),
+    (["label", "--max-in-flight", "-1"], 2, "--max-in-flight must be from 1 to 1024, got -1"),
+    (["label", "--timeout", "-1"], 2, "--timeout must be a positive number"),
+    (["label", "--base-url", "notaurl"], 2, "--base-url must be an http:// or https:// URL"),
+    (["cost", "--run", "nosuchrun"], 2, "--run 'nosuchrun': no LLM call of that run"),
+    (["export", "--out", "/nonexistent-dir/x.jsonl"], 8, "folder /nonexistent-dir does not exist"),
+    (["export", "--format", "parquet", "--out", "/"], 8, "is a folder: this format writes one file"),
+    (["export", "--format", "html", "--features", "99999", "--out", "/nonexistent-dir/h"], 8,
+     "folder /nonexistent-dir does not exist"),
+    (["sample", "--all", "--features", "0-99999"], 2, "feature 99999 is out of range"),
+    (["label", "--prices", "/nonexistent.json"], 7, "cannot read prices"),
+    (["label", "--bogus-option"], 2, "No such option: --bogus-option"),
+    (["sample", "--all", "--features", "9-3"], 2, "reversed"),
+    (["show", "--feature", "99999"], 2, "out of range"),
+    (["score", "--feature", "99999", "--explanation", "x"], 2, "out of range"),
+    (["export", "--format", "xml", "--out", "x"], 2, "--format 'xml' is not one of"),
+    (["export", "--dictionary", "nope", "--out", "x.jsonl"], 3, "no dictionary named 'nope'"),
+    (["export", "--format", "neuronpedia", "--out", "x"], 8, "needs --model-id and --source-id"),
+    (["job", "show", "zzz"], 3, "no single job run matches"),
+    (["job", "run", "--config", "/dev/null", "--wait", "-1"], 2, "--wait must be 0 or more seconds"),
+    (["label", "--batch-poll", "0"], 2, "--batch-poll must be a positive number"),
+    (["labels", "--status", "failed", "--sort", "embedding"], 2, "--status failed lists features without a label"),
+    (["job", "run", "--config", "/dev/null", "--log", "/nonexistent-dir/job.log"], 20,
+     "--log /nonexistent-dir/job.log: folder /nonexistent-dir does not exist"),
+])
+def test_bad_input_is_one_line_a_documented_code_and_changes_nothing(ingested_path, args, code, message):
+    before = _digest(ingested_path)
+    r = cli(*args, "--store", ingested_path)
+    _sql_one_line_error(r, code, message)
+    assert _digest(ingested_path) == before
+
+
+def test_a_missing_store_is_an_error_not_an_empty_file(tmp_path):
+    missing = tmp_path / "typo.duckdb"
+    for args in (["label"], ["labels"], ["sample", "--all"], ["features"], ["show", "--feature", "0"]):
+        _sql_one_line_error(cli(*args, "--store", missing), 3, f"no store at {missing}")
+    cfg = tmp_path / "job.toml"
+    cfg.write_text("[job]\nscorers = []\n")
+    _sql_one_line_error(cli("job", "run", "--store", missing, "--config", cfg), 20, "no store at")
+    assert list(tmp_path.iterdir()) == [cfg]
+
+
+def test_a_failed_ingest_or_capture_into_a_new_path_leaves_no_file(tmp_path, minilm):
+    new = tmp_path / "new.duckdb"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = cli("ingest", "delphi", empty, "--store", new)
+    assert r.exit_code == 4 and len(r.stderr.strip().splitlines()) == 1
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("one line of text\n")
+    r = cli("capture", "--corpus", corpus, "--neurons", "no.such.module", "--model", minilm, "--store", new)
+    assert r.exit_code == 5 and len(r.stderr.strip().splitlines()) == 1
+    r = cli("demo", "--store", new, "--max-tokens", "-5", "--out", tmp_path / "x.jsonl")
+    _sql_one_line_error(r, 2, "--max-tokens must be at least 1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt", "empty"]

@@ -1,10 +1,15 @@
+import json
+
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from autointerp.cli import app
 from autointerp.errors import UsageError
 from autointerp.ingest import ingest_delphi
 from autointerp.records import SamplerConfig
 from autointerp.sample import Sampler
+from autointerp.store import open_store
 
 
 @pytest.fixture
@@ -139,3 +144,36 @@ def test_repeated_text_is_deduplicated(store, tmp_path, minilm):
     act = [w.token_ids for w in fs.explain + fs.score if w.kind in ("top", "quantile")]
     assert len(act) == len(set(act)) and len(act) <= len(trig) * 3
     assert keep.any()
+
+
+runner = CliRunner()
+
+
+def cli(*args, env=None):
+    return runner.invoke(app, [str(a) for a in args], env=env)
+
+
+# -- stored samples ------------------------------------------------------------------------------------
+
+def test_label_reads_the_samples_sample_all_stored_under_its_config(ingested_path):
+    opts = ["--n-score", "30", "--n-nonfiring", "30", "--seed", "3"]
+    assert cli("sample", "--store", ingested_path, "--all", "--features", "0-9", *opts).exit_code == 0
+    out = json.loads(cli("label", "--store", ingested_path, "--features", "0-9", "--scorer", "embedding", *opts,
+                         "--json").stdout)
+    assert out["samples_stored"] == 10 and out["samples_drawn"] == 0
+    with open_store(ingested_path, read_only=True) as s:
+        row = s.labels.find(s.dictionary().dictionary_id, [0])[0]
+        assert row["sampler"]["n_score_activating"] == 30 and row["seed"] == 3
+        d = s.dictionary()
+        from autointerp.records import SamplerConfig
+        from autointerp.sample import Sampler
+
+        cfg = SamplerConfig(n_score_activating=30, n_score_nonfiring=30)
+        sampler = Sampler(s, d, cfg, 3)
+        assert sampler.load_many([0, 5]) == sampler.sample_many([0, 5])  # the stored sample is the drawn one
+    other = cli("label", "--store", ingested_path, "--features", "0-9", "--scorer", "embedding", "--json")
+    other = json.loads(other.stdout)  # default sampler: nothing stored under it, and the summary says why
+    assert other["samples_stored"] == 0 and other["samples_drawn"] == 10 and other["explained"] > 0
+    assert other["samples_not_current"] == 10
+    text = cli("label", "--store", ingested_path, "--features", "0-9", "--scorer", "embedding", "--seed", "4").stdout
+    assert "samples: 0 read from the store, 10 drawn (10 stored under another sampler config or seed" in text

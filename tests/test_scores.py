@@ -13,7 +13,7 @@ from autointerp.llm import ReplyFailure
 from autointerp.records import Window
 from autointerp.score import interval as ci
 from autointerp.simulate import parse_sparse
-from autointerp.store import open_store
+from autointerp.store import Store, open_store
 
 
 def _covered(make, truth: float, repeats: int = 300) -> float:
@@ -234,10 +234,10 @@ def test_adaptive_budget_stops_once_the_interval_is_narrow(ingested_path, monkey
 
 @pytest.mark.parametrize("args, code, message", [
     (["label", "--simulator", "explain_highlight"], 7, "a simulator needs simulate, simulate_sparse or simulate_prompt"),
-    (["label", "--simulator", "nope"], 7, "no prompt template 'nope'"),
-    (["label", "--adaptive", "2"], 7, "half-width in (0, 1)"),
-    (["label", "--adaptive-cap", "40"], 7, "--adaptive-cap needs --adaptive"),
-    (["label", "--intruder-k", "1"], 7, "intruder_k must be from 2 to 9"),
+    (["label", "--simulator", "nope"], 2, "no prompt template 'nope'"),
+    (["label", "--adaptive", "2"], 2, "half-width in (0, 1)"),
+    (["label", "--adaptive-cap", "40"], 2, "--adaptive-cap needs --adaptive"),
+    (["label", "--intruder-k", "1"], 2, "intruder_k must be from 2 to 9"),
     (["labels", "--by", "upper"], 2, "--by"),
     (["labels", "--by", "lower"], 2, "give --sort SCORER"),
 ])
@@ -265,3 +265,59 @@ def test_job_files_take_a_scoring_section(tmp_path):
                           ("[job]\nmin_evidence = 3\n[scoring]\nmin_evidence = 4\n", "both [job] and [scoring]")]:
         with pytest.raises(JobConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
             parse_config(text)
+
+
+runner = CliRunner()
+
+
+def cli(*args, env=None):
+    return runner.invoke(app, [str(a) for a in args], env=env)
+
+
+# -- minimum evidence ----------------------------------------------------------------------------------
+
+def test_a_classification_grade_needs_enough_windows_of_each_class(ingested_path):
+    out = json.loads(cli("score", "--store", ingested_path, "--feature", 0, "--explanation", "anything",
+                         "--scorer", "embedding,simulation", "--n-nonfiring", "4", "--json").stdout)
+    emb, sim = out["scores"]["embedding"], out["scores"]["simulation"]
+    assert emb["status"] == "undefined" and emb["value"] is None
+    assert "4 non-firing" in emb["reason"] and "at least 10 of each" in emb["reason"]
+    assert emb["details"]["n_nonfiring"] == 4 and emb["details"]["n_activating"] > 10
+    assert sim["details"]["n_nonfiring"] == 4 and sim["details"]["n_tokens"] > 0  # counts on every grade
+    low = json.loads(cli("score", "--store", ingested_path, "--feature", 0, "--explanation", "anything",
+                         "--scorer", "embedding", "--n-nonfiring", "4", "--min-evidence", "3", "--json").stdout)
+    assert low["scores"]["embedding"]["status"] == "ok" and low["scores"]["embedding"]["details"]["min_evidence"] == 3
+
+
+# -- the stored context encoding -----------------------------------------------------------------------
+
+def test_context_encoding_is_paid_once_per_store(labelled_24):
+    from autointerp.embed import ENCODING
+    from autointerp.sample import Sampler
+    from autointerp.score import make_scorers
+
+    with open_store(labelled_24, read_only=True) as s:
+        d = s.dictionary()
+        assert len(s.vectors.encoded_contexts(d.corpus_id, ENCODING)) == s.corpus(d.corpus_id).n_contexts  # labelling kept them
+    with Store(labelled_24) as s:  # as if a run had stopped half way
+        with s.transaction() as w:
+            w.raw.con.execute("DELETE FROM context_vectors WHERE context_id >= 100")
+    kept = 100
+    r = cli("encode", "--store", labelled_24, "--json")
+    assert r.exit_code == 0, r.output
+    with open_store(labelled_24, read_only=True) as s:
+        n = s.corpus(d.corpus_id).n_contexts
+        assert json.loads(r.output)["encoded"] == n - kept and len(s.vectors.encoded_contexts(d.corpus_id, ENCODING)) == n
+        emb, = make_scorers(["embedding"], s, d)
+        for smp in Sampler(s, d).sample_many(range(30, 40)):
+            if smp.status == "ok":
+                emb.score(smp, _expl(smp))
+        assert emb.encoder.encoded == 0  # read from the store, never run through the model again
+    again = cli("encode", "--store", labelled_24, "--json")
+    assert json.loads(again.output)["encoded"] == 0
+
+
+def _expl(smp):
+    from autointerp.records import Explanation
+
+    return Explanation(smp.dictionary, smp.feature, "a word", "given", "", smp.config, smp.seed)

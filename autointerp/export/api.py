@@ -393,6 +393,14 @@ def make_app(store: Store, dictionary: str | None = None, *, hosts: tuple[frozen
         with lock:  # one text at a time per model
             return trace_text(b.store, tracer, text, TraceConfig(top=top, matrix=matrix))
 
+    _pages(app)
+    return app
+
+
+def _pages(app: FastAPI) -> None:
+    """The browser's page and its assets, and the API's docs page (all served locally: no CDN)."""
+    get = ["GET"]
+
     @app.api_route("/api/docs", methods=get, include_in_schema=False)
     def docs():
         assert app.openapi_url is not None  # FastAPI's default ("/openapi.json"): make_app never turns it off
@@ -407,7 +415,6 @@ def make_app(store: Store, dictionary: str | None = None, *, hosts: tuple[frozen
         def asset(name=name):
             return FileResponse(WEB / name)
         app.add_api_route(f"/{name}", asset, methods=get, include_in_schema=False)
-    return app
 
 
 def describe_hits(store: Store, hits: list[dict]) -> list[dict]:

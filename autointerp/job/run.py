@@ -31,7 +31,8 @@ from pathlib import Path
 
 from ..clock import utc_iso
 from ..errors import EXIT, AutointerpError, StoreBusy, sigterm_as_interrupt
-from ..pipeline import RunSummary, build, ensure_match, label, plan
+from ..pipeline import LabelRun, RunSummary, build, ensure_match, label, plan
+from ..pipeline.work import clients_of
 from ..store import Store
 from .config import JobConfig, JobConfigError
 from .ray_executor import merge_results, results_root, run_on_ray
@@ -164,14 +165,14 @@ def _on_ray(store: Store, d, run, run_id: str, cfg: JobConfig, summary: RunSumma
     summary.cost = store.ledger.cost_summary(run_id)
 
 
-def _check_run(store: Store, d, run) -> None:
-    """What would fail at the start of the run, checked before the ledger says it started."""
+def _check_run(store: Store, d, run: LabelRun) -> LabelRun:
+    """What would fail at the start of the run, checked before the ledger says it started; returns the run
+    with its explainer and scorers built (`label` uses objects as they are: built once)."""
     run.selected(d.width)
     if run.carry.source is not None and store.dictionary(run.carry.source).dictionary_id == d.dictionary_id:
         raise JobConfigError(f"[job] carry_from {run.carry.source!r} is the dictionary being labelled")
     parts = build(store, d, run)
-    for c in parts.clients:
-        c.log.close()
+    return replace(run, explainer=parts.explainer, scorers=tuple(parts.grade), select_by=parts.select)
 
 
 def run_job(store_path: str | Path, cfg: JobConfig, *, force: bool = False, wait: float | None = None,
@@ -205,6 +206,12 @@ def run_job(store_path: str | Path, cfg: JobConfig, *, force: bool = False, wait
         raise
 
 
+def _close(run: LabelRun) -> None:
+    """The call logs of a built run's LLM clients, closed: the run is not labelled with them."""
+    for c in clients_of(run.explainer, *run.scorers):
+        c.log.close()
+
+
 def _run_job(store: Store, store_path: Path, cfg: JobConfig, run_id: str, log: JsonLog, force: bool, executor: str,
              address: str | None, snapshot_dir: str | None, progress: bool) -> JobResult:
     with store:
@@ -222,7 +229,7 @@ def _run_job(store: Store, store_path: Path, cfg: JobConfig, run_id: str, log: J
         try:
             d = store.dictionary(cfg.dictionary)
             run = cfg.with_run_id(run_id)
-            _check_run(store, d, run)
+            built = _check_run(store, d, run)
         except AutointerpError as e:
             log("error", status="could_not_start", error=str(e))
             raise JobConfigError(str(e)) from None
@@ -238,11 +245,12 @@ def _run_job(store: Store, store_path: Path, cfg: JobConfig, run_id: str, log: J
         try:
             with sigterm_as_interrupt():  # SIGTERM stops like Ctrl-C
                 if force:
-                    run = replace(run, force=True)
-                if executor == "ray":
+                    run, built = replace(run, force=True), replace(built, force=True)
+                if executor == "ray":  # the driver and each worker build their own
+                    _close(built)
                     _on_ray(store, d, run, run_id, cfg, summary, address, snapshot_dir)
                 else:
-                    label(store, d, run, summary=summary, progress=progress,
+                    label(store, d, built, summary=summary, progress=progress,
                           on_flush=lambda s: log("progress", explained=s.explained, graded=s.graded,
                                                  skipped=s.skipped, failed=s.failed))
                 status, reason = outcome(summary)

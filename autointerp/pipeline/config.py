@@ -120,7 +120,7 @@ class LabelRun:
     explainer: object = "offline"
     scorers: tuple = ("embedding", "simulation")
     scorer_model: str | None = None
-    select_by: str | None = None
+    select_by: object = None  # a scorer's name, a scorer object, or None (the first scorer)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     seed: int = 0
     features: object = None
@@ -142,7 +142,7 @@ class LabelRun:
         if self.concurrency > MAX_CONCURRENCY:
             raise UsageError(f"concurrency must be at most {MAX_CONCURRENCY} (features in flight at once; the "
                              f"provider's --max-in-flight bounds the calls), got {self.concurrency}")
-        check_seed(self.seed)  # a 64-bit integer, else SampleError (exit 6)
+        check_seed(self.seed)  # a 64-bit integer, else UsageError (exit 2)
         if isinstance(self.scorers, str):
             object.__setattr__(self, "scorers", (self.scorers,))
         else:

@@ -1,42 +1,21 @@
-"""What a million features needs, at CI size: label import in three formats (round trips, grading what was
-imported, bad input), the sharded static export, the stored context encoding, and `autointerp search`."""
+"""Importing labels made elsewhere, in three formats (jsonl, Neuronpedia, delphi): round trips, grading what
+was imported, bad input."""
 
 import gzip
 import json
-import shutil
 
 import pytest
 from typer.testing import CliRunner
 
 from autointerp.cli import app
-from autointerp.export import html
-from autointerp.ingest import ingest_delphi
-from autointerp.pipeline import LabelRun, label
 from autointerp.search import LABELS
-from autointerp.store import Store, open_store
+from autointerp.store import open_store
 
 runner = CliRunner()
 
 
 def cli(*args):
     return runner.invoke(app, [str(a) for a in args])
-
-
-@pytest.fixture
-def labelled(ingested_path):
-    with open_store(ingested_path) as s:
-        label(s, s.dictionary(), LabelRun(features="0-23", scorers=("embedding", "simulation")))
-    return ingested_path
-
-
-@pytest.fixture
-def twin(tmp_path, delphi_cache):
-    """A second store over the same activations (the same cache, ingested again): where imports go."""
-    folder, _ = delphi_cache(n_seq=300)
-    path = tmp_path / "twin.duckdb"
-    with Store(path) as s:
-        ingest_delphi(s, folder)
-    return path
 
 
 def _labels(path):
@@ -57,12 +36,12 @@ def _delphi_results(folder, texts: dict[int, str], hook="layers.3"):
         (folder / "scores" / "detection" / f"{hook}_latent{f}.txt").write_text(json.dumps(examples))
 
 
-def test_label_import_round_trips_each_format_and_gets_graded(labelled, twin, tmp_path):
-    ours = _labels(labelled)
+def test_label_import_round_trips_each_format_and_gets_graded(labelled_24, twin, tmp_path):
+    ours = _labels(labelled_24)
     assert len(ours) == 24
     out = tmp_path / "labels.jsonl"
-    assert cli("export", "--store", labelled, "--out", out).exit_code == 0
-    assert cli("export", "--store", labelled, "--out", tmp_path / "np", "--format", "neuronpedia", "--model-id", "m",
+    assert cli("export", "--store", labelled_24, "--out", out).exit_code == 0
+    assert cli("export", "--store", labelled_24, "--out", tmp_path / "np", "--format", "neuronpedia", "--model-id", "m",
                "--source-id", "s").exit_code == 0
     _delphi_results(tmp_path / "delphi", {f: r["explanation"] for f, r in ours.items()})
     for fmt, path, explainer in [("jsonl", out, "jsonl:offline"), ("neuronpedia", tmp_path / "np" / "v1" / "m" / "s",
@@ -142,88 +121,3 @@ def test_label_import_bad_input_is_one_line_and_writes_nothing(twin, tmp_path):
     r = cli("ingest", "labels", tmp_path / "two", "--store", twin, "--format", "delphi")
     assert r.exit_code == 4 and "several hookpoints" in r.output
     assert len(_labels(twin)) == before  # nothing was written by any of them
-
-
-def test_static_export_shards_feature_data_and_survives_a_killed_export(labelled, tmp_path, monkeypatch):
-    monkeypatch.setattr(html, "FEATURE_SHARD", 8)
-    monkeypatch.setattr(html, "SHARD", 10)
-    out = tmp_path / "site"
-    stale = tmp_path / ".site.autointerp-tmp"  # what a killed export leaves
-    (stale / "data").mkdir(parents=True)
-    (stale / "data" / "junk.js").write_text("x")
-    with open_store(labelled, read_only=True) as s:
-        res = html.write_html(s, out)
-    assert not stale.exists()
-    files = sorted(p.name for p in (out / "data" / "f").iterdir())
-    assert files == ["0.js", "1.js", "2.js"]  # the 24 labelled features, 8 a file; none for the 232 others
-    assert res["pages"] == 24 and res["listed"] == 24 and res["shards"] == 3 and not res["capped"]
-    doc = (out / "data" / "f" / "1.js").read_text()
-    assert doc.startswith("AI.features(1, ") and '"8": ' in doc and '"16": ' not in doc
-    with open_store(labelled, read_only=True) as s:
-        sub = html.write_html(s, tmp_path / "sub", features=[3, 9, 100])
-        assert sub["listed"] == 2 and sub["pages"] == 2  # 100 has no label
-        monkeypatch.setattr(html, "INDEX_CAP", 5)
-        capped = html.write_html(s, tmp_path / "capped", all_features=True)
-    meta = (tmp_path / "capped" / "data" / "meta.js").read_text()
-    assert capped["capped"] and capped["index_rows"] == 5 and '"capped": true' in meta
-    assert capped["pages"] > 24  # unlabelled features that fire get pages when asked
-    (tmp_path / "notours").mkdir()
-    with open_store(labelled, read_only=True) as s:
-        with pytest.raises(Exception, match="not an autointerp browser"):
-            html.write_html(s, tmp_path / "notours")
-    assert not (tmp_path / ".notours.autointerp-tmp").exists()
-
-
-def test_context_encoding_is_paid_once_per_store(labelled):
-    from autointerp.sample import Sampler
-    from autointerp.score import make_scorers
-    from autointerp.embed import ENCODING
-
-    with open_store(labelled, read_only=True) as s:
-        d = s.dictionary()
-        assert len(s.vectors.encoded_contexts(d.corpus_id, ENCODING)) == s.corpus(d.corpus_id).n_contexts  # labelling kept them
-    with Store(labelled) as s:  # as if a run had stopped half way
-        with s.transaction() as w:
-            w.raw.con.execute("DELETE FROM context_vectors WHERE context_id >= 100")
-    kept = 100
-    r = cli("encode", "--store", labelled, "--json")
-    assert r.exit_code == 0, r.output
-    with open_store(labelled, read_only=True) as s:
-        n = s.corpus(d.corpus_id).n_contexts
-        assert json.loads(r.output)["encoded"] == n - kept and len(s.vectors.encoded_contexts(d.corpus_id, ENCODING)) == n
-        emb, = make_scorers(["embedding"], s, d)
-        for smp in Sampler(s, d).sample_many(range(30, 40)):
-            if smp.status == "ok":
-                emb.score(smp, _expl(smp))
-        assert emb.encoder.encoded == 0  # read from the store, never run through the model again
-    again = cli("encode", "--store", labelled, "--json")
-    assert json.loads(again.output)["encoded"] == 0
-
-
-def _expl(smp):
-    from autointerp.records import Explanation
-
-    return Explanation(smp.dictionary, smp.feature, "a word", "given", "", smp.config, smp.seed)
-
-
-def test_search_cli_finds_a_detector_by_its_label(labelled, tmp_path):
-    with open_store(labelled, read_only=True) as s:
-        texts = {r["feature_id"]: r["explanation"] for r in s.labels.find(s.dictionary().dictionary_id)}
-    r = cli("search", texts[2], "--store", labelled, "--limit", "3", "--json")
-    assert r.exit_code == 0, r.output
-    hits = json.loads(r.output)["rows"]
-    assert hits[0]["feature"] == 2 and hits[0]["label"] == texts[2] and hits[0]["top"]["tokens"]
-    assert [h["similarity"] for h in hits] == sorted((h["similarity"] for h in hits), reverse=True)
-    text = cli("search", texts[2], "--store", labelled, "--limit", "1")
-    assert text.exit_code == 0 and f"#2\t{texts[2]}" in text.output
-    for bad, code in ((["--limit", "0"], 2), (["--limit", "5000"], 2), (["--dictionary", "nope"], 3)):
-        r = cli("search", "x", "--store", labelled, *bad)
-        assert r.exit_code == code and len(r.output.strip().splitlines()) == 1, r.output
-    # labels written before search existed get embedded on first use
-    old = tmp_path / "old.duckdb"
-    shutil.copyfile(labelled, old)
-    with Store(old) as s:
-        with s.transaction() as w:
-            w.raw.con.execute("DELETE FROM label_vectors")
-    r = cli("search", texts[2], "--store", old, "--limit", "1", "--json")
-    assert r.exit_code == 0 and json.loads(r.output)["rows"][0]["feature"] == 2
