@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from functools import lru_cache
-from itertools import chain
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -280,7 +279,7 @@ class ContextEncoder:
     def matches(self, windows, named: set[str]) -> np.ndarray:
         """1.0 for each token of `windows` (end to end) whose text, stripped and lower-cased, is in
         `named`, else 0.0. Each token id's text is learnt once."""
-        ids = np.fromiter(chain.from_iterable(w.token_ids for w in windows), np.int64)
+        ids = np.concatenate([w.token_ids for w in windows]) if windows else np.zeros(0, np.int64)
         if not len(ids):
             return np.zeros(0)
         top = int(ids.max()) + 1

@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Literal
 
+import numpy as np
+
 WindowKind = Literal["top", "quantile", "random", "neighbor"]
 SampleStatus = Literal["ok", "dead", "too_rare"]
 
@@ -179,24 +181,41 @@ def check_seed(seed) -> int:
     return int(seed)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Window:
-    """A run of `len(tokens)` consecutive tokens of one context, with this feature's activation on each."""
+    """A run of `len(tokens)` consecutive tokens of one context, with this feature's activation on each.
+
+    `token_ids` and `activations` are arrays (int64, float64), as the sampler reads them: kept as arrays from
+    the store to the scorers (a sequence given is made one). Equal windows have equal fields, arrays by value."""
 
     kind: str  # top | quantile | random | neighbor
     context_id: int  # the context's index in its source (delphi: the sequence index in `locations`)
     start: int  # position of the first token in the context
     tokens: tuple[str, ...]
-    token_ids: tuple[int, ...]
-    activations: tuple[float, ...]  # one per token, 0.0 where the feature does not fire
+    token_ids: np.ndarray  # int64, one per token
+    activations: np.ndarray  # float64, one per token, 0.0 where the feature does not fire
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "token_ids", np.asarray(self.token_ids, dtype=np.int64))
+        object.__setattr__(self, "activations", np.asarray(self.activations, dtype=np.float64))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Window):
+            return NotImplemented
+        return (self.kind, self.context_id, self.start, self.tokens) == \
+            (other.kind, other.context_id, other.start, other.tokens) and \
+            np.array_equal(self.token_ids, other.token_ids) and np.array_equal(self.activations, other.activations)
+
+    def __hash__(self) -> int:  # of the fields that are not arrays: equal windows hash alike
+        return hash((self.kind, self.context_id, self.start, self.tokens))
 
     @property
     def peak(self) -> float:
-        return max(self.activations) if self.activations else 0.0
+        return float(self.activations.max()) if len(self.activations) else 0.0
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "context_id": self.context_id, "start": self.start,
-                "tokens": list(self.tokens), "activations": list(self.activations)}
+                "tokens": list(self.tokens), "activations": self.activations.tolist()}
 
 
 @dataclass(frozen=True)

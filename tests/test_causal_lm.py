@@ -191,7 +191,7 @@ def test_the_demo_runs_on_gemma_from_the_user_cache(gemma, tmp_path, monkeypatch
     (cache / "hf").symlink_to(folder)  # as a first run leaves it: the dequantised folder
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
-    r = runner.invoke(app, ["demo", "--model", "gemma-3-270m", "--store", "d.duckdb", "--max-tokens", "4096",
+    r = runner.invoke(app, ["demo", "--model", "gemma-3-270m", "--store", "d.duckdb", "--max-tokens", "2048",
                             "--json"])
     assert r.exit_code in (0, 22), r.output
     res = json.loads(r.output)

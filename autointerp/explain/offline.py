@@ -107,13 +107,12 @@ class OfflineExplainer(ExplainerBase):
 
     def explain(self, sample: FeatureSample) -> Explanation:
         wins = list(sample.explain)
-        peak = max((max(w.activations) for w in wins), default=0.0)
+        peak = max((w.peak for w in wins), default=0.0)
         if peak <= 0:
             raise ExplainFailure(f"feature {sample.feature}: the explain set has no firing token")
         curs, prevs, nxts = [], [], []
         for w in wins:
-            ids = np.asarray(w.token_ids, dtype=np.int64)
-            acts = np.asarray(w.activations)
+            ids, acts = w.token_ids, w.activations  # int64 and float64 arrays (records.Window)
             at = np.flatnonzero(acts >= self.threshold * peak)
             curs.append(ids[at])
             prevs.append(np.where(at > 0, ids[np.maximum(at - 1, 0)], -1))

@@ -13,9 +13,12 @@ import json
 import math
 import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
+
+import numpy as np
 
 from ..errors import LabelError, UsageError
 from ..records import Window
@@ -73,7 +76,7 @@ class Template:
 
     # -- rendering -----------------------------------------------------------------------------------
 
-    def render_examples(self, windows: list[tuple[tuple[str, ...], tuple[float, ...]]]) -> str:
+    def render_examples(self, windows: Sequence[tuple[Sequence[str], Sequence[float] | np.ndarray]]) -> str:
         peak = max((max(a, default=0.0) for _, a in windows), default=0.0)
         blocks = []
         for i, (tokens, acts) in enumerate(windows, 1):

@@ -92,7 +92,7 @@ def index_rows(t, lo: int, hi: int, scorers: list[str]) -> list[list]:
 
 def _window(w, predicted=None, r=None) -> dict:
     doc = {"kind": w.kind, "context": w.context_id, "start": w.start, "tokens": list(w.tokens),
-           "acts": [_r(a) for a in w.activations]}
+           "acts": [_r(a) for a in w.activations.tolist()]}
     if predicted is not None:
         doc["predicted"] = [_r(p, 1) for p in predicted]  # 0..10
         doc["r"] = r

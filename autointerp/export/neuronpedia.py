@@ -185,7 +185,7 @@ def write_neuronpedia(store: Store, out: str | Path, *, model_id: str, source_id
                     st = stats.get(smp.feature)
                     for k, w in enumerate(smp.explain):
                         assert st is not None and st.max_value is not None  # it has windows: it fired, so has stats
-                        v = [float(x) for x in w.activations]
+                        v = w.activations.tolist()
                         top = w.kind == "top"
                         bmin, bmax, bcont = (-1.0, float(st.max_value), -1.0) if top else _bins(st.quantile_edges,
                                                                                                max(v))

@@ -172,11 +172,11 @@ class Sampler:
             strings = toks["tokens"]
             for j in range(len(refs)):
                 a, n = int(first[j]), int(length[j])
-                acts = np.zeros(n, dtype=np.float32)
+                acts = np.zeros(n, dtype=np.float32)  # the stored values (float32), then as float64
                 acts[p[lo[j]:hi[j]] - start[j]] = v[lo[j]:hi[j]]
                 win = Window(kind=str(kinds[j]), context_id=int(ctx[j]), start=int(start[j]),
-                             tokens=tuple(strings[a:a + n]), token_ids=tuple(ids[a:a + n].tolist()),
-                             activations=tuple(acts.tolist()))
+                             tokens=tuple(strings[a:a + n]), token_ids=ids[a:a + n].astype(np.int64),
+                             activations=acts.astype(np.float64))
                 (explain if sets[j] == EXPLAIN else score).append(win)
         return FeatureSample(dictionary=self.dictionary.name, feature=feature, status=status, reason=reason,
                              explain=tuple(explain), score=tuple(score), config=config, seed=seed,

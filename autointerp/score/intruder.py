@@ -107,7 +107,7 @@ class OfflineIntruderScorer(_Intruder, Scorer):
         wins = tuple(w for q in units for w in q.windows)
         vecs, norms, owner = self.encoder.gather(wins)
         unit = vecs / norms.clamp(min=1e-12)[:, None]
-        ids = torch.tensor([t for w in wins for t in w.token_ids])
+        ids = torch.from_numpy(np.concatenate([w.token_ids for w in wins]))
         n = len(units[0].windows)
         bounds = np.cumsum([0] + [len(w.tokens) for w in wins])
         out = []

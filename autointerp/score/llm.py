@@ -154,10 +154,10 @@ def fuzzed(sample: FeatureSample, threshold: float = LLMFuzzingScorer.threshold)
     firing tokens (activation >= threshold x the window's peak) marked, the rest with as many other
     tokens marked instead (a window with too few other tokens is marked correctly)."""
     rng = np.random.default_rng([sample.seed, sample.feature, 0xF022])
-    wins = [w for w in sample.score if w.kind not in NEGATIVE_KINDS and max(w.activations) > 0]
+    wins = [w for w in sample.score if w.kind not in NEGATIVE_KINDS and w.peak > 0]
     out = []
     for i, w in enumerate([wins[i] for i in rng.permutation(len(wins))]):
-        a = np.asarray(w.activations)
+        a = w.activations
         on = a >= threshold * a.max()
         off = np.flatnonzero(~on)
         if i % 2 == 0 or len(off) < on.sum():

@@ -41,7 +41,7 @@ class _Grading(ScoringLoop):
         if "from_logprobs" in info:
             info["from_logprobs"] = round(float(np.mean([i["from_logprobs"] for _, i in observations
                                                          if "from_logprobs" in i])), 4)
-        true = [np.asarray(w.activations, dtype=np.float64) for w in units]
+        true = [w.activations for w in units]  # float64 arrays (records.Window)
         kinds = [w.kind for w in units]
         n_neg = sum(k in NEGATIVE_KINDS for k in kinds)
         details: dict = {"per_window_correlation": metrics.correlations(true, preds), "kinds": kinds,
