@@ -130,14 +130,20 @@ def labels(path: Annotated[Path, typer.Argument(help="neuronpedia: an export sou
     --dictionary, stops the import (exit 4, naming the file, line and dictionary; nothing written)."""
     from ..ingest.labels import FORMATS, import_labels
     from ..progress import Progress
+    from ..search import index_missing
 
     check_choice(format, FORMATS, "--format")
     with opened(store) as s:
         bar = Progress(0, "import labels", "label", show_progress(as_json))
         try:
-            out = import_labels(s, path, format, dictionary, index=not no_index, progress=bar)
+            out = import_labels(s, path, format, dictionary, progress=bar)
         finally:
             bar.close()
+        written = out.pop("dictionary_ids")
+        if not no_index:  # the new labels' search vectors, in commits of their own (readers go on between)
+            for did in written:
+                index_missing(s, did)
+        out["indexed"] = not no_index
     if as_json:
         emit_json(out)
     else:

@@ -19,8 +19,8 @@ Three formats:
 An imported label's explainer is "FORMAT:THEIR-MODEL" (so it never replaces one of ours), its
 `imported` column says where it came from, and it is a current label of its feature: `label
 --explainer imported --scorer ...` grades it like our own. The import is one transaction (nothing is written
-if any line is bad: the error names the file and line); label embeddings for search are computed as
-the labels are written (`index=False` leaves that to `autointerp search`).
+if any line is bad: the error names the file and line); the labels' embeddings for search are computed
+after it, by the caller (`ingest labels` unless `--no-index`; else `autointerp search` on first use).
 """
 
 from __future__ import annotations
@@ -307,14 +307,12 @@ def _feature_labels(d: Dictionary, labels: list[_Label], source: str) -> list[Fe
     return out
 
 
-def import_labels(store: Store, path: str | Path, fmt: str, dictionary: str | None = None, index: bool = True,
+def import_labels(store: Store, path: str | Path, fmt: str, dictionary: str | None = None,
                   progress=None) -> dict:
     """Read every label of `path` (format `fmt`) into the dictionary, in one transaction (a bad line anywhere:
-    nothing is imported). With `index`, the new labels are then embedded for search in commits of their own
-    (readers read between them; what a stopped run left unembedded, `search` embeds on first use): the
-    transaction holds the file for the reading and the inserts only, not for the embedding."""
-    from ..search import index_missing
-
+    nothing is imported); the transaction holds the file for the reading and the inserts only. Embedding the
+    new labels for search is the caller's next step (`search.index_missing` of each of `dictionary_ids`, in
+    commits of its own: the CLI does it; what is left unembedded, `search` embeds on first use)."""
     if fmt not in READERS:
         raise IngestError(f"unknown label format {fmt!r}; choose from {', '.join(FORMATS)}")
     path = Path(path)
@@ -367,11 +365,8 @@ def import_labels(store: Store, path: str | Path, fmt: str, dictionary: str | No
         if not counts["labels"]:
             raise IngestError(f"{path}: no labels found")
     counts["features"] = len(features)
-    if index:
-        for did in sorted({did for did, _ in features}):
-            index_missing(store, did)
-    return {"dictionary": ", ".join(names), "dictionaries": names, "format": fmt, "source": str(path),
-            "indexed": index, **counts}
+    return {"dictionary": ", ".join(names), "dictionaries": names, "format": fmt, "source": str(path), **counts,
+            "dictionary_ids": sorted({did for did, _ in features})}
 
 
 def _line_dictionary(store: Store, given: Dictionary | None) -> Callable[[str, object], Dictionary]:
