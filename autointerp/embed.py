@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .store import Store
+from .store import ActivationRepo, VectorRepo
 from .store.vectors import DIM
 
 if TYPE_CHECKING:
@@ -125,10 +125,11 @@ class ContextEncoder:
     store in one pass. The windows of a feature are then one gather from the slab.
     """
 
-    def __init__(self, store: Store, corpus_id: int, cache_tokens: int = 2_000_000) -> None:
-        self.store = store
+    def __init__(self, activations: ActivationRepo, vectors: VectorRepo, corpus_id: int,
+                 cache_tokens: int = 2_000_000) -> None:
+        self.activations, self.vectors = activations, vectors  # what it reads: contexts, stored encodings
         self.corpus_id = corpus_id
-        corpus = store.corpus(corpus_id)
+        corpus = activations.corpus(corpus_id)
         self.ctx_len = max(corpus.ctx_len, 1)
         self.n_slots = max(1, min(corpus.n_contexts, cache_tokens // self.ctx_len))
         self.fits = self.n_slots >= corpus.n_contexts
@@ -149,7 +150,7 @@ class ContextEncoder:
     def encode(self, context_ids) -> dict[int, np.ndarray]:
         """Run the model on contexts: context id -> float16 [n_tokens, 384]."""
         _, tok, _ = _load()
-        ctx = self.store.activations.read_contexts(self.corpus_id, np.asarray(context_ids), with_strings=True)
+        ctx = self.activations.read_contexts(self.corpus_id, np.asarray(context_ids), with_strings=True)
         texts, spans = [], []
         for i in range(len(ctx["context_id"])):
             toks = ctx["tokens"][ctx["offsets"][i]:ctx["offsets"][i + 1]]
@@ -202,16 +203,16 @@ class ContextEncoder:
 
     def _load(self, need: list[int]) -> None:
         if self.stored is None:
-            self.stored = set(self.store.vectors.encoded_contexts(self.corpus_id, ENCODING).tolist())
+            self.stored = set(self.vectors.encoded_contexts(self.corpus_id, ENCODING).tolist())
             if self.stored and self.fits:  # the whole corpus fits: read it all, 2,048 contexts a query
                 top = max(self.stored) + 1
                 for lo in range(0, top, 2048):
-                    for cid, vec in self.store.vectors.read_context_vectors(self.corpus_id, ENCODING,
+                    for cid, vec in self.vectors.read_context_vectors(self.corpus_id, ENCODING,
                                                                     range(lo, min(lo + 2048, top))).items():
                         self._keep(cid, vec)
         have = [c for c in need if c in self.stored and c not in self._slot]
         for i in range(0, len(have), 2048):
-            for cid, vec in self.store.vectors.read_context_vectors(self.corpus_id, ENCODING, have[i:i + 2048]).items():
+            for cid, vec in self.vectors.read_context_vectors(self.corpus_id, ENCODING, have[i:i + 2048]).items():
                 self._keep(cid, vec)
         todo = [c for c in need if c not in self._slot]
         for i in range(0, len(todo), 64):
@@ -298,8 +299,8 @@ class ContextEncoder:
     def encode_all(self, progress=None, batch: int = 64):
         """Encode every context of the corpus the store does not hold yet, `batch` at a time; yields
         each batch's encodings (for the caller to write) and updates `progress` (a Progress)."""
-        self.stored = set(self.store.vectors.encoded_contexts(self.corpus_id, ENCODING).tolist())
-        todo = np.setdiff1d(np.arange(self.store.corpus(self.corpus_id).n_contexts), np.fromiter(self.stored, np.int64))
+        self.stored = set(self.vectors.encoded_contexts(self.corpus_id, ENCODING).tolist())
+        todo = np.setdiff1d(np.arange(self.activations.corpus(self.corpus_id).n_contexts), np.fromiter(self.stored, np.int64))
         for i in range(0, len(todo), batch):
             out = self.encode(todo[i:i + batch])
             self.stored.update(out)

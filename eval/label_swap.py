@@ -38,7 +38,7 @@ def label_swap(store, dictionary, n: int, seed: int, scorers: list[str]) -> list
     if len(samples) < 2:
         raise SystemExit(f"only {len(samples)} labellable features: nothing to swap")
     other = derangement(len(samples), rng)
-    bg = Background.from_store(store, dictionary.corpus_id)
+    bg = Background.from_store(store.activations, dictionary.corpus_id)
     variants = [("inputs only", OfflineExplainer(bg), samples)]
     if store.activations.has_output_tokens(dictionary.dictionary_id):
         outputs = store.activations.output_tokens(dictionary.dictionary_id, [s.feature for s in samples])

@@ -192,7 +192,7 @@ def simulator_agreement(store, dictionary, kept, expl, own_rows, scorer_model, l
                                   dataclasses.replace(options, simulator=other)), kept, expl)["simulation"]
         mine = [own_rows[s.feature]["scores"]["simulation"]["value"] for s in kept]
         out["llm"] = {"this": options.simulator, "other": other, **_agree(mine, [x.value for x in got])}
-    sim = OfflineSimulator(ContextEncoder(store, dictionary.corpus_id))
+    sim = OfflineSimulator(ContextEncoder(store.activations, store.vectors, dictionary.corpus_id))
     dense, sparse = [], []
     for s, e in zip(kept, expl):
         p = sim.predict(e.text, list(s.score)).values

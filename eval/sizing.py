@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import sys
 
@@ -94,7 +93,7 @@ def measure(store, dictionary, n: int, seed: int, budgets: list[int | None]) -> 
 
     samples = pick_samples(store, dictionary, n, seed)
     explain = load_template("explain_highlight")
-    offline = OfflineExplainer(Background.from_store(store, dictionary.corpus_id))
+    offline = OfflineExplainer(Background.from_store(store.activations, dictionary.corpus_id))
     prefix = _in(explain.system + "".join(t for _, t in explain.fewshot_turns))
     per: dict = {"explain": {"calls": 0.0, "input": 0.0, "output": 0.0, "prefix": prefix}}
     templates = {k: load_template(v) for k, v in TEMPLATES.items()}

@@ -104,7 +104,7 @@ def test_label_with_an_llm_through_the_real_sdk(store, delphi_cache, monkeypatch
     d = store.dictionary()
     from autointerp.explain import Background
 
-    strings = Background.from_store(store, d.corpus_id).strings
+    strings = Background.from_store(store.activations, d.corpus_id).strings
     triggers = [strings[int(t)].strip() for t in facts["trigger_ids"]]
     path = store.path
     store.close()

@@ -28,9 +28,9 @@ def _ingested(store, delphi_cache):
 def test_offline_label_names_the_trigger_token_and_beats_a_swapped_label(store, delphi_cache):
     d, facts = _ingested(store, delphi_cache)
     sampler = Sampler(store, d)
-    bg = Background.from_store(store, d.corpus_id)
+    bg = Background.from_store(store.activations, d.corpus_id)
     ex = OfflineExplainer(bg)
-    sim = SimulationScorer(ContextEncoder(store, d.corpus_id))
+    sim = SimulationScorer(ContextEncoder(store.activations, store.vectors, d.corpus_id))
     own_beats = 0
     for f in range(4):
         s = sampler.sample(f)
@@ -164,7 +164,7 @@ def ex_hash():
 
 def test_score_command_grades_any_text_on_the_held_out_set(store, delphi_cache):
     d, facts = _ingested(store, delphi_cache)
-    bg = Background.from_store(store, d.corpus_id)
+    bg = Background.from_store(store.activations, d.corpus_id)
     path = store.path
     store.close()
     runner = CliRunner()

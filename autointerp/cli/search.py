@@ -69,7 +69,7 @@ def encode(store: StoreOpt, dictionary: DictOpt = None, device: DeviceOpt = "aut
 
     with opened(store) as s:
         d = s.dictionary(dictionary)
-        enc = ContextEncoder(s, d.corpus_id, cache_tokens=0)
+        enc = ContextEncoder(s.activations, s.vectors, d.corpus_id, cache_tokens=0)
         todo = s.corpus(d.corpus_id).n_contexts - len(s.vectors.encoded_contexts(d.corpus_id, ENCODING))
         bar = Progress(todo, f"encode {s.corpus(d.corpus_id).name}", "ctx", show_progress(as_json))
         done = 0

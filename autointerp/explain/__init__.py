@@ -36,7 +36,7 @@ def make_explainer(name: str, store: Store, dictionary: Dictionary, llm: LLMOpti
         return plugins.make("explainer", name, plugins.PluginContext(store, dictionary, llm or LLMOptions()))
     outputs = store.activations.has_output_tokens(dictionary.dictionary_id)
     if name == "offline":  # corpus statistics read when first used; output tokens named where borne out
-        return OfflineExplainer(lambda: Background.from_store(store, dictionary.corpus_id), outputs=outputs)
+        return OfflineExplainer(lambda: Background.from_store(store.activations, dictionary.corpus_id), outputs=outputs)
     if ":" in name:
         from ..llm import make_client
         from .llm import LLMExplainer

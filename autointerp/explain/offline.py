@@ -24,7 +24,7 @@ from ..contracts import ExplainerBase
 from ..clock import utcnow
 from ..errors import ExplainFailure
 from ..records import Explanation, FeatureSample
-from ..store import Store
+from ..store import ActivationRepo
 
 METHOD = "offline"
 VERSION = "logodds-v1"  # recorded as the explanation's prompt_hash: change it when the method changes
@@ -43,12 +43,14 @@ class Background:
     strings: dict[int, str]
 
     @classmethod
-    def from_store(cls, store: Store, corpus_id: int, max_tokens: int = 4_000_000) -> Background:
-        corpus = store.corpus(corpus_id)
+    def from_store(cls, activations: ActivationRepo, corpus_id: int, max_tokens: int = 4_000_000) -> Background:
+        """Counted over `max_tokens` of the corpus's contexts (evenly spaced), read from the store's
+        activations repository."""
+        corpus = activations.corpus(corpus_id)
         n = corpus.n_contexts
         take = max(1, min(n, max_tokens // max(corpus.ctx_len, 1)))
         ids = np.unique(np.linspace(0, n - 1, take).astype(np.int64))
-        ctx = store.activations.read_contexts(corpus_id, ids, with_strings=True)
+        ctx = activations.read_contexts(corpus_id, ids, with_strings=True)
         tok, off = ctx["token_ids"].astype(np.int64), ctx["offsets"]
         first = np.zeros(len(tok), dtype=bool)
         first[off[:-1][off[:-1] < len(tok)]] = True

@@ -76,7 +76,7 @@ def make_scorers(names, store: Store, dictionary: Dictionary, model: str | None 
         elif n not in SCORERS:
             raise UsageError(f"scorer {n!r} needs an LLM: pass --scorer-model anthropic:MODEL (or openai:, compat:)")
         else:
-            encoder = encoder or ContextEncoder(store, dictionary.corpus_id)  # shared: one pass per context
+            encoder = encoder or ContextEncoder(store.activations, store.vectors, dictionary.corpus_id)  # shared: one pass per context
             out.append(SCORERS[n](encoder, options))
     return out
 
