@@ -73,7 +73,7 @@ def parquet(path: Annotated[Path, typer.Argument(help="Folder with activations.p
             hook: Annotated[str | None, typer.Option(help="Hook point they were read at.")] = None,
             tokenizer: Annotated[Path | None, typer.Option(help="Tokenizer folder, when contexts have no 'tokens' column.")] = None,
             replace: ReplaceOpt = False, as_json: JsonOpt = False) -> None:
-    """Ingest activations in the Parquet long format (see README), atomically."""
+    """Ingest activations in the Parquet long format (docs/reference/formats.md), atomically."""
     check_width(width)
     with opened(store, create=True) as s:
         out = ingest_parquet(s, path, dictionary=dictionary, contexts=contexts, width=width, model=model, hook=hook,

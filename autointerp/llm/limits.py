@@ -9,7 +9,7 @@ is not held at the default 50 requests a minute, and never paced above what the 
 explicit limit (`--rpm`, `[limits] rpm`) is kept whatever the headers say. Waiters queue on a FIFO lock: only the head of the
 queue sleeps, for exactly as long as its amount needs, so 10,000 waiting requests cost no polling.
 (asyncio-throttle, which the design first named, polls every 10 ms per waiter and has no notion of
-tokens: see the README.)
+tokens: see docs/explanation/llm-provider.md.)
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Choose the windows of a chunk of features at once, vectorised over features (no per-feature loop).
 
-Rules, per feature (see README, "Sampler"), each with the phase function that applies it:
+Rules, per feature (see docs/explanation/sampler.md), each with the phase function that applies it:
 1. Candidate windows: each context is cut into slots of `window` tokens; the highest activation of a
    slot is a peak, and its window puts the peak at `offset` (clamped inside the context). Overlapping
    candidates of the same context are suppressed in favour of the higher peak (non-maximum

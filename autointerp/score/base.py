@@ -85,7 +85,7 @@ class ScoringOptions:
     stratified and seeded from the sample's held-out set (None: all of them); offline scorers, which cost
     nothing a window, and intruder questions always use every window. 40 by default, chosen by
     eval/quality.py's sweep: on SAE latents detection's own-vs-swapped separation at 40 windows was
-    equal to all 100 (0.712), at half the cost (README, "Cheaper by design").
+    equal to all 100 (0.712), at half the cost (docs/benchmarks.md, "Cheaper by design").
     """
 
     min_evidence: int = 10
