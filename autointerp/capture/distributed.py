@@ -122,15 +122,15 @@ def capture_on_ray(store: Store, config: CaptureConfig, options: RayOptions = Ra
                    progress: bool = False) -> CaptureResult:
     """Capture every member of `config` into `store` with Ray workers; stores exactly what `capture` stores
     (the dictionaries' config adds "executor": "ray" and the worker count). Never resumes (see the module)."""
+    c, t0 = config, time.perf_counter()
+    if not isinstance(c.model, (str, Path)) or not isinstance(c.corpus, (str, Path)) or \
+            not all(isinstance(s, str) for s in c.saes):  # refused before Ray is even imported
+        raise CaptureError("a Ray capture sends its workers files: a model, SAE or texts held in memory capture "
+                           "in this process (capture(store, config))")
     try:
         import ray
     except ImportError:
         raise CaptureError("--executor ray needs Ray: pip install 'autointerp[ray]'") from None
-    c, t0 = config, time.perf_counter()
-    if not isinstance(c.model, (str, Path)) or not isinstance(c.corpus, (str, Path)) or \
-            not all(isinstance(s, str) for s in c.saes):
-        raise CaptureError("a Ray capture sends its workers files: a model, SAE or texts held in memory capture "
-                           "in this process (capture(store, config))")
     device = _worker_device(c.device)
     dtype, sae_dtype = _worker_dtype(c.dtype, device), _worker_dtype(c.sae_dtype, device)
     x = resolve_inputs(c, torch.device("cpu"), dtype, sae_dtype)  # 1. the driver's copy: checks, then outputs
