@@ -254,8 +254,7 @@ def run_on_ray(store: Store, d, todo: list[int], cfg, run_id: str, summary: RunS
             shards.append({"shard": part["shard"], "host": part["host"], "pid": part["pid"],
                            "explained": got.explained, "graded": got.graded, "skipped": got.skipped,
                            "failed": got.failed})
-        # ray types an actor as `ActorHandle[T] | type[T]`: a method's `.remote` is typed only under @ray.method
-        state_ref = coordinator.state.remote()  # type: ignore[attr-defined]
+        state_ref = coordinator.state.remote()
         state = ray.get(state_ref)
         summary.stopped = state["stopped"]
         summary.extra["coordinator"] = state
