@@ -94,7 +94,7 @@ class SamplerConfig:
             raise UsageError(f"min_windows must be >= 2 (one to explain, one to score), got {self.min_windows}")
 
     def check_limits(self) -> SamplerConfig:
-        """Every value within what the store and the sampler hold (SAMPLER_LIMITS), else a SampleError: what
+        """Every value within what the store and the sampler hold (SAMPLER_LIMITS), else a UsageError: what
         `from_options` checks for the CLI, job files and imported labels. Not in `__post_init__`: a config the
         store recorded under an earlier autointerp must stay readable."""
         from .errors import UsageError
@@ -132,7 +132,7 @@ class SamplerConfig:
     def from_options(cls, **options) -> SamplerConfig:
         """From the options as `sample` and `label` name them (`n_score`, ...: SAMPLER_OPTION_FIELDS) or
         by field name: the CLI and job files' [sampler] take the same names. Values beyond what the store
-        and the sampler hold are a SampleError (`check_limits`)."""
+        and the sampler hold are a UsageError (`check_limits`)."""
         return cls(**{SAMPLER_OPTION_FIELDS.get(k, k): v for k, v in options.items()}).check_limits()
 
     def to_dict(self) -> dict:
@@ -151,7 +151,7 @@ class SamplerConfig:
 SAMPLER_OPTION_FIELDS = {"n_quantile": "n_quantile_explain", "n_score": "n_score_activating",
                          "n_nonfiring": "n_score_nonfiring", "n_neighbors": "n_neighbor_negatives"}
 
-# What a SamplerConfig and a seed may hold (beyond: SampleError, exit 6; in a job file, exit 20).
+# What a SamplerConfig and a seed may hold (beyond: UsageError, exit 2; in a job file, exit 20).
 MAX_WINDOW = 2**16 - 1  # tokens a window: a stored window's start and length are 16-bit
 # windows of one sample set (explain: n_top + n_quantile; score: n_score + n_nonfiring + n_neighbors): the
 # sampler draws every feature of a batch at once (~1.25 x n_nonfiring draws each: 65,535 took 8.4 GB for 256
@@ -172,7 +172,7 @@ def _named(field_name: str) -> str:
 
 
 def check_seed(seed) -> int:
-    """A sampler seed: a 64-bit integer (the store's seed columns), else a SampleError."""
+    """A sampler seed: a 64-bit integer (the store's seed columns), else a UsageError."""
     from .errors import UsageError
 
     if (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)

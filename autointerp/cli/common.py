@@ -188,7 +188,7 @@ SeedOpt = Annotated[int, typer.Option(help="Sampler seed, a 64-bit integer (the 
 
 def sampler_config(window: int, peak_offset: int | None, n_top: int, n_quantile: int, n_score: int,
                    n_nonfiring: int, n_neighbors: int, n_quantiles: int, min_windows: int) -> SamplerConfig:
-    """The sampler options of `sample` and `label` -> a SamplerConfig (bad values: SampleError, exit 6)."""
+    """The sampler options of `sample` and `label` -> a SamplerConfig (bad values: UsageError, exit 2)."""
     return SamplerConfig.from_options(window=window, peak_offset=peak_offset, n_top=n_top, n_quantile=n_quantile,
                                       n_score=n_score, n_nonfiring=n_nonfiring, n_neighbors=n_neighbors,
                                       n_quantiles=n_quantiles, min_windows=min_windows)

@@ -49,7 +49,7 @@ class Sampler:
         self.store = store
         self.dictionary = dictionary
         self.config = config or SamplerConfig()
-        self.seed = check_seed(seed)  # a 64-bit integer, else SampleError
+        self.seed = check_seed(seed)  # a 64-bit integer, else UsageError
         self.max_rows = max_rows
         self.corpus = store.corpus(dictionary.corpus_id)
         # read now, on the caller's connection: worker threads share it and never touch that connection
