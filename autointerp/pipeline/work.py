@@ -236,7 +236,8 @@ def _base(sample: FeatureSample, expl) -> dict:
 async def _explain(sample: FeatureSample, expl) -> list[Explanation] | FeatureLabel:
     """A feature's candidate explanations, or its outcome when it has none (skipped, failed)."""
     if sample.status != "ok":
-        return FeatureLabel(**_base(sample, expl), status="skipped", failure=Failure.of_reason(sample.reason))
+        return FeatureLabel(**_base(sample, expl), status="skipped", reason=sample.reason,
+                            failure=Failure.of_reason(sample.reason))  # the sampler's own text, kept as it is
     try:
         out = await call(expl.explain, sample)
     except ExplainFailure as err:
