@@ -302,29 +302,13 @@ def make_app(store: Store, dictionary: str | None = None, *, hosts: tuple[frozen
     (None: no Host check, for an app called in-process). `slow`: threads and queue of the search and of
     the trace pool (each its own)."""
     b = Browser(store, dictionary)
-    app = FastAPI(title="autointerp", version="1", summary="Feature labels and grades of an autointerp store "
-                  "(read-only).", docs_url=None, redoc_url=None,
-                  responses={400: {"model": Error, "description": "A bad parameter"}})
-    app.state.browser = b
-    app.state.pools = pools = {"search": SlowPool("search", *slow, retry_after=1),
-                               "trace": SlowPool("trace", *slow, retry_after=2)}
+    app, pools = _new_app(b, hosts, slow)
     get = ["GET"]  # HEAD is a GET without its body (the middleware): the OpenAPI lists GET
-
-    _read_only_get_and_head(app)
-    if hosts is not None:  # added last: the outermost, before anything else looks at the request
-        app.add_middleware(HostGuard, names=hosts[0], any_ip=hosts[1])
-    _errors_as_json(app)
 
     @app.api_route("/api/dictionaries", methods=get, response_model=list[DictionaryInfo])
     def dictionaries():
         """The store's dictionaries, the default one first."""
-        ds = sorted(b.dictionaries, key=lambda d: d.dictionary_id != b.default.dictionary_id)
-        out = []
-        for d in ds:
-            ix = b.index(d)
-            out.append({"name": d.name, "model": d.model, "hook": d.hook, "kind": d.kind, "width": d.width,
-                        "labelled": ix.labelled, "scorers": ix.scorers})
-        return out
+        return _dictionary_infos(b)
 
     names = [d.name for d in b.dictionaries]  # the store is read-only: these are all there will be
     sorts = [*FIXED_SORTS, *sorted({n for d in b.dictionaries for n in store.labels.scorer_names(d.dictionary_id)})]
@@ -357,11 +341,7 @@ def make_app(store: Store, dictionary: str | None = None, *, hosts: tuple[frozen
                 dictionary: Annotated[DictName | None, Query()] = None) -> dict:
         """One feature: labels (every candidate) with grades, details and provenance; statistics; top
         and quantile windows; simulated vs true activations on held-out windows."""
-        d = _dict(dictionary)
-        if feature >= d.width:
-            raise HTTPException(404, f"no feature {feature} in {d.name} (width {d.width})")
-        docs = dict(feature_docs(b.store, d, [feature], unsampled=True))
-        return {"dictionary": d.name, **docs[feature]}
+        return _one_feature(b, _dict(dictionary), feature)
 
     @app.api_route("/api/search", methods=get, response_model=SearchResult, responses={400: {"model": Error}, **BUSY})
     @on_pool(pools["search"], SearchResult)
@@ -386,15 +366,53 @@ def make_app(store: Store, dictionary: str | None = None, *, hosts: tuple[frozen
                                                         "dictionary)")] = False):
         """A text through the model (and SAE) the dictionary was captured from: per token its strongest
         features with their labels, and every nonzero activation. 400 for a dictionary with no model here."""
-        from ..capture import trace_text  # torch and the model: loaded on the first trace, not at start
-
-        d = _dict(dictionary)
-        tracer, lock = b.tracer(d)
-        with lock:  # one text at a time per model
-            return trace_text(b.store, tracer, text, TraceConfig(top=top, matrix=matrix))
+        return _trace(b, _dict(dictionary), text, TraceConfig(top=top, matrix=matrix))
 
     _pages(app)
     return app
+
+
+def _new_app(b: Browser, hosts: tuple[frozenset[str], bool] | None,
+             slow: tuple[int, int]) -> tuple[FastAPI, dict[str, SlowPool]]:
+    """The app with its state (the browser, the slow pools), middleware and error handlers; no routes yet."""
+    app = FastAPI(title="autointerp", version="1", summary="Feature labels and grades of an autointerp store "
+                  "(read-only).", docs_url=None, redoc_url=None,
+                  responses={400: {"model": Error, "description": "A bad parameter"}})
+    app.state.browser = b
+    app.state.pools = pools = {"search": SlowPool("search", *slow, retry_after=1),
+                               "trace": SlowPool("trace", *slow, retry_after=2)}
+    _read_only_get_and_head(app)
+    if hosts is not None:  # added last: the outermost, before anything else looks at the request
+        app.add_middleware(HostGuard, names=hosts[0], any_ip=hosts[1])
+    _errors_as_json(app)
+    return app, pools
+
+
+def _dictionary_infos(b: Browser) -> list[dict]:
+    """The store's dictionaries with their labelled counts and scorers, the default one first."""
+    out = []
+    for d in sorted(b.dictionaries, key=lambda d: d.dictionary_id != b.default.dictionary_id):
+        ix = b.index(d)
+        out.append({"name": d.name, "model": d.model, "hook": d.hook, "kind": d.kind, "width": d.width,
+                    "labelled": ix.labelled, "scorers": ix.scorers})
+    return out
+
+
+def _one_feature(b: Browser, d: Dictionary, feature: int) -> dict:
+    """One feature's page data (404 past the dictionary's width)."""
+    if feature >= d.width:
+        raise HTTPException(404, f"no feature {feature} in {d.name} (width {d.width})")
+    docs = dict(feature_docs(b.store, d, [feature], unsampled=True))
+    return {"dictionary": d.name, **docs[feature]}
+
+
+def _trace(b: Browser, d: Dictionary, text: str, config: TraceConfig) -> dict:
+    """A text through the dictionary's model, one text at a time per model."""
+    from ..capture import trace_text  # torch and the model: loaded on the first trace, not at start
+
+    tracer, lock = b.tracer(d)
+    with lock:
+        return trace_text(b.store, tracer, text, config)
 
 
 def _pages(app: FastAPI) -> None:

@@ -123,82 +123,15 @@ def write_neuronpedia(store: Store, out: str | Path, *, model_id: str, source_id
     tmp, old = final.with_name(f".{final.name}.autointerp-tmp"), final.with_name(f".{final.name}.autointerp-old")
     shutil.rmtree(tmp, ignore_errors=True)  # ours alone, left by a run cut short
     shutil.rmtree(old, ignore_errors=True)
-    counts: dict = {}
     types: dict[str, set] = {"explanation_type": set(), "explanation_model_type": set(), "explanation_score_type": set(),
                              "explanation_score_model": set()}
     base = {"modelId": model_id, "layer": source_id}
-    has_lens = store.activations.has_output_tokens(d.dictionary_id)
     try:
-        feats = _Batches(tmp / "features")
-        for lo in range(0, d.width, 65_536):  # statistics a slice at a time: never the whole table in Python
-            stats = {s.feature: s for s in store.activations.feature_stats(d.dictionary_id, range(lo, min(lo + 65_536, d.width)))}
-            lens = store.activations.output_tokens(d.dictionary_id, range(lo, min(lo + 65_536, d.width))) if has_lens else {}
-            for f in range(lo, min(lo + 65_536, d.width)):
-                s, o = stats.get(f), lens.get(f)
-                feats.add({**base, "index": str(f), "creatorId": CREATOR, "hookName": d.hook,
-                           "maxActApprox": float(s.max_value or 0.0) if s else 0.0,
-                           "frac_nonzero": float(s.density) if s else 0.0, "hasVector": False,
-                           "pos_str": [t for t, _ in o.promoted] if o else [],
-                           "pos_values": [v for _, v in o.promoted] if o else [],
-                           "neg_str": [t for t, _ in o.suppressed] if o else [],
-                           "neg_values": [v for _, v in o.suppressed] if o else []})
-        feats.flush()
-        expl, scores = _Batches(tmp / "explanations"), _Batches(tmp / "explanation_scores")
-        for lo in range(0, d.width, 20_000):
-            for r in store.labels.find(d.dictionary_id, range(lo, min(lo + 20_000, d.width)), candidates=candidates):
-                eid = _id(model_id, source_id, r["feature_id"], r["explainer"], r["prompt_hash"], r["sampler_hash"],
-                          r["seed"], r["evidence"].get("candidate", 0), r["explanation"])
-                tname, mname = _type_name(r), _model_name(r["explainer"])
-                types["explanation_type"].add(tname)
-                types["explanation_model_type"].add(mname)
-                row = dict.fromkeys(EXPLANATION_KEYS)
-                row.update(id=eid, **base, index=str(r["feature_id"]), authorId=CREATOR, description=r["explanation"],
-                           typeName=tname, explanationModelName=mname)
-                expl.add(row)
-                for name, sc in r["scores"].items():
-                    if sc["status"] != "ok":
-                        continue
-                    stype, smodel = SCORE_TYPES.get(name, f"autointerp_{name}"), _score_model(sc["version"])
-                    types["explanation_score_type"].add(stype)
-                    types["explanation_score_model"].add(smodel)
-                    scores.add({"id": _id(eid, name, sc["version"]), "explanationId": eid, "value": sc["value"],
-                                "explanationScoreTypeName": stype, "explanationScoreModelName": smodel,
-                                "initiatedByUserId": CREATOR,
-                                "jsonDetails": json.dumps({**sc["details"], "autointerp_scorer": name,
-                                                           "autointerp_version": sc["version"],
-                                                           "ci_low": (sc["ci"] or [None])[0],
-                                                           "ci_high": (sc["ci"] or [None, None])[1],
-                                                           "n_windows": sc["n_windows"], "n_tokens": sc["n_tokens"],
-                                                           "autointerp_level": "feature" if name in FEATURE_LEVEL
-                                                           else "label"}),
-                                "createdAt": sc["created_at"]})
-        expl.flush()
-        scores.flush()
-        acts = _Batches(tmp / "activations")
-        if activations:
-            # the explain windows only (top and quantile): no held-out set is drawn for an export
-            sampler = Sampler(store, d, SamplerConfig(n_score_activating=0, n_score_nonfiring=0), seed)
-            corpus = store.corpus(d.corpus_id).name
-            for lo in range(0, d.width, 256):
-                stats = {s.feature: s for s in store.activations.feature_stats(d.dictionary_id, range(lo, min(lo + 256, d.width)))}
-                for smp in sampler.sample_many(list(range(lo, min(lo + 256, d.width)))):
-                    st = stats.get(smp.feature)
-                    for k, w in enumerate(smp.explain):
-                        assert st is not None and st.max_value is not None  # it has windows: it fired, so has stats
-                        v = w.activations.tolist()
-                        top = w.kind == "top"
-                        bmin, bmax, bcont = (-1.0, float(st.max_value), -1.0) if top else _bins(st.quantile_edges,
-                                                                                               max(v))
-                        acts.add({"id": _id(model_id, source_id, smp.feature, w.context_id, w.start, seed),
-                                  **base, "index": str(smp.feature), "creatorId": CREATOR,
-                                  "dataSource": f"autointerp:{corpus}", "tokens": list(w.tokens), "maxValue": max(v),
-                                  "minValue": min(v), "values": v, "maxValueTokenIndex": int(np.argmax(v)),
-                                  "dfaValues": [], "dfaMaxValue": None, "dfaTargetIndex": None,
-                                  "binContains": bcont, "binMin": bmin, "binMax": bmax},
-                                 batch=smp.feature // BATCH)
-        acts.flush()
-        counts = {"features": feats.written, "explanations": expl.written, "scores": scores.written,
-                  "activations": acts.written}
+        counts = {"features": _write_features(store, d, base, _Batches(tmp / "features")),
+                  **_write_explanations(store, d, base, candidates, types, _Batches(tmp / "explanations"),
+                                        _Batches(tmp / "explanation_scores")),
+                  "activations": _write_activations(store, d, base, seed, _Batches(tmp / "activations"),
+                                                    activations)}
         if final.exists():
             final.rename(old)
         tmp.rename(final)
@@ -207,6 +140,91 @@ def write_neuronpedia(store: Store, out: str | Path, *, model_id: str, source_id
         shutil.rmtree(tmp, ignore_errors=True)
     _merge_config(root / "config", types)
     return {"out": str(final), "dictionary": d.name, "model_id": model_id, "source_id": source_id, **counts}
+
+
+def _write_features(store: Store, d, base: dict, feats: _Batches) -> int:
+    """One row per feature: statistics and logit-lens tokens, read a slice at a time (never the whole table)."""
+    has_lens = store.activations.has_output_tokens(d.dictionary_id)
+    for lo in range(0, d.width, 65_536):
+        part = range(lo, min(lo + 65_536, d.width))
+        stats = {s.feature: s for s in store.activations.feature_stats(d.dictionary_id, part)}
+        lens = store.activations.output_tokens(d.dictionary_id, part) if has_lens else {}
+        for f in part:
+            s, o = stats.get(f), lens.get(f)
+            feats.add({**base, "index": str(f), "creatorId": CREATOR, "hookName": d.hook,
+                       "maxActApprox": float(s.max_value or 0.0) if s else 0.0,
+                       "frac_nonzero": float(s.density) if s else 0.0, "hasVector": False,
+                       "pos_str": [t for t, _ in o.promoted] if o else [],
+                       "pos_values": [v for _, v in o.promoted] if o else [],
+                       "neg_str": [t for t, _ in o.suppressed] if o else [],
+                       "neg_values": [v for _, v in o.suppressed] if o else []})
+    feats.flush()
+    return feats.written
+
+
+def _write_explanations(store: Store, d, base: dict, candidates: bool, types: dict[str, set],
+                        expl: _Batches, scores: _Batches) -> dict:
+    """Each label and its defined grades (Neuronpedia's explanation and explanation_score rows); the type and
+    model names used are added to `types`."""
+    model_id, source_id = base["modelId"], base["layer"]
+    for lo in range(0, d.width, 20_000):
+        for r in store.labels.find(d.dictionary_id, range(lo, min(lo + 20_000, d.width)), candidates=candidates):
+            eid = _id(model_id, source_id, r["feature_id"], r["explainer"], r["prompt_hash"], r["sampler_hash"],
+                      r["seed"], r["evidence"].get("candidate", 0), r["explanation"])
+            tname, mname = _type_name(r), _model_name(r["explainer"])
+            types["explanation_type"].add(tname)
+            types["explanation_model_type"].add(mname)
+            row = dict.fromkeys(EXPLANATION_KEYS)
+            row.update(id=eid, **base, index=str(r["feature_id"]), authorId=CREATOR, description=r["explanation"],
+                       typeName=tname, explanationModelName=mname)
+            expl.add(row)
+            for name, sc in r["scores"].items():
+                if sc["status"] != "ok":
+                    continue
+                stype, smodel = SCORE_TYPES.get(name, f"autointerp_{name}"), _score_model(sc["version"])
+                types["explanation_score_type"].add(stype)
+                types["explanation_score_model"].add(smodel)
+                scores.add({"id": _id(eid, name, sc["version"]), "explanationId": eid, "value": sc["value"],
+                            "explanationScoreTypeName": stype, "explanationScoreModelName": smodel,
+                            "initiatedByUserId": CREATOR,
+                            "jsonDetails": json.dumps({**sc["details"], "autointerp_scorer": name,
+                                                       "autointerp_version": sc["version"],
+                                                       "ci_low": (sc["ci"] or [None])[0],
+                                                       "ci_high": (sc["ci"] or [None, None])[1],
+                                                       "n_windows": sc["n_windows"], "n_tokens": sc["n_tokens"],
+                                                       "autointerp_level": "feature" if name in FEATURE_LEVEL
+                                                       else "label"}),
+                            "createdAt": sc["created_at"]})
+    expl.flush()
+    scores.flush()
+    return {"explanations": expl.written, "scores": scores.written}
+
+
+def _write_activations(store: Store, d, base: dict, seed: int, acts: _Batches, wanted: bool) -> int:
+    """The explain windows (top and quantile) of every feature, with their bins; none unless `wanted`."""
+    if wanted:
+        # the explain windows only: no held-out set is drawn for an export
+        sampler = Sampler(store, d, SamplerConfig(n_score_activating=0, n_score_nonfiring=0), seed)
+        corpus = store.corpus(d.corpus_id).name
+        for lo in range(0, d.width, 256):
+            part = range(lo, min(lo + 256, d.width))
+            stats = {s.feature: s for s in store.activations.feature_stats(d.dictionary_id, part)}
+            for smp in sampler.sample_many(list(part)):
+                st = stats.get(smp.feature)
+                for w in smp.explain:
+                    assert st is not None and st.max_value is not None  # it has windows: it fired, so has stats
+                    v = w.activations.tolist()
+                    top = w.kind == "top"
+                    bmin, bmax, bcont = (-1.0, float(st.max_value), -1.0) if top else _bins(st.quantile_edges, max(v))
+                    acts.add({"id": _id(base["modelId"], base["layer"], smp.feature, w.context_id, w.start, seed),
+                              **base, "index": str(smp.feature), "creatorId": CREATOR,
+                              "dataSource": f"autointerp:{corpus}", "tokens": list(w.tokens), "maxValue": max(v),
+                              "minValue": min(v), "values": v, "maxValueTokenIndex": int(np.argmax(v)),
+                              "dfaValues": [], "dfaMaxValue": None, "dfaTargetIndex": None,
+                              "binContains": bcont, "binMin": bmin, "binMax": bmax},
+                             batch=smp.feature // BATCH)
+    acts.flush()
+    return acts.written
 
 
 def _merge_config(folder: Path, types: dict[str, set]) -> None:
