@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -166,8 +166,6 @@ class TextList:
     texts: Sequence[str]
     name: str = "texts"
     kind: ClassVar[str] = "text"
-    format: ClassVar[str] = "memory"
-    text_column: str = field(default="text", repr=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.texts, str):
@@ -197,6 +195,3 @@ class TextList:
             h.update(f"{len(b)}:".encode())
             h.update(b)
         return h.hexdigest()
-
-    def describe(self) -> str:
-        return f"{self.path}: a document per string"

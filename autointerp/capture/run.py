@@ -114,10 +114,6 @@ class ModelRef:
     identity: str
     tokenizer_id: str
 
-    @property
-    def held(self) -> bool:
-        return self.ref.startswith("memory:")
-
 
 @dataclass
 class Inputs:
