@@ -79,6 +79,12 @@ class MatchError(AutointerpError):
     exit_code = 9
 
 
+class CalibrationError(AutointerpError):
+    """A rule of planted features is malformed, or fires nowhere or everywhere in the corpus; nothing was written."""
+
+    exit_code = 11
+
+
 class ExplainFailure(Exception):
     """An explainer could not label one feature (no firing token, an unparseable reply, a spent retry budget).
 
@@ -118,6 +124,9 @@ EXIT_CODES: dict[int, str] = {
        "(nothing written)",
     10: "disk full: no space left where the store, its journal or an export is written (the message names the "
         "path and the space free); the store is unchanged and no partial file is left",
+    11: "calibrate: a rule file that cannot be read, or a rule in it with an unknown kind or key, an empty word "
+        "list, a regex that does not compile, has no capture group or never matches, or that fires nowhere or "
+        "everywhere in the corpus (one line naming the rule; nothing written)",
     20: "job could not start: bad job file (not UTF-8 TOML, an unknown key, a value out of range), store or "
         "dictionary; an unpriced model under a dollars budget; another job or writer holds the store (the refusal "
         "is in `job list`)",

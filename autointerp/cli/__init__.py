@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 
 from ..errors import EXIT_CODES
 from . import ingest, job
+from .calibrate import calibrate
 from .capture import capture, trace
 from .demo import demo
 from .export import export, serve
@@ -99,6 +100,7 @@ app.command("features")(features)
 app.command("sample")(sample)
 app.command("label")(label)
 app.command("score")(score)
+app.command("calibrate")(calibrate)
 app.command("labels")(labels)
 app.command("show")(show)
 app.command("export")(export)

@@ -37,15 +37,20 @@ class ActivationRepo(Repo):
         return None if row is None else self.corpus(row[0])
 
     @reads
-    def dictionaries(self) -> list[Dictionary]:
+    def dictionaries(self, gold: bool = False) -> list[Dictionary]:
+        """The store's dictionaries; the gold ones of calibration (kind "gold": planted features) only with
+        `gold`, and then only they."""
         rows = self.con.execute("SELECT dictionary_id, name, corpus_id, model, hook, width, kind, source, config "
-                                "FROM dictionaries ORDER BY dictionary_id").fetchall()
+                                f"FROM dictionaries WHERE kind {'=' if gold else '<>'} 'gold' "
+                                "ORDER BY dictionary_id").fetchall()
         return [Dictionary(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], config=json.loads(r[8])) for r in rows]
 
     @reads
     def dictionary(self, name: str | None = None) -> Dictionary:
-        """The named dictionary; with no name, the store's only dictionary."""
+        """The named dictionary (a gold one too, named); with no name, the store's only (real) dictionary."""
         dicts = self.dictionaries()
+        if name is not None and name.startswith("gold/"):
+            dicts += self.dictionaries(gold=True)
         if name is None:
             if len(dicts) == 1:
                 return dicts[0]
@@ -346,6 +351,11 @@ class ActivationRepo(Repo):
         b = DictionaryBuilder(self, did, corpus_id, width, sorted_input)
         tx.on_close(b._drop_staging)
         return b
+
+    def set_dictionary_config(self, dictionary_id: int, config: dict) -> None:
+        _ = self.writing  # a write: inside a transaction only
+        self.con.execute("UPDATE dictionaries SET config = ? WHERE dictionary_id = ?",
+                         [json.dumps(config, sort_keys=True), dictionary_id])
 
     def add_neighbors(self, dictionary_id: int, feature: np.ndarray, neighbor: np.ndarray,
                       similarity: np.ndarray) -> None:

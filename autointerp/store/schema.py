@@ -404,6 +404,35 @@ def _m013_label_changes(con: duckdb.DuckDBPyConnection) -> None:
         )""")
 
 
+def _m014_calibration(con: duckdb.DuckDBPyConnection) -> None:
+    # `autointerp calibrate`: one row per run (its summaries, JSON), and every grade it gave a candidate label
+    # (the truth, a near miss, an unrelated rule's truth, an explainer's label) of a gold feature.
+    con.execute("""
+        CREATE TABLE calibration_runs (
+            run_id VARCHAR PRIMARY KEY,
+            dictionary_id USMALLINT NOT NULL,  -- the dictionary whose corpus the gold features were planted on
+            gold_id USMALLINT NOT NULL,        -- the gold dictionary
+            summary JSON NOT NULL,
+            created_at TIMESTAMP NOT NULL
+        )""")
+    con.execute("""
+        CREATE TABLE calibration_grades (
+            run_id VARCHAR NOT NULL,
+            rule VARCHAR NOT NULL,
+            category VARCHAR NOT NULL,         -- word class | context | span | graded
+            seed BIGINT NOT NULL,
+            budget INTEGER,                    -- held-out windows judged (NULL: all)
+            scorer VARCHAR NOT NULL,
+            candidate VARCHAR NOT NULL,        -- truth | narrower | broader | sibling | unrelated | EXPLAINER@k
+            text VARCHAR NOT NULL,
+            status VARCHAR NOT NULL,
+            value DOUBLE,
+            low DOUBLE,
+            high DOUBLE,
+            n_windows INTEGER NOT NULL
+        )""")
+
+
 MIGRATIONS: list[Migration] = [
     (1, "initial", _m001_initial),
     (2, "labels", _m002_labels),
@@ -418,6 +447,7 @@ MIGRATIONS: list[Migration] = [
     (11, "the run that wrote each label and grade", _m011_run_ids),
     (12, "resumable captures", _m012_captures),
     (13, "label changes, for readers beside a writer", _m013_label_changes),
+    (14, "calibration runs and their grades", _m014_calibration),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -26,6 +26,7 @@ import numpy as np
 from ..errors import AutointerpError, OlderStoreError, StoreError
 from ..records import Corpus, Dictionary
 from .activations import ActivationRepo
+from .calibrations import CalibrationRepo
 from .captures import CaptureRepo
 from .db import READ_WAIT, Database, Transaction, one_row
 from .labels import LabelRepo
@@ -62,6 +63,7 @@ class Repos:
         self.ledger = LedgerRepo(db, tx)
         self.matches = MatchRepo(db, tx)
         self.captures = CaptureRepo(db, tx)
+        self.calibrations = CalibrationRepo(db, tx)
 
 
 class StoreTx(Repos):
