@@ -2,7 +2,7 @@
 
 Captures the layer-2 MLP neurons of the bundled all-MiniLM-L6-v2 over the bundled corpus (docstrings of
 Python's standard library, PSF-2.0), labels every neuron with the offline explainer, grades every label
-with the offline embedding and simulation scorers, and writes the JSONL export. Rerunning it resumes:
+with the offline simulation scorer, and writes the JSONL export. Rerunning it resumes:
 the capture is kept and only unlabelled features are done.
 
 `--model gemma-3-270m` does the same on a causal LM: the MLP neurons of layer 12 of Gemma 3 270M (base;
@@ -26,7 +26,7 @@ from .pipeline import LabelRun, label
 from .store import open_store
 
 CORPUS = Path(__file__).parent / "data" / "stdlib_docs.txt"
-SCORERS = ("embedding", "simulation")
+SCORERS = ("simulation",)  # embedding cannot tell a label from its near misses: `autointerp calibrate`
 GEMMA = "gemma-3-270m"
 
 

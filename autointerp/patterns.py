@@ -51,7 +51,7 @@ class Words:
     sentence_start: np.ndarray
     sentence_end: np.ndarray
     inside: dict[str, np.ndarray]  # span kind -> 0 outside, else 1, 2, ... the word's place inside the span
-    list_item: np.ndarray
+    list_item: np.ndarray  # 0 for a word that is no list item, else its 1-based place in the list
     seen_before: np.ndarray  # how many times the word occurred earlier in these tokens
     tokens: Sequence[str] = field(repr=False, default=())
     text: str = field(repr=False, default="")
@@ -92,7 +92,10 @@ class Words:
         for k in range(n_words):
             start[k] = k == 0 or doc_a[k - 1] != doc_a[k] or prev[k] in ".!?"
             end[k] = nxt[k] in (".", "!", "?")
-        inside = {kind: _inside(items, idx, item_doc, opens, closes) for kind, (opens, closes) in SPANS.items()}
+        # a mark inside a token ('onerror="x"' as one token) delimits no span: only one at a token's edge does
+        edge = [not it[3] and (not text[starts[t]:it[1]].strip() or not text[it[2]:starts[t + 1]].strip())
+                for it, t in zip(items, item_tok)]
+        inside = {kind: _inside(items, idx, item_doc, edge, opens, closes) for kind, (opens, closes) in SPANS.items()}
         seen: dict[str, int] = {}
         before = np.zeros(n_words, np.int64)
         for k, w in enumerate(words):
@@ -113,7 +116,7 @@ class Words:
         return out
 
 
-def _inside(items, idx: list[int], item_doc, opens: str, closes: str) -> np.ndarray:
+def _inside(items, idx: list[int], item_doc, edge: list[bool], opens: str, closes: str) -> np.ndarray:
     """Per word: 0 outside the span kind, else the word's 1-based place inside it (within one document)."""
     out = np.zeros(len(idx), np.int64)
     same = opens == closes
@@ -122,9 +125,9 @@ def _inside(items, idx: list[int], item_doc, opens: str, closes: str) -> np.ndar
     for j, (s, _, _, is_word) in enumerate(items):
         if item_doc[j] != doc:
             depth, place, doc = 0, 0, item_doc[j]
-        if not is_word and s in opens and (not same or depth == 0):
+        if not is_word and edge[j] and s in opens and (not same or depth == 0):
             depth, place = depth + 1, 0
-        elif not is_word and s in closes and depth > 0:
+        elif not is_word and edge[j] and s in closes and depth > 0:
             depth -= 1
         elif is_word and depth > 0:
             place += 1
@@ -133,9 +136,9 @@ def _inside(items, idx: list[int], item_doc, opens: str, closes: str) -> np.ndar
 
 
 def _list_items(words: list[str], prev: list[str], nxt: list[str], doc: np.ndarray, end: np.ndarray) -> np.ndarray:
-    """Per word: an item of a comma-separated list of three or more (the word before a comma, or after
-    ", and" / ", or"), in a sentence that holds at least two commas."""
-    out = np.zeros(len(words), bool)
+    """Per word: 0, or its place (1, 2, ...) as an item of a comma-separated list of three or more (the word
+    before a comma, or after ", and" / ", or"), in a sentence that holds at least two commas."""
+    out = np.zeros(len(words), np.int64)
     k = 0
     while k < len(words):  # one sentence at a time
         j = k
@@ -143,9 +146,11 @@ def _list_items(words: list[str], prev: list[str], nxt: list[str], doc: np.ndarr
             j += 1
         commas = sum(nxt[i] == "," for i in range(k, j + 1))
         if commas >= 2:
+            place = 0
             for i in range(k, j + 1):
                 if nxt[i] == "," or (words[i - 1] in ("and", "or") and prev[i - 1] == "," if i > k else False):
-                    out[i] = True
+                    place += 1
+                    out[i] = place
         k = j + 1
     return out
 
@@ -209,9 +214,7 @@ class Pattern:
         elif self.kind == "sentence_start":
             hit = w.sentence_start.copy()
         elif self.kind == "list_item":
-            hit = w.list_item.copy()
-            if self.place == 1:  # the first item: no item just before it
-                hit &= ~np.concatenate(([False], w.list_item[:-1]))
+            hit = w.list_item == self.place if self.place else w.list_item > 0
         elif self.kind == "repeat":
             hit = (w.seen_before == self.place - 1) if self.place else (w.seen_before > 0)
             hit &= np.fromiter((len(x) >= 4 and x not in STOP for x in words), bool, m)

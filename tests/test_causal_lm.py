@@ -133,7 +133,7 @@ def test_an_sae_on_the_residual_stream_keeps_its_decoder_rows_and_the_explainers
     assert r.exit_code in (0, 22), r.output
     with open_store(store, read_only=True) as s:
         rows = s.labels.find(s.dictionary().dictionary_id, range(16))
-    assert rows and all(x["prompt_hash"] == "logodds-v1+outputs-v1" for x in rows)
+    assert rows and all(x["prompt_hash"] == "hypotheses-v2+outputs-v1" for x in rows)
     # an LLM explainer shown the output tokens: its prompt lists them after the examples
     seen = []
 

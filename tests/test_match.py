@@ -168,9 +168,10 @@ def test_carry_keeps_matched_labels_and_explains_only_the_rest(pair, monkeypatch
 
 def test_a_carried_label_that_grades_too_low_is_explained_anew_and_kept_as_a_candidate(pair):
     path, _ = pair
-    assert cli("label", "--store", path, "--dictionary", "layers.3", "--features", "0-39").exit_code == 0
+    assert cli("label", "--store", path, "--dictionary", "layers.3", "--features", "0-39", "--scorer",
+               "embedding,simulation").exit_code == 0
     r = cli("label", "--store", path, "--dictionary", "retrained", "--carry-from", "layers.3", "--carry-min-score",
-            "1.5", "--json")  # no grade reaches 1.5: every carried label is tried, then explained anew
+            "1.5", "--scorer", "embedding,simulation", "--json")  # no grade reaches 1.5: every carried label is tried, then explained anew
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert out["carry_rejected"] >= 30

@@ -45,10 +45,10 @@ def demo(store: Annotated[Path, typer.Option("--store", help="Store file to crea
         return
     typer.echo(summary_line(RunSummary.from_dict(res["label"])))
     for order, how in (("best", "the lower end of its 95% interval"), ("worst", "value")):
-        typer.echo(f"\n{order} labels by simulation score (pooled correlation; embedding = AUROC), ranked by {how}:")
-        typer.echo("feature  simulation      embedding       explanation")
+        typer.echo(f"\n{order} labels by simulation score (pooled correlation), ranked by {how}:")
+        typer.echo("feature  simulation      explanation")
         for r in res[order]:
-            typer.echo(f"{r['feature']:7d}  {_pm(r, 'simulation'):<14}  {_pm(r, 'embedding'):<14}  {r['explanation']}")
+            typer.echo(f"{r['feature']:7d}  {_pm(r, 'simulation'):<14}  {r['explanation']}")
     typer.echo(f"\nwrote {res['lines']} labels to {res['out']} in {res['seconds']['total']:.0f} s; browse them with "
                f"`autointerp serve --store {res['store']}` (http://127.0.0.1:8000/) or "
                f"`autointerp labels --store {res['store']} --sort simulation`")

@@ -46,8 +46,10 @@ from .common import (
 )
 
 LLM_WINDOWS = ScoringOptions.windows or 0  # the option's 0 is ScoringOptions' None: every held-out window
-SCORER_HELP = ("Comma-separated: embedding, simulation, intruder (offline); with --scorer-model, simulation and "
-               "intruder run on it, and detection and fuzzing too; or a plugin's scorer (`autointerp plugins`).")
+SCORER_HELP = ("Comma-separated: simulation, intruder, embedding (offline); with --scorer-model, simulation and "
+               "intruder run on it, and detection and fuzzing too; or a plugin's scorer (`autointerp plugins`). "
+               "embedding is graded only when asked: on planted features it ranks the true label above its near "
+               "misses for few of them (`autointerp calibrate`), so it cannot tell a right label from a near miss.")
 LogprobsOpt = Annotated[bool, typer.Option("--logprobs/--no-logprobs", help=(
     "LLM simulation on OpenAI or compatible servers: predict the expected value over top_logprobs (off for "
     "models that refuse logprobs, e.g. reasoning models)."))]
@@ -60,7 +62,7 @@ def label(store: StoreOpt, dictionary: DictOpt = None, features: FeaturesOpt = N
                                                      "grade the labels `ingest labels` brought in, explain "
                                                      "nothing; or a plugin's explainer or PROVIDER:MODEL "
                                                      "(`autointerp plugins`).")] = "offline",
-          scorer: Annotated[str, typer.Option(help=SCORER_HELP)] = "embedding,simulation",
+          scorer: Annotated[str, typer.Option(help=SCORER_HELP)] = "simulation",
           seed: SeedOpt = 0,
           force: Annotated[bool, typer.Option(help="Redo features that already have a label.")] = False,
           concurrency: Annotated[int, typer.Option(help="Features explained and scored at once (LLM methods; "
@@ -102,6 +104,10 @@ def label(store: StoreOpt, dictionary: DictOpt = None, features: FeaturesOpt = N
           batch_wait: Annotated[float | None, typer.Option(help="LLM --batch: stop polling after this many seconds "
                                                            "(default: until every batch has ended).")] = None,
           logprobs: LogprobsOpt = True,
+          call_tokens: Annotated[int | None, typer.Option(help="LLM simulation asking for logprobs: prompt + reply "
+                                                          "tokens a call may hold, 256..1000000 (default 2048 on a "
+                                                          "compat server, whose memory grows ~4 x vocabulary x 4 "
+                                                          "bytes a token; none elsewhere).")] = None,
           carry_from: Annotated[str | None, typer.Option(help="Carry labels from this dictionary (the one before a "
                                                          "retraining): a matched feature first gets its partner's "
                                                          "label, graded on its own windows; explained only when "
@@ -128,7 +134,7 @@ def label(store: StoreOpt, dictionary: DictOpt = None, features: FeaturesOpt = N
     llm = LLMOptions(base_url=base_url, api_key_env=api_key_env, prompt=prompt, candidates=candidates,
                      outputs=output_tokens, requests_per_minute=rpm, input_tokens_per_minute=itpm,
                      output_tokens_per_minute=otpm, max_in_flight=max_in_flight, timeout=timeout, use_cache=not no_cache,
-                     prices=_read_prices(prices), logprobs=logprobs)
+                     prices=_read_prices(prices), logprobs=logprobs, call_tokens=call_tokens)
     run = LabelRun(explainer=explainer, scorers=parse_scorers(scorer), scorer_model=scorer_model, select_by=select_by,
                    sampler=sampler_config(window, peak_offset, n_top, n_quantile, n_score, n_nonfiring, n_neighbors,
                                           n_quantiles, min_windows),
@@ -212,7 +218,7 @@ def summary_line(out: RunSummary) -> str:
 def score(store: StoreOpt, feature: Annotated[int, typer.Option(help="Feature id.")],
           explanation: Annotated[str, typer.Option(help="The label to grade, e.g. a human's or another model's.")],
           dictionary: DictOpt = None,
-          scorer: Annotated[str, typer.Option(help=SCORER_HELP)] = "embedding",
+          scorer: Annotated[str, typer.Option(help=SCORER_HELP)] = "simulation",
           seed: SeedOpt = 0,
           scorer_model: Annotated[str | None, typer.Option(help="LLM scorers: anthropic:MODEL, openai:MODEL or "
                                                            "compat:MODEL.")] = None,

@@ -1,11 +1,16 @@
-"""The offline explainer: a label built from the tokens most enriched where the feature fires.
+"""The offline explainer: the label, among many it could write, that best predicts the feature's explain set.
 
 Over the explain set, the firing positions are the tokens at or above `threshold` x the highest
-activation (delphi highlights the same way). Three kinds of evidence are counted there and compared
-with the corpus by log-odds with an informative Dirichlet prior (Monroe, Colaresi & Quinn 2008):
-the firing token itself, the token just before it, and the (previous, firing) bigram. The z-scores
-rank the evidence; the label names what is both enriched and frequent among the firing positions,
-and says so plainly when nothing is. Every number behind the text is kept in `evidence`.
+activation (delphi highlights the same way). From them the explainer writes candidate labels of every
+shape the label reader understands (reading.py): the words that fire ('the words "not", "no"'), the
+tokens that fire (subwords, ranked by log-odds against the corpus with an informative Dirichlet prior,
+Monroe, Colaresi & Quinn 2008), the word after or before a neighbour ('the word right after "to"'),
+words inside quotation marks or parentheses, the last or first word of a sentence, items of a list, a
+word repeated from earlier in the text, words ending in a suffix, numbers in digits, every token of a
+passage about a topic (its words ranked against the corpus), and pairs of these. Each candidate is read
+back as the offline simulator reads it and graded by the correlation of that reading with the explain
+set's activations (never the held-out windows, which grade the label); the best, less a small charge for
+every clause and quoted term, is the label. Every candidate's correlation is kept in `evidence`.
 
 Where the dictionary has output tokens (the logit lens of each feature's output direction, capture/lens.py),
 the label also names the promoted tokens that the text bears out: those that are the next token after
@@ -20,14 +25,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..contracts import ExplainerBase
 from ..clock import utcnow
+from ..contracts import ExplainerBase
 from ..errors import ExplainFailure
+from ..patterns import NUMBER, STOP
+from ..reading import predict_patterns, read_label, words_of
 from ..records import Explanation, FeatureSample
 from ..store import ActivationRepo
 
 METHOD = "offline"
-VERSION = "logodds-v1"  # recorded as the explanation's prompt_hash: change it when the method changes
+VERSION = "hypotheses-v2"  # recorded as the explanation's prompt_hash: change it when the method changes
 WITH_OUTPUTS = "+outputs-v1"  # appended to it when the label may name output tokens
 _U64 = np.uint64
 
@@ -41,6 +48,7 @@ class Background:
     pairs: np.ndarray  # sorted unique (prev << 32 | token)
     pair_counts: np.ndarray
     strings: dict[int, str]
+    _words: dict[str, int] | None = None
 
     @classmethod
     def from_store(cls, activations: ActivationRepo, corpus_id: int, max_tokens: int = 4_000_000) -> Background:
@@ -63,6 +71,16 @@ class Background:
             strings.setdefault(t, s)
         return cls(u, c, pu, pc, strings)
 
+    def word_counts(self) -> dict[str, int]:
+        """Occurrences of each token's text (stripped, lower-cased) in the counted sample."""
+        if self._words is None:
+            out: dict[str, int] = {}
+            for i, c in zip(self.ids.tolist(), self.counts.tolist()):
+                key = self.strings.get(i, "").strip().lower()
+                out[key] = out.get(key, 0) + c
+            self._words = out
+        return self._words
+
     def count(self, keys: np.ndarray, pairs: bool = False) -> np.ndarray:
         table, counts = (self.pairs, self.pair_counts) if pairs else (self.ids, self.counts)
         i = np.searchsorted(table, keys)
@@ -76,6 +94,113 @@ def _log_odds(fg: np.ndarray, n_fg: int, bg: np.ndarray, n_bg: int, prior: float
     a0 = prior
     d = (np.log((fg + alpha) / (n_fg + a0 - fg - alpha)) - np.log((bg + alpha) / (n_bg + a0 - bg - alpha)))
     return d / np.sqrt(1.0 / (fg + alpha) + 1.0 / (bg + alpha))
+
+
+FLOOR = 0.1  # a candidate fitting the explain set worse than this is no better than the token list
+CHARGE_CLAUSE, CHARGE_TERM = 0.02, 0.003  # what each further clause and each quoted term costs a candidate
+
+
+def _fit(text: str, wins: list) -> float:
+    """How well the label, read as the offline simulator reads it, predicts the windows' activations: the
+    Pearson correlation over every token (0 where the reading predicts nothing, or is constant)."""
+    patterns = read_label(text)
+    if not patterns:
+        return 0.0
+    pred = np.concatenate([predict_patterns(patterns, tuple(w.tokens)) for w in wins])
+    true = np.concatenate([w.activations for w in wins])
+    if pred.std() == 0 or true.std() == 0:
+        return 0.0
+    return float(np.corrcoef(pred, true)[0, 1])
+
+
+def _charge(text: str) -> float:
+    return CHARGE_CLAUSE * text.count(";") + CHARGE_TERM * text.count('"') / 2
+
+
+def _show_mark(s: str) -> str:
+    return "a number" if s == NUMBER else _show(s)
+
+
+def _quote_list(noun: str, words: list[str]) -> str:
+    return f"the {noun}{'s' if len(words) > 1 else ''} " + ", ".join(_show(w) for w in words)
+
+
+class _Firing:
+    """Which words of the explain windows fire (any of their tokens at or above the threshold), and what is
+    around them."""
+
+    def __init__(self, wins: list, threshold: float) -> None:
+        self.fired_words: list[str] = []
+        self.all_words: list[str] = []
+        self.prev_items: list[str] = []
+        self.next_items: list[str] = []
+        self.prev_all: dict[str, list[bool]] = {}
+        self.next_all: dict[str, list[bool]] = {}
+        self.flags: dict[str, list[bool]] = {k: [] for k in ("quotes", "parentheses", "sentence_end",
+                                                              "sentence_start", "list_item", "repeat", "digits")}
+        fired_tokens = total_tokens = 0
+        for w in wins:
+            ww = words_of(tuple(w.tokens))
+            acts = w.activations
+            fired_tokens += int((acts >= threshold).sum())
+            total_tokens += int((~ww.special).sum())
+            for k, word in enumerate(ww.words):
+                fires = bool(acts[ww.token_lo[k]:ww.token_hi[k]].max() >= threshold)
+                self.all_words.append(word)
+                self.prev_all.setdefault(ww.prev_item[k], []).append(fires)
+                self.next_all.setdefault(ww.next_item[k], []).append(fires)
+                if not fires:
+                    continue
+                self.fired_words.append(word)
+                self.prev_items.append(ww.prev_item[k])
+                self.next_items.append(ww.next_item[k])
+                for key, on in (("quotes", ww.inside["quotes"][k] > 0), ("parentheses", ww.inside["parentheses"][k] > 0),
+                                ("sentence_end", ww.sentence_end[k]), ("sentence_start", ww.sentence_start[k]),
+                                ("list_item", ww.list_item[k] > 0), ("repeat", ww.seen_before[k] > 0),
+                                ("digits", word.isdigit())):
+                    self.flags[key].append(bool(on))
+        self.token_share = fired_tokens / max(total_tokens, 1)
+
+    def share(self, key: str) -> float:
+        got = self.flags[key]
+        return sum(got) / len(got) if got else 0.0
+
+    def precise(self, items: list[str], among: str = "", min_count: int = 2, min_precision: float = 0.5) -> list[str]:
+        """Items seen at least `min_count` times among firing words, most often first, that fire (or, for
+        neighbours, whose neighbour fires) in at least `min_precision` of their occurrences."""
+        counts: dict[str, int] = {}
+        for x in items:
+            if x:
+                counts[x] = counts.get(x, 0) + 1
+        if among == "after":
+            occ = {x: len(v) for x, v in self.prev_all.items()}
+        elif among == "before":
+            occ = {x: len(v) for x, v in self.next_all.items()}
+        else:
+            occ = {}
+            for x in self.all_words:
+                occ[x] = occ.get(x, 0) + 1
+        if among:  # a neighbour that is a number stands for every number
+            nums = sum(c for x, c in counts.items() if x.isdigit())
+            if nums >= min_count:
+                counts[NUMBER] = nums
+                occ[NUMBER] = sum(c for x, c in occ.items() if x.isdigit())
+        good = [x for x, c in counts.items() if c >= min_count and c / max(occ.get(x, c), 1) >= min_precision]
+        return sorted(good, key=lambda x: (-counts[x], x))
+
+    def suffix(self) -> str:
+        """A suffix (2-4 letters) that most firing words share, if any."""
+        words = [w for w in self.fired_words if len(w) >= 5]
+        if len(words) < 4:
+            return ""
+        for n in (4, 3, 2):
+            ends: dict[str, int] = {}
+            for w in words:
+                ends[w[-n:]] = ends.get(w[-n:], 0) + 1
+            best = max(ends, key=lambda e: ends[e])
+            if ends[best] >= 0.6 * len(words) and len(set(w for w in words if w.endswith(best))) >= 3:
+                return best
+        return ""
 
 
 def _show(s: str) -> str:
@@ -137,9 +262,13 @@ class OfflineExplainer(ExplainerBase):
         for it in items:
             it["text"] = "".join(self.bg.strings.get(i, f"<{i}>") for i in it["ids"])
         items.sort(key=lambda it: (-it["z"], -it["count"]))
-        text = self._render(items, n_fire)
+        tokens = self._render(items, n_fire)  # the label of tokens and their neighbours alone
+        fits = sorted(((_fit(t, wins) - _charge(t), t) for t in dict.fromkeys([tokens, *self._hypotheses(wins, peak)])),
+                      key=lambda x: -x[0])
+        text = fits[0][1] if fits[0][0] > FLOOR else tokens
         evidence = {"firing_positions": n_fire, "threshold": self.threshold, "windows": len(wins),
-                    "top": [it for it in items[:12]]}
+                    "top": [it for it in items[:12]],
+                    "candidates": [{"label": t, "fit": round(f, 3)} for f, t in fits[:8]]}
         if self.uses_outputs and sample.outputs is not None:
             borne = self._borne_out(sample.outputs, nxt, n_fire)
             evidence["outputs_borne_out"] = borne
@@ -148,6 +277,60 @@ class OfflineExplainer(ExplainerBase):
         return Explanation(dictionary=sample.dictionary, feature=sample.feature, text=text, explainer=METHOD,
                            prompt_hash=self.prompt_hash, sampler=sample.config, seed=sample.seed, evidence=evidence,
                            created_at=utcnow())
+
+    def _hypotheses(self, wins: list, peak: float) -> list[str]:
+        """Candidate labels of every shape the label reader understands, from the words that fire."""
+        seen = _Firing(wins, self.threshold * peak)
+        out = []
+        words = seen.precise(seen.fired_words)
+        for k in range(1, min(len(words), self.max_terms + 2) + 1):
+            out.append(_quote_list("word", words[:k]))
+        for kind, items in (("after", seen.prev_items), ("before", seen.next_items)):
+            near = seen.precise(items, among=kind)
+            for k in (1, 2):
+                if len(near) >= k:
+                    out.append(f"the word right {kind} " + " or ".join(_show_mark(x) for x in near[:k]))
+            if near and words:
+                out.append(f"{_quote_list('word', words[:3])} right {kind} {_show_mark(near[0])}")
+        share = seen.share
+        if share("quotes") >= 0.3:
+            out += ["words inside quotation marks", "words inside quotation marks, stronger further in"]
+        if share("parentheses") >= 0.3:
+            out += ["words inside parentheses", "words inside parentheses, stronger the further into the parenthesis"]
+        if share("sentence_end") >= 0.3:
+            out.append("the last word of a sentence")
+        if share("sentence_start") >= 0.3:
+            out.append("the first word of a sentence")
+        if share("list_item") >= 0.3:
+            out.append("items of a comma-separated list")
+        if share("repeat") >= 0.5:
+            out += ["a word repeated from earlier in the text", "a word repeated from earlier in the text, stronger "
+                    "each time it recurs"]
+        if share("digits") >= 0.5:
+            out += ["numbers written in digits", "numbers written in digits, stronger the more digits they have"]
+        suffix = seen.suffix()
+        if suffix:
+            out.append(f'words ending in -{suffix} ({", ".join(_show(w) for w in words[:3])})')
+        if seen.token_share >= 0.5:
+            topic = self._topic(wins)
+            if topic:
+                out.append(f"every token of a passage about {', '.join(_show(w) for w in topic)}")
+        singles = [t for t in out if ";" not in t]
+        out += [f"{a}; {b}" for i, a in enumerate(singles[:6]) for b in singles[i + 1:6]
+                if not (a.startswith("the word") and b.startswith("the word"))]
+        return out
+
+    def _topic(self, wins: list, k: int = 3) -> list[str]:
+        """The content words of the windows most frequent against the corpus (a passage's topic)."""
+        counts: dict[str, int] = {}
+        for w in wins:
+            for x in words_of(tuple(w.tokens)).words:
+                if len(x) >= 4 and x not in STOP and not x.isdigit():
+                    counts[x] = counts.get(x, 0) + 1
+        bg = self.bg.word_counts()
+        total = max(sum(bg.values()), 1)
+        score = {x: c * np.log(total / (1 + bg.get(x, 0))) for x, c in counts.items() if c >= 2}
+        return sorted(score, key=lambda x: -score[x])[:k]
 
     def _borne_out(self, outputs, nxt: np.ndarray, n_fire: int) -> list[dict]:
         """The promoted tokens that follow the firing positions often enough (at most `max_terms`)."""

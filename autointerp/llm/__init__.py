@@ -26,6 +26,9 @@ class LLMHooks(Protocol):
 
 MAX_CANDIDATES = 32  # labels drawn per feature (best-of-k): each is a full explainer reply
 MAX_IN_FLIGHT = 1024  # requests at once to one provider (as `--concurrency`'s features at once)
+# prompt + reply tokens of one logprobs call to a compat server: llama-cpp-python's holds ~4 x vocabulary x 4
+# bytes a token for it (Gemma 3: 4 MiB a token; 2,048 tokens ~ 9 GB; eval/selfhost_memory.py)
+COMPAT_LOGPROB_TOKENS = 2048
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class LLMOptions:
     timeout: float | None = None  # None: 60 s for hosted APIs, 600 s for a compat (self-hosted) server
     use_cache: bool = True
     logprobs: bool = True  # simulation: expected values from top_logprobs where the provider has them
+    call_tokens: int | None = None  # a logprobs call's prompt + reply tokens at most (None: the default below)
     prices: dict = field(default_factory=dict)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     hooks: LLMHooks | None = field(default=None, compare=False)  # a Ray worker's journal and limiter
@@ -59,6 +63,8 @@ class LLMOptions:
                 raise UsageError(f"{flag} must be a positive number, got {v}")
         if self.max_in_flight is not None and not 1 <= self.max_in_flight <= MAX_IN_FLIGHT:
             raise UsageError(f"--max-in-flight must be from 1 to {MAX_IN_FLIGHT}, got {self.max_in_flight}")
+        if self.call_tokens is not None and not 256 <= self.call_tokens <= 1_000_000:
+            raise UsageError(f"--call-tokens must be from 256 to 1000000, got {self.call_tokens}")
         if self.attempts < 1:
             raise UsageError(f"attempts must be at least 1, got {self.attempts}")
         if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
@@ -69,6 +75,11 @@ class LLMOptions:
         COMPAT_IN_FLIGHT for a compat server, which runs as many requests as it has slots (llama.cpp:
         --parallel, 1 by default; llama-cpp-python's server aborts the running request when another arrives)."""
         return self.max_in_flight or (COMPAT_IN_FLIGHT if spec.startswith("compat:") else DEFAULT_IN_FLIGHT)
+
+    def call_budget(self, spec: str = "") -> int | None:
+        """Prompt + reply tokens a simulation call that asks for logprobs may hold: as given, else
+        COMPAT_LOGPROB_TOKENS on a compat server (whose memory grows with them), else no limit."""
+        return self.call_tokens or (COMPAT_LOGPROB_TOKENS if spec.startswith("compat:") else None)
 
     def limits(self, spec: str = "") -> LimitConfig:
         """The pacing of calls to `spec`'s server (the one place a LimitConfig is made from options)."""

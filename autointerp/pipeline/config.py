@@ -118,7 +118,7 @@ class LabelRun:
     """
 
     explainer: object = "offline"
-    scorers: tuple = ("embedding", "simulation")
+    scorers: tuple = ("simulation",)
     scorer_model: str | None = None
     select_by: object = None  # a scorer's name, a scorer object, or None (the first scorer)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)

@@ -367,7 +367,9 @@ class LabelRunner:
         for r in done:
             after.count(r)
         with self.store.transaction() as w:
-            index_labels(w, d.dictionary_id, w.labels.add_labels(d.dictionary_id, labels, run_id=run_id))
+            written = w.labels.add_labels(d.dictionary_id, labels, run_id=run_id)
+            if d.kind != "gold":  # calibration's planted features are never searched
+                index_labels(w, d.dictionary_id, written)
             w.labels.add_grades(grades, run_id=run_id)
             for enc in self.parts.encoders:  # the context encoding, paid once per store
                 w.vectors.add_context_vectors(d.corpus_id, ENCODING, enc.take_fresh())
@@ -430,7 +432,7 @@ def score_text(store: Store, dictionary: Dictionary, feature: int, text: str, ru
     """Grade any text (a human's label, another model's) as the label of one feature, on the same
     held-out windows `label` grades its own explanations on (`run`: scorers, sampler, seed, models).
     Nothing is written to the store but the LLM calls' cache and ledger rows."""
-    run = run or LabelRun(scorers=("embedding",))
+    run = run or LabelRun(scorers=("simulation",))
     if not text.strip():
         raise UsageError("the explanation is empty")
     sample = Sampler(store, dictionary, run.sampler, run.seed).sample(feature)

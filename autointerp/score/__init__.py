@@ -67,7 +67,7 @@ def make_scorers(names, store: Store, dictionary: Dictionary, model: str | None 
                 lp = TOP_LOGPROBS if llm.logprobs and client.provider.has_logprobs else 0
                 out.append(LLMSimulationScorer(make_llm_simulator(
                     client, options.simulator, options.windows_per_call, lp,
-                    plugins.PluginContext(store, dictionary, llm, options, model)), options))
+                    plugins.PluginContext(store, dictionary, llm, options, model), llm.call_budget(model)), options))
             elif n == "intruder":
                 out.append(IntruderScorer(client, load_template(LLM_SCORERS[n]), options))
             else:

@@ -176,9 +176,23 @@ def expected_values(reply: str, tokens, predicted: list[list[float]],
     return out
 
 
-def _groups(windows: list[Window], per_call: int) -> list[list[Window]]:
-    """The windows in calls of `per_call`."""
-    return [windows[i:i + per_call] for i in range(0, len(windows), per_call)]
+def _groups(windows: list[Window], per_call: int, budget: int | None = None, cost=None) -> list[list[Window]]:
+    """The windows in calls of `per_call`, and with a `budget`, of at most `budget` tokens by `cost(group)` too
+    (a window alone is a call whatever it costs)."""
+    if budget is None or cost is None:
+        return [windows[i:i + per_call] for i in range(0, len(windows), per_call)]
+    out: list[list[Window]] = []
+    for w in windows:
+        if out and len(out[-1]) < per_call and cost([*out[-1], w]) <= budget:
+            out[-1].append(w)
+        else:
+            out.append([w])
+    return out
+
+
+def estimate_tokens(text: str) -> int:
+    """Tokens of a prompt, over-estimated (3 characters a token; most tokenizers give ~4 on English)."""
+    return len(text) // 3 + 1
 
 
 class _LLMSimulator(SimulatorBase):
@@ -191,13 +205,17 @@ class _LLMSimulator(SimulatorBase):
     client: LLMClient
 
     def __init__(self, client: LLMClient, template: Template, windows_per_call: int = 10,
-                 max_tokens: int | None = None, top_logprobs: int = 0) -> None:
+                 max_tokens: int | None = None, top_logprobs: int = 0, call_tokens: int | None = None) -> None:
+        """`call_tokens`: with top_logprobs, a call's prompt + reply tokens at most (fewer windows a call)."""
         self.client, self.template = client, template
         self.windows_per_call, self.max_tokens = windows_per_call, max_tokens or self.max_tokens
         self.top_logprobs = top_logprobs
+        self.call_tokens = call_tokens if top_logprobs else None
         settings = f"{template.hash}|per_call={windows_per_call}|max_tokens={self.max_tokens}"
         if top_logprobs:
             settings += f"|top_logprobs={top_logprobs}"
+        if self.call_tokens:
+            settings += f"|call_tokens={self.call_tokens}"
         if self.fit_rule:
             settings += f"|fit={self.fit_rule}"
         self.version = f"{client.model_id}/{hashlib.sha256(settings.encode()).hexdigest()[:16]}"
@@ -207,7 +225,10 @@ class _LLMSimulator(SimulatorBase):
         return self.max_tokens
 
     async def _replies(self, explanation: str, windows: list[Window]) -> list[tuple[list[Window], ChatResponse]]:
-        groups = _groups(windows, self.windows_per_call)
+        def cost(g: list[Window]) -> int:
+            return estimate_tokens(self.template.system + render_scoring(self.template, explanation, g)) + self.fit(g)
+
+        groups = _groups(windows, self.windows_per_call, self.call_tokens, cost)
         reqs = [ChatRequest(model=self.client.provider.model, system=self.template.system,
                             messages=(("user", render_scoring(self.template, explanation, g)),),
                             max_tokens=self.fit(g), top_logprobs=self.top_logprobs) for g in groups]
@@ -322,14 +343,18 @@ class PromptSimulator(SimulatorBase):
     client: LLMClient
 
     def __init__(self, client: LLMClient, template: Template, windows_per_call: int = 10,
-                 top_logprobs: int = 20) -> None:
+                 top_logprobs: int = 20, call_tokens: int | None = None) -> None:
+        """`call_tokens`: a prompt's tokens at most (fewer windows a call)."""
         self.client, self.template = client, template
-        self.windows_per_call, self.top_logprobs = windows_per_call, top_logprobs
+        self.windows_per_call, self.top_logprobs, self.call_tokens = windows_per_call, top_logprobs, call_tokens
         settings = f"{template.hash}|per_call={windows_per_call}|prompt_logprobs={top_logprobs}"
+        if call_tokens:
+            settings += f"|call_tokens={call_tokens}"
         self.version = f"{client.model_id}/{hashlib.sha256(settings.encode()).hexdigest()[:16]}"
 
     async def predict(self, explanation: str, windows: list[Window]) -> Predictions:
-        groups = _groups(windows, self.windows_per_call)
+        groups = _groups(windows, self.windows_per_call, self.call_tokens,
+                         lambda g: estimate_tokens(render_prompt(self.template, explanation, g)[0]) + 1)
         prompts = [render_prompt(self.template, explanation, g) for g in groups]
         replies = await asyncio.gather(*(self.client.complete(
             PromptRequest(self.client.provider.model, p, self.top_logprobs), purpose="simulate") for p, _ in prompts))
@@ -364,10 +389,12 @@ def check_simulator(prompt: str) -> None:
                          "simulate_sparse or simulate_prompt")
 
 
-def make_llm_simulator(client: LLMClient, prompt: str, windows_per_call: int, top_logprobs: int, context=None):
+def make_llm_simulator(client: LLMClient, prompt: str, windows_per_call: int, top_logprobs: int, context=None,
+                       call_tokens: int | None = None):
     """The simulator a prompt template's format calls for: `simulate` (dense JSON), `simulate_sparse`, or
     `simulate_prompt` (all at once, from the prompt's logprobs: a compat server's completions); or the
-    simulator plugin named `prompt`, made with `context` (a PluginContext) and the client."""
+    simulator plugin named `prompt`, made with `context` (a PluginContext) and the client. `call_tokens`: a
+    call that asks for logprobs holds at most this many prompt + reply tokens (LLMOptions.call_budget)."""
     from .. import plugins
 
     if prompt in plugins.registered("simulator"):
@@ -375,10 +402,10 @@ def make_llm_simulator(client: LLMClient, prompt: str, windows_per_call: int, to
     check_simulator(prompt)
     t = load_template(prompt)
     if t.format == "simulate":
-        return JSONSimulator(client, t, windows_per_call, top_logprobs=top_logprobs)
+        return JSONSimulator(client, t, windows_per_call, top_logprobs=top_logprobs, call_tokens=call_tokens)
     if t.format == "simulate_prompt":
         if not client.provider.has_prompt_logprobs:
             raise LabelError(f"simulator {prompt!r} reads the prompt's logprobs, which {client.model_id} does not "
                              "give: use a compat: server with echo + logprobs (llama-cpp-python's, vLLM)")
-        return PromptSimulator(client, t, windows_per_call)
+        return PromptSimulator(client, t, windows_per_call, call_tokens=call_tokens)
     return SparseSimulator(client, t, windows_per_call)

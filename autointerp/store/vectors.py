@@ -95,12 +95,13 @@ class VectorRepo(Repo):
     @reads
     def unindexed_labels(self, encoding: str, dictionary_id: int | None = None) -> list[tuple[int, int, int, str]]:
         """Chosen explanations with no label embedding under `encoding`: (dictionary_id, explanation_id,
-        feature, text)."""
+        feature, text). Gold dictionaries' (calibration's planted features) are never searched: left out."""
         where = "" if dictionary_id is None else f"AND e.dictionary_id = {int(dictionary_id)}"
         return self.con.execute(
             "SELECT e.dictionary_id, e.explanation_id, e.feature, e.text FROM explanations e WHERE e.chosen "
             f"{where} AND NOT EXISTS (SELECT 1 FROM label_vectors v WHERE v.explanation_id = e.explanation_id "
-            "AND v.encoding = ?) ORDER BY e.explanation_id", [encoding]).fetchall()
+            "AND v.encoding = ?) AND e.dictionary_id NOT IN (SELECT dictionary_id FROM dictionaries WHERE kind = 'gold') "
+            "ORDER BY e.explanation_id", [encoding]).fetchall()
 
     @reads
     def label_vectors_of(self, encoding: str, explanation_ids: np.ndarray) -> dict[int, np.ndarray]:
