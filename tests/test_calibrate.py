@@ -245,17 +245,23 @@ def test_bad_calibration_options_are_usage_errors(corpus_store):
         assert r.exit_code == 2 and len(r.output.splitlines()) == 1, (args, r.output)
 
 
-def test_an_llm_scorer_is_calibrated_through_the_real_sdk(corpus_store, monkeypatch):
+def test_an_llm_scorer_is_calibrated_through_the_real_sdk(corpus_store, monkeypatch, tmp_path):
     """The loopback's scripted simulator predicts 10 on the tokens a label quotes: it ranks quoted word
     classes first and cannot read a context rule, and the calibration says so."""
     from loopback import Loopback, simulator
 
+    from autointerp.calibrate.rules import BUILTIN
+
+    mine = tmp_path / "four.toml"  # four rules of the library: two word classes, two context rules
+    blocks = BUILTIN.read_text().split("[[rule]]")
+    mine.write_text("".join("[[rule]]" + b for b in blocks[1:] if any(f'name = "{n}"' in b for n in (
+        "negations", "prepositions", "after-the", "sentence-end"))))
     monkeypatch.setenv("K", "sk-x")
     with Loopback(reply=simulator) as server:
         r = CliRunner().invoke(app, ["calibrate", "--store", str(corpus_store), "--scorer", "simulation",
                                      "--scorer-model", "anthropic:sim", "--base-url", server.url,
-                                     "--api-key-env", "K", "--explainer", "none", "--seeds", "1", "--budgets", "all",
-                                     "--json"])
+                                     "--api-key-env", "K", "--explainer", "none", "--seeds", "1", "--budgets", "20",
+                                     "--rules", str(mine), "--no-builtin", "--rpm", "60000", "--json"])
         assert r.exit_code == 0, r.output
         assert server.count() > 0
     rows = {r["category"]: r for r in json.loads(r.stdout)["scorers"]}

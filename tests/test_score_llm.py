@@ -340,3 +340,29 @@ def test_read_slots_spells_the_prompt_the_ways_servers_write_tokens():
     assert values == [[None, None]] and unread == {"unspelled": 2}
     values, unread = read_slots(prompt, slots, plain[:2] + [("unknown", (("x", 0.0),))] + plain[3:])
     assert values == [[None, 0.0]] and unread == {"no_digit": 1}
+
+
+def test_a_compat_servers_logprobs_calls_hold_at_most_the_call_budget(ingested_path, monkeypatch):
+    """llama-cpp-python's server holds ~4 x vocabulary x 4 bytes a token of a logprobs call (it was killed at 19 GB
+    on JSON simulation calls of ~5,500 tokens): the client cuts such calls to --call-tokens (2,048 by default on a
+    compat server), fewer windows a call, and says nothing of it in the grade but its version."""
+    from autointerp.simulate.llm import estimate_tokens
+    from autointerp.store import open_store
+
+    def budgets(call_tokens: list[str]) -> tuple[list[int], dict]:
+        with Loopback(reply=simulator) as server:
+            r = CliRunner().invoke(app, ["label", "--store", str(ingested_path), "--features", "0", "--force",
+                                         "--scorer", "simulation", "--scorer-model", "compat:sim", "--base-url",
+                                         server.url + "/v1", "--no-cache", "--rpm", "60000", "--json", *call_tokens])
+            assert r.exit_code == 0, r.output
+            bodies = [q["body"] for q in server.requests if q["path"].endswith("/chat/completions")]
+        assert all(b["top_logprobs"] == 10 for b in bodies)
+        sizes = [estimate_tokens("".join(m["content"] for m in b["messages"])) + b["max_tokens"] for b in bodies]
+        with open_store(ingested_path, read_only=True) as s:
+            grade = s.labels.find()[0]["scores"]["simulation"]
+        return sizes, grade
+
+    free, plain = budgets([])
+    tight, cut = budgets(["--call-tokens", "700"])
+    assert max(free) <= 2048 and max(tight) <= 700 and len(tight) > len(free)  # every call within its budget
+    assert cut["status"] == plain["status"] == "ok" and cut["version"] != plain["version"]

@@ -139,35 +139,25 @@ def calibrate(store: Store, dictionary: Dictionary, config: CalibrateConfig = Ca
     rules = load_rules(config.rules, config.builtin)
     planted = plant(store, dictionary, rules, progress=progress)
     gold = planted.dictionary
-    scorers = make_scorers(config.scorers, store, gold, config.scorer_model, config.llm, config.scoring)
     samples, skipped = _samples(store, gold, planted, config)
-    grades: list[Grade] = []
-    bar = Progress(len(config.budgets) * config.seeds, "grading gold features", "rounds", enabled=progress)
-    try:
-        for seed, by_rule in samples.items():
-            for budget in config.budgets:
-                todo = [(planted.rules[f], _cut(s, budget, seed), t) for f, s in by_rule.items()
-                        for t in _candidates(planted, f, seed, config.unrelated)]
-                grades += _grade(scorers, todo, seed, budget)
-                bar.update(1)
-        explained = [_explainer(store, gold, planted, samples[0], e, k, config, scorers)
-                     for e in config.explainers for k in dict.fromkeys((1, config.candidates))
-                     if k == 1 or e != "offline"]
-    finally:
-        bar.close()
-        run_sync(_close(scorers))
-    explainer_grades = [g for gs, _ in explained for g in gs]
-    out = Calibration(dictionary.name, planted, config, grades + explainer_grades, skipped,
+    explainers = [(e, k) for e in config.explainers for k in dict.fromkeys((1, config.candidates))
+                  if k == 1 or e != "offline"]  # best-of-k: LLM explainers only
+    rounds = [(seed, budget, [(planted.rules[f], _cut(s, budget, seed), t) for f, s in by_rule.items()
+                              for t in _candidates(planted, f, seed, config.unrelated)])
+              for seed, by_rule in samples.items() for budget in config.budgets]
+    for e, k in explainers:  # their labels, graded beside the truth on seed 0's windows, every window
+        texts = _explain(store, gold, sorted(samples[0]), e, k, config)
+        rounds.append((0, None, [(planted.rules[f], samples[0][f], (f"{e}@{k}", t)) for f, t in texts.items()]))
+    scorers = make_scorers(config.scorers, store, gold, config.scorer_model, config.llm, config.scoring)
+    graded = run_sync(_grade_rounds(scorers, rounds, Progress(len(rounds), "grading gold features", "rounds",
+                                                              enabled=progress)))
+    grades = [g for g in graded if g.candidate in CANDIDATES]
+    out = Calibration(dictionary.name, planted, config, graded, skipped,
                       scorer_summary(grades, planted.rules, config.budgets),
-                      [explainer_summary(gs, grades, planted.rules, name, k) for gs, (name, k) in explained],
-                      time.perf_counter() - t0)
+                      [explainer_summary([g for g in graded if g.candidate == f"{e}@{k}"], grades, planted.rules, e, k)
+                       for e, k in explainers], time.perf_counter() - t0)
     out.run_id = store_run(store, dictionary, out)
     return out
-
-
-async def _close(scorers) -> None:
-    for c in clients_of(*scorers):
-        await c.aclose()
 
 
 def _samples(store: Store, gold: Dictionary, planted: Planted, config: CalibrateConfig
@@ -207,22 +197,30 @@ def _cut(sample: FeatureSample, budget: int | None, seed: int) -> FeatureSample:
     return replace(sample, score=tuple(budget_cut(units, activating(units), rng, budget)))
 
 
-def _grade(scorers, todo: list[tuple[Rule, FeatureSample, tuple[str, str]]], seed: int, budget: int | None
-           ) -> list[Grade]:
-    """Every scorer's grade of every (rule, sample, candidate), LLM calls at once (paced by their client)."""
-    texts = list(dict.fromkeys(t for _, _, (_, t) in todo))
-    for s in scorers:
-        if hasattr(s, "prepare"):
-            s.prepare(texts)
+Round = tuple[int, int | None, list[tuple[Rule, FeatureSample, tuple[str, str]]]]
 
-    async def go():
-        jobs = [(s, r, smp, kind, text) for s in scorers for r, smp, (kind, text) in todo]
-        got = await asyncio.gather(*(grade_one(s, smp, _explanation(smp, text)) for s, _, smp, _, text in jobs))
-        return [Grade(r.name, r.category, seed, budget, s.name, kind, text, g.status, g.value,
-                      (g.interval or (None, None))[0], (g.interval or (None, None))[1], g.n_windows or 0)
-                for (s, r, smp, kind, text), g in zip(jobs, got)]
 
-    return run_sync(go())
+async def _grade_rounds(scorers, rounds: list[Round], bar: Progress) -> list[Grade]:
+    """Every scorer's grade of every (rule, sample, candidate) of every round (seed, budget), in one event loop
+    (an LLM client lives in one); a round's calls at once, paced by their client."""
+    out: list[Grade] = []
+    try:
+        for seed, budget, todo in rounds:
+            texts = list(dict.fromkeys(t for _, _, (_, t) in todo))
+            for s in scorers:
+                if hasattr(s, "prepare"):
+                    s.prepare(texts)
+            jobs = [(s, r, smp, kind, text) for s in scorers for r, smp, (kind, text) in todo]
+            got = await asyncio.gather(*(grade_one(s, smp, _explanation(smp, text)) for s, _, smp, _, text in jobs))
+            out += [Grade(r.name, r.category, seed, budget, s.name, kind, text, g.status, g.value,
+                          (g.interval or (None, None))[0], (g.interval or (None, None))[1], g.n_windows or 0)
+                    for (s, r, smp, kind, text), g in zip(jobs, got)]
+            bar.update(1)
+    finally:
+        bar.close()
+        for c in clients_of(*scorers):
+            await c.aclose()
+    return out
 
 
 def _explanation(sample: FeatureSample, text: str, author: str = "calibration") -> Explanation:
@@ -230,19 +228,16 @@ def _explanation(sample: FeatureSample, text: str, author: str = "calibration") 
                        prompt_hash="", sampler=sample.config, seed=sample.seed, created_at=utcnow())
 
 
-def _explainer(store: Store, gold: Dictionary, planted: Planted, samples: dict[int, FeatureSample], name: str,
-               k: int, config: CalibrateConfig, scorers) -> tuple[list[Grade], tuple[str, int]]:
-    """The explainer's labels of the gold features (best-of-k with `k` candidates), graded beside the truth
-    on seed 0's samples at every held-out window."""
-    feats = sorted(samples)
+def _explain(store: Store, gold: Dictionary, feats: list[int], name: str, k: int, config: CalibrateConfig
+             ) -> dict[int, str]:
+    """The explainer's labels of the gold features (best-of-k with `k` candidates, picked by the offline
+    simulation scorer), made by `label` as any labels are (cached, priced, stored with the gold dictionary)."""
     llm = replace(config.llm, candidates=k)
     run = LabelRun(explainer=name, scorers=("simulation",), seed=0, features=feats, llm=llm, sampler=config.sampler,
                    force=k > 1, scoring=config.scoring)
     summary = label(store, gold, run)
-    texts = {r["feature_id"]: r["explanation"] for r in store.labels.find(gold.dictionary_id, feats)
-             if r["explainer"] == summary.explainer and r["prompt_hash"] == summary.prompt_hash}
-    todo = [(planted.rules[f], samples[f], (f"{name}@{k}", texts[f])) for f in feats if f in texts]
-    return _grade(scorers, todo, 0, None), (name, k)
+    return {r["feature_id"]: r["explanation"] for r in store.labels.find(gold.dictionary_id, feats)
+            if r["explainer"] == summary.explainer and r["prompt_hash"] == summary.prompt_hash}
 
 
 def word_mentions(text: str, words: Sequence[str]) -> bool:

@@ -52,6 +52,10 @@ def calibrate(store: StoreOpt, dictionary: DictOpt = None,
                                                           "of each rule, 0..10.")] = 2,
               base_url: Annotated[str | None, typer.Option(help="LLM: server URL (OpenAI-compatible servers).")] = None,
               api_key_env: Annotated[str | None, typer.Option(help="LLM: environment variable holding the key.")] = None,
+              rpm: Annotated[float | None, typer.Option(help="LLM: requests per minute (default: 50 until the "
+                                                             "provider's rate-limit headers give its limit).")] = None,
+              max_in_flight: Annotated[int | None, typer.Option(help="LLM: most calls at once (default 16, or 1 on "
+                                                                  "a compat server).")] = None,
               device: DeviceOpt = "auto", as_json: JsonOpt = False) -> None:
     """Plant gold features (rules whose true description is known) on the dictionary's corpus as a hidden
     gold dictionary, grade each rule's true description, its near misses and unrelated labels with every
@@ -63,7 +67,8 @@ def calibrate(store: StoreOpt, dictionary: DictOpt = None,
     config = CalibrateConfig(rules=rules, builtin=builtin, scorers=tuple(scorer.split(",")), scorer_model=scorer_model,
                              explainers=tuple(e.strip() for e in explainer.split(",") if e.strip() and e != "none"),
                              seeds=seeds, budgets=parse_budgets(budgets), unrelated=unrelated, candidates=candidates,
-                             llm=LLMOptions(base_url=base_url, api_key_env=api_key_env),
+                             llm=LLMOptions(base_url=base_url, api_key_env=api_key_env, requests_per_minute=rpm,
+                                            max_in_flight=max_in_flight),
                              scoring=ScoringOptions(windows=None))
     with opened(store) as s:
         out = run_calibrate(s, s.dictionary(dictionary), config, progress=show_progress(as_json))
