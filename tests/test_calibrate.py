@@ -267,3 +267,32 @@ def test_an_llm_scorer_is_calibrated_through_the_real_sdk(corpus_store, monkeypa
     rows = {r["category"]: r for r in json.loads(r.stdout)["scorers"]}
     assert rows["word class"]["truth_first"]["rate"] > rows["context"]["truth_first"]["rate"]
     assert np.isfinite(rows["all"]["near_auroc"]["value"])
+
+
+def test_the_calibration_page_shows_the_run_served_and_exported(corpus_store, calibrated, tmp_path):
+    """`serve` shows /calibration from the API; `export --format html` carries the same page with its data
+    beside it; `export --format calibration` writes every run as JSON."""
+    from browser import page
+    from test_browser import serving
+
+    out = tmp_path / "cal.json"
+    r = CliRunner().invoke(app, ["export", "--store", str(corpus_store), "--out", str(out), "--format", "calibration",
+                                 "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(out.read_text())
+    newest = doc["runs"][0]
+    assert json.loads(r.stdout)["runs"] == len(doc["runs"]) >= 1
+    after_not = [x for x in newest["rules"] if x["rule"] == "after-not" and x["scorer"] == "simulation"]
+    if newest["run_id"] == calibrated["run_id"]:
+        assert after_not[0]["truth"]["value"] > after_not[0]["near_miss"]["value"]
+    site = tmp_path / "site"
+    r = CliRunner().invoke(app, ["export", "--store", str(corpus_store), "--out", str(site), "--format", "html"])
+    assert r.exit_code == 0, r.output
+    with serving(corpus_store) as url, page() as pg:
+        for where in (url + "calibration", (site / "calibration.html").as_uri()):
+            pg.goto(where)
+            pg.wait_for_selector("body[data-ready='1']", timeout=30_000)
+            rows = pg.locator("#scorers tbody tr").all_inner_texts()
+            assert any(x.startswith("simulation\tall") for x in rows), rows
+            assert pg.locator("#rules tbody tr").count() >= calibrated["calibrated"]
+            assert "the word right after \"not\"" in pg.inner_text("#rules") and not pg.errors

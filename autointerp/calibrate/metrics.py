@@ -147,3 +147,36 @@ def explainer_summary(own: list, grades: list, rules: list[Rule], name: str, k: 
     return {"explainer": name, "candidates": k, "labelled": len(labels), "scorers": per_scorer,
             "names_words": {"rate": round(float(np.mean(named)), 3) if named else None, "n": len(named)},
             "labels": labels}
+
+
+def _mean_defined(vals: list) -> float | None:
+    ok = [v for v in vals if v is not None]
+    return None if not ok else round(float(np.mean(ok)), 3)
+
+
+def by_rule(grades: list[dict]) -> list[dict]:
+    """Per rule and scorer, over every held-out window (budget "all"), seeds averaged: the truth's grade,
+    the best-graded near miss and unrelated label, how often the truth came first, and each explainer's
+    label with its grade. `grades`: a run's stored grade rows (CalibrationRepo.grades)."""
+    cell: dict[tuple[str, str], dict[str, dict[str, list]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    category: dict[str, str] = {}
+    for g in grades:
+        if g["budget"] is not None:
+            continue
+        category[g["rule"]] = g["category"]
+        c = cell[(g["rule"], g["scorer"])][g["candidate"]]
+        c[g["text"]].append(g["value"] if g["status"] == "ok" else None)
+    out = []
+    for (rule, scorer), cands in sorted(cell.items()):
+        row: dict = {"rule": rule, "category": category[rule], "scorer": scorer}
+        (truth_text, truth_vals), = cands["truth"].items() if "truth" in cands else ((("", [None]),))
+        row["truth"] = {"text": truth_text, "value": _mean_defined(truth_vals)}
+        for group, kinds in (("near_miss", NEAR_MISSES), ("unrelated", ("unrelated",))):
+            means = [(k, t, m) for k in kinds for t, v in cands.get(k, {}).items()
+                     if (m := _mean_defined(v)) is not None]
+            best = max(means, key=lambda x: x[2], default=None)
+            row[group] = None if best is None else {"kind": best[0], "text": best[1], "value": best[2]}
+        row["explainers"] = {k: {"text": t, "value": _mean_defined(v)} for k, texts in cands.items()
+                             if k not in ("truth", *NEAR_MISSES, "unrelated") for t, v in texts.items()}
+        out.append(row)
+    return out

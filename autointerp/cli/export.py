@@ -25,7 +25,7 @@ from .common import (
     opened,
 )
 
-EXPORT_FORMATS = ("jsonl", "parquet", "neuronpedia", "html")
+EXPORT_FORMATS = ("jsonl", "parquet", "neuronpedia", "html", "calibration")
 
 
 def check_out(out: Path, folder: bool) -> None:
@@ -43,7 +43,8 @@ def export(store: StoreOpt, out: Annotated[Path, typer.Option("--out", help="Fil
                                                                "(neuronpedia, html) to write.")],
            format: Annotated[str, typer.Option("--format", help="jsonl | parquet: labels, scores and provenance, one "
                                                                 "per (feature, explanation); neuronpedia: its dataset "
-                                                                "layout; html: a static feature browser.")] = "jsonl",
+                                                                "layout; html: a static feature browser; "
+                                                                "calibration: every `calibrate` run, JSON.")] = "jsonl",
            dictionary: DictOpt = None, candidates: CandidatesOpt = False,
            features: Annotated[str | None, typer.Option("--features", help="html: only these features, e.g. "
                                                          "0-99,123 (default: every labelled one).")] = None,
@@ -89,6 +90,11 @@ def export(store: StoreOpt, out: Annotated[Path, typer.Option("--out", help="Fil
                     f"KB and {1000 * res['seconds'] / per:,.1f} s per 1,000 feature pages) to {res['out']}; open "
                     f"{Path(res['out']) / 'index.html'}" + (f" (its index holds the first {res['index_rows']:,}: "
                                                             "`autointerp serve` shows all)" if res["capped"] else ""))
+        elif format == "calibration":
+            from ..export import write_calibration
+
+            n = write_calibration(s, out)
+            res, text = {"out": str(out), "format": format, "runs": n}, f"wrote {n} calibration runs to {out}"
         else:
             n = (write_jsonl if format == "jsonl" else write_parquet)(s, out, dictionary, candidates=candidates)
             res, text = {"out": str(out), "format": format, "lines": n}, f"wrote {n} labels to {out}"

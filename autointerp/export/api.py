@@ -368,8 +368,29 @@ def make_app(store: Store, dictionary: str | None = None, *, hosts: tuple[frozen
         features with their labels, and every nonzero activation. 400 for a dictionary with no model here."""
         return _trace(b, _dict(dictionary), text, TraceConfig(top=top, matrix=matrix))
 
+    _calibration(app, b)
     _pages(app)
     return app
+
+
+def _calibration(app: FastAPI, b: Browser) -> None:
+    """The runs of `autointerp calibrate`, and one run's tables (what the calibration page shows)."""
+    from ..calibrate.metrics import by_rule
+
+    @app.api_route("/api/calibration", methods=["GET"])
+    def calibration_runs() -> list[dict]:
+        """Every calibration run of the store, newest first, with its summaries (scorers by category and
+        window budget, explainers' gaps to the truth)."""
+        return b.store.calibrations.runs()
+
+    @app.api_route("/api/calibration/{run_id}", methods=["GET"], responses={404: {"model": Error}})
+    def calibration_run(run_id: Annotated[str, Path(max_length=64)]) -> dict:
+        """One calibration run: its summaries, and per rule and scorer the truth's grade beside its best-graded
+        near miss, the best unrelated label, and each explainer's label (every held-out window, seeds averaged)."""
+        run = b.store.calibrations.run(run_id)
+        if run is None:
+            raise HTTPException(404, f"no calibration run {run_id!r}")
+        return {**run, "rules": by_rule(b.store.calibrations.grades(run_id))}
 
 
 def _new_app(b: Browser, hosts: tuple[frozenset[str], bool] | None,
@@ -428,6 +449,10 @@ def _pages(app: FastAPI) -> None:
     @app.api_route("/", methods=get, include_in_schema=False)
     def home():
         return FileResponse(WEB / "index.html")
+
+    @app.api_route("/calibration", methods=get, include_in_schema=False)
+    def calibration_page():
+        return FileResponse(WEB / "calibration.html")
 
     for name in ASSETS:
         def asset(name=name):

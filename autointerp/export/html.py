@@ -40,11 +40,20 @@ from ..store import Store
 from .lock import one_export_at_a_time
 
 WEB = Path(__file__).with_name("web")
-ASSETS = ("index.html", "feature.html", "app.js", "app.css")
+ASSETS = ("index.html", "feature.html", "app.js", "app.css", "calibration.html", "calibration.js")
 SHARD = 2000  # rows per index script
 FEATURE_SHARD = 1024  # features per page-data script (as Neuronpedia batches)
 INDEX_CAP = 100_000  # index rows a static page holds (it sorts and filters them in memory)
 MAX_TOP, MAX_QUANTILE, MAX_SIM_ACTIVE, MAX_SIM_QUIET = 10, 20, 20, 5
+
+
+def calibration_doc(store: Store) -> dict:
+    """Every calibration run of the store with its summaries and per-rule table (the calibration page's data;
+    `export --format calibration` writes it as JSON)."""
+    from ..calibrate.metrics import by_rule
+
+    return {"runs": [{**r, "rules": by_rule(store.calibrations.grades(r["run_id"]))}
+                     for r in store.calibrations.runs()]}
 
 
 def js(call: str, *args) -> str:
@@ -232,6 +241,9 @@ def write_html(store: Store, out: str | Path, dictionary: str | None = None, fea
                 progress.update(len(part))
         meta["pages"] = pages
         (tmp / "data" / "meta.js").write_text(js("meta", meta), encoding="ascii")
+        (tmp / "data" / "calibration.js").write_text(
+            "CAL.show(" + json.dumps(calibration_doc(store), ensure_ascii=True, allow_nan=False) + ");\n",
+            encoding="ascii")
         swap_in(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

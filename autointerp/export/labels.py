@@ -70,3 +70,15 @@ def write_parquet(store: Store, out: str | Path, dictionary: str | None = None, 
                 w.write_table(pa.Table.from_pylist([arrow_row(r) for r in page], schema=schema))
                 n += len(page)
     return n
+
+
+@one_export_at_a_time
+def write_calibration(store: Store, out: str | Path) -> int:
+    """Every `autointerp calibrate` run of the store (summaries, and per rule the truth's grade beside its best
+    near miss and each explainer's label) as one JSON document; returns the number of runs."""
+    from .html import calibration_doc
+
+    doc = calibration_doc(store)
+    with atomic(out) as tmp:
+        tmp.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    return len(doc["runs"])
