@@ -247,8 +247,9 @@ def test_bad_calibration_options_are_usage_errors(corpus_store):
 
 def test_an_llm_scorer_is_calibrated_through_the_real_sdk(corpus_store, monkeypatch, tmp_path):
     """The loopback's scripted simulator predicts 10 on the tokens a label quotes: it ranks quoted word
-    classes first and cannot read a context rule, and the calibration says so."""
-    from loopback import Loopback, simulator
+    classes first and cannot read a context rule, and the calibration says so. Its scripted explainer (the
+    token marked most often) labels the gold features, alone and best of 2."""
+    from loopback import Loopback, scripted
 
     from autointerp.calibrate.rules import BUILTIN
 
@@ -257,16 +258,22 @@ def test_an_llm_scorer_is_calibrated_through_the_real_sdk(corpus_store, monkeypa
     mine.write_text("".join("[[rule]]" + b for b in blocks[1:] if any(f'name = "{n}"' in b for n in (
         "negations", "prepositions", "after-the", "sentence-end"))))
     monkeypatch.setenv("K", "sk-x")
-    with Loopback(reply=simulator) as server:
+    with Loopback(reply=scripted) as server:
         r = CliRunner().invoke(app, ["calibrate", "--store", str(corpus_store), "--scorer", "simulation",
                                      "--scorer-model", "anthropic:sim", "--base-url", server.url,
-                                     "--api-key-env", "K", "--explainer", "none", "--seeds", "1", "--budgets", "20",
-                                     "--rules", str(mine), "--no-builtin", "--rpm", "60000", "--json"])
+                                     "--api-key-env", "K", "--explainer", "anthropic:sim", "--candidates", "2",
+                                     "--seeds", "1", "--budgets", "20", "--rules", str(mine), "--no-builtin",
+                                     "--rpm", "60000", "--json"])
         assert r.exit_code == 0, r.output
         assert server.count() > 0
-    rows = {r["category"]: r for r in json.loads(r.stdout)["scorers"]}
+    doc = json.loads(r.stdout)
+    rows = {r["category"]: r for r in doc["scorers"]}
     assert rows["word class"]["truth_first"]["rate"] > rows["context"]["truth_first"]["rate"]
     assert np.isfinite(rows["all"]["near_auroc"]["value"])
+    one, best = doc["explainers"]
+    assert (one["explainer"], one["candidates"], best["candidates"]) == ("anthropic:sim", 1, 2)
+    assert one["labelled"] == best["labelled"] == 4 and one["labels"]["negations"].startswith('the token "')
+    assert set(one["scorers"]) == {"simulation"} and one["scorers"]["simulation"]["gap"] is not None
 
 
 def test_the_calibration_page_shows_the_run_served_and_exported(corpus_store, calibrated, tmp_path):
@@ -292,6 +299,8 @@ def test_the_calibration_page_shows_the_run_served_and_exported(corpus_store, ca
         for where in (url + "calibration", (site / "calibration.html").as_uri()):
             pg.goto(where)
             pg.wait_for_selector("body[data-ready='1']", timeout=30_000)
+            pg.select_option("#run", calibrated["run_id"])
+            pg.wait_for_function("document.querySelector('#rules').innerText.includes('after-not')")
             rows = pg.locator("#scorers tbody tr").all_inner_texts()
             assert any(x.startswith("simulation\tall") for x in rows), rows
             assert pg.locator("#rules tbody tr").count() >= calibrated["calibrated"]

@@ -78,3 +78,28 @@ def test_all_at_once_simulation_on_a_real_server(llama_server, ingested_path, tm
     assert d["simulator"] == "prompt" and d["unread_unspelled"] == d["unread_joined"] == d["unread_no_digit"] == 0
     assert d["n_tokens"] == 12 and all(0 <= x <= 9 for p in d["predicted"] for x in p)
     assert len({x for p in d["predicted"] for x in p}) > 1  # a distribution per position, not one constant
+
+
+def test_calibrating_a_real_model_grades_or_says_why_for_every_candidate(llama_server, ingested_path, tmp_path):
+    """One planted rule (a token of the corpus), its truth and a sibling, graded by Gemma's JSON simulator on
+    four held-out windows of 8 tokens: every grade is a number or a typed reason, and the run is stored."""
+    with open_store(ingested_path, read_only=True) as s:
+        (a, _), (b, _) = s.query("SELECT t, count(*) n FROM (SELECT unnest(tokens) t FROM contexts) "
+                                 "WHERE t NOT LIKE '[%' GROUP BY t ORDER BY n DESC, t LIMIT 2").fetchall()
+    rules = tmp_path / "one.toml"
+    rules.write_text(f'[[rule]]\nname = "a-token"\nkind = "tokens"\nwords = [{json.dumps(a.strip())}]\n'
+                     f'description = {json.dumps(f"the token {json.dumps(a.strip())}")}\n'
+                     f'sibling = {json.dumps(f"the token {json.dumps(b.strip())}")}\n')
+    r = CliRunner().invoke(app, ["calibrate", "--store", str(ingested_path), "--rules", str(rules), "--no-builtin",
+                                 "--scorer", "simulation", "--scorer-model", "compat:gemma", "--no-logprobs",
+                                 "--explainer", "none", "--seeds", "1", "--budgets", "4", "--unrelated", "0",
+                                 *SMALL, *_model(llama_server), "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["calibrated"] == 1 and doc["scorers"][0]["rules"] == 1
+    with open_store(ingested_path, read_only=True) as s:
+        grades = s.calibrations.grades(doc["run_id"])
+        failed = s.query("SELECT count(*) FROM llm_calls WHERE status <> 'ok'").fetchone()[0]
+    assert {g["candidate"] for g in grades} == {"truth", "sibling"} and failed == 0
+    for g in grades:  # Gemma 270M writes what it writes: a number, or a reason
+        assert g["status"] in ("ok", "undefined", "failed") and (g["value"] is not None) == (g["status"] == "ok")

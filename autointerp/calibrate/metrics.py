@@ -120,12 +120,13 @@ def scorer_summary(grades: list, rules: list[Rule], budgets: Iterable[int | None
     return out
 
 
-def explainer_summary(own: list, grades: list, rules: list[Rule], name: str, k: int) -> dict:
+def explainer_summary(own: list, grades: list, rules: list[Rule], name: str, k: int, budget: int | None) -> dict:
     """The explainer's labels against the truth, per scorer: mean gap (label minus truth, on the same
-    windows), how many are within 0.1 of the truth, and (word classes) how many name a word of the rule."""
+    windows: seed 0, `budget`), how many are within 0.1 of the truth, and (word classes) how many name a word
+    of the rule."""
     from .run import word_mentions
 
-    truth = {(g.rule, g.scorer): g for g in grades if g.candidate == "truth" and g.seed == 0 and g.budget is None}
+    truth = {(g.rule, g.scorer): g for g in grades if g.candidate == "truth" and g.seed == 0 and g.budget == budget}
     by_rule = {r.name: r for r in rules}
     per_scorer = {}
     for scorer in dict.fromkeys(g.scorer for g in own):
@@ -144,7 +145,7 @@ def explainer_summary(own: list, grades: list, rules: list[Rule], name: str, k: 
     labels = {g.rule: g.text for g in own}
     words = [(r, labels[r.name]) for r in rules if r.name in labels and r.kind == "words"]
     named = [word_mentions(text, sorted(r.pattern.words)) for r, text in words]
-    return {"explainer": name, "candidates": k, "labelled": len(labels), "scorers": per_scorer,
+    return {"explainer": name, "candidates": k, "budget": budget or "all", "labelled": len(labels), "scorers": per_scorer,
             "names_words": {"rate": round(float(np.mean(named)), 3) if named else None, "n": len(named)},
             "labels": labels}
 
@@ -155,13 +156,16 @@ def _mean_defined(vals: list) -> float | None:
 
 
 def by_rule(grades: list[dict]) -> list[dict]:
-    """Per rule and scorer, over every held-out window (budget "all"), seeds averaged: the truth's grade,
+    """Per rule and scorer, at the run's widest window budget (every held-out window where it has that), seeds
+    averaged: the truth's grade,
     the best-graded near miss and unrelated label, how often the truth came first, and each explainer's
     label with its grade. `grades`: a run's stored grade rows (CalibrationRepo.grades)."""
     cell: dict[tuple[str, str], dict[str, dict[str, list]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     category: dict[str, str] = {}
+    budgets = {g["budget"] for g in grades}
+    widest = None if None in budgets or not budgets else max(budgets)
     for g in grades:
-        if g["budget"] is not None:
+        if g["budget"] != widest:
             continue
         category[g["rule"]] = g["category"]
         c = cell[(g["rule"], g["scorer"])][g["candidate"]]

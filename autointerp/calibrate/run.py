@@ -145,17 +145,19 @@ def calibrate(store: Store, dictionary: Dictionary, config: CalibrateConfig = Ca
     rounds = [(seed, budget, [(planted.rules[f], _cut(s, budget, seed), t) for f, s in by_rule.items()
                               for t in _candidates(planted, f, seed, config.unrelated)])
               for seed, by_rule in samples.items() for budget in config.budgets]
-    for e, k in explainers:  # their labels, graded beside the truth on seed 0's windows, every window
+    widest = None if None in config.budgets else max(b for b in config.budgets if b is not None)
+    for e, k in explainers:  # their labels, graded beside the truth on seed 0's windows, the widest budget
         texts = _explain(store, gold, sorted(samples[0]), e, k, config)
-        rounds.append((0, None, [(planted.rules[f], samples[0][f], (f"{e}@{k}", t)) for f, t in texts.items()]))
+        rounds.append((0, widest, [(planted.rules[f], _cut(samples[0][f], widest, 0), (f"{e}@{k}", t))
+                                   for f, t in texts.items()]))
     scorers = make_scorers(config.scorers, store, gold, config.scorer_model, config.llm, config.scoring)
     graded = run_sync(_grade_rounds(scorers, rounds, Progress(len(rounds), "grading gold features", "rounds",
                                                               enabled=progress)))
     grades = [g for g in graded if g.candidate in CANDIDATES]
     out = Calibration(dictionary.name, planted, config, graded, skipped,
                       scorer_summary(grades, planted.rules, config.budgets),
-                      [explainer_summary([g for g in graded if g.candidate == f"{e}@{k}"], grades, planted.rules, e, k)
-                       for e, k in explainers], time.perf_counter() - t0)
+                      [explainer_summary([g for g in graded if g.candidate == f"{e}@{k}"], grades, planted.rules, e, k,
+                                         widest) for e, k in explainers], time.perf_counter() - t0)
     out.run_id = store_run(store, dictionary, out)
     return out
 

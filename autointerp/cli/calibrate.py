@@ -17,13 +17,25 @@ from .common import (
     DeviceOpt,
     DictOpt,
     JsonOpt,
+    MinEvidenceOpt,
+    MinWindowsOpt,
+    NNeighborsOpt,
+    NNonfiringOpt,
+    NQuantileOpt,
+    NQuantilesOpt,
+    NScoreOpt,
+    NTopOpt,
+    PeakOpt,
     StoreOpt,
+    WindowOpt,
     emit_json,
     encoder_device,
     handle_errors,
     opened,
+    sampler_config,
     show_progress,
 )
+from .label import LogprobsOpt
 
 
 @handle_errors
@@ -56,6 +68,10 @@ def calibrate(store: StoreOpt, dictionary: DictOpt = None,
                                                              "provider's rate-limit headers give its limit).")] = None,
               max_in_flight: Annotated[int | None, typer.Option(help="LLM: most calls at once (default 16, or 1 on "
                                                                   "a compat server).")] = None,
+              logprobs: LogprobsOpt = True, min_evidence: MinEvidenceOpt = 10,
+              window: WindowOpt = 32, peak_offset: PeakOpt = None, n_top: NTopOpt = 20, n_quantile: NQuantileOpt = 20,
+              n_score: NScoreOpt = 50, n_nonfiring: NNonfiringOpt = 50, n_neighbors: NNeighborsOpt = 0,
+              n_quantiles: NQuantilesOpt = 10, min_windows: MinWindowsOpt = 10,
               device: DeviceOpt = "auto", as_json: JsonOpt = False) -> None:
     """Plant gold features (rules whose true description is known) on the dictionary's corpus as a hidden
     gold dictionary, grade each rule's true description, its near misses and unrelated labels with every
@@ -68,8 +84,10 @@ def calibrate(store: StoreOpt, dictionary: DictOpt = None,
                              explainers=tuple(e.strip() for e in explainer.split(",") if e.strip() and e != "none"),
                              seeds=seeds, budgets=parse_budgets(budgets), unrelated=unrelated, candidates=candidates,
                              llm=LLMOptions(base_url=base_url, api_key_env=api_key_env, requests_per_minute=rpm,
-                                            max_in_flight=max_in_flight),
-                             scoring=ScoringOptions(windows=None))
+                                            max_in_flight=max_in_flight, logprobs=logprobs),
+                             scoring=ScoringOptions(min_evidence=min_evidence, windows=None),
+                             sampler=sampler_config(window, peak_offset, n_top, n_quantile, n_score, n_nonfiring,
+                                                    n_neighbors, n_quantiles, min_windows))
     with opened(store) as s:
         out = run_calibrate(s, s.dictionary(dictionary), config, progress=show_progress(as_json))
     doc = out.to_dict()
@@ -109,9 +127,11 @@ def render(doc: dict) -> str:
                  if left else ""), ""]
     head = f"{'scorer':<12}{'category':<12}{'rules':>6}  {'truth first':<20}{'> near':>7}{'> unrel':>8}  " \
            f"{'near AUROC':<20}{'coverage':>9}"
-    lines += ["every held-out window:", head]
+    budgets = doc["config"]["budgets"]
+    widest = "all" if "all" in budgets else max(budgets)
+    lines += ["every held-out window:" if widest == "all" else f"{widest} held-out windows:", head]
     for r in doc["scorers"]:
-        if r["budget"] == "all":
+        if r["budget"] == widest:
             lines.append(f"{r['scorer']:<12}{r['category']:<12}{r['rules']:>6}  {_rate(r['truth_first']):<20}"
                          f"{_num(r['above_near']['rate']):>7}{_num(r['above_unrelated']['rate']):>8}  "
                          f"{_rate({'rate': r['near_auroc']['value'], 'ci': r['near_auroc']['ci']}):<20}"

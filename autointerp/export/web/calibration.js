@@ -28,8 +28,11 @@ const CAL = (() => {
     document.getElementById("subtitle").textContent =
       `${s.calibrated} of ${s.rules} rules of ${run.gold} calibrated on the corpus of ${run.dictionary}; ` +
       `${s.config.seeds} seeds; ${run.created_at}`;
+    const budgets = s.config.budgets;
+    const widest = budgets.includes("all") ? "all" : Math.max(...budgets);
+    document.getElementById("widest").textContent = widest === "all" ? "every held-out window" : `${widest} held-out windows`;
     for (const r of s.scorers) {
-      if (r.budget === "all") {
+      if (r.budget === widest) {
         row("scorers", [[r.scorer], [r.category], [r.rules, 1], [rate(r.truth_first), 1], [fmt(r.above_near.rate), 1],
                         [fmt(r.above_unrelated.rate), 1],
                         [rate({ rate: r.near_auroc.value, ci: r.near_auroc.ci }), 1], [fmt(r.coverage.rate), 1]]);
