@@ -32,13 +32,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from autointerp.calibrate import CalibrateConfig, calibrate  # noqa: E402
-from autointerp.calibrate.rules import BUILTIN  # noqa: E402
-from autointerp.cli.calibrate import parse_budgets, render  # noqa: E402
-from autointerp.llm import LLMOptions  # noqa: E402
-from autointerp.pipeline import LabelRun, label  # noqa: E402
-from autointerp.score import ScoringOptions  # noqa: E402
-from autointerp.store import open_store  # noqa: E402
+from autointerp.calibrate import CalibrateConfig, calibrate
+from autointerp.calibrate.rules import BUILTIN
+from autointerp.cli.calibrate import parse_budgets, render
+from autointerp.llm import LLMOptions
+from autointerp.pipeline import LabelRun, label
+from autointerp.score import ScoringOptions
+from autointerp.store import open_store
 
 GEMMA_RULES = ("negations", "prepositions", "after-the", "sentence-end")
 LIST_ONLY = re.compile(r'^(?:the (?:tokens?|words?)|tokens such as) (?:"[^"]*"(?:, )?)+(?:, (?:as in|after) .*)?$')
