@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 SPECIAL = re.compile(r"^(\[[A-Z]+\]|<[^<>\s]+>)$")  # [CLS] [SEP] [PAD] <bos> <eos> <pad> ...
-_WORD = re.compile(r"\w+")
-_MARK = re.compile(r"[^\w\s]")  # one punctuation mark
+_ITEM = re.compile(r"(\w+)|([^\w\s])")  # a word (group 1), or one punctuation mark (group 2)
+_ENDS = frozenset(".!?")  # marks that end a sentence
+_STARTS = _ENDS | {""}
 NUMBER = "<number>"  # stands for any word of digits, in a pattern's word sets
 SPANS = {"quotes": ('"“”', '"“”'), "parentheses": ("(", ")")}
 KINDS = ("words", "tokens", "regex", "after", "before", "inside", "sentence_end", "sentence_start", "list_item", "document",
@@ -52,10 +53,14 @@ class Words:
     sentence_end: np.ndarray
     inside: dict[str, np.ndarray]  # span kind -> 0 outside, else 1, 2, ... the word's place inside the span
     list_item: np.ndarray  # 0 for a word that is no list item, else its 1-based place in the list
-    seen_before: np.ndarray  # how many times the word occurred earlier in these tokens
+    seen_before: np.ndarray  # how many times the word occurred earlier in its document
     tokens: Sequence[str] = field(repr=False, default=())
     text: str = field(repr=False, default="")
     token_start: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, np.int64))  # char offsets
+    word_array: np.ndarray = field(init=False, repr=False)  # `words` as an array (for np.isin)
+    token_text: np.ndarray = field(init=False, repr=False)  # each token's text, stripped and lower-cased
+    _word_of: np.ndarray = field(init=False, repr=False)  # (word, token) pairs: which word ...
+    _token_of: np.ndarray = field(init=False, repr=False)  # ... holds which token
 
     @classmethod
     def of(cls, tokens: Sequence[str]) -> Words:
@@ -67,51 +72,60 @@ class Words:
         text = "".join(pieces)
         token_doc = np.cumsum(special) - special  # specials start a new document after them
         token_doc = np.where(special, -1, token_doc)
-        items: list[tuple[str, int, int, int]] = []  # (text, char start, char end, is_word)
-        for m in re.finditer(r"\w+|[^\w\s]", text):
-            items.append((m.group().lower(), m.start(), m.end(), m.group()[0].isalnum() or m.group()[0] == "_"))
-        words, lo, hi, doc, prev, nxt, idx = [], [], [], [], [], [], []
-        item_tok = np.searchsorted(starts, [it[1] for it in items], side="right") - 1 if items else np.zeros(0, int)
-        item_doc = token_doc[np.clip(item_tok, 0, max(n - 1, 0))] if n else np.zeros(0, int)
-        for j, (s, a, b, is_word) in enumerate(items):
-            if not is_word:
-                continue
-            t0 = int(np.searchsorted(starts, a, side="right") - 1)
-            t1 = int(np.searchsorted(starts, b, side="left"))
-            words.append(s)
-            lo.append(t0)
-            hi.append(max(t1, t0 + 1))
-            doc.append(int(item_doc[j]))
-            prev.append(items[j - 1][0] if j > 0 and item_doc[j - 1] == item_doc[j] else "")
-            nxt.append(items[j + 1][0] if j + 1 < len(items) and item_doc[j + 1] == item_doc[j] else "")
-            idx.append(j)
+        low = text.lower()
+        if len(low) != len(text):  # a character whose lower case is longer: offsets from the text itself
+            low = text
+        # words and punctuation marks in order: (lower-cased text, char start, char end, is_word)
+        items = [(m.group().lower(), m.start(), m.end(), m.lastindex == 1) for m in _ITEM.finditer(low)]
+        starts_of = np.fromiter((it[1] for it in items), np.int64, len(items))
+        item_tok = np.searchsorted(starts, starts_of, side="right") - 1
+        item_end = np.searchsorted(starts, np.fromiter((it[2] for it in items), np.int64, len(items)), side="left")
+        item_doc = token_doc[np.clip(item_tok, 0, max(n - 1, 0))] if n else np.zeros(0, np.int64)
+        idx = [j for j, it in enumerate(items) if it[3]]
+        words = [items[j][0] for j in idx]
+        lo = item_tok[idx].astype(np.int64)
+        hi = np.maximum(item_end[idx], lo + 1).astype(np.int64)
+        doc = item_doc[idx].astype(np.int64).tolist()
+        prev = [items[j - 1][0] if j > 0 and item_doc[j - 1] == item_doc[j] else "" for j in idx]
+        nxt = [items[j + 1][0] if j + 1 < len(items) and item_doc[j + 1] == item_doc[j] else "" for j in idx]
         n_words = len(words)
         doc_a = np.asarray(doc, np.int64)
-        start = np.zeros(n_words, bool)
-        end = np.zeros(n_words, bool)
-        for k in range(n_words):
-            start[k] = k == 0 or doc_a[k - 1] != doc_a[k] or prev[k] in ".!?"
-            end[k] = nxt[k] in (".", "!", "?")
+        start = np.fromiter((p in _STARTS for p in prev), bool, n_words)  # "": the first word of its document
+        end = np.fromiter((x in _ENDS for x in nxt), bool, n_words)
         # a mark inside a token ('onerror="x"' as one token) delimits no span: only one at a token's edge does
         edge = [not it[3] and (not text[starts[t]:it[1]].strip() or not text[it[2]:starts[t + 1]].strip())
                 for it, t in zip(items, item_tok)]
         inside = {kind: _inside(items, idx, item_doc, edge, opens, closes) for kind, (opens, closes) in SPANS.items()}
-        seen: dict[str, int] = {}
+        seen: dict[tuple[int, str], int] = {}
         before = np.zeros(n_words, np.int64)
         for k, w in enumerate(words):
-            before[k] = seen.get(w, 0)
-            seen[w] = before[k] + 1
-        return cls(n, words, np.asarray(lo, np.int64), np.asarray(hi, np.int64), special, doc_a, token_doc, prev,
+            before[k] = seen.get((doc[k], w), 0)
+            seen[(doc[k], w)] = before[k] + 1
+        return cls(n, words, lo, hi, special, doc_a, token_doc, prev,
                    nxt, start, end, inside, _list_items(words, prev, nxt, doc_a, end), before, tokens, text,
                    starts[:-1])
+
+    def __post_init__(self) -> None:
+        spans = self.token_hi - self.token_lo
+        self._word_of = np.repeat(np.arange(len(self.words)), spans)  # (word, token) pairs, word by word
+        self._token_of = (np.arange(int(spans.sum())) - np.repeat(np.cumsum(spans) - spans, spans)
+                          + np.repeat(self.token_lo, spans)).astype(np.int64)
+        self.word_array = np.asarray(self.words, dtype=object)
+        self.token_text = np.asarray([t.strip().lower() for t in self.tokens], dtype=object)
+
+    def word_max(self, per_token: np.ndarray) -> np.ndarray:
+        """Per-word values from per-token ones: the largest over the word's tokens."""
+        out = np.full(len(self.words), -np.inf)
+        if len(self._word_of):
+            np.maximum.at(out, self._word_of, np.asarray(per_token, np.float64)[self._token_of])
+        return out
 
     def spread(self, per_word: np.ndarray) -> np.ndarray:
         """Per-token values from per-word values: every token of a word gets the word's value (the largest,
         where two words share a token)."""
         out = np.zeros(self.n_tokens)
-        for k in np.flatnonzero(per_word):
-            seg = out[self.token_lo[k]:self.token_hi[k]]
-            np.maximum(seg, per_word[k], out=seg)
+        if len(self._word_of):
+            np.maximum.at(out, self._token_of, np.asarray(per_word, np.float64)[self._word_of])
         out[self.special] = 0
         return out
 
@@ -155,10 +169,11 @@ def _list_items(words: list[str], prev: list[str], nxt: list[str], doc: np.ndarr
     return out
 
 
-def _matches(words: Sequence[str], wanted: frozenset[str]) -> np.ndarray:
-    out = np.fromiter((w in wanted for w in words), bool, len(words))
+def _matches(words: Sequence[str] | np.ndarray, wanted: frozenset[str]) -> np.ndarray:
+    arr = words if isinstance(words, np.ndarray) else np.asarray(words, dtype=object)
+    out = np.isin(arr, list(wanted)) if len(arr) else np.zeros(0, bool)
     if NUMBER in wanted:
-        out |= np.fromiter((w.isdigit() for w in words), bool, len(words))
+        out |= np.fromiter((w.isdigit() for w in arr), bool, len(arr))
     return out
 
 
@@ -198,12 +213,11 @@ class Pattern:
         if self.kind == "document":
             return self._document(w)
         if self.kind == "tokens":
-            return np.fromiter((t.strip().lower() in self.words for t in w.tokens), np.float64, w.n_tokens) * \
-                (~w.special)
+            return np.isin(w.token_text, list(self.words)).astype(np.float64) * (~w.special)
         m = len(w.words)
         words = w.words
         if self.kind == "words":
-            hit = _matches(words, self.words)
+            hit = _matches(w.word_array, self.words)
         elif self.kind in ("after", "before"):
             near = w.prev_item if self.kind == "after" else w.next_item
             hit = _matches(near, self.words) if self.words else np.ones(m, bool)
@@ -221,7 +235,7 @@ class Pattern:
         else:
             raise ValueError(f"unknown pattern kind {self.kind!r}")
         if self.fires and self.kind != "words":
-            hit &= _matches(words, self.fires)
+            hit &= _matches(w.word_array, self.fires)
         val = hit.astype(np.float64)
         if self.strength == "rising":
             val *= np.minimum(w.inside[self.span], CAP_RISING) if self.kind == "inside" else \
@@ -243,7 +257,7 @@ class Pattern:
         return out
 
     def _document(self, w: Words) -> np.ndarray:
-        hit = _matches(w.words, self.words)
+        hit = _matches(w.word_array, self.words)
         found = np.unique(w.doc[hit]) if hit.any() else np.zeros(0, np.int64)
         docs = [d for d in found if int(hit[w.doc == d].sum()) >= self.min_count]
         return np.isin(w.token_doc, docs).astype(np.float64) * (~w.special)

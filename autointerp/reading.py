@@ -130,16 +130,36 @@ def read_label(text: str) -> list[Pattern]:
     return [p for clause in text.split(";") for p in read_clause(clause)]
 
 
+SEPARATOR = "[SEP]"  # between windows read as one run of tokens: each window is a document of its own
+
+
 @lru_cache(maxsize=16_384)
 def words_of(tokens: tuple[str, ...]) -> Words:
-    """Words.of, kept for the windows read last (every label of a feature is read on the same windows)."""
+    """Words.of, kept for the windows read last."""
     return Words.of(tokens)
 
 
-def predict_patterns(patterns: Sequence[Pattern], tokens: tuple[str, ...]) -> np.ndarray:
-    """The strongest of `patterns` on every token of one window (0 where none fires)."""
-    words = words_of(tuple(tokens))
-    out = np.zeros(len(tokens))
+def join(windows: Sequence) -> tuple[Words, np.ndarray]:
+    """The windows read as one run of tokens, a separator before each (so each is a document of its own: no
+    quotation, sentence or repetition runs from one into the next), and where each window token is in it."""
+    tokens: list[str] = []
+    keep: list[np.ndarray] = []
+    for w in windows:
+        tokens.append(SEPARATOR)
+        keep.append(np.arange(len(tokens), len(tokens) + len(w.tokens)))
+        tokens.extend(w.tokens)
+    return Words.of(tokens), (np.concatenate(keep) if keep else np.zeros(0, np.int64))
+
+
+def predict_words(patterns: Sequence[Pattern], words: Words) -> np.ndarray:
+    """The strongest of `patterns` on every token of `words` (0 where none fires), each on one scale (1 at
+    its strongest)."""
+    out = np.zeros(words.n_tokens)
     for p in patterns:
-        np.maximum(out, p.evaluate(words) / p.top, out=out)  # every pattern on one scale: 1 at its strongest
+        np.maximum(out, p.evaluate(words) / p.top, out=out)
     return out
+
+
+def predict_patterns(patterns: Sequence[Pattern], tokens: tuple[str, ...]) -> np.ndarray:
+    """The strongest of `patterns` on every token of one window."""
+    return predict_words(patterns, words_of(tuple(tokens)))

@@ -28,8 +28,8 @@ import numpy as np
 from ..clock import utcnow
 from ..contracts import ExplainerBase
 from ..errors import ExplainFailure
-from ..patterns import NUMBER, STOP
-from ..reading import predict_patterns, read_label, words_of
+from ..patterns import NUMBER, STOP, Words
+from ..reading import join, predict_words, read_label
 from ..records import Explanation, FeatureSample
 from ..store import ActivationRepo
 
@@ -100,17 +100,31 @@ FLOOR = 0.1  # a candidate fitting the explain set worse than this is no better 
 CHARGE_CLAUSE, CHARGE_TERM = 0.02, 0.003  # what each further clause and each quoted term costs a candidate
 
 
-def _fit(text: str, wins: list) -> float:
-    """How well the label, read as the offline simulator reads it, predicts the windows' activations: the
-    Pearson correlation over every token (0 where the reading predicts nothing, or is constant)."""
-    patterns = read_label(text)
-    if not patterns:
-        return 0.0
-    pred = np.concatenate([predict_patterns(patterns, tuple(w.tokens)) for w in wins])
-    true = np.concatenate([w.activations for w in wins])
-    if pred.std() == 0 or true.std() == 0:
-        return 0.0
-    return float(np.corrcoef(pred, true)[0, 1])
+@dataclass
+class _Read:
+    """The explain windows read as one run of words (reading.join), and their activations on it."""
+
+    words: Words
+    keep: np.ndarray  # where each window token is among `words`' tokens
+    acts: np.ndarray  # the activation of every token of `words` (0 on the separators)
+
+    @classmethod
+    def of(cls, wins: list) -> _Read:
+        words, keep = join(wins)
+        acts = np.zeros(words.n_tokens)
+        acts[keep] = np.concatenate([w.activations for w in wins]) if wins else []
+        return cls(words, keep, acts)
+
+    def fit(self, text: str) -> float:
+        """How well the label, read as the offline simulator reads it, predicts the windows' activations: the
+        Pearson correlation over every window token (0 where the reading predicts nothing, or is constant)."""
+        patterns = read_label(text)
+        if not patterns:
+            return 0.0
+        pred, true = predict_words(patterns, self.words)[self.keep], self.acts[self.keep]
+        if pred.std() == 0 or true.std() == 0:
+            return 0.0
+        return float(np.corrcoef(pred, true)[0, 1])
 
 
 def _charge(text: str) -> float:
@@ -129,41 +143,28 @@ class _Firing:
     """Which words of the explain windows fire (any of their tokens at or above the threshold), and what is
     around them."""
 
-    def __init__(self, wins: list, threshold: float) -> None:
-        self.fired_words: list[str] = []
-        self.all_words: list[str] = []
-        self.prev_items: list[str] = []
-        self.next_items: list[str] = []
-        self.prev_all: dict[str, list[bool]] = {}
-        self.next_all: dict[str, list[bool]] = {}
-        self.flags: dict[str, list[bool]] = {k: [] for k in ("quotes", "parentheses", "sentence_end",
-                                                              "sentence_start", "list_item", "repeat", "digits")}
-        fired_tokens = total_tokens = 0
-        for w in wins:
-            ww = words_of(tuple(w.tokens))
-            acts = w.activations
-            fired_tokens += int((acts >= threshold).sum())
-            total_tokens += int((~ww.special).sum())
-            for k, word in enumerate(ww.words):
-                fires = bool(acts[ww.token_lo[k]:ww.token_hi[k]].max() >= threshold)
-                self.all_words.append(word)
-                self.prev_all.setdefault(ww.prev_item[k], []).append(fires)
-                self.next_all.setdefault(ww.next_item[k], []).append(fires)
-                if not fires:
-                    continue
-                self.fired_words.append(word)
-                self.prev_items.append(ww.prev_item[k])
-                self.next_items.append(ww.next_item[k])
-                for key, on in (("quotes", ww.inside["quotes"][k] > 0), ("parentheses", ww.inside["parentheses"][k] > 0),
-                                ("sentence_end", ww.sentence_end[k]), ("sentence_start", ww.sentence_start[k]),
-                                ("list_item", ww.list_item[k] > 0), ("repeat", ww.seen_before[k] > 0),
-                                ("digits", word.isdigit())):
-                    self.flags[key].append(bool(on))
-        self.token_share = fired_tokens / max(total_tokens, 1)
+    def __init__(self, read: _Read, threshold: float) -> None:
+        ww = read.words
+        fires = ww.word_max(read.acts) >= threshold
+        self.all_words: list[str] = ww.words
+        self.fired_words = [x for x, f in zip(ww.words, fires) if f]
+        self.prev_items = [x for x, f in zip(ww.prev_item, fires) if f]
+        self.next_items = [x for x, f in zip(ww.next_item, fires) if f]
+        self.prev_all: dict[str, int] = {}  # occurrences of each neighbour
+        self.next_all: dict[str, int] = {}
+        for p, n in zip(ww.prev_item, ww.next_item):
+            self.prev_all[p] = self.prev_all.get(p, 0) + 1
+            self.next_all[n] = self.next_all.get(n, 0) + 1
+        self.flags: dict[str, np.ndarray] = {
+            "quotes": ww.inside["quotes"][fires] > 0, "parentheses": ww.inside["parentheses"][fires] > 0,
+            "sentence_end": ww.sentence_end[fires], "sentence_start": ww.sentence_start[fires],
+            "list_item": ww.list_item[fires] > 0, "repeat": ww.seen_before[fires] > 0,
+            "digits": np.array([x.isdigit() for x in self.fired_words], bool)}
+        self.token_share = int((read.acts >= threshold).sum()) / max(int((~ww.special).sum()), 1)
 
     def share(self, key: str) -> float:
         got = self.flags[key]
-        return sum(got) / len(got) if got else 0.0
+        return float(got.mean()) if len(got) else 0.0
 
     def precise(self, items: list[str], among: str = "", min_count: int = 2, min_precision: float = 0.5) -> list[str]:
         """Items seen at least `min_count` times among firing words, most often first, that fire (or, for
@@ -173,9 +174,9 @@ class _Firing:
             if x:
                 counts[x] = counts.get(x, 0) + 1
         if among == "after":
-            occ = {x: len(v) for x, v in self.prev_all.items()}
+            occ = dict(self.prev_all)
         elif among == "before":
-            occ = {x: len(v) for x, v in self.next_all.items()}
+            occ = dict(self.next_all)
         else:
             occ = {}
             for x in self.all_words:
@@ -263,7 +264,8 @@ class OfflineExplainer(ExplainerBase):
             it["text"] = "".join(self.bg.strings.get(i, f"<{i}>") for i in it["ids"])
         items.sort(key=lambda it: (-it["z"], -it["count"]))
         tokens = self._render(items, n_fire)  # the label of tokens and their neighbours alone
-        fits = sorted(((_fit(t, wins) - _charge(t), t) for t in dict.fromkeys([tokens, *self._hypotheses(wins, peak)])),
+        read = _Read.of(wins)
+        fits = sorted(((read.fit(t) - _charge(t), t) for t in dict.fromkeys([tokens, *self._hypotheses(read, peak)])),
                       key=lambda x: -x[0])
         text = fits[0][1] if fits[0][0] > FLOOR else tokens
         evidence = {"firing_positions": n_fire, "threshold": self.threshold, "windows": len(wins),
@@ -278,9 +280,9 @@ class OfflineExplainer(ExplainerBase):
                            prompt_hash=self.prompt_hash, sampler=sample.config, seed=sample.seed, evidence=evidence,
                            created_at=utcnow())
 
-    def _hypotheses(self, wins: list, peak: float) -> list[str]:
+    def _hypotheses(self, read: _Read, peak: float) -> list[str]:
         """Candidate labels of every shape the label reader understands, from the words that fire."""
-        seen = _Firing(wins, self.threshold * peak)
+        seen = _Firing(read, self.threshold * peak)
         out = []
         words = seen.precise(seen.fired_words)
         for k in range(1, min(len(words), self.max_terms + 2) + 1):
@@ -312,7 +314,7 @@ class OfflineExplainer(ExplainerBase):
         if suffix:
             out.append(f'words ending in -{suffix} ({", ".join(_show(w) for w in words[:3])})')
         if seen.token_share >= 0.5:
-            topic = self._topic(wins)
+            topic = self._topic(read.words)
             if topic:
                 out.append(f"every token of a passage about {', '.join(_show(w) for w in topic)}")
         singles = [t for t in out if ";" not in t]
@@ -320,13 +322,12 @@ class OfflineExplainer(ExplainerBase):
                 if not (a.startswith("the word") and b.startswith("the word"))]
         return out
 
-    def _topic(self, wins: list, k: int = 3) -> list[str]:
+    def _topic(self, words: Words, k: int = 3) -> list[str]:
         """The content words of the windows most frequent against the corpus (a passage's topic)."""
         counts: dict[str, int] = {}
-        for w in wins:
-            for x in words_of(tuple(w.tokens)).words:
-                if len(x) >= 4 and x not in STOP and not x.isdigit():
-                    counts[x] = counts.get(x, 0) + 1
+        for x in words.words:
+            if len(x) >= 4 and x not in STOP and not x.isdigit():
+                counts[x] = counts.get(x, 0) + 1
         bg = self.bg.word_counts()
         total = max(sum(bg.values()), 1)
         score = {x: c * np.log(total / (1 + bg.get(x, 0))) for x, c in counts.items() if c >= 2}

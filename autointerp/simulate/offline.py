@@ -16,7 +16,7 @@ import numpy as np
 
 from ..contracts import SimulatorBase
 from ..embed import ENCODING, ContextEncoder, embed_many, embed_text
-from ..reading import predict_patterns, read_label, terms
+from ..reading import join, predict_words, read_label, terms
 from ..records import Window
 from .llm import Predictions
 
@@ -29,6 +29,7 @@ class OfflineSimulator(SimulatorBase):
 
     def __init__(self, encoder: ContextEncoder) -> None:
         self.encoder = encoder
+        self._joined: tuple = (None, None)  # (windows, reading.join(windows)): every label of a feature reads them
 
     def prepare(self, texts: Sequence[str]) -> None:
         """Embed the labels of a batch of features at once (before their predictions are asked for)."""
@@ -42,7 +43,10 @@ class OfflineSimulator(SimulatorBase):
         sim = ((vecs @ e) / norms.clamp(min=1e-12)).clamp(min=0.0).numpy().astype(np.float64)
         patterns = read_label(explanation)
         if patterns:
-            pred = SIMILARITY * sim + np.concatenate([predict_patterns(patterns, w.tokens) for w in windows])
+            if self._joined[0] is not windows:
+                self._joined = (windows, join(windows))
+            words, keep = self._joined[1]
+            pred = SIMILARITY * sim + predict_words(patterns, words)[keep]
         else:
             pred = sim + self.encoder.matches(windows, terms(explanation))
         info = {"simulator": "offline", "patterns": len(patterns)}
