@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -51,12 +52,15 @@ class Words:
     next_item: list[str]  # the word or mark just after it ("" at the end)
     sentence_start: np.ndarray
     sentence_end: np.ndarray
-    inside: dict[str, np.ndarray]  # span kind -> 0 outside, else 1, 2, ... the word's place inside the span
-    list_item: np.ndarray  # 0 for a word that is no list item, else its 1-based place in the list
-    seen_before: np.ndarray  # how many times the word occurred earlier in its document
     tokens: Sequence[str] = field(repr=False, default=())
     text: str = field(repr=False, default="")
-    token_start: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, np.int64))  # char offsets
+    token_start: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(1, np.int64))  # char offsets, + the end
+    # what the spans are read from, when first asked for: (text, start, end, is_word) of every word and mark,
+    # the token and document of each, and which of them are words
+    items: list[tuple[str, int, int, bool]] = field(repr=False, default_factory=list)
+    item_tok: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, np.int64))
+    item_doc: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, np.int64))
+    word_items: list[int] = field(repr=False, default_factory=list)
     word_array: np.ndarray = field(init=False, repr=False)  # `words` as an array (for np.isin)
     token_text: np.ndarray = field(init=False, repr=False)  # each token's text, stripped and lower-cased
     _word_of: np.ndarray = field(init=False, repr=False)  # (word, token) pairs: which word ...
@@ -92,18 +96,35 @@ class Words:
         doc_a = np.asarray(doc, np.int64)
         start = np.fromiter((p in _STARTS for p in prev), bool, n_words)  # "": the first word of its document
         end = np.fromiter((x in _ENDS for x in nxt), bool, n_words)
-        # a mark inside a token ('onerror="x"' as one token) delimits no span: only one at a token's edge does
-        edge = [not it[3] and (not text[starts[t]:it[1]].strip() or not text[it[2]:starts[t + 1]].strip())
-                for it, t in zip(items, item_tok)]
-        inside = {kind: _inside(items, idx, item_doc, edge, opens, closes) for kind, (opens, closes) in SPANS.items()}
+        return cls(n, words, lo, hi, special, doc_a, token_doc, prev, nxt, start, end, tokens, text, starts,
+                   items, item_tok, item_doc, idx)
+
+    # -- read when first asked for (a label of words needs none of them) ----------------------------------
+
+    @cached_property
+    def inside(self) -> dict[str, np.ndarray]:
+        """Span kind -> per word: 0 outside, else 1, 2, ... its place inside the span. A mark inside a token
+        ('onerror="x"' as one token) delimits no span: only one at a token's edge does."""
+        st, text = self.token_start, self.text
+        edge = [not it[3] and (not text[st[t]:it[1]].strip() or not text[it[2]:st[t + 1]].strip())
+                for it, t in zip(self.items, self.item_tok)]
+        return {kind: _inside(self.items, self.word_items, self.item_doc, edge, opens, closes)
+                for kind, (opens, closes) in SPANS.items()}
+
+    @cached_property
+    def list_item(self) -> np.ndarray:
+        """Per word: 0 for a word that is no list item, else its 1-based place in the list."""
+        return _list_items(self.words, self.prev_item, self.next_item, self.doc, self.sentence_end)
+
+    @cached_property
+    def seen_before(self) -> np.ndarray:
+        """Per word: how many times it occurred earlier in its document."""
         seen: dict[tuple[int, str], int] = {}
-        before = np.zeros(n_words, np.int64)
-        for k, w in enumerate(words):
-            before[k] = seen.get((doc[k], w), 0)
-            seen[(doc[k], w)] = before[k] + 1
-        return cls(n, words, lo, hi, special, doc_a, token_doc, prev,
-                   nxt, start, end, inside, _list_items(words, prev, nxt, doc_a, end), before, tokens, text,
-                   starts[:-1])
+        out = np.zeros(len(self.words), np.int64)
+        for k, (d, w) in enumerate(zip(self.doc.tolist(), self.words)):
+            out[k] = seen.get((d, w), 0)
+            seen[(d, w)] = out[k] + 1
+        return out
 
     def __post_init__(self) -> None:
         spans = self.token_hi - self.token_lo

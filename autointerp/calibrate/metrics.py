@@ -14,6 +14,7 @@ grades). Definitions, for one scorer and budget:
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -120,12 +121,16 @@ def scorer_summary(grades: list, rules: list[Rule], budgets: Iterable[int | None
     return out
 
 
+def word_mentions(text: str, words: Iterable[str]) -> bool:
+    """Whether a label names any of `words` (as a whole word, quoted or not)."""
+    low = text.lower()
+    return any(re.search(rf"(?<!\w){re.escape(w)}(?!\w)", low) for w in words)
+
+
 def explainer_summary(own: list, grades: list, rules: list[Rule], name: str, k: int, budget: int | None) -> dict:
     """The explainer's labels against the truth, per scorer: mean gap (label minus truth, on the same
     windows: seed 0, `budget`), how many are within 0.1 of the truth, and (word classes) how many name a word
     of the rule."""
-    from .run import word_mentions
-
     truth = {(g.rule, g.scorer): g for g in grades if g.candidate == "truth" and g.seed == 0 and g.budget == budget}
     by_rule = {r.name: r for r in rules}
     per_scorer = {}

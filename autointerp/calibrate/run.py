@@ -17,8 +17,8 @@ names any of the rule's words.
 from __future__ import annotations
 
 import asyncio
-import re
-from collections.abc import Sequence
+import time
+import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -133,8 +133,6 @@ def calibrate(store: Store, dictionary: Dictionary, config: CalibrateConfig = Ca
               progress: bool = False) -> Calibration:
     """Plant the rules on `dictionary`'s corpus (or reuse them), grade every scorer and explainer on them,
     and store the run (the grades and summaries)."""
-    import time
-
     t0 = time.perf_counter()
     rules = load_rules(config.rules, config.builtin)
     planted = plant(store, dictionary, rules, progress=progress)
@@ -242,16 +240,8 @@ def _explain(store: Store, gold: Dictionary, feats: list[int], name: str, k: int
             if r["explainer"] == summary.explainer and r["prompt_hash"] == summary.prompt_hash}
 
 
-def word_mentions(text: str, words: Sequence[str]) -> bool:
-    """Whether a label names any of `words` (as a whole word, quoted or not)."""
-    low = text.lower()
-    return any(re.search(rf"(?<!\w){re.escape(w)}(?!\w)", low) for w in words)
-
-
 def store_run(store: Store, dictionary: Dictionary, cal: Calibration) -> str:
     """Write the run (its summaries and every grade) to the store; returns its id."""
-    import uuid
-
     run_id = f"cal-{utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     with store.transaction() as w:
         w.calibrations.add_run(run_id, dictionary.dictionary_id, cal.gold.dictionary.dictionary_id, cal.to_dict(),
@@ -259,4 +249,4 @@ def store_run(store: Store, dictionary: Dictionary, cal: Calibration) -> str:
     return run_id
 
 
-__all__ = ["CANDIDATES", "CalibrateConfig", "Calibration", "Grade", "calibrate", "load_rules", "word_mentions"]
+__all__ = ["CANDIDATES", "CalibrateConfig", "Calibration", "Grade", "calibrate", "load_rules"]
