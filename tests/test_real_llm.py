@@ -101,5 +101,8 @@ def test_calibrating_a_real_model_grades_or_says_why_for_every_candidate(llama_s
         grades = s.calibrations.grades(doc["run_id"])
         failed = s.query("SELECT count(*) FROM llm_calls WHERE status <> 'ok'").fetchone()[0]
     assert {g["candidate"] for g in grades} == {"truth", "sibling"} and failed == 0
-    for g in grades:  # Gemma 270M writes what it writes: a number, or a reason
+    for g in grades:  # Gemma 270M writes what it writes: a number, or a typed reason
         assert g["status"] in ("ok", "undefined", "failed") and (g["value"] is not None) == (g["status"] == "ok")
+        assert g["status"] == "ok" or g["reason"].split(":")[0] in ("reply", "provider", "no held-out windows") \
+            or g["status"] == "undefined", g
+    assert sum(doc["failed_grades"].values()) == sum(g["status"] == "failed" for g in grades)

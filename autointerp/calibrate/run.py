@@ -97,6 +97,7 @@ class Grade:
     low: float | None
     high: float | None
     n_windows: int
+    reason: str = ""  # why undefined or failed ("reply: ...", typed as the grade's Failure)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -116,6 +117,15 @@ class Calibration:
     seconds: float = 0.0
     run_id: str | None = None
 
+    def failures(self) -> dict[str, int]:
+        """Grades that failed, by their reason's kind ("reply", "provider", ...)."""
+        out: dict[str, int] = {}
+        for g in self.grades:
+            if g.status == "failed":
+                kind = g.reason.partition(":")[0] or "unknown"
+                out[kind] = out.get(kind, 0) + 1
+        return out
+
     def to_dict(self) -> dict:
         c = self.config
         return {"run_id": self.run_id, "dictionary": self.dictionary, "gold": self.gold.dictionary.name,
@@ -126,6 +136,7 @@ class Calibration:
                            "budgets": [b or "all" for b in c.budgets], "unrelated": c.unrelated,
                            "candidates": c.candidates, "rules_file": str(c.rules) if c.rules else None,
                            "builtin": c.builtin},
+                "grades": len(self.grades), "failed_grades": self.failures(),
                 "scorers": self.scorers, "explainers": self.explainers, "seconds": round(self.seconds, 1)}
 
 
@@ -213,7 +224,8 @@ async def _grade_rounds(scorers, rounds: list[Round], bar: Progress) -> list[Gra
             jobs = [(s, r, smp, kind, text) for s in scorers for r, smp, (kind, text) in todo]
             got = await asyncio.gather(*(grade_one(s, smp, _explanation(smp, text)) for s, _, smp, _, text in jobs))
             out += [Grade(r.name, r.category, seed, budget, s.name, kind, text, g.status, g.value,
-                          (g.interval or (None, None))[0], (g.interval or (None, None))[1], g.n_windows or 0)
+                          (g.interval or (None, None))[0], (g.interval or (None, None))[1], g.n_windows or 0,
+                          g.reason)
                     for (s, r, smp, kind, text), g in zip(jobs, got)]
             bar.update(1)
     finally:

@@ -121,10 +121,12 @@ def _rate(r: dict) -> str:
 def render(doc: dict) -> str:
     """The calibration as tables: scorers by category (every window), the window budgets, the explainers."""
     left = doc["left_out"]
+    failed = doc.get("failed_grades") or {}
     lines = [f"calibration {doc['run_id']}: {doc['calibrated']} of {doc['rules']} gold rules of {doc['gold']} "
-             f"calibrated, {doc['config']['seeds']} seeds" + ("; left out: " + "; ".join(
-                 f"{k} ({v})" for k, v in list(left.items())[:4]) + (f"; +{len(left) - 4} more" if len(left) > 4 else "")
-                 if left else ""), ""]
+             f"calibrated, {doc['config']['seeds']} seeds, {doc['grades']} grades"
+             + (f" ({', '.join(f'{n} failed: {k}' for k, n in failed.items())})" if failed else "")
+             + ("; left out: " + "; ".join(f"{k} ({v})" for k, v in list(left.items())[:4])
+                + (f"; +{len(left) - 4} more" if len(left) > 4 else "") if left else ""), ""]
     head = f"{'scorer':<12}{'category':<12}{'rules':>6}  {'truth first':<20}{'> near':>7}{'> unrel':>8}  " \
            f"{'near AUROC':<20}{'coverage':>9}"
     budgets = doc["config"]["budgets"]

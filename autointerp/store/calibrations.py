@@ -11,7 +11,7 @@ from ..clock import utcnow as _now
 from .repo import Repo, reads
 
 GRADE_COLUMNS = ("rule", "category", "seed", "budget", "scorer", "candidate", "text", "status", "value", "low",
-                 "high", "n_windows")
+                 "high", "n_windows", "reason")
 
 
 class CalibrationRepo(Repo):

@@ -429,7 +429,8 @@ def _m014_calibration(con: duckdb.DuckDBPyConnection) -> None:
             value DOUBLE,
             low DOUBLE,
             high DOUBLE,
-            n_windows INTEGER NOT NULL
+            n_windows INTEGER NOT NULL,
+            reason VARCHAR NOT NULL            -- why undefined or failed ("reply: ...")
         )""")
 
 

@@ -27,7 +27,8 @@ const CAL = (() => {
     const s = run.summary;
     document.getElementById("subtitle").textContent =
       `${s.calibrated} of ${s.rules} rules of ${run.gold} calibrated on the corpus of ${run.dictionary}; ` +
-      `${s.config.seeds} seeds; ${run.created_at}`;
+      `${s.config.seeds} seeds; ${s.grades} grades` +
+      Object.entries(s.failed_grades || {}).map(([k, n]) => `, ${n} failed (${k})`).join("") + `; ${run.created_at}`;
     const budgets = s.config.budgets;
     const widest = budgets.includes("all") ? "all" : Math.max(...budgets);
     document.getElementById("widest").textContent = widest === "all" ? "every held-out window" : `${widest} held-out windows`;
