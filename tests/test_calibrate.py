@@ -245,8 +245,9 @@ def test_a_rule_that_fires_nowhere_or_everywhere_writes_nothing(corpus_store, tm
         assert s.content_digest() == before
 
 
-def test_bad_calibration_options_are_usage_errors(corpus_store):
-    for args in (["--scorer", "intruder"], ["--seeds", "0"], ["--budgets", "2"], ["--budgets", "ten"]):
+def test_bad_calibration_options_are_usage_errors(corpus_store, calibrated):
+    for args in (["--scorer", "intruder"], ["--seeds", "0"], ["--budgets", "2"], ["--budgets", "ten"],
+                 ["--dictionary", calibrated["gold"]]):
         r = CliRunner().invoke(app, ["calibrate", "--store", str(corpus_store), *args])
         assert r.exit_code == 2 and len(r.output.splitlines()) == 1, (args, r.output)
 

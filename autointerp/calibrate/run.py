@@ -37,7 +37,7 @@ from ..score import FEATURE_LEVEL, ScoringOptions, make_scorers, parse_scorers
 from ..score.base import activating, budget_cut
 from ..store import Store
 from .metrics import explainer_summary, scorer_summary
-from .plant import Planted, plant
+from .plant import GOLD, Planted, plant
 from .rules import NEAR_MISSES, Rule, load_rules
 
 CANDIDATES = ("truth", *NEAR_MISSES, "unrelated")
@@ -145,6 +145,8 @@ def calibrate(store: Store, dictionary: Dictionary, config: CalibrateConfig = Ca
     """Plant the rules on `dictionary`'s corpus (or reuse them), grade every scorer and explainer on them,
     and store the run (the grades and summaries)."""
     t0 = time.perf_counter()
+    if dictionary.kind == GOLD:
+        raise UsageError(f"{dictionary.name} is a gold dictionary: calibrate a real one (its corpus is planted on)")
     rules = load_rules(config.rules, config.builtin)
     planted = plant(store, dictionary, rules, progress=progress)
     gold = planted.dictionary
