@@ -226,8 +226,9 @@ def _digest(path) -> str:
 
 def test_diff_of_two_runs_counts_added_gone_relabelled_and_moved_grades(delphi_cache, tmp_path):
     """Run A labels features 0-29 (token detectors); labels made elsewhere are imported for 10-39 (10-19:
-    another feature's label, 20-29: the same text as A's, 30-39: new) and run B grades them: 10 added, 10
-    gone, 10 relabelled, and the swapped labels' grades fall beyond their intervals."""
+    another feature's label, 20-29: the same text as A's, 30-39: new) and run B grades them: 20 compared
+    (10 relabelled, and the swapped labels' grades fall beyond their intervals); 0-9 are not in run B and
+    30-39 not in run A, counted, not listed as gone and added. --features narrows it."""
     from autointerp.ingest import ingest_delphi
 
     folder, _ = delphi_cache("detectors", n_seq=300, n_token_features=40)
@@ -254,7 +255,8 @@ def test_diff_of_two_runs_counts_added_gone_relabelled_and_moved_grades(delphi_c
     la = {x["feature_id"]: x for x in rows if x["run_id"] == a["run_id"]}
     lb = {x["feature_id"]: x for x in rows if x["imported"]}
     c = doc["counts"]
-    assert (c["added"], c["gone"], c["pairs"], c["relabelled"]) == (10, 10, 20, 10)
+    assert (c["added"], c["gone"], c["pairs"], c["relabelled"]) == (0, 0, 20, 10)
+    assert (c["not_in_b"], c["not_in_a"]) == (10, 10) and (c["labelled_a"], c["labelled_b"]) == (30, 30)
     assert c["grade"] >= 3 and doc["grades_moved"]["simulation"]["down"] >= 3  # a label of another feature
     both = sorted(set(la) & set(lb))
     assert c["pairs"] == len(both)
@@ -266,7 +268,7 @@ def test_diff_of_two_runs_counts_added_gone_relabelled_and_moved_grades(delphi_c
             ga = la[f]["scores"].get(scorer)
             if ga and ga["status"] == gb["status"] == "ok":
                 moved += gb["ci"][1] < ga["ci"][0] or gb["ci"][0] > ga["ci"][1]
-    assert c["grade"] == moved
+    assert c["grade"] == moved and c["grade_up"] + c["grade_down"] == moved
     impacts = [x["impact"] for x in doc["rows"]]
     assert impacts == sorted(impacts, reverse=True) and len(doc["rows"]) == sum(c[k] for k in ("added", "gone",
                                                                                                  "relabelled", "grade"))
@@ -278,7 +280,14 @@ def test_diff_of_two_runs_counts_added_gone_relabelled_and_moved_grades(delphi_c
             assert x["label_a"] == la[x["feature_a"]]["explanation"] != x["label_b"] and 0 <= x["distance"] <= 2
     text = cli("diff", "--store", path, "--runs", a["run_id"], b["run_id"], "--limit", "3")
     assert text.exit_code == 0 and f"{c['added']} added, {c['gone']} gone" in text.stdout
-    assert len(text.stdout.strip().splitlines()) <= 2 + len(doc["grades_moved"]) + 3
+    assert "10 features not in run B" in text.stdout and "10 features not in run A" in text.stdout
+    assert len(text.stdout.strip().splitlines()) <= 4 + len(doc["grades_moved"]) + 3
+    # --features narrows it: 15-34 holds 5 pairs of each kind of import, 5 features not in run A
+    part = json.loads(cli("diff", "--store", path, "--runs", a["run_id"], b["run_id"], "--features", "15-34",
+                          "--json").stdout)
+    assert part["features"] == "15-34" and part["counts"]["pairs"] == 15 and part["counts"]["relabelled"] == 5
+    assert (part["counts"]["not_in_a"], part["counts"]["not_in_b"]) == (5, 0)
+    assert {x.get("feature_b", x.get("feature_a")) for x in part["rows"]} <= set(range(15, 35))
 
 
 def test_diff_of_a_dictionary_and_its_retrained_copy_and_its_page(pair, tmp_path):

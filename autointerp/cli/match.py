@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ..errors import UsageError
-from .common import JsonOpt, StoreOpt, emit_json, handle_errors, opened, show_progress
+from .common import (FeaturesOpt, JsonOpt, StoreOpt, check_features, emit_json, handle_errors, opened, safe,
+                     show_progress)
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -57,26 +58,32 @@ def diff(store: StoreOpt,
          = None,
          method: Annotated[str, typer.Option(help="Two dictionaries: pair features by coactivation or decoder "
                                                   "(matched first if `match` has not).")] = "coactivation",
-         min_similarity: Annotated[float, typer.Option(help="Two dictionaries: a pair counts at this similarity "
-                                                            "or more.")] = 0.8,
+         min_similarity: Annotated[float | None, typer.Option(help="Two dictionaries: a pair counts at this "
+                                                                   "similarity or more (default: the threshold "
+                                                                   "the newest `label --carry-from` between them "
+                                                                   "recorded, else 0.8).")] = None,
+         features: FeaturesOpt = None,
          meaning: Annotated[float, typer.Option(help="Label distance (1 - cosine of their embeddings) counted as "
                                                      "a change of meaning.")] = 0.3,
-         limit: Annotated[int, typer.Option(help="Changes listed, most impactful first (the counts cover all).")]
-         = 30,
+         limit: Annotated[int, typer.Option(help="Changes listed, most impactful first, shared among the kinds "
+                                                 "(the counts cover all).")] = 30,
          html: Annotated[Path | None, typer.Option("--html", help="Also write the report as a page: DIR/diff.html.")]
          = None,
          as_json: JsonOpt = False) -> None:
     """What changed between two runs (over one dictionary, or over a dictionary and its retrained successor)
     or between two dictionaries: features added and gone, labels relabelled (and whether their meaning
     changed), grades that moved beyond their 95% intervals, sorted by impact (the change times how often the
-    feature fires). Reads only, except that a missing match of two dictionaries is computed and stored."""
+    feature fires). A run holds the features it explained, carried or graded: only those both runs hold are
+    compared, the rest counted ("N features not in run B"). Reads only, except that a missing match of two
+    dictionaries is computed and stored."""
     from ..export import check_diff_out, write_diff_html
     from ..match import DiffConfig, Side, run_side
     from ..match import diff as run_diff
 
     if (runs is None) == (dictionaries is None):
         raise UsageError("give either --runs RUN_A RUN_B or --dictionaries A B")
-    config = DiffConfig(method=method, min_similarity=min_similarity, meaning=meaning, limit=limit)
+    config = DiffConfig(method=method, min_similarity=min_similarity, meaning=meaning, limit=limit,
+                        features=check_features(features))
     if html is not None:
         check_diff_out(html)  # before anything is computed or stored
     def sides(s: Store) -> tuple[Side, Side]:
@@ -104,11 +111,17 @@ def diff(store: StoreOpt,
         emit_json(doc)
         return
     c = res.counts
-    typer.echo(f"{res.a} -> {res.b} (paired by {res.paired_by}): {c['added']} added, {c['gone']} gone, "
+    typer.echo(f"{safe(res.a)} -> {safe(res.b)} (paired by {res.paired_by}"
+               + (f"; features {res.features}" if res.features else "") + f"): {c['added']} added, {c['gone']} gone, "
                f"{c['relabelled']} relabelled ({c['changed_meaning']} changed meaning), {c['grade']} grades moved "
                f"beyond their intervals; {c['pairs']} labelled pairs compared")
+    if res.similarity is not None:
+        typer.echo(f"  similarity >= {res.similarity['min']:g}: {safe(res.similarity['why'])}")
+    for side, n in (("B", c["not_in_b"]), ("A", c["not_in_a"])):
+        if n:
+            typer.echo(f"  {n} features not in run {side} (not compared)")
     for scorer, m in res.moved.items():
-        typer.echo(f"  {scorer}: {m['up']} up, {m['down']} down")
+        typer.echo(f"  {safe(scorer)}: {m['up']} up, {m['down']} down")
     if res.rows:
         typer.echo("impact\tchange\tfeature\tbefore\tafter")
     for r in res.rows:
@@ -121,6 +134,6 @@ def diff(store: StoreOpt,
             what, before, after = f"relabelled ({r['distance']:.2f})", r["label_a"], r["label_b"]
         else:
             what, before, after = r["kind"], r.get("label_a") or "", r.get("label_b") or ""
-        typer.echo(f"{r['impact']:.3f}\t{what}\t{feature}\t{before}\t{after}")
+        typer.echo(f"{r['impact']:.3f}\t{safe(what)}\t{feature}\t{safe(before)}\t{safe(after)}")
     if html is not None:
         typer.echo(f"wrote {doc['page']}")

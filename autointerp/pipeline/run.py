@@ -204,7 +204,9 @@ class _Feed:
                 dictionary=d.name, feature=f, text=p.text, explainer=explainer, prompt_hash=prompt_hash,
                 sampler=self.sampler.config, seed=self.sampler.seed, carried=f"{name}#{pf}, {method} {sim:.3f}",
                 evidence={"carried_from": {"dictionary": name, "feature": pf, "explanation_id": eid, "method": method,
-                                           "similarity": round(sim, 4), "sampler": p.sampler.hash, "seed": p.seed,
+                                           "similarity": round(sim, 4),
+                                           "sampler": p.sampler.hash, "seed": p.seed,
+                                           "min_similarity": self.parts.carry.min_similarity,
                                            "partner_grade": None if pv != pv else pv}}), None if pv != pv else pv)
         return out
 

@@ -150,6 +150,53 @@ class MatchRepo(Repo):
                 "explanation_id": np.asarray(t["explanation_id"], np.int64),
                 "partner_value": np.ma.filled(np.ma.asarray(pv, np.float64), np.nan) if len(pv) else np.zeros(0)}
 
+    @reads
+    def matched_pairs(self, from_id: int, to_id: int, method: str, min_similarity: float, features: np.ndarray | None,
+                      sort: str, offset: int, limit: int) -> tuple[int, dict[str, np.ndarray]]:
+        """(how many pairs there are, a page of them): the stored pairs of `method` at `min_similarity` or
+        more (of `features` of `to_id` only, when given), by to_feature or by similarity (highest first),
+        `limit` of them from `offset`. {to_feature, from_feature, similarity}."""
+        order = "to_feature" if sort == "feature" else "similarity DESC, to_feature"
+        sel = pa.table({"feature": pa.array(np.zeros(0, np.int64) if features is None else
+                                            np.asarray(features, np.int64))})
+        where = ("from_dictionary = $from AND to_dictionary = $to AND method = $method AND similarity >= $min"
+                 + ("" if features is None else " AND to_feature IN (SELECT feature FROM _match_sel)"))
+        p = {"from": from_id, "to": to_id, "method": method, "min": min_similarity}
+        with self.tables(_match_sel=sel):
+            total = self.con.execute(f"SELECT count(*) FROM feature_matches WHERE {where}", p).fetchall()[0][0]
+            t = self.con.execute(f"SELECT to_feature, from_feature, similarity FROM feature_matches WHERE {where} "
+                                 f"ORDER BY {order} LIMIT $limit OFFSET $offset",
+                                 p | {"limit": limit, "offset": offset}).fetchnumpy()
+        return int(total), {"to_feature": np.asarray(t["to_feature"], np.int64),
+                            "from_feature": np.asarray(t["from_feature"], np.int64),
+                            "similarity": np.asarray(t["similarity"], np.float64)}
+
+    @reads
+    def carry_threshold(self, from_name: str, to_id: int, method: str) -> dict | None:
+        """The newest carry of labels from dictionary `from_name` into `to_id` by `method` that recorded its
+        similarity threshold (`label --carry-from ... --min-similarity`, in each carried label's evidence):
+        {min_similarity, run_id, created_at}, or None (no carry, or only ones made before it was recorded)."""
+        row = self.con.execute("""
+            SELECT json_extract(evidence, '$.carried_from.min_similarity')::DOUBLE, run_id, created_at
+            FROM explanations
+            WHERE dictionary_id = ? AND carried IS NOT NULL
+              AND json_extract_string(evidence, '$.carried_from.dictionary') = ?
+              AND json_extract_string(evidence, '$.carried_from.method') = ?
+              AND json_extract(evidence, '$.carried_from.min_similarity') IS NOT NULL
+            ORDER BY created_at DESC, explanation_id DESC LIMIT 1""", [to_id, from_name, method]).fetchone()
+        return None if row is None else {"min_similarity": row[0], "run_id": row[1], "created_at": row[2].isoformat()}
+
+    @reads
+    def run_features(self, dictionary_id: int, run_id: str) -> np.ndarray:
+        """The features of a dictionary a run covered: those it explained, carried a label to, or graded
+        (sorted ids). A diff of runs compares only the features both covered."""
+        t = self.con.execute("""
+            SELECT feature FROM explanations WHERE dictionary_id = $1 AND run_id = $2
+            UNION SELECT e.feature FROM scores s JOIN explanations e USING (explanation_id)
+            WHERE e.dictionary_id = $1 AND s.run_id = $2
+            ORDER BY 1""", [dictionary_id, run_id]).fetchnumpy()
+        return np.asarray(t["feature"], np.int64)
+
     # -- writes (inside a transaction) --------------------------------------------------------------
 
     def clear_matches(self, from_id: int, to_id: int, method: str) -> None:
