@@ -93,10 +93,11 @@ def run_demo(store_path: str | Path, out: str | Path, *, max_tokens: int = 20_00
         summary = label(s, d, LabelRun(scorers=SCORERS), progress=progress).to_dict()
         # ranked by the lower end of the 95% interval: a label is "best" when it is surely good
         ranked = {order: [_brief(r) for r in s.labels.find(d.dictionary_id, sort_by="simulation", descending=desc,
-                                                          limit=show, by=by)]
+                                                          limit=show, by=by, current=True)]
                   for order, desc, by in (("best", True, "lower"), ("worst", False, "value"))}
-        lines = write_jsonl(s, out, m.dictionary)
-    return {"store": str(store_path), "out": str(out), "lines": lines, "model": model, "dictionary": m.dictionary,
+        lines = write_jsonl(s, out, m.dictionary)  # every run's chosen labels (another seed's too)
+        current = s.labels.labelled_count(d.dictionary_id)
+    return {"store": str(store_path), "out": str(out), "lines": lines, "current_labels": current, "model": model, "dictionary": m.dictionary,
             "corpus": str(CORPUS), "corpus_licence": "PSF-2.0", "captured": captured, "label": summary, **ranked,
             "seconds": {"capture": round(t_capture, 1), "total": round(time.perf_counter() - t0, 1)}}
 

@@ -115,7 +115,8 @@ EXIT_CODES: dict[int, str] = {
     6: "sample: a feature with no stored sample where one is read (`sample --feature` reads `sample --all`'s), "
        "windows whose contexts are missing from the corpus",
     7: "label: a prompt or prices file that cannot be read, a prompt of the wrong format for its use, a plugin "
-       "that fails to load, a dictionary with no output tokens to show the explainer, a `--carry-from` that is "
+       "that fails to load, a dictionary with no output tokens to show the explainer, or with no imported label "
+       "for `--explainer imported`, a `--carry-from` that is "
        "the dictionary itself or lacks its match, a feature that cannot be scored (dead), a simulator reading "
        "logprobs the model does not give, an API key missing from the environment",
     8: "export: bad names, a path whose folder is missing, a folder that is not ours to replace, or another export "

@@ -204,7 +204,7 @@ def test_demo_labels_the_bundled_model_and_resumes(tmp_path):
     again = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     assert again["captured"] is None and again["label"]["already_done"] == 1536 and again["lines"] == len(lines)
     text = subprocess.run(cmd[:-1], check=True, capture_output=True, text=True).stdout  # as a user reads it
-    assert "1536 features of" in text and "1536 already done" in text and "best labels by simulation" in text
+    assert "1,536 features of" in text and "1,536 already done" in text and "best labels by simulation" in text
 
 
 def test_a_reingest_relabels_only_the_features_whose_activations_changed(tmp_path):

@@ -136,7 +136,7 @@ def _say(out) -> None:
     names = ", ".join(d["name"] for d in out.dictionaries)
     if out.status == "complete":
         typer.echo(f"{names}: complete ({out.contexts:,} contexts, {out.nonzeros:,} nonzeros); nothing to do "
-                   "(--replace captures again)")
+                   "(--replace captures again; --dictionary NAME captures beside it under another name)")
         return
     if out.status == "interrupted":
         typer.echo(f"interrupted: {out.contexts:,} contexts of {names} committed; run the same command again to "

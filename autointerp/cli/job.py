@@ -20,7 +20,8 @@ from .common import (
 )
 from .label import summary_line
 
-app = typer.Typer(help="Unattended labelling runs (cron, schedulers): budgets, a lock per store, a run ledger. "
+app = typer.Typer(help="Unattended labelling runs (cron, schedulers): budgets, a lock per store, a run ledger "
+                       "(`job list`: every run of the store, plain `label` runs too). "
                        f"Exit codes: {', '.join(f'{v} {k}' for k, v in EXIT.items())}.", no_args_is_help=True)
 
 
@@ -54,7 +55,10 @@ def run(store: StoreOpt, config: Annotated[Path, typer.Option("--config", help="
         emit_json({"run_id": res.run_id, "status": res.status, "exit_code": res.exit_code, "summary": s.to_dict()})
     else:
         typer.echo(f"job {res.run_id}: {res.status}; {summary_line(s)}")
-    if res.status != "done":
+    if res.status == "budget":  # expected: a notice, not an error; the exit code says "run again"
+        typer.echo(f"stopped: job {res.run_id} ({res.reason or 'a budget'}); what finished is committed, run again "
+                   f"to go on (exit {res.exit_code})", err=True)
+    elif res.status != "done":
         typer.echo(f"error: job {res.run_id} {res.status} (exit {res.exit_code}): {res.reason or 'see the log'}",
                    err=True)
     raise typer.Exit(res.exit_code)
@@ -63,20 +67,22 @@ def run(store: StoreOpt, config: Annotated[Path, typer.Option("--config", help="
 @app.command("list")
 @handle_errors
 def list_(store: StoreOpt, limit: LimitOpt = 20, as_json: JsonOpt = False) -> None:
-    """Job runs of a store, newest first."""
+    """Every run of a store, newest first: jobs, plain `label` runs, calibrations and captures, with each
+    one's id (for `job show`, `diff --runs`, `cost --run`), kind, status and counts."""
     check_limit(limit)
     with opened(store, read_only=True) as s:
-        rows = s.ledger.job_runs(limit)
+        rows = s.ledger.runs(limit)
     from ..job.run import refused_rows
 
     rows = sorted([*rows, *refused_rows(Path(store))], key=lambda r: r["started_at"], reverse=True)[:limit]
     if as_json:
         emit_json({"runs": rows})
         return
-    typer.echo("run\tstatus\tstarted\tseconds\texplained\tgraded\tskipped\tfailed\tgrades_failed\talready\tusd\treason")
+    typer.echo("run\tkind\tstatus\tstarted\tseconds\tlabelled\tgraded\tskipped\tfailed\tgrades_failed\talready\tusd"
+               "\treason")
     for r in rows:
         usd = f"{r['dollars']:.4f}" + (f"+{r['unpriced_calls']} unpriced" if r["unpriced_calls"] else "")
-        typer.echo(f"{r['run_id']}\t{r['status']}\t{r['started_at'][:19]}\t{r['duration_s'] or '-'}\t"
+        typer.echo(f"{r['run_id']}\t{r['kind']}\t{r['status']}\t{r['started_at'][:19]}\t{r['duration_s'] or '-'}\t"
                    f"{r['features_done']}\t{r['features_graded']}\t{r['features_skipped']}\t{r['features_failed']}\t"
                    f"{r['grades_failed']}\t{r['already_done']}\t{usd}\t{r['stop_reason']}")
 

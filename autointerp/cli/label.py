@@ -180,11 +180,8 @@ def _read_prices(path: Path | None) -> dict:
 
 
 def summary_line(out: RunSummary) -> str:
-    """One line from a run's summary: outcomes with their kinds, then grade statuses, then cost."""
-
-    def kinds(k: dict) -> str:
-        return f" ({', '.join(f'{n} {x}' for x, n in k.items())})" if k else ""
-
+    """One line from a run's summary: its id, each selected feature's outcome (they add up to the features
+    selected), then grade statuses, samples and cost."""
     sc = "; ".join(f"{k}: " + ", ".join(f"{n} {st}" for st, n in sorted(v.items())) for k, v in out.scores.items() if v)
     cost = ""
     if out.cost:
@@ -204,14 +201,9 @@ def summary_line(out: RunSummary) -> str:
         if out.samples_not_current:
             samples += (f" ({out.samples_not_current} stored under another sampler config or seed, or before their "
                         "activations changed)")
-    carry = ""
-    if out.carry_from:
-        carry = (f", {out.carried} carried from {out.carry_from} (no explainer call), {out.carry_rejected} "
-                 "explained anew after their carried label graded too low")
     run = f"run {out.run_id}: " if out.run_id else ""
-    return (f"{run}{out.features} features of {out.dictionary}: {out.explained} explained{carry}, {out.graded} graded, "
-            f"{out.skipped} skipped{kinds(out.skipped_kinds)}, {out.failed} failed{kinds(out.failed_kinds)}, "
-            f"{out.already_done} already done" + (f" | grades {sc}" if sc else "") + samples + cost)
+    grades = f" | grades {sc}" if sc else ""
+    return f"{run}{out.outcome_words()}{grades}{samples}{cost}"
 
 
 @handle_errors

@@ -40,14 +40,20 @@ def labels(store: StoreOpt, dictionary: DictOpt = None,
            limit: LimitOpt = None,
            status: Annotated[str, typer.Option(help="ok: labels with their grades; failed or skipped: the features "
                                                     "that have none, with the reason.")] = "ok",
-           candidates: CandidatesOpt = False, as_json: JsonOpt = False) -> None:
-    """Labels with their grades, or (--status failed|skipped) the features without one and why."""
+           candidates: CandidatesOpt = False,
+           all_seeds: Annotated[bool, typer.Option("--all-seeds", help="Each feature's chosen label of every run "
+                                                   "key (explainer, prompt, sampler, seed), not only its current "
+                                                   "one.")] = False,
+           as_json: JsonOpt = False) -> None:
+    """Labels with their grades, one row per feature: its current label (the newest chosen one, as the
+    browser shows it); --all-seeds or --candidates list the others. The run column says which run wrote
+    each row (`autointerp job list`). Or (--status failed|skipped) the features without one and why."""
     check_limit(limit)
     check_choice(status, STATUSES, "--status")
     check_choice(by, BY, "--by")
-    if status != "ok" and (sort is not None or by != "value" or candidates or ascending):
+    if status != "ok" and (sort is not None or by != "value" or candidates or ascending or all_seeds):
         raise UsageError(f"--status {status} lists features without a label, in feature order: it takes no --sort, "
-                         "--by, --ascending or --candidates")
+                         "--by, --ascending, --candidates or --all-seeds")
     with opened(store, read_only=True) as s:
         d = s.dictionary(dictionary)
         if status != "ok":
@@ -63,23 +69,39 @@ def labels(store: StoreOpt, dictionary: DictOpt = None,
         if by != "value" and sort in (None, "feature"):
             raise UsageError("--by lower ranks by a scorer: give --sort SCORER")
         rows = s.labels.find(d.dictionary_id, sort_by=None if sort == "feature" else sort, descending=not ascending,
-                        limit=limit, candidates=candidates, by=by)
+                        limit=limit, candidates=candidates, by=by, current=not (candidates or all_seeds))
     if as_json:
         emit_json({"dictionary": d.name, "labels": rows})
         return
     names = sorted({k for r in rows for k in r["scores"]})
-    typer.echo("feature\t" + "".join(f"{n}\t{n} 95%\t" for n in names) + "explanation")
+    typer.echo("feature\t" + "".join(f"{n}\t{n} 95%\t" for n in names) + "run\texplanation")
     for r in rows:
-        cells = [(fmt(g.get("value")), fmt_ci(g.get("ci"))) for g in (r["scores"].get(n, {}) for n in names)]
-        typer.echo(f"{r['feature_id']}\t" + "".join(f"{v}\t{c}\t" for v, c in cells) + safe(r["explanation"]))
+        cells = [(fmt(g.get("value")), grade_ci(g)) for g in (r["scores"].get(n, {}) for n in names)]
+        typer.echo(f"{r['feature_id']}\t" + "".join(f"{v}\t{c}\t" for v, c in cells) + f"{run_of(r)}\t"
+                   + safe(r["explanation"]))
+
+
+def run_of(r: dict) -> str:
+    """Which run wrote a label: its run id, "imported" for one brought in from elsewhere, "-" when unknown
+    (labels from before run ids were kept)."""
+    return r["run_id"] or ("imported" if r.get("imported") else "-")
+
+
+def grade_ci(g: dict) -> str:
+    """A grade's interval as "[0.712, 0.881]"; an imported grade is marked, and one without an interval says so."""
+    if not g.get("imported"):
+        return fmt_ci(g.get("ci"))
+    return f"{fmt_ci(g['ci'])} (imported)" if g.get("ci") else "imported: no interval"
 
 
 @handle_errors
 def show(store: StoreOpt, feature: Annotated[int, typer.Option(help="Feature id.")], dictionary: DictOpt = None,
-         windows: Annotated[int, typer.Option(help="Top windows to print.")] = 5, as_json: JsonOpt = False) -> None:
+         windows: Annotated[int, typer.Option(help="Top windows to print (0: none).")] = 5,
+         as_json: JsonOpt = False) -> None:
     """One feature in full: statistics, its labels with every grade (and the evidence each rests on),
     provenance, and its top windows with the firing tokens highlighted."""
-    check_limit(windows, "--windows")
+    if windows < 0:
+        raise UsageError(f"--windows must be 0 or more, not {windows}")
     from ..workspace import FeatureView
 
     with opened(store, read_only=True) as s:
@@ -99,17 +121,21 @@ def show(store: StoreOpt, feature: Annotated[int, typer.Option(help="Feature id.
         mark = "label" if r["chosen"] else "candidate"
         typer.echo(f"\n{mark}: {safe(r['explanation'])}")
         typer.echo(f"  by {safe(r['explainer'])} (prompt {r['prompt_hash']}), sampler {r['sampler_hash']}, seed {r['seed']}, "
-                   f"{r['created_at'][:19]}")
+                   f"{r['created_at'][:19]}" + (f", run {r['run_id']}" if r.get("run_id") else ""))
         for origin in ("imported", "carried"):
             if r.get(origin):
                 typer.echo(f"  {origin} from {safe(r[origin])}")
-        for name, g in sorted(r["scores"].items()):
+        grades = [*sorted(r["scores"].items()), *sorted(r.get("imported_scores", {}).items())]
+        for name, g in grades:
             det = g["details"]
             ev = ", ".join(f"{k[2:]} {det[k]}" for k in ("n_activating", "n_nonfiring", "n_correct", "n_fuzzed", "n_questions",
                                                             "n_tokens") if k in det)
-            typer.echo(f"  {name:<11}{fmt(g['value']):>7} {fmt_ci(g.get('ci')) if g.get('ci') else '':<17}"
+            ci = fmt_ci(g.get("ci")) if g.get("ci") else ("(no interval)" if g.get("imported") else "")
+            typer.echo(f"  {name:<11}{fmt(g['value']):>7} {ci:<17}"
                        f"{g['status']}" + (f" ({ev})" if ev else "")
-                       + (f": {safe(g['reason'])}" if g["reason"] else "") + f"  [{g['version']}]")
+                       + (f": {safe(g['reason'])}" if g["reason"] else "") + f"  [{g['version']}]"
+                       + (f"  imported from {safe(g['imported'])}" if g.get("imported") else "")
+                       + (f"  run {g['run_id']}" if g.get("run_id") and not g.get("imported") else ""))
     if outputs:
         typer.echo("\noutput (logit lens of its direction):")
         for name, pairs in (("promotes", outputs.promoted), ("suppresses", outputs.suppressed)):
@@ -130,8 +156,15 @@ def cost(store: StoreOpt, run: Annotated[str | None, typer.Option(help="One run 
     model with no price are counted as unpriced, never as $0)."""
     with opened(store, read_only=True) as s:
         rows = s.ledger.cost_summary(run)
+        known = run is not None and not rows and (s.ledger.has_run(run) or bool(s.labels.run_dictionaries(run)))
     if run is not None and not rows:
-        raise UsageError(f"--run {run!r}: no LLM call of that run in the store (`autointerp cost` lists every run)")
+        if not known:
+            raise UsageError(f"--run {run!r}: no such run in the store (`autointerp job list` lists every run)")
+        if as_json:
+            emit_json({"runs": [], "total_usd": 0.0, "unpriced_calls": 0, "calls": 0})
+        else:  # offline methods: nothing was called, nothing is owed
+            typer.echo(f"run {run} made no LLM calls (offline methods): $0")
+        return
     unpriced = sum(r["unpriced_calls"] for r in rows)
     if as_json:
         emit_json({"runs": rows, "total_usd": round(sum(r["cost_usd"] for r in rows), 6), "unpriced_calls": unpriced})

@@ -87,7 +87,7 @@ def refused_rows(store_path: Path) -> list[dict]:
                                                             "features_failed", "grades_failed", "already_done",
                                                             "input_tokens", "output_tokens", "unpriced_calls")},
              "dollars": 0.0, "duration_s": None, "executor": r["executor"], "host": r["host"], "pid": r["pid"],
-             "config_hash": r["config_hash"]} for r in read_refused(store_path)]
+             "config_hash": r["config_hash"], "kind": "job"} for r in read_refused(store_path)]
 
 
 @dataclass
@@ -284,13 +284,4 @@ def _run_job(store: Store, store_path: Path, cfg: JobConfig, run_id: str, log: J
 
 def outcome(summary: RunSummary) -> tuple[str, str]:
     """A finished run's status (a key of EXIT) and the reason, from its summary."""
-    if summary.stopped:
-        return "budget", summary.stopped
-    if summary.batch and summary.batch.get("pending"):
-        return "budget", "batches still pending: run again to collect them"
-    if summary.failed or summary.failed_grades:
-        top = "; ".join(f"{n}x {r}" for r, n in summary.top_reasons())
-        return "failed", (f"{summary.failed} features and {summary.failed_grades} grades failed (retried next run): "
-                          f"{top}")
-    return "done", ""
-
+    return summary.outcome()

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import os
+import socket
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -35,7 +37,7 @@ from threadpoolctl import threadpool_limits
 
 from ..clock import utcnow as _now
 from ..contracts import adopt
-from ..errors import LabelError, UsageError
+from ..errors import EXIT, AutointerpError, LabelError, UsageError
 from ..explain import IMPORTED, make_explainer
 from ..progress import Progress
 from ..records import (
@@ -131,15 +133,18 @@ def ensure_match(store: Store, dictionary: Dictionary, run: LabelRun, progress: 
 def _plan(store: Store, dictionary: Dictionary, run: LabelRun, parts: Parts) -> WorkPlan:
     feats = run.selected(dictionary.width)
     empty = np.zeros(0, np.int64)
-    if run.force:
-        return WorkPlan(feats, empty, empty, empty, len(feats))
     key = None if parts.explainer.name == IMPORTED else (*parts.key, run.sampler.hash, run.seed)
-    if key is None:  # grade labels made elsewhere; explain nothing
+    if run.force and key is not None:
+        return WorkPlan(feats, empty, empty, empty, len(feats))
+    if key is None:  # grade labels made elsewhere (`force`: with every scorer again); explain nothing
+        if not store.labels.imported_count(dictionary.dictionary_id):
+            raise LabelError(f"dictionary {dictionary.name!r} has no imported label to grade (`autointerp ingest "
+                             "labels` brings them in; --explainer offline or PROVIDER:MODEL explains its features)")
         explain = empty
     else:
         explain = np.setdiff1d(feats, store.labels.done_features(dictionary.dictionary_id, key), assume_unique=True)
     gf, ge, gm = store.labels.grading_todo(dictionary.dictionary_id, key, [(s.name, s.version) for s in parts.grade],
-                                    None if run.features is None else feats)
+                                    None if run.features is None else feats, force=run.force)
     return WorkPlan(explain, gf, ge, gm, len(feats))
 
 
@@ -241,6 +246,8 @@ def label(store: Store, dictionary: Dictionary, run: LabelRun | None = None, *, 
     t0 = time.perf_counter()
     clients = parts.clients
     sampler = Sampler(store, dictionary, run.sampler, run.seed)
+    ledger = _RunLedger.start(store, dictionary, run, parts) if sink is None else None
+    status = "error"
     try:
         pending = False  # batches still pending: the next run collects them
         if run.batch.enabled:
@@ -256,12 +263,59 @@ def label(store: Store, dictionary: Dictionary, run: LabelRun | None = None, *, 
             runner = LabelRunner(store, dictionary, feed, parts, run, summary, progress, on_flush, sink)
             if run_sync(_interruptible(runner.go())):
                 raise KeyboardInterrupt  # caught in the run's task (see _interruptible): raised out here instead
+        status = "done"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    except AutointerpError:
+        status = "failed"
+        raise
     finally:
         summary.seconds = round(time.perf_counter() - t0, 2)
         summary.run_id = run.llm.run_id  # on every label and grade it wrote (`diff --runs`)
         if clients:  # an LLM explainer or scorer: what this run cost (they share the run id)
             summary.cost = store.ledger.cost_summary(run.llm.run_id)
+        if ledger is not None:
+            ledger.end(store, summary, status)
     return summary
+
+
+@dataclass
+class _RunLedger:
+    """A plain `label` run's row in the run ledger (`job_runs`, kind "label"), so `job list` shows it
+    beside the jobs; a job writes its own row (the run id is already there) and a Ray worker none."""
+
+    run_id: str
+    t0: float
+
+    @classmethod
+    def start(cls, store: Store, dictionary: Dictionary, run: LabelRun, parts: Parts) -> _RunLedger | None:
+        if store.read_only or dictionary.kind == "gold" or store.ledger.has_run(run.llm.run_id):
+            return None
+        scorers = ", ".join(f'"{s.name}"' for s in parts.grade)
+        feats = "all" if run.features is None else f"{len(run.selected(dictionary.width)):,} selected"
+        config = (f'# autointerp label\nexplainer = "{parts.key[0]}"\nscorers = [{scorers}]\nseed = {run.seed}\n'
+                  f'sampler = "{run.sampler.hash}"\nforce = {str(run.force).lower()}\n# features: {feats}\n')
+        with store.transaction() as w:
+            w.ledger.start_job(run.llm.run_id, dictionary=dictionary.name, config=config, config_hash="",
+                               executor="local", host=socket.gethostname(), pid=os.getpid(), kind="label")
+        return cls(run.llm.run_id, time.monotonic())
+
+    def end(self, store: Store, summary: RunSummary, status: str) -> None:
+        """Its status (done, budget or failed as the summary says; interrupted; failed or error when it raised),
+        counts and cost."""
+        reason = ""
+        if status == "done":
+            status, reason = summary.outcome()
+        cost = summary.cost
+        with store.transaction() as w:
+            w.ledger.end_job(self.run_id, status=status, exit_code=EXIT[status], stop_reason=reason,
+                             summary=summary.to_dict(),
+                             input_tokens=sum(r["input_tokens"] + r["cache_read_tokens"] + r["cache_write_tokens"]
+                                              for r in cost),
+                             output_tokens=sum(r["output_tokens"] for r in cost),
+                             dollars=sum(r["cost_usd"] for r in cost), duration_s=round(time.monotonic() - self.t0, 3),
+                             unpriced_calls=sum(r["unpriced_calls"] for r in cost))
 
 
 def run_sync(coro):
@@ -355,8 +409,9 @@ class LabelRunner:
             for r in done:
                 self.summary.count(r)
             s = self.summary
-            self.bar.update(len(done), f"{s.explained} explained, " + (f"{s.carried} carried, " if s.carry_from else "")
-                            + f"{s.graded} graded, {s.skipped} skipped, {s.failed} failed")
+            self.bar.update(len(done), f"{s.explained} labelled, " + (f"{s.carried} carried, " if s.carry_from else "")
+                            + (f"{s.graded} graded (earlier labels), " if s.graded else "")
+                            + f"{s.skipped} skipped, {s.failed} failed")
         self.last_commit = time.monotonic()
         if self.on_flush is not None:
             self.on_flush(self.summary)

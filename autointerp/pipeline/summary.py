@@ -64,6 +64,31 @@ class RunSummary:
     def committed(self) -> int:
         return self.explained + self.carried + self.graded + self.skipped + self.failed
 
+    @property
+    def not_started(self) -> int:
+        """Selected features a budget or pending batches left for the next run (neither done nor committed)."""
+        return max(0, self.features - self.committed - self.already_done)
+
+    def outcome_words(self) -> str:
+        """Each selected feature counted once, in words that add up to `features`: "1,536 features: 1,507
+        labelled (explained and graded), 29 skipped (29 too_few)" (with the dictionary's name when known). Only the outcomes that happened are named."""
+
+        def kinds(k: dict) -> str:
+            return f" ({', '.join(f'{n:,} {x}' for x, n in k.items())})" if k else ""
+
+        rejected = f"; {self.carry_rejected:,} after their carried label graded too low" if self.carry_rejected else ""
+        why = self.stopped or ("batches still pending" if self.batch and self.batch.get("pending") else "stopped")
+        parts = [(self.explained, f"labelled (explained and graded{rejected})"),
+                 (self.carried, f"carried from {self.carry_from} (graded here, no explainer call)"),
+                 (self.graded, "graded (labels made earlier, given the grades they lacked)"),
+                 (self.skipped, "skipped" + kinds(self.skipped_kinds)),
+                 (self.failed, "failed" + kinds(self.failed_kinds)),
+                 (self.already_done, "already done (a current label with every grade)"),
+                 (self.not_started, f"not started ({why}: run again to go on)")]
+        said = ", ".join(f"{n:,} {w}" for n, w in parts if n)
+        of = f" of {self.dictionary}" if self.dictionary else ""
+        return f"{self.features:,} features{of}: " + (said or "none selected")
+
     def count(self, outcome: FeatureLabel | Grades) -> None:
         """Add one committed outcome: a feature's label (or why it has none), or new grades of a label."""
         if isinstance(outcome, Grades):
@@ -113,6 +138,17 @@ class RunSummary:
                     _add(getattr(self, k).setdefault(scorer, {}), key, n)
         self.stopped = self.stopped or other.stopped
         return self
+
+    def outcome(self) -> tuple[str, str]:
+        """A finished run's status (a key of errors.EXIT: done, budget, failed) and the reason."""
+        if self.stopped:
+            return "budget", self.stopped
+        if self.batch and self.batch.get("pending"):
+            return "budget", "batches still pending: run again to collect them"
+        if self.failed or self.failed_grades:
+            top = "; ".join(f"{n}x {r}" for r, n in self.top_reasons())
+            return "failed", f"{self.failed} features and {self.failed_grades} grades failed (retried next run): {top}"
+        return "done", ""
 
     def to_dict(self) -> dict:
         d = asdict(self)

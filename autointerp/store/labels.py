@@ -16,6 +16,9 @@ from .changes import note_change
 from .repo import Repo, reads
 
 _KEY = "explainer = ? AND prompt_hash = ? AND sampler_hash = ? AND seed = ?"
+# A grade that came with an imported label (written by the import, with it): its source's, not ours. Our
+# scorers grade the label beside it; `{e}` is the explanations row's alias.
+_IMPORTED_GRADE = "({e}.imported IS NOT NULL AND s.run_id IS NOT DISTINCT FROM {e}.run_id)"
 
 
 def _score_table(rows: list[tuple[int, Score]], now, run_id: str | None = None) -> pa.Table:
@@ -55,11 +58,12 @@ class LabelRepo(Repo):
     @reads
     def grading_todo(self, dictionary_id: int, run_key: tuple[str, str, str, int] | None,
                      scorers: list[tuple[str, str]],
-                     features: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     features: np.ndarray | None = None, force: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Current labels (status ok under `run_key`; None: every imported label) whose chosen
         explanation lacks a grade, ok or undefined, of some (scorer, version) in `scorers`: (features,
         explanation ids, bit masks over `scorers`), sorted by feature. A failed grade counts as lacking
-        (it is retried). A feature with several imported labels is graded on its newest."""
+        (it is retried); so does a grade that came with an import (ours are given beside it). A feature
+        with several imported labels is graded on its newest. `force`: every scorer of every such label."""
         empty = np.zeros(0, np.int64)
         if not scorers:
             return empty, empty, empty
@@ -70,7 +74,7 @@ class LabelRepo(Repo):
         with self.tables(_want_scorers=want, _selected=sel):
             t = self.con.execute(f"""
                 WITH ex AS (
-                    SELECT e.feature, e.explanation_id FROM explanations e
+                    SELECT e.feature, e.explanation_id, e.imported, e.run_id FROM explanations e
                     JOIN label_status l USING (dictionary_id, feature, explainer, prompt_hash, sampler_hash, seed)
                     JOIN feature_stats f USING (dictionary_id, feature)
                     WHERE e.dictionary_id = ? AND e.chosen AND {key}
@@ -79,11 +83,11 @@ class LabelRepo(Repo):
                     QUALIFY row_number() OVER (PARTITION BY e.feature ORDER BY e.created_at DESC,
                                                                                e.explanation_id DESC) = 1)
                 SELECT ex.feature, ex.explanation_id, sum(w.bit)::BIGINT AS mask FROM ex, _want_scorers w
-                WHERE NOT EXISTS (SELECT 1 FROM scores s WHERE s.explanation_id = ex.explanation_id
+                WHERE ? OR NOT EXISTS (SELECT 1 FROM scores s WHERE s.explanation_id = ex.explanation_id
                                   AND s.scorer = w.scorer AND s.scorer_version = w.version
-                                  AND s.status IN ('ok', 'undefined'))
+                                  AND s.status IN ('ok', 'undefined') AND NOT {_IMPORTED_GRADE.format(e="ex")})
                 GROUP BY ex.feature, ex.explanation_id ORDER BY ex.feature""",
-                                 [dictionary_id, *(run_key or ()), features is None]).fetchnumpy()
+                                 [dictionary_id, *(run_key or ()), features is None, force]).fetchnumpy()
         feats, ids, masks = (np.asarray(t[k], dtype=np.int64) for k in ("feature", "explanation_id", "mask"))
         return feats, ids, masks
 
@@ -97,6 +101,12 @@ class LabelRepo(Repo):
         return {r[0]: Explanation(dictionary=r[1], feature=r[2], text=r[3], explainer=r[4], prompt_hash=r[5],
                                   sampler=SamplerConfig(**json.loads(r[6])), seed=r[7], evidence=json.loads(r[8]),
                                   created_at=r[9], explanation_id=r[0]) for r in rows}
+
+    @reads
+    def imported_count(self, dictionary_id: int) -> int:
+        """Features with an imported label (`ingest labels`)."""
+        return self._row("SELECT count(DISTINCT feature) FROM explanations WHERE dictionary_id = ? AND chosen "
+                         "AND imported IS NOT NULL", [dictionary_id])[0]
 
     @reads
     def labelled_count(self, dictionary_id: int) -> int:
@@ -135,10 +145,13 @@ class LabelRepo(Repo):
     @reads
     def find(self, dictionary_id: int | None = None, features: Iterable[int] | None = None,
                sort_by: str | None = None, descending: bool = True, limit: int | None = None,
-               candidates: bool = False, by: str = "value") -> list[dict]:
+               candidates: bool = False, by: str = "value", current: bool = False) -> list[dict]:
         """Labels with provenance and their scores, one dict per explanation: each feature's chosen
-        explanation per (explainer, prompt, sampler, seed), or with `candidates` every candidate too.
-        A label graded by several versions of one scorer shows the newest grade.
+        explanation per (explainer, prompt, sampler, seed), or with `candidates` every candidate too, or
+        with `current` only each feature's current label (its newest chosen one, as the browser's index
+        shows it). A label graded by several versions of one scorer shows the newest grade; ours before
+        one that came with an import (that one, when ours exist too, is under `imported_scores`). Each
+        grade's `imported` is its source ("neuronpedia: PATH") when it came with an import, else None.
 
         sort_by: a scorer name (explanations without an ok newest grade of it come last), or None for
         (dictionary, feature) order; `by`: "value", or "lower" (the lower end of the grade's 95% interval:
@@ -152,6 +165,10 @@ class LabelRepo(Repo):
         if features is not None:
             where.append("e.feature IN (SELECT unnest(?::UINTEGER[]))")
             params.append(list(features))
+        if current:  # the newest chosen explanation of each feature
+            where.append("e.chosen")
+            newest = "row_number() OVER (PARTITION BY e.dictionary_id, e.feature ORDER BY e.created_at DESC, " \
+                     "e.explanation_id DESC) = 1"
         order = "e.dictionary_id, e.feature, e.explanation_id"
         if sort_by is not None:
             column = {"value": "s.value", "lower": "s.ci_low"}[by]
@@ -161,24 +178,35 @@ class LabelRepo(Repo):
             f"""SELECT e.explanation_id, d.name, e.feature, e.text, e.explainer, e.prompt_hash, e.sampler_hash,
                        e.sampler, e.seed, e.evidence, e.created_at, e.chosen, e.imported, e.carried, e.run_id
                 FROM explanations e JOIN dictionaries d USING (dictionary_id)
-                WHERE {' AND '.join(where)} ORDER BY {order} {'' if limit is None else f'LIMIT {int(limit)}'}""",
+                WHERE {' AND '.join(where)} {f'QUALIFY {newest}' if current else ''}
+                ORDER BY {order} {'' if limit is None else f'LIMIT {int(limit)}'}""",
             params + ([sort_by] if sort_by is not None else [])).fetchall()
         ids = [r[0] for r in rows]
         scores: dict[int, dict] = {i: {} for i in ids}
-        if ids:
-            for eid, scorer, version, status, value, reason, details, created, lo, hi, nw, nt, run in self.con.execute(
-                    "SELECT explanation_id, scorer, scorer_version, status, value, reason, details, created_at, "
-                    "ci_low, ci_high, n_windows, n_tokens, run_id FROM scores WHERE explanation_id IN "
-                    "(SELECT unnest(?::BIGINT[])) ORDER BY explanation_id, scorer, created_at", [ids]).fetchall():
-                scores[eid][scorer] = {"value": value, "ci": None if lo is None else [lo, hi], "n_windows": nw,
-                                       "n_tokens": nt, "status": status, "reason": reason, "version": version,
-                                       "details": json.loads(details), "created_at": created.isoformat(),
-                                       "run_id": run}
+        imported: dict[int, dict] = {i: {} for i in ids}
+        if ids:  # ours after the imported ones, oldest first: the newest of ours is kept
+            for eid, scorer, version, status, value, reason, details, created, lo, hi, nw, nt, run, src in \
+                    self.con.execute(
+                    "SELECT s.explanation_id, s.scorer, s.scorer_version, s.status, s.value, s.reason, s.details, "
+                    "s.created_at, s.ci_low, s.ci_high, s.n_windows, s.n_tokens, s.run_id, "
+                    f"CASE WHEN {_IMPORTED_GRADE.format(e='e')} THEN e.imported END AS src "
+                    "FROM scores s JOIN explanations e USING (explanation_id) WHERE s.explanation_id IN "
+                    "(SELECT unnest(?::BIGINT[])) ORDER BY s.explanation_id, s.scorer, src IS NULL, s.created_at",
+                    [ids]).fetchall():
+                g = {"value": value, "ci": None if lo is None else [lo, hi], "n_windows": nw,
+                     "n_tokens": nt, "status": status, "reason": reason, "version": version,
+                     "details": json.loads(details), "created_at": created.isoformat(), "run_id": run, "imported": src}
+                if src is not None:
+                    imported[eid][scorer] = g
+                scores[eid][scorer] = g
+        for eid, theirs in imported.items():  # shown under `scores` only when ours is missing
+            for scorer in [k for k, g in theirs.items() if scores[eid][k] is g]:
+                del theirs[scorer]
         return [{"explanation_id": r[0], "dictionary": r[1], "feature_id": r[2], "explanation": r[3],
                  "explainer": r[4], "prompt_hash": r[5], "sampler_hash": r[6], "sampler": json.loads(r[7]),
                  "seed": r[8], "evidence": json.loads(r[9]), "created_at": r[10].isoformat(), "chosen": r[11],
                  "imported": r[12], "carried": r[13], "run_id": r[14],
-                 "scores": scores[r[0]]} for r in rows]
+                 "scores": scores[r[0]], "imported_scores": imported[r[0]]} for r in rows]
 
     @reads
     def feature_table(self, dictionary_id: int, scorers: list[str], features: np.ndarray | None = None) -> pa.Table:
@@ -362,14 +390,16 @@ class LabelRepo(Repo):
 
     def add_grades(self, grades: list[Grades], run_id: str | None = None) -> None:
         """New grades of existing labels (written by run `run_id`), each replacing an earlier grade of the same
-        explanation by the same scorer at the same version (a failed grade retried); other versions' are kept."""
+        explanation by the same scorer at the same version (a failed grade retried); other versions' are kept,
+        and so is a grade that came with an import."""
         rows = [(g.explanation_id, s) for g in grades for s in g.scores]
         if not rows:
             return
         t = _score_table(rows, _now(), run_id)
         with self.tables(_grade_rows=t) as con:
-            con.execute("DELETE FROM scores s USING _grade_rows g WHERE s.explanation_id = g.explanation_id "
-                        "AND s.scorer = g.scorer AND s.scorer_version = g.scorer_version")
+            con.execute("DELETE FROM scores s USING _grade_rows g, explanations e WHERE s.explanation_id = "
+                        "g.explanation_id AND e.explanation_id = s.explanation_id AND s.scorer = g.scorer "
+                        f"AND s.scorer_version = g.scorer_version AND NOT {_IMPORTED_GRADE.format(e='e')}")
         self.writing.insert("scores", t)
         touched = self.con.execute("SELECT dictionary_id, list(DISTINCT feature) FROM explanations WHERE explanation_id "
                                    "IN (SELECT unnest(?::BIGINT[])) GROUP BY ALL", [[e for e, _ in rows]]).fetchall()

@@ -21,7 +21,7 @@ class LedgerRepo(Repo):
     JOB_COLUMNS = ("run_id", "dictionary", "status", "exit_code", "stop_reason", "started_at", "ended_at",
                    "features_done", "features_graded", "features_skipped", "features_failed", "grades_failed",
                    "already_done", "input_tokens", "output_tokens", "dollars", "unpriced_calls", "duration_s",
-                   "executor", "host", "pid", "config_hash")
+                   "executor", "host", "pid", "config_hash", "kind")
 
     # -- reads --------------------------------------------------------------------------------------
 
@@ -93,6 +93,35 @@ class LedgerRepo(Repo):
         return [self._job(r) for r in rows]
 
     @reads
+    def runs(self, limit: int | None = 50) -> list[dict]:
+        """Every run the store records, newest first: labelling runs (kind job or label, from `job_runs`),
+        calibrations (calibrate) and captures (capture), each with the `job_runs` columns (counts that do
+        not apply are 0)."""
+        cols = ", ".join(self.JOB_COLUMNS)
+        blank = ("NULL::INTEGER AS exit_code, '' AS stop_reason, {t} AS started_at, {t} AS ended_at, "
+                 + ", ".join(f"0 AS {c}" for c in self.JOB_COLUMNS[7:15]) + ", 0.0 AS dollars, 0 AS unpriced_calls, "
+                 "NULL::DOUBLE AS duration_s, 'local' AS executor, '' AS host, 0 AS pid, '' AS config_hash")
+        rows = self.con.execute(f"""
+            SELECT {cols} FROM job_runs
+            UNION ALL
+            SELECT {cols} FROM (
+                SELECT c.run_id, d.name AS dictionary, 'done' AS status, 'calibrate' AS kind,
+                       {blank.format(t="c.created_at")}
+                FROM calibration_runs c JOIN dictionaries d USING (dictionary_id)
+                UNION ALL BY NAME
+                SELECT 'capture-' || c.capture_id AS run_id,
+                       array_to_string(json_extract_string(c.members, '$[*].name'), ', ') AS dictionary,
+                       c.status, 'capture' AS kind, {blank.format(t="c.created_at")}
+                FROM captures c)
+            ORDER BY started_at DESC""" + ("" if limit is None else f" LIMIT {int(limit)}")).fetchall()
+        return [self._job(r) for r in rows]
+
+    @reads
+    def has_run(self, run_id: str) -> bool:
+        """Whether `job_runs` has a row of this exact run id (a job's, or a label run's)."""
+        return self._one("SELECT 1 FROM job_runs WHERE run_id = ?", [run_id]) is not None
+
+    @reads
     def job_run(self, run_id: str) -> dict | None:
         """One job run with its config and summary; a unique prefix of the run id is enough."""
         rows = self.con.execute(f"SELECT {', '.join(self.JOB_COLUMNS)}, config, summary FROM job_runs "
@@ -162,10 +191,11 @@ class LedgerRepo(Repo):
                          [_now(), batch_id])
 
     def start_job(self, run_id: str, *, dictionary: str, config: str, config_hash: str, executor: str, host: str,
-                  pid: int) -> None:
+                  pid: int, kind: str = "job") -> None:
+        """A run's ledger row as it starts (`kind`: job, or label for a plain `label` run)."""
         self.con.execute("INSERT INTO job_runs (run_id, dictionary, config, config_hash, executor, host, pid, status, "
-                         "stop_reason, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', '', ?)",
-                         [run_id, dictionary, config, config_hash, executor, host, pid, _now()])
+                         "stop_reason, started_at, kind) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', '', ?, ?)",
+                         [run_id, dictionary, config, config_hash, executor, host, pid, _now(), kind])
 
     def end_job(self, run_id: str, *, status: str, exit_code: int, stop_reason: str, summary: dict,
                 input_tokens: int, output_tokens: int, dollars: float, duration_s: float,

@@ -434,6 +434,12 @@ def _m014_calibration(con: duckdb.DuckDBPyConnection) -> None:
         )""")
 
 
+def _m016_run_kinds(con: duckdb.DuckDBPyConnection) -> None:
+    # `job_runs` holds every labelling run, not only jobs: `kind` says which (job | label), so `job list`
+    # shows a plain `label` run (its id, counts) beside the jobs.
+    con.execute("ALTER TABLE job_runs ADD COLUMN kind VARCHAR NOT NULL DEFAULT 'job'")
+
+
 MIGRATIONS: list[Migration] = [
     (1, "initial", _m001_initial),
     (2, "labels", _m002_labels),
@@ -449,6 +455,7 @@ MIGRATIONS: list[Migration] = [
     (12, "resumable captures", _m012_captures),
     (13, "label changes, for readers beside a writer", _m013_label_changes),
     (14, "calibration runs and their grades", _m014_calibration),
+    (16, "plain label runs in the run ledger", _m016_run_kinds),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
