@@ -139,7 +139,7 @@ def test_carry_keeps_matched_labels_and_explains_only_the_rest(pair, monkeypatch
         assert first.exit_code == 0, first.output
         before = server.count("/v1/messages")
         r = cli("label", "--store", path, "--dictionary", "retrained", *LLM, "--base-url", server.url,
-                "--carry-from", "layers.3", "--json")
+                "--carry-from", "layers.3", "--min-similarity", "0.5", "--json")
         assert r.exit_code == 0, r.output
         out = json.loads(r.stdout)
         calls = server.count("/v1/messages") - before
@@ -159,7 +159,13 @@ def test_carry_keeps_matched_labels_and_explains_only_the_rest(pair, monkeypatch
             assert partner == inverse[r["feature_id"]] and r["explanation"] == old[partner]
             assert r["carried"].startswith(f"layers.3#{partner}, coactivation 0.")
             assert r["evidence"]["carried_from"]["explanation_id"] and "embedding" in r["scores"]
-            assert r["explainer"] == "anthropic:claude-haiku-x"
+            assert r["explainer"] == "anthropic:claude-haiku-x" and r["evidence"]["carried_from"]["min_similarity"] == 0.5
+        # its diff pairs features at the carry's threshold, and says so; a given one wins
+        d = json.loads(cli("diff", "--store", path, "--dictionaries", "layers.3", "retrained", "--json").stdout)
+        assert d["similarity"]["min"] == 0.5 and f"run {out['run_id']}" in d["similarity"]["why"]
+        assert "similarity >= 0.5" in d["paired_by"] and d["counts"]["pairs"] >= len(carried)
+        text = cli("diff", "--store", path, "--dictionaries", "layers.3", "retrained", "--min-similarity", "0.9")
+        assert "similarity >= 0.9: --min-similarity" in text.stdout, text.output
         # done is done: a rerun explains nothing and carries nothing
         again = json.loads(cli("label", "--store", path, "--dictionary", "retrained", *LLM, "--base-url", server.url,
                                "--carry-from", "layers.3", "--json").stdout)
@@ -349,3 +355,37 @@ def test_diff_bad_input_is_one_line_and_writes_nothing(pair, tmp_path):
                     "is not an autointerp diff page")
     assert _digest(path) == before  # each was refused before the match was computed
     assert sorted(tmp_path.iterdir()) == files and [p.name for p in (tmp_path / "taken").iterdir()] == ["mine.txt"]
+
+
+def test_matches_lists_and_exports_the_pairs_a_match_stored(pair):
+    path, perm = pair
+    assert cli("match", "--store", path, "--from", "layers.3", "--to", "retrained", "--method",
+               "coactivation").exit_code == 0
+    assert cli("label", "--store", path, "--dictionary", "layers.3", "--features", "0-9").exit_code == 0
+    with Store(path, read_only=True) as s:
+        m = s.matches.pairs(1, s.dictionary("retrained").dictionary_id, "coactivation")
+        labels = {x["feature_id"]: x["explanation"] for x in s.labels.find(1)}
+    stored = dict(zip(m["to_feature"].tolist(), zip(m["from_feature"].tolist(), m["similarity"].tolist())))
+    base = ["matches", "--store", path, "--from", "layers.3", "--to", "retrained"]
+    doc = json.loads(cli(*base, "--limit", "5", "--json").stdout)
+    assert doc["total"] == len(stored) and len(doc["pairs"]) == 5
+    every = json.loads(cli(*base, "--limit", "0", "--json").stdout)["pairs"]  # written a page at a time
+    assert len(every) == len(stored) and every[:5] == doc["pairs"]
+    inverse = np.argsort(perm)
+    for p in every:
+        assert (p["feature_a"], p["similarity"]) == (stored[p["feature_b"]][0], round(stored[p["feature_b"]][1], 4))
+        assert p["label_a"] == labels.get(p["feature_a"]) and p["label_b"] is None and p["method"] == "coactivation"
+    assert sum(p["feature_a"] == inverse[p["feature_b"]] for p in every) >= 0.9 * len(every)
+    best = json.loads(cli(*base, "--sort", "similarity", "--min-similarity", "0.9", "--features", "0-99",
+                          "--json").stdout)
+    sims = [p["similarity"] for p in best["pairs"]]
+    assert sims == sorted(sims, reverse=True) and min(sims) >= 0.9
+    assert best["total"] == sum(f < 100 and v[1] >= 0.9 for f, v in stored.items()) == len(sims)
+    text = cli(*base, "--limit", "3")
+    lines = text.stdout.strip().splitlines()
+    assert text.exit_code == 0 and f"{len(stored):,} coactivation pairs" in lines[0] and len(lines) == 5
+    assert lines[1].split("\t") == ["feature_a", "feature_b", "similarity", "method", "label_a", "label_b"]
+    _one_line_error(cli(*base, "--sort", "nope"), 2, "--sort 'nope' is not one of")
+    _one_line_error(cli(*base, "--limit", "-1"), 2, "--limit must be 0 or more")
+    _one_line_error(cli(*base, "--features", "5-2"), 2, "is reversed")
+    _one_line_error(cli(*base, "--method", "decoder"), 9, "no decoder match from 'layers.3' to 'retrained'")

@@ -24,7 +24,7 @@ from .export import export, serve
 from .features import dictionaries, features, sample
 from .label import label, score
 from .labels import cost, labels, show
-from .match import diff, match
+from .match import diff, match, matches
 from .plugins import plugins
 from .search import encode, search
 
@@ -107,6 +107,7 @@ app.command("export")(export)
 app.command("serve")(serve)
 app.command("search")(search)
 app.command("match")(match)
+app.command("matches")(matches)
 app.command("diff")(diff)
 app.command("encode")(encode)
 app.command("demo")(demo)

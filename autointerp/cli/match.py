@@ -4,16 +4,18 @@ successor), by co-activation and by decoder cosine; the pairs are stored for `la
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..errors import UsageError
-from .common import (FeaturesOpt, JsonOpt, StoreOpt, check_features, emit_json, handle_errors, opened, safe,
-                     show_progress)
+from ..errors import MatchError, UsageError
+from .common import (FeaturesOpt, JsonOpt, StoreOpt, check_choice, check_features, emit_json, handle_errors, opened,
+                     safe, show_progress)
 
 if TYPE_CHECKING:
+    from ..records import Dictionary
     from ..store import Store
 
 
@@ -47,6 +49,84 @@ def match(store: StoreOpt,
         typer.echo("  " + "  ".join(f"{k}: {v:,}" for k, v in m["histogram"].items()))
     if res.agreement is not None:
         typer.echo(f"the two methods name the same partner for {res.agreement:.1%} of the features paired by both")
+    typer.echo(f"the pairs: autointerp matches --from {a.name} --to {b.name}")
+
+
+@handle_errors
+def matches(store: StoreOpt,
+            from_: Annotated[str, typer.Option("--from", help="The earlier dictionary (as `match --from`).")],
+            to: Annotated[str, typer.Option("--to", help="The later dictionary (as `match --to`).")],
+            method: Annotated[str, typer.Option(help="Which stored match: coactivation or decoder.")] = "coactivation",
+            min_similarity: Annotated[float, typer.Option(help="Only pairs at this similarity or more.")] = -1.0,
+            features: Annotated[str | None, typer.Option(help="Only these features of --to, e.g. 0-99,123.")] = None,
+            sort: Annotated[str, typer.Option(help="feature (of --to) or similarity (highest first).")] = "feature",
+            limit: Annotated[int, typer.Option(help="Pairs listed (the total counts all); 0: every one, read a "
+                                                    "block at a time.")] = 100,
+            as_json: JsonOpt = False) -> None:
+    """The pairs a match stored: each feature of --to with its partner in --from, their similarity and both
+    current labels. Reads only; run `autointerp match` first."""
+    check_choice(method, ("coactivation", "decoder"), "--method")
+    check_choice(sort, ("feature", "similarity"), "--sort")
+    if not -1.0 <= min_similarity <= 1.0:  # NaN too
+        raise UsageError(f"--min-similarity must be between -1 and 1, got {min_similarity}")
+    if limit < 0:
+        raise UsageError(f"--limit must be 0 or more, got {limit}")
+    check_features(features)
+    with opened(store, read_only=True) as s:
+        a, b = s.dictionary(from_), s.dictionary(to)
+        if method not in s.matches.match_methods(a.dictionary_id, b.dictionary_id):
+            raise MatchError(f"no {method} match from {a.name!r} to {b.name!r} in the store: run `autointerp "
+                             f"match --from {a.name} --to {b.name}` first")
+        from ..pipeline.config import parse_features
+
+        sel = None if features is None else parse_features(features, b.width)
+        offset, sep = 0, ""
+        while True:  # a page of pairs at a time: `--limit 0` lists a million without holding them
+            n = MATCH_PAGE if limit == 0 else min(MATCH_PAGE, limit - offset)
+            total, rows = _match_page(s, a, b, method, min_similarity, sel, sort, offset, n)
+            if offset == 0 and as_json:  # one document, its pairs written as they are read
+                head = {"from": a.name, "to": b.name, "method": method, "min_similarity": min_similarity,
+                        "sort": sort, "features": features, "total": total}
+                typer.echo(json.dumps(head)[:-1] + ', "pairs": [', nl=False)
+            elif offset == 0:
+                shown = total if limit == 0 else min(total, limit)
+                typer.echo(f"{total:,} {method} pairs {a.name} -> {b.name} at similarity >= {min_similarity:g}"
+                           + (f", features {features}" if features else "")
+                           + (f"; the first {shown:,} by {sort}" if shown < total else ""))
+                typer.echo("feature_a\tfeature_b\tsimilarity\tmethod\tlabel_a\tlabel_b")
+            for r in rows:
+                if as_json:
+                    typer.echo(sep + json.dumps(r), nl=False)
+                    sep = ", "
+                else:
+                    typer.echo(f"{r['feature_a']}\t{r['feature_b']}\t{r['similarity']:.4f}\t{method}\t"
+                               f"{safe(r['label_a'] or '-')}\t{safe(r['label_b'] or '-')}")
+            offset += len(rows)
+            if len(rows) < n or (limit and offset >= limit):
+                break
+        if as_json:
+            typer.echo("]}")
+
+
+MATCH_PAGE = 10_000  # pairs read (and their labels) at a time by `matches`
+
+
+def _match_page(s: Store, a: Dictionary, b: Dictionary, method: str, min_similarity: float, sel, sort: str,
+                offset: int, n: int) -> tuple[int, list[dict]]:
+    """(pairs in all, `n` of them from `offset`, each with both sides' current labels)."""
+    import numpy as np
+
+    total, p = s.matches.matched_pairs(a.dictionary_id, b.dictionary_id, method, min_similarity, sel, sort,
+                                       offset, n)
+    if not len(p["to_feature"]):
+        return total, []
+    ta, tb = ({f: t for f, t in zip(x["feature"].tolist(), x["text"].tolist())}
+              for x in (s.labels.label_side(a.dictionary_id, np.unique(p["from_feature"])),
+                        s.labels.label_side(b.dictionary_id, np.unique(p["to_feature"]))))
+    return total, [{"feature_a": fa, "feature_b": fb, "similarity": round(sim, 4), "method": method,
+                    "label_a": ta.get(fa), "label_b": tb.get(fb)}
+                   for fb, fa, sim in zip(p["to_feature"].tolist(), p["from_feature"].tolist(),
+                                          p["similarity"].tolist())]
 
 
 @handle_errors
