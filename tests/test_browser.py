@@ -26,9 +26,10 @@ EVIL_SCRIPT = "<script>window.__pwned=1</script>"
 WIDTH = 150
 
 
-@pytest.fixture
-def evil_store(tmp_path):
-    return make_evil_store(tmp_path)
+@pytest.fixture(scope="module")
+def evil_store(tmp_path_factory):
+    """Read only by the tests here (a test that writes copies it first): built once for the module."""
+    return make_evil_store(tmp_path_factory.mktemp("evil"))
 
 
 @contextmanager
@@ -99,6 +100,18 @@ def _column(pg, name: str) -> list[str]:
     return pg.locator(f"#rows tr td:nth-child({i})").all_inner_texts()
 
 
+def _lowers(pg, path) -> list[float]:
+    """The lower ends of the simulation grades' intervals of the rows shown, in their order (from the store; to
+    the 3 decimals a static page holds)."""
+    shown = [int(x) for x in pg.locator("#rows tr").evaluate_all("rs => rs.map(r => r.dataset.feature)")]
+    with open_store(path, read_only=True) as s:
+        d = s.dictionary()
+        scorers = s.labels.scorer_names(d.dictionary_id)
+        t = s.labels.feature_table(d.dictionary_id, scorers).to_pydict()
+    lower = dict(zip(t["feature"], t[f"l{scorers.index('simulation')}"]))
+    return [round(lower[f], 3) for f in shown]
+
+
 def _grades(pg, name: str) -> list[float]:
     """A scorer's column as values: each defined cell reads "value ± half-width" (its 95% interval)."""
     cells = [x for x in _column(pg, name) if x != "–"]
@@ -108,16 +121,23 @@ def _grades(pg, name: str) -> list[float]:
 
 def test_static_browser_pages_filters_sorts_and_never_runs_a_label(evil_store, tmp_path, monkeypatch):
     monkeypatch.setattr(html, "SHARD", 40)  # 4 index scripts, streamed in
+    monkeypatch.setattr(html, "FILE_BYTES", 60_000)  # a few features a page-data script
     out = tmp_path / "site"
     with open_store(evil_store, read_only=True) as s:
         res = html.write_html(s, out)
     assert res["shards"] == 4 and res["pages"] == WIDTH
+    # the features a script holds are chosen so a feature page loads ~FILE_BYTES, not the whole export
+    sizes = [p.stat().st_size for p in (out / "data" / "f").iterdir()]
+    assert 1 < res["feature_shard"] < 64 and res["feature_files"] == len(sizes) >= WIDTH // res["feature_shard"]
+    assert max(sizes) == res["largest_feature_file"] < 2 * 60_000
     with page() as pg:
         pg.goto((out / "index.html").as_uri())
         _ready(pg)
+        pg.wait_for_selector("#grade-scatter")  # the plots from the export's data/overview.js
+        assert pg.locator("#grade-scatter a.pt").count() == WIDTH
+        assert sum(_bars(pg, "#density-hist")) + int(pg.inner_text("#plots").split(" never do")[0].split()[-1]) == WIDTH
         assert pg.locator("#rows tr").count() == 100 and "page 1 of 2" in pg.inner_text("#page")
-        sims = _grades(pg, "simulation")
-        assert sims == sorted(sims, reverse=True)  # best first, by simulation
+        assert _lowers(pg, evil_store) == sorted(_lowers(pg, evil_store), reverse=True)  # surest first
         pg.click("#next")
         assert pg.locator("#rows tr").count() == WIDTH - 100
         shown = {int(x) for x in pg.locator("#rows tr").evaluate_all("rs => rs.map(r => r.dataset.feature)")}
@@ -131,11 +151,14 @@ def test_static_browser_pages_filters_sorts_and_never_runs_a_label(evil_store, t
         pg.click("#head th[data-key='0']")  # sort by feature id
         assert _column(pg, "feature")[:3] == ["0", "1", "2"]
         _safe(pg)
-        pg.click("a[href='feature.html#1']")
+        pg.click("#rows a[href='feature.html#1']")
         _ready(pg)
         with open_store(evil_store, read_only=True) as s:
             (mine,) = s.labels.find(s.dictionary().dictionary_id, [1])
+            (st,) = s.activations.feature_stats(s.dictionary().dictionary_id, [1])
         assert mine["explanation"] in pg.inner_text("#labels")  # shown as text, quotes and all
+        pg.wait_for_selector("#act-hist")
+        assert sum(_bars(pg, "#act-hist")) == st.n_firing  # every firing, from the export's data
         toks = pg.locator("#top .tok").evaluate_all("ts => ts.map(t => [t.textContent, t.title])")
         fired = [t for t in toks if t[0] == EVIL_SCRIPT]
         assert fired and all(title.startswith(json.dumps(EVIL_SCRIPT)) and float(title.rsplit(": ", 1)[1]) >= 3
@@ -162,8 +185,11 @@ def test_serve_browser_pages_sorts_filters_and_searches_through_the_api(evil_sto
         pg.goto(url)
         _ready(pg)
         assert pg.locator("#rows tr").count() == 100 and "page 1 of 2" in pg.inner_text("#page")
+        assert _lowers(pg, evil_store) == sorted(_lowers(pg, evil_store), reverse=True)  # sorted by the server
+        pg.select_option("#sort", label="simulation (value)")
+        _ready(pg)
         sims = _grades(pg, "simulation")
-        assert sims == sorted(sims, reverse=True)  # best first, sorted by the server
+        assert sims == sorted(sims, reverse=True)  # by value when asked
         with pg.expect_response(lambda r: "api/features" in r.url and "sort=feature" in r.url):
             pg.click("#head th[data-key='0']")
         _ready(pg)
@@ -187,3 +213,78 @@ def test_serve_browser_pages_sorts_filters_and_searches_through_the_api(evil_sto
                 urllib.request.urlopen(urllib.request.Request(url + path, method=method, data=b"" if
                                                               method == "POST" else None))
             assert e.value.code == status
+
+
+# -- plots, and grades explained ---------------------------------------------------------------------------
+
+def _bars(pg, sel: str) -> list[int]:
+    return [int(x) for x in pg.locator(f"{sel} rect.bar").evaluate_all("rs => rs.map(r => r.dataset.count)")]
+
+
+def test_the_pages_plot_firings_density_and_grades_and_say_why_a_grade_is_missing(evil_store, tmp_path):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from autointerp.cli import app
+    from autointerp.score import MEASURES
+
+    path = tmp_path / "evil.duckdb"
+    shutil.copyfile(evil_store, path)  # features 10.. fire at random, densely: no intruder question can be made
+    r = CliRunner().invoke(app, ["label", "--store", str(path), "--features", "0-11", "--scorer", "intruder"])
+    assert r.exit_code == 0, r.output
+    with open_store(path, read_only=True) as s:
+        d = s.dictionary()
+        stats = {st.feature: st for st in s.activations.feature_stats(d.dictionary_id)}
+    live = sum(st.n_firing > 0 for st in stats.values())
+    with serving(path) as url, page(1300, 1000) as pg:
+        def get(p):
+            with urllib.request.urlopen(url + p) as resp:
+                return json.loads(resp.read())
+
+        rows = {x["feature"]: x for x in get("api/features?sort=feature&limit=1000")["rows"]}
+        pg.goto(url)
+        _ready(pg)
+        pg.wait_for_selector("#grade-scatter")
+        assert pg.locator("#sort option:checked").inner_text() == "simulation (lower bound)"
+        assert MEASURES["simulation"] in pg.inner_text("#measures") and MEASURES["intruder"] in pg.inner_text("#measures")
+        # the dictionary's density histogram holds every feature that fires, once
+        assert sum(_bars(pg, "#density-hist")) == live and f"{WIDTH - live} never do" in pg.inner_text("#plots")
+        # each point of the scatter is a feature at its density and simulation grade, with its interval
+        pts = pg.locator("#grade-scatter a.pt").evaluate_all(
+            "as => as.map(a => [+a.dataset.feature, +a.dataset.x, +a.dataset.y])")
+        assert len(pts) == sum(x["scores"]["simulation"] is not None for x in rows.values()) == WIDTH
+        for f, x, y in pts:
+            assert y == pytest.approx(rows[f]["scores"]["simulation"], abs=1e-6)
+            assert x == pytest.approx(rows[f]["density"], rel=1e-6)
+        # an undefined grade says why, in its cell
+        pg.fill("#filter", "11")
+        _ready(pg)
+        why = rows[11]["why"]["intruder"]
+        assert why.startswith("undefined: ") and why in pg.inner_text("#rows tr[data-feature='11'] .why")
+        f = pts[-1][0]  # drawn last: on top of any point at the same place
+        pg.locator(f"#grade-scatter a.pt[data-feature='{f}'] circle").click()
+        _ready(pg)
+        pg.wait_for_selector("#act-hist")
+        assert pg.inner_text("#title") == f"Feature {f}"
+        doc = get(f"api/features/{f}")
+        # every firing of the feature, once; the quantile windows' peaks marked on it
+        assert sum(_bars(pg, "#act-hist")) == stats[f].n_firing == doc["stats"]["n_firing"]
+        marks = pg.locator("#act-hist line.mark").evaluate_all("ls => ls.map(l => +l.dataset.value)")
+        assert marks == pytest.approx([max(w["acts"]) for w in doc["quantile"]]) and marks
+        this = pg.locator("#density-hist line.mark.this").get_attribute("data-value")
+        assert float(this) == pytest.approx(np.log10(stats[f].density), abs=1e-4)  # the page has 6 decimals
+        assert sum(_bars(pg, "#density-hist")) == live
+        assert MEASURES["simulation"] in pg.inner_text("#measures")
+        # each grade says what it rests on: its windows by kind
+        assert "windows: " in pg.inner_text("#labels .why")
+        _safe(pg)
+        pg.goto(url + "feature.html#11")
+        _ready(pg)
+        assert why.split(": ", 1)[1] in pg.inner_text("#labels")  # the intruder grade's reason, shown
+        # search hits carry density, max and intervals
+        hit = get("api/search?q=the%20word%20w3&limit=3")["rows"][0]
+        f = hit["feature"]
+        assert hit["density"] == pytest.approx(stats[f].density) and hit["max"] == pytest.approx(stats[f].max_value)
+        assert hit["ci"]["simulation"] == pytest.approx(rows[f]["ci"]["simulation"])
+        pg.screenshot(path=str(tmp_path / "plots.png"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -171,11 +173,30 @@ def trace(text: Annotated[str, typer.Argument(help="The text to trace (at most 2
         raise UsageError(f"the text is {len(text):,} characters; trace takes at most {config.max_chars:,}")
     with opened(store, read_only=True) as s:
         d = s.dictionary(dictionary)
-        doc = trace_text(s, Tracer(d), text, config)
+        if not as_json:
+            typer.echo(f"loading the model of {safe(d.name)} ({safe(d.model)}) ...", err=True)
+        t0 = time.perf_counter()
+        tracer = Tracer(d)
+        if not as_json:
+            typer.echo(f"loaded in {time.perf_counter() - t0:.1f} s", err=True)
+        doc = trace_text(s, tracer, text, config)
     if as_json:
         emit_json(doc)
         return
-    typer.echo(f"{safe(d.name)}: {len(doc['tokens'])} tokens, {len(doc['matrix']['feature'])} activations")
-    for i, (tok, feats) in enumerate(zip(doc["tokens"], doc["top"])):
-        shown = "; ".join(f"#{x['feature']} {x['value']:.2f} {safe(x['label'] or '(no label)')}" for x in feats)
-        typer.echo(f"{i}\t{tok!r}\t{shown or '-'}")
+    typer.echo(f"{safe(d.name)}: {len(doc['tokens'])} tokens, {len(doc['matrix']['feature'])} activations; per token "
+               "its strongest features (#id activation label)")
+    for line in trace_lines(doc, shutil.get_terminal_size((100, 24)).columns):
+        typer.echo(line)
+
+
+def trace_lines(doc: dict, width: int) -> list[str]:
+    """One line per token: its position, the token, then its features as `#id value label`, strongest first,
+    cut to `width` characters (a cut line ends with an ellipsis)."""
+    toks = [repr(t) for t in doc["tokens"]]
+    pad, num = min(max(map(len, toks), default=0), 18), len(str(len(toks)))
+    out = []
+    for i, (tok, feats) in enumerate(zip(toks, doc["top"])):
+        shown = "  ".join(f"#{x['feature']} {x['value']:.2f} {safe(x['label'] or '(no label)')}" for x in feats)
+        line = f"{i:>{num}} {tok:<{pad}} {shown or '-'}"
+        out.append(line if len(line) <= width else line[:max(width - 1, 8)] + "…")
+    return out

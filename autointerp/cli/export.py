@@ -86,8 +86,9 @@ def export(store: StoreOpt, out: Annotated[Path, typer.Option("--out", help="Fil
             res["seconds"] = round(time.perf_counter() - t0, 1)
             per = max(res["pages"], 1)
             text = (f"wrote a browser of {res['listed']:,} of {res['features']:,} features ({res['pages']:,} pages "
-                    f"in {res['feature_files']:,} files, {res['bytes'] / 1e6:,.1f} MB: {res['bytes'] / 1e3 / per:,.1f} "
-                    f"KB and {1000 * res['seconds'] / per:,.1f} s per 1,000 feature pages) to {res['out']}; open "
+                    f"in {res['feature_files']:,} files of at most {res['largest_feature_file'] / 1e3:,.0f} KB; "
+                    f"{res['bytes'] / 1e6:,.1f} MB in all, {res['bytes'] / 1e3 / per:,.1f} KB a page; "
+                    f"{1000 * res['seconds'] / per:,.1f} s per 1,000 pages) to {res['out']}; open "
                     f"{Path(res['out']) / 'index.html'}" + (f" (its index holds the first {res['index_rows']:,}: "
                                                             "`autointerp serve` shows all)" if res["capped"] else ""))
         elif format == "calibration":
@@ -124,7 +125,7 @@ def serve(store: StoreOpt, dictionary: DictOpt = None,
         raise typer.BadParameter(f"--port must be 0..65535, got {port}")
     with opened(store, read_only=True) as s:
         try:
-            server = make_server(s, dictionary, host, port, allowed_host or ())
+            server = make_server(s, dictionary, host, port, allowed_host or (), warm=True)
         except OSError as e:
             raise ExportError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
         typer.echo(f"serving {server.dictionary.name} from {store} at {server.url} (API: {server.url}api/docs; "

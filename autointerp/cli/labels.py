@@ -102,6 +102,7 @@ def show(store: StoreOpt, feature: Annotated[int, typer.Option(help="Feature id.
     provenance, and its top windows with the firing tokens highlighted."""
     if windows < 0:
         raise UsageError(f"--windows must be 0 or more, not {windows}")
+    from ..score import MEASURES
     from ..workspace import FeatureView
 
     with opened(store, read_only=True) as s:
@@ -136,6 +137,11 @@ def show(store: StoreOpt, feature: Annotated[int, typer.Option(help="Feature id.
                        + (f": {safe(g['reason'])}" if g["reason"] else "") + f"  [{g['version']}]"
                        + (f"  imported from {safe(g['imported'])}" if g.get("imported") else "")
                        + (f"  run {g['run_id']}" if g.get("run_id") and not g.get("imported") else ""))
+    named = sorted({n for r in rows for n in (*r["scores"], *r.get("imported_scores", {}))} & set(MEASURES))
+    if named:
+        typer.echo("\nwhat the grades measure:")
+        for n in named:
+            typer.echo(f"  {n}: {MEASURES[n]}")
     if outputs:
         typer.echo("\noutput (logit lens of its direction):")
         for name, pairs in (("promotes", outputs.promoted), ("suppresses", outputs.suppressed)):

@@ -58,6 +58,8 @@ class DictionaryInfo(BaseModel):
     width: int
     labelled: int
     scorers: list[str]
+    measures: dict[str, str]
+    tracer: Literal["ready", "loading", "cold", "none"]
 
 
 class FeatureRow(BaseModel):
@@ -68,6 +70,7 @@ class FeatureRow(BaseModel):
     n_firing: int
     scores: dict[str, float | None]
     ci: dict[str, list[float] | None]
+    why: dict[str, str]
 
 
 class FeaturePage(BaseModel):
@@ -94,6 +97,9 @@ class SearchHit(BaseModel):
     label: str
     similarity: float
     scores: dict[str, float | None]
+    ci: dict[str, list[float] | None]
+    density: float | None
+    max: float | None
     top: Window | None
 
 
@@ -122,6 +128,26 @@ class TraceResult(BaseModel):
     matrix: Matrix | None
 
 
+class DensityHistogram(BaseModel):
+    lo: float | None
+    hi: float | None
+    counts: list[int]
+    live: int
+    dead: int
+
+
+class Scatter(BaseModel):
+    scorer: str | None
+    total: int
+    points: list[list[float | None]]
+
+
+class Overview(BaseModel):
+    dictionary: str
+    density: DensityHistogram
+    scatter: Scatter
+
+
 class Error(BaseModel):
     error: str
 
@@ -129,6 +155,13 @@ class Error(BaseModel):
 BUSY: dict[int | str, dict[str, Any]] = {  # the type of FastAPI's `responses`
     503: {"model": Error, "description": "Busy: the endpoint's threads and queue are full; try again after "
                                          "Retry-After seconds"}}
+
+
+def traceable(d: Dictionary) -> bool:
+    """Whether `trace` can run a text through `d` here: captured (not ingested) from a model still on disk."""
+    from pathlib import Path as _Path
+
+    return d.kind in ("sae", "neurons") and _Path(d.model).exists()
 
 
 class BadRequest(ValueError):
@@ -165,6 +198,8 @@ class Browser:
         self._built = 0
         self._tracers: dict[int, tuple] = {}  # dictionary id -> (Tracer, its lock): one text at a time per model
         self._tracer_lock = threading.Lock()  # held while a model loads: an index build never waits for it
+        self._warming: set[int] = set()  # dictionaries whose model `warm` is loading
+        self._overviews: dict[tuple[int, str | None, int], dict] = {}
 
     def dictionary(self, name: str | None) -> Dictionary:
         if not name:
@@ -191,6 +226,36 @@ class Browser:
 
                     self._tracers[d.dictionary_id] = (Tracer(d), threading.Lock())
         return self._tracers[d.dictionary_id]
+
+    def tracer_state(self, d: Dictionary) -> str:
+        """"ready" (its model is loaded), "loading", "cold" (loaded on the first trace) or "none" (no local
+        model: ingested, or its model is gone)."""
+        if d.dictionary_id in self._tracers:
+            return "ready"
+        if d.dictionary_id in self._warming:
+            return "loading"
+        return "cold" if traceable(d) else "none"
+
+    def warm(self, d: Dictionary | None = None) -> threading.Thread | None:
+        """Load the model of `d` (default: the served dictionary) for trace in a thread of its own, so the first
+        trace does not wait for it; None when it has no local model. A model that fails to load is left to the
+        first trace, which says why."""
+        d = d or self.default
+        if not traceable(d) or d.dictionary_id in self._tracers:
+            return None
+        self._warming.add(d.dictionary_id)
+
+        def load() -> None:
+            try:
+                self.tracer(d)
+            except Exception:  # noqa: BLE001 - the first trace loads it again and answers its error
+                pass
+            finally:
+                self._warming.discard(d.dictionary_id)
+
+        t = threading.Thread(target=load, name="autointerp-warm", daemon=True)
+        t.start()
+        return t
 
     def refresh(self) -> bool:
         """Take in what writers committed since the last look: the features whose labels or grades changed
@@ -233,6 +298,22 @@ class Browser:
                 self.refresh()
             except Exception:  # noqa: BLE001 - a look that failed is retried; requests are not affected
                 continue
+
+    def overview(self, d: Dictionary, scorer: str | None, limit: int) -> dict:
+        """The index's plots of `d` (`/api/overview`); kept until the store changes."""
+        ix = self.index(d)
+        if scorer is not None and scorer not in ix.scorers:
+            raise BadRequest(f"scorer: {d.name} has no {scorer!r} grade (it has: {', '.join(ix.scorers) or 'none'})")
+        scorer = scorer or ("simulation" if "simulation" in ix.scorers else (ix.scorers or [None])[0])
+        key = (d.dictionary_id, scorer, limit)
+        got = self._overviews.get(key)
+        if got is None or got["seq"] != self.seq:
+            total, points = ix.scatter(scorer, limit) if scorer else (0, [])
+            got = {"seq": self.seq, "doc": {"dictionary": d.name,
+                                            "density": self.store.activations.density_histogram(d.dictionary_id),
+                                            "scatter": {"scorer": scorer, "total": total, "points": points}}}
+            self._overviews[key] = got
+        return got["doc"]
 
     def labels(self) -> "LabelIndex":
         if self._labels is None:
@@ -368,6 +449,16 @@ def make_app(store: Store, dictionary: str | None = None, *, hosts: tuple[frozen
         features with their labels, and every nonzero activation. 400 for a dictionary with no model here."""
         return _trace(b, _dict(dictionary), text, TraceConfig(top=top, matrix=matrix))
 
+    @app.api_route("/api/overview", methods=get, response_model=Overview, responses={400: {"model": Error}})
+    def overview(dictionary: Annotated[DictName | None, Query()] = None,
+                 scorer: Annotated[str | None, Query(max_length=100, description="The grade plotted against "
+                                                     "density (default: simulation, else the first)")] = None,
+                 limit: Annotated[int, Query(ge=1, le=5000, description="Points of the scatter at most")] = 2000):
+        """What the index plots: the dictionary's features by log10 density (a histogram; dead ones counted
+        apart), and a scatter of one scorer's grades against density, each point a feature (a fixed sample
+        of `limit` when more are graded)."""
+        return b.overview(_dict(dictionary), scorer, limit)
+
     _calibration(app, b)
     _pages(app)
     return app
@@ -410,12 +501,16 @@ def _new_app(b: Browser, hosts: tuple[frozenset[str], bool] | None,
 
 
 def _dictionary_infos(b: Browser) -> list[dict]:
-    """The store's dictionaries with their labelled counts and scorers, the default one first."""
+    """The store's dictionaries with their labelled counts, scorers (and what each measures) and whether a
+    trace's model is loaded, the default one first."""
+    from ..score import MEASURES
+
     out = []
     for d in sorted(b.dictionaries, key=lambda d: d.dictionary_id != b.default.dictionary_id):
         ix = b.index(d)
         out.append({"name": d.name, "model": d.model, "hook": d.hook, "kind": d.kind, "width": d.width,
-                    "labelled": ix.labelled, "scorers": ix.scorers})
+                    "labelled": ix.labelled, "scorers": ix.scorers,
+                    "measures": {n: MEASURES[n] for n in ix.scorers if n in MEASURES}, "tracer": b.tracer_state(d)})
     return out
 
 
@@ -461,18 +556,28 @@ def _pages(app: FastAPI) -> None:
 
 
 def describe_hits(store: Store, hits: list[dict]) -> list[dict]:
-    """Search hits with their dictionary name, label, its grades (newest per scorer) and a top window."""
+    """Search hits with their dictionary name, label, its grades (newest per scorer, with their 95% intervals),
+    the feature's density and max, and a top window."""
     names = {d.dictionary_id: d for d in store.dictionaries()}
     texts = store.labels.explanations([h["explanation_id"] for h in hits])
     grades = store.labels.grade_values([h["explanation_id"] for h in hits])
     tops: dict[tuple[int, int], dict] = {}
+    stats: dict[tuple[int, int], Any] = {}
     for did in {h["dictionary_id"] for h in hits}:
         feats = [h["feature"] for h in hits if h["dictionary_id"] == did]
-        spots = [(st.feature, st.max_context, st.max_position) for st in store.activations.feature_stats(did, feats)
+        got = store.activations.feature_stats(did, feats)
+        stats.update({(did, st.feature): st for st in got})
+        spots = [(st.feature, st.max_context, st.max_position) for st in got
                  if st.max_context is not None and st.max_position is not None]  # both set, or neither
         for (f, _, _), w in zip(spots, store.activations.top_windows(names[did].corpus_id, [(c, p) for _, c, p in spots])):
             tops[(did, f)] = w
-    return [{"dictionary": names[h["dictionary_id"]].name, "feature": h["feature"],
-             "label": texts[h["explanation_id"]].text, "similarity": h["similarity"],
-             "scores": grades.get(h["explanation_id"], {}), "top": tops.get((h["dictionary_id"], h["feature"]))}
-            for h in hits]
+    out = []
+    for h in hits:
+        key, g = (h["dictionary_id"], h["feature"]), grades.get(h["explanation_id"], {})
+        st = stats.get(key)
+        out.append({"dictionary": names[h["dictionary_id"]].name, "feature": h["feature"],
+                    "label": texts[h["explanation_id"]].text, "similarity": h["similarity"],
+                    "scores": {n: v for n, (v, _) in g.items()}, "ci": {n: ci for n, (_, ci) in g.items()},
+                    "density": None if st is None else st.density, "max": None if st is None else st.max_value,
+                    "top": tops.get(key)})
+    return out

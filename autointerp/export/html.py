@@ -6,12 +6,14 @@ from disk (file://, where a page may load a script but not fetch a file), they r
 that call `AI.meta(...)`, `AI.shard(k, rows)` and `AI.features(k, docs)`, written once by the export:
 
 - `data/meta.js`: the dictionary, its scorers, how many index rows and feature shards there are;
-- `data/index-K.js`: the index rows, 2,000 a script, [feature, label, density, max, n_firing, one
-  value per scorer]: the labelled features (every feature with `all_features`), at most INDEX_CAP
-  rows (100,000: what a page can sort and filter in memory; beyond that the index says it is capped
-  and `serve` shows everything);
-- `data/f/K.js`: the page data of features K*1024 .. K*1024+1023 that are exported (the labelled ones,
-  or those asked for), so 1M features are ~1,000 files, never one per feature.
+- `data/index-K.js`: the index rows, 2,000 a script (`index_rows`: a feature, its label, statistics and
+  grades): the labelled features (every feature with `all_features`), at most INDEX_CAP rows (100,000:
+  what a page can sort and filter in memory; beyond that the index says it is capped and `serve` shows
+  everything);
+- `data/f/K.js`: the page data of features K*S .. K*S+S-1 that are exported (the labelled ones, or those
+  asked for), S a power of two chosen from the measured size of a feature's data so a script holds ~600 KB
+  at most (a feature page loads one script), 1,024 at most: never a file per feature;
+- `data/overview.js`: the index's plots (the dictionary's density histogram, grade vs density).
 
 Every value reaches the page as JSON (ASCII, no NaN) and is put in the page with textContent or
 setAttribute, never as HTML.
@@ -40,9 +42,12 @@ from ..store import Store
 from .lock import one_export_at_a_time
 
 WEB = Path(__file__).with_name("web")
-ASSETS = ("index.html", "feature.html", "app.js", "app.css", "calibration.html", "calibration.js")
+ASSETS = ("index.html", "feature.html", "app.js", "plots.js", "app.css", "calibration.html", "calibration.js")
 SHARD = 2000  # rows per index script
-FEATURE_SHARD = 1024  # features per page-data script (as Neuronpedia batches)
+FEATURE_SHARD = 1024  # features per page-data script at most (as Neuronpedia batches)
+FILE_BYTES = 600_000  # what one page-data script should hold at most: a feature page loads one
+SIZE_SAMPLE = 64  # features whose page data is measured to choose the features per script
+SCATTER_POINTS = 2000  # features in the index's scatter of grade vs density at most
 INDEX_CAP = 100_000  # index rows a static page holds (it sorts and filters them in memory)
 MAX_TOP, MAX_QUANTILE, MAX_SIM_ACTIVE, MAX_SIM_QUIET = 10, 20, 20, 5
 
@@ -73,8 +78,12 @@ def _primary(rows: list[dict]) -> dict | None:
 
 
 def site_meta(store: Store, d: Dictionary) -> dict:
+    from ..score import MEASURES
+
+    scorers = store.labels.scorer_names(d.dictionary_id)
     return {"dictionary": d.name, "model": d.model, "hook": d.hook, "kind": d.kind, "width": d.width,
-            "scorers": store.labels.scorer_names(d.dictionary_id), "labelled": store.labels.labelled_count(d.dictionary_id)}
+            "scorers": scorers, "measures": {n: MEASURES[n] for n in scorers if n in MEASURES},
+            "labelled": store.labels.labelled_count(d.dictionary_id)}
 
 
 def index_table(store: Store, d: Dictionary, scorers: list[str], features=None, all_features: bool = False):
@@ -89,13 +98,18 @@ def index_table(store: Store, d: Dictionary, scorers: list[str], features=None, 
 
 def index_rows(t, lo: int, hi: int, scorers: list[str]) -> list[list]:
     """Index rows lo..hi of an `index_table`: [feature, label, density, max, n_firing, one value per scorer,
-    then the half-width of each value's 95% interval (null when it has none)]."""
+    then the half-width of each value's 95% interval (null when it has none), then each interval's lower end,
+    then why each grade has no value (null when it has one)]."""
     part = t.slice(lo, hi - lo).to_pydict()
-    cols = [part[f"s{i}"] for i in range(len(scorers))]
+    k = range(len(scorers))
+    cols = [part[f"s{i}"] for i in k]
     halves = [[None if a is None or b is None else (b - a) / 2 for a, b in zip(part[f"l{i}"], part[f"u{i}"])]
-              for i in range(len(scorers))]
-    return [[f, lab, _r(dens, 6), _r(mx), int(n), *[_r(c[i]) for c in cols], *[_r(h[i]) for h in halves]]
-            for i, (f, lab, dens, mx, n) in enumerate(zip(part["feature"], part["label"], part["density"],
+              for i in k]
+    lowers = [part[f"l{i}"] for i in k]
+    whys = [part[f"r{i}"] for i in k]
+    return [[f, lab, _r(dens, 6), _r(mx), int(n), *[_r(c[j]) for c in cols], *[_r(h[j]) for h in halves],
+             *[_r(x[j]) for x in lowers], *[w[j] for w in whys]]
+            for j, (f, lab, dens, mx, n) in enumerate(zip(part["feature"], part["label"], part["density"],
                                                           part["max"], part["n_firing"]))]
 
 
@@ -108,12 +122,30 @@ def _window(w, predicted=None, r=None) -> dict:
     return doc
 
 
+def _by_kind(details: dict) -> dict[str, dict]:
+    """A simulation grade's windows by kind (top, quantile, random, ...): how many, and their mean correlation
+    (None where a window's correlation is undefined, as on a window where nothing fires)."""
+    out: dict[str, dict] = {}
+    for kind, r in zip(details.get("kinds", []), details.get("per_window_correlation", [])):
+        k = out.setdefault(kind, {"n": 0, "rs": []})
+        k["n"] += 1
+        if r is not None:
+            k["rs"].append(r)
+    return {kind: {"n": k["n"], "mean_r": _r(sum(k["rs"]) / len(k["rs"])) if k["rs"] else None}
+            for kind, k in out.items()}
+
+
 def _label_doc(r: dict) -> dict:
     scores = {n: {k: v for k, v in s.items() if k != "details"} | {"details": {
         k: v for k, v in s["details"].items() if k not in ("predicted", "per_window_correlation", "kinds")}}
+        | ({"by_kind": _by_kind(s["details"])} if s["details"].get("kinds") else {})
         for n, s in r["scores"].items()}
     return {k: r[k] for k in ("explanation", "chosen", "explainer", "prompt_hash", "sampler_hash", "seed",
-                              "created_at", "evidence", "imported", "carried")} | {"scores": scores}
+                              "created_at", "evidence", "imported", "carried", "run_id")} | {"scores": scores} | {
+        # each grade's `imported`: its source when it came with an import (else None); an imported grade that
+        # ours replaced in `scores` is kept here
+        "imported_scores": {n: {k: v for k, v in s.items() if k != "details"}
+                            for n, s in r.get("imported_scores", {}).items()}}
 
 
 def feature_docs(store: Store, d: Dictionary, features: list[int], unsampled: bool = False) -> Iterator[tuple[int, dict]]:
@@ -123,6 +155,7 @@ def feature_docs(store: Store, d: Dictionary, features: list[int], unsampled: bo
     for r in store.labels.find(d.dictionary_id, features, candidates=True):
         by_f.setdefault(r["feature_id"], []).append(r)
     stats = {s.feature: s for s in store.activations.feature_stats(d.dictionary_id, features)}
+    hists = store.activations.activation_histograms(d.dictionary_id, features)
     outputs = store.activations.output_tokens(d.dictionary_id, features)
     groups: dict[tuple[str, int], list[int]] = {}
     for f in features:  # windows drawn as the feature's label drew them (default config when unlabelled)
@@ -138,6 +171,7 @@ def feature_docs(store: Store, d: Dictionary, features: list[int], unsampled: bo
             doc = {"feature": smp.feature, "stats": {"density": _r(st.density, 6), "max": _r(st.max_value),
                                                       "mean": _r(st.mean_value), "n_firing": int(st.n_firing),
                                                       "n_contexts": int(st.n_contexts)},
+                   "histogram": hists.get(smp.feature),
                    "sample": {"status": smp.status, "reason": smp.reason},
                    "labels": [_label_doc(r) for r in rows],
                    "top": [_window(w) for w in smp.explain if w.kind == "top"][:MAX_TOP],
@@ -156,6 +190,35 @@ def feature_docs(store: Store, d: Dictionary, features: list[int], unsampled: bo
                 doc["simulation"] = {"explanation": sim["explanation"], "value": sim["scores"]["simulation"]["value"],
                                      "windows": active[:MAX_SIM_ACTIVE] + quiet[:MAX_SIM_QUIET]}
             yield smp.feature, doc
+
+
+def feature_shard(docs: dict[int, dict]) -> int:
+    """Features per page-data script: a power of two (the page finds feature f's script as f // shard), as
+    many as keep a script of features like `docs` (a sample) under FILE_BYTES, at most FEATURE_SHARD."""
+    if not docs:
+        return FEATURE_SHARD
+    mean = sum(len(json.dumps(v, ensure_ascii=True)) for v in docs.values()) / len(docs)
+    fit = max(1, int(FILE_BYTES // max(mean, 1.0)))
+    return min(FEATURE_SHARD, 1 << (fit.bit_length() - 1))
+
+
+def overview_doc(store: Store, d: Dictionary, scorers: list[str], t) -> dict:
+    """The index's plots (as `/api/overview` answers): the dictionary's density histogram, and the exported
+    features' grades against density (simulation's, else the first scorer's; a fixed sample of SCATTER_POINTS)."""
+    scorer = "simulation" if "simulation" in scorers else (scorers[0] if scorers else None)
+    points: list[list] = []
+    total = 0
+    if scorer is not None:
+        i = scorers.index(scorer)
+        g = t.filter(pa.compute.and_(pa.compute.is_valid(t.column(f"s{i}")),
+                                     pa.compute.greater(t.column("density"), 0)))
+        total = g.num_rows
+        keep = np.sort(np.argsort((g.column("feature").to_numpy().astype(np.uint64) * 2654435761) % 2**32,
+                                  kind="stable")[:SCATTER_POINTS])
+        part = g.take(pa.array(keep, pa.int64())).select(["feature", "density", f"s{i}", f"l{i}", f"u{i}"]).to_pydict()
+        points = [[f, _r(dn, 8), _r(v), _r(lo), _r(hi)] for f, dn, v, lo, hi in zip(*part.values())]
+    return {"dictionary": d.name, "density": store.activations.density_histogram(d.dictionary_id),
+            "scatter": {"scorer": scorer, "total": total, "points": points}}
 
 
 def swap_in(tmp: Path, out: Path) -> None:
@@ -227,19 +290,25 @@ def write_html(store: Store, out: str | Path, dictionary: str | None = None, fea
                 js("shard", k, index_rows(t, k * SHARD, min((k + 1) * SHARD, rows), meta["scorers"])), encoding="ascii")
         feats = t.column("feature").to_numpy().astype(np.int64)
         feats = feats[np.asarray(t.column("n_firing").to_numpy()) > 0]
+        first = dict(feature_docs(store, d, feats[:SIZE_SAMPLE].tolist()))  # measured, then written below
+        shard = meta["feature_shard"] = feature_shard(first)
         pages = files = 0
-        for k in np.unique(feats // FEATURE_SHARD).tolist():
+        for k in np.unique(feats // shard).tolist():
             docs: dict[int, dict] = {}
-            part = feats[(feats >= k * FEATURE_SHARD) & (feats < (k + 1) * FEATURE_SHARD)]
+            part = feats[(feats >= k * shard) & (feats < (k + 1) * shard)]
             for lo in range(0, len(part), 256):
-                docs.update(feature_docs(store, d, part[lo:lo + 256].tolist()))
+                ids = part[lo:lo + 256].tolist()
+                docs.update({f: first.pop(f) for f in ids if f in first})
+                docs.update(feature_docs(store, d, [f for f in ids if f not in docs]))
             if docs:
-                (tmp / "data" / "f" / f"{k}.js").write_text(js("features", k, {str(f): v for f, v in docs.items()}),
+                (tmp / "data" / "f" / f"{k}.js").write_text(js("features", k, {str(f): docs[f] for f in sorted(docs)}),
                                                             encoding="ascii")
                 pages, files = pages + len(docs), files + 1
             if progress is not None:
                 progress.update(len(part))
         meta["pages"] = pages
+        (tmp / "data" / "overview.js").write_text(js("overview", overview_doc(store, d, meta["scorers"], t)),
+                                                  encoding="ascii")
         (tmp / "data" / "meta.js").write_text(js("meta", meta), encoding="ascii")
         (tmp / "data" / "calibration.js").write_text(
             "CAL.show(" + json.dumps(calibration_doc(store), ensure_ascii=True, allow_nan=False) + ");\n",
@@ -249,4 +318,6 @@ def write_html(store: Store, out: str | Path, dictionary: str | None = None, fea
         shutil.rmtree(tmp, ignore_errors=True)
     return {"out": str(out), "dictionary": d.name, "features": d.width, "listed": listed, "index_rows": rows,
             "capped": listed > INDEX_CAP, "pages": pages, "shards": meta["shards"], "feature_files": files,
+            "feature_shard": meta["feature_shard"],
+            "largest_feature_file": max((p.stat().st_size for p in (out / "data" / "f").iterdir()), default=0),
             "bytes": sum(p.stat().st_size for p in out.rglob("*") if p.is_file())}

@@ -28,9 +28,10 @@ class BrowserServer:
     """The app on a bound socket; `serve()` blocks until `stop()` (or Ctrl-C)."""
 
     def __init__(self, store: Store, dictionary: str | None = None, host: str = "127.0.0.1", port: int = 8000,
-                 allowed_hosts: Iterable[str] = (), slow: tuple[int, int] = SLOW) -> None:
+                 allowed_hosts: Iterable[str] = (), slow: tuple[int, int] = SLOW, warm: bool = False) -> None:
         import uvicorn
 
+        self.warm = warm
         self.hosts = host_names(host, allowed_hosts)
         store.db.read_wait = SERVE_READ_WAIT  # a request does not wait long for a writer's long transaction: 503
         self.app = make_app(store, dictionary, hosts=self.hosts, slow=slow)
@@ -54,6 +55,8 @@ class BrowserServer:
         watcher = threading.Thread(target=self.app.state.browser.watch, args=(stop,), name="browser-refresh",
                                    daemon=True)
         watcher.start()
+        if self.warm:  # the served dictionary's model, loaded now for trace (not on the first request)
+            self.app.state.browser.warm()
         try:
             self.server.run(sockets=[self.sock])
         finally:
@@ -71,5 +74,6 @@ class BrowserServer:
 
 
 def make_server(store: Store, dictionary: str | None = None, host: str = "127.0.0.1", port: int = 8000,
-                allowed_hosts: Iterable[str] = (), slow: tuple[int, int] = SLOW) -> BrowserServer:
-    return BrowserServer(store, dictionary, host, port, allowed_hosts, slow)
+                allowed_hosts: Iterable[str] = (), slow: tuple[int, int] = SLOW, warm: bool = False) -> BrowserServer:
+    """The server; `warm`: load the served dictionary's model for trace as it starts (`autointerp serve` does)."""
+    return BrowserServer(store, dictionary, host, port, allowed_hosts, slow, warm)

@@ -21,6 +21,20 @@ from .simulation import LLMSimulationScorer, SimulationScorer
 SCORERS = {"embedding": EmbeddingScorer, "simulation": SimulationScorer, "intruder": OfflineIntruderScorer}
 LLM_SCORERS = {"simulation": "simulate_json", "detection": "detect_json", "fuzzing": "fuzz_json",
                "intruder": "intruder_json"}  # name -> prompt template, used with a scorer model
+# What each grade measures, one sentence each: shown on the browser's pages, by `show`, and in README.
+MEASURES = {
+    "simulation": "Predicts every token's activation from the label alone (offline: the patterns the label states; "
+                  "with a scorer model: the LLM) on held-out windows, and grades the correlation with the true "
+                  "activations: 1 is perfect, 0 no better than chance.",
+    "embedding": "How well the label's MiniLM embedding tells the held-out windows where the feature fires from those "
+                 "where it does not (AUROC: 0.5 is chance); it cannot read context rules, so it is off by default.",
+    "intruder": "Grades the feature, not the label: how often a judge picks the one window where the feature does not "
+                "fire among its firing ones (chance is 1/(k+1)); a coherent feature scores high whatever its label.",
+    "detection": "An LLM given the label says which held-out windows the feature fires in; the grade is balanced "
+                 "accuracy over firing and non-firing windows (0.5 is chance).",
+    "fuzzing": "An LLM given the label says whether the marked tokens of each held-out window are the ones the feature "
+               "fires on; the grade is balanced accuracy (0.5 is chance).",
+}
 TOP_LOGPROBS = 10  # alternatives asked for per output token: "0".."10" rarely spread wider
 
 

@@ -90,6 +90,45 @@ class ActivationRepo(Repo):
         return t["n_firing"].astype(np.int64)
 
     @reads
+    def activation_histograms(self, dictionary_id: int, features: list[int], bins: int = 40) -> dict[int, dict]:
+        """feature -> {"hi": its max, "counts": how many of its firings fall in each of `bins` equal bins from 0
+        to its max}: every firing, counted in DuckDB (one scan of the features' id range)."""
+        feats = sorted({int(f) for f in features})
+        if not feats:
+            return {}
+        rows = self.con.execute(f"""
+            WITH s AS (SELECT feature, max_value AS hi FROM feature_stats
+                       WHERE dictionary_id = $1 AND n_firing > 0 AND feature IN (SELECT unnest($2::UINTEGER[])))
+            SELECT a.feature, s.hi, least({bins - 1}, greatest(0, floor(a.value / s.hi * {bins})))::INTEGER AS b,
+                   count(*) FROM activations a JOIN s USING (feature)
+            WHERE a.dictionary_id = $1 AND a.feature BETWEEN $3 AND $4 AND s.hi > 0
+            GROUP BY ALL""", [dictionary_id, feats, feats[0], feats[-1]]).fetchall()
+        out: dict[int, dict] = {}
+        for f, hi, b, n in rows:
+            doc = out.setdefault(int(f), {"hi": float(hi), "counts": [0] * bins})
+            doc["counts"][b] = int(n)
+        return out
+
+    @reads
+    def density_histogram(self, dictionary_id: int, bins: int = 40) -> dict:
+        """The dictionary's live features by log10 density: {"lo", "hi" (log10 bounds), "counts", "dead" (features
+        that never fire), "live"}; one aggregate over feature_stats."""
+        lo, hi, live, dead = self._row("""
+            SELECT min(log10(density)) FILTER (WHERE n_firing > 0), max(log10(density)) FILTER (WHERE n_firing > 0),
+                   count(*) FILTER (WHERE n_firing > 0), count(*) FILTER (WHERE n_firing = 0)
+            FROM feature_stats WHERE dictionary_id = ?""", [dictionary_id])
+        counts = [0] * bins
+        if live:
+            lo, hi = float(np.floor(lo * 2) / 2), float(np.ceil(hi * 2) / 2)  # on half decades
+            hi = max(hi, lo + 0.5)
+            for b, n in self.con.execute(f"""
+                    SELECT least({bins - 1}, floor((log10(density) - ?) / ? * {bins}))::INTEGER, count(*)
+                    FROM feature_stats WHERE dictionary_id = ? AND n_firing > 0 GROUP BY ALL""",
+                    [lo, hi - lo, dictionary_id]).fetchall():
+                counts[b] = int(n)
+        return {"lo": lo, "hi": hi, "counts": counts, "live": int(live), "dead": int(dead)}
+
+    @reads
     def dictionary_summary(self, dictionary_id: int) -> dict:
         row = self._row("""
             SELECT count(*), count(*) FILTER (WHERE n_firing = 0), sum(n_firing),

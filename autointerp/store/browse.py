@@ -75,7 +75,7 @@ class FeatureIndex:
         direction = "DESC" if order == "desc" else "ASC"
         tie = "" if col == "feature" else ", feature"
         k = len(self.scorers)
-        cols = "".join(f", s{i}, l{i}, u{i}" for i in range(k))
+        cols = "".join(f", s{i}, l{i}, u{i}, r{i}" for i in range(k))
         db = self.db.cursor()
         try:
             total = self.width if where == "TRUE" else db.execute(
@@ -86,6 +86,26 @@ class FeatureIndex:
         finally:
             db.close()
         return int(total), [{"feature": r[0], "label": r[1], "density": r[2], "max": r[3], "n_firing": r[4],
-                             "scores": {n: r[5 + 3 * i] for i, n in enumerate(self.scorers)},
-                             "ci": {n: None if r[6 + 3 * i] is None else [r[6 + 3 * i], r[7 + 3 * i]]
-                                    for i, n in enumerate(self.scorers)}} for r in got]
+                             "scores": {n: r[5 + 4 * i] for i, n in enumerate(self.scorers)},
+                             "ci": {n: None if r[6 + 4 * i] is None else [r[6 + 4 * i], r[7 + 4 * i]]
+                                    for i, n in enumerate(self.scorers)},
+                             "why": {n: r[8 + 4 * i] for i, n in enumerate(self.scorers) if r[8 + 4 * i]}}
+                            for r in got]
+
+    def scatter(self, scorer: str, limit: int) -> tuple[int, list[list]]:
+        """(how many labelled features have a `scorer` grade, at most `limit` of them as [feature, density,
+        value, lower, upper]): a fixed sample (by a hash of the feature id), so a page of a 1M-feature
+        dictionary gets a plot, not every row."""
+        if scorer not in self.scorers:
+            return 0, []
+        i = self.scorers.index(scorer)
+        db = self.db.cursor()
+        try:
+            total = db.execute(f"SELECT count(*) FROM {self.table} WHERE s{i} IS NOT NULL AND density > 0"
+                               ).fetchall()[0][0]
+            got = db.execute(f"SELECT feature, density, s{i}, l{i}, u{i} FROM {self.table} "
+                             f"WHERE s{i} IS NOT NULL AND density > 0 ORDER BY hash(feature), feature "
+                             f"LIMIT {int(limit)}").fetchall()
+        finally:
+            db.close()
+        return int(total), [list(r) for r in got]

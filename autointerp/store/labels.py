@@ -212,14 +212,16 @@ class LabelRepo(Repo):
     def feature_table(self, dictionary_id: int, scorers: list[str], features: np.ndarray | None = None) -> pa.Table:
         """feature, label, explanation_id, density, max, n_firing, then per scorer (`scorers` in order,
         numbered 0, 1, ...) of the current label's newest grade: s<i> its value (NULL unless ok), l<i> and
-        u<i> the ends of its 95% interval (NULL when it has none). `features`: only these (sorted ids)."""
+        u<i> the ends of its 95% interval (NULL when it has none), r<i> why it has no value ("undefined: ...",
+        NULL when ok). `features`: only these (sorted ids)."""
         only, params = "", [dictionary_id, *scorers]
         if features is not None:
             only = f" AND feature IN (SELECT unnest(${len(params) + 1}::UINTEGER[]))"
             params.append(np.asarray(features, np.int64).tolist())
         pivot = "".join(f", max(g.value) FILTER (WHERE g.scorer = ${i + 2}) AS s{i}"
                         f", max(g.lo) FILTER (WHERE g.scorer = ${i + 2}) AS l{i}"
-                        f", max(g.hi) FILTER (WHERE g.scorer = ${i + 2}) AS u{i}" for i in range(len(scorers)))
+                        f", max(g.hi) FILTER (WHERE g.scorer = ${i + 2}) AS u{i}"
+                        f", max(g.why) FILTER (WHERE g.scorer = ${i + 2}) AS r{i}" for i in range(len(scorers)))
         return self.con.sql(f"""
             WITH lab AS (
                 SELECT feature, explanation_id, text FROM explanations
@@ -227,7 +229,9 @@ class LabelRepo(Repo):
                 QUALIFY row_number() OVER (PARTITION BY feature ORDER BY created_at DESC, explanation_id DESC) = 1),
             g AS (
                 SELECT s.explanation_id, s.scorer, arg_max(s.value, s.created_at) AS value,
-                       arg_max(s.ci_low, s.created_at) AS lo, arg_max(s.ci_high, s.created_at) AS hi
+                       arg_max(s.ci_low, s.created_at) AS lo, arg_max(s.ci_high, s.created_at) AS hi,
+                       arg_max(CASE WHEN s.status = 'ok' THEN NULL ELSE s.status || ': ' || s.reason END,
+                               s.created_at) AS why
                 FROM scores s SEMI JOIN lab ON s.explanation_id = lab.explanation_id
                 GROUP BY s.explanation_id, s.scorer)
             SELECT f.feature, coalesce(lab.text, '') AS label, lab.explanation_id, f.density,
@@ -259,14 +263,15 @@ class LabelRepo(Repo):
         return last, out
 
     @reads
-    def grade_values(self, explanation_ids: list[int]) -> dict[int, dict[str, float | None]]:
-        """explanation id -> {scorer: the newest grade's value (None unless ok)}."""
+    def grade_values(self, explanation_ids: list[int]) -> dict[int, dict[str, tuple[float | None, list[float] | None]]]:
+        """explanation id -> {scorer: (the newest grade's value (None unless ok), its 95% interval or None)}."""
         rows = self.con.execute(
-            "SELECT explanation_id, scorer, arg_max(value, created_at) FROM scores WHERE explanation_id IN "
+            "SELECT explanation_id, scorer, arg_max(value, created_at), arg_max(ci_low, created_at), "
+            "arg_max(ci_high, created_at) FROM scores WHERE explanation_id IN "
             "(SELECT unnest(?::BIGINT[])) GROUP BY ALL ORDER BY 1, 2", [list(map(int, explanation_ids))]).fetchall()
         out: dict[int, dict] = {}
-        for e, scorer, value in rows:
-            out.setdefault(e, {})[scorer] = value
+        for e, scorer, value, lo, hi in rows:
+            out.setdefault(e, {})[scorer] = (value, None if lo is None or hi is None else [lo, hi])
         return out
 
     @reads
