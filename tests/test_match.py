@@ -351,6 +351,9 @@ def test_diff_bad_input_is_one_line_and_writes_nothing(pair, tmp_path):
     _one_line_error(cli(*base, "--dictionaries", "layers.3", "nope"), 3, "no dictionary named 'nope'")
     _one_line_error(cli(*base, "--dictionaries", "layers.3", "retrained", "--min-similarity", "3"), 2,
                     "--min-similarity must be between -1 and 1")
+    _one_line_error(cli(*base, "--dictionaries", "layers.3", "retrained", "--features", "0-99999"), 2,
+                    "feature 99999 is out of range")
+    _one_line_error(cli(*base, "--runs", *runs, "--features", "9-3"), 2, "the range 9-3 is reversed")
     _one_line_error(cli(*base, "--dictionaries", "layers.3", "retrained", "--html", tmp_path / "taken"), 8,
                     "is not an autointerp diff page")
     assert _digest(path) == before  # each was refused before the match was computed

@@ -174,6 +174,10 @@ def diff(store: StoreOpt,
 
     with opened(store, read_only=True) as s:
         a, b = (x.dictionary for x in sides(s))
+        if features is not None:  # an id past both widths: refused before a match is computed and stored
+            from ..pipeline.config import parse_features
+
+            parse_features(features, max(a.width, b.width))
         missing = a.dictionary_id != b.dictionary_id and method not in s.matches.match_methods(a.dictionary_id,
                                                                                           b.dictionary_id)
     if missing:  # two dictionaries: their pairs, matched and stored first (the one write a diff makes)
