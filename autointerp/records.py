@@ -377,6 +377,13 @@ class FeatureLabel:
 TRACE_MAX_CHARS = 2000  # the longest text `trace` takes (and the API's bound)
 
 
+def traceable(d: Dictionary) -> bool:
+    """Whether `trace` can run a text through `d` here: captured (not ingested) from a model still on disk."""
+    from pathlib import Path
+
+    return d.kind in ("sae", "neurons") and Path(d.model).exists()
+
+
 @dataclass(frozen=True)
 class TraceConfig:
     """A trace (capture/trace.py): `top` features listed per token; `max_chars`: the longest text taken;

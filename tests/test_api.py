@@ -162,10 +162,10 @@ def test_openapi_holds_under_schemathesis(served):
     schema = schemathesis.openapi.from_url(served[0] + "openapi.json")
     assert {r.ok().label for r in schema.get_all_operations()} == {
         "GET /api/dictionaries", "GET /api/features", "GET /api/features/{feature}", "GET /api/search",
-        "GET /api/trace", "GET /api/calibration", "GET /api/calibration/{run_id}"}
+        "GET /api/trace", "GET /api/calibration", "GET /api/calibration/{run_id}", "GET /api/overview"}
     failures = schema_failures(served[0], {"GET /api/dictionaries", "GET /api/features",
                                            "GET /api/features/{feature}", "GET /api/search", "GET /api/calibration",
-                                           "GET /api/calibration/{run_id}"})
+                                           "GET /api/calibration/{run_id}", "GET /api/overview"})
     assert not failures, "\n".join(failures[:3])
 
 

@@ -33,12 +33,13 @@ def evil_store(tmp_path_factory):
 
 
 @contextmanager
-def serving(path, dictionary=None):
-    """`autointerp serve`'s server on a free loopback port, in a thread: yields its URL."""
+def serving(path, dictionary=None, warm=False):
+    """`autointerp serve`'s server on a free loopback port, in a thread: yields its URL. `warm`: it loads the
+    dictionary's model for trace as it starts, as `autointerp serve` does."""
     from autointerp.export.serve import make_server
 
     with open_store(path, read_only=True) as s:
-        server = make_server(s, port=0, dictionary=dictionary)
+        server = make_server(s, port=0, dictionary=dictionary, warm=warm)
         t = threading.Thread(target=server.serve, daemon=True)
         t.start()
         deadline = time.monotonic() + 30

@@ -3,6 +3,7 @@ labelled features; from the CLI, the API and the page's trace box. The SAE is bu
 token embeddings, latent 0 fires on one token and nothing else, so where it fires is known exactly."""
 
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -24,8 +25,8 @@ HOOK = "embeddings.word_embeddings"
 WORD = "return"
 
 
-def cli(*args):
-    return runner.invoke(app, [str(a) for a in args])
+def cli(*args, env=None):
+    return runner.invoke(app, [str(a) for a in args], env=env)
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +90,13 @@ def test_trace_names_the_detector_on_its_token_and_nowhere_else(traced):
     assert text_out.exit_code == 0
     lines = [x for x in text_out.stdout.splitlines() if f"'{WORD}'" in x or f"' {WORD}'" in x]
     assert len(lines) == 2 and all("#0 " in x and label in x for x in lines)
+    assert "loading the model of tok" in text_out.stderr  # a first trace says why it waits
+    narrow = cli("trace", "--store", path, "--dictionary", "tok", text, "--top", "5", env={"COLUMNS": "48"})
+    rows = narrow.stdout.splitlines()[1:]
+    assert len(rows) == len(doc["tokens"])  # one line per token, in order, with values
+    assert all(len(x) <= 48 for x in rows) and any(x.endswith("…") for x in rows)
+    assert [x.split()[0] for x in rows] == [str(i) for i in range(len(rows))]
+    assert all(f"#0 {doc['top'][i][0]['value']:.2f}" in rows[i] for i in at)
 
 
 def test_trace_bad_input_is_one_line(traced):
@@ -117,7 +125,17 @@ def test_the_api_and_the_page_trace_a_text(traced):
     from browser import page
 
     path, label = traced
-    with serving(path, dictionary="tok") as url:
+    with serving(path, dictionary="tok", warm=True) as url:
+        # serve loads the served dictionary's model as it starts: the first trace does not wait for it
+        states = {}
+        for _ in range(600):
+            with urllib.request.urlopen(url + "api/dictionaries") as r:
+                states = {d["name"]: d["tracer"] for d in json.loads(r.read())}
+            if states["tok"] == "ready":
+                break
+            assert states["tok"] == "loading", states
+            time.sleep(0.1)
+        assert states == {"tok": "ready", "ingested": "none"}  # an ingested dictionary has no model to trace
         status, doc = _get(url, dictionary="tok", text=f"please {WORD} it", top=2)
         assert status == 200 and any(x["feature"] == 0 and x["label"] == label for row in doc["top"] for x in row)
         for params, words in [({"dictionary": "ingested", "text": "a"}, "not captured from a local model"),
@@ -126,6 +144,9 @@ def test_the_api_and_the_page_trace_a_text(traced):
             status, body = _get(url, **params)
             assert status == 400 and words in body["error"] and "\n" not in body["error"], (params, body)
         with page() as pg:
+            pg.goto(url + "?dictionary=ingested")
+            pg.wait_for_selector("body[data-ready='1']")
+            assert pg.locator("#tracebox").is_hidden()  # nothing to trace it with
             pg.goto(url + "?dictionary=tok")
             pg.wait_for_selector("body[data-ready='1']")
             pg.fill("#trace", f'<img src=x onerror="document.title=1"> {WORD} now')
@@ -135,6 +156,16 @@ def test_the_api_and_the_page_trace_a_text(traced):
             texts = [rows.nth(i).inner_text() for i in range(rows.count())]
             hit = [t for t in texts if t.split()[0] == WORD]
             assert len(hit) == 1 and label in hit[0] and "#0" in hit[0]
+            # the text as a row of tokens coloured by one feature: the detector's value on its token only
+            i = texts.index(hit[0])
+            pg.click("#tracefeats .tfeat[data-feature='0']")
+            assert pg.get_attribute("#tracetext", "data-feature") == "0"
+            vals = pg.locator("#tracetext .tok").evaluate_all(
+                "ts => ts.map(t => [+t.dataset.value, getComputedStyle(t).backgroundColor])")
+            assert [j for j, (v, _) in enumerate(vals) if v > 0] == [i]
+            assert vals[i][1] != vals[0][1] and "rgba(0, 0, 0, 0)" in {c for _, c in vals}  # only it is shaded
+            shown = float(pg.get_attribute("#tracerows .tokrow:nth-child(%d) a" % (i + 1), "data-value"))
+            assert shown == pytest.approx(vals[i][0], abs=1e-3) and f"#0 {shown:.2f}" in hit[0]
             assert pg.locator("#traced img").count() == 0 and pg.title() != "1"  # the text is shown as text
             pg.click(f"#traced a:has-text('{label[:20]}')")
             pg.wait_for_selector("body[data-ready='1'] #title")

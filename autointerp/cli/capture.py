@@ -166,18 +166,21 @@ def trace(text: Annotated[str, typer.Argument(help="The text to trace (at most 2
     strongest features with their labels; --json also gives every nonzero activation (position, feature,
     value). Needs a dictionary made by `capture` whose model and SAE are still where they were."""
     from ..capture import Tracer, trace_text
-    from ..records import TraceConfig
+    from ..records import TraceConfig, traceable
 
     config = TraceConfig(top=top)
     if len(text) > config.max_chars:  # before the model loads
         raise UsageError(f"the text is {len(text):,} characters; trace takes at most {config.max_chars:,}")
+    if not text.strip():
+        raise UsageError("the text is empty")
     with opened(store, read_only=True) as s:
         d = s.dictionary(dictionary)
-        if not as_json:
+        say = not as_json and traceable(d)  # a dictionary with no model here is one line: the error
+        if say:
             typer.echo(f"loading the model of {safe(d.name)} ({safe(d.model)}) ...", err=True)
         t0 = time.perf_counter()
         tracer = Tracer(d)
-        if not as_json:
+        if say:
             typer.echo(f"loaded in {time.perf_counter() - t0:.1f} s", err=True)
         doc = trace_text(s, tracer, text, config)
     if as_json:

@@ -37,7 +37,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
 
 from ..errors import AutointerpError, StoreBusy
-from ..records import TRACE_MAX_CHARS, Dictionary, TraceConfig
+from ..records import TRACE_MAX_CHARS, Dictionary, TraceConfig, traceable
 from ..store import FIXED_SORTS, FeatureIndex, Store
 from .docs import DOCS_CSP, docs_page
 from .html import ASSETS, WEB, feature_docs
@@ -155,13 +155,6 @@ class Error(BaseModel):
 BUSY: dict[int | str, dict[str, Any]] = {  # the type of FastAPI's `responses`
     503: {"model": Error, "description": "Busy: the endpoint's threads and queue are full; try again after "
                                          "Retry-After seconds"}}
-
-
-def traceable(d: Dictionary) -> bool:
-    """Whether `trace` can run a text through `d` here: captured (not ingested) from a model still on disk."""
-    from pathlib import Path as _Path
-
-    return d.kind in ("sae", "neurons") and _Path(d.model).exists()
 
 
 class BadRequest(ValueError):
@@ -301,9 +294,7 @@ class Browser:
 
     def overview(self, d: Dictionary, scorer: str | None, limit: int) -> dict:
         """The index's plots of `d` (`/api/overview`); kept until the store changes."""
-        ix = self.index(d)
-        if scorer is not None and scorer not in ix.scorers:
-            raise BadRequest(f"scorer: {d.name} has no {scorer!r} grade (it has: {', '.join(ix.scorers) or 'none'})")
+        ix = self.index(d)  # a scorer this dictionary has no grade of: an empty scatter
         scorer = scorer or ("simulation" if "simulation" in ix.scorers else (ix.scorers or [None])[0])
         key = (d.dictionary_id, scorer, limit)
         got = self._overviews.get(key)
@@ -452,7 +443,8 @@ def make_app(store: Store, dictionary: str | None = None, *, hosts: tuple[frozen
     @app.api_route("/api/overview", methods=get, response_model=Overview, responses={400: {"model": Error}})
     def overview(dictionary: Annotated[DictName | None, Query()] = None,
                  scorer: Annotated[str | None, Query(max_length=100, description="The grade plotted against "
-                                                     "density (default: simulation, else the first)")] = None,
+                                                     "density (default: simulation, else the first); one "
+                                                     "the dictionary has no grade of plots nothing")] = None,
                  limit: Annotated[int, Query(ge=1, le=5000, description="Points of the scatter at most")] = 2000):
         """What the index plots: the dictionary's features by log10 density (a histogram; dead ones counted
         apart), and a scatter of one scorer's grades against density, each point a feature (a fixed sample
