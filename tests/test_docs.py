@@ -100,3 +100,11 @@ def test_every_docs_page_is_in_the_nav():
     nav = (ROOT / "mkdocs.yml").read_text()
     pages = {p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md")}
     assert {p for p in pages if p not in nav} == set()
+
+
+def test_readme_says_what_each_grade_measures_as_the_pages_do():
+    from autointerp.score import MEASURES
+
+    text = " ".join((ROOT / "README.md").read_text().split())
+    for name, sentence in MEASURES.items():
+        assert f"`{name}`: {sentence}" in text, name
