@@ -121,3 +121,15 @@ def test_label_import_bad_input_is_one_line_and_writes_nothing(twin, tmp_path):
     r = cli("ingest", "labels", tmp_path / "two", "--store", twin, "--format", "delphi")
     assert r.exit_code == 4 and "several hookpoints" in r.output
     assert len(_labels(twin)) == before  # nothing was written by any of them
+    # the feature page marks each grade an import brought with its source, beside ours
+    from browser import page
+    from test_browser import serving
+
+    with serving(twin) as url, page() as pg:
+        pg.goto(url + "feature.html#3")
+        pg.wait_for_selector("body[data-ready='1'] #labels")
+        theirs = pg.locator("#labels tr.chosen td.imported .why").all_inner_texts()
+        assert theirs and all(t.startswith("imported from delphi: ") for t in theirs), theirs
+        head = pg.locator("#labels tr th").all_inner_texts()
+        assert {"detection", "embedding"} <= set(head)  # theirs and ours, side by side
+        assert not pg.errors

@@ -198,7 +198,7 @@ def feature_shard(docs: dict[int, dict]) -> int:
     if not docs:
         return FEATURE_SHARD
     mean = sum(len(json.dumps(v, ensure_ascii=True)) for v in docs.values()) / len(docs)
-    fit = max(1, int(FILE_BYTES // max(mean, 1.0)))
+    fit = max(1, int(min(FILE_BYTES // max(mean, 1.0), FEATURE_SHARD)))
     return min(FEATURE_SHARD, 1 << (fit.bit_length() - 1))
 
 

@@ -391,8 +391,24 @@ const AI = (() => {
   const byKind = (bk) => Object.entries(bk || {}).map(([kind, x]) =>
     `${kind} ${x.n}` + (x.mean_r === null ? " (r –)" : ` (r ${fmt(x.mean_r, 2)})`)).join(" · ");
 
-  function gradeTd(sc) {
+  // a grade's cell: value ± half its interval, and below it why it is what it is; `theirs`: the grade an
+  // import brought for the same scorer, when ours replaced it
+  function gradeTd(sc, theirs) {
+    const td = gradeCell(sc);
+    if (theirs && theirs.status === "ok") {
+      td.append(el("small", { class: "why imported", text: `imported from ${theirs.imported}: ${fmt(theirs.value)}` +
+                                                          (theirs.ci ? "" : " (no interval)") }));
+    }
+    return td;
+  }
+
+  function gradeCell(sc) {
     if (!sc) return el("td", { class: "num", text: "" });
+    if (sc.imported) {  // a grade that came with an imported label: its source's, as it was given
+      return el("td", { class: "num imported", title: sc.version || "" }, sc.status === "ok" ? fmt(sc.value) : sc.status,
+                el("small", { class: "why", text: `imported from ${sc.imported}` + (sc.ci ? "" : ": no interval") +
+                                                  (sc.reason ? `; ${sc.reason}` : "") }));
+    }
     const pm = sc.ci ? " ± " + fmt((sc.ci[1] - sc.ci[0]) / 2, 2) : "";
     const title = [sc.version, sc.reason, sc.ci ? `95% interval ${fmt(sc.ci[0])} to ${fmt(sc.ci[1])} on ${sc.n_windows} windows` : ""];
     if (sc.status !== "ok") {  // undefined or failed: the reason, shown
@@ -412,16 +428,18 @@ const AI = (() => {
   function labels(main, doc) {
     main.append(el("h2", { text: "Labels" }));
     if (!doc.labels.length) { main.append(el("p", { class: "muted", text: "No label yet." })); return; }
-    const scorers = [...new Set(doc.labels.flatMap((l) => Object.keys(l.scores)))].sort();
+    const scorers = [...new Set(doc.labels.flatMap((l) => [...Object.keys(l.scores),
+                                                            ...Object.keys(l.imported_scores || {})]))].sort();
     const table = el("table", { id: "labels" });
     table.append(el("tr", {}, el("th", { text: "label" }), ...scorers.map((s) => el("th", { class: "num", text: s })),
                     el("th", { text: "provenance" })));
     for (const l of doc.labels) {
       const tr = el("tr", { class: l.chosen ? "chosen" : "candidate" });
       tr.append(el("td", { class: l.chosen ? "label" : "candidate", text: l.explanation + (l.chosen ? "" : " (candidate)") }));
-      for (const s of scorers) tr.append(gradeTd(l.scores[s]));
+      for (const s of scorers) tr.append(gradeTd(l.scores[s], (l.imported_scores || {})[s]));
       tr.append(el("td", { class: "prov", text: `${l.explainer} · prompt ${l.prompt_hash} · sampler ${l.sampler_hash} · ` +
                                                  `seed ${l.seed} · ${l.created_at.replace("T", " ").slice(0, 19)}` +
+                                                 (l.run_id ? ` · run ${l.run_id}` : "") +
                                                  (l.imported ? ` · imported from ${l.imported}` : "") +
                                                  (l.carried ? ` · carried from ${l.carried}` : "") }));
       table.append(tr);
