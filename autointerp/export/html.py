@@ -198,7 +198,7 @@ def feature_shard(docs: dict[int, dict]) -> int:
     if not docs:
         return FEATURE_SHARD
     mean = sum(len(json.dumps(v, ensure_ascii=True)) for v in docs.values()) / len(docs)
-    fit = max(1, int(min(FILE_BYTES // max(mean, 1.0), FEATURE_SHARD)))
+    fit = max(1, int(min(FILE_BYTES / max(mean, 1.0), FEATURE_SHARD)))
     return min(FEATURE_SHARD, 1 << (fit.bit_length() - 1))
 
 
@@ -293,19 +293,29 @@ def write_html(store: Store, out: str | Path, dictionary: str | None = None, fea
         first = dict(feature_docs(store, d, feats[:SIZE_SAMPLE].tolist()))  # measured, then written below
         shard = meta["feature_shard"] = feature_shard(first)
         pages = files = 0
-        for k in np.unique(feats // shard).tolist():
-            docs: dict[int, dict] = {}
-            part = feats[(feats >= k * shard) & (feats < (k + 1) * shard)]
-            for lo in range(0, len(part), 256):
-                ids = part[lo:lo + 256].tolist()
-                docs.update({f: first.pop(f) for f in ids if f in first})
-                docs.update(feature_docs(store, d, [f for f in ids if f not in docs]))
-            if docs:
-                (tmp / "data" / "f" / f"{k}.js").write_text(js("features", k, {str(f): docs[f] for f in sorted(docs)}),
-                                                            encoding="ascii")
-                pages, files = pages + len(docs), files + 1
+        pending: dict[int, dict[int, dict]] = {}  # shard -> its features' page data, written once complete
+
+        def flush(below: int) -> None:  # write the shards before `below` (the features are in order)
+            nonlocal pages, files
+            for k in sorted(x for x in pending if x < below):
+                docs = pending.pop(k)
+                if docs:
+                    (tmp / "data" / "f" / f"{k}.js").write_text(
+                        js("features", k, {str(f): docs[f] for f in sorted(docs)}), encoding="ascii")
+                    pages, files = pages + len(docs), files + 1
+
+        for lo in range(0, len(feats), 256):  # read in batches of 256 features, whatever the shard size
+            ids = feats[lo:lo + 256].tolist()
+            got = {f: first.pop(f) for f in ids if f in first}
+            got.update(feature_docs(store, d, [f for f in ids if f not in got]))
+            for f in ids:
+                bucket = pending.setdefault(f // shard, {})
+                if f in got:
+                    bucket[f] = got[f]
+            flush(ids[-1] // shard)
             if progress is not None:
-                progress.update(len(part))
+                progress.update(len(ids))
+        flush(2**63)
         meta["pages"] = pages
         (tmp / "data" / "overview.js").write_text(js("overview", overview_doc(store, d, meta["scorers"], t)),
                                                   encoding="ascii")
