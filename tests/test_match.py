@@ -177,10 +177,17 @@ def test_a_carried_label_that_grades_too_low_is_explained_anew_and_kept_as_a_can
     assert cli("label", "--store", path, "--dictionary", "layers.3", "--features", "0-39", "--scorer",
                "embedding,simulation").exit_code == 0
     r = cli("label", "--store", path, "--dictionary", "retrained", "--carry-from", "layers.3", "--carry-min-score",
-            "1.5", "--scorer", "embedding,simulation", "--json")  # no grade reaches 1.5: every carried label is tried, then explained anew
+            "1.5", "--scorer", "embedding,simulation", "--carry-method", "decoder", "--min-similarity", "0.5",
+            "--json")  # no grade reaches 1.5: every carried label is tried, then explained anew
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert out["carry_rejected"] >= 30
+    # a diff of the two pairs features as that carry did: by decoder, at 0.5, and says so
+    d = json.loads(cli("diff", "--store", path, "--dictionaries", "layers.3", "retrained", "--json").stdout)
+    assert d["paired_by"] == "decoder match, similarity >= 0.5" and f"run {out['run_id']}" in d["similarity"]["why"]
+    d = json.loads(cli("diff", "--store", path, "--dictionaries", "layers.3", "retrained", "--method", "coactivation",
+                       "--json").stdout)  # another method: no carry of it recorded a threshold
+    assert d["paired_by"] == "coactivation match, similarity >= 0.8" and "the default" in d["similarity"]["why"]
     with Store(path, read_only=True) as s:
         b = s.dictionary("retrained")
         rows = s.labels.find(b.dictionary_id, candidates=True)

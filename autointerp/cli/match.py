@@ -136,8 +136,10 @@ def diff(store: StoreOpt,
          dictionaries: Annotated[tuple[str, str] | None, typer.Option("--dictionaries", help="Two dictionaries, "
                                                                       "before and after (their current labels).")]
          = None,
-         method: Annotated[str, typer.Option(help="Two dictionaries: pair features by coactivation or decoder "
-                                                  "(matched first if `match` has not).")] = "coactivation",
+         method: Annotated[str | None, typer.Option(help="Two dictionaries: pair features by coactivation or "
+                                                         "decoder (matched first if `match` has not; default: the "
+                                                         "method of the newest `label --carry-from` between them, "
+                                                         "else coactivation).")] = None,
          min_similarity: Annotated[float | None, typer.Option(help="Two dictionaries: a pair counts at this "
                                                                    "similarity or more (default: the threshold "
                                                                    "the newest `label --carry-from` between them "
@@ -178,14 +180,19 @@ def diff(store: StoreOpt,
             from ..pipeline.config import parse_features
 
             parse_features(features, max(a.width, b.width))
-        missing = a.dictionary_id != b.dictionary_id and method not in s.matches.match_methods(a.dictionary_id,
-                                                                                          b.dictionary_id)
+        missing = None
+        if a.dictionary_id != b.dictionary_id:
+            from ..match.diff import pairing
+
+            missing = pairing(s, a, b, config)[0]  # the method the pairs will come from
+            if missing in s.matches.match_methods(a.dictionary_id, b.dictionary_id):
+                missing = None
     if missing:  # two dictionaries: their pairs, matched and stored first (the one write a diff makes)
         from ..match import MatchConfig, check_pair, match_dictionaries
 
         with opened(store) as s:
-            check_pair(s, a, b, method)
-            match_dictionaries(s, a, b, MatchConfig(method=method), progress=show_progress(as_json))
+            check_pair(s, a, b, missing)
+            match_dictionaries(s, a, b, MatchConfig(method=missing), progress=show_progress(as_json))
     with opened(store, read_only=True) as s:  # the diff itself only reads: a running job does not block it
         res = run_diff(s, *sides(s), config)
     doc = res.to_dict()

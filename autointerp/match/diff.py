@@ -54,12 +54,12 @@ MIN_SIMILARITY = 0.8  # pairs of two dictionaries compared, without a given or r
 
 @dataclass(frozen=True)
 class DiffConfig:
-    """`method` and `min_similarity`: how features of two dictionaries are paired (as `label --carry-from`;
-    None: the threshold the newest carry from A to B recorded, else MIN_SIMILARITY); `meaning`: the label
+    """`method` and `min_similarity`: how features of two dictionaries are paired (None: as the newest
+    `label --carry-from` A into B recorded them, else coactivation at MIN_SIMILARITY: `pairing`); `meaning`: the label
     distance counted as a change of meaning; `limit`: rows listed, most impactful first, shared among the
     kinds; `features`: ids ("0-199,300") the diff is narrowed to; `block`: features read at a time."""
 
-    method: str = "coactivation"
+    method: str | None = None
     min_similarity: float | None = None
     meaning: float = 0.3
     limit: int = 100
@@ -67,7 +67,7 @@ class DiffConfig:
     block: int = 65_536
 
     def __post_init__(self) -> None:
-        if self.method not in ("coactivation", "decoder"):
+        if self.method is not None and self.method not in ("coactivation", "decoder"):
             raise UsageError(f"--method must be coactivation or decoder, not {self.method!r}")
         if self.min_similarity is not None and not -1.0 <= self.min_similarity <= 1.0:
             raise UsageError(f"--min-similarity must be between -1 and 1, got {self.min_similarity}")
@@ -150,10 +150,10 @@ def diff(store: Store, a: Side, b: Side, config: DiffConfig = DiffConfig()) -> D
                      run_a=a.run_id, run_b=b.run_id)
     pairs = None
     if not same:
-        sim, why = _threshold(store, a, b, config)
+        method, sim, why = pairing(store, a.dictionary, b.dictionary, config)
         res.similarity = {"min": sim, "why": why}
-        res.paired_by = f"{config.method} match, similarity >= {sim:g}"
-        pairs = _pairs(store, a.dictionary, b.dictionary, config, sim)
+        res.paired_by = f"{method} match, similarity >= {sim:g}"
+        pairs = _pairs(store, a.dictionary, b.dictionary, method, sim)
     fires_a = store.activations.firing_counts(a.dictionary.dictionary_id)
     fires_b = fires_a if same else store.activations.firing_counts(b.dictionary.dictionary_id)
     sel_a, sel_b = _selected(config.features, a.dictionary.width, b.dictionary.width)
@@ -176,16 +176,21 @@ def diff(store: Store, a: Side, b: Side, config: DiffConfig = DiffConfig()) -> D
     return res
 
 
-def _threshold(store: Store, a: Side, b: Side, config: DiffConfig) -> tuple[float, str]:
-    """The similarity two dictionaries' features are paired at, and why that one."""
+def pairing(store: Store, a: Dictionary, b: Dictionary, config: DiffConfig) -> tuple[str, float, str]:
+    """(method, min_similarity, why) the features of two dictionaries are paired by: as given; else as the
+    newest `label --carry-from A` into B recorded them (its method, its threshold), so a diff sees the pairs
+    the carry saw; else a coactivation match at MIN_SIMILARITY."""
+    carry = None
+    if config.method is None or config.min_similarity is None:
+        carry = store.matches.carry_threshold(a.name, b.dictionary_id, config.method)
+    method = config.method or (carry["method"] if carry else "coactivation")
     if config.min_similarity is not None:
-        return config.min_similarity, "--min-similarity"
-    carry = store.matches.carry_threshold(a.dictionary.name, b.dictionary.dictionary_id, config.method)
+        return method, config.min_similarity, "--min-similarity"
     if carry is not None:
-        return carry["min_similarity"], (f"the threshold of the newest `label --carry-from {a.dictionary.name}` "
-                                         f"into {b.dictionary.name} (run {carry['run_id']})")
-    return MIN_SIMILARITY, f"the default: no `label --carry-from {a.dictionary.name}` into {b.dictionary.name} " \
-                           "recorded a threshold"
+        return method, carry["min_similarity"], (f"the {carry['method']} match and threshold of the newest "
+                                                 f"`label --carry-from {a.name}` into {b.name} (run {carry['run_id']})")
+    return method, MIN_SIMILARITY, f"the default: no `label --carry-from {a.name}` into {b.name}" + (
+        f" by {method}" if config.method else "") + " recorded a threshold"
 
 
 def _selected(spec: str | None, width_a: int, width_b: int) -> tuple[np.ndarray, np.ndarray]:
@@ -212,15 +217,15 @@ def _covered(store: Store, side: Side) -> np.ndarray:
     return m
 
 
-def _pairs(store: Store, a: Dictionary, b: Dictionary, config: DiffConfig, min_similarity: float
+def _pairs(store: Store, a: Dictionary, b: Dictionary, method: str, min_similarity: float
            ) -> dict[str, np.ndarray]:
-    check_pair(store, a, b, config.method)
-    if config.method not in store.matches.match_methods(a.dictionary_id, b.dictionary_id):
+    check_pair(store, a, b, method)
+    if method not in store.matches.match_methods(a.dictionary_id, b.dictionary_id):
         if store.read_only:
-            raise MatchError(f"no {config.method} match from {a.name!r} to {b.name!r} in the store: run "
+            raise MatchError(f"no {method} match from {a.name!r} to {b.name!r} in the store: run "
                              f"`autointerp match --from {a.name} --to {b.name}` first")
-        match_dictionaries(store, a, b, MatchConfig(method=config.method))
-    return store.matches.pairs(a.dictionary_id, b.dictionary_id, config.method, min_similarity)
+        match_dictionaries(store, a, b, MatchConfig(method=method))
+    return store.matches.pairs(a.dictionary_id, b.dictionary_id, method, min_similarity)
 
 
 def _grades(store: Store, eids: np.ndarray, run_id: str | None) -> dict[int, dict[str, tuple]]:

@@ -172,19 +172,22 @@ class MatchRepo(Repo):
                             "similarity": np.asarray(t["similarity"], np.float64)}
 
     @reads
-    def carry_threshold(self, from_name: str, to_id: int, method: str) -> dict | None:
-        """The newest carry of labels from dictionary `from_name` into `to_id` by `method` that recorded its
-        similarity threshold (`label --carry-from ... --min-similarity`, in each carried label's evidence):
-        {min_similarity, run_id, created_at}, or None (no carry, or only ones made before it was recorded)."""
+    def carry_threshold(self, from_name: str, to_id: int, method: str | None = None) -> dict | None:
+        """The newest carry of labels from dictionary `from_name` into `to_id` (by `method`; None: by either)
+        that recorded its similarity threshold (`label --carry-from ... --min-similarity`, in each carried
+        label's evidence): {min_similarity, method, run_id, created_at}, or None (no carry, or only ones made
+        before it was recorded)."""
         row = self.con.execute("""
-            SELECT json_extract(evidence, '$.carried_from.min_similarity')::DOUBLE, run_id, created_at
+            SELECT json_extract(evidence, '$.carried_from.min_similarity')::DOUBLE,
+                   json_extract_string(evidence, '$.carried_from.method'), run_id, created_at
             FROM explanations
             WHERE dictionary_id = ? AND carried IS NOT NULL
               AND json_extract_string(evidence, '$.carried_from.dictionary') = ?
-              AND json_extract_string(evidence, '$.carried_from.method') = ?
+              AND (? IS NULL OR json_extract_string(evidence, '$.carried_from.method') = ?)
               AND json_extract(evidence, '$.carried_from.min_similarity') IS NOT NULL
-            ORDER BY created_at DESC, explanation_id DESC LIMIT 1""", [to_id, from_name, method]).fetchone()
-        return None if row is None else {"min_similarity": row[0], "run_id": row[1], "created_at": row[2].isoformat()}
+            ORDER BY created_at DESC, explanation_id DESC LIMIT 1""", [to_id, from_name, method, method]).fetchone()
+        return None if row is None else {"min_similarity": row[0], "method": row[1], "run_id": row[2],
+                                         "created_at": row[3].isoformat()}
 
     @reads
     def run_features(self, dictionary_id: int, run_id: str) -> np.ndarray:
