@@ -150,6 +150,10 @@ def test_carry_keeps_matched_labels_and_explains_only_the_rest(pair, monkeypatch
             rows = s.labels.find(b.dictionary_id)
             old = {r["feature_id"]: r["explanation"] for r in s.labels.find(1)}
         assert out["carried"] >= 0.9 * live and out["carried"] + out["explained"] + out["skipped"] == b.width
+        runs = json.loads(cli("job", "list", "--store", path, "--json").stdout)["runs"]
+        row = next(x for x in runs if x["run_id"] == out["run_id"])  # the run's ledger row adds up too
+        assert (row["features_done"], row["features_carried"], row["features_skipped"]) == (
+            out["explained"], out["carried"], out["skipped"])
         assert calls == out["explained"]  # an explainer call only for what was not carried
         carried = [r for r in rows if r["carried"]]
         assert len(carried) == out["carried"]

@@ -143,6 +143,7 @@ def test_a_read_only_command_migrates_a_store_from_an_earlier_autointerp_first(t
     con.execute("DROP TABLE calibration_runs")  # migration 14
     con.execute("DROP TABLE calibration_grades")
     con.execute("ALTER TABLE job_runs DROP COLUMN kind")  # migration 15
+    con.execute("ALTER TABLE job_runs DROP COLUMN features_carried")
     con.execute("ALTER TABLE explanations DROP COLUMN run_id")
     con.execute("ALTER TABLE scores DROP COLUMN run_id")
     con.close()

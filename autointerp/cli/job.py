@@ -78,12 +78,13 @@ def list_(store: StoreOpt, limit: LimitOpt = 20, as_json: JsonOpt = False) -> No
     if as_json:
         emit_json({"runs": rows})
         return
-    typer.echo("run\tkind\tstatus\tstarted\tseconds\tlabelled\tgraded\tskipped\tfailed\tgrades_failed\talready\tusd"
-               "\treason")
+    typer.echo("run\tkind\tstatus\tstarted\tseconds\tlabelled\tcarried\tgraded\tskipped\tfailed\tgrades_failed\t"
+               "already\tusd\treason")
     for r in rows:
         usd = f"{r['dollars']:.4f}" + (f"+{r['unpriced_calls']} unpriced" if r["unpriced_calls"] else "")
         typer.echo(f"{r['run_id']}\t{r['kind']}\t{r['status']}\t{r['started_at'][:19]}\t{r['duration_s'] or '-'}\t"
-                   f"{r['features_done']}\t{r['features_graded']}\t{r['features_skipped']}\t{r['features_failed']}\t"
+                   f"{r['features_done']}\t{r['features_carried']}\t{r['features_graded']}\t{r['features_skipped']}\t"
+                   f"{r['features_failed']}\t"
                    f"{r['grades_failed']}\t{r['already_done']}\t{usd}\t{r['stop_reason']}")
 
 

@@ -249,7 +249,7 @@ def run_on_ray(store: Store, d, todo: list[int], cfg, run_id: str, summary: RunS
                             coordinator, force) for i in range(n_shards) if todo[i * size:(i + 1) * size]]
         for part in ray.get(refs):
             got = RunSummary.from_dict(part["summary"])
-            got.features = got.already_done = 0  # the driver counts the selection; a shard only its part
+            got.features = got.already_done = got.without_import = 0  # the driver counts the selection; a shard its part
             summary.merge(got)
             shards.append({"shard": part["shard"], "host": part["host"], "pid": part["pid"],
                            "explained": got.explained, "graded": got.graded, "skipped": got.skipped,

@@ -85,7 +85,8 @@ def refused_rows(store_path: Path) -> list[dict]:
              "exit_code": r["exit_code"], "stop_reason": r["stop_reason"], "started_at": r["started_at"],
              "ended_at": r["started_at"], **{k: 0 for k in ("features_done", "features_graded", "features_skipped",
                                                             "features_failed", "grades_failed", "already_done",
-                                                            "input_tokens", "output_tokens", "unpriced_calls")},
+                                                            "input_tokens", "output_tokens", "unpriced_calls",
+                                                            "features_carried")},
              "dollars": 0.0, "duration_s": None, "executor": r["executor"], "host": r["host"], "pid": r["pid"],
              "config_hash": r["config_hash"], "kind": "job"} for r in read_refused(store_path)]
 
@@ -155,6 +156,7 @@ def _on_ray(store: Store, d, run, run_id: str, cfg: JobConfig, summary: RunSumma
     try:
         work = plan(store, d, run, parts)
         summary.features, summary.already_done = work.selected, work.already_done
+        summary.without_import = work.without_import
         summary.explainer, summary.prompt_hash = parts.key
     finally:
         for c in parts.clients:

@@ -88,6 +88,7 @@ class WorkPlan:
     selected: int
     carry: dict | None = None
     carry_from: str | None = None
+    without_import: int = 0  # grading imported labels: selected features that have none
 
     @property
     def features(self) -> np.ndarray:
@@ -95,7 +96,7 @@ class WorkPlan:
 
     @property
     def already_done(self) -> int:
-        return self.selected - len(self.explain) - len(self.grade_features)
+        return self.selected - len(self.explain) - len(self.grade_features) - self.without_import
 
 
 def plan(store: Store, dictionary: Dictionary, run: LabelRun, parts: Parts) -> WorkPlan:
@@ -136,16 +137,19 @@ def _plan(store: Store, dictionary: Dictionary, run: LabelRun, parts: Parts) -> 
     key = None if parts.explainer.name == IMPORTED else (*parts.key, run.sampler.hash, run.seed)
     if run.force and key is not None:
         return WorkPlan(feats, empty, empty, empty, len(feats))
+    without = 0
     if key is None:  # grade labels made elsewhere (`force`: with every scorer again); explain nothing
-        if not store.labels.imported_count(dictionary.dictionary_id):
+        have = store.labels.imported_features(dictionary.dictionary_id)
+        if not len(have):
             raise LabelError(f"dictionary {dictionary.name!r} has no imported label to grade (`autointerp ingest "
                              "labels` brings them in; --explainer offline or PROVIDER:MODEL explains its features)")
+        without = int(len(feats) - np.isin(feats, have, assume_unique=True).sum())
         explain = empty
     else:
         explain = np.setdiff1d(feats, store.labels.done_features(dictionary.dictionary_id, key), assume_unique=True)
     gf, ge, gm = store.labels.grading_todo(dictionary.dictionary_id, key, [(s.name, s.version) for s in parts.grade],
                                     None if run.features is None else feats, force=run.force)
-    return WorkPlan(explain, gf, ge, gm, len(feats))
+    return WorkPlan(explain, gf, ge, gm, len(feats), without_import=without)
 
 
 class _Feed:
@@ -238,6 +242,7 @@ def label(store: Store, dictionary: Dictionary, run: LabelRun | None = None, *, 
     summary = summary if summary is not None else RunSummary()
     summary.carry_from = run.carry.source
     summary.dictionary, summary.features, summary.already_done = dictionary.name, work.selected, work.already_done
+    summary.without_import = work.without_import
     summary.explainer, summary.prompt_hash = parts.key
     summary.sampler_hash, summary.seed = run.sampler.hash, run.seed
     summary.select_by = parts.select.name if parts.select else None

@@ -19,7 +19,8 @@ def _add(into: dict, key: str, n: int = 1) -> None:
 class RunSummary:
     """Counts of one run. `explained`: features labelled now (explained and graded); `graded`: labels
     made earlier that this run graded with scorers they lacked (no explainer call); `already_done`:
-    features with a current label and every grade of this run's scorers. `carried`: features that kept a
+    features an earlier run did (a current label with every grade of this run's scorers, or skipped as
+    dead or too rare); `without_import`: grading imported labels, features that have none. `carried`: features that kept a
     label carried from a matched dictionary (graded here, not explained: an explainer call saved each);
     `carry_rejected`: features whose carried label graded too low and were explained (counted in
     `explained` too). `scores`: per scorer, grades by status; `failure_reasons`: feature failures and
@@ -32,6 +33,7 @@ class RunSummary:
     skipped: int = 0
     failed: int = 0
     already_done: int = 0
+    without_import: int = 0
     carried: int = 0
     carry_rejected: int = 0
     carry_from: str | None = None
@@ -67,7 +69,7 @@ class RunSummary:
     @property
     def not_started(self) -> int:
         """Selected features a budget or pending batches left for the next run (neither done nor committed)."""
-        return max(0, self.features - self.committed - self.already_done)
+        return max(0, self.features - self.committed - self.already_done - self.without_import)
 
     def outcome_words(self) -> str:
         """Each selected feature counted once, in words that add up to `features`: "1,536 features: 1,507
@@ -83,7 +85,8 @@ class RunSummary:
                  (self.graded, "graded (labels made earlier, given the grades they lacked)"),
                  (self.skipped, "skipped" + kinds(self.skipped_kinds)),
                  (self.failed, "failed" + kinds(self.failed_kinds)),
-                 (self.already_done, "already done (a current label with every grade)"),
+                 (self.already_done, "already done by an earlier run (labelled and graded, or skipped)"),
+                 (self.without_import, "with no imported label to grade"),
                  (self.not_started, f"not started ({why}: run again to go on)")]
         said = ", ".join(f"{n:,} {w}" for n, w in parts if n)
         of = f" of {self.dictionary}" if self.dictionary else ""
@@ -126,7 +129,8 @@ class RunSummary:
 
     def merge(self, other: RunSummary) -> RunSummary:
         """Add another part's counts (a Ray shard's) to this summary, in place; returns self."""
-        for k in ("features", "explained", "graded", "skipped", "failed", "already_done", "carried", "carry_rejected",
+        for k in ("features", "explained", "graded", "skipped", "failed", "already_done", "without_import", "carried",
+                  "carry_rejected",
                   "samples_stored", "samples_drawn", "samples_not_current"):
             setattr(self, k, getattr(self, k) + getattr(other, k))
         for k in ("skipped_kinds", "failed_kinds", "failure_reasons"):

@@ -109,6 +109,13 @@ class LabelRepo(Repo):
                          "AND imported IS NOT NULL", [dictionary_id])[0]
 
     @reads
+    def imported_features(self, dictionary_id: int) -> np.ndarray:
+        """The features with an imported label (sorted ids)."""
+        t = self.con.execute("SELECT DISTINCT feature FROM explanations WHERE dictionary_id = ? AND chosen AND "
+                             "imported IS NOT NULL ORDER BY 1", [dictionary_id]).fetchnumpy()
+        return np.asarray(t["feature"], np.int64)
+
+    @reads
     def labelled_count(self, dictionary_id: int) -> int:
         """Features with at least one label."""
         return self._row("SELECT count(DISTINCT feature) FROM explanations WHERE dictionary_id = ? AND chosen",

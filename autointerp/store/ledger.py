@@ -21,7 +21,7 @@ class LedgerRepo(Repo):
     JOB_COLUMNS = ("run_id", "dictionary", "status", "exit_code", "stop_reason", "started_at", "ended_at",
                    "features_done", "features_graded", "features_skipped", "features_failed", "grades_failed",
                    "already_done", "input_tokens", "output_tokens", "dollars", "unpriced_calls", "duration_s",
-                   "executor", "host", "pid", "config_hash", "kind")
+                   "executor", "host", "pid", "config_hash", "kind", "features_carried")
 
     # -- reads --------------------------------------------------------------------------------------
 
@@ -100,7 +100,8 @@ class LedgerRepo(Repo):
         cols = ", ".join(self.JOB_COLUMNS)
         blank = ("NULL::INTEGER AS exit_code, '' AS stop_reason, {t} AS started_at, {t} AS ended_at, "
                  + ", ".join(f"0 AS {c}" for c in self.JOB_COLUMNS[7:15]) + ", 0.0 AS dollars, 0 AS unpriced_calls, "
-                 "NULL::DOUBLE AS duration_s, 'local' AS executor, '' AS host, 0 AS pid, '' AS config_hash")
+                 "NULL::DOUBLE AS duration_s, 'local' AS executor, '' AS host, 0 AS pid, '' AS config_hash, "
+                 "0 AS features_carried")
         rows = self.con.execute(f"""
             SELECT {cols} FROM job_runs
             UNION ALL
@@ -200,16 +201,17 @@ class LedgerRepo(Repo):
     def end_job(self, run_id: str, *, status: str, exit_code: int, stop_reason: str, summary: dict,
                 input_tokens: int, output_tokens: int, dollars: float, duration_s: float,
                 unpriced_calls: int = 0) -> None:
-        """`summary`: the run's RunSummary as a dict (features_done counts the explained ones)."""
+        """`summary`: the run's RunSummary as a dict (features_done counts the explained ones, features_carried
+        those that kept a carried label)."""
         self.con.execute("""
             UPDATE job_runs SET status = ?, exit_code = ?, stop_reason = ?, ended_at = ?, features_done = ?,
                    features_skipped = ?, features_failed = ?, already_done = ?, input_tokens = ?, output_tokens = ?,
                    dollars = ?, duration_s = ?, summary = ?, features_graded = ?, grades_failed = ?,
-                   unpriced_calls = ? WHERE run_id = ?""",
+                   unpriced_calls = ?, features_carried = ? WHERE run_id = ?""",
                          [status, exit_code, stop_reason, _now(), summary.get("explained", 0), summary.get("skipped", 0),
                           summary.get("failed", 0), summary.get("already_done", 0), input_tokens, output_tokens,
                           dollars, duration_s, json.dumps(summary, default=str), summary.get("graded", 0),
-                          summary.get("failed_grades", 0), unpriced_calls, run_id])
+                          summary.get("failed_grades", 0), unpriced_calls, summary.get("carried", 0), run_id])
 
     def add_refused_jobs(self, refused: list[dict]) -> int:
         """Jobs that could not start because the store was held (noted beside it while they could not
@@ -229,9 +231,11 @@ class LedgerRepo(Repo):
         """A running job's counts so far, in the transaction that commits them: a job killed later keeps in
         its ledger row what it committed (no-op for a run that is not a job)."""
         self.con.execute("UPDATE job_runs SET features_done = ?, features_skipped = ?, features_failed = ?, "
-                         "features_graded = ?, grades_failed = ? WHERE run_id = ? AND status = 'running'",
+                         "features_graded = ?, grades_failed = ?, features_carried = ? WHERE run_id = ? AND "
+                         "status = 'running'",
                          [summary.get("explained", 0), summary.get("skipped", 0), summary.get("failed", 0),
-                          summary.get("graded", 0), summary.get("failed_grades", 0), run_id])
+                          summary.get("graded", 0), summary.get("failed_grades", 0), summary.get("carried", 0),
+                          run_id])
 
     def mark_crashed_jobs(self) -> int:
         """Jobs still 'running' when the job lock is free (the caller holds it) died without ending."""

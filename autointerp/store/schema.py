@@ -436,8 +436,10 @@ def _m014_calibration(con: duckdb.DuckDBPyConnection) -> None:
 
 def _m015_run_kinds(con: duckdb.DuckDBPyConnection) -> None:
     # `job_runs` holds every labelling run, not only jobs: `kind` says which (job | label), so `job list`
-    # shows a plain `label` run (its id, counts) beside the jobs.
+    # shows a plain `label` run (its id, counts) beside the jobs; `features_carried` the features that kept a
+    # label carried from a matched dictionary (so a carry run's counts add up).
     con.execute("ALTER TABLE job_runs ADD COLUMN kind VARCHAR NOT NULL DEFAULT 'job'")
+    con.execute("ALTER TABLE job_runs ADD COLUMN features_carried BIGINT NOT NULL DEFAULT 0")
 
 
 MIGRATIONS: list[Migration] = [
@@ -455,7 +457,7 @@ MIGRATIONS: list[Migration] = [
     (12, "resumable captures", _m012_captures),
     (13, "label changes, for readers beside a writer", _m013_label_changes),
     (14, "calibration runs and their grades", _m014_calibration),
-    (15, "plain label runs in the run ledger", _m015_run_kinds),
+    (15, "plain label runs in the run ledger, carried counts", _m015_run_kinds),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
