@@ -225,7 +225,7 @@ def test_a_full_disk_is_one_line_naming_the_path_and_the_space_left(tmp_path, in
     disk, out = tmp_path / "disk", tmp_path / "out"
     disk.mkdir()
     out.mkdir()
-    size = Path(ingested_path).stat().st_size // 1024 + 1500
+    size = Path(ingested_path).stat().st_size // 1024 + 2500
     script = FULL_DISK.format(size=size, disk=disk, store=ingested_path, py=sys.executable, out=out, labels=labels)
     r = subprocess.run(["unshare", "--mount", "--map-root-user", "bash", "-c", script], capture_output=True,
                        text=True, cwd=Path(__file__).parents[1])

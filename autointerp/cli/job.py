@@ -92,15 +92,20 @@ def list_(store: StoreOpt, limit: LimitOpt = 20, as_json: JsonOpt = False) -> No
 @handle_errors
 def show(store: StoreOpt, run_id: Annotated[str, typer.Argument(help="A run id (a unique prefix is enough).")],
          as_json: JsonOpt = False) -> None:
-    """One job run: its config, counts, cost and summary."""
+    """One run `job list` lists: a job's or a label run's config, counts, cost and summary; a calibration's
+    or a capture's row."""
     with opened(store, read_only=True) as s:
         r = s.ledger.job_run(run_id)
+        if r is None:  # a calibration or a capture: the row `job list` shows
+            rows = [x for x in s.ledger.runs(None) if x["run_id"].startswith(run_id)]
+            r = rows[0] if len(rows) == 1 else None
     if r is None:
-        raise StoreError(f"no single job run matches {run_id!r}")
+        raise StoreError(f"no single run matches {run_id!r} (`autointerp job list` lists them)")
     if as_json:
         emit_json(r)
         return
     for k, v in r.items():
         if k not in ("config", "summary"):
             typer.echo(f"{k}: {v}")
-    typer.echo("config:\n" + r["config"].rstrip())
+    if r.get("config"):
+        typer.echo("config:\n" + r["config"].rstrip())

@@ -139,7 +139,7 @@ class DensityHistogram(BaseModel):
 class Scatter(BaseModel):
     scorer: str | None
     total: int
-    points: list[list[float | None]]
+    points: list[tuple[int, float, float, float | None, float | None]]  # feature, density, value, lower, upper
 
 
 class Overview(BaseModel):
@@ -192,7 +192,7 @@ class Browser:
         self._tracers: dict[int, tuple] = {}  # dictionary id -> (Tracer, its lock): one text at a time per model
         self._tracer_lock = threading.Lock()  # held while a model loads: an index build never waits for it
         self._warming: set[int] = set()  # dictionaries whose model `warm` is loading
-        self._overviews: dict[tuple[int, str | None, int], dict] = {}
+        self._overviews: dict[int, dict] = {}  # dictionary id -> its last overview, with what it was asked with
 
     def dictionary(self, name: str | None) -> Dictionary:
         if not name:
@@ -297,13 +297,13 @@ class Browser:
         ix = self.index(d)  # a scorer this dictionary has no grade of: an empty scatter
         scorer = scorer or ("simulation" if "simulation" in ix.scorers else (ix.scorers or [None])[0])
         key = (d.dictionary_id, scorer, limit)
-        got = self._overviews.get(key)
-        if got is None or got["seq"] != self.seq:
-            total, points = ix.scatter(scorer, limit) if scorer else (0, [])
-            got = {"seq": self.seq, "doc": {"dictionary": d.name,
-                                            "density": self.store.activations.density_histogram(d.dictionary_id),
-                                            "scatter": {"scorer": scorer, "total": total, "points": points}}}
-            self._overviews[key] = got
+        got = self._overviews.get(d.dictionary_id)  # one kept per dictionary: the last asked for
+        if got is None or got["key"] != key or got["seq"] != self.seq:
+            total, points = ix.scatter(scorer, limit) if scorer in ix.scorers else (0, [])
+            got = {"key": key, "seq": self.seq,
+                   "doc": {"dictionary": d.name, "density": self.store.activations.density_histogram(d.dictionary_id),
+                           "scatter": {"scorer": scorer, "total": total, "points": points}}}
+            self._overviews[d.dictionary_id] = got
         return got["doc"]
 
     def labels(self) -> "LabelIndex":

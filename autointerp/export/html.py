@@ -194,11 +194,12 @@ def feature_docs(store: Store, d: Dictionary, features: list[int], unsampled: bo
 
 def feature_shard(docs: dict[int, dict]) -> int:
     """Features per page-data script: a power of two (the page finds feature f's script as f // shard), as
-    many as keep a script of features like `docs` (a sample) under FILE_BYTES, at most FEATURE_SHARD."""
+    many as keep a script of features like the largest of `docs` (a sample) under FILE_BYTES, at most
+    FEATURE_SHARD. An estimate: features larger than the sample's largest make a larger script."""
     if not docs:
         return FEATURE_SHARD
-    mean = sum(len(json.dumps(v, ensure_ascii=True)) for v in docs.values()) / len(docs)
-    fit = max(1, int(min(FILE_BYTES / max(mean, 1.0), FEATURE_SHARD)))
+    big = max(len(json.dumps(v, ensure_ascii=True)) for v in docs.values())
+    fit = max(1, int(min(FILE_BYTES / max(big, 1), FEATURE_SHARD)))
     return min(FEATURE_SHARD, 1 << (fit.bit_length() - 1))
 
 
