@@ -371,7 +371,10 @@ def test_diff_bad_input_is_one_line_and_writes_nothing(pair, tmp_path):
     assert sorted(tmp_path.iterdir()) == files and [p.name for p in (tmp_path / "taken").iterdir()] == ["mine.txt"]
 
 
-def test_matches_lists_and_exports_the_pairs_a_match_stored(pair):
+def test_matches_lists_and_exports_the_pairs_a_match_stored(pair, monkeypatch):
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("autointerp.cli.match"), "MATCH_PAGE", 7)  # many pages, each read from where the last ended
     path, perm = pair
     assert cli("match", "--store", path, "--from", "layers.3", "--to", "retrained", "--method",
                "coactivation").exit_code == 0
@@ -394,6 +397,9 @@ def test_matches_lists_and_exports_the_pairs_a_match_stored(pair):
                           "--json").stdout)
     sims = [p["similarity"] for p in best["pairs"]]
     assert sims == sorted(sims, reverse=True) and min(sims) >= 0.9
+    by_sim = json.loads(cli(*base, "--sort", "similarity", "--limit", "0", "--json").stdout)["pairs"]
+    assert sorted((p["feature_b"], p["feature_a"]) for p in by_sim) == sorted((p["feature_b"], p["feature_a"]) for p in every)
+    assert [p["similarity"] for p in by_sim] == sorted((p["similarity"] for p in by_sim), reverse=True)
     assert best["total"] == sum(f < 100 and v[1] >= 0.9 for f, v in stored.items()) == len(sims)
     text = cli(*base, "--limit", "3")
     lines = text.stdout.strip().splitlines()

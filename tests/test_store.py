@@ -177,3 +177,18 @@ def test_a_commit_holds_the_turnstile_until_it_ends(tmp_path):
             time.sleep(0.2)  # ten looks of the watcher
             assert turnstile() == "held"
         assert turnstile() == "free"
+
+
+def test_histograms_put_each_firing_in_its_bin_and_each_feature_by_its_density(store):
+    """What the browser plots: feature 0 fires 2.0 and 0.5 (max 2.0), feature 2 fires 1.0, feature 1 never."""
+    with store.transaction() as w:
+        _tiny(w)
+    d = store.dictionary()
+    h = store.activations.activation_histograms(d.dictionary_id, [0, 1, 2], bins=4)
+    assert set(h) == {0, 2}  # a dead feature has none
+    assert h[0] == {"hi": 2.0, "counts": [0, 1, 0, 1]}  # 0.5 in [0.5, 1); the max in the last bin, not past it
+    assert h[2] == {"hi": 1.0, "counts": [0, 0, 0, 1]}
+    dens = store.activations.density_histogram(d.dictionary_id, bins=40)
+    assert (dens["lo"], dens["hi"], dens["live"], dens["dead"]) == (-1.0, -0.5, 2, 1)  # half decades around 1/8, 2/8
+    at = [i for i, n in enumerate(dens["counts"]) for _ in range(n)]
+    assert at == [int((np.log10(1 / 8) + 1) / 0.5 * 40), int((np.log10(2 / 8) + 1) / 0.5 * 40)]

@@ -80,10 +80,12 @@ def matches(store: StoreOpt,
         from ..pipeline.config import parse_features
 
         sel = None if features is None else parse_features(features, b.width)
-        offset, sep = 0, ""
-        while True:  # a page of pairs at a time: `--limit 0` lists a million without holding them
+        offset, sep, after, total = 0, "", None, 0
+        while True:  # a page of pairs at a time, each from where the last ended: `--limit 0` lists a million
             n = MATCH_PAGE if limit == 0 else min(MATCH_PAGE, limit - offset)
-            total, rows = _match_page(s, a, b, method, min_similarity, sel, sort, offset, n)
+            counted, rows = _match_page(s, a, b, method, min_similarity, sel, sort, after, n, count=offset == 0)
+            total = total if counted is None else counted
+            keys = [(r.pop("similarity_exact"), r["feature_b"]) for r in rows]  # where the next page starts
             if offset == 0 and as_json:  # one document, its pairs written as they are read
                 head = {"from": a.name, "to": b.name, "method": method, "min_similarity": min_similarity,
                         "sort": sort, "features": features, "total": total}
@@ -104,6 +106,7 @@ def matches(store: StoreOpt,
             offset += len(rows)
             if len(rows) < n or (limit and offset >= limit):
                 break
+            after = keys[-1]
         if as_json:
             typer.echo("]}")
 
@@ -112,19 +115,20 @@ MATCH_PAGE = 10_000  # pairs read (and their labels) at a time by `matches`
 
 
 def _match_page(s: Store, a: Dictionary, b: Dictionary, method: str, min_similarity: float, sel, sort: str,
-                offset: int, n: int) -> tuple[int, list[dict]]:
-    """(pairs in all, `n` of them from `offset`, each with both sides' current labels)."""
+                after: tuple[float, int] | None, n: int, count: bool) -> tuple[int | None, list[dict]]:
+    """(pairs in all when `count`, else None; `n` of them after the pair `after`, each with both sides'
+    current labels)."""
     import numpy as np
 
     total, p = s.matches.matched_pairs(a.dictionary_id, b.dictionary_id, method, min_similarity, sel, sort,
-                                       offset, n)
+                                       after, n, count)
     if not len(p["to_feature"]):
         return total, []
     ta, tb = ({f: t for f, t in zip(x["feature"].tolist(), x["text"].tolist())}
               for x in (s.labels.label_side(a.dictionary_id, np.unique(p["from_feature"])),
                         s.labels.label_side(b.dictionary_id, np.unique(p["to_feature"]))))
     return total, [{"feature_a": fa, "feature_b": fb, "similarity": round(sim, 4), "method": method,
-                    "label_a": ta.get(fa), "label_b": tb.get(fb)}
+                    "label_a": ta.get(fa), "label_b": tb.get(fb), "similarity_exact": sim}
                    for fb, fa, sim in zip(p["to_feature"].tolist(), p["from_feature"].tolist(),
                                           p["similarity"].tolist())]
 

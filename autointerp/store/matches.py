@@ -152,24 +152,34 @@ class MatchRepo(Repo):
 
     @reads
     def matched_pairs(self, from_id: int, to_id: int, method: str, min_similarity: float, features: np.ndarray | None,
-                      sort: str, offset: int, limit: int) -> tuple[int, dict[str, np.ndarray]]:
-        """(how many pairs there are, a page of them): the stored pairs of `method` at `min_similarity` or
-        more (of `features` of `to_id` only, when given), by to_feature or by similarity (highest first),
-        `limit` of them from `offset`. {to_feature, from_feature, similarity}."""
+                      sort: str, after: tuple[float, int] | None, limit: int,
+                      count: bool = True) -> tuple[int | None, dict[str, np.ndarray]]:
+        """(how many pairs there are, or None unless `count`; a page of them): the stored pairs of `method` at
+        `min_similarity` or more (of `features` of `to_id` only, when given), by to_feature or by similarity
+        (highest first), `limit` of them after the pair `after` ((similarity, to_feature) of the last one
+        read: a page reads from where the last ended, never skipping an offset). {to_feature, from_feature,
+        similarity}."""
         order = "to_feature" if sort == "feature" else "similarity DESC, to_feature"
         sel = pa.table({"feature": pa.array(np.zeros(0, np.int64) if features is None else
                                             np.asarray(features, np.int64))})
         where = ("from_dictionary = $from AND to_dictionary = $to AND method = $method AND similarity >= $min"
                  + ("" if features is None else " AND to_feature IN (SELECT feature FROM _match_sel)"))
-        p = {"from": from_id, "to": to_id, "method": method, "min": min_similarity}
+        p: dict = {"from": from_id, "to": to_id, "method": method, "min": min_similarity}
+        page = where
+        if after is not None:
+            page += (" AND to_feature > $f" if sort == "feature" else
+                     " AND (similarity < $s OR (similarity = $s AND to_feature > $f))")
+            p_page = p | {"f": int(after[1])} | ({} if sort == "feature" else {"s": float(after[0])})
+        else:
+            p_page = p
         with self.tables(_match_sel=sel):
-            total = self.con.execute(f"SELECT count(*) FROM feature_matches WHERE {where}", p).fetchall()[0][0]
-            t = self.con.execute(f"SELECT to_feature, from_feature, similarity FROM feature_matches WHERE {where} "
-                                 f"ORDER BY {order} LIMIT $limit OFFSET $offset",
-                                 p | {"limit": limit, "offset": offset}).fetchnumpy()
-        return int(total), {"to_feature": np.asarray(t["to_feature"], np.int64),
-                            "from_feature": np.asarray(t["from_feature"], np.int64),
-                            "similarity": np.asarray(t["similarity"], np.float64)}
+            total = self.con.execute(f"SELECT count(*) FROM feature_matches WHERE {where}", p).fetchall()[0][0] \
+                if count else None
+            t = self.con.execute(f"SELECT to_feature, from_feature, similarity FROM feature_matches WHERE {page} "
+                                 f"ORDER BY {order} LIMIT $limit", p_page | {"limit": limit}).fetchnumpy()
+        return (None if total is None else int(total)), {
+            "to_feature": np.asarray(t["to_feature"], np.int64), "from_feature": np.asarray(t["from_feature"], np.int64),
+            "similarity": np.asarray(t["similarity"], np.float64)}
 
     @reads
     def carry_threshold(self, from_name: str, to_id: int, method: str | None = None) -> dict | None:
