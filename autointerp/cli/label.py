@@ -164,9 +164,9 @@ def label(store: StoreOpt, dictionary: DictOpt = None, features: FeaturesOpt = N
         for reason, n in summary.top_reasons(3):
             typer.echo(f"  {n}x {reason}", err=True)
         typer.echo("  (run again to retry them; `autointerp labels --status failed` lists them)", err=True)
-        raise typer.Exit(EXIT["failed"])
-    if summary.batch and summary.batch.get("pending"):
-        raise typer.Exit(EXIT["budget"])
+    status, _ = summary.outcome()  # as the run's ledger row says: a budget stop or pending batches first
+    if status != "done":
+        raise typer.Exit(EXIT[status])
 
 
 def _read_prices(path: Path | None) -> dict:

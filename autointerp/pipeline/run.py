@@ -251,15 +251,18 @@ def label(store: Store, dictionary: Dictionary, run: LabelRun | None = None, *, 
     t0 = time.perf_counter()
     clients = parts.clients
     sampler = Sampler(store, dictionary, run.sampler, run.seed)
-    ledger = _RunLedger.start(store, dictionary, run, parts) if sink is None else None
+    if run.batch.enabled:  # refused before the run is recorded
+        if not clients:
+            raise UsageError("--batch needs an LLM explainer or scorer (anthropic:MODEL, ...)")
+        if not all(c.use_cache for c in clients):
+            raise UsageError("--batch collects replies into the response cache: it cannot run with --no-cache")
+    # a run with something to do gets a row in the run ledger (`job list`); a rerun with nothing left, none
+    busy = len(work.features) > 0 or run.batch.enabled
+    ledger = _RunLedger.start(store, dictionary, run, parts) if sink is None and busy else None
     status = "error"
     try:
         pending = False  # batches still pending: the next run collects them
         if run.batch.enabled:
-            if not clients:
-                raise UsageError("--batch needs an LLM explainer or scorer (anthropic:MODEL, ...)")
-            if not all(c.use_cache for c in clients):
-                raise UsageError("--batch collects replies into the response cache: it cannot run with --no-cache")
             summary.batch = batched = run_sync(plan_batches(_Feed(store, sampler, work, parts, run.sample_batch,
                                                                      RunSummary()), parts, run.batch))
             pending = bool(batched["pending"])
