@@ -451,13 +451,15 @@ const AI = (() => {
   }
 
   // the feature's plots: every firing by activation (its quantile windows' peaks marked), and its density
-  // among the dictionary's features
+  // among the dictionary's features; the first drawn at once, the second when the dictionary's overview
+  // arrives (the rest of the page does not wait for it)
   async function featurePlots(main, doc) {
-    const figs = [];
     const h = doc.histogram, s = doc.stats;
+    const box = el("section", { id: "plots", class: "plots" });
+    main.append(el("h2", { text: "Activations and density" }), box);
     if (h && h.hi > 0) {
       const peaks = (doc.quantile || []).map((w) => Math.max(...w.acts));
-      figs.push(figure("Activations: every firing", PLOT.histogram({
+      box.append(figure("Activations: every firing", PLOT.histogram({
         id: "act-hist", counts: h.counts, lo: 0, hi: h.hi, ylog: true, title: "Activations: every firing",
         xlabel: "activation", ylabel: "firings (log scale)",
         binText: (i, a, b, n) => `activation ${fmt(a, 2)} to ${fmt(b, 2)}: ${n.toLocaleString()} firings`,
@@ -472,7 +474,7 @@ const AI = (() => {
       const n = d.counts.length, at = Math.min(n - 1, Math.max(0, Math.floor((x - d.lo) / (d.hi - d.lo) * n)));
       const below = d.counts.slice(0, at).reduce((a, b) => a + b, 0) + d.counts[at] / 2;
       const pct = Math.round(100 * below / d.live);
-      figs.push(figure("Density against the dictionary's", PLOT.histogram({
+      box.append(figure("Density against the dictionary's", PLOT.histogram({
         id: "density-hist", counts: d.counts, lo: d.lo, hi: d.hi, fx: decade, ylog: true,
         title: "Density against the dictionary's", xlabel: "density (log scale)", ylabel: "features",
         binText: (i, a, b, c) => `density ${decade(a)} to ${decade(b)}: ${c.toLocaleString()} features`,
@@ -480,7 +482,6 @@ const AI = (() => {
       }), `Fires on ${fmt(100 * s.density, 3)}% of tokens: denser than about ${pct}% of the ` +
           `${d.live.toLocaleString()} features that fire.`));
     }
-    if (figs.length) main.append(el("h2", { text: "Activations and density" }), el("section", { id: "plots", class: "plots" }, ...figs));
   }
 
   function outputs(main, out) {  // the logit lens of the feature's output direction
@@ -560,11 +561,12 @@ const AI = (() => {
                         `${s.n_contexts.toLocaleString()} contexts · density ${fmt(s.density, 5)} · max ${fmt(s.max, 2)}`);
     document.title = `${f}: ${doc.labels.length ? doc.labels[0].explanation : "feature"} — autointerp`;
     labels(main, doc);
-    await featurePlots(main, doc);
+    const plotted = featurePlots(main, doc);
     if (doc.outputs) outputs(main, doc.outputs);
     windows(main, "Top activations", "top", doc.top || [], s.max);
     windows(main, "Across quantiles", "quantile", doc.quantile || [], s.max);
     if (doc.simulation) simulation(main, doc.simulation, s.max);
+    await plotted;  // the density plot, once the dictionary's overview is in
     document.body.setAttribute("data-ready", "1");
   }
 
