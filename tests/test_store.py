@@ -179,13 +179,17 @@ def test_a_commit_holds_the_turnstile_until_it_ends(tmp_path):
         assert turnstile() == "free"
 
 
-def test_histograms_put_each_firing_in_its_bin_and_each_feature_by_its_density(store):
+def test_histograms_put_each_firing_in_its_bin_and_each_feature_by_its_density(store, monkeypatch):
     """What the browser plots: feature 0 fires 2.0 and 0.5 (max 2.0), feature 2 fires 1.0, feature 1 never."""
     with store.transaction() as w:
         _tiny(w)
     d = store.dictionary()
     h = store.activations.activation_histograms(d.dictionary_id, [0, 1, 2], bins=4)
     assert set(h) == {0, 2}  # a dead feature has none
+    import autointerp.store.activations as acts
+
+    monkeypatch.setattr(acts, "HISTOGRAM_GAP", 1)  # 0 and 2 read as two runs of ids: the same counts
+    assert store.activations.activation_histograms(d.dictionary_id, [2, 0], bins=4) == h
     assert h[0] == {"hi": 2.0, "counts": [0, 1, 0, 1]}  # 0.5 in [0.5, 1); the max in the last bin, not past it
     assert h[2] == {"hi": 1.0, "counts": [0, 0, 0, 1]}
     dens = store.activations.density_histogram(d.dictionary_id, bins=40)

@@ -20,6 +20,9 @@ from .repo import Repo, reads
 from .vectors import _blobs
 
 
+HISTOGRAM_GAP = 1024  # feature ids further apart than this are histogrammed by separate range scans
+
+
 class ActivationRepo(Repo):
     # -- reads --------------------------------------------------------------------------------------
 
@@ -92,21 +95,21 @@ class ActivationRepo(Repo):
     @reads
     def activation_histograms(self, dictionary_id: int, features: list[int], bins: int = 40) -> dict[int, dict]:
         """feature -> {"hi": its max, "counts": how many of its firings fall in each of `bins` equal bins from 0
-        to its max}: every firing, counted in DuckDB (one scan of the features' id range)."""
-        feats = sorted({int(f) for f in features})
-        if not feats:
-            return {}
-        rows = self.con.execute(f"""
-            WITH s AS (SELECT feature, max_value AS hi FROM feature_stats
-                       WHERE dictionary_id = $1 AND n_firing > 0 AND feature IN (SELECT unnest($2::UINTEGER[])))
-            SELECT a.feature, s.hi, least({bins - 1}, greatest(0, floor(a.value / s.hi * {bins})))::INTEGER AS b,
-                   count(*) FROM activations a JOIN s USING (feature)
-            WHERE a.dictionary_id = $1 AND a.feature BETWEEN $3 AND $4 AND s.hi > 0
-            GROUP BY ALL""", [dictionary_id, feats, feats[0], feats[-1]]).fetchall()
+        to its max}: every firing, counted in DuckDB. Ids far apart are read as separate runs of ids (the rows
+        are stored by feature: a run is one scan of its range, never of everything between two runs)."""
+        feats = np.unique(np.asarray(list(features), np.int64))
         out: dict[int, dict] = {}
-        for f, hi, b, n in rows:
-            doc = out.setdefault(int(f), {"hi": float(hi), "counts": [0] * bins})
-            doc["counts"][b] = int(n)
+        for run in np.split(feats, np.flatnonzero(np.diff(feats) > HISTOGRAM_GAP) + 1) if len(feats) else []:
+            rows = self.con.execute(f"""
+                WITH s AS (SELECT feature, max_value AS hi FROM feature_stats
+                           WHERE dictionary_id = $1 AND n_firing > 0 AND feature IN (SELECT unnest($2::UINTEGER[])))
+                SELECT a.feature, s.hi, least({bins - 1}, greatest(0, floor(a.value / s.hi * {bins})))::INTEGER AS b,
+                       count(*) FROM activations a JOIN s USING (feature)
+                WHERE a.dictionary_id = $1 AND a.feature BETWEEN $3 AND $4 AND s.hi > 0
+                GROUP BY ALL""", [dictionary_id, run.tolist(), int(run[0]), int(run[-1])]).fetchall()
+            for f, hi, b, n in rows:
+                doc = out.setdefault(int(f), {"hi": float(hi), "counts": [0] * bins})
+                doc["counts"][b] = int(n)
         return out
 
     @reads
