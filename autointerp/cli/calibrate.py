@@ -77,7 +77,7 @@ def calibrate(store: StoreOpt, dictionary: DictOpt = None,
     gold dictionary, grade each rule's true description, its near misses and unrelated labels with every
     scorer, and every explainer's labels of them; print how often each scorer ranks the truth first, the
     AUROC of truth vs near misses, the coverage of its 95% intervals across seeds, and each explainer's gap to
-    the truth. The run is stored (`serve` shows it at /calibration; `export --calibration` writes it). Exit
+    the truth. The run is stored (`serve` shows it at /calibration; `export --format calibration` writes it). Exit
     11 on a bad rule file (nothing written)."""
     encoder_device(device)
     config = CalibrateConfig(rules=rules, builtin=builtin, scorers=tuple(scorer.split(",")), scorer_model=scorer_model,

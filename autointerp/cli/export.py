@@ -116,8 +116,9 @@ def serve(store: StoreOpt, dictionary: DictOpt = None,
                    "machine's hostname and any IP address. Any other Host is refused (400): a web page on another "
                    "name cannot reach the API by DNS rebinding.")] = None,
           device: DeviceOpt = "auto") -> None:
-    """Browse a store's features live (read-only): the browser's pages and a JSON API (/api/..., documented
-    at /openapi.json and /api/docs), served from the store."""
+    """Browse a store's features live (read-only): the browser's pages (plots, search, a coloured trace) and a
+    JSON API (/api/..., documented at /openapi.json and /api/docs), served from the store. The served
+    dictionary's model is loaded as it starts, so the first trace does not wait for it."""
     encoder_device(device)
     from ..export.serve import make_server
 
