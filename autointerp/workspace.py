@@ -172,7 +172,7 @@ class Workspace:
         """The features whose labels are nearest `text` in meaning, best first: {dictionary, feature, label,
         similarity, scores, top window}. Labels without a stored vector are not found (`autointerp search`
         embeds them first)."""
-        from .export.api import describe_hits
+        from .export.browser import describe_hits
         from .search import LabelIndex
 
         if not text.strip():

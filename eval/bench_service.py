@@ -148,7 +148,7 @@ def reader_beside(path: Path, dictionary: str, seconds: float, writer: bool) -> 
 
 def refresh(path: Path, dictionary: str) -> dict:
     """The server's indexes taking in one commit of 64 labels, against building them anew."""
-    from autointerp.export.api import Browser
+    from autointerp.export.browser import Browser
 
     out = {}
     with Store(path, read_only=True) as s:

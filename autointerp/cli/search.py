@@ -22,7 +22,7 @@ def search(query: Annotated[str, typer.Argument(help="What the features should m
            as_json: JsonOpt = False) -> None:
     """Features whose labels are nearest QUERY in meaning (all-MiniLM-L6-v2), with label, grades and a top
     window. Labels written before search existed are embedded first (the store is opened for writing then)."""
-    from ..export.api import describe_hits
+    from ..export.browser import describe_hits
     from ..progress import Progress
     from ..search import LABELS, LabelIndex, index_missing
 
