@@ -6,7 +6,8 @@ a `LabelRun`.
 """
 
 from .config import MIN_EVIDENCE, BatchOptions, Budget, CarryOptions, LabelRun, parse_features, parse_ranges
-from .run import Parts, WorkPlan, build, clients_of, ensure_match, grade_one, label, plan, score_text
+from .plan import WorkPlan, build, ensure_match, plan
+from .run import Parts, clients_of, grade_one, label, score_text
 from .summary import RunSummary
 
 __all__ = ["MIN_EVIDENCE", "BatchOptions", "Budget", "CarryOptions", "LabelRun", "Parts", "RunSummary", "WorkPlan", "build",
