@@ -20,8 +20,9 @@ class RunSummary:
     """Counts of one run. `explained`: features labelled now (explained and graded); `graded`: labels
     made earlier that this run graded with scorers they lacked (no explainer call); `already_done`:
     features an earlier run did (a current label with every grade of this run's scorers, or skipped as
-    dead or too rare); `without_import`: grading imported labels, features that have none. `carried`: features that kept a
-    label carried from a matched dictionary (graded here, not explained: an explainer call saved each);
+    dead or too rare); `without_import`: grading imported labels, features that have none. `carried`:
+    features that kept a label carried from a matched dictionary (graded here, not explained: an explainer
+    call saved each);
     `carry_rejected`: features whose carried label graded too low and were explained (counted in
     `explained` too). `scores`: per scorer, grades by status; `failure_reasons`: feature failures and
     failed grades, by reason."""
@@ -72,8 +73,9 @@ class RunSummary:
         return max(0, self.features - self.committed - self.already_done - self.without_import)
 
     def outcome_words(self) -> str:
-        """Each selected feature counted once, in words that add up to `features`: "1,536 features: 1,507
-        labelled (explained and graded), 29 skipped (29 too_few)" (with the dictionary's name when known). Only the outcomes that happened are named."""
+        """Each selected feature counted once, in words that add up to `features`: "1,536 features of D: 1,507
+        labelled (explained and graded), 29 skipped (14 dead, 15 too rare)". Only the outcomes that happened
+        are named."""
 
         def kinds(k: dict) -> str:
             return f" ({', '.join(f'{n:,} {x}' for x, n in k.items())})" if k else ""

@@ -103,14 +103,8 @@ class LabelRepo(Repo):
                                   created_at=r[9], explanation_id=r[0]) for r in rows}
 
     @reads
-    def imported_count(self, dictionary_id: int) -> int:
-        """Features with an imported label (`ingest labels`)."""
-        return self._row("SELECT count(DISTINCT feature) FROM explanations WHERE dictionary_id = ? AND chosen "
-                         "AND imported IS NOT NULL", [dictionary_id])[0]
-
-    @reads
     def imported_features(self, dictionary_id: int) -> np.ndarray:
-        """The features with an imported label (sorted ids)."""
+        """The features with an imported label (`ingest labels`; sorted ids)."""
         t = self.con.execute("SELECT DISTINCT feature FROM explanations WHERE dictionary_id = ? AND chosen AND "
                              "imported IS NOT NULL ORDER BY 1", [dictionary_id]).fetchnumpy()
         return np.asarray(t["feature"], np.int64)
